@@ -1,0 +1,210 @@
+// The orchestrator: drives saga instances through their steps, persists every
+// transition atomically in RocksDB, and talks to participants through a
+// Transport. Opening it on an existing store resumes every unfinished saga.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "saga/breaker.h"
+#include "saga/clock.h"
+#include "saga/definition.h"
+#include "saga/status.h"
+#include "saga/transport.h"
+
+namespace saga {
+
+/// Where an instance is in its life. Values are stored on disk: never renumber.
+enum class SagaState : uint8_t {
+  kRunning = 1,       ///< executing steps forward
+  kCompensating = 2,  ///< undoing completed steps in reverse order
+  kCompleted = 3,     ///< every step succeeded (terminal)
+  kCompensated = 4,   ///< failed or cancelled, every effect undone (terminal)
+  kFailed = 5,        ///< a compensation kept failing: parked for an operator
+  kAborted = 6,       ///< stopped by an operator; nothing more is sent (terminal)
+};
+std::string_view to_string(SagaState s) noexcept;
+StatusOr<SagaState> parse_saga_state(std::string_view s);
+/// Completed, Compensated and Aborted are terminal. Failed is not: an operator
+/// may retry it.
+bool is_terminal(SagaState s) noexcept;
+
+/// Where one step is. Values are stored on disk: never renumber.
+enum class StepStatus : uint8_t {
+  kPending = 0,             ///< not started
+  kRunning = 1,             ///< command sent, awaiting the reply
+  kSucceeded = 2,
+  kFailed = 3,              ///< refused or out of retries; nothing applied
+  kUnknown = 4,             ///< outcome unknown (timed out or cancelled in flight)
+  kCompensating = 5,
+  kCompensated = 6,
+  kCompensationFailed = 7,
+};
+std::string_view to_string(StepStatus s) noexcept;
+
+/// A step of an instance, as queries show it.
+struct StepView {
+  std::string name;
+  StepStatus status = StepStatus::kPending;
+  uint32_t attempts = 0;               ///< sends of the action
+  uint32_t compensation_attempts = 0;  ///< sends of the compensation
+  int64_t started_ms = 0;              ///< first send (0 = never)
+  int64_t finished_ms = 0;             ///< action outcome known (0 = not yet)
+  int64_t compensated_ms = 0;          ///< compensation done (0 = not)
+  std::string last_error;
+};
+
+/// An instance, as queries show it. Plain value.
+struct SagaView {
+  std::string id;
+  std::string type;
+  uint32_t version = 0;
+  SagaState state = SagaState::kRunning;
+  Json data;
+  std::vector<StepView> steps;
+  /// Index of the step being executed or compensated.
+  uint32_t current_step = 0;
+  std::string traceparent;
+  std::string last_error;
+  bool cancel_requested = false;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t finished_ms = 0;  ///< when it became terminal (0 = not)
+};
+
+/// Filters and paging for list(). Empty optionals match everything.
+struct ListQuery {
+  std::optional<std::string> type;
+  std::optional<SagaState> state;
+  /// Only instances updated at or after / before these times (ms since epoch).
+  std::optional<int64_t> updated_from_ms;
+  std::optional<int64_t> updated_to_ms;
+  /// Page size; at most 1000. Default 100.
+  uint32_t limit = 100;
+  /// Continue after this token (from the previous page's next_page_token).
+  std::string page_token;
+};
+
+/// One page of list() results, oldest update first.
+struct SagaPage {
+  std::vector<SagaView> items;
+  /// Empty when there is nothing more.
+  std::string next_page_token;
+};
+
+/// How a new saga is started.
+struct StartOptions {
+  /// Instance id; empty = generated. Starting an id that exists fails with
+  /// AlreadyExists, which makes start() idempotent for callers that retry.
+  std::string id;
+  /// W3C traceparent to carry; empty = a new trace.
+  std::string traceparent;
+  /// Definition version; 0 = the newest registered. Default 0.
+  uint32_t version = 0;
+};
+
+/// Counters of the engine, for tests and the benchmark.
+struct EngineStats {
+  uint64_t transitions = 0;     ///< state changes persisted
+  uint64_t writes = 0;          ///< RocksDB write batches (group commits)
+  uint64_t bytes_written = 0;   ///< bytes in those batches
+  uint64_t messages_sent = 0;   ///< outbox records confirmed by the transport
+  uint64_t stale_replies = 0;   ///< replies ignored as duplicate or stale
+  uint64_t timers_fired = 0;
+  uint64_t in_flight = 0;       ///< instances not terminal
+  uint64_t outbox_depth = 0;    ///< outbox records not yet confirmed
+};
+
+/// Settings of an orchestrator.
+struct Options {
+  /// Folder of the RocksDB store (created if missing). Required.
+  std::string data_dir;
+  /// Name of this orchestrator; replies come to "<name>.replies". Default "orchestrator".
+  std::string name = "orchestrator";
+  /// fsync the WAL on every write. Default true.
+  bool sync = true;
+  /// Most transitions combined into one write (group commit). Default 4096.
+  uint32_t max_batch = 4096;
+  /// How long terminal instances are kept before removal. Default 7 days.
+  Duration retention{7LL * 24 * 3600 * 1000};
+  /// How often retention runs. Default 60 s.
+  Duration retention_interval{60'000};
+  BreakerOptions breaker;
+  BreakerPolicy breaker_policy = BreakerPolicy::kReject;
+  /// Time source; default the system clock.
+  std::shared_ptr<Clock> clock;
+  /// Random source (jitter, ids); default seeded from the OS.
+  std::shared_ptr<RandomSource> random;
+  /// spdlog logger name. Default "saga".
+  std::string logger = "saga";
+};
+
+/// Result callback of start_async(); runs on the engine thread once the
+/// start is durable (or has failed).
+using StartCallback = std::function<void(StatusOr<std::string> id)>;
+
+/// A durable saga orchestrator. Thread-safe: any thread may start, cancel,
+/// query and administer sagas. The engine runs either on a background thread
+/// (start_background) or on whichever thread calls run_once (tests).
+class Orchestrator {
+ public:
+  /// Opens (or creates) the store in options.data_dir, registers `definitions`
+  /// (several versions of one name may be given), subscribes to replies on
+  /// `transport`, and resumes every unfinished instance. Fails with
+  /// InvalidArgument on bad options or duplicate definitions, and with the
+  /// store's error when RocksDB cannot open.
+  static StatusOr<std::unique_ptr<Orchestrator>> open(Options options,
+                                                      std::shared_ptr<Transport> transport,
+                                                      std::vector<DefinitionPtr> definitions);
+  virtual ~Orchestrator() = default;
+
+  /// Starts a saga of `type` with `data` and returns its id once the start is
+  /// durable. NotFound for an unknown type or version; AlreadyExists for a
+  /// used id; Unavailable with retry_after() when a participant's breaker is
+  /// open and the policy is kReject. Blocks; drives the engine itself when no
+  /// background thread runs.
+  virtual StatusOr<std::string> start(std::string_view type, Json data, StartOptions options = {}) = 0;
+  /// Like start() but returns at once; `done` runs on the engine thread.
+  virtual void start_async(std::string type, Json data, StartOptions options, StartCallback done) = 0;
+
+  /// Asks a running saga to stop: it compensates what it did. FailedPrecondition
+  /// when it already finished; NotFound when unknown.
+  virtual Status cancel(std::string_view id) = 0;
+
+  /// The instance with its data and step history. NotFound when unknown.
+  virtual StatusOr<SagaView> get(std::string_view id) const = 0;
+  /// Instances matching `query`, a page at a time.
+  virtual StatusOr<SagaPage> list(const ListQuery& query) const = 0;
+
+  /// Admin: re-runs the compensation of a Failed saga (attempts start again).
+  virtual Status retry(std::string_view id) = 0;
+  /// Admin: compensates a Running or Failed saga now.
+  virtual Status force_compensate(std::string_view id) = 0;
+  /// Admin: stops a non-terminal saga where it is; nothing more is sent.
+  virtual Status abort(std::string_view id) = 0;
+
+  /// One engine iteration on the calling thread: takes replies, due timers and
+  /// requests, persists their transitions in one write, then sends. Waits up to
+  /// `max_wait` for input. Returns the number of transitions. Must not be mixed
+  /// with start_background().
+  virtual size_t run_once(Duration max_wait = Duration{0}) = 0;
+  /// Runs the engine on a background thread until stop() or destruction.
+  virtual void start_background() = 0;
+  /// Stops the background thread after its current iteration.
+  virtual void stop() = 0;
+
+  /// Breaker state of a participant (kClosed for unknown names).
+  virtual BreakerState breaker_state(std::string_view participant) const = 0;
+  virtual EngineStats stats() const = 0;
+  /// Metrics in Prometheus text exposition format.
+  virtual std::string metrics_text() const = 0;
+  /// OK while the store is open and the transport healthy.
+  virtual Status health() const = 0;
+};
+
+}  // namespace saga

@@ -1,0 +1,109 @@
+#include "store/store.h"
+
+#include <rocksdb/options.h>
+#include <rocksdb/slice.h>
+
+namespace saga::internal {
+
+std::string be64(uint64_t v) {
+  std::string out;
+  append_be64(out, v);
+  return out;
+}
+
+void append_be64(std::string& out, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+}
+
+uint64_t read_be64(std::string_view p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+Status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return ok_status();
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsNotFound()) return Status::not_found(std::move(msg));
+  if (s.IsCorruption()) return Status::data_loss(std::move(msg));
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Status::unavailable(std::move(msg));
+  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNoSpace) return Status::resource_exhausted(std::move(msg));
+  if (s.IsInvalidArgument()) return Status::invalid_argument(std::move(msg));
+  return Status::internal(std::move(msg));
+}
+
+StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
+                                             const std::vector<std::string>& column_families,
+                                             bool sync) {
+  if (dir.empty()) return Status::invalid_argument("store directory is empty");
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  options.create_missing_column_families = true;
+  options.IncreaseParallelism(2);
+  // Many small transitions: keep the memtable roomy and let the WAL do the durability work.
+  options.write_buffer_size = 32 << 20;
+  options.max_total_wal_size = 256 << 20;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(options));
+  for (const std::string& name : column_families) {
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
+  }
+  std::unique_ptr<Store> store(new Store());
+  store->dir_ = dir;
+  store->sync_ = sync;
+  rocksdb::DB* raw = nullptr;
+  Status s = from_rocksdb(rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors,
+                                            &store->handles_, &raw),
+                          "open store " + dir);
+  if (!s.ok()) return s;
+  store->db_.reset(raw);
+  return store;
+}
+
+Store::~Store() {
+  if (!db_) return;
+  for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
+  handles_.clear();
+  (void)db_->Close();
+}
+
+Status Store::write(Batch& batch) {
+  if (batch.empty()) return ok_status();
+  rocksdb::WriteOptions wo;
+  wo.sync = sync_;
+  return from_rocksdb(db_->Write(wo, batch.raw()), "write batch");
+}
+
+StatusOr<std::optional<std::string>> Store::get(rocksdb::ColumnFamilyHandle* cf,
+                                                std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return from_rocksdb(s, "get");
+  return std::optional<std::string>(std::move(value));
+}
+
+Status Store::scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
+                   const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
+  const std::string_view start = from.empty() || from < prefix ? prefix : from;
+  for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    if (key.substr(0, prefix.size()) != prefix) break;
+    if (!fn(key, std::string_view(it->value().data(), it->value().size()))) break;
+  }
+  return from_rocksdb(it->status(), "scan");
+}
+
+StatusOr<std::optional<std::string>> Store::last_key(rocksdb::ColumnFamilyHandle* cf) const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
+  it->SeekToLast();
+  if (!it->Valid()) {
+    SAGA_RETURN_IF_ERROR(from_rocksdb(it->status(), "seek last"));
+    return std::optional<std::string>();
+  }
+  return std::optional<std::string>(it->key().ToString());
+}
+
+}  // namespace saga::internal

@@ -1,0 +1,83 @@
+// A RocksDB database with named column families and atomic batches: the one
+// place libsaga touches RocksDB. RocksDB errors become saga::Status here.
+#pragma once
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "saga/status.h"
+
+namespace saga::internal {
+
+/// Big-endian encoding of `v`, so keys sort numerically.
+std::string be64(uint64_t v);
+/// Appends be64(v) to `out`.
+void append_be64(std::string& out, uint64_t v);
+/// Decodes 8 big-endian bytes at `p`. REQUIRES: 8 readable bytes.
+uint64_t read_be64(std::string_view p);
+
+/// Mutations applied together by Store::write. Not thread-safe.
+class Batch {
+ public:
+  void put(rocksdb::ColumnFamilyHandle* cf, std::string_view key, std::string_view value) {
+    batch_.Put(cf, key, value);
+  }
+  void del(rocksdb::ColumnFamilyHandle* cf, std::string_view key) { batch_.Delete(cf, key); }
+  size_t count() const { return static_cast<size_t>(batch_.Count()); }
+  size_t bytes() const { return batch_.GetDataSize(); }
+  bool empty() const { return batch_.Count() == 0; }
+  void clear() { batch_.Clear(); }
+  rocksdb::WriteBatch* raw() { return &batch_; }
+
+ private:
+  rocksdb::WriteBatch batch_;
+};
+
+/// One RocksDB database opened with the given column families (created when
+/// missing). Thread-safe (RocksDB is).
+class Store {
+ public:
+  /// Opens or creates the database in `dir`. `sync`: fsync the WAL on each write.
+  static StatusOr<std::unique_ptr<Store>> open(const std::string& dir,
+                                               const std::vector<std::string>& column_families,
+                                               bool sync);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  /// Handle of the i-th column family given to open().
+  rocksdb::ColumnFamilyHandle* cf(size_t i) const { return handles_.at(i + 1); }
+
+  /// Applies `batch` atomically (synced per the open option).
+  Status write(Batch& batch);
+  /// The value of `key`, nullopt when absent.
+  StatusOr<std::optional<std::string>> get(rocksdb::ColumnFamilyHandle* cf, std::string_view key) const;
+  /// Calls fn(key, value) for keys >= `from` that start with `prefix`, in key
+  /// order, until fn returns false.
+  Status scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
+              const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+  /// The last key of a column family, nullopt when empty.
+  StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf) const;
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  Store() = default;
+  std::string dir_;
+  bool sync_ = true;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // [0] = default
+};
+
+/// Converts a RocksDB status (OK stays OK).
+Status from_rocksdb(const rocksdb::Status& s, std::string_view what);
+
+}  // namespace saga::internal

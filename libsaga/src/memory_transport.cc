@@ -66,8 +66,6 @@ struct Work {
   Status status;
 };
 
-class MemoryEndpoint;
-
 class MemoryBusImpl final : public MemoryBus {
  public:
   MemoryBusImpl(std::shared_ptr<Clock> clock, uint64_t seed)
@@ -132,8 +130,7 @@ class MemoryBusImpl final : public MemoryBus {
     cv_.notify_all();
   }
 
-  Status subscribe(uint64_t endpoint_id, std::string_view destination,
-                   Transport::Handler handler) {
+  Status subscribe(uint64_t endpoint_id, std::string_view destination, Transport::Handler handler) {
     if (destination.empty()) return Status::invalid_argument("subscribe: empty destination");
     if (!handler) return Status::invalid_argument("subscribe: empty handler");
     {
@@ -273,13 +270,13 @@ class MemoryBusImpl final : public MemoryBus {
   mutable std::mutex mu_;
   std::condition_variable cv_;  // signalled when queues, confirmations or availability change
   SeededRandom random_;         // drawn only under mu_, so the sequence is deterministic
-  FaultOptions faults_;                                                    // GUARDED_BY(mu_)
-  bool available_ = true;                                                  // GUARDED_BY(mu_)
-  BusStats stats_;                                                         // GUARDED_BY(mu_)
+  FaultOptions faults_;         // GUARDED_BY(mu_)
+  bool available_ = true;       // GUARDED_BY(mu_)
+  BusStats stats_;              // GUARDED_BY(mu_)
   std::map<std::string, std::deque<QueuedMessage>, std::less<>> queues_;  // GUARDED_BY(mu_)
-  std::map<uint64_t, EndpointState> endpoints_;                            // GUARDED_BY(mu_)
-  uint64_t next_endpoint_id_ = 1;                                          // GUARDED_BY(mu_)
-  uint64_t next_delivery_id_ = 1;                                          // GUARDED_BY(mu_)
+  std::map<uint64_t, EndpointState> endpoints_;                           // GUARDED_BY(mu_)
+  uint64_t next_endpoint_id_ = 1;                                         // GUARDED_BY(mu_)
+  uint64_t next_delivery_id_ = 1;                                         // GUARDED_BY(mu_)
 };
 
 // One connection to a MemoryBusImpl. The bus owns the endpoint's state so
@@ -342,8 +339,10 @@ size_t MemoryBusImpl::poll(uint64_t endpoint_id, std::chrono::milliseconds max_w
   }
 
   // User code runs unlocked: handlers and callbacks may send, ack or poll.
-  std::weak_ptr<MemoryBusImpl> weak_bus =
-      std::static_pointer_cast<MemoryBusImpl>(shared_from_this());
+  // A handler may destroy the last endpoint holding the bus; keep it alive
+  // until the batch is done.
+  const auto self = std::static_pointer_cast<MemoryBusImpl>(shared_from_this());
+  const std::weak_ptr<MemoryBusImpl> weak_bus = self;
   for (Work& w : work) {
     if (w.handler) {
       Transport::Ack ack = [weak_bus, endpoint_id, delivery_id = w.delivery_id] {

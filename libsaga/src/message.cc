@@ -115,18 +115,24 @@ StatusOr<Message> decode_object(const Json& doc) {
 
 std::string_view to_string(MessageKind k) noexcept {
   switch (k) {
-    case MessageKind::kCommand: return "command";
-    case MessageKind::kReply: return "reply";
-    case MessageKind::kEvent: return "event";
+    case MessageKind::kCommand:
+      return "command";
+    case MessageKind::kReply:
+      return "reply";
+    case MessageKind::kEvent:
+      return "event";
   }
   return "unknown";
 }
 
 std::string_view to_string(ReplyOutcome o) noexcept {
   switch (o) {
-    case ReplyOutcome::kSuccess: return "success";
-    case ReplyOutcome::kFailure: return "failure";
-    case ReplyOutcome::kRetry: return "retry";
+    case ReplyOutcome::kSuccess:
+      return "success";
+    case ReplyOutcome::kFailure:
+      return "failure";
+    case ReplyOutcome::kRetry:
+      return "retry";
   }
   return "unknown";
 }

@@ -1,0 +1,39 @@
+// The persisted form of a saga instance and its codec.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "saga/orchestrator.h"
+
+namespace saga::internal {
+
+/// What the single live timer of an instance does when it fires.
+enum class TimerKind : uint8_t {
+  kNone = 0,
+  kDeadline = 1,  ///< the awaited reply did not come in time
+  kResend = 2,    ///< backoff (or an open breaker) is over: send again
+};
+
+/// Everything the engine knows about one instance. The view part is what
+/// queries return; the rest is bookkeeping for the engine.
+struct Instance {
+  SagaView view;
+  /// Id of the command whose reply is awaited ("" when none).
+  std::string awaiting;
+  /// Attempt number of the awaited (or next) send of the current action or
+  /// compensation.
+  uint32_t attempt = 0;
+  /// The live timer (kNone = none) and when it is due.
+  TimerKind timer = TimerKind::kNone;
+  int64_t timer_due_ms = 0;
+  /// Whether the current step's breaker slot is a half-open probe.
+  bool probe = false;
+};
+
+/// Compact binary encoding (MessagePack of a JSON document).
+std::string encode_instance(const Instance& inst);
+StatusOr<Instance> decode_instance(std::string_view bytes);
+
+}  // namespace saga::internal

@@ -1,0 +1,1145 @@
+// The engine. One thread at a time runs an iteration (run_once): it gathers
+// requests, replies and due timers, applies each as a state-machine event to
+// its instance, stages every resulting mutation (instance, index, outbox,
+// timers, reply mark) in ONE RocksDB batch, writes it, and only then releases
+// the effects: acks to the transport, answers to callers, sends of new
+// commands. A crash before the write loses nothing that was promised; a crash
+// after it is repaired by recovery (outbox re-sent, timers re-armed).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "fsm/saga_fsm.h"
+#include "instance.h"
+#include "metrics.h"
+#include "saga/orchestrator.h"
+#include "store/store.h"
+
+namespace saga {
+
+std::string_view to_string(SagaState s) noexcept {
+  switch (s) {
+    case SagaState::kRunning: return "RUNNING";
+    case SagaState::kCompensating: return "COMPENSATING";
+    case SagaState::kCompleted: return "COMPLETED";
+    case SagaState::kCompensated: return "COMPENSATED";
+    case SagaState::kFailed: return "FAILED";
+    case SagaState::kAborted: return "ABORTED";
+  }
+  return "UNKNOWN";
+}
+
+StatusOr<SagaState> parse_saga_state(std::string_view s) {
+  for (SagaState st : {SagaState::kRunning, SagaState::kCompensating, SagaState::kCompleted,
+                       SagaState::kCompensated, SagaState::kFailed, SagaState::kAborted}) {
+    if (s == to_string(st)) return st;
+  }
+  return Status::invalid_argument("unknown saga state '" + std::string(s) +
+                                  "' (RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED, ABORTED)");
+}
+
+bool is_terminal(SagaState s) noexcept {
+  return s == SagaState::kCompleted || s == SagaState::kCompensated || s == SagaState::kAborted;
+}
+
+std::string_view to_string(StepStatus s) noexcept {
+  switch (s) {
+    case StepStatus::kPending: return "PENDING";
+    case StepStatus::kRunning: return "RUNNING";
+    case StepStatus::kSucceeded: return "SUCCEEDED";
+    case StepStatus::kFailed: return "FAILED";
+    case StepStatus::kUnknown: return "UNKNOWN";
+    case StepStatus::kCompensating: return "COMPENSATING";
+    case StepStatus::kCompensated: return "COMPENSATED";
+    case StepStatus::kCompensationFailed: return "COMPENSATION_FAILED";
+  }
+  return "UNKNOWN";
+}
+
+namespace internal {
+namespace {
+
+// Column families; docs/storage.md documents the key layout.
+enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
+const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies", "index"};
+
+constexpr char kIdxAll = 'a';        // a <updated be64> <id>
+constexpr char kIdxType = 't';       // t <type> \0 <updated be64> <id>
+constexpr char kIdxState = 's';      // s <state byte> <updated be64> <id>
+constexpr char kIdxRetention = 'x';  // x <finished be64> <id>
+
+std::string reply_mark_key(std::string_view saga_id, std::string_view reply_id) {
+  std::string k(saga_id);
+  k.push_back('\0');
+  k.append(reply_id);
+  return k;
+}
+
+std::string timer_key(int64_t due_ms, std::string_view id) {
+  std::string k = be64(static_cast<uint64_t>(due_ms));
+  k.append(id);
+  return k;
+}
+
+std::string hex(uint64_t v) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// Index keys of an instance as of its state and update time.
+std::vector<std::string> index_keys(const SagaView& v) {
+  std::vector<std::string> keys;
+  std::string k(1, kIdxAll);
+  append_be64(k, static_cast<uint64_t>(v.updated_ms));
+  k += v.id;
+  keys.push_back(std::move(k));
+  k.assign(1, kIdxType);
+  k += v.type;
+  k.push_back('\0');
+  append_be64(k, static_cast<uint64_t>(v.updated_ms));
+  k += v.id;
+  keys.push_back(std::move(k));
+  k.assign(1, kIdxState);
+  k.push_back(static_cast<char>(v.state));
+  append_be64(k, static_cast<uint64_t>(v.updated_ms));
+  k += v.id;
+  keys.push_back(std::move(k));
+  if (is_terminal(v.state)) {
+    k.assign(1, kIdxRetention);
+    append_be64(k, static_cast<uint64_t>(v.finished_ms));
+    k += v.id;
+    keys.push_back(std::move(k));
+  }
+  return keys;
+}
+
+struct Request {
+  enum class Kind { kStart, kCancel, kRetry, kForce, kAbort } kind;
+  std::string id;
+  std::string type;
+  Json data;
+  StartOptions options;
+  StartCallback done;
+};
+
+class OrchestratorImpl;
+
+// Binds the state machine's guards and actions to one instance during one event.
+class Transition final : public FsmHooks {
+ public:
+  Transition(OrchestratorImpl& engine, Instance& inst, const SagaDefinition& def)
+      : e_(engine), inst_(inst), def_(def) {}
+
+  std::optional<FsmEvent> followup;  // set by local steps, whose outcome is known at once
+
+  bool has_next_step() override { return inst_.view.current_step + 1 < def_.steps().size(); }
+  bool past_pivot() override {
+    auto p = def_.pivot();
+    return p && inst_.view.current_step > *p;
+  }
+  bool attempts_left() override {
+    const RetryPolicy& r = spec().retry;
+    return r.max_attempts == 0 || inst_.attempt < r.max_attempts;
+  }
+  bool compensation_attempts_left() override {
+    const RetryPolicy& r = spec().compensation_retry;
+    return r.max_attempts == 0 || inst_.attempt < r.max_attempts;
+  }
+  bool has_compensable() override { return next_compensable().has_value(); }
+
+  void begin_first_step() override { begin_step(); }
+  void succeed_and_begin_next() override {
+    record_step_success();
+    ++inst_.view.current_step;
+    inst_.attempt = 0;
+    begin_step();
+  }
+  void succeed_last() override {
+    record_step_success();
+    finish();
+  }
+  void retry_step() override { schedule_resend(spec().retry); }
+  void mark_step_failed() override { settle_step(StepStatus::kFailed); }
+  void mark_step_unknown() override {
+    // Only a command that may have reached its participant has an unknown
+    // outcome; a step never sent, or a local one, applied nothing.
+    const bool maybe_applied = !spec().action.is_local() && step().attempts > 0;
+    settle_step(maybe_applied ? StepStatus::kUnknown : StepStatus::kFailed);
+  }
+  void compensate_next() override {
+    inst_.view.current_step = static_cast<uint32_t>(*next_compensable());
+    inst_.attempt = 0;
+    step().status = StepStatus::kCompensating;
+    send_compensation();
+  }
+  void mark_compensated() override {
+    step().status = StepStatus::kCompensated;
+    step().compensated_ms = now_ms();
+    inst_.awaiting.clear();
+    clear_timer();
+  }
+  void retry_compensation() override { schedule_resend(spec().compensation_retry); }
+  void park() override {
+    step().status = StepStatus::kCompensationFailed;
+    inst_.awaiting.clear();
+    clear_timer();
+  }
+  void restart_compensation() override {
+    inst_.attempt = 0;
+    inst_.view.last_error.clear();
+    step().status = StepStatus::kCompensating;
+    send_compensation();
+  }
+  void finish_compensated() override { finish(); }
+  void abort_saga() override { finish(); }
+
+  // Sends (again) whatever the current step is waiting to send.
+  void resend() {
+    if (inst_.view.state == SagaState::kCompensating) {
+      send_compensation();
+    } else {
+      begin_step();
+    }
+  }
+
+ private:
+  const StepSpec& spec() const { return def_.steps().at(inst_.view.current_step); }
+  StepView& step() { return inst_.view.steps.at(inst_.view.current_step); }
+  int64_t now_ms() const;
+
+  std::optional<size_t> next_compensable() const {
+    for (size_t i = std::min<size_t>(inst_.view.current_step, def_.steps().size() - 1) + 1; i-- > 0;) {
+      const StepStatus s = inst_.view.steps[i].status;
+      const bool touched = s == StepStatus::kSucceeded || s == StepStatus::kUnknown ||
+                           s == StepStatus::kCompensating;
+      if (touched && def_.steps()[i].compensation) return i;
+    }
+    return std::nullopt;
+  }
+
+  void record_step_success();
+  void settle_step(StepStatus status) {
+    step().status = status;
+    step().finished_ms = now_ms();
+    inst_.awaiting.clear();
+    clear_timer();
+  }
+  void finish() {
+    inst_.awaiting.clear();
+    clear_timer();
+  }
+  void clear_timer() {
+    inst_.timer = TimerKind::kNone;
+    inst_.timer_due_ms = 0;
+  }
+  void begin_step();
+  void send_compensation();
+  void schedule_resend(const RetryPolicy& policy);
+
+  OrchestratorImpl& e_;
+  Instance& inst_;
+  const SagaDefinition& def_;
+};
+
+class OrchestratorImpl final : public Orchestrator {
+ public:
+  OrchestratorImpl(Options options, std::shared_ptr<Transport> transport)
+      : opts_(std::move(options)), transport_(std::move(transport)) {
+    log_ = spdlog::get(opts_.logger);
+    if (!log_) log_ = spdlog::default_logger()->clone(opts_.logger);
+    reply_endpoint_ = opts_.name + ".replies";
+  }
+
+  ~OrchestratorImpl() override { stop(); }
+
+  Status init(std::vector<DefinitionPtr> definitions) {
+    for (DefinitionPtr& d : definitions) {
+      if (!d) return Status::invalid_argument("null saga definition");
+      auto& versions = definitions_[d->name()];
+      if (!versions.emplace(d->version(), d).second) {
+        return Status::invalid_argument("saga definition '" + d->name() + "' v" +
+                                        std::to_string(d->version()) + " registered twice");
+      }
+    }
+    SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
+    SAGA_RETURN_IF_ERROR(recover());
+    return transport_->subscribe(reply_endpoint_, [this](Message m, Transport::Ack ack) {
+      inbound_.emplace_back(std::move(m), std::move(ack));
+    });
+  }
+
+  // ---------------------------------------------------------------- API
+  StatusOr<std::string> start(std::string_view type, Json data, StartOptions options) override {
+    return call(Request{Request::Kind::kStart, options.id, std::string(type), std::move(data),
+                        std::move(options), nullptr});
+  }
+
+  void start_async(std::string type, Json data, StartOptions options, StartCallback done) override {
+    enqueue(Request{Request::Kind::kStart, options.id, std::move(type), std::move(data),
+                    std::move(options), std::move(done)});
+  }
+
+  Status cancel(std::string_view id) override { return admin(Request::Kind::kCancel, id); }
+  Status retry(std::string_view id) override { return admin(Request::Kind::kRetry, id); }
+  Status force_compensate(std::string_view id) override { return admin(Request::Kind::kForce, id); }
+  Status abort(std::string_view id) override { return admin(Request::Kind::kAbort, id); }
+
+  StatusOr<SagaView> get(std::string_view id) const override {
+    SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInstances), id));
+    if (!bytes) return Status::not_found("no saga '" + std::string(id) + "'");
+    SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
+    return std::move(inst.view);
+  }
+
+  StatusOr<SagaPage> list(const ListQuery& q) const override {
+    if (q.limit == 0 || q.limit > 1000) return Status::invalid_argument("limit must be in 1..1000");
+    std::string prefix;
+    if (q.type) {
+      prefix = std::string(1, kIdxType) + *q.type + std::string(1, '\0');
+    } else if (q.state) {
+      prefix = std::string(1, kIdxState) + std::string(1, static_cast<char>(*q.state));
+    } else {
+      prefix = std::string(1, kIdxAll);
+    }
+    std::string from = prefix;
+    if (q.updated_from_ms) append_be64(from, static_cast<uint64_t>(*q.updated_from_ms));
+    if (!q.page_token.empty()) {
+      SAGA_ASSIGN_OR_RETURN(std::string after, decode_token(q.page_token));
+      if (after.compare(0, prefix.size(), prefix) != 0) {
+        return Status::invalid_argument("page token does not belong to this query");
+      }
+      after.push_back('\0');  // strictly after the last key returned
+      from = std::max(from, after);
+    }
+    SagaPage page;
+    Status inner;
+    std::string last_key;
+    Status s = store_->scan(store_->cf(kIndex), prefix, from, [&](std::string_view key, std::string_view) {
+      const uint64_t updated = read_be64(key.substr(prefix.size(), 8));
+      if (q.updated_to_ms && static_cast<int64_t>(updated) >= *q.updated_to_ms) return false;
+      if (page.items.size() == q.limit) {
+        page.next_page_token = encode_token(last_key);
+        return false;
+      }
+      const std::string id(key.substr(prefix.size() + 8));
+      StatusOr<SagaView> v = get(id);
+      if (!v.ok()) {
+        inner = v.status();
+        return false;
+      }
+      last_key.assign(key);
+      if (q.state && v->state != *q.state) return true;
+      page.items.push_back(std::move(*v));
+      return true;
+    });
+    SAGA_RETURN_IF_ERROR(s);
+    SAGA_RETURN_IF_ERROR(inner);
+    return page;
+  }
+
+  size_t run_once(Duration max_wait) override {
+    std::lock_guard engine(engine_mu_);
+    return iterate(max_wait);
+  }
+
+  void start_background() override {
+    std::lock_guard lock(thread_mu_);
+    if (thread_.joinable()) return;
+    stopping_ = false;
+    background_ = true;
+    thread_ = std::thread([this] {
+      while (!stopping_) run_once(Duration{2});
+    });
+  }
+
+  void stop() override {
+    std::lock_guard lock(thread_mu_);
+    if (!thread_.joinable()) return;
+    stopping_ = true;
+    thread_.join();
+    background_ = false;
+  }
+
+  BreakerState breaker_state(std::string_view participant) const override {
+    std::lock_guard lock(breakers_mu_);
+    auto it = breakers_.find(std::string(participant));
+    return it == breakers_.end() ? BreakerState::kClosed : it->second.state();
+  }
+
+  EngineStats stats() const override {
+    EngineStats s;
+    s.transitions = transitions_;
+    s.writes = writes_;
+    s.bytes_written = bytes_written_;
+    s.messages_sent = messages_sent_;
+    s.stale_replies = stale_replies_;
+    s.timers_fired = timers_fired_;
+    s.in_flight = in_flight_;
+    s.outbox_depth = outbox_depth_;
+    return s;
+  }
+
+  std::string metrics_text() const override { return metrics_.text(); }
+
+  Status health() const override {
+    if (!store_status_.ok()) return store_status_;
+    return transport_->health();
+  }
+
+  // ------------------------------------------------ used by Transition
+  Clock& clock() { return *opts_.clock; }
+  RandomSource& random() { return *opts_.random; }
+  const std::string& reply_endpoint() const { return reply_endpoint_; }
+
+  void stage_send(Message m) {
+    m.created_ms = to_millis(clock().now());
+    const uint64_t seq = next_outbox_seq_++;
+    batch_.put(store_->cf(kOutbox), be64(seq), encode_message(m));
+    fresh_outbox_.emplace_back(seq, std::move(m));
+    ++outbox_depth_;
+  }
+
+  // Whether `participant`'s breaker lets a command through now; when not,
+  // `retry_at` says when to try again.
+  bool breaker_allows(const std::string& participant, TimePoint& retry_at, bool& probe) {
+    std::lock_guard lock(breakers_mu_);
+    CircuitBreaker& b = breaker(participant);
+    const bool was_half_open = b.state() == BreakerState::kHalfOpen;
+    if (b.allow()) {
+      probe = was_half_open;
+      return true;
+    }
+    retry_at = b.retry_at();
+    // A half-open breaker with every probe slot taken: look again shortly.
+    if (retry_at <= clock().now()) retry_at = clock().now() + Duration{50};
+    return false;
+  }
+
+  void step_finished(const Instance& inst, const StepView& s) {
+    if (s.started_ms > 0) {
+      metrics_.step_latency(inst.view.type, s.name).Observe(static_cast<double>(now_ms() - s.started_ms) / 1000.0);
+    }
+  }
+
+  int64_t now_ms() { return to_millis(clock().now()); }
+
+ private:
+  // ------------------------------------------------------- requests
+  StatusOr<std::string> call(Request r) {
+    auto promise = std::make_shared<std::promise<StatusOr<std::string>>>();
+    auto future = promise->get_future();
+    r.done = [promise](StatusOr<std::string> result) { promise->set_value(std::move(result)); };
+    enqueue(std::move(r));
+    if (!background_) {
+      // Nobody else drives the engine: do it here until our request is answered.
+      while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) run_once(Duration{0});
+    }
+    return future.get();
+  }
+
+  Status admin(Request::Kind kind, std::string_view id) {
+    Request r{kind, std::string(id), {}, {}, {}, nullptr};
+    StatusOr<std::string> result = call(std::move(r));
+    return result.ok() ? ok_status() : result.status();
+  }
+
+  void enqueue(Request r) {
+    std::lock_guard lock(requests_mu_);
+    requests_.push_back(std::move(r));
+  }
+
+  std::deque<Request> take_requests() {
+    std::lock_guard lock(requests_mu_);
+    std::deque<Request> out;
+    out.swap(requests_);
+    return out;
+  }
+
+  // ------------------------------------------------------ iteration
+  size_t iterate(Duration max_wait) {
+    if (!store_status_.ok()) {
+      fail_requests(take_requests(), store_status_);
+      return 0;
+    }
+    resend_failed_sends();
+    std::deque<Request> requests = take_requests();
+    Duration wait{0};
+    if (requests.empty() && fresh_outbox_.empty()) {
+      wait = max_wait;
+      if (!timers_.empty()) {
+        const Duration until_due{std::max<int64_t>(0, timers_.begin()->first - now_ms())};
+        wait = std::min(wait, until_due);
+      }
+    }
+    transport_->poll(wait);  // replies -> inbound_, send confirmations -> confirmed_
+    for (Request& r : take_requests()) requests.push_back(std::move(r));
+
+    const uint64_t before = transitions_;
+    stage_confirmed_sends();
+    std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
+    for (Request& r : requests) {
+      StatusOr<std::string> result = handle_request(r);
+      if (r.done) answers.emplace_back(std::move(r.done), std::move(result));
+    }
+    std::vector<Transport::Ack> acks;
+    acks.reserve(inbound_.size());
+    for (auto& [msg, ack] : inbound_) {
+      handle_reply(msg);
+      acks.push_back(std::move(ack));
+    }
+    inbound_.clear();
+    fire_due_timers();
+    sweep_retention();
+
+    const size_t staged = batch_.count();
+    if (staged > 0) {
+      bytes_written_ += batch_.bytes();
+      Status s = store_->write(batch_);
+      batch_.clear();
+      if (!s.ok()) {
+        // Fail-stop: memory is now ahead of disk. Recovery from the store is
+        // the only safe way on, so refuse everything until reopened.
+        store_status_ = s.with_context("store write failed; reopen the orchestrator");
+        log_->critical("{}", store_status_.to_string());
+        for (auto& [done, result] : answers) done(store_status_);
+        fresh_outbox_.clear();
+        return 0;
+      }
+      ++writes_;
+      metrics_.writes.Increment();
+    }
+    for (auto& ack : acks) ack();
+    for (auto& [done, result] : answers) done(std::move(result));
+    for (auto& [seq, msg] : fresh_outbox_) send(seq, std::move(msg));
+    fresh_outbox_.clear();
+    for (const std::string& id : finished_) live_.erase(id);
+    finished_.clear();
+    update_gauges();
+    return static_cast<size_t>(transitions_ - before);
+  }
+
+  void fail_requests(std::deque<Request> requests, const Status& s) {
+    for (Request& r : requests) {
+      if (r.done) r.done(s);
+    }
+  }
+
+  void send(uint64_t seq, Message msg) {
+    in_flight_sends_.emplace(seq, msg);
+    transport_->send(std::move(msg), [this, seq](Status s) {
+      if (s.ok()) {
+        confirmed_.push_back(seq);
+      } else {
+        log_->warn("send of outbox record {} failed, will retry: {}", seq, s.to_string());
+        failed_sends_.push_back(seq);
+      }
+    });
+  }
+
+  void stage_confirmed_sends() {
+    for (uint64_t seq : confirmed_) {
+      if (in_flight_sends_.erase(seq) == 0) continue;
+      batch_.del(store_->cf(kOutbox), be64(seq));
+      ++messages_sent_;
+      if (outbox_depth_ > 0) --outbox_depth_;
+    }
+    confirmed_.clear();
+  }
+
+  void resend_failed_sends() {
+    if (failed_sends_.empty()) return;
+    const int64_t now = now_ms();
+    if (now < next_resend_ms_) return;
+    next_resend_ms_ = now + 100;  // the fabric is down; do not spin on it
+    std::vector<uint64_t> failed;
+    failed.swap(failed_sends_);
+    for (uint64_t seq : failed) {
+      auto it = in_flight_sends_.find(seq);
+      if (it == in_flight_sends_.end()) continue;
+      Message m = it->second;
+      in_flight_sends_.erase(it);
+      send(seq, std::move(m));
+    }
+  }
+
+  // ------------------------------------------------------- handlers
+  StatusOr<std::string> handle_request(Request& r) {
+    if (r.kind == Request::Kind::kStart) return handle_start(r);
+    Instance* inst = find_live(r.id);
+    if (!inst) {
+      StatusOr<SagaView> v = get(r.id);
+      if (!v.ok()) return v.status();
+      if (staged_ids_.count(r.id) == 0) {
+        return Status::failed_precondition("saga '" + r.id + "' is " + std::string(to_string(v->state)));
+      }
+    }
+    if (!inst) return Status::failed_precondition("saga '" + r.id + "' just finished");
+    FsmEvent ev = FsmEvent::kAbort;
+    switch (r.kind) {
+      case Request::Kind::kCancel: ev = FsmEvent::kCancelRequested; break;
+      case Request::Kind::kRetry: ev = FsmEvent::kRetryCompensation; break;
+      case Request::Kind::kForce: ev = FsmEvent::kForceCompensate; break;
+      case Request::Kind::kAbort: ev = FsmEvent::kAbort; break;
+      case Request::Kind::kStart: break;
+    }
+    if (r.kind == Request::Kind::kCancel) inst->view.cancel_requested = true;
+    SAGA_RETURN_IF_ERROR(dispatch(*inst, ev));
+    return r.id;
+  }
+
+  StatusOr<std::string> handle_start(Request& r) {
+    auto versions = definitions_.find(r.type);
+    if (versions == definitions_.end()) return Status::not_found("no saga type '" + r.type + "'");
+    DefinitionPtr def;
+    if (r.options.version == 0) {
+      def = versions->second.rbegin()->second;
+    } else {
+      auto it = versions->second.find(r.options.version);
+      if (it == versions->second.end()) {
+        return Status::not_found("saga type '" + r.type + "' has no version " + std::to_string(r.options.version));
+      }
+      def = it->second;
+    }
+    if (opts_.breaker_policy == BreakerPolicy::kReject) {
+      std::lock_guard lock(breakers_mu_);
+      for (const std::string& p : def->participants()) {
+        CircuitBreaker& b = breaker(p);
+        if (b.state() == BreakerState::kOpen) {
+          const auto wait = std::max(Duration{1000}, std::chrono::duration_cast<Duration>(b.retry_at() - clock().now()));
+          return Status::unavailable("participant '" + p + "' is unavailable (circuit breaker open); try again later")
+              .with_retry_after(wait);
+        }
+      }
+    }
+    std::string id = r.options.id.empty() ? hex(random().next()) + hex(random().next()) : r.options.id;
+    if (id.empty() || id.size() > 200 || id.find('\0') != std::string::npos) {
+      return Status::invalid_argument("saga id must be 1..200 bytes without NUL");
+    }
+    if (live_.count(id) || staged_ids_.count(id)) return Status::already_exists("saga '" + id + "' exists");
+    SAGA_ASSIGN_OR_RETURN(auto existing, store_->get(store_->cf(kInstances), id));
+    if (existing) return Status::already_exists("saga '" + id + "' exists");
+
+    Instance inst;
+    SagaView& v = inst.view;
+    v.id = id;
+    v.type = def->name();
+    v.version = def->version();
+    v.state = SagaState::kRunning;
+    v.data = std::move(r.data);
+    v.traceparent = r.options.traceparent.empty() ? new_traceparent() : r.options.traceparent;
+    v.created_ms = v.updated_ms = now_ms();
+    for (const StepSpec& s : def->steps()) {
+      StepView sv;
+      sv.name = s.name;
+      v.steps.push_back(std::move(sv));
+    }
+    auto [it, inserted] = live_.emplace(id, std::move(inst));
+    staged_ids_.insert(id);
+    ++in_flight_;
+    metrics_.started(def->name()).Increment();
+    log_->debug("saga {} ({} v{}) started", id, def->name(), def->version());
+    Status s = dispatch(it->second, FsmEvent::kStart, /*is_new=*/true);
+    if (!s.ok()) return s;
+    return id;
+  }
+
+  void handle_reply(const Message& m) {
+    Instance* inst = m.kind == MessageKind::kReply ? find_live(m.saga_id) : nullptr;
+    const bool current = inst && !inst->awaiting.empty() && m.in_reply_to == inst->awaiting &&
+                         (m.outcome != ReplyOutcome::kRetry || m.attempt == inst->attempt);
+    if (!current) return stale(m);
+    StatusOr<std::optional<std::string>> mark =
+        store_->get(store_->cf(kReplies), reply_mark_key(m.saga_id, m.id));
+    if (!mark.ok() || mark->has_value()) return stale(m);
+    batch_.put(store_->cf(kReplies), reply_mark_key(m.saga_id, m.id), "");
+
+    const DefinitionPtr& def = definition_of(*inst);
+    const StepSpec& spec = def->steps().at(inst->view.current_step);
+    StepView& sv = inst->view.steps.at(inst->view.current_step);
+    const bool forward = inst->view.state == SagaState::kRunning;
+    const Action& action = forward ? spec.action : *spec.compensation;
+    record_breaker(action.participant, m.outcome != ReplyOutcome::kRetry, inst->probe);
+    inst->probe = false;
+
+    FsmEvent ev;
+    if (m.outcome == ReplyOutcome::kSuccess) {
+      if (forward && spec.action.on_reply) {
+        Json reply = m.payload.empty() ? Json() : Json::parse(m.payload, nullptr, /*allow_exceptions=*/false);
+        if (reply.is_discarded()) {
+          log_->warn("saga {}: reply to {} has invalid JSON; merged as null", m.saga_id, m.in_reply_to);
+          reply = Json();
+        }
+        try {
+          spec.action.on_reply(inst->view.data, reply);
+        } catch (const std::exception& e) {
+          // A merge that throws is a bug in the definition; the step did
+          // succeed at the participant, so the saga must go on (and undo it).
+          log_->error("saga {}: on_reply of step {} threw: {}", m.saga_id, spec.name, e.what());
+        }
+      }
+      ev = forward ? FsmEvent::kStepSucceeded : FsmEvent::kCompensationSucceeded;
+    } else {
+      sv.last_error = reply_error(m);
+      inst->view.last_error = sv.last_error;
+      if (!forward) {
+        ev = FsmEvent::kCompensationFailed;
+      } else {
+        ev = m.outcome == ReplyOutcome::kFailure ? FsmEvent::kStepFailed : FsmEvent::kStepRetryable;
+      }
+    }
+    inst->awaiting.clear();
+    (void)dispatch(*inst, ev);
+  }
+
+  void stale(const Message& m) {
+    ++stale_replies_;
+    metrics_.stale_replies.Increment();
+    log_->debug("ignoring stale or duplicate message {} for saga {}", m.id, m.saga_id);
+  }
+
+  static std::string reply_error(const Message& m) {
+    Json j = Json::parse(m.payload, nullptr, false);
+    if (j.is_object() && j.contains("error") && j["error"].is_string()) return j["error"].get<std::string>();
+    return std::string(to_string(m.outcome)) + " from participant";
+  }
+
+  void fire_due_timers() {
+    const int64_t now = now_ms();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      auto [due, id] = *timers_.begin();
+      timers_.erase(timers_.begin());
+      Instance* inst = find_live(id);
+      if (!inst || inst->timer_due_ms != due || inst->timer == TimerKind::kNone) continue;
+      ++timers_fired_;
+      metrics_.timers_fired.Increment();
+      const TimerKind kind = inst->timer;
+      const DefinitionPtr& def = definition_of(*inst);
+      if (kind == TimerKind::kResend) {
+        Instance before = *inst;
+        Transition t(*this, *inst, *def);
+        t.resend();
+        persist(*inst, before);
+        run_followups(*inst, t);
+        continue;
+      }
+      // Deadline: the awaited reply did not come.
+      const bool forward = inst->view.state == SagaState::kRunning;
+      const StepSpec& spec = def->steps().at(inst->view.current_step);
+      const Action& action = forward ? spec.action : *spec.compensation;
+      record_breaker(action.participant, false, inst->probe);
+      inst->probe = false;
+      StepView& sv = inst->view.steps.at(inst->view.current_step);
+      sv.last_error = "no reply within " + std::to_string(spec.timeout.count()) + " ms";
+      inst->view.last_error = sv.last_error;
+      inst->awaiting.clear();
+      (void)dispatch(*inst, forward ? FsmEvent::kStepTimedOut : FsmEvent::kCompensationFailed);
+    }
+  }
+
+  // Applies one event to `inst` through the state machine, then stages the
+  // result. Local steps decide at once, so their outcome is fed back in.
+  Status dispatch(Instance& inst, FsmEvent ev, bool is_new = false) {
+    const DefinitionPtr& def = definition_of(inst);
+    Instance before = inst;
+    if (is_new) before.view.updated_ms = -1;  // nothing on disk to replace
+    Transition t(*this, inst, *def);
+    StatusOr<SagaState> next = fsm_process(inst.view.state, ev, t);
+    if (!next.ok()) {
+      inst = std::move(before);
+      if (is_new) {
+        live_.erase(inst.view.id);
+        staged_ids_.erase(inst.view.id);
+        --in_flight_;
+      }
+      return next.status();
+    }
+    inst.view.state = *next;
+    persist(inst, before);
+    run_followups(inst, t);
+    return ok_status();
+  }
+
+  void run_followups(Instance& inst, Transition& t) {
+    if (!t.followup) return;
+    const FsmEvent ev = *t.followup;
+    t.followup.reset();
+    (void)dispatch(inst, ev);
+  }
+
+  // Stages the new instance record and everything that hangs off it.
+  void persist(Instance& inst, const Instance& before) {
+    ++transitions_;
+    metrics_.transitions.Increment();
+    SagaView& v = inst.view;
+    v.updated_ms = std::max(now_ms(), before.view.updated_ms);
+    if (is_terminal(v.state) && v.finished_ms == 0) v.finished_ms = v.updated_ms;
+    auto& idx = *store_->cf(kIndex);
+    if (before.view.updated_ms >= 0) {
+      for (const std::string& k : index_keys(before.view)) batch_.del(&idx, k);
+    }
+    for (const std::string& k : index_keys(v)) batch_.put(&idx, k, "");
+    if (before.timer != TimerKind::kNone &&
+        (before.timer_due_ms != inst.timer_due_ms || inst.timer == TimerKind::kNone)) {
+      batch_.del(store_->cf(kTimers), timer_key(before.timer_due_ms, v.id));
+    }
+    if (inst.timer != TimerKind::kNone) {
+      batch_.put(store_->cf(kTimers), timer_key(inst.timer_due_ms, v.id),
+                 std::string(1, static_cast<char>(inst.timer)));
+      timers_.emplace(inst.timer_due_ms, v.id);
+    }
+    batch_.put(store_->cf(kInstances), v.id, encode_instance(inst));
+
+    if (v.state != before.view.state) on_state_change(inst, before.view.state);
+  }
+
+  void on_state_change(const Instance& inst, SagaState from) {
+    const SagaView& v = inst.view;
+    log_->info("saga {} {} -> {} (trace {})", v.id, to_string(from), to_string(v.state), v.traceparent);
+    if (from == SagaState::kFailed && parked_ > 0) --parked_;
+    switch (v.state) {
+      case SagaState::kCompleted: metrics_.completed(v.type).Increment(); break;
+      case SagaState::kCompensated: metrics_.compensated(v.type).Increment(); break;
+      case SagaState::kAborted: metrics_.aborted(v.type).Increment(); break;
+      case SagaState::kFailed:
+        ++parked_;
+        metrics_.failed(v.type).Increment();
+        log_->error("saga {} parked as FAILED: compensation of step {} kept failing: {}", v.id,
+                    v.steps[v.current_step].name, v.last_error);
+        break;
+      default: break;
+    }
+    if (is_terminal(v.state)) {
+      if (in_flight_ > 0) --in_flight_;
+      finished_.push_back(v.id);
+    }
+  }
+
+  void record_breaker(const std::string& participant, bool success, bool probe) {
+    if (participant.empty()) return;
+    std::lock_guard lock(breakers_mu_);
+    CircuitBreaker& b = breaker(participant);
+    const BreakerState was = b.state();
+    if (was == BreakerState::kHalfOpen && !probe) return;  // only probes decide a half-open breaker
+    b.record(success);
+    const BreakerState now = b.state();
+    if (now != was) {
+      log_->warn("circuit breaker of '{}' {} -> {}", participant, to_string(was), to_string(now));
+    }
+  }
+
+  // REQUIRES: breakers_mu_ held.
+  CircuitBreaker& breaker(const std::string& participant) {
+    auto it = breakers_.find(participant);
+    if (it == breakers_.end()) {
+      it = breakers_.emplace(participant, CircuitBreaker(opts_.breaker, opts_.clock.get())).first;
+    }
+    return it->second;
+  }
+
+  void update_gauges() {
+    metrics_.in_flight.Set(static_cast<double>(in_flight_));
+    metrics_.parked.Set(static_cast<double>(parked_));
+    metrics_.outbox_depth.Set(static_cast<double>(outbox_depth_));
+    std::lock_guard lock(breakers_mu_);
+    for (auto& [name, b] : breakers_) metrics_.breaker(name).Set(static_cast<double>(b.state()));
+  }
+
+  // Terminal instances older than the retention are removed with their
+  // index entries and reply marks, a bounded number per iteration.
+  void sweep_retention() {
+    const int64_t now = now_ms();
+    if (now < next_sweep_ms_) return;
+    next_sweep_ms_ = now + opts_.retention_interval.count();
+    const std::string prefix(1, kIdxRetention);
+    std::vector<std::string> expired;
+    std::string upto = prefix;
+    append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now - opts_.retention.count())));
+    Status s = store_->scan(store_->cf(kIndex), prefix, prefix, [&](std::string_view key, std::string_view) {
+      if (key >= upto || expired.size() >= 10'000) return false;
+      expired.emplace_back(key.substr(prefix.size() + 8));
+      return true;
+    });
+    if (!s.ok()) log_->warn("retention scan failed: {}", s.to_string());
+    for (const std::string& id : expired) {
+      StatusOr<SagaView> v = get(id);
+      if (!v.ok()) continue;
+      for (const std::string& k : index_keys(*v)) batch_.del(store_->cf(kIndex), k);
+      batch_.del(store_->cf(kInstances), id);
+      std::string mark_prefix = id;
+      mark_prefix.push_back('\0');
+      (void)store_->scan(store_->cf(kReplies), mark_prefix, mark_prefix, [&](std::string_view key, std::string_view) {
+        batch_.del(store_->cf(kReplies), key);
+        return true;
+      });
+    }
+    if (!expired.empty()) log_->info("retention removed {} finished sagas", expired.size());
+  }
+
+  // ------------------------------------------------------- recovery
+  Status recover() {
+    // Unfinished instances, through the state index.
+    for (SagaState st : {SagaState::kRunning, SagaState::kCompensating, SagaState::kFailed}) {
+      const std::string prefix = std::string(1, kIdxState) + std::string(1, static_cast<char>(st));
+      std::vector<std::string> ids;
+      SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kIndex), prefix, prefix, [&](std::string_view key, std::string_view) {
+        ids.emplace_back(key.substr(prefix.size() + 8));
+        return true;
+      }));
+      for (const std::string& id : ids) {
+        SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInstances), id));
+        if (!bytes) return Status::data_loss("index names saga '" + id + "' but it is missing");
+        SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
+        auto versions = definitions_.find(inst.view.type);
+        if (versions == definitions_.end() || !versions->second.count(inst.view.version)) {
+          return Status::failed_precondition("saga '" + id + "' needs definition '" + inst.view.type + "' v" +
+                                             std::to_string(inst.view.version) +
+                                             ", which is not registered; keep old versions until their sagas finish");
+        }
+        if (st == SagaState::kFailed) ++parked_;
+        inst.probe = false;  // breakers start closed after a restart
+        live_.emplace(id, std::move(inst));
+        ++in_flight_;
+      }
+    }
+    SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
+      timers_.emplace(static_cast<int64_t>(read_be64(key.substr(0, 8))), std::string(key.substr(8)));
+      return true;
+    }));
+    SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kOutbox), "", "", [&](std::string_view key, std::string_view value) {
+      const uint64_t seq = read_be64(key);
+      next_outbox_seq_ = std::max(next_outbox_seq_, seq + 1);
+      StatusOr<Message> m = decode_message(value);
+      if (!m.ok()) {
+        log_->error("dropping undecodable outbox record {}: {}", seq, m.status().to_string());
+        return true;
+      }
+      fresh_outbox_.emplace_back(seq, std::move(*m));  // re-sent on the first iteration
+      ++outbox_depth_;
+      return true;
+    }));
+    log_->info("orchestrator '{}' recovered {} unfinished sagas, {} timers, {} unsent commands", opts_.name,
+               live_.size(), timers_.size(), fresh_outbox_.size());
+    return ok_status();
+  }
+
+  // ---------------------------------------------------------- misc
+  Instance* find_live(const std::string& id) {
+    auto it = live_.find(id);
+    return it == live_.end() ? nullptr : &it->second;
+  }
+
+  const DefinitionPtr& definition_of(const Instance& inst) const {
+    return definitions_.at(inst.view.type).at(inst.view.version);
+  }
+
+  std::string new_traceparent() { return "00-" + hex(random().next()) + hex(random().next()) + "-" + hex(random().next()) + "-01"; }
+
+  static std::string encode_token(const std::string& key) {
+    static const char* kHex = "0123456789abcdef";
+    std::string out;
+    for (unsigned char c : key) {
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+    return out;
+  }
+
+  static StatusOr<std::string> decode_token(const std::string& token) {
+    if (token.size() % 2 != 0) return Status::invalid_argument("malformed page token");
+    std::string out;
+    for (size_t i = 0; i < token.size(); i += 2) {
+      auto nib = [](char c) -> int {
+        if (c >= '0' && c <= '9') return c - '0';
+        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+        return -1;
+      };
+      const int hi = nib(token[i]), lo = nib(token[i + 1]);
+      if (hi < 0 || lo < 0) return Status::invalid_argument("malformed page token");
+      out.push_back(static_cast<char>(hi * 16 + lo));
+    }
+    return out;
+  }
+
+  Options opts_;
+  std::shared_ptr<Transport> transport_;
+  std::shared_ptr<spdlog::logger> log_;
+  std::string reply_endpoint_;
+  std::unique_ptr<Store> store_;
+  std::map<std::string, std::map<uint32_t, DefinitionPtr>> definitions_;
+  mutable EngineMetrics metrics_;
+
+  // Engine state: touched only by the thread running an iteration (engine_mu_).
+  std::mutex engine_mu_;
+  std::unordered_map<std::string, Instance> live_;
+  std::unordered_set<std::string> staged_ids_;  // started in this process (fast duplicate check)
+  std::set<std::pair<int64_t, std::string>> timers_;
+  std::vector<std::pair<Message, Transport::Ack>> inbound_;
+  Batch batch_;
+  std::vector<std::pair<uint64_t, Message>> fresh_outbox_;
+  std::map<uint64_t, Message> in_flight_sends_;
+  std::vector<uint64_t> confirmed_;
+  std::vector<uint64_t> failed_sends_;
+  std::vector<std::string> finished_;
+  uint64_t next_outbox_seq_ = 1;
+  int64_t next_resend_ms_ = 0;
+  int64_t next_sweep_ms_ = 0;
+  uint64_t parked_ = 0;
+  Status store_status_;
+
+  std::mutex requests_mu_;
+  std::deque<Request> requests_;  // GUARDED_BY(requests_mu_)
+
+  mutable std::mutex breakers_mu_;
+  mutable std::map<std::string, CircuitBreaker> breakers_;  // GUARDED_BY(breakers_mu_)
+
+  std::mutex thread_mu_;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> background_{false};
+
+  std::atomic<uint64_t> transitions_{0}, writes_{0}, bytes_written_{0}, messages_sent_{0},
+      stale_replies_{0}, timers_fired_{0}, in_flight_{0}, outbox_depth_{0};
+};
+
+// ------------------------------------------------- Transition bodies
+int64_t Transition::now_ms() const { return e_.now_ms(); }
+
+void Transition::record_step_success() {
+  step().status = StepStatus::kSucceeded;
+  step().finished_ms = now_ms();
+  e_.step_finished(inst_, step());
+  inst_.awaiting.clear();
+  clear_timer();
+}
+
+void Transition::begin_step() {
+  const StepSpec& s = spec();
+  StepView& sv = step();
+  if (sv.started_ms == 0) sv.started_ms = now_ms();
+  sv.status = StepStatus::kRunning;
+  clear_timer();
+  if (s.action.is_local()) {
+    ++inst_.attempt;
+    sv.attempts = inst_.attempt;
+    Json data = inst_.view.data;
+    Status result;
+    try {
+      result = s.action.local(data);
+    } catch (const std::exception& ex) {
+      result = Status::internal(std::string("local step threw: ") + ex.what());
+    }
+    if (result.ok()) {
+      inst_.view.data = std::move(data);
+      followup = FsmEvent::kStepSucceeded;
+    } else {
+      sv.last_error = inst_.view.last_error = result.to_string();
+      followup = result.is_retryable() ? FsmEvent::kStepRetryable : FsmEvent::kStepFailed;
+    }
+    return;
+  }
+  TimePoint retry_at;
+  if (!e_.breaker_allows(s.action.participant, retry_at, inst_.probe)) {
+    // The participant is resting: wait for its breaker without spending an attempt.
+    inst_.awaiting.clear();
+    inst_.timer = TimerKind::kResend;
+    inst_.timer_due_ms = to_millis(retry_at);
+    sv.last_error = "waiting: circuit breaker of '" + s.action.participant + "' is open";
+    return;
+  }
+  ++inst_.attempt;
+  sv.attempts = inst_.attempt;
+  Message m;
+  m.id = inst_.view.id + "/" + std::to_string(inst_.view.current_step) + "/a";
+  m.kind = MessageKind::kCommand;
+  m.type = s.action.command;
+  m.destination = s.action.participant;
+  m.key = s.action.key ? s.action.key(inst_.view.data) : inst_.view.id;
+  m.saga_id = inst_.view.id;
+  m.reply_to = e_.reply_endpoint();
+  m.attempt = inst_.attempt;
+  m.traceparent = inst_.view.traceparent;
+  m.payload = (s.action.payload ? s.action.payload(inst_.view.data) : inst_.view.data).dump();
+  inst_.awaiting = m.id;
+  inst_.timer = TimerKind::kDeadline;
+  inst_.timer_due_ms = now_ms() + s.timeout.count();
+  e_.stage_send(std::move(m));
+}
+
+void Transition::send_compensation() {
+  const StepSpec& s = spec();
+  StepView& sv = step();
+  const Action& c = *s.compensation;
+  clear_timer();
+  ++inst_.attempt;
+  sv.compensation_attempts = inst_.attempt;
+  if (c.is_local()) {
+    Json data = inst_.view.data;
+    Status result;
+    try {
+      result = c.local(data);
+    } catch (const std::exception& ex) {
+      result = Status::internal(std::string("local compensation threw: ") + ex.what());
+    }
+    if (result.ok()) {
+      inst_.view.data = std::move(data);
+      followup = FsmEvent::kCompensationSucceeded;
+    } else {
+      sv.last_error = inst_.view.last_error = result.to_string();
+      followup = FsmEvent::kCompensationFailed;
+    }
+    return;
+  }
+  Message m;
+  const std::string step_prefix = inst_.view.id + "/" + std::to_string(inst_.view.current_step);
+  m.id = step_prefix + "/c";
+  m.kind = MessageKind::kCommand;
+  m.type = c.command;
+  m.destination = c.participant;
+  m.key = c.key ? c.key(inst_.view.data) : inst_.view.id;
+  m.saga_id = inst_.view.id;
+  m.reply_to = e_.reply_endpoint();
+  m.compensates = step_prefix + "/a";
+  m.attempt = inst_.attempt;
+  m.traceparent = inst_.view.traceparent;
+  m.payload = (c.payload ? c.payload(inst_.view.data) : inst_.view.data).dump();
+  inst_.awaiting = m.id;
+  inst_.timer = TimerKind::kDeadline;
+  inst_.timer_due_ms = now_ms() + s.timeout.count();
+  e_.stage_send(std::move(m));
+}
+
+void Transition::schedule_resend(const RetryPolicy& policy) {
+  inst_.awaiting.clear();
+  inst_.timer = TimerKind::kResend;
+  inst_.timer_due_ms = now_ms() + policy.backoff(std::max<uint32_t>(1, inst_.attempt), e_.random()).count();
+}
+
+}  // namespace
+}  // namespace internal
+
+StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::open(Options options, std::shared_ptr<Transport> transport,
+                                                           std::vector<DefinitionPtr> definitions) {
+  if (options.data_dir.empty()) return Status::invalid_argument("Options::data_dir is required");
+  if (options.name.empty()) return Status::invalid_argument("Options::name is required");
+  if (!transport) return Status::invalid_argument("a transport is required");
+  if (options.max_batch == 0) return Status::invalid_argument("Options::max_batch must be positive");
+  if (!options.clock) options.clock = std::make_shared<SystemClock>();
+  if (!options.random) options.random = std::make_shared<SeededRandom>(std::random_device{}());
+  auto impl = std::make_unique<internal::OrchestratorImpl>(std::move(options), std::move(transport));
+  SAGA_RETURN_IF_ERROR(impl->init(std::move(definitions)));
+  return std::unique_ptr<Orchestrator>(std::move(impl));
+}
+
+}  // namespace saga

@@ -23,6 +23,7 @@
 #include "fsm/saga_fsm.h"
 #include "instance.h"
 #include "metrics.h"
+#include "outbox.h"
 #include "saga/orchestrator.h"
 #include "store/store.h"
 
@@ -274,6 +275,7 @@ class OrchestratorImpl final : public Orchestrator {
       }
     }
     SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
+    outbox_ = std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
     SAGA_RETURN_IF_ERROR(recover());
     return transport_->subscribe(reply_endpoint_, [this](Message m, Transport::Ack ack) {
       inbound_.emplace_back(std::move(m), std::move(ack));
@@ -403,13 +405,7 @@ class OrchestratorImpl final : public Orchestrator {
   RandomSource& random() { return *opts_.random; }
   const std::string& reply_endpoint() const { return reply_endpoint_; }
 
-  void stage_send(Message m) {
-    m.created_ms = to_millis(clock().now());
-    const uint64_t seq = next_outbox_seq_++;
-    batch_.put(store_->cf(kOutbox), be64(seq), encode_message(m));
-    fresh_outbox_.emplace_back(seq, std::move(m));
-    ++outbox_depth_;
-  }
+  void stage_send(Message m) { outbox_->stage(batch_, std::move(m)); }
 
   // Whether `participant`'s breaker lets a command through now; when not,
   // `retry_at` says when to try again.
@@ -473,21 +469,21 @@ class OrchestratorImpl final : public Orchestrator {
       fail_requests(take_requests(), store_status_);
       return 0;
     }
-    resend_failed_sends();
+    outbox_->retry_failed();
     std::deque<Request> requests = take_requests();
     Duration wait{0};
-    if (requests.empty() && fresh_outbox_.empty()) {
+    if (requests.empty() && !outbox_->has_unsent()) {
       wait = max_wait;
       if (!timers_.empty()) {
         const Duration until_due{std::max<int64_t>(0, timers_.begin()->first - now_ms())};
         wait = std::min(wait, until_due);
       }
     }
-    transport_->poll(wait);  // replies -> inbound_, send confirmations -> confirmed_
+    transport_->poll(wait);  // replies -> inbound_, send confirmations -> outbox_
     for (Request& r : take_requests()) requests.push_back(std::move(r));
 
     const uint64_t before = transitions_;
-    stage_confirmed_sends();
+    outbox_->stage_confirmed(batch_);
     std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
     for (Request& r : requests) {
       StatusOr<std::string> result = handle_request(r);
@@ -514,7 +510,7 @@ class OrchestratorImpl final : public Orchestrator {
         store_status_ = s.with_context("store write failed; reopen the orchestrator");
         log_->critical("{}", store_status_.to_string());
         for (auto& [done, result] : answers) done(store_status_);
-        fresh_outbox_.clear();
+        outbox_->discard_staged();
         return 0;
       }
       ++writes_;
@@ -522,8 +518,9 @@ class OrchestratorImpl final : public Orchestrator {
     }
     for (auto& ack : acks) ack();
     for (auto& [done, result] : answers) done(std::move(result));
-    for (auto& [seq, msg] : fresh_outbox_) send(seq, std::move(msg));
-    fresh_outbox_.clear();
+    outbox_->release();
+    messages_sent_ = outbox_->confirmed_total();
+    outbox_depth_ = outbox_->depth();
     for (const std::string& id : finished_) live_.erase(id);
     finished_.clear();
     update_gauges();
@@ -533,44 +530,6 @@ class OrchestratorImpl final : public Orchestrator {
   void fail_requests(std::deque<Request> requests, const Status& s) {
     for (Request& r : requests) {
       if (r.done) r.done(s);
-    }
-  }
-
-  void send(uint64_t seq, Message msg) {
-    in_flight_sends_.emplace(seq, msg);
-    transport_->send(std::move(msg), [this, seq](Status s) {
-      if (s.ok()) {
-        confirmed_.push_back(seq);
-      } else {
-        log_->warn("send of outbox record {} failed, will retry: {}", seq, s.to_string());
-        failed_sends_.push_back(seq);
-      }
-    });
-  }
-
-  void stage_confirmed_sends() {
-    for (uint64_t seq : confirmed_) {
-      if (in_flight_sends_.erase(seq) == 0) continue;
-      batch_.del(store_->cf(kOutbox), be64(seq));
-      ++messages_sent_;
-      if (outbox_depth_ > 0) --outbox_depth_;
-    }
-    confirmed_.clear();
-  }
-
-  void resend_failed_sends() {
-    if (failed_sends_.empty()) return;
-    const int64_t now = now_ms();
-    if (now < next_resend_ms_) return;
-    next_resend_ms_ = now + 100;  // the fabric is down; do not spin on it
-    std::vector<uint64_t> failed;
-    failed.swap(failed_sends_);
-    for (uint64_t seq : failed) {
-      auto it = in_flight_sends_.find(seq);
-      if (it == in_flight_sends_.end()) continue;
-      Message m = it->second;
-      in_flight_sends_.erase(it);
-      send(seq, std::move(m));
     }
   }
 
@@ -917,20 +876,10 @@ class OrchestratorImpl final : public Orchestrator {
       timers_.emplace(static_cast<int64_t>(read_be64(key.substr(0, 8))), std::string(key.substr(8)));
       return true;
     }));
-    SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kOutbox), "", "", [&](std::string_view key, std::string_view value) {
-      const uint64_t seq = read_be64(key);
-      next_outbox_seq_ = std::max(next_outbox_seq_, seq + 1);
-      StatusOr<Message> m = decode_message(value);
-      if (!m.ok()) {
-        log_->error("dropping undecodable outbox record {}: {}", seq, m.status().to_string());
-        return true;
-      }
-      fresh_outbox_.emplace_back(seq, std::move(*m));  // re-sent on the first iteration
-      ++outbox_depth_;
-      return true;
-    }));
+    SAGA_RETURN_IF_ERROR(outbox_->recover());
+    outbox_depth_ = outbox_->depth();
     log_->info("orchestrator '{}' recovered {} unfinished sagas, {} timers, {} unsent commands", opts_.name,
-               live_.size(), timers_.size(), fresh_outbox_.size());
+               live_.size(), timers_.size(), outbox_->depth());
     return ok_status();
   }
 
@@ -987,13 +936,8 @@ class OrchestratorImpl final : public Orchestrator {
   std::set<std::pair<int64_t, std::string>> timers_;
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
-  std::vector<std::pair<uint64_t, Message>> fresh_outbox_;
-  std::map<uint64_t, Message> in_flight_sends_;
-  std::vector<uint64_t> confirmed_;
-  std::vector<uint64_t> failed_sends_;
+  std::unique_ptr<Outbox> outbox_;
   std::vector<std::string> finished_;
-  uint64_t next_outbox_seq_ = 1;
-  int64_t next_resend_ms_ = 0;
   int64_t next_sweep_ms_ = 0;
   uint64_t parked_ = 0;
   Status store_status_;

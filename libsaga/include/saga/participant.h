@@ -1,0 +1,135 @@
+// The participant SDK: what a service links to take part in sagas. It
+// consumes commands, de-duplicates them with an inbox, applies the handler's
+// state change, the inbox record and the reply in ONE RocksDB batch, and
+// publishes replies (and domain events) through its own outbox.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "saga/clock.h"
+#include "saga/message.h"
+#include "saga/status.h"
+#include "saga/transport.h"
+
+namespace saga {
+
+using Json = nlohmann::json;
+
+/// The participant's own key-value state inside one transaction: reads see
+/// the transaction's writes; writes commit together with the inbox record and
+/// the reply, or not at all. Valid only during the call that received it.
+class StateTxn {
+ public:
+  virtual ~StateTxn() = default;
+  /// The value of `key`, nullopt when absent.
+  virtual StatusOr<std::optional<std::string>> get(std::string_view key) = 0;
+  virtual void put(std::string_view key, std::string_view value) = 0;
+  virtual void del(std::string_view key) = 0;
+  /// Publishes a domain event through the outbox when the transaction
+  /// commits. `event.kind` is forced to kEvent; destination, type and
+  /// payload are the caller's; id defaults to a unique one.
+  virtual void emit(Message event) = 0;
+};
+
+/// What a command handler sees.
+struct CommandContext {
+  /// The command as received.
+  const Message& command;
+  /// Its payload, parsed (null when empty).
+  Json payload;
+  /// Compensations only: the payload of the successful reply the action got
+  /// (e.g. a hold id). Null when the action never succeeded here.
+  Json action_reply;
+  /// The participant's state, in this command's transaction.
+  StateTxn& state;
+};
+
+/// A handler's decision.
+struct HandlerResult {
+  ReplyOutcome outcome = ReplyOutcome::kSuccess;
+  /// Success: the reply payload. Failure/retry: ignored (the error is sent).
+  Json reply;
+  std::string error;
+
+  /// Applied; state changes commit and `reply` goes back.
+  static HandlerResult success(Json reply = Json::object()) { return {ReplyOutcome::kSuccess, std::move(reply), {}}; }
+  /// Refused for good; state changes are discarded, the refusal is remembered
+  /// for duplicates of this command.
+  static HandlerResult failure(std::string error) { return {ReplyOutcome::kFailure, {}, std::move(error)}; }
+  /// Transient trouble; state changes are discarded, nothing is remembered,
+  /// so the orchestrator's retry of this command runs the handler again.
+  static HandlerResult retry(std::string error) { return {ReplyOutcome::kRetry, {}, std::move(error)}; }
+};
+
+using CommandHandler = std::function<HandlerResult(CommandContext& ctx)>;
+
+/// Settings of a participant.
+struct ParticipantOptions {
+  /// Name other parties send commands to (the definition's participant name). Required.
+  std::string name;
+  /// Folder of the participant's RocksDB store. Required.
+  std::string data_dir;
+  /// fsync the WAL on every write. Default true.
+  bool sync = true;
+  /// Time source; default the system clock.
+  std::shared_ptr<Clock> clock;
+  /// spdlog logger name. Default: the participant's name.
+  std::string logger;
+};
+
+/// Counters, for tests and metrics.
+struct ParticipantStats {
+  uint64_t applied = 0;     ///< commands whose handler succeeded (state committed)
+  uint64_t refused = 0;     ///< handler failures
+  uint64_t retried = 0;     ///< handler retries (transient)
+  uint64_t duplicates = 0;  ///< commands answered from the inbox
+  uint64_t voided = 0;      ///< actions cancelled by a compensation that arrived first
+  uint64_t writes = 0;      ///< RocksDB batches
+  uint64_t outbox_depth = 0;
+};
+
+/// One participant. Delivery rules it implements:
+/// - a command id already in the inbox is answered with the stored reply,
+///   the handler is not called again;
+/// - a compensation whose action never arrived records a tombstone for the
+///   action (which is then refused if it comes late) and succeeds at once;
+/// - a compensation whose action was refused succeeds at once (nothing to undo).
+/// Thread-safe; handlers run on the engine thread (run_once or background).
+class Participant {
+ public:
+  /// Opens (or creates) the store and subscribes to commands for options.name.
+  static StatusOr<std::unique_ptr<Participant>> open(ParticipantOptions options,
+                                                     std::shared_ptr<Transport> transport);
+  virtual ~Participant() = default;
+
+  /// Registers the handler of one command type. InvalidArgument when the type
+  /// repeats or the handler is empty. Call before the engine runs.
+  virtual Status on(std::string command_type, CommandHandler handler) = 0;
+
+  /// Runs `fn` as a local transaction on the state (e.g. an HTTP write),
+  /// serialised with command handling; commits when it returns OK.
+  virtual Status write(const std::function<Status(StateTxn&)>& fn) = 0;
+  /// Committed value of `key`.
+  virtual StatusOr<std::optional<std::string>> get(std::string_view key) const = 0;
+  /// Calls fn(key, value) for committed keys starting with `prefix`, in
+  /// order, until it returns false.
+  virtual Status scan(std::string_view prefix,
+                      const std::function<bool(std::string_view key, std::string_view value)>& fn) const = 0;
+
+  /// One iteration on the calling thread; returns commands handled.
+  virtual size_t run_once(Duration max_wait = Duration{0}) = 0;
+  virtual void start_background() = 0;
+  virtual void stop() = 0;
+
+  virtual ParticipantStats stats() const = 0;
+  virtual Status health() const = 0;
+};
+
+}  // namespace saga

@@ -1,0 +1,67 @@
+// The transactional outbox shared by the orchestrator and participants:
+// messages are staged in the same batch as the state change that produced
+// them, handed to the transport only after that batch is durable, and deleted
+// once the transport confirms them. Records left after a crash are re-sent.
+#pragma once
+
+#include <spdlog/logger.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "saga/clock.h"
+#include "saga/message.h"
+#include "saga/transport.h"
+#include "store/store.h"
+
+namespace saga::internal {
+
+/// Not thread-safe: owned by one engine, used from its iteration thread
+/// (transport callbacks run inside Transport::poll on that thread).
+class Outbox {
+ public:
+  /// `cf` holds the records (key = big-endian sequence number).
+  Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport, const Clock& clock,
+         std::shared_ptr<spdlog::logger> log);
+
+  /// Loads records a previous run left unsent; they go out with the next release().
+  Status recover();
+  /// Stages `m` in `batch`.
+  void stage(Batch& batch, Message m);
+  /// Stages deletion of the records the transport confirmed since the last call.
+  void stage_confirmed(Batch& batch);
+  /// After the batch holding staged records is durable: sends them.
+  void release();
+  /// After a failed write: forgets what was staged in it.
+  void discard_staged() { fresh_.clear(); }
+  /// Re-sends records whose send failed (at most every 100 ms).
+  void retry_failed();
+
+  /// Records not yet confirmed.
+  uint64_t depth() const { return depth_; }
+  /// Records confirmed since start.
+  uint64_t confirmed_total() const { return confirmed_total_; }
+  bool has_unsent() const { return !fresh_.empty(); }
+
+ private:
+  void send(uint64_t seq, Message m);
+
+  Store& store_;
+  rocksdb::ColumnFamilyHandle* cf_;
+  Transport& transport_;
+  const Clock& clock_;
+  std::shared_ptr<spdlog::logger> log_;
+  uint64_t next_seq_ = 1;
+  std::vector<std::pair<uint64_t, Message>> fresh_;  // staged, not yet durable+sent
+  std::map<uint64_t, Message> in_flight_;            // sent, not yet confirmed
+  std::vector<uint64_t> confirmed_;
+  std::vector<uint64_t> failed_;
+  int64_t next_retry_ms_ = 0;
+  uint64_t depth_ = 0;
+  uint64_t confirmed_total_ = 0;
+};
+
+}  // namespace saga::internal

@@ -765,7 +765,7 @@ class OrchestratorImpl final : public Orchestrator {
 
   void on_state_change(const Instance& inst, SagaState from) {
     const SagaView& v = inst.view;
-    log_->info("saga {} {} -> {} (trace {})", v.id, to_string(from), to_string(v.state), v.traceparent);
+    log_->debug("saga {} {} -> {} (trace {})", v.id, to_string(from), to_string(v.state), v.traceparent);
     if (from == SagaState::kFailed && parked_ > 0) --parked_;
     switch (v.state) {
       case SagaState::kCompleted: metrics_.completed(v.type).Increment(); break;

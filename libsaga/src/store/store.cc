@@ -1,6 +1,8 @@
 #include "store/store.h"
 
 #include <rocksdb/options.h>
+#include <filesystem>
+#include <system_error>
 #include <rocksdb/slice.h>
 
 namespace saga::internal {
@@ -36,6 +38,9 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
                                              const std::vector<std::string>& column_families,
                                              bool sync) {
   if (dir.empty()) return Status::invalid_argument("store directory is empty");
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::unavailable("cannot create store directory " + dir + ": " + ec.message());
   rocksdb::Options options;
   options.create_if_missing = true;
   options.create_missing_column_families = true;

@@ -1,4 +1,4 @@
-# cmake -P script: install, then configure/build/run an example against the
+# cmake -P script: install, then configure/build/run each example against the
 # installed package only (no source tree on its include or prefix paths).
 file(REMOVE_RECURSE ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
@@ -11,12 +11,24 @@ function(run)
   set(last_output "${out}" PARENT_SCOPE)
 endfunction()
 
+# example name;program;what its output must contain
+set(examples
+  "quickstart|saga_quickstart|parse_rooms\\(3\\): 3"
+  "two_participants|saga_two_participants|booking confirmed, declined booking compensated")
+
 run(${CMAKE_COMMAND} --install ${SAGA_BINARY_DIR} --prefix ${prefix})
-run(${CMAKE_COMMAND} -S ${SAGA_EXAMPLE_DIR} -B ${WORK_DIR}/build -G ${GENERATOR}
-    -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
-run(${CMAKE_COMMAND} --build ${WORK_DIR}/build)
-run(${WORK_DIR}/build/saga_quickstart)
-if(NOT last_output MATCHES "parse_rooms\\(3\\): 3")
-  message(FATAL_ERROR "the installed example printed something unexpected:\n${last_output}")
-endif()
-message(STATUS "example output:\n${last_output}")
+foreach(entry IN LISTS examples)
+  string(REPLACE "|" ";" parts "${entry}")
+  list(GET parts 0 name)
+  list(GET parts 1 program)
+  list(GET parts 2 expected)
+  set(build ${WORK_DIR}/build-${name})
+  run(${CMAKE_COMMAND} -S ${SAGA_EXAMPLES_DIR}/${name} -B ${build} -G ${GENERATOR}
+      -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
+  run(${CMAKE_COMMAND} --build ${build})
+  run(${build}/${program} ${WORK_DIR}/data-${name})
+  if(NOT last_output MATCHES "${expected}")
+    message(FATAL_ERROR "installed example ${name} printed something unexpected:\n${last_output}")
+  endif()
+  message(STATUS "${name}:\n${last_output}")
+endforeach()

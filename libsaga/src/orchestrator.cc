@@ -521,6 +521,11 @@ class OrchestratorImpl final : public Orchestrator {
     outbox_->release();
     messages_sent_ = outbox_->confirmed_total();
     outbox_depth_ = outbox_->depth();
+    for (const std::string& id : settled_) {
+      if (!opts_.on_settled) break;
+      if (const Instance* inst = find_live(id)) opts_.on_settled(inst->view);
+    }
+    settled_.clear();
     for (const std::string& id : finished_) live_.erase(id);
     finished_.clear();
     update_gauges();
@@ -783,6 +788,7 @@ class OrchestratorImpl final : public Orchestrator {
       if (in_flight_ > 0) --in_flight_;
       finished_.push_back(v.id);
     }
+    if (is_terminal(v.state) || v.state == SagaState::kFailed) settled_.push_back(v.id);
   }
 
   void record_breaker(const std::string& participant, bool success, bool probe) {
@@ -937,7 +943,8 @@ class OrchestratorImpl final : public Orchestrator {
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
   std::unique_ptr<Outbox> outbox_;
-  std::vector<std::string> finished_;
+  std::vector<std::string> finished_;  // terminal: leave live_ after the write
+  std::vector<std::string> settled_;   // terminal or Failed: reported through on_settled
   int64_t next_sweep_ms_ = 0;
   uint64_t parked_ = 0;
   Status store_status_;

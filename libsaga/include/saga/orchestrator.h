@@ -142,6 +142,11 @@ struct Options {
   std::shared_ptr<RandomSource> random;
   /// spdlog logger name. Default "saga".
   std::string logger = "saga";
+  /// Called on the engine thread once an instance's terminal state
+  /// (Completed, Compensated, Aborted) or Failed is durable. Must be quick
+  /// and must not call back into the orchestrator's blocking methods.
+  /// Default: none.
+  std::function<void(const SagaView&)> on_settled;
 };
 
 /// Result callback of start_async(); runs on the engine thread once the

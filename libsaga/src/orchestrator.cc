@@ -99,30 +99,26 @@ std::string hex(uint64_t v) {
   return buf;
 }
 
-// Index keys of an instance as of its state and update time.
-std::vector<std::string> index_keys(const SagaView& v) {
-  std::vector<std::string> keys;
-  std::string k(1, kIdxAll);
-  append_be64(k, static_cast<uint64_t>(v.updated_ms));
-  k += v.id;
-  keys.push_back(std::move(k));
-  k.assign(1, kIdxType);
-  k += v.type;
-  k.push_back('\0');
-  append_be64(k, static_cast<uint64_t>(v.updated_ms));
-  k += v.id;
-  keys.push_back(std::move(k));
-  k.assign(1, kIdxState);
-  k.push_back(static_cast<char>(v.state));
-  append_be64(k, static_cast<uint64_t>(v.updated_ms));
-  k += v.id;
-  keys.push_back(std::move(k));
-  if (is_terminal(v.state)) {
-    k.assign(1, kIdxRetention);
-    append_be64(k, static_cast<uint64_t>(v.finished_ms));
-    k += v.id;
-    keys.push_back(std::move(k));
+// Index keys of an instance. They hang off the creation time, so only the
+// state key moves, and only when the state changes.
+std::string index_key(char kind, const SagaView& v) {
+  std::string k(1, kind);
+  switch (kind) {
+    case kIdxType:
+      k += v.type;
+      k.push_back('\0');
+      break;
+    case kIdxState: k.push_back(static_cast<char>(v.state)); break;
+    default: break;
   }
+  append_be64(k, static_cast<uint64_t>(kind == kIdxRetention ? v.finished_ms : v.created_ms));
+  k += v.id;
+  return k;
+}
+
+std::vector<std::string> index_keys(const SagaView& v) {
+  std::vector<std::string> keys = {index_key(kIdxAll, v), index_key(kIdxType, v), index_key(kIdxState, v)};
+  if (is_terminal(v.state)) keys.push_back(index_key(kIdxRetention, v));
   return keys;
 }
 
@@ -316,7 +312,7 @@ class OrchestratorImpl final : public Orchestrator {
       prefix = std::string(1, kIdxAll);
     }
     std::string from = prefix;
-    if (q.updated_from_ms) append_be64(from, static_cast<uint64_t>(*q.updated_from_ms));
+    if (q.created_from_ms) append_be64(from, static_cast<uint64_t>(*q.created_from_ms));
     if (!q.page_token.empty()) {
       SAGA_ASSIGN_OR_RETURN(std::string after, decode_token(q.page_token));
       if (after.compare(0, prefix.size(), prefix) != 0) {
@@ -329,8 +325,8 @@ class OrchestratorImpl final : public Orchestrator {
     Status inner;
     std::string last_key;
     Status s = store_->scan(store_->cf(kIndex), prefix, from, [&](std::string_view key, std::string_view) {
-      const uint64_t updated = read_be64(key.substr(prefix.size(), 8));
-      if (q.updated_to_ms && static_cast<int64_t>(updated) >= *q.updated_to_ms) return false;
+      const uint64_t created = read_be64(key.substr(prefix.size(), 8));
+      if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
       if (page.items.size() == q.limit) {
         page.next_page_token = encode_token(last_key);
         return false;
@@ -749,11 +745,14 @@ class OrchestratorImpl final : public Orchestrator {
     SagaView& v = inst.view;
     v.updated_ms = std::max(now_ms(), before.view.updated_ms);
     if (is_terminal(v.state) && v.finished_ms == 0) v.finished_ms = v.updated_ms;
-    auto& idx = *store_->cf(kIndex);
-    if (before.view.updated_ms >= 0) {
-      for (const std::string& k : index_keys(before.view)) batch_.del(&idx, k);
+    auto* idx = store_->cf(kIndex);
+    if (before.view.updated_ms < 0) {  // new
+      for (const std::string& k : index_keys(v)) batch_.put(idx, k, "");
+    } else if (before.view.state != v.state) {
+      batch_.del(idx, index_key(kIdxState, before.view));
+      batch_.put(idx, index_key(kIdxState, v), "");
+      if (is_terminal(v.state)) batch_.put(idx, index_key(kIdxRetention, v), "");
     }
-    for (const std::string& k : index_keys(v)) batch_.put(&idx, k, "");
     if (before.timer != TimerKind::kNone &&
         (before.timer_due_ms != inst.timer_due_ms || inst.timer == TimerKind::kNone)) {
       batch_.del(store_->cf(kTimers), timer_key(before.timer_due_ms, v.id));

@@ -8,11 +8,10 @@
 // command's attempt. It keeps its state in memory only.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -131,9 +130,8 @@ class ScriptedParticipant {
  private:
   void handle(Message cmd) {
     if (journal_) journal_->push_back(name_ + ":" + cmd.type);
-    received_.push_back(
-        {cmd.id, cmd.type, cmd.attempt, cmd.compensates,
-         Json::parse(cmd.payload, nullptr, /*allow_exceptions=*/false)});
+    received_.push_back({cmd.id, cmd.type, cmd.attempt, cmd.compensates,
+                         Json::parse(cmd.payload, nullptr, /*allow_exceptions=*/false)});
     if (auto it = inbox_.find(cmd.id); it != inbox_.end()) {
       return reply(cmd, it->second.first, it->second.second);  // a duplicate
     }

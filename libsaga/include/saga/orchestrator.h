@@ -81,16 +81,16 @@ struct SagaView {
 struct ListQuery {
   std::optional<std::string> type;
   std::optional<SagaState> state;
-  /// Only instances updated at or after / before these times (ms since epoch).
-  std::optional<int64_t> updated_from_ms;
-  std::optional<int64_t> updated_to_ms;
+  /// Only instances created at or after / before these times (ms since epoch).
+  std::optional<int64_t> created_from_ms;
+  std::optional<int64_t> created_to_ms;
   /// Page size; at most 1000. Default 100.
   uint32_t limit = 100;
   /// Continue after this token (from the previous page's next_page_token).
   std::string page_token;
 };
 
-/// One page of list() results, oldest update first.
+/// One page of list() results, oldest first (by creation time).
 struct SagaPage {
   std::vector<SagaView> items;
   /// Empty when there is nothing more.

@@ -1,6 +1,8 @@
 #include "store/store.h"
 
+#include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 #include <filesystem>
 #include <system_error>
 #include <rocksdb/slice.h>
@@ -48,6 +50,13 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   // Many small transitions: keep the memtable roomy and let the WAL do the durability work.
   options.write_buffer_size = 32 << 20;
   options.max_total_wal_size = 256 << 20;
+  // Most reads are point lookups of keys that are absent (inbox and reply
+  // marks of new messages): bloom filters answer those without a search.
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  options.memtable_whole_key_filtering = true;
+  options.memtable_prefix_bloom_size_ratio = 0.05;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(options));

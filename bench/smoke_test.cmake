@@ -1,0 +1,28 @@
+# cmake -P script: a short saga-bench run whose JSON must parse and report
+# consistent points.
+file(REMOVE_RECURSE ${WORK_DIR})
+file(MAKE_DIRECTORY ${WORK_DIR})
+execute_process(COMMAND ${BENCH} --workload engine --sync off --sagas 300 --inflight 1,16
+                        --json ${WORK_DIR}/smoke.json --dir ${WORK_DIR}/stores
+                RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "saga-bench failed (${rc}):\n${err}")
+endif()
+file(READ ${WORK_DIR}/smoke.json json)
+string(JSON points LENGTH "${json}" points)
+if(NOT points EQUAL 2)
+  message(FATAL_ERROR "expected 2 points, got ${points}")
+endif()
+math(EXPR last "${points} - 1")
+foreach(i RANGE ${last})
+  string(JSON consistent GET "${json}" points ${i} consistent)
+  string(JSON rate GET "${json}" points ${i} sagas_per_s)
+  string(JSON p99 GET "${json}" points ${i} latency_ms p99)
+  if(NOT consistent STREQUAL "ON" AND NOT consistent STREQUAL "true")
+    message(FATAL_ERROR "point ${i} is not consistent")
+  endif()
+  if(rate LESS_EQUAL 0 OR p99 LESS_EQUAL 0)
+    message(FATAL_ERROR "point ${i} has no figures: rate ${rate}, p99 ${p99}")
+  endif()
+endforeach()
+message(STATUS "saga-bench smoke: ${points} consistent points")

@@ -23,6 +23,7 @@
 #include "fsm/saga_fsm.h"
 #include "instance.h"
 #include "metrics.h"
+#include "background_loop.h"
 #include "outbox.h"
 #include "saga/orchestrator.h"
 #include "store/store.h"
@@ -243,6 +244,9 @@ class Transition final : public FsmHooks {
   }
   void begin_step();
   void send_compensation();
+  std::string command_id(char side) const;
+  void send_command(const Action& a, std::string id, std::string compensates);
+  Status run_local(const LocalFn& fn);
   void schedule_resend(const RetryPolicy& policy);
 
   OrchestratorImpl& e_;
@@ -353,20 +357,12 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   void start_background() override {
-    std::lock_guard lock(thread_mu_);
-    if (thread_.joinable()) return;
-    stopping_ = false;
     background_ = true;
-    thread_ = std::thread([this] {
-      while (!stopping_) run_once(Duration{2});
-    });
+    loop_.start([this] { run_once(Duration{2}); });
   }
 
   void stop() override {
-    std::lock_guard lock(thread_mu_);
-    if (!thread_.joinable()) return;
-    stopping_ = true;
-    thread_.join();
+    loop_.stop();
     background_ = false;
   }
 
@@ -954,9 +950,7 @@ class OrchestratorImpl final : public Orchestrator {
   mutable std::mutex breakers_mu_;
   mutable std::map<std::string, CircuitBreaker> breakers_;  // GUARDED_BY(breakers_mu_)
 
-  std::mutex thread_mu_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
+  BackgroundLoop loop_;
   std::atomic<bool> background_{false};
 
   std::atomic<uint64_t> transitions_{0}, writes_{0}, bytes_written_{0}, messages_sent_{0},
@@ -983,18 +977,10 @@ void Transition::begin_step() {
   if (s.action.is_local()) {
     ++inst_.attempt;
     sv.attempts = inst_.attempt;
-    Json data = inst_.view.data;
-    Status result;
-    try {
-      result = s.action.local(data);
-    } catch (const std::exception& ex) {
-      result = Status::internal(std::string("local step threw: ") + ex.what());
-    }
+    const Status result = run_local(s.action.local);
     if (result.ok()) {
-      inst_.view.data = std::move(data);
       followup = FsmEvent::kStepSucceeded;
     } else {
-      sv.last_error = inst_.view.last_error = result.to_string();
       followup = result.is_retryable() ? FsmEvent::kStepRetryable : FsmEvent::kStepFailed;
     }
     return;
@@ -1010,21 +996,7 @@ void Transition::begin_step() {
   }
   ++inst_.attempt;
   sv.attempts = inst_.attempt;
-  Message m;
-  m.id = inst_.view.id + "/" + std::to_string(inst_.view.current_step) + "/a";
-  m.kind = MessageKind::kCommand;
-  m.type = s.action.command;
-  m.destination = s.action.participant;
-  m.key = s.action.key ? s.action.key(inst_.view.data) : inst_.view.id;
-  m.saga_id = inst_.view.id;
-  m.reply_to = e_.reply_endpoint();
-  m.attempt = inst_.attempt;
-  m.traceparent = inst_.view.traceparent;
-  m.payload = (s.action.payload ? s.action.payload(inst_.view.data) : inst_.view.data).dump();
-  inst_.awaiting = m.id;
-  inst_.timer = TimerKind::kDeadline;
-  inst_.timer_due_ms = now_ms() + s.timeout.count();
-  e_.stage_send(std::move(m));
+  send_command(s.action, command_id('a'), "");
 }
 
 void Transition::send_compensation() {
@@ -1035,39 +1007,51 @@ void Transition::send_compensation() {
   ++inst_.attempt;
   sv.compensation_attempts = inst_.attempt;
   if (c.is_local()) {
-    Json data = inst_.view.data;
-    Status result;
-    try {
-      result = c.local(data);
-    } catch (const std::exception& ex) {
-      result = Status::internal(std::string("local compensation threw: ") + ex.what());
-    }
-    if (result.ok()) {
-      inst_.view.data = std::move(data);
-      followup = FsmEvent::kCompensationSucceeded;
-    } else {
-      sv.last_error = inst_.view.last_error = result.to_string();
-      followup = FsmEvent::kCompensationFailed;
-    }
+    followup = run_local(c.local).ok() ? FsmEvent::kCompensationSucceeded : FsmEvent::kCompensationFailed;
     return;
   }
+  send_command(c, command_id('c'), command_id('a'));
+}
+
+std::string Transition::command_id(char side) const {
+  return inst_.view.id + "/" + std::to_string(inst_.view.current_step) + "/" + side;
+}
+
+void Transition::send_command(const Action& a, std::string id, std::string compensates) {
   Message m;
-  const std::string step_prefix = inst_.view.id + "/" + std::to_string(inst_.view.current_step);
-  m.id = step_prefix + "/c";
+  m.id = std::move(id);
   m.kind = MessageKind::kCommand;
-  m.type = c.command;
-  m.destination = c.participant;
-  m.key = c.key ? c.key(inst_.view.data) : inst_.view.id;
+  m.type = a.command;
+  m.destination = a.participant;
+  m.key = a.key ? a.key(inst_.view.data) : inst_.view.id;
   m.saga_id = inst_.view.id;
   m.reply_to = e_.reply_endpoint();
-  m.compensates = step_prefix + "/a";
+  m.compensates = std::move(compensates);
   m.attempt = inst_.attempt;
   m.traceparent = inst_.view.traceparent;
-  m.payload = (c.payload ? c.payload(inst_.view.data) : inst_.view.data).dump();
+  m.payload = (a.payload ? a.payload(inst_.view.data) : inst_.view.data).dump();
   inst_.awaiting = m.id;
   inst_.timer = TimerKind::kDeadline;
-  inst_.timer_due_ms = now_ms() + s.timeout.count();
+  inst_.timer_due_ms = now_ms() + spec().timeout.count();
   e_.stage_send(std::move(m));
+}
+
+// Runs a local step or compensation on a copy of the data, which replaces
+// the data only on success.
+Status Transition::run_local(const LocalFn& fn) {
+  Json data = inst_.view.data;
+  Status result;
+  try {
+    result = fn(data);
+  } catch (const std::exception& ex) {
+    result = Status::internal(std::string("local function threw: ") + ex.what());
+  }
+  if (result.ok()) {
+    inst_.view.data = std::move(data);
+  } else {
+    step().last_error = inst_.view.last_error = result.to_string();
+  }
+  return result;
 }
 
 void Transition::schedule_resend(const RetryPolicy& policy) {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "background_loop.h"
 #include "outbox.h"
 #include "store/store.h"
 
@@ -176,20 +177,10 @@ class ParticipantImpl final : public Participant {
   }
 
   void start_background() override {
-    std::lock_guard lock(thread_mu_);
-    if (thread_.joinable()) return;
-    stopping_ = false;
-    thread_ = std::thread([this] {
-      while (!stopping_) run_once(Duration{2});
-    });
+    loop_.start([this] { run_once(Duration{2}); });
   }
 
-  void stop() override {
-    std::lock_guard lock(thread_mu_);
-    if (!thread_.joinable()) return;
-    stopping_ = true;
-    thread_.join();
-  }
+  void stop() override { loop_.stop(); }
 
   ParticipantStats stats() const override {
     ParticipantStats s;
@@ -361,9 +352,7 @@ class ParticipantImpl final : public Participant {
   uint64_t local_writes_ = 0;
   Status store_status_;
 
-  std::mutex thread_mu_;
-  std::thread thread_;
-  std::atomic<bool> stopping_{false};
+  BackgroundLoop loop_;
 
   std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0}, writes_{0},
       outbox_depth_{0};

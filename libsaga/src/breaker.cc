@@ -66,6 +66,10 @@ void CircuitBreaker::record(bool success) {
   }
 }
 
+void CircuitBreaker::release_probe() {
+  if (state() == BreakerState::kHalfOpen && probes_in_flight_ > 0) --probes_in_flight_;
+}
+
 TimePoint CircuitBreaker::retry_at() {
   if (state() == BreakerState::kOpen) return opened_at_ + options_.open_for;
   return clock_->now();

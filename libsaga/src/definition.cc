@@ -73,6 +73,13 @@ DefinitionBuilder& DefinitionBuilder::compensate(std::string participant, std::s
   if (a.participant.empty() || a.command.empty()) {
     errors_.push_back("compensation of step '" + s.name + "' needs a participant and a command");
   }
+  // The participant's inbox is what tells an undo from an undo of nothing
+  // (and voids an action overtaken by its compensation), so both must go to
+  // the same participant.
+  if (!s.action.is_local() && a.participant != s.action.participant) {
+    errors_.push_back("compensation of step '" + s.name + "' goes to '" + a.participant +
+                      "' but the action goes to '" + s.action.participant + "': they must be the same participant");
+  }
   s.compensation = std::move(a);
   return *this;
 }

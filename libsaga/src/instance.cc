@@ -15,7 +15,9 @@ std::string encode_instance(const Instance& inst) {
                      {"t0", s.started_ms},
                      {"t1", s.finished_ms},
                      {"t2", s.compensated_ms},
-                     {"e", s.last_error}});
+                     {"e", s.last_error},
+                     {"r", s.round},
+                     {"cr", s.compensation_round}});
   }
   Json j = {{"id", v.id},
             {"type", v.type},
@@ -34,7 +36,8 @@ std::string encode_instance(const Instance& inst) {
             {"at", inst.attempt},
             {"tk", static_cast<int>(inst.timer)},
             {"td", inst.timer_due_ms},
-            {"pr", inst.probe}};
+            {"ab", inst.attempt_base},
+            {"un", inst.uncertain}};
   std::vector<uint8_t> bytes = Json::to_msgpack(j);
   return std::string(bytes.begin(), bytes.end());
 }
@@ -59,6 +62,8 @@ StatusOr<Instance> decode_instance(std::string_view bytes) {
       sv.finished_ms = s.at("t1").get<int64_t>();
       sv.compensated_ms = s.at("t2").get<int64_t>();
       sv.last_error = s.at("e").get<std::string>();
+      sv.round = s.value("r", 0u);
+      sv.compensation_round = s.value("cr", 0u);
       v.steps.push_back(std::move(sv));
     }
     v.current_step = j.at("cur").get<uint32_t>();
@@ -72,7 +77,8 @@ StatusOr<Instance> decode_instance(std::string_view bytes) {
     inst.attempt = j.at("at").get<uint32_t>();
     inst.timer = static_cast<TimerKind>(j.at("tk").get<int>());
     inst.timer_due_ms = j.at("td").get<int64_t>();
-    inst.probe = j.at("pr").get<bool>();
+    inst.attempt_base = j.value("ab", 0u);
+    inst.uncertain = j.value("un", false);
     return inst;
   } catch (const Json::exception& e) {
     return Status::data_loss(std::string("undecodable saga instance: ") + e.what());

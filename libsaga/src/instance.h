@@ -28,8 +28,15 @@ struct Instance {
   /// The live timer (kNone = none) and when it is due.
   TimerKind timer = TimerKind::kNone;
   int64_t timer_due_ms = 0;
-  /// Whether the current step's breaker slot is a half-open probe.
-  bool probe = false;
+  /// Attempts already spent before an operator's retry; the retry budget
+  /// counts from here (attempt numbers never repeat within a command).
+  uint32_t attempt_base = 0;
+  /// The current action timed out at least once, so it may have been applied
+  /// even if later attempts were only answered "retry".
+  bool uncertain = false;
+  /// Participant whose half-open breaker granted the awaited command a probe
+  /// slot ("" = none). Not persisted: breakers start closed after a restart.
+  std::string probe;
 };
 
 /// Compact binary encoding (MessagePack of a JSON document).

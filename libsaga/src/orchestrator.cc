@@ -76,9 +76,9 @@ namespace {
 enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
 const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies", "index"};
 
-constexpr char kIdxAll = 'a';        // a <updated be64> <id>
-constexpr char kIdxType = 't';       // t <type> \0 <updated be64> <id>
-constexpr char kIdxState = 's';      // s <state byte> <updated be64> <id>
+constexpr char kIdxAll = 'a';        // a <created be64> <id>
+constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>
+constexpr char kIdxState = 's';      // s <state byte> <created be64> <id>
 constexpr char kIdxRetention = 'x';  // x <finished be64> <id>
 
 std::string reply_mark_key(std::string_view saga_id, std::string_view reply_id) {
@@ -149,11 +149,11 @@ class Transition final : public FsmHooks {
   }
   bool attempts_left() override {
     const RetryPolicy& r = spec().retry;
-    return r.max_attempts == 0 || inst_.attempt < r.max_attempts;
+    return r.max_attempts == 0 || inst_.attempt - inst_.attempt_base < r.max_attempts;
   }
   bool compensation_attempts_left() override {
     const RetryPolicy& r = spec().compensation_retry;
-    return r.max_attempts == 0 || inst_.attempt < r.max_attempts;
+    return r.max_attempts == 0 || inst_.attempt - inst_.attempt_base < r.max_attempts;
   }
   bool has_compensable() override { return next_compensable().has_value(); }
 
@@ -161,7 +161,8 @@ class Transition final : public FsmHooks {
   void succeed_and_begin_next() override {
     record_step_success();
     ++inst_.view.current_step;
-    inst_.attempt = 0;
+    inst_.attempt = inst_.attempt_base = 0;
+    inst_.uncertain = false;
     begin_step();
   }
   void succeed_last() override {
@@ -169,7 +170,11 @@ class Transition final : public FsmHooks {
     finish();
   }
   void retry_step() override { schedule_resend(spec().retry); }
-  void mark_step_failed() override { settle_step(StepStatus::kFailed); }
+  void mark_step_failed() override {
+    // Answered "retry" at the end, but an earlier attempt timed out: that one
+    // may still have been applied, so the step must be undone like an unknown.
+    settle_step(inst_.uncertain ? StepStatus::kUnknown : StepStatus::kFailed);
+  }
   void mark_step_unknown() override {
     // Only a command that may have reached its participant has an unknown
     // outcome; a step never sent, or a local one, applied nothing.
@@ -178,7 +183,7 @@ class Transition final : public FsmHooks {
   }
   void compensate_next() override {
     inst_.view.current_step = static_cast<uint32_t>(*next_compensable());
-    inst_.attempt = 0;
+    inst_.attempt = inst_.attempt_base = 0;
     step().status = StepStatus::kCompensating;
     send_compensation();
   }
@@ -195,7 +200,7 @@ class Transition final : public FsmHooks {
     clear_timer();
   }
   void restart_compensation() override {
-    inst_.attempt = 0;
+    inst_.attempt_base = inst_.attempt;
     inst_.view.last_error.clear();
     step().status = StepStatus::kCompensating;
     send_compensation();
@@ -337,11 +342,12 @@ class OrchestratorImpl final : public Orchestrator {
       }
       const std::string id(key.substr(prefix.size() + 8));
       StatusOr<SagaView> v = get(id);
+      last_key.assign(key);
+      if (!v.ok() && v.status().code() == StatusCode::kNotFound) return true;  // removed by retention meanwhile
       if (!v.ok()) {
         inner = v.status();
         return false;
       }
-      last_key.assign(key);
       if (q.state && v->state != *q.state) return true;
       page.items.push_back(std::move(*v));
       return true;
@@ -388,7 +394,10 @@ class OrchestratorImpl final : public Orchestrator {
   std::string metrics_text() const override { return metrics_.text(); }
 
   Status health() const override {
-    if (!store_status_.ok()) return store_status_;
+    {
+      std::lock_guard lock(status_mu_);
+      if (!store_status_.ok()) return store_status_;
+    }
     return transport_->health();
   }
 
@@ -401,12 +410,12 @@ class OrchestratorImpl final : public Orchestrator {
 
   // Whether `participant`'s breaker lets a command through now; when not,
   // `retry_at` says when to try again.
-  bool breaker_allows(const std::string& participant, TimePoint& retry_at, bool& probe) {
+  bool breaker_allows(const std::string& participant, TimePoint& retry_at, std::string& probe) {
     std::lock_guard lock(breakers_mu_);
     CircuitBreaker& b = breaker(participant);
     const bool was_half_open = b.state() == BreakerState::kHalfOpen;
     if (b.allow()) {
-      probe = was_half_open;
+      if (was_half_open) probe = participant;
       return true;
     }
     retry_at = b.retry_at();
@@ -464,7 +473,7 @@ class OrchestratorImpl final : public Orchestrator {
     outbox_->retry_failed();
     std::deque<Request> requests = take_requests();
     Duration wait{0};
-    if (requests.empty() && !outbox_->has_unsent()) {
+    if (requests.empty() && inbound_.empty() && !outbox_->has_unsent()) {
       wait = max_wait;
       if (!timers_.empty()) {
         const Duration until_due{std::max<int64_t>(0, timers_.begin()->first - now_ms())};
@@ -474,21 +483,31 @@ class OrchestratorImpl final : public Orchestrator {
     transport_->poll(wait);  // replies -> inbound_, send confirmations -> outbox_
     for (Request& r : take_requests()) requests.push_back(std::move(r));
 
+    // Group commit: everything gathered goes into one write, up to max_batch
+    // transitions; the rest waits for the next iteration (replies unacked).
     const uint64_t before = transitions_;
+    const auto full = [&] { return transitions_ - before >= opts_.max_batch; };
     outbox_->stage_confirmed(batch_);
     std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
-    for (Request& r : requests) {
+    size_t taken = 0;
+    for (; taken < requests.size() && !full(); ++taken) {
+      Request& r = requests[taken];
       StatusOr<std::string> result = handle_request(r);
       if (r.done) answers.emplace_back(std::move(r.done), std::move(result));
     }
-    std::vector<Transport::Ack> acks;
-    acks.reserve(inbound_.size());
-    for (auto& [msg, ack] : inbound_) {
-      handle_reply(msg);
-      acks.push_back(std::move(ack));
+    if (taken < requests.size()) {
+      std::lock_guard lock(requests_mu_);
+      requests_.insert(requests_.begin(), std::make_move_iterator(requests.begin() + static_cast<long>(taken)),
+                       std::make_move_iterator(requests.end()));
     }
-    inbound_.clear();
-    fire_due_timers();
+    std::vector<Transport::Ack> acks;
+    size_t replies = 0;
+    for (; replies < inbound_.size() && !full(); ++replies) {
+      handle_reply(inbound_[replies].first);
+      acks.push_back(std::move(inbound_[replies].second));
+    }
+    inbound_.erase(inbound_.begin(), inbound_.begin() + static_cast<long>(replies));
+    fire_due_timers(full);
     sweep_retention();
 
     const size_t staged = batch_.count();
@@ -499,9 +518,13 @@ class OrchestratorImpl final : public Orchestrator {
       if (!s.ok()) {
         // Fail-stop: memory is now ahead of disk. Recovery from the store is
         // the only safe way on, so refuse everything until reopened.
-        store_status_ = s.with_context("store write failed; reopen the orchestrator");
-        log_->critical("{}", store_status_.to_string());
-        for (auto& [done, result] : answers) done(store_status_);
+        const Status broken = s.with_context("store write failed; reopen the orchestrator");
+        {
+          std::lock_guard lock(status_mu_);
+          store_status_ = broken;
+        }
+        log_->critical("{}", broken.to_string());
+        for (auto& [done, result] : answers) done(broken);
         outbox_->discard_staged();
         return 0;
       }
@@ -535,13 +558,12 @@ class OrchestratorImpl final : public Orchestrator {
     if (r.kind == Request::Kind::kStart) return handle_start(r);
     Instance* inst = find_live(r.id);
     if (!inst) {
+      // Not live: finished (or unknown). Live covers everything not yet
+      // written, since finished instances leave it only after the write.
       StatusOr<SagaView> v = get(r.id);
       if (!v.ok()) return v.status();
-      if (staged_ids_.count(r.id) == 0) {
-        return Status::failed_precondition("saga '" + r.id + "' is " + std::string(to_string(v->state)));
-      }
+      return Status::failed_precondition("saga '" + r.id + "' is " + std::string(to_string(v->state)));
     }
-    if (!inst) return Status::failed_precondition("saga '" + r.id + "' just finished");
     FsmEvent ev = FsmEvent::kAbort;
     switch (r.kind) {
       case Request::Kind::kCancel: ev = FsmEvent::kCancelRequested; break;
@@ -550,8 +572,12 @@ class OrchestratorImpl final : public Orchestrator {
       case Request::Kind::kAbort: ev = FsmEvent::kAbort; break;
       case Request::Kind::kStart: break;
     }
+    const bool was_requested = inst->view.cancel_requested;
     if (r.kind == Request::Kind::kCancel) inst->view.cancel_requested = true;
-    SAGA_RETURN_IF_ERROR(dispatch(*inst, ev));
+    if (Status s = dispatch(*inst, ev); !s.ok()) {
+      inst->view.cancel_requested = was_requested;
+      return s;
+    }
     return r.id;
   }
 
@@ -583,7 +609,7 @@ class OrchestratorImpl final : public Orchestrator {
     if (id.empty() || id.size() > 200 || id.find('\0') != std::string::npos) {
       return Status::invalid_argument("saga id must be 1..200 bytes without NUL");
     }
-    if (live_.count(id) || staged_ids_.count(id)) return Status::already_exists("saga '" + id + "' exists");
+    if (live_.count(id)) return Status::already_exists("saga '" + id + "' exists");
     SAGA_ASSIGN_OR_RETURN(auto existing, store_->get(store_->cf(kInstances), id));
     if (existing) return Status::already_exists("saga '" + id + "' exists");
 
@@ -602,7 +628,6 @@ class OrchestratorImpl final : public Orchestrator {
       v.steps.push_back(std::move(sv));
     }
     auto [it, inserted] = live_.emplace(id, std::move(inst));
-    staged_ids_.insert(id);
     ++in_flight_;
     metrics_.started(def->name()).Increment();
     log_->debug("saga {} ({} v{}) started", id, def->name(), def->version());
@@ -626,8 +651,18 @@ class OrchestratorImpl final : public Orchestrator {
     StepView& sv = inst->view.steps.at(inst->view.current_step);
     const bool forward = inst->view.state == SagaState::kRunning;
     const Action& action = forward ? spec.action : *spec.compensation;
-    record_breaker(action.participant, m.outcome != ReplyOutcome::kRetry, inst->probe);
-    inst->probe = false;
+    record_breaker(action.participant, m.outcome != ReplyOutcome::kRetry, inst->probe == action.participant);
+    inst->probe.clear();
+    if (m.outcome == ReplyOutcome::kFailure) {
+      // A refusal is final for this command id (the participant remembers it)
+      // and means nothing was applied: a later send must be a new command.
+      inst->uncertain = false;
+      if (forward) {
+        ++sv.round;
+      } else {
+        ++sv.compensation_round;
+      }
+    }
 
     FsmEvent ev;
     if (m.outcome == ReplyOutcome::kSuccess) {
@@ -671,9 +706,10 @@ class OrchestratorImpl final : public Orchestrator {
     return std::string(to_string(m.outcome)) + " from participant";
   }
 
-  void fire_due_timers() {
+  template <typename Full>
+  void fire_due_timers(const Full& full) {
     const int64_t now = now_ms();
-    while (!timers_.empty() && timers_.begin()->first <= now) {
+    while (!timers_.empty() && timers_.begin()->first <= now && !full()) {
       auto [due, id] = *timers_.begin();
       timers_.erase(timers_.begin());
       Instance* inst = find_live(id);
@@ -694,8 +730,9 @@ class OrchestratorImpl final : public Orchestrator {
       const bool forward = inst->view.state == SagaState::kRunning;
       const StepSpec& spec = def->steps().at(inst->view.current_step);
       const Action& action = forward ? spec.action : *spec.compensation;
-      record_breaker(action.participant, false, inst->probe);
-      inst->probe = false;
+      record_breaker(action.participant, false, inst->probe == action.participant);
+      inst->probe.clear();
+      if (forward) inst->uncertain = true;
       StepView& sv = inst->view.steps.at(inst->view.current_step);
       sv.last_error = "no reply within " + std::to_string(spec.timeout.count()) + " ms";
       inst->view.last_error = sv.last_error;
@@ -716,12 +753,18 @@ class OrchestratorImpl final : public Orchestrator {
       inst = std::move(before);
       if (is_new) {
         live_.erase(inst.view.id);
-        staged_ids_.erase(inst.view.id);
         --in_flight_;
       }
       return next.status();
     }
     inst.view.state = *next;
+    if (!inst.probe.empty() && inst.awaiting.empty()) {
+      // The probe's command will never report (aborted, cancelled, or it
+      // failed to build): give its slot back or the breaker stays half-open.
+      std::lock_guard lock(breakers_mu_);
+      breaker(inst.probe).release_probe();
+      inst.probe.clear();
+    }
     persist(inst, before);
     run_followups(inst, t);
     return ok_status();
@@ -868,7 +911,7 @@ class OrchestratorImpl final : public Orchestrator {
                                              ", which is not registered; keep old versions until their sagas finish");
         }
         if (st == SagaState::kFailed) ++parked_;
-        inst.probe = false;  // breakers start closed after a restart
+        inst.probe.clear();  // breakers start closed after a restart
         live_.emplace(id, std::move(inst));
         ++in_flight_;
       }
@@ -933,7 +976,6 @@ class OrchestratorImpl final : public Orchestrator {
   // Engine state: touched only by the thread running an iteration (engine_mu_).
   std::mutex engine_mu_;
   std::unordered_map<std::string, Instance> live_;
-  std::unordered_set<std::string> staged_ids_;  // started in this process (fast duplicate check)
   std::set<std::pair<int64_t, std::string>> timers_;
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
@@ -942,7 +984,8 @@ class OrchestratorImpl final : public Orchestrator {
   std::vector<std::string> settled_;   // terminal or Failed: reported through on_settled
   int64_t next_sweep_ms_ = 0;
   uint64_t parked_ = 0;
-  Status store_status_;
+  mutable std::mutex status_mu_;
+  Status store_status_;  // GUARDED_BY(status_mu_); written by the engine thread only
 
   std::mutex requests_mu_;
   std::deque<Request> requests_;  // GUARDED_BY(requests_mu_)
@@ -1014,7 +1057,11 @@ void Transition::send_compensation() {
 }
 
 std::string Transition::command_id(char side) const {
-  return inst_.view.id + "/" + std::to_string(inst_.view.current_step) + "/" + side;
+  const StepView& sv = inst_.view.steps.at(inst_.view.current_step);
+  const uint32_t round = side == 'a' ? sv.round : sv.compensation_round;
+  std::string id = inst_.view.id + "/" + std::to_string(inst_.view.current_step) + "/" + side;
+  if (round > 0) id += "." + std::to_string(round);
+  return id;
 }
 
 void Transition::send_command(const Action& a, std::string id, std::string compensates) {
@@ -1023,13 +1070,21 @@ void Transition::send_command(const Action& a, std::string id, std::string compe
   m.kind = MessageKind::kCommand;
   m.type = a.command;
   m.destination = a.participant;
-  m.key = a.key ? a.key(inst_.view.data) : inst_.view.id;
   m.saga_id = inst_.view.id;
   m.reply_to = e_.reply_endpoint();
   m.compensates = std::move(compensates);
   m.attempt = inst_.attempt;
   m.traceparent = inst_.view.traceparent;
-  m.payload = (a.payload ? a.payload(inst_.view.data) : inst_.view.data).dump();
+  try {
+    m.key = a.key ? a.key(inst_.view.data) : inst_.view.id;
+    m.payload = (a.payload ? a.payload(inst_.view.data) : inst_.view.data).dump();
+  } catch (const std::exception& ex) {
+    // A builder that throws is a bug in the definition: nothing is sent and
+    // the step (or compensation) fails visibly instead of hanging.
+    step().last_error = inst_.view.last_error = std::string("building the command failed: ") + ex.what();
+    followup = m.compensates.empty() ? FsmEvent::kStepFailed : FsmEvent::kCompensationFailed;
+    return;
+  }
   inst_.awaiting = m.id;
   inst_.timer = TimerKind::kDeadline;
   inst_.timer_due_ms = now_ms() + spec().timeout.count();
@@ -1057,7 +1112,7 @@ Status Transition::run_local(const LocalFn& fn) {
 void Transition::schedule_resend(const RetryPolicy& policy) {
   inst_.awaiting.clear();
   inst_.timer = TimerKind::kResend;
-  inst_.timer_due_ms = now_ms() + policy.backoff(std::max<uint32_t>(1, inst_.attempt), e_.random()).count();
+  inst_.timer_due_ms = now_ms() + policy.backoff(std::max<uint32_t>(1, inst_.attempt - inst_.attempt_base), e_.random()).count();
 }
 
 }  // namespace

@@ -1,8 +1,7 @@
 // The orchestrator driven by hand: a ManualClock, a seeded random source, a
 // MemoryBus and scripted participants, with run_once() and the participants'
 // poll() alternated until nothing moves. Timers fire by advancing the clock;
-// nothing sleeps. Tests marked may_fail show engine bugs reported to the
-// engine's owner; each says which.
+// nothing sleeps. Tests headed "Regression" guard bugs found and fixed.
 #include "saga/orchestrator.h"
 
 #include <doctest/doctest.h>
@@ -496,7 +495,7 @@ TEST_CASE("a compensation that keeps failing parks the saga as FAILED until an o
   v = h.view(id);
   CHECK(v.state == SagaState::kCompensated);
   CHECK(v.steps[1].status == StepStatus::kCompensated);
-  CHECK(v.steps[1].compensation_attempts == 1);  // attempts start again
+  CHECK(v.steps[1].compensation_attempts == 4);  // every send counts; the retry budget starts again
   CHECK(v.steps[0].status == StepStatus::kCompensated);
   CHECK(h.payment.applied(id + "/1/c") == 1);
   CHECK(h.inventory.applied(id + "/0/c") == 1);
@@ -521,12 +520,11 @@ TEST_CASE("abort moves a FAILED saga to ABORTED and nothing more is sent") {
   CHECK(h.orch->retry(id).code() == StatusCode::kFailedPrecondition);
 }
 
-// BUG (reported): restart_compensation() resets the attempt counter, so the
-// restarted compensation re-uses (command id, attempt) pairs; the participant's
+// Regression: restart_compensation() used to reset the attempt counter, so the
+// restarted compensation re-used (command id, attempt) pairs; the participant's
 // reply ids ("<command>/retry<attempt>") repeat and the engine's reply marks
 // drop them as duplicates. The compensation then waits for its full timeout.
-TEST_CASE("a retry reply to a compensation restarted by retry() is not dropped as stale" *
-          doctest::may_fail()) {
+TEST_CASE("a retry reply to a compensation restarted by retry() is not dropped as stale") {
   Harness h;
   h.open();
   const std::string id = park_a_saga(h);
@@ -694,11 +692,10 @@ TEST_CASE("cancel after the pivot fails with FailedPrecondition and the saga com
   CHECK(h.payment.received("refund").empty());
 }
 
-// BUG (reported): handle_request() sets cancel_requested before dispatching the
-// event and dispatch() restores a copy taken after that, so a refused cancel
-// stays in memory and is persisted by the next transition.
-TEST_CASE("a cancel refused after the pivot does not mark the saga as cancel-requested" *
-          doctest::may_fail()) {
+// Regression: handle_request() set cancel_requested before dispatching the
+// event and dispatch() restored a copy taken after that, so a refused cancel
+// stayed in memory and is persisted by the next transition.
+TEST_CASE("a cancel refused after the pivot does not mark the saga as cancel-requested") {
   Harness h;
   BookingSpec spec;
   spec.pivot = 1;
@@ -715,13 +712,12 @@ TEST_CASE("a cancel refused after the pivot does not mark the saga as cancel-req
   CHECK_FALSE(v.cancel_requested);
 }
 
-// BUG (reported): after the pivot a refused step is re-sent under the same
-// command id. Participants answer a known command id from their inbox with the
+// Regression: after the pivot a refused step was re-sent under the same
+// command id (now each refusal starts a new round, "<saga>/<step>/a.<round>"). Participants answer a known command id from their inbox with the
 // first reply (here the refusal, under the same reply id, which the engine
 // then drops as a duplicate), so the step can never succeed: it loops through
 // timeouts forever.
-TEST_CASE("after the pivot, a refused step is retried until its participant accepts it" *
-          doctest::may_fail()) {
+TEST_CASE("after the pivot, a refused step is retried until its participant accepts it") {
   Harness h;
   BookingSpec spec;
   spec.pivot = 1;
@@ -1162,13 +1158,12 @@ TEST_CASE("with the park policy a saga started while the breaker is open waits, 
   CHECK(h.payment.applied(parked + "/1/a") == 1);
 }
 
-// BUG (reported): a probe slot of a half-open breaker is released only by an
+// Regression: a probe slot of a half-open breaker was released only by an
 // outcome (reply or timeout) of the probe. When the probing saga is aborted
 // (or cancelled, or force-compensated) while its probe is in flight, the slot
 // is never released: the breaker stays half-open and refuses every command to
 // the participant forever.
-TEST_CASE("a probe abandoned by an abort does not block its participant forever" *
-          doctest::may_fail()) {
+TEST_CASE("a probe abandoned by an abort does not block its participant forever") {
   Harness h;
   h.options.breaker = kTightBreaker;
   h.open({booking(constant_backoff(10))});
@@ -1208,12 +1203,11 @@ TEST_CASE("finished sagas are removed once the retention has passed") {
   CHECK(h.orch->cancel(done).code() == StatusCode::kNotFound);
 }
 
-// BUG (reported): handle_start() also checks staged_ids_, a set of every id
-// started since the process began that nothing ever shrinks: a long-running
+// Regression: handle_start() also checked staged_ids_, a set of every id
+// started since the process began that nothing ever shrank: a long-running
 // orchestrator grows it without bound, and an id removed by retention stays
 // "taken" until a restart (after which the same start succeeds).
-TEST_CASE("an id removed by retention can be started again without a restart" *
-          doctest::may_fail()) {
+TEST_CASE("an id removed by retention can be started again without a restart") {
   Harness h;
   h.options.retention = Duration{3'600'000};
   h.options.retention_interval = Duration{60'000};
@@ -1443,10 +1437,10 @@ TEST_CASE("one iteration writes a hundred started sagas in far fewer writes than
   CHECK(end.writes * 10 < end.transitions);
 }
 
-// BUG (reported): Options::max_batch is validated in Orchestrator::open() but
-// never used: iterate() puts every request, reply and timer of an iteration
+// Regression: Options::max_batch was validated in Orchestrator::open() but
+// never used: iterate() put every request, reply and timer of an iteration
 // into one WriteBatch, however many there are.
-TEST_CASE("a write holds at most max_batch transitions" * doctest::may_fail()) {
+TEST_CASE("a write holds at most max_batch transitions") {
   Harness h;
   h.options.max_batch = 10;
   h.open();

@@ -49,6 +49,9 @@ class CircuitBreaker {
   bool allow();
   /// Records the outcome of a command: success, or failure/timeout.
   void record(bool success);
+  /// Gives back a half-open probe slot whose command will report no outcome
+  /// (its saga was aborted or cancelled while waiting).
+  void release_probe();
   /// When an open breaker will next let a probe through (now if not open).
   TimePoint retry_at();
   /// Times it opened since creation.

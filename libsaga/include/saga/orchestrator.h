@@ -57,6 +57,11 @@ struct StepView {
   int64_t finished_ms = 0;             ///< action outcome known (0 = not yet)
   int64_t compensated_ms = 0;          ///< compensation done (0 = not)
   std::string last_error;
+  /// Times the action was sent anew after a refusal (past the pivot); each
+  /// round is a new command, "<saga>/<step>/a.<round>".
+  uint32_t round = 0;
+  /// The same for the compensation, "<saga>/<step>/c.<round>".
+  uint32_t compensation_round = 0;
 };
 
 /// An instance, as queries show it. Plain value.

@@ -127,6 +127,11 @@ DefinitionBuilder& DefinitionBuilder::compensation_retry(RetryPolicy policy) {
   return *this;
 }
 
+DefinitionBuilder& DefinitionBuilder::on_state_change(EventsFn fn) {
+  def_->events_ = std::move(fn);
+  return *this;
+}
+
 DefinitionBuilder& DefinitionBuilder::pivot() {
   current().pivot = true;
   return *this;

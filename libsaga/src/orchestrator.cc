@@ -803,7 +803,37 @@ class OrchestratorImpl final : public Orchestrator {
     }
     batch_.put(store_->cf(kInstances), v.id, encode_instance(inst));
 
+    const bool is_new = before.view.updated_ms < 0;
+    if (is_new || v.state != before.view.state) {
+      publish_events(inst, is_new ? std::nullopt : std::optional(before.view.state));
+    }
     if (v.state != before.view.state) on_state_change(inst, before.view.state);
+  }
+
+  // The definition's domain events for this change go into the same batch.
+  void publish_events(const Instance& inst, std::optional<SagaState> previous) {
+    const EventsFn& fn = definition_of(inst)->events();
+    if (!fn) return;
+    const SagaView& v = inst.view;
+    std::vector<Message> events;
+    try {
+      events = fn(v, previous);
+    } catch (const std::exception& e) {
+      log_->error("saga {}: on_state_change threw, no events published: {}", v.id, e.what());
+      return;
+    }
+    for (Message& m : events) {
+      m.kind = MessageKind::kEvent;
+      if (m.id.empty()) m.id = v.id + "/" + std::string(to_string(v.state));
+      if (m.key.empty()) m.key = v.id;
+      if (m.saga_id.empty()) m.saga_id = v.id;
+      if (m.traceparent.empty()) m.traceparent = v.traceparent;
+      if (m.destination.empty()) {
+        log_->error("saga {}: event '{}' has no destination; dropped", v.id, m.type);
+        continue;
+      }
+      stage_send(std::move(m));
+    }
   }
 
   void on_state_change(const Instance& inst, SagaState from) {

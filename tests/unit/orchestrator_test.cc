@@ -1462,5 +1462,72 @@ TEST_CASE("a write holds at most max_batch transitions") {
   CHECK(after.writes - before.writes >= 10);
 }
 
+// ------------------------------------------------------------- domain events
+
+// Collects every event published on one stream of the bus.
+struct EventSink {
+  explicit EventSink(MemoryBus& bus, const std::string& stream) : endpoint(bus.connect("sink")) {
+    REQUIRE(endpoint->subscribe(stream, [this](Message m, Transport::Ack ack) {
+      events.push_back(std::move(m));
+      ack();
+    }).ok());
+  }
+  std::vector<std::string> types() {
+    endpoint->poll(Duration{0});
+    std::vector<std::string> out;
+    for (const Message& m : events) out.push_back(m.type);
+    return out;
+  }
+  std::unique_ptr<Transport> endpoint;
+  std::vector<Message> events;
+};
+
+DefinitionPtr booking_with_events() {
+  auto def = DefinitionBuilder("booking", 1)
+                 .command("reserve", "inventory", "reserve")
+                 .compensate("inventory", "release")
+                 .timeout(kTimeout)
+                 .retry(kQuickRetry)
+                 .command("pay", "payment", "charge")
+                 .compensate("payment", "refund")
+                 .timeout(kTimeout)
+                 .retry(kQuickRetry)
+                 .on_state_change([](const SagaView& v, std::optional<SagaState> previous) {
+                   Message m;
+                   m.destination = "reserveplace";
+                   m.type = !previous ? "ReservationPlaced" : std::string("Saga") + std::string(to_string(v.state));
+                   m.payload = Json{{"orderId", v.id}}.dump();
+                   return std::vector<Message>{m};
+                 })
+                 .build();
+  REQUIRE(def.ok());
+  return *def;
+}
+
+TEST_CASE("state changes publish the definition's domain events through the outbox") {
+  Harness h;
+  h.open({booking_with_events()});
+  EventSink sink(*h.bus, "reserveplace");
+
+  const std::string ok = h.start();
+  h.drive();
+  CHECK(h.state(ok) == SagaState::kCompleted);
+  CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED"});
+  const Message& placed = sink.events.at(0);
+  CHECK(placed.kind == MessageKind::kEvent);
+  CHECK(placed.id == ok + "/RUNNING");
+  CHECK(placed.key == ok);
+  CHECK(placed.saga_id == ok);
+  CHECK(placed.traceparent == h.view(ok).traceparent);
+  CHECK(Json::parse(placed.payload)["orderId"] == ok);
+
+  h.payment.script("charge", {fail("card declined")});
+  const std::string declined = h.start();
+  h.drive();
+  CHECK(h.state(declined) == SagaState::kCompensated);
+  CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED", "ReservationPlaced",
+                                                 "SagaCOMPENSATING", "SagaCOMPENSATED"});
+}
+
 }  // namespace
 }  // namespace saga

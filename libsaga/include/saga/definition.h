@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "saga/clock.h"
+#include "saga/message.h"
 #include "saga/status.h"
 
 namespace saga {
@@ -45,6 +46,17 @@ using MergeFn = std::function<void(Json& data, const Json& reply)>;
 /// may change the data. OK = succeeded; an error = the step failed
 /// (retryable codes are retried per the step's policy).
 using LocalFn = std::function<Status(Json& data)>;
+
+struct SagaView;
+enum class SagaState : uint8_t;
+
+/// Domain events for a change of an instance's state, published through the
+/// orchestrator's outbox in the same write as the change. `previous` is empty
+/// when the instance has just started. Each returned message is sent as an
+/// event (kind forced to kEvent); empty fields are filled in: id
+/// "<saga>/<STATE>", key = saga id, saga_id, traceparent. `destination`
+/// (the event stream) is the caller's and must be set.
+using EventsFn = std::function<std::vector<Message>(const SagaView& saga, std::optional<SagaState> previous)>;
 
 /// One side of a step: a command to a participant or a local function.
 struct Action {
@@ -90,6 +102,8 @@ class SagaDefinition {
   std::vector<std::string> participants() const;
   /// Index of the pivot step, if any.
   std::optional<size_t> pivot() const noexcept { return pivot_; }
+  /// Domain events on state changes (may be empty).
+  const EventsFn& events() const noexcept { return events_; }
 
  private:
   friend class DefinitionBuilder;
@@ -97,6 +111,7 @@ class SagaDefinition {
   uint32_t version_ = 1;
   std::vector<StepSpec> steps_;
   std::optional<size_t> pivot_;
+  EventsFn events_;
 };
 
 using DefinitionPtr = std::shared_ptr<const SagaDefinition>;
@@ -133,6 +148,8 @@ class DefinitionBuilder {
   DefinitionBuilder& compensation_retry(RetryPolicy policy);
   /// Marks the current step as the pivot.
   DefinitionBuilder& pivot();
+  /// Publishes domain events when an instance changes state (see EventsFn).
+  DefinitionBuilder& on_state_change(EventsFn fn);
 
   /// Validates and returns the definition. InvalidArgument when the name is
   /// empty, there are no steps, a step name repeats, a command lacks a

@@ -1,0 +1,761 @@
+// saga::Transport over Kafka. One idempotent producer for sends, one consumer
+// (cooperative-sticky group member) for subscriptions. librdkafka calls back
+// only from inside producer poll/flush and consumer consume/close, which this
+// class calls only from poll() and the destructor, so user callbacks run on the
+// poll() thread as the Transport contract requires. The exception is
+// librdkafka's log callback, which may run on its internal threads and
+// therefore only writes to spdlog.
+#include "saga/kafka_transport.h"
+
+#include <librdkafka/rdkafkacpp.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "kafka/envelope_headers.h"
+#include "kafka/kafka_options.h"
+#include "kafka/offset_tracker.h"
+#include "kafka/rdkafka_util.h"
+
+namespace saga {
+namespace internal::kafka {
+namespace {
+
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+// Bound on messages handed to handlers by one poll(), so a busy topic cannot
+// keep the caller (and its batch of acks) inside poll() indefinitely.
+constexpr size_t kMaxMessagesPerPoll = 500;
+// While sends await their delivery report, poll() waits on the consumer in
+// slices this long so that reports (served by the producer) are not held up
+// for the whole max_wait.
+constexpr milliseconds kDeliverySlice{5};
+// How long the destructor lets queued sends reach the broker. Anything still
+// queued afterwards was never confirmed, so its sender re-sends it.
+constexpr milliseconds kCloseFlush{5'000};
+// librdkafka 2.0.2 aborts when a cooperative-sticky consumer is destroyed
+// between joining its group and receiving its first assignment (librdkafka
+// #4312, fixed in 2.2.1/2.3.0). The destructor waits this long for the first
+// assignment before closing.
+constexpr milliseconds kFirstAssignmentWait{10'000};
+// Statistics drive recovery of health(): a broker in state UP clears an earlier
+// "all brokers down" error.
+constexpr const char* kStatsIntervalMs = "1000";
+
+int to_ms(milliseconds d) {
+  return static_cast<int>(std::clamp<int64_t>(d.count(), 0, INT32_MAX));
+}
+
+milliseconds remaining_until(SteadyClock::time_point deadline) {
+  return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()));
+}
+
+std::vector<TopicPartitionId> ids_of(const std::vector<RdKafka::TopicPartition*>& partitions) {
+  std::vector<TopicPartitionId> out;
+  out.reserve(partitions.size());
+  for (const RdKafka::TopicPartition* tp : partitions) out.emplace_back(tp->topic(), tp->partition());
+  return out;
+}
+
+class KafkaTransport final : public Transport,
+                             private RdKafka::DeliveryReportCb,
+                             private RdKafka::EventCb,
+                             private RdKafka::RebalanceCb {
+ public:
+  KafkaTransport(std::string endpoint, KafkaOptions options)
+      : endpoint_(std::move(endpoint)), opts_(std::move(options)) {
+    log_ = spdlog::get(opts_.logger);
+    if (!log_) log_ = spdlog::default_logger()->clone(opts_.logger);
+  }
+
+  ~KafkaTransport() override;
+
+  KafkaTransport(const KafkaTransport&) = delete;
+  KafkaTransport& operator=(const KafkaTransport&) = delete;
+
+  Status init();
+
+  Status subscribe(std::string_view destination, Handler handler) override;
+  void send(Message message, SendCallback on_sent) override;
+  size_t poll(milliseconds max_wait) override;
+  Status health() const override;
+
+ private:
+  struct Subscription {
+    std::string destination;
+    std::shared_ptr<const Handler> handler;
+  };
+  struct Completion {
+    SendCallback callback;
+    Status status;
+  };
+
+  // ---- librdkafka callbacks (run inside poll/consume/flush/close)
+  void dr_cb(RdKafka::Message& message) override;
+  void event_cb(RdKafka::Event& event) override;
+  void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
+                    std::vector<RdKafka::TopicPartition*>& partitions) override;
+
+  std::unique_ptr<RdKafka::Conf> make_conf(const std::map<std::string, std::string>& ours, Status& status);
+  std::string topic_for(std::string_view destination) const;
+  void ensure_topic_async(const std::string& topic);
+  Status wait_until_visible(const std::string& topic, SteadyClock::time_point deadline);
+
+  // Queues the outcome of send `id` for the next poll().
+  void complete(uint64_t id, Status status);
+  // Serves producer events and admin results, then runs send callbacks.
+  size_t serve_producer(milliseconds wait = milliseconds(0));
+  size_t run_completions();
+  void serve_admin_results();
+  // Hands one consumed record to its handler; true when a handler ran.
+  bool handle_record(RdKafka::Message& record);
+
+  void mark_down(Status status);
+  void mark_up();
+  void on_stats(const std::string& json);
+
+  const std::string endpoint_;
+  const KafkaOptions opts_;
+  std::shared_ptr<spdlog::logger> log_;
+
+  // Handles; the destructor resets them explicitly, in this order: queue,
+  // consumer, producer (the queue belongs to the producer's handle).
+  std::unique_ptr<RdKafka::Producer> producer_;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+  QueuePtr admin_queue_;  // results of ensure_topic_async()
+  std::shared_ptr<OffsetTracker> tracker_;
+
+  // Sends awaiting their delivery report, by the id passed as msg_opaque, and
+  // outcomes not yet reported to their senders.
+  mutable std::mutex sends_mu_;
+  std::unordered_map<uint64_t, SendCallback> pending_;  // GUARDED_BY(sends_mu_)
+  std::deque<Completion> completions_;                  // GUARDED_BY(sends_mu_)
+  uint64_t next_send_id_ = 1;                           // GUARDED_BY(sends_mu_)
+
+  // Topics this transport asked the broker to create (or found existing).
+  std::mutex topics_mu_;
+  std::set<std::string> requested_topics_;  // GUARDED_BY(topics_mu_)
+
+  mutable std::mutex subs_mu_;
+  std::map<std::string, Subscription> subs_by_topic_;  // GUARDED_BY(subs_mu_)
+
+  // Set by subscribe() and the rebalance callback; read by the destructor.
+  std::atomic<bool> subscribed_{false};
+  std::atomic<bool> assigned_once_{false};
+
+  // health(): fatal wins over down; both are set from callbacks.
+  mutable std::mutex health_mu_;
+  Status fatal_;          // GUARDED_BY(health_mu_)
+  Status down_;           // GUARDED_BY(health_mu_)
+  std::atomic<bool> is_down_{false};  // mirrors !down_.ok(), read without the lock
+};
+
+// ------------------------------------------------------------------ setup
+
+std::unique_ptr<RdKafka::Conf> KafkaTransport::make_conf(const std::map<std::string, std::string>& ours,
+                                                         Status& status) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string err;
+  auto set = [&](const std::string& key, const std::string& value) {
+    if (conf->set(key, value, err) != RdKafka::Conf::CONF_OK) {
+      // Never echo the value: it may be a password.
+      status = Status::invalid_argument("kafka property \"" + key + "\": " + err);
+      return false;
+    }
+    return true;
+  };
+  for (const auto& [key, value] : ours) {
+    if (!set(key, value)) return nullptr;
+  }
+  for (const auto& [key, value] : opts_.properties) {
+    if (!set(key, value)) return nullptr;
+  }
+  if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+    status = Status::internal("kafka: cannot install the event callback: " + err);
+    return nullptr;
+  }
+  return conf;
+}
+
+Status KafkaTransport::init() {
+  Status status;
+  auto producer_conf = make_conf(
+      {
+          {"bootstrap.servers", opts_.brokers},
+          {"client.id", opts_.client_id},
+          // Idempotence implies acks=all and retries without duplicates or
+          // reordering within a partition: what "confirmed" must mean.
+          {"enable.idempotence", "true"},
+          {"acks", "all"},
+          {"linger.ms", "2"},
+          // A send that cannot be delivered fails after this long; the outbox
+          // keeps the record and tries again, so nothing is lost.
+          {"message.timeout.ms", "30000"},
+          // Java's partitioner, so other Kafka clients agree on key -> partition.
+          {"partitioner", "murmur2_random"},
+          // We create topics with the configured partition count; a broker that
+          // auto-creates topics must not win the race with its own defaults.
+          {"allow.auto.create.topics", "false"},
+          {"statistics.interval.ms", kStatsIntervalMs},
+      },
+      status);
+  if (!producer_conf) return status;
+  std::string err;
+  if (producer_conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+    return Status::internal("kafka: cannot install the delivery report callback: " + err);
+  }
+  producer_.reset(RdKafka::Producer::create(producer_conf.get(), err));
+  if (!producer_) return Status::invalid_argument("kafka: cannot create the producer: " + err);
+
+  auto consumer_conf = make_conf(
+      {
+          {"bootstrap.servers", opts_.brokers},
+          {"client.id", opts_.client_id},
+          {"group.id", opts_.group_id},
+          // Offsets are stored only when a message is acked (OffsetTracker) and
+          // committed in the background, on revocation and on close.
+          {"enable.auto.commit", "true"},
+          {"enable.auto.offset.store", "false"},
+          {"auto.offset.reset", "earliest"},
+          {"partition.assignment.strategy", "cooperative-sticky"},
+          {"statistics.interval.ms", kStatsIntervalMs},
+      },
+      status);
+  if (!consumer_conf) return status;
+  if (consumer_conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+    return Status::internal("kafka: cannot install the rebalance callback: " + err);
+  }
+  consumer_.reset(RdKafka::KafkaConsumer::create(consumer_conf.get(), err));
+  if (!consumer_) return Status::invalid_argument("kafka: cannot create the consumer: " + err);
+
+  admin_queue_.reset(rd_kafka_queue_new(producer_->c_ptr()));
+  tracker_ = std::make_shared<OffsetTracker>(
+      [consumer = consumer_.get(), log = log_](const std::string& topic, int32_t partition, int64_t next) {
+        std::unique_ptr<RdKafka::TopicPartition> tp(RdKafka::TopicPartition::create(topic, partition, next));
+        std::vector<RdKafka::TopicPartition*> list{tp.get()};
+        RdKafka::ErrorCode rc = consumer->offsets_store(list);
+        if (rc == RdKafka::ERR_NO_ERROR) rc = tp->err();
+        if (rc != RdKafka::ERR_NO_ERROR) {
+          // Typically the partition was revoked meanwhile; its new owner
+          // redelivers from the last commit.
+          log->debug("kafka: cannot store offset {} of {}[{}]: {}", next, topic, partition, RdKafka::err2str(rc));
+        }
+        return status_from_kafka(rc, "kafka: offsets_store");
+      });
+
+  // Prove a broker answers before anyone relies on this transport.
+  RdKafka::Metadata* raw_md = nullptr;
+  const RdKafka::ErrorCode rc = producer_->metadata(false, nullptr, &raw_md, to_ms(opts_.startup_timeout));
+  std::unique_ptr<RdKafka::Metadata> md(raw_md);
+  if (rc != RdKafka::ERR_NO_ERROR) {
+    producer_->poll(0);  // collect the error events that say why (connection refused, ...)
+    std::string why = RdKafka::err2str(rc);
+    {
+      std::lock_guard lock(health_mu_);
+      if (!down_.ok()) why += "; " + down_.message();
+    }
+    return Status::unavailable("kafka: no broker of \"" + opts_.brokers + "\" answered within " +
+                               std::to_string(opts_.startup_timeout.count()) + " ms (" + why + ")");
+  }
+  mark_up();
+  log_->info("kafka transport \"{}\" connected to {} (group \"{}\")", endpoint_, opts_.brokers, opts_.group_id);
+  return ok_status();
+}
+
+KafkaTransport::~KafkaTransport() {
+  if (consumer_) {
+    if (subscribed_ && !assigned_once_) {
+      // Records consumed here are neither handled nor acked: redelivered later.
+      const auto deadline = SteadyClock::now() + kFirstAssignmentWait;
+      while (!assigned_once_ && SteadyClock::now() < deadline) {
+        std::unique_ptr<RdKafka::Message> m(consumer_->consume(100));
+      }
+    }
+    if (tracker_) tracker_->detach();
+    // Runs the revoke callback, which commits the acked offsets, and leaves the group.
+    const RdKafka::ErrorCode rc = consumer_->close();
+    if (rc != RdKafka::ERR_NO_ERROR) log_->warn("kafka: closing the consumer: {}", RdKafka::err2str(rc));
+  }
+  if (producer_ && producer_->outq_len() > 0) {
+    const RdKafka::ErrorCode rc = producer_->flush(to_ms(kCloseFlush));
+    if (rc != RdKafka::ERR_NO_ERROR) {
+      log_->warn("kafka: {} sends still queued at close; their senders will re-send them", producer_->outq_len());
+    }
+  }
+  // Callbacks still pending are dropped: the contract runs them only in poll().
+  admin_queue_.reset();
+  consumer_.reset();
+  producer_.reset();
+}
+
+std::string KafkaTransport::topic_for(std::string_view destination) const {
+  auto it = opts_.topic_overrides.find(std::string(destination));
+  if (it != opts_.topic_overrides.end()) return it->second;
+  return opts_.topic_prefix + std::string(destination);
+}
+
+// ------------------------------------------------------------------ topics
+
+void KafkaTransport::ensure_topic_async(const std::string& topic) {
+  if (!opts_.create_topics) return;
+  {
+    std::lock_guard lock(topics_mu_);
+    if (!requested_topics_.insert(topic).second) return;
+  }
+  Status s = start_create_topics(producer_->c_ptr(), {topic}, opts_.partitions, opts_.replication_factor,
+                                 opts_.startup_timeout, admin_queue_.get());
+  if (!s.ok()) {
+    log_->error("{}", s.to_string());
+    std::lock_guard lock(topics_mu_);
+    requested_topics_.erase(topic);
+  }
+}
+
+void KafkaTransport::serve_admin_results() {
+  for (;;) {
+    EventPtr event(rd_kafka_queue_poll(admin_queue_.get(), 0));
+    if (!event) return;
+    if (rd_kafka_event_type(event.get()) != RD_KAFKA_EVENT_CREATETOPICS_RESULT) continue;
+    if (rd_kafka_event_error(event.get()) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      // The request as a whole failed and the event does not say for which
+      // topics: forget them all; asking again for an existing topic is harmless.
+      log_->warn("kafka: topic creation failed: {}", rd_kafka_event_error_string(event.get()));
+      std::lock_guard lock(topics_mu_);
+      requested_topics_.clear();
+      continue;
+    }
+    for (auto& [topic, status] : create_topics_results(event.get(), {})) {
+      if (status.ok()) continue;
+      // Forget the request so that the next send to this topic tries again.
+      log_->warn("{}", status.to_string());
+      std::lock_guard lock(topics_mu_);
+      requested_topics_.erase(topic);
+    }
+  }
+}
+
+Status KafkaTransport::wait_until_visible(const std::string& topic, SteadyClock::time_point deadline) {
+  // The consumer's handle asks, so that its metadata cache knows the topic
+  // before the subscription needs it.
+  std::string last = "not in the cluster's metadata";
+  for (;;) {
+    RdKafka::Metadata* raw = nullptr;
+    const RdKafka::ErrorCode rc =
+        consumer_->metadata(true, nullptr, &raw, to_ms(std::max(remaining_until(deadline), milliseconds(1))));
+    std::unique_ptr<RdKafka::Metadata> md(raw);
+    if (rc != RdKafka::ERR_NO_ERROR) {
+      last = RdKafka::err2str(rc);
+    } else {
+      for (const RdKafka::TopicMetadata* t : *md->topics()) {
+        if (t->topic() != topic) continue;
+        if (t->err() == RdKafka::ERR_NO_ERROR && !t->partitions()->empty()) return ok_status();
+        last = RdKafka::err2str(t->err());
+      }
+    }
+    if (SteadyClock::now() >= deadline) {
+      return Status::unavailable("kafka: topic \"" + topic + "\" did not appear within " +
+                                 std::to_string(opts_.startup_timeout.count()) + " ms (" + last + ")");
+    }
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+}
+
+// ------------------------------------------------------------------ API
+
+Status KafkaTransport::subscribe(std::string_view destination, Handler handler) {
+  const std::string context = "kafka transport \"" + endpoint_ + "\": subscribe";
+  if (destination.empty()) return Status::invalid_argument(context + ": empty destination");
+  if (!handler) return Status::invalid_argument(context + ": empty handler");
+  const std::string topic = topic_for(destination);
+  if (!valid_topic_name(topic)) {
+    return Status::invalid_argument(context + ": \"" + topic + "\" is not a valid Kafka topic name");
+  }
+  {
+    std::lock_guard lock(subs_mu_);
+    auto it = subs_by_topic_.find(topic);
+    if (it != subs_by_topic_.end()) {
+      if (it->second.destination == destination) {
+        return Status::already_exists(context + ": already subscribed to \"" + std::string(destination) + "\"");
+      }
+      return Status::invalid_argument(context + ": destinations \"" + it->second.destination + "\" and \"" +
+                                      std::string(destination) + "\" would share topic \"" + topic + "\"");
+    }
+  }
+  if (opts_.create_topics) {
+    const auto deadline = SteadyClock::now() + opts_.startup_timeout;
+    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, opts_.partitions, opts_.replication_factor,
+                                       opts_.startup_timeout)
+                             .with_context(context));
+    {
+      std::lock_guard lock(topics_mu_);
+      requested_topics_.insert(topic);
+    }
+    SAGA_RETURN_IF_ERROR(wait_until_visible(topic, deadline).with_context(context));
+  }
+  std::vector<std::string> topics;
+  {
+    std::lock_guard lock(subs_mu_);
+    subs_by_topic_.emplace(topic, Subscription{std::string(destination),
+                                               std::make_shared<const Handler>(std::move(handler))});
+    for (const auto& [t, sub] : subs_by_topic_) topics.push_back(t);
+  }
+  const RdKafka::ErrorCode rc = consumer_->subscribe(topics);
+  if (rc != RdKafka::ERR_NO_ERROR) {
+    std::lock_guard lock(subs_mu_);
+    subs_by_topic_.erase(topic);
+    return status_from_kafka(rc, context);
+  }
+  subscribed_ = true;
+  log_->debug("kafka transport \"{}\" subscribed to \"{}\" (topic {})", endpoint_, destination, topic);
+  return ok_status();
+}
+
+void KafkaTransport::send(Message message, SendCallback on_sent) {
+  uint64_t id = 0;
+  if (on_sent) {
+    std::lock_guard lock(sends_mu_);
+    id = next_send_id_++;
+    pending_.emplace(id, std::move(on_sent));
+  }
+  if (message.destination.empty()) {
+    return complete(id, Status::invalid_argument("kafka: send of \"" + message.id + "\" without a destination"));
+  }
+  const std::string topic = topic_for(message.destination);
+  if (!valid_topic_name(topic)) {
+    return complete(id, Status::invalid_argument("kafka: \"" + topic + "\" is not a valid Kafka topic name"));
+  }
+  ensure_topic_async(topic);
+
+  std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());
+  for (const auto& [name, value] : encode_headers(message)) headers->add(name, value.data(), value.size());
+  const std::string& key = message.key.empty() ? message.saga_id : message.key;
+  // RK_MSG_COPY: librdkafka copies payload and key before produce() returns.
+  const RdKafka::ErrorCode rc = producer_->produce(
+      topic, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY, message.payload.data(),
+      message.payload.size(), key.empty() ? nullptr : key.data(), key.size(), 0, headers.get(),
+      reinterpret_cast<void*>(static_cast<uintptr_t>(id)));
+  if (rc == RdKafka::ERR_NO_ERROR) {
+    (void)headers.release();  // librdkafka owns them once produce() succeeded
+    return;
+  }
+  // Refused at once (local queue full, fatal producer, ...): reported like a
+  // failed delivery, in the next poll(), never from inside send().
+  complete(id, status_from_kafka(rc, "kafka: produce to " + topic));
+}
+
+size_t KafkaTransport::poll(milliseconds max_wait) {
+  const auto deadline = SteadyClock::now() + std::max(max_wait, milliseconds(0));
+  size_t n = serve_producer();
+
+  bool subscribed;
+  {
+    std::lock_guard lock(subs_mu_);
+    subscribed = !subs_by_topic_.empty();
+  }
+  if (!subscribed) {
+    // Only delivery reports can arrive: wait for them on the producer.
+    if (n == 0 && max_wait.count() > 0) n += serve_producer(remaining_until(deadline));
+    return n;
+  }
+
+  size_t delivered = 0;
+  for (;;) {
+    milliseconds wait = remaining_until(deadline);
+    if (n > 0) {
+      wait = milliseconds(0);  // something to report already: take only what is ready
+    } else {
+      std::lock_guard lock(sends_mu_);
+      if (!pending_.empty()) wait = std::min(wait, kDeliverySlice);
+    }
+    std::unique_ptr<RdKafka::Message> record(consumer_->consume(to_ms(wait)));
+    if (handle_record(*record)) {
+      ++delivered;
+      break;
+    }
+    n += serve_producer();
+    if (n > 0 || SteadyClock::now() >= deadline) break;
+  }
+  // Drain what is ready without waiting. Error events count toward the bound
+  // too, so this loop always ends.
+  for (size_t tries = 0; delivered < kMaxMessagesPerPoll && tries < 2 * kMaxMessagesPerPoll; ++tries) {
+    std::unique_ptr<RdKafka::Message> record(consumer_->consume(0));
+    if (record->err() == RdKafka::ERR__TIMED_OUT) break;
+    if (handle_record(*record)) ++delivered;
+  }
+  n += serve_producer();
+  return n + delivered;
+}
+
+Status KafkaTransport::health() const {
+  std::lock_guard lock(health_mu_);
+  if (!fatal_.ok()) return fatal_;
+  return down_;
+}
+
+// ------------------------------------------------------------------ sends
+
+void KafkaTransport::complete(uint64_t id, Status status) {
+  if (id == 0) return;  // the sender asked for no confirmation
+  std::lock_guard lock(sends_mu_);
+  auto node = pending_.extract(id);
+  if (node.empty()) return;
+  completions_.push_back(Completion{std::move(node.mapped()), std::move(status)});
+}
+
+size_t KafkaTransport::serve_producer(milliseconds wait) {
+  producer_->poll(to_ms(wait));  // delivery reports -> completions_, errors and stats -> health
+  serve_admin_results();
+  return run_completions();
+}
+
+size_t KafkaTransport::run_completions() {
+  std::deque<Completion> ready;
+  {
+    std::lock_guard lock(sends_mu_);
+    ready.swap(completions_);
+  }
+  // Unlocked: a callback may send again.
+  for (Completion& c : ready) c.callback(std::move(c.status));
+  return ready.size();
+}
+
+void KafkaTransport::dr_cb(RdKafka::Message& message) {
+  const auto id = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message.msg_opaque()));
+  if (message.err() == RdKafka::ERR_NO_ERROR) {
+    mark_up();
+    return complete(id, ok_status());
+  }
+  if (message.err() == RdKafka::ERR__UNKNOWN_TOPIC || message.err() == RdKafka::ERR_UNKNOWN_TOPIC_OR_PART) {
+    // Perhaps our creation request failed or the topic was deleted: let the
+    // next send to it ask again.
+    std::lock_guard lock(topics_mu_);
+    requested_topics_.erase(message.topic_name());
+  }
+  Status status = status_from_kafka(message.err(), "kafka: delivery to " + message.topic_name());
+  if (message.err() == RdKafka::ERR__FATAL) {
+    std::lock_guard lock(health_mu_);
+    if (!fatal_.ok()) status = fatal_;
+  }
+  complete(id, std::move(status));
+}
+
+// ------------------------------------------------------------------ receive
+
+bool KafkaTransport::handle_record(RdKafka::Message& record) {
+  switch (record.err()) {
+    case RdKafka::ERR_NO_ERROR:
+      break;
+    case RdKafka::ERR__TIMED_OUT:
+    case RdKafka::ERR__PARTITION_EOF:
+      return false;
+    default:
+      // Consumer-level trouble (unknown topic, broker gone, ...): librdkafka
+      // keeps retrying by itself; record it for health() and carry on.
+      if (record.err() == RdKafka::ERR__ALL_BROKERS_DOWN || record.err() == RdKafka::ERR__TRANSPORT) {
+        mark_down(Status::unavailable(std::string(record.err() == RdKafka::ERR__ALL_BROKERS_DOWN
+                                                      ? "kafka: all brokers down: "
+                                                      : "kafka: broker connection failed: ") +
+                                      record.errstr()));
+      }
+      log_->warn("kafka consumer \"{}\": {}", endpoint_, record.errstr());
+      return false;
+  }
+  mark_up();
+
+  const std::string topic = record.topic_name();
+  const int32_t partition = record.partition();
+  const int64_t offset = record.offset();
+  OffsetTracker::Token token = tracker_->delivered(topic, partition, offset);
+
+  std::shared_ptr<const Handler> handler;
+  std::string destination;
+  {
+    std::lock_guard lock(subs_mu_);
+    auto it = subs_by_topic_.find(topic);
+    if (it != subs_by_topic_.end()) {
+      handler = it->second.handler;
+      destination = it->second.destination;
+    }
+  }
+  if (!handler) {
+    log_->warn("kafka: record {}[{}]@{} from a topic nobody subscribed to; skipped", topic, partition, offset);
+    tracker_->ack(token);
+    return false;
+  }
+
+  std::vector<Header> headers;
+  if (const RdKafka::Headers* h = record.headers()) {
+    for (const RdKafka::Headers::Header& header : h->get_all()) {
+      const char* value = static_cast<const char*>(header.value());
+      headers.emplace_back(header.key(), value ? std::string(value, header.value_size()) : std::string());
+    }
+  }
+  std::string key = record.key_pointer()
+                        ? std::string(static_cast<const char*>(record.key_pointer()), record.key_len())
+                        : std::string();
+  std::string payload = record.payload()
+                            ? std::string(static_cast<const char*>(record.payload()), record.len())
+                            : std::string();
+  StatusOr<Message> message = decode_headers(headers, destination, std::move(key), std::move(payload));
+  if (!message.ok()) {
+    // A foreign or corrupt record can never be handled; acking it keeps it
+    // from blocking the commits of every later record of its partition.
+    log_->error("kafka: skipping undecodable record {}[{}]@{}: {}", topic, partition, offset,
+                message.status().to_string());
+    tracker_->ack(token);
+    return false;
+  }
+  Ack ack = [tracker = std::weak_ptr<OffsetTracker>(tracker_), token = std::move(token)] {
+    if (auto t = tracker.lock()) t->ack(token);
+  };
+  (*handler)(std::move(*message), std::move(ack));
+  return true;
+}
+
+void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
+                                  std::vector<RdKafka::TopicPartition*>& partitions) {
+  const bool cooperative = consumer->rebalance_protocol() == "COOPERATIVE";
+  std::unique_ptr<RdKafka::Error> error;
+  RdKafka::ErrorCode rc = RdKafka::ERR_NO_ERROR;
+  if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+    tracker_->assign(ids_of(partitions));
+    if (cooperative) {
+      error.reset(consumer->incremental_assign(partitions));
+    } else {
+      rc = consumer->assign(partitions);
+    }
+    assigned_once_ = true;
+    log_->info("kafka transport \"{}\": assigned {} partition(s)", endpoint_, partitions.size());
+  } else if (err == RdKafka::ERR__REVOKE_PARTITIONS) {
+    if (!consumer->assignment_lost()) {
+      // What was acked so far is durable: commit it before someone else takes over.
+      const RdKafka::ErrorCode commit = consumer->commitSync();
+      if (commit != RdKafka::ERR_NO_ERROR && commit != RdKafka::ERR__NO_OFFSET) {
+        log_->warn("kafka transport \"{}\": commit on revoke failed: {}", endpoint_, RdKafka::err2str(commit));
+      }
+    }
+    tracker_->revoke(ids_of(partitions));
+    if (cooperative) {
+      error.reset(consumer->incremental_unassign(partitions));
+    } else {
+      rc = consumer->unassign();
+    }
+    log_->info("kafka transport \"{}\": revoked {} partition(s)", endpoint_, partitions.size());
+  } else {
+    log_->error("kafka transport \"{}\": rebalance failed: {}", endpoint_, RdKafka::err2str(err));
+    tracker_->revoke(ids_of(partitions));
+    rc = consumer->unassign();
+  }
+  if (error) log_->error("kafka transport \"{}\": rebalance: {}", endpoint_, error->str());
+  if (rc != RdKafka::ERR_NO_ERROR) {
+    log_->error("kafka transport \"{}\": rebalance: {}", endpoint_, RdKafka::err2str(rc));
+  }
+}
+
+// ------------------------------------------------------------------ health and logs
+
+void KafkaTransport::mark_down(Status status) {
+  std::lock_guard lock(health_mu_);
+  down_ = std::move(status);
+  is_down_ = true;
+}
+
+void KafkaTransport::mark_up() {
+  if (!is_down_.load(std::memory_order_relaxed)) return;
+  std::lock_guard lock(health_mu_);
+  if (!down_.ok()) log_->info("kafka transport \"{}\": brokers reachable again", endpoint_);
+  down_ = ok_status();
+  is_down_ = false;
+}
+
+void KafkaTransport::on_stats(const std::string& json) {
+  if (!is_down_.load(std::memory_order_relaxed)) return;
+  const nlohmann::json doc = nlohmann::json::parse(json, nullptr, false);
+  if (!doc.is_object()) return;
+  auto brokers = doc.find("brokers");
+  if (brokers == doc.end() || !brokers->is_object()) return;
+  for (const auto& [name, broker] : brokers->items()) {
+    if (broker.is_object() && broker.value("state", "") == "UP") return mark_up();
+  }
+}
+
+void KafkaTransport::event_cb(RdKafka::Event& event) {
+  try {
+    switch (event.type()) {
+      case RdKafka::Event::EVENT_ERROR:
+        if (event.fatal()) {
+          std::string reason = event.str();
+          std::string original;
+          if (producer_ && producer_->fatal_error(original) != RdKafka::ERR_NO_ERROR) reason = original;
+          std::lock_guard lock(health_mu_);
+          fatal_ = Status::internal("kafka: fatal error, the transport must be recreated: " + reason);
+          log_->critical("kafka transport \"{}\": {}", endpoint_, fatal_.message());
+        } else if (event.err() == RdKafka::ERR__ALL_BROKERS_DOWN) {
+          mark_down(Status::unavailable("kafka: all brokers down: " + event.str()));
+          log_->warn("kafka transport \"{}\": {}", endpoint_, event.str());
+        } else if (event.err() == RdKafka::ERR__TRANSPORT) {
+          mark_down(Status::unavailable("kafka: broker connection failed: " + event.str()));
+          log_->warn("kafka transport \"{}\": {}", endpoint_, event.str());
+        } else {
+          log_->warn("kafka transport \"{}\": {}: {}", endpoint_, RdKafka::err2str(event.err()), event.str());
+        }
+        break;
+      case RdKafka::Event::EVENT_STATS:
+        on_stats(event.str());
+        break;
+      case RdKafka::Event::EVENT_LOG: {
+        // May run on a librdkafka thread: only spdlog (thread-safe) is used.
+        spdlog::level::level_enum level = spdlog::level::debug;
+        switch (event.severity()) {
+          case RdKafka::Event::EVENT_SEVERITY_EMERG:
+          case RdKafka::Event::EVENT_SEVERITY_ALERT:
+          case RdKafka::Event::EVENT_SEVERITY_CRITICAL: level = spdlog::level::critical; break;
+          case RdKafka::Event::EVENT_SEVERITY_ERROR: level = spdlog::level::err; break;
+          case RdKafka::Event::EVENT_SEVERITY_WARNING: level = spdlog::level::warn; break;
+          case RdKafka::Event::EVENT_SEVERITY_NOTICE:
+          case RdKafka::Event::EVENT_SEVERITY_INFO: level = spdlog::level::info; break;
+          default: break;
+        }
+        // The same properties go to producer and consumer, so each one that
+        // only applies to the other draws a harmless CONFWARN.
+        if (event.fac() == "CONFWARN") level = spdlog::level::debug;
+        log_->log(level, "librdkafka {} [{}]: {}", endpoint_, event.fac(), event.str());
+        break;
+      }
+      default:
+        break;
+    }
+  } catch (const std::exception& e) {
+    // Nothing may unwind into librdkafka's C frames.
+    log_->error("kafka transport \"{}\": event callback failed: {}", endpoint_, e.what());
+  }
+}
+
+}  // namespace
+}  // namespace internal::kafka
+
+StatusOr<std::unique_ptr<Transport>> make_kafka_transport(std::string endpoint, KafkaOptions options) {
+  SAGA_ASSIGN_OR_RETURN(KafkaOptions resolved, internal::kafka::resolve_options(endpoint, std::move(options)));
+  auto transport = std::make_unique<internal::kafka::KafkaTransport>(std::move(endpoint), std::move(resolved));
+  SAGA_RETURN_IF_ERROR(transport->init());
+  return std::unique_ptr<Transport>(std::move(transport));
+}
+
+}  // namespace saga

@@ -1,0 +1,63 @@
+// librdkafka at the edge: one RAII deleter per C handle type, error
+// conversion to saga::Status, and topic creation through the C admin API
+// (the C++ binding has none). Only src/kafka/ includes this.
+#pragma once
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafkacpp.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "saga/status.h"
+
+namespace saga::internal::kafka {
+
+struct QueueDeleter {
+  void operator()(rd_kafka_queue_t* q) const noexcept { rd_kafka_queue_destroy(q); }
+};
+struct EventDeleter {
+  void operator()(rd_kafka_event_t* e) const noexcept { rd_kafka_event_destroy(e); }
+};
+struct NewTopicDeleter {
+  void operator()(rd_kafka_NewTopic_t* t) const noexcept { rd_kafka_NewTopic_destroy(t); }
+};
+struct AdminOptionsDeleter {
+  void operator()(rd_kafka_AdminOptions_t* o) const noexcept { rd_kafka_AdminOptions_destroy(o); }
+};
+using QueuePtr = std::unique_ptr<rd_kafka_queue_t, QueueDeleter>;
+using EventPtr = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
+using NewTopicPtr = std::unique_ptr<rd_kafka_NewTopic_t, NewTopicDeleter>;
+using AdminOptionsPtr = std::unique_ptr<rd_kafka_AdminOptions_t, AdminOptionsDeleter>;
+
+/// Converts a librdkafka error code: OK for no error; Internal for errors no
+/// retry can fix (fatal, authorization, message too large, invalid request);
+/// Unavailable for everything else (timeouts, transport, leader changes, full
+/// queue), which a later retry may overcome. The message reads
+/// "<context>: <librdkafka's text>".
+Status status_from_kafka(RdKafka::ErrorCode code, std::string_view context);
+
+/// True for a name Kafka accepts as a topic: 1-249 of [a-zA-Z0-9._-], not "." or "..".
+bool valid_topic_name(std::string_view name);
+
+/// Asks the cluster behind `rk` to create `topics` without waiting; the result
+/// event (RD_KAFKA_EVENT_CREATETOPICS_RESULT) arrives on `queue`. Fails only
+/// when the request cannot be built (bad partition or replication numbers).
+Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
+                           int replication_factor, std::chrono::milliseconds timeout, rd_kafka_queue_t* queue);
+
+/// The outcome per topic of a CreateTopics result event; a topic that already
+/// exists counts as OK. A request-level failure is reported for every topic.
+std::vector<std::pair<std::string, Status>> create_topics_results(rd_kafka_event_t* event,
+                                                                  const std::vector<std::string>& requested);
+
+/// Creates `topics` and waits up to `timeout` for the answer. OK when each one
+/// was created or already existed.
+Status create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
+                     int replication_factor, std::chrono::milliseconds timeout);
+
+}  // namespace saga::internal::kafka

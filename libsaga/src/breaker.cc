@@ -12,7 +12,10 @@ std::string_view to_string(BreakerState s) noexcept {
 }
 
 CircuitBreaker::CircuitBreaker(BreakerOptions options, const Clock* clock)
-    : options_(options), clock_(clock) {}
+    : options_(options), clock_(clock) {
+  // With no probe a half-open breaker could never close again.
+  if (options_.probes == 0) options_.probes = 1;
+}
 
 BreakerState CircuitBreaker::state() {
   if (state_ == BreakerState::kOpen && clock_->now() >= opened_at_ + options_.open_for) {

@@ -1154,6 +1154,12 @@ StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::open(Options options, std:
   if (options.name.empty()) return Status::invalid_argument("Options::name is required");
   if (!transport) return Status::invalid_argument("a transport is required");
   if (options.max_batch == 0) return Status::invalid_argument("Options::max_batch must be positive");
+  const BreakerOptions& b = options.breaker;
+  if (b.enabled && (b.min_calls == 0 || b.window < b.min_calls || b.failure_rate <= 0 || b.failure_rate > 1 ||
+                    b.probes == 0 || b.open_for.count() <= 0)) {
+    return Status::invalid_argument(
+        "BreakerOptions: need 1 <= min_calls <= window, 0 < failure_rate <= 1, probes >= 1 and open_for > 0");
+  }
   if (!options.clock) options.clock = std::make_shared<SystemClock>();
   if (!options.random) options.random = std::make_shared<SeededRandom>(std::random_device{}());
   auto impl = std::make_unique<internal::OrchestratorImpl>(std::move(options), std::move(transport));

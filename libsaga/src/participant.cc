@@ -7,7 +7,9 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cstdio>
 #include <map>
+#include <random>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -118,8 +120,9 @@ class ParticipantImpl final : public Participant {
   Status write(const std::function<Status(StateTxn&)>& fn) override {
     std::lock_guard lock(engine_mu_);
     SAGA_RETURN_IF_ERROR(store_status_);
-    Txn txn(*store_, overlay_, "local/" + std::to_string(to_millis(opts_.clock->now())) + "/" +
-                                   std::to_string(local_writes_++));
+    // The nonce keeps event ids unique across restarts, even when the clock
+    // has not moved (or moved back) since the last run.
+    Txn txn(*store_, overlay_, "local/" + instance_nonce_ + "/" + std::to_string(local_writes_++));
     SAGA_RETURN_IF_ERROR(fn(txn));
     Batch batch;
     Overlay scratch;
@@ -248,7 +251,16 @@ class ParticipantImpl final : public Participant {
     outbox_->stage(batch_, std::move(r));
   }
 
-  static std::string error_payload(const std::string& error) { return Json{{"error", error}}.dump(); }
+  // Error texts may carry bytes from the wire or from handlers that are not
+  // UTF-8; they must still make a reply, never an exception.
+  static std::string error_payload(const std::string& error) { return dump_lenient(Json{{"error", error}}); }
+  static std::string dump_lenient(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+  static std::string make_nonce() {
+    std::random_device rd;
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+    return buf;
+  }
 
   void handle(const Message& cmd) {
     if (cmd.kind != MessageKind::kCommand || cmd.id.empty()) {
@@ -312,6 +324,9 @@ class ParticipantImpl final : public Participant {
       // keeps money and stock safe while someone looks.
       log_->error("handler '{}' threw on {}: {}", cmd.type, cmd.id, e.what());
       result = HandlerResult::retry(std::string("handler threw: ") + e.what());
+    } catch (...) {
+      log_->error("handler '{}' threw a non-standard exception on {}", cmd.type, cmd.id);
+      result = HandlerResult::retry("handler threw a non-standard exception");
     }
     switch (result.outcome) {
       case ReplyOutcome::kSuccess: {
@@ -322,7 +337,7 @@ class ParticipantImpl final : public Participant {
           if (e.traceparent.empty()) e.traceparent = cmd.traceparent;
           outbox_->stage(batch_, std::move(e));
         }
-        std::string body = result.reply.is_null() ? "{}" : result.reply.dump();
+        std::string body = result.reply.is_null() ? "{}" : dump_lenient(result.reply);
         remember(cmd.id, {ReplyOutcome::kSuccess, body});
         return reply(cmd, ReplyOutcome::kSuccess, std::move(body));
       }
@@ -350,6 +365,7 @@ class ParticipantImpl final : public Participant {
   std::unordered_map<std::string, InboxRecord> inbox_overlay_;
   BatchStats stats_;
   uint64_t local_writes_ = 0;
+  std::string instance_nonce_ = make_nonce();
   Status store_status_;
 
   BackgroundLoop loop_;

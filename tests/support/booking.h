@@ -42,6 +42,30 @@ inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint3
   return *def;
 }
 
+/// The booking saga with a third participant: reserve -> pay -> confirm ->
+/// award (loyalty points; compensation: revoke), confirm being the pivot.
+/// For multi-process tests.
+inline DefinitionPtr booking_with_loyalty_definition(Duration timeout = Duration{1000}, uint32_t attempts = 5) {
+  RetryPolicy retry{attempts, Duration{50}, 2.0, Duration{1000}, 0.2};
+  RetryPolicy forever{0, Duration{50}, 2.0, Duration{1000}, 0.2};
+  auto def = DefinitionBuilder("booking", 1)
+                 .command("reserve", "inventory", "reserve")
+                 .compensate("inventory", "release")
+                 .timeout(timeout).retry(retry).compensation_retry(forever)
+                 .command("pay", "payment", "charge")
+                 .compensate("payment", "refund")
+                 .timeout(timeout).retry(retry).compensation_retry(forever)
+                 .command("confirm", "inventory", "confirm")
+                 .timeout(timeout).retry(retry)
+                 .pivot()  // once stock is confirmed, the points are retried until they land
+                 .command("award", "loyalty", "award")
+                 .compensate("loyalty", "revoke")
+                 .timeout(timeout).retry(forever).compensation_retry(forever)
+                 .build();
+  if (!def.ok()) throw std::runtime_error(def.status().to_string());
+  return *def;
+}
+
 namespace detail {
 
 inline int64_t read_int(StateTxn& txn, const std::string& key) {
@@ -117,6 +141,20 @@ inline Status register_payment(Participant& p, const BookingFaults& faults, std:
   return ok_status();
 }
 
+/// Registers loyalty's handlers: award (points per saga) and revoke.
+inline Status register_loyalty(Participant& p) {
+  SAGA_RETURN_IF_ERROR(p.on("award", [](CommandContext& c) {
+    c.state.put("points/" + c.command.saga_id, "10");
+    detail::count_application(c.state, c.command);
+    return HandlerResult::success({{"points", 10}});
+  }));
+  return p.on("revoke", [](CommandContext& c) {
+    c.state.del("points/" + c.command.saga_id);
+    detail::count_application(c.state, c.command);
+    return HandlerResult::success();
+  });
+}
+
 /// Reads every key of a participant under `prefix` as integers.
 inline std::map<std::string, int64_t> read_ints(const Participant& p, const std::string& prefix) {
   std::map<std::string, int64_t> out;
@@ -187,6 +225,24 @@ inline std::vector<std::string> check_booking_invariants(const std::map<std::str
   }
   for (const auto& [id, n] : charges) {
     if (!known.count(id)) bad.push_back("charge for unknown saga " + id);
+  }
+  return bad;
+}
+
+/// Invariants of the loyalty participant: completed sagas were awarded
+/// exactly once, others hold no points, nothing was applied twice.
+inline std::vector<std::string> check_loyalty_invariants(const std::map<std::string, SagaView>& sagas,
+                                                         const Participant& loyalty) {
+  std::vector<std::string> bad;
+  const auto points = read_ints(loyalty, "points/");
+  const auto applied = read_ints(loyalty, "applied/");
+  for (const auto& [cmd, n] : applied) {
+    if (n > 1) bad.push_back("loyalty applied " + cmd + " " + std::to_string(n) + " times");
+  }
+  for (const auto& [id, v] : sagas) {
+    const bool has = points.count(id) > 0;
+    if (v.state == SagaState::kCompleted && !has) bad.push_back("completed saga " + id + " has no points");
+    if (v.state != SagaState::kCompleted && has) bad.push_back("saga " + id + " ended " + std::string(to_string(v.state)) + " with points");
   }
   return bad;
 }

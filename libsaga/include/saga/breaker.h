@@ -27,7 +27,7 @@ struct BreakerOptions {
   double failure_rate = 0.5;
   /// Time it stays open before letting probes through. Default 5 s.
   Duration open_for{5'000};
-  /// Successful probes in half-open needed to close. Default 3.
+  /// Successful probes in half-open needed to close (0 is taken as 1). Default 3.
   uint32_t probes = 3;
 };
 

@@ -151,9 +151,13 @@ class DefinitionBuilder {
   /// Publishes domain events when an instance changes state (see EventsFn).
   DefinitionBuilder& on_state_change(EventsFn fn);
 
-  /// Validates and returns the definition. InvalidArgument when the name is
-  /// empty, there are no steps, a step name repeats, a command lacks a
-  /// participant or command name, or more than one step is the pivot.
+  /// Validates and returns the definition. InvalidArgument (listing every
+  /// problem) when the name is empty, the version is 0, there are no steps, a
+  /// step name is empty or repeats, a command lacks a participant or command
+  /// name, a local step or compensation lacks its function, a compensation
+  /// goes to another participant than its action, a timeout is not positive,
+  /// a retry multiplier is below 1, an option comes before any step, or more
+  /// than one step is the pivot.
   StatusOr<DefinitionPtr> build();
 
  private:

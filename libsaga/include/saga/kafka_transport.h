@@ -1,7 +1,7 @@
 // The Kafka transport: saga::Transport over Apache Kafka, built on librdkafka.
 // No librdkafka type appears here; the implementation lives in src/kafka/.
 //
-// How a Message travels (docs/envelope.md):
+// How a Message travels (a wire contract between processes: never change a name):
 //   topic    topic_prefix + destination, or topic_overrides[destination];
 //            the receiver maps the topic back to the destination it subscribed
 //   key      Message::key, or Message::saga_id when the key is empty
@@ -104,10 +104,15 @@ KafkaOptions kafka_options_from_env(std::string endpoint);
 /// any thread; subscribe() and poll() from the thread that drives it (poll() is
 /// not re-entrant: a handler must not call poll()). Acks may be called from any
 /// thread, also after poll() returned or the transport was destroyed (then
-/// they do nothing and the message will be redelivered). Send callbacks still
-/// pending when the transport is destroyed are dropped without being called;
-/// the destructor closes the consumer (committing acked offsets) and waits up
-/// to 5 s for queued sends to reach the broker.
-StatusOr<std::unique_ptr<Transport>> make_kafka_transport(std::string endpoint, KafkaOptions options);
+/// they do nothing and the message will be redelivered). An exception thrown
+/// by a handler or send callback propagates out of poll(): that message stays
+/// unacked (holding back its partition's commits until the transport is
+/// recreated); outcomes of other sends not yet reported come with the next
+/// poll(). Send callbacks still pending when the transport is destroyed are
+/// dropped without being called; the destructor closes the consumer
+/// (committing acked offsets) and waits up to 5 s for queued sends to reach
+/// the broker.
+StatusOr<std::unique_ptr<Transport>> make_kafka_transport(std::string endpoint,
+                                                          KafkaOptions options);
 
 }  // namespace saga

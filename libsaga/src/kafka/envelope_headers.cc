@@ -26,7 +26,8 @@ Status parse_number(std::string_view name, const std::string& text, T& out) {
   const char* end = text.data() + text.size();
   auto [ptr, ec] = std::from_chars(text.data(), end, value);
   if (text.empty() || ec != std::errc() || ptr != end) {
-    return header_error(name, "is not a " + std::string(std::is_signed_v<T> ? "" : "non-negative ") +
+    return header_error(name, "is not a " +
+                                  std::string(std::is_signed_v<T> ? "" : "non-negative ") +
                                   std::to_string(sizeof(T) * 8) + "-bit integer: \"" + text + "\"");
   }
   out = value;
@@ -71,7 +72,8 @@ StatusOr<Message> decode_headers(const std::vector<Header>& headers, std::string
   const std::string* kind = find(kHeaderKind);
   if (!kind) return header_error(kHeaderKind, "is missing");
   StatusOr<MessageKind> k = parse_message_kind(*kind);
-  if (!k.ok()) return k.status().with_context(std::string("kafka record header \"") + kHeaderKind + "\"");
+  if (!k.ok())
+    return k.status().with_context(std::string("kafka record header \"") + kHeaderKind + "\"");
   m.kind = *k;
 
   copy(kHeaderType, m.type);
@@ -85,7 +87,8 @@ StatusOr<Message> decode_headers(const std::vector<Header>& headers, std::string
   }
   if (const std::string* v = find(kHeaderOutcome)) {
     StatusOr<ReplyOutcome> o = parse_reply_outcome(*v);
-    if (!o.ok()) return o.status().with_context(std::string("kafka record header \"") + kHeaderOutcome + "\"");
+    if (!o.ok())
+      return o.status().with_context(std::string("kafka record header \"") + kHeaderOutcome + "\"");
     m.outcome = *o;
   }
   if (const std::string* v = find(kHeaderCreatedMs)) {

@@ -1,6 +1,6 @@
 // How a saga::Message maps onto a Kafka record's headers. Pure functions, no
 // librdkafka types, so the mapping is testable without a broker. The header
-// names are a wire contract (docs/envelope.md): never rename one.
+// names are a wire contract between processes: never rename one.
 #pragma once
 
 #include <string>

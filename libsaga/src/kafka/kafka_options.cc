@@ -23,14 +23,15 @@ constexpr std::string_view kPropertyPrefix = "KAFKA_PROPERTY_";
 // ack (and then auto-committed), sends are idempotent, and the ids come from
 // the options so that the defaults stay documented in one place.
 constexpr std::array<std::string_view, 6> kReservedProperties = {
-    "bootstrap.servers",         "group.id",           "client.id",
+    "bootstrap.servers",        "group.id",           "client.id",
     "enable.auto.offset.store", "enable.auto.commit", "enable.idempotence",
 };
 
 // A positive count, or -1 for "the broker's default".
 Status check_count(const char* field, const char* env, int value) {
   if (value >= 1 || value == -1) return ok_status();
-  return Status::invalid_argument(std::string("KafkaOptions::") + field + " must be >= 1 or -1 (broker default), got " +
+  return Status::invalid_argument(std::string("KafkaOptions::") + field +
+                                  " must be >= 1 or -1 (broker default), got " +
                                   std::to_string(value) + " (environment: " + env + ")");
 }
 
@@ -49,17 +50,21 @@ int env_int(const char* name, int fallback) {
 }  // namespace
 
 StatusOr<KafkaOptions> resolve_options(const std::string& endpoint, KafkaOptions options) {
-  if (endpoint.empty()) return Status::invalid_argument("make_kafka_transport: empty endpoint name");
+  if (endpoint.empty())
+    return Status::invalid_argument("make_kafka_transport: empty endpoint name");
   if (options.brokers.empty()) {
-    return Status::invalid_argument("KafkaOptions::brokers is required (environment: KAFKA_BROKERS)");
+    return Status::invalid_argument(
+        "KafkaOptions::brokers is required (environment: KAFKA_BROKERS)");
   }
   SAGA_RETURN_IF_ERROR(check_count("partitions", "KAFKA_PARTITIONS", options.partitions));
-  SAGA_RETURN_IF_ERROR(check_count("replication_factor", "KAFKA_REPLICATION_FACTOR", options.replication_factor));
+  SAGA_RETURN_IF_ERROR(
+      check_count("replication_factor", "KAFKA_REPLICATION_FACTOR", options.replication_factor));
   if (options.startup_timeout.count() <= 0) {
     return Status::invalid_argument("KafkaOptions::startup_timeout must be positive");
   }
   for (const auto& [key, value] : options.properties) {
-    if (std::find(kReservedProperties.begin(), kReservedProperties.end(), key) != kReservedProperties.end()) {
+    if (std::find(kReservedProperties.begin(), kReservedProperties.end(), key) !=
+        kReservedProperties.end()) {
       return Status::invalid_argument("KafkaOptions::properties may not set \"" + key +
                                       "\": the Kafka transport manages it (see kafka_transport.h)");
     }
@@ -84,12 +89,15 @@ KafkaOptions kafka_options_from_env(std::string endpoint) {
   o.replication_factor = internal::kafka::env_int("KAFKA_REPLICATION_FACTOR", o.replication_factor);
   for (char** e = environ; e && *e; ++e) {
     const std::string_view entry(*e);
-    if (entry.substr(0, internal::kafka::kPropertyPrefix.size()) != internal::kafka::kPropertyPrefix) continue;
+    if (entry.substr(0, internal::kafka::kPropertyPrefix.size()) !=
+        internal::kafka::kPropertyPrefix)
+      continue;
     const size_t eq = entry.find('=');
     if (eq == std::string_view::npos || eq == internal::kafka::kPropertyPrefix.size()) continue;
     std::string name(entry.substr(internal::kafka::kPropertyPrefix.size(),
                                   eq - internal::kafka::kPropertyPrefix.size()));
-    for (char& c : name) c = c == '_' ? '.' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    for (char& c : name)
+      c = c == '_' ? '.' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     o.properties[name] = std::string(entry.substr(eq + 1));
   }
   return o;

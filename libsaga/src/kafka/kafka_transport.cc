@@ -8,7 +8,6 @@
 #include "saga/kafka_transport.h"
 
 #include <librdkafka/rdkafkacpp.h>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -17,9 +16,11 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <string_view>
@@ -52,25 +53,25 @@ constexpr milliseconds kDeliverySlice{5};
 constexpr milliseconds kCloseFlush{5'000};
 // librdkafka 2.0.2 aborts when a cooperative-sticky consumer is destroyed
 // between joining its group and receiving its first assignment (librdkafka
-// #4312, fixed in 2.2.1/2.3.0). The destructor waits this long for the first
-// assignment before closing.
+// issue #4312, fixed by #4381 in a later release). The destructor waits this
+// long for the first assignment before closing.
 constexpr milliseconds kFirstAssignmentWait{10'000};
 // Statistics drive recovery of health(): a broker in state UP clears an earlier
 // "all brokers down" error.
 constexpr const char* kStatsIntervalMs = "1000";
 
-int to_ms(milliseconds d) {
-  return static_cast<int>(std::clamp<int64_t>(d.count(), 0, INT32_MAX));
-}
+int to_ms(milliseconds d) { return static_cast<int>(std::clamp<int64_t>(d.count(), 0, INT32_MAX)); }
 
 milliseconds remaining_until(SteadyClock::time_point deadline) {
-  return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()));
+  return std::max(milliseconds(0),
+                  std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()));
 }
 
 std::vector<TopicPartitionId> ids_of(const std::vector<RdKafka::TopicPartition*>& partitions) {
   std::vector<TopicPartitionId> out;
   out.reserve(partitions.size());
-  for (const RdKafka::TopicPartition* tp : partitions) out.emplace_back(tp->topic(), tp->partition());
+  for (const RdKafka::TopicPartition* tp : partitions)
+    out.emplace_back(tp->topic(), tp->partition());
   return out;
 }
 
@@ -113,7 +114,8 @@ class KafkaTransport final : public Transport,
   void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
                     std::vector<RdKafka::TopicPartition*>& partitions) override;
 
-  std::unique_ptr<RdKafka::Conf> make_conf(const std::map<std::string, std::string>& ours, Status& status);
+  std::unique_ptr<RdKafka::Conf> make_conf(const std::map<std::string, std::string>& ours,
+                                           Status& status);
   std::string topic_for(std::string_view destination) const;
   void ensure_topic_async(const std::string& topic);
   Status wait_until_visible(const std::string& topic, SteadyClock::time_point deadline);
@@ -162,15 +164,15 @@ class KafkaTransport final : public Transport,
 
   // health(): fatal wins over down; both are set from callbacks.
   mutable std::mutex health_mu_;
-  Status fatal_;          // GUARDED_BY(health_mu_)
-  Status down_;           // GUARDED_BY(health_mu_)
+  Status fatal_;                      // GUARDED_BY(health_mu_)
+  Status down_;                       // GUARDED_BY(health_mu_)
   std::atomic<bool> is_down_{false};  // mirrors !down_.ok(), read without the lock
 };
 
 // ------------------------------------------------------------------ setup
 
-std::unique_ptr<RdKafka::Conf> KafkaTransport::make_conf(const std::map<std::string, std::string>& ours,
-                                                         Status& status) {
+std::unique_ptr<RdKafka::Conf> KafkaTransport::make_conf(
+    const std::map<std::string, std::string>& ours, Status& status) {
   std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
   std::string err;
   auto set = [&](const std::string& key, const std::string& value) {
@@ -218,7 +220,8 @@ Status KafkaTransport::init() {
       status);
   if (!producer_conf) return status;
   std::string err;
-  if (producer_conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+  if (producer_conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this), err) !=
+      RdKafka::Conf::CONF_OK) {
     return Status::internal("kafka: cannot install the delivery report callback: " + err);
   }
   producer_.reset(RdKafka::Producer::create(producer_conf.get(), err));
@@ -239,7 +242,8 @@ Status KafkaTransport::init() {
       },
       status);
   if (!consumer_conf) return status;
-  if (consumer_conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) != RdKafka::Conf::CONF_OK) {
+  if (consumer_conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) !=
+      RdKafka::Conf::CONF_OK) {
     return Status::internal("kafka: cannot install the rebalance callback: " + err);
   }
   consumer_.reset(RdKafka::KafkaConsumer::create(consumer_conf.get(), err));
@@ -247,22 +251,26 @@ Status KafkaTransport::init() {
 
   admin_queue_.reset(rd_kafka_queue_new(producer_->c_ptr()));
   tracker_ = std::make_shared<OffsetTracker>(
-      [consumer = consumer_.get(), log = log_](const std::string& topic, int32_t partition, int64_t next) {
-        std::unique_ptr<RdKafka::TopicPartition> tp(RdKafka::TopicPartition::create(topic, partition, next));
+      [consumer = consumer_.get(), log = log_](const std::string& topic, int32_t partition,
+                                               int64_t next) {
+        std::unique_ptr<RdKafka::TopicPartition> tp(
+            RdKafka::TopicPartition::create(topic, partition, next));
         std::vector<RdKafka::TopicPartition*> list{tp.get()};
         RdKafka::ErrorCode rc = consumer->offsets_store(list);
         if (rc == RdKafka::ERR_NO_ERROR) rc = tp->err();
         if (rc != RdKafka::ERR_NO_ERROR) {
           // Typically the partition was revoked meanwhile; its new owner
           // redelivers from the last commit.
-          log->debug("kafka: cannot store offset {} of {}[{}]: {}", next, topic, partition, RdKafka::err2str(rc));
+          log->debug("kafka: cannot store offset {} of {}[{}]: {}", next, topic, partition,
+                     RdKafka::err2str(rc));
         }
         return status_from_kafka(rc, "kafka: offsets_store");
       });
 
   // Prove a broker answers before anyone relies on this transport.
   RdKafka::Metadata* raw_md = nullptr;
-  const RdKafka::ErrorCode rc = producer_->metadata(false, nullptr, &raw_md, to_ms(opts_.startup_timeout));
+  const RdKafka::ErrorCode rc =
+      producer_->metadata(false, nullptr, &raw_md, to_ms(opts_.startup_timeout));
   std::unique_ptr<RdKafka::Metadata> md(raw_md);
   if (rc != RdKafka::ERR_NO_ERROR) {
     producer_->poll(0);  // collect the error events that say why (connection refused, ...)
@@ -275,7 +283,8 @@ Status KafkaTransport::init() {
                                std::to_string(opts_.startup_timeout.count()) + " ms (" + why + ")");
   }
   mark_up();
-  log_->info("kafka transport \"{}\" connected to {} (group \"{}\")", endpoint_, opts_.brokers, opts_.group_id);
+  log_->info("kafka transport \"{}\" connected to {} (group \"{}\")", endpoint_, opts_.brokers,
+             opts_.group_id);
   return ok_status();
 }
 
@@ -291,12 +300,14 @@ KafkaTransport::~KafkaTransport() {
     if (tracker_) tracker_->detach();
     // Runs the revoke callback, which commits the acked offsets, and leaves the group.
     const RdKafka::ErrorCode rc = consumer_->close();
-    if (rc != RdKafka::ERR_NO_ERROR) log_->warn("kafka: closing the consumer: {}", RdKafka::err2str(rc));
+    if (rc != RdKafka::ERR_NO_ERROR)
+      log_->warn("kafka: closing the consumer: {}", RdKafka::err2str(rc));
   }
   if (producer_ && producer_->outq_len() > 0) {
     const RdKafka::ErrorCode rc = producer_->flush(to_ms(kCloseFlush));
     if (rc != RdKafka::ERR_NO_ERROR) {
-      log_->warn("kafka: {} sends still queued at close; their senders will re-send them", producer_->outq_len());
+      log_->warn("kafka: {} sends still queued at close; their senders will re-send them",
+                 producer_->outq_len());
     }
   }
   // Callbacks still pending are dropped: the contract runs them only in poll().
@@ -319,8 +330,9 @@ void KafkaTransport::ensure_topic_async(const std::string& topic) {
     std::lock_guard lock(topics_mu_);
     if (!requested_topics_.insert(topic).second) return;
   }
-  Status s = start_create_topics(producer_->c_ptr(), {topic}, opts_.partitions, opts_.replication_factor,
-                                 opts_.startup_timeout, admin_queue_.get());
+  Status s =
+      start_create_topics(producer_->c_ptr(), {topic}, opts_.partitions, opts_.replication_factor,
+                          opts_.startup_timeout, admin_queue_.get());
   if (!s.ok()) {
     log_->error("{}", s.to_string());
     std::lock_guard lock(topics_mu_);
@@ -351,14 +363,15 @@ void KafkaTransport::serve_admin_results() {
   }
 }
 
-Status KafkaTransport::wait_until_visible(const std::string& topic, SteadyClock::time_point deadline) {
+Status KafkaTransport::wait_until_visible(const std::string& topic,
+                                          SteadyClock::time_point deadline) {
   // The consumer's handle asks, so that its metadata cache knows the topic
   // before the subscription needs it.
   std::string last = "not in the cluster's metadata";
   for (;;) {
     RdKafka::Metadata* raw = nullptr;
-    const RdKafka::ErrorCode rc =
-        consumer_->metadata(true, nullptr, &raw, to_ms(std::max(remaining_until(deadline), milliseconds(1))));
+    const RdKafka::ErrorCode rc = consumer_->metadata(
+        true, nullptr, &raw, to_ms(std::max(remaining_until(deadline), milliseconds(1))));
     std::unique_ptr<RdKafka::Metadata> md(raw);
     if (rc != RdKafka::ERR_NO_ERROR) {
       last = RdKafka::err2str(rc);
@@ -371,7 +384,8 @@ Status KafkaTransport::wait_until_visible(const std::string& topic, SteadyClock:
     }
     if (SteadyClock::now() >= deadline) {
       return Status::unavailable("kafka: topic \"" + topic + "\" did not appear within " +
-                                 std::to_string(opts_.startup_timeout.count()) + " ms (" + last + ")");
+                                 std::to_string(opts_.startup_timeout.count()) + " ms (" + last +
+                                 ")");
     }
     std::this_thread::sleep_for(milliseconds(50));
   }
@@ -385,23 +399,26 @@ Status KafkaTransport::subscribe(std::string_view destination, Handler handler) 
   if (!handler) return Status::invalid_argument(context + ": empty handler");
   const std::string topic = topic_for(destination);
   if (!valid_topic_name(topic)) {
-    return Status::invalid_argument(context + ": \"" + topic + "\" is not a valid Kafka topic name");
+    return Status::invalid_argument(context + ": \"" + topic +
+                                    "\" is not a valid Kafka topic name");
   }
   {
     std::lock_guard lock(subs_mu_);
     auto it = subs_by_topic_.find(topic);
     if (it != subs_by_topic_.end()) {
       if (it->second.destination == destination) {
-        return Status::already_exists(context + ": already subscribed to \"" + std::string(destination) + "\"");
+        return Status::already_exists(context + ": already subscribed to \"" +
+                                      std::string(destination) + "\"");
       }
-      return Status::invalid_argument(context + ": destinations \"" + it->second.destination + "\" and \"" +
-                                      std::string(destination) + "\" would share topic \"" + topic + "\"");
+      return Status::invalid_argument(context + ": destinations \"" + it->second.destination +
+                                      "\" and \"" + std::string(destination) +
+                                      "\" would share topic \"" + topic + "\"");
     }
   }
   if (opts_.create_topics) {
     const auto deadline = SteadyClock::now() + opts_.startup_timeout;
-    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, opts_.partitions, opts_.replication_factor,
-                                       opts_.startup_timeout)
+    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, opts_.partitions,
+                                       opts_.replication_factor, opts_.startup_timeout)
                              .with_context(context));
     {
       std::lock_guard lock(topics_mu_);
@@ -412,8 +429,9 @@ Status KafkaTransport::subscribe(std::string_view destination, Handler handler) 
   std::vector<std::string> topics;
   {
     std::lock_guard lock(subs_mu_);
-    subs_by_topic_.emplace(topic, Subscription{std::string(destination),
-                                               std::make_shared<const Handler>(std::move(handler))});
+    subs_by_topic_.emplace(topic,
+                           Subscription{std::string(destination),
+                                        std::make_shared<const Handler>(std::move(handler))});
     for (const auto& [t, sub] : subs_by_topic_) topics.push_back(t);
   }
   const RdKafka::ErrorCode rc = consumer_->subscribe(topics);
@@ -423,7 +441,8 @@ Status KafkaTransport::subscribe(std::string_view destination, Handler handler) 
     return status_from_kafka(rc, context);
   }
   subscribed_ = true;
-  log_->debug("kafka transport \"{}\" subscribed to \"{}\" (topic {})", endpoint_, destination, topic);
+  log_->debug("kafka transport \"{}\" subscribed to \"{}\" (topic {})", endpoint_, destination,
+              topic);
   return ok_status();
 }
 
@@ -435,16 +454,19 @@ void KafkaTransport::send(Message message, SendCallback on_sent) {
     pending_.emplace(id, std::move(on_sent));
   }
   if (message.destination.empty()) {
-    return complete(id, Status::invalid_argument("kafka: send of \"" + message.id + "\" without a destination"));
+    return complete(id, Status::invalid_argument("kafka: send of \"" + message.id +
+                                                 "\" without a destination"));
   }
   const std::string topic = topic_for(message.destination);
   if (!valid_topic_name(topic)) {
-    return complete(id, Status::invalid_argument("kafka: \"" + topic + "\" is not a valid Kafka topic name"));
+    return complete(
+        id, Status::invalid_argument("kafka: \"" + topic + "\" is not a valid Kafka topic name"));
   }
   ensure_topic_async(topic);
 
   std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());
-  for (const auto& [name, value] : encode_headers(message)) headers->add(name, value.data(), value.size());
+  for (const auto& [name, value] : encode_headers(message))
+    headers->add(name, value.data(), value.size());
   const std::string& key = message.key.empty() ? message.saga_id : message.key;
   // RK_MSG_COPY: librdkafka copies payload and key before produce() returns.
   const RdKafka::ErrorCode rc = producer_->produce(
@@ -494,7 +516,8 @@ size_t KafkaTransport::poll(milliseconds max_wait) {
   }
   // Drain what is ready without waiting. Error events count toward the bound
   // too, so this loop always ends.
-  for (size_t tries = 0; delivered < kMaxMessagesPerPoll && tries < 2 * kMaxMessagesPerPoll; ++tries) {
+  for (size_t tries = 0; delivered < kMaxMessagesPerPoll && tries < 2 * kMaxMessagesPerPoll;
+       ++tries) {
     std::unique_ptr<RdKafka::Message> record(consumer_->consume(0));
     if (record->err() == RdKafka::ERR__TIMED_OUT) break;
     if (handle_record(*record)) ++delivered;
@@ -532,8 +555,18 @@ size_t KafkaTransport::run_completions() {
     ready.swap(completions_);
   }
   // Unlocked: a callback may send again.
-  for (Completion& c : ready) c.callback(std::move(c.status));
-  return ready.size();
+  size_t done = 0;
+  try {
+    for (; done < ready.size(); ++done) ready[done].callback(std::move(ready[done].status));
+  } catch (...) {
+    // The sender's code threw: keep the outcomes not reported yet for the
+    // next poll() rather than losing them, then let the exception go on.
+    std::lock_guard lock(sends_mu_);
+    completions_.insert(completions_.begin(), std::make_move_iterator(ready.begin() + done + 1),
+                        std::make_move_iterator(ready.end()));
+    throw;
+  }
+  return done;
 }
 
 void KafkaTransport::dr_cb(RdKafka::Message& message) {
@@ -542,7 +575,8 @@ void KafkaTransport::dr_cb(RdKafka::Message& message) {
     mark_up();
     return complete(id, ok_status());
   }
-  if (message.err() == RdKafka::ERR__UNKNOWN_TOPIC || message.err() == RdKafka::ERR_UNKNOWN_TOPIC_OR_PART) {
+  if (message.err() == RdKafka::ERR__UNKNOWN_TOPIC ||
+      message.err() == RdKafka::ERR_UNKNOWN_TOPIC_OR_PART) {
     // Perhaps our creation request failed or the topic was deleted: let the
     // next send to it ask again.
     std::lock_guard lock(topics_mu_);
@@ -568,7 +602,8 @@ bool KafkaTransport::handle_record(RdKafka::Message& record) {
     default:
       // Consumer-level trouble (unknown topic, broker gone, ...): librdkafka
       // keeps retrying by itself; record it for health() and carry on.
-      if (record.err() == RdKafka::ERR__ALL_BROKERS_DOWN || record.err() == RdKafka::ERR__TRANSPORT) {
+      if (record.err() == RdKafka::ERR__ALL_BROKERS_DOWN ||
+          record.err() == RdKafka::ERR__TRANSPORT) {
         mark_down(Status::unavailable(std::string(record.err() == RdKafka::ERR__ALL_BROKERS_DOWN
                                                       ? "kafka: all brokers down: "
                                                       : "kafka: broker connection failed: ") +
@@ -595,7 +630,8 @@ bool KafkaTransport::handle_record(RdKafka::Message& record) {
     }
   }
   if (!handler) {
-    log_->warn("kafka: record {}[{}]@{} from a topic nobody subscribed to; skipped", topic, partition, offset);
+    log_->warn("kafka: record {}[{}]@{} from a topic nobody subscribed to; skipped", topic,
+               partition, offset);
     tracker_->ack(token);
     return false;
   }
@@ -604,16 +640,19 @@ bool KafkaTransport::handle_record(RdKafka::Message& record) {
   if (const RdKafka::Headers* h = record.headers()) {
     for (const RdKafka::Headers::Header& header : h->get_all()) {
       const char* value = static_cast<const char*>(header.value());
-      headers.emplace_back(header.key(), value ? std::string(value, header.value_size()) : std::string());
+      headers.emplace_back(header.key(),
+                           value ? std::string(value, header.value_size()) : std::string());
     }
   }
-  std::string key = record.key_pointer()
-                        ? std::string(static_cast<const char*>(record.key_pointer()), record.key_len())
-                        : std::string();
+  std::string key =
+      record.key_pointer()
+          ? std::string(static_cast<const char*>(record.key_pointer()), record.key_len())
+          : std::string();
   std::string payload = record.payload()
                             ? std::string(static_cast<const char*>(record.payload()), record.len())
                             : std::string();
-  StatusOr<Message> message = decode_headers(headers, destination, std::move(key), std::move(payload));
+  StatusOr<Message> message =
+      decode_headers(headers, destination, std::move(key), std::move(payload));
   if (!message.ok()) {
     // A foreign or corrupt record can never be handled; acking it keeps it
     // from blocking the commits of every later record of its partition.
@@ -648,7 +687,8 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
       // What was acked so far is durable: commit it before someone else takes over.
       const RdKafka::ErrorCode commit = consumer->commitSync();
       if (commit != RdKafka::ERR_NO_ERROR && commit != RdKafka::ERR__NO_OFFSET) {
-        log_->warn("kafka transport \"{}\": commit on revoke failed: {}", endpoint_, RdKafka::err2str(commit));
+        log_->warn("kafka transport \"{}\": commit on revoke failed: {}", endpoint_,
+                   RdKafka::err2str(commit));
       }
     }
     tracker_->revoke(ids_of(partitions));
@@ -703,9 +743,11 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
         if (event.fatal()) {
           std::string reason = event.str();
           std::string original;
-          if (producer_ && producer_->fatal_error(original) != RdKafka::ERR_NO_ERROR) reason = original;
+          if (producer_ && producer_->fatal_error(original) != RdKafka::ERR_NO_ERROR)
+            reason = original;
           std::lock_guard lock(health_mu_);
-          fatal_ = Status::internal("kafka: fatal error, the transport must be recreated: " + reason);
+          fatal_ =
+              Status::internal("kafka: fatal error, the transport must be recreated: " + reason);
           log_->critical("kafka transport \"{}\": {}", endpoint_, fatal_.message());
         } else if (event.err() == RdKafka::ERR__ALL_BROKERS_DOWN) {
           mark_down(Status::unavailable("kafka: all brokers down: " + event.str()));
@@ -714,7 +756,8 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
           mark_down(Status::unavailable("kafka: broker connection failed: " + event.str()));
           log_->warn("kafka transport \"{}\": {}", endpoint_, event.str());
         } else {
-          log_->warn("kafka transport \"{}\": {}: {}", endpoint_, RdKafka::err2str(event.err()), event.str());
+          log_->warn("kafka transport \"{}\": {}: {}", endpoint_, RdKafka::err2str(event.err()),
+                     event.str());
         }
         break;
       case RdKafka::Event::EVENT_STATS:
@@ -726,16 +769,26 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
         switch (event.severity()) {
           case RdKafka::Event::EVENT_SEVERITY_EMERG:
           case RdKafka::Event::EVENT_SEVERITY_ALERT:
-          case RdKafka::Event::EVENT_SEVERITY_CRITICAL: level = spdlog::level::critical; break;
-          case RdKafka::Event::EVENT_SEVERITY_ERROR: level = spdlog::level::err; break;
-          case RdKafka::Event::EVENT_SEVERITY_WARNING: level = spdlog::level::warn; break;
+          case RdKafka::Event::EVENT_SEVERITY_CRITICAL:
+            level = spdlog::level::critical;
+            break;
+          case RdKafka::Event::EVENT_SEVERITY_ERROR:
+            level = spdlog::level::err;
+            break;
+          case RdKafka::Event::EVENT_SEVERITY_WARNING:
+            level = spdlog::level::warn;
+            break;
           case RdKafka::Event::EVENT_SEVERITY_NOTICE:
-          case RdKafka::Event::EVENT_SEVERITY_INFO: level = spdlog::level::info; break;
-          default: break;
+          case RdKafka::Event::EVENT_SEVERITY_INFO:
+            level = spdlog::level::info;
+            break;
+          default:
+            break;
         }
         // The same properties go to producer and consumer, so each one that
-        // only applies to the other draws a harmless CONFWARN.
-        if (event.fac() == "CONFWARN") level = spdlog::level::debug;
+        // only applies to the other draws a harmless CONFWARN. Connection
+        // failures (FAIL) also arrive as error events, logged below.
+        if (event.fac() == "CONFWARN" || event.fac() == "FAIL") level = spdlog::level::debug;
         log_->log(level, "librdkafka {} [{}]: {}", endpoint_, event.fac(), event.str());
         break;
       }
@@ -751,9 +804,12 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
 }  // namespace
 }  // namespace internal::kafka
 
-StatusOr<std::unique_ptr<Transport>> make_kafka_transport(std::string endpoint, KafkaOptions options) {
-  SAGA_ASSIGN_OR_RETURN(KafkaOptions resolved, internal::kafka::resolve_options(endpoint, std::move(options)));
-  auto transport = std::make_unique<internal::kafka::KafkaTransport>(std::move(endpoint), std::move(resolved));
+StatusOr<std::unique_ptr<Transport>> make_kafka_transport(std::string endpoint,
+                                                          KafkaOptions options) {
+  SAGA_ASSIGN_OR_RETURN(KafkaOptions resolved,
+                        internal::kafka::resolve_options(endpoint, std::move(options)));
+  auto transport =
+      std::make_unique<internal::kafka::KafkaTransport>(std::move(endpoint), std::move(resolved));
   SAGA_RETURN_IF_ERROR(transport->init());
   return std::unique_ptr<Transport>(std::move(transport));
 }

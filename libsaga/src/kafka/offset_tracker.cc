@@ -21,13 +21,17 @@ void OffsetTracker::revoke(const std::vector<TopicPartitionId>& partitions) {
   for (const TopicPartitionId& tp : partitions) partitions_.erase(tp);
 }
 
-OffsetTracker::Token OffsetTracker::delivered(const std::string& topic, int32_t partition, int64_t offset) {
+OffsetTracker::Token OffsetTracker::delivered(const std::string& topic, int32_t partition,
+                                              int64_t offset) {
   std::lock_guard lock(mu_);
   TopicPartitionId tp(topic, partition);
   auto it = partitions_.find(tp);
   // A message from a partition we did not see assigned (should not happen with
   // a rebalance callback, but costs nothing to handle): track it from here on.
   Partition& p = it != partitions_.end() ? it->second : fresh_locked(tp);
+  // The first record after an assignment is where the consumer resumed, so
+  // that position is committed already (or there is nothing to commit yet).
+  if (p.stored < 0) p.stored = offset;
   p.unacked.insert(offset);
   return Token{std::move(tp.first), partition, offset, p.epoch};
 }

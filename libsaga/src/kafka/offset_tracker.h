@@ -27,7 +27,8 @@ class OffsetTracker {
   /// Stores `next_offset` (the next offset to consume) as the partition's
   /// commit position. Called with the tracker's mutex held: must be quick and
   /// must not call back into the tracker.
-  using StoreFn = std::function<Status(const std::string& topic, int32_t partition, int64_t next_offset)>;
+  using StoreFn =
+      std::function<Status(const std::string& topic, int32_t partition, int64_t next_offset)>;
 
   /// What an Ack needs to find its message again.
   struct Token {
@@ -61,7 +62,7 @@ class OffsetTracker {
     uint64_t epoch = 0;
     std::set<int64_t> unacked;  // delivered, not acked
     int64_t acked_end = -1;     // one past the newest acked offset
-    int64_t stored = -1;        // last position given to store_
+    int64_t stored = -1;        // last position given to store_, or the first delivered offset
   };
 
   Partition& fresh_locked(const TopicPartitionId& tp);

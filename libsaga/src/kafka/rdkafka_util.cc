@@ -44,13 +44,16 @@ bool valid_topic_name(std::string_view name) {
 }
 
 Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
-                           int replication_factor, std::chrono::milliseconds timeout, rd_kafka_queue_t* queue) {
+                           int replication_factor, std::chrono::milliseconds timeout,
+                           rd_kafka_queue_t* queue) {
   char err[512] = {0};
   std::vector<NewTopicPtr> owned;
   std::vector<rd_kafka_NewTopic_t*> raw;
   for (const std::string& topic : topics) {
-    NewTopicPtr nt(rd_kafka_NewTopic_new(topic.c_str(), partitions, replication_factor, err, sizeof err));
-    if (!nt) return Status::invalid_argument("kafka: cannot describe topic \"" + topic + "\": " + err);
+    NewTopicPtr nt(
+        rd_kafka_NewTopic_new(topic.c_str(), partitions, replication_factor, err, sizeof err));
+    if (!nt)
+      return Status::invalid_argument("kafka: cannot describe topic \"" + topic + "\": " + err);
     raw.push_back(nt.get());
     owned.push_back(std::move(nt));
   }
@@ -66,8 +69,8 @@ Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topic
   return ok_status();
 }
 
-std::vector<std::pair<std::string, Status>> create_topics_results(rd_kafka_event_t* event,
-                                                                  const std::vector<std::string>& requested) {
+std::vector<std::pair<std::string, Status>> create_topics_results(
+    rd_kafka_event_t* event, const std::vector<std::string>& requested) {
   std::vector<std::pair<std::string, Status>> out;
   if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
     const Status s = status_from_kafka(static_cast<RdKafka::ErrorCode>(rd_kafka_event_error(event)),
@@ -87,9 +90,10 @@ std::vector<std::pair<std::string, Status>> create_topics_results(rd_kafka_event
       continue;
     }
     const char* detail = rd_kafka_topic_result_error_string(results[i]);
-    out.emplace_back(name, status_from_kafka(static_cast<RdKafka::ErrorCode>(code),
-                                             "kafka: create topic \"" + name + "\"" +
-                                                 (detail ? std::string(" (") + detail + ")" : std::string())));
+    out.emplace_back(
+        name, status_from_kafka(static_cast<RdKafka::ErrorCode>(code),
+                                "kafka: create topic \"" + name + "\"" +
+                                    (detail ? std::string(" (") + detail + ")" : std::string())));
   }
   return out;
 }
@@ -97,15 +101,17 @@ std::vector<std::pair<std::string, Status>> create_topics_results(rd_kafka_event
 Status create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
                      int replication_factor, std::chrono::milliseconds timeout) {
   QueuePtr queue(rd_kafka_queue_new(rk));
-  SAGA_RETURN_IF_ERROR(start_create_topics(rk, topics, partitions, replication_factor, timeout, queue.get()));
+  SAGA_RETURN_IF_ERROR(
+      start_create_topics(rk, topics, partitions, replication_factor, timeout, queue.get()));
   // The admin request times out by itself after `timeout`; the margin only
   // covers the result's trip through the queue.
   EventPtr event(rd_kafka_queue_poll(queue.get(), static_cast<int>(timeout.count()) + 5'000));
   if (!event) {
-    return Status::unavailable("kafka: no answer to topic creation within " + std::to_string(timeout.count()) +
-                               " ms");
+    return Status::unavailable("kafka: no answer to topic creation within " +
+                               std::to_string(timeout.count()) + " ms");
   }
-  for (auto& [topic, status] : create_topics_results(event.get(), topics)) SAGA_RETURN_IF_ERROR(status);
+  for (auto& [topic, status] : create_topics_results(event.get(), topics))
+    SAGA_RETURN_IF_ERROR(status);
   return ok_status();
 }
 

@@ -48,12 +48,13 @@ bool valid_topic_name(std::string_view name);
 /// event (RD_KAFKA_EVENT_CREATETOPICS_RESULT) arrives on `queue`. Fails only
 /// when the request cannot be built (bad partition or replication numbers).
 Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
-                           int replication_factor, std::chrono::milliseconds timeout, rd_kafka_queue_t* queue);
+                           int replication_factor, std::chrono::milliseconds timeout,
+                           rd_kafka_queue_t* queue);
 
 /// The outcome per topic of a CreateTopics result event; a topic that already
 /// exists counts as OK. A request-level failure is reported for every topic.
-std::vector<std::pair<std::string, Status>> create_topics_results(rd_kafka_event_t* event,
-                                                                  const std::vector<std::string>& requested);
+std::vector<std::pair<std::string, Status>> create_topics_results(
+    rd_kafka_event_t* event, const std::vector<std::string>& requested);
 
 /// Creates `topics` and waits up to `timeout` for the answer. OK when each one
 /// was created or already existed.

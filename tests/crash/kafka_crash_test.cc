@@ -1,0 +1,214 @@
+// Multi-process booking runs over real Apache Kafka brokers that each test
+// starts and stops itself (scripts/kafka): an orchestrator process and three
+// participant processes (inventory, payment, loyalty), each with its own
+// synced RocksDB store. Brokers are stopped, participants killed, the
+// orchestrator SIGKILLed; at the end every saga must be terminal, no step
+// applied twice, compensated sagas net zero (saga_node check).
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "support/process.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using saga::testing::Process;
+using saga::testing::read_file;
+using saga::testing::run_command;
+using saga::testing::wait_for_text;
+using namespace std::chrono_literals;
+
+const std::string kKafka = std::string(SAGA_SOURCE_DIR) + "/scripts/kafka";
+
+// Brokers owned by one test: a single node, or a 3-node KRaft cluster.
+class Brokers {
+ public:
+  Brokers(const fs::path& dir, int nodes) : dir_(dir / "kafka"), nodes_(nodes) {
+    bootstrap_ = run_command(kKafka + (nodes == 1 ? " start" : " start-cluster") + " --dir " + dir_.string());
+    REQUIRE(!bootstrap_.empty());
+  }
+  ~Brokers() {
+    try {
+      run_command(kKafka + " stop --dir " + dir_.string() + " 2>/dev/null");
+    } catch (const std::exception&) {
+      // Nothing else to do in a destructor; the next start uses a new folder.
+    }
+  }
+  const std::string& bootstrap() const { return bootstrap_; }
+  void stop() { run_command(kKafka + " stop --dir " + dir_.string()); }
+  // Starts again on the same ports and data.
+  void restart() { run_command(kKafka + " start --dir " + dir_.string()); }
+  void kill_node(int node) { run_command(kKafka + " kill-node --dir " + dir_.string() + " --node " + std::to_string(node)); }
+
+ private:
+  fs::path dir_;
+  int nodes_;
+  std::string bootstrap_;
+};
+
+// The processes of one run and the folder they share.
+class Run {
+ public:
+  Run(const std::string& name, int brokers = 1)
+      : dir_(fs::temp_directory_path() / ("saga-kafka-" + name + "-" + std::to_string(::getpid()))) {
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    brokers_ = std::make_unique<Brokers>(dir_, brokers);
+    std::mt19937_64 rng(std::random_device{}());
+    env_ = {{"KAFKA_BROKERS", brokers_->bootstrap()},
+            {"KAFKA_TOPIC_PREFIX", "r" + std::to_string(rng() % 1'000'000'000) + "."},
+            {"KAFKA_REPLICATION_FACTOR", std::to_string(brokers == 1 ? 1 : 3)}};
+  }
+  ~Run() {
+    for (auto& [name, p] : participants_) p->terminate(10s);
+    participants_.clear();
+    orchestrator_.reset();
+    brokers_.reset();
+    if (passed_) fs::remove_all(dir_);
+  }
+
+  Brokers& brokers() { return *brokers_; }
+  std::string log(const std::string& name) const { return (dir_ / (name + ".log")).string(); }
+
+  // Starts a participant process and waits until it consumes.
+  void start_participant(const std::string& name) {
+    const std::string log_file = (dir_ / (name + "-" + std::to_string(++starts_[name]) + ".log")).string();
+    participants_[name] = std::make_unique<Process>(
+        std::vector<std::string>{SAGA_NODE, "participant", name, dir_.string()}, log_file, env_);
+    REQUIRE_MESSAGE(wait_for_text(log_file, "ready " + name, 60s), name, " did not start; see ", log_file);
+  }
+  void start_participants() {
+    for (const char* name : {"inventory", "payment", "loyalty"}) start_participant(name);
+  }
+  Process& participant(const std::string& name) { return *participants_.at(name); }
+
+  Process& start_orchestrator(int sagas, int pace_ms) {
+    orchestrator_ = std::make_unique<Process>(
+        std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas), std::to_string(pace_ms)},
+        log("orchestrator"), env_);
+    return *orchestrator_;
+  }
+  Process& orchestrator() { return *orchestrator_; }
+
+  // Waits for the orchestrator's progress line "started K".
+  void wait_started(int k, std::chrono::seconds limit = 120s) {
+    REQUIRE_MESSAGE(wait_for_text(log("orchestrator"), "started " + std::to_string(k) + "\n", limit),
+                    "the orchestrator did not start ", k, " sagas; see ", log("orchestrator"));
+  }
+
+  // Waits for the orchestrator to see every saga terminal, stops the
+  // participants cleanly, and checks the invariants offline.
+  void finish_and_check(int sagas, std::chrono::seconds limit = 300s) {
+    const int code = orchestrator_->wait(limit);
+    REQUIRE_MESSAGE(code == 0, "orchestrator exited ", code, "; see ", log("orchestrator"));
+    for (auto& [name, p] : participants_) CHECK(p->terminate(30s) == 0);
+    participants_.clear();
+    Process check({SAGA_NODE, "check", dir_.string(), std::to_string(sagas)}, log("check"));
+    const int checked = check.wait(120s);
+    const std::string summary = read_file(log("check"));
+    MESSAGE(summary);
+    REQUIRE_MESSAGE(checked == 0, "invariants violated:\n", summary);
+    passed_ = true;
+  }
+
+ private:
+  fs::path dir_;
+  std::unique_ptr<Brokers> brokers_;
+  std::map<std::string, std::string> env_;
+  std::map<std::string, int> starts_;
+  std::map<std::string, std::unique_ptr<Process>> participants_;
+  std::unique_ptr<Process> orchestrator_;
+  bool passed_ = false;
+};
+
+// How many sagas the orchestrator had started, from its progress lines.
+int started_so_far(const Run& run) {
+  const std::string log = read_file(run.log("orchestrator"));
+  const auto at = log.rfind("started ");
+  return at == std::string::npos ? 0 : std::atoi(log.c_str() + at + 8);
+}
+
+TEST_CASE("a saga runs end to end between an orchestrator process and three participant processes") {
+  Run run("e2e");
+  run.start_participants();
+  run.start_orchestrator(300, 0);
+  run.finish_and_check(300);
+}
+
+TEST_CASE("sagas finish after the broker is stopped for 20 s during 2000 sagas") {
+  Run run("broker-outage");
+  run.start_participants();
+  Process& orchestrator = run.start_orchestrator(2000, 20);
+  run.wait_started(300);
+  run.brokers().stop();
+  const int before = started_so_far(run);
+  std::this_thread::sleep_for(20s);  // the outage being tested, not a wait for an event
+  CHECK(orchestrator.running());
+  CHECK_MESSAGE(started_so_far(run) > before, "no saga was accepted while the broker was down");
+  run.brokers().restart();
+  run.finish_and_check(2000);
+}
+
+TEST_CASE("sagas wait while a participant is down for 30 s and complete after it returns") {
+  Run run("participant-down");
+  run.start_participants();
+  Process& orchestrator = run.start_orchestrator(1000, 20);
+  run.wait_started(200);
+  run.participant("payment").kill_now();
+  const int before = started_so_far(run);
+  std::this_thread::sleep_for(30s);  // the outage being tested, not a wait for an event
+  CHECK(orchestrator.running());
+  CHECK_MESSAGE(started_so_far(run) > before, "no saga was accepted while payment was down");
+  run.start_participant("payment");
+  run.finish_and_check(1000);
+}
+
+TEST_CASE("the orchestrator process survives ten SIGKILLs during 5000 sagas") {
+  constexpr int kSagas = 5000;
+  Run run("orchestrator-kills");
+  run.start_participants();
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_int_distribution<int> delay_ms(1000, 3000);
+  for (int kill = 1; kill <= 10; ++kill) {
+    Process& orchestrator = run.start_orchestrator(kSagas, 5);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment
+    REQUIRE_MESSAGE(orchestrator.running(), "the orchestrator finished before kill ", kill);
+    orchestrator.kill_now();
+  }
+  run.start_orchestrator(kSagas, 0);
+  run.finish_and_check(kSagas);
+}
+
+TEST_CASE("a participant process survives ten SIGKILLs during 5000 sagas") {
+  constexpr int kSagas = 5000;
+  Run run("participant-kills");
+  run.start_participants();
+  Process& orchestrator = run.start_orchestrator(kSagas, 5);
+  std::mt19937_64 rng(std::random_device{}());
+  std::uniform_int_distribution<int> delay_ms(1000, 3000);
+  for (int kill = 1; kill <= 10; ++kill) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment
+    REQUIRE_MESSAGE(orchestrator.running(), "the run finished before kill ", kill);
+    run.participant("inventory").kill_now();
+    run.start_participant("inventory");
+  }
+  run.finish_and_check(kSagas);
+}
+
+TEST_CASE("no saga is lost when one broker of a three-node cluster is killed mid-run") {
+  Run run("cluster", 3);
+  run.start_participants();
+  run.start_orchestrator(1000, 10);
+  run.wait_started(300);
+  run.brokers().kill_node(2);
+  run.finish_and_check(1000);
+}
+
+}  // namespace

@@ -1,0 +1,179 @@
+// One process of a multi-process booking run over real Kafka (tests/crash/
+// kafka_crash_test.cc starts, kills and restarts these):
+//
+//   saga_node participant NAME DIR        NAME: inventory | payment | loyalty;
+//                                         runs until SIGTERM or SIGINT
+//   saga_node orchestrator DIR N PACE_MS  starts the sagas k-0 .. k-(N-1) that do
+//                                         not exist yet (PACE_MS pause every 10),
+//                                         prints "started K", exits 0 once all are terminal
+//   saga_node check DIR N                 offline: checks every saga terminal and
+//                                         the invariants over DIR/<name> stores
+//
+// Kafka settings come from the environment (kafka_options_from_env:
+// KAFKA_BROKERS, KAFKA_TOPIC_PREFIX, KAFKA_REPLICATION_FACTOR, ...); the
+// consumer group is prefixed with the topic prefix so runs never share one.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <iostream>
+#include <map>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "saga/kafka_transport.h"
+#include "saga/memory_transport.h"
+#include "saga/orchestrator.h"
+#include "saga/participant.h"
+#include "support/booking.h"
+
+namespace {
+
+using namespace saga;
+constexpr int64_t kCapacity = 1'000'000;
+
+[[noreturn]] void die(const std::string& what, const Status& s) {
+  std::cerr << "saga_node: " << what << ": " << s.to_string() << std::endl;
+  std::exit(2);
+}
+
+std::shared_ptr<Transport> kafka(const std::string& endpoint) {
+  KafkaOptions o = kafka_options_from_env(endpoint);
+  o.group_id = o.topic_prefix + endpoint;
+  o.properties.emplace("session.timeout.ms", "6000");
+  o.properties.emplace("heartbeat.interval.ms", "500");
+  auto t = make_kafka_transport(endpoint, o);
+  if (!t.ok()) die("kafka transport for " + endpoint, t.status());
+  return std::shared_ptr<Transport>(std::move(*t));
+}
+
+std::unique_ptr<Participant> open_participant(const std::string& name, const std::string& dir,
+                                              std::shared_ptr<Transport> transport) {
+  ParticipantOptions po;
+  po.name = name;
+  po.data_dir = dir + "/" + name;
+  auto p = Participant::open(po, std::move(transport));
+  if (!p.ok()) die("open " + name, p.status());
+  return std::move(*p);
+}
+
+Status register_handlers(const std::string& name, Participant& p) {
+  testing::BookingFaults faults;
+  faults.decline = 0.2;
+  faults.confirm_failure = 0.1;
+  auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+  auto chance = [rng] { return std::uniform_real_distribution<double>(0, 1)(*rng); };
+  if (name == "inventory") return testing::register_inventory(p, kCapacity, faults, chance);
+  if (name == "payment") return testing::register_payment(p, faults, chance);
+  if (name == "loyalty") return testing::register_loyalty(p);
+  return Status::invalid_argument("unknown participant '" + name + "'");
+}
+
+std::string saga_id(int k) { return "k-" + std::to_string(k); }
+
+int run_participant(const std::string& name, const std::string& dir) {
+  // Signals are taken synchronously by this thread; block them before any
+  // other thread starts so that none of those gets them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto p = open_participant(name, dir, kafka(name));
+  if (Status s = register_handlers(name, *p); !s.ok()) die("handlers", s);
+  p->start_background();
+  std::cout << "ready " << name << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  p->stop();
+  const ParticipantStats st = p->stats();
+  std::cout << name << " stopping: applied " << st.applied << " duplicates " << st.duplicates << std::endl;
+  return 0;
+}
+
+std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir, std::shared_ptr<Transport> transport) {
+  Options o;
+  o.data_dir = dir + "/orchestrator";
+  o.breaker.enabled = false;
+  auto orch = Orchestrator::open(o, std::move(transport), {testing::booking_with_loyalty_definition(Duration{2000}, 20)});
+  if (!orch.ok()) die("open orchestrator", orch.status());
+  return std::move(*orch);
+}
+
+int count_terminal(const Orchestrator& o, int n) {
+  int done = 0;
+  for (int k = 0; k < n; ++k) {
+    auto v = o.get(saga_id(k));
+    if (v.ok() && is_terminal(v->state)) ++done;
+  }
+  return done;
+}
+
+int run_orchestrator(const std::string& dir, int n, int pace_ms) {
+  auto orch = open_orchestrator(dir, kafka("orchestrator"));
+  orch->start_background();
+  for (int k = 0; k < n; ++k) {
+    StartOptions so;
+    so.id = saga_id(k);
+    auto r = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so);
+    if (!r.ok() && r.status().code() != StatusCode::kAlreadyExists) die("start " + so.id, r.status());
+    if (r.ok() && k % 10 == 9 && pace_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
+    if (k % 100 == 99) std::cout << "started " << k + 1 << std::endl;
+  }
+  std::cout << "all started" << std::endl;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  int done = 0;
+  while ((done = count_terminal(*orch, n)) < n) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::cerr << "saga_node: only " << done << " of " << n << " sagas finished in time" << std::endl;
+      return 3;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // polling with a deadline
+  }
+  orch->stop();
+  std::cout << "all " << n << " sagas terminal" << std::endl;
+  return 0;
+}
+
+int run_check(const std::string& dir, int n) {
+  // Offline: nothing is sent, the stores are only read.
+  auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 1);
+  auto orch = open_orchestrator(dir, std::shared_ptr<Transport>(bus->connect("orchestrator")));
+  auto inventory = open_participant("inventory", dir, std::shared_ptr<Transport>(bus->connect("inventory")));
+  auto payment = open_participant("payment", dir, std::shared_ptr<Transport>(bus->connect("payment")));
+  auto loyalty = open_participant("loyalty", dir, std::shared_ptr<Transport>(bus->connect("loyalty")));
+  std::map<std::string, SagaView> views;
+  std::map<SagaState, int> outcomes;
+  for (int k = 0; k < n; ++k) {
+    auto v = orch->get(saga_id(k));
+    if (!v.ok()) die("get " + saga_id(k), v.status());
+    ++outcomes[v->state];
+    views.emplace(saga_id(k), std::move(*v));
+  }
+  auto bad = testing::check_booking_invariants(views, *inventory, *payment, kCapacity);
+  for (std::string& b : testing::check_loyalty_invariants(views, *loyalty)) bad.push_back(std::move(b));
+  for (const std::string& b : bad) std::cout << "VIOLATION " << b << "\n";
+  std::cout << "completed " << outcomes[SagaState::kCompleted] << " compensated " << outcomes[SagaState::kCompensated]
+            << " violations " << bad.size() << std::endl;
+  const bool both = outcomes[SagaState::kCompleted] > 0 && outcomes[SagaState::kCompensated] > 0;
+  return bad.empty() && both ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  spdlog::set_level(spdlog::level::warn);
+  const std::string mode = argc > 1 ? argv[1] : "";
+  try {
+    if (mode == "participant" && argc == 4) return run_participant(argv[2], argv[3]);
+    if (mode == "orchestrator" && argc == 5) return run_orchestrator(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
+    if (mode == "check" && argc == 4) return run_check(argv[2], std::stoi(argv[3]));
+  } catch (const std::exception& e) {
+    std::cerr << "saga_node: " << e.what() << std::endl;
+    return 2;
+  }
+  std::cerr << "usage: saga_node participant NAME DIR | orchestrator DIR N PACE_MS | check DIR N\n";
+  return 2;
+}

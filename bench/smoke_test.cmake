@@ -2,8 +2,16 @@
 # consistent points.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
-execute_process(COMMAND ${BENCH} --workload engine --sync off --sagas 300 --inflight 1,16
-                        --json ${WORK_DIR}/smoke.json --dir ${WORK_DIR}/stores
+if(NOT WORKLOAD)
+  set(WORKLOAD engine)
+endif()
+set(extra)
+if(BOOTSTRAP_FILE)
+  file(STRINGS ${BOOTSTRAP_FILE} brokers LIMIT_COUNT 1)
+  set(extra --brokers ${brokers})
+endif()
+execute_process(COMMAND ${BENCH} --workload ${WORKLOAD} --sync off --sagas 300 --inflight 1,16
+                        --json ${WORK_DIR}/smoke.json --dir ${WORK_DIR}/stores ${extra}
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "saga-bench failed (${rc}):\n${err}")
@@ -25,4 +33,4 @@ foreach(i RANGE ${last})
     message(FATAL_ERROR "point ${i} has no figures: rate ${rate}, p99 ${p99}")
   endif()
 endforeach()
-message(STATUS "saga-bench smoke: ${points} consistent points")
+message(STATUS "saga-bench ${WORKLOAD} smoke: ${points} consistent points")

@@ -17,22 +17,21 @@
 // sagas compensate (refund, release). Writes one JSON document (--json FILE,
 // default stdout). Every saga must end terminal and consistent, or the run
 // reports failure instead of a number.
+#include <pthread.h>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
 
-#include <pthread.h>
-#include <signal.h>
-
 #include <algorithm>
-#include <condition_variable>
-#include <mutex>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -65,9 +64,10 @@ struct Args {
 };
 
 [[noreturn]] void usage(const std::string& err) {
-  std::cerr << "saga-bench: " << err << "\n"
-            << "usage: saga-bench [--workload engine|kafka] [--sync on|off] [--inflight 1,8,32,...]\n"
-            << "                  [--sagas N] [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n";
+  std::cerr
+      << "saga-bench: " << err << "\n"
+      << "usage: saga-bench [--workload engine|kafka] [--sync on|off] [--inflight 1,8,32,...]\n"
+      << "                  [--sagas N] [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n";
   std::exit(2);
 }
 
@@ -82,12 +82,14 @@ Args parse(int argc, char** argv) {
     try {
       if (k == "--workload") {
         a.workload = value();
-        if (a.workload != "engine" && a.workload != "kafka") usage("unknown workload '" + a.workload + "' (engine, kafka)");
+        if (a.workload != "engine" && a.workload != "kafka")
+          usage("unknown workload '" + a.workload + "' (engine, kafka)");
       } else if (k == "--brokers") {
         a.brokers = value();
       } else if (k == "--participant") {
         a.participant = value();
-        if (a.participant != "inventory" && a.participant != "payment") usage("--participant: inventory or payment");
+        if (a.participant != "inventory" && a.participant != "payment")
+          usage("--participant: inventory or payment");
       } else if (k == "--prefix") {
         a.prefix = value();
       } else if (k == "--sync") {
@@ -164,8 +166,8 @@ void register_handlers(const std::string& name, Participant& p, double fail_shar
   }
 }
 
-std::unique_ptr<Participant> open_participant(const std::string& name, const fs::path& dir, bool sync,
-                                              std::shared_ptr<Transport> transport) {
+std::unique_ptr<Participant> open_participant(const std::string& name, const fs::path& dir,
+                                              bool sync, std::shared_ptr<Transport> transport) {
   ParticipantOptions po;
   po.name = name;
   po.data_dir = (dir / name).string();
@@ -186,7 +188,8 @@ class Recorder {
       std::lock_guard lock(mu_);
       auto it = started_at_.find(v.id);
       if (it == started_at_.end()) return;
-      latencies_ms_.push_back(std::chrono::duration<double, std::milli>(SteadyClock::now() - it->second).count());
+      latencies_ms_.push_back(
+          std::chrono::duration<double, std::milli>(SteadyClock::now() - it->second).count());
       started_at_.erase(it);
       finished_.emplace(v.id, v);
     }
@@ -230,18 +233,21 @@ void start_one(Orchestrator& orch, Recorder& rec, int k) {
   rec.started(id);
   StartOptions so;
   so.id = id;
-  orch.start_async("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so, [id](StatusOr<std::string> r) {
-    if (!r.ok()) {
-      std::cerr << "saga-bench: start " << id << ": " << r.status() << "\n";
-      std::exit(1);
-    }
-  });
+  orch.start_async("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so,
+                   [id](StatusOr<std::string> r) {
+                     if (!r.ok()) {
+                       std::cerr << "saga-bench: start " << id << ": " << r.status() << "\n";
+                       std::exit(1);
+                     }
+                   });
 }
 
-void progress(const char* workload, int inflight, size_t done, int total, SteadyClock::time_point& last) {
+void progress(const char* workload, int inflight, size_t done, int total,
+              SteadyClock::time_point& last) {
   const auto now = SteadyClock::now();
   if (now - last < std::chrono::seconds(2)) return;
-  std::cerr << "  " << workload << " inflight " << inflight << ": " << done << "/" << total << " sagas\n";
+  std::cerr << "  " << workload << " inflight " << inflight << ": " << done << "/" << total
+            << " sagas\n";
   last = now;
 }
 
@@ -254,8 +260,9 @@ uint64_t bytes_on_disk(const fs::path& dir) {
 }
 
 // The figures of one point, in the JSON every workload shares.
-Json point_json(const char* workload, const Args& args, int inflight, double secs, double cpu, const EngineStats& es,
-                uint64_t participant_writes, uint64_t store_bytes, Recorder& rec, const std::vector<std::string>& bad) {
+Json point_json(const char* workload, const Args& args, int inflight, double secs, double cpu,
+                const EngineStats& es, uint64_t participant_writes, uint64_t store_bytes,
+                Recorder& rec, const std::vector<std::string>& bad) {
   int compensated = 0;
   for (const auto& [id, v] : rec.outcomes()) compensated += v.state == SagaState::kCompensated;
   std::vector<double>& lat = rec.latencies();
@@ -269,7 +276,8 @@ Json point_json(const char* workload, const Args& args, int inflight, double sec
           {"sagas_per_s", n / secs},
           {"transitions_per_s", static_cast<double>(es.transitions) / secs},
           {"orchestrator_writes", es.writes},
-          {"transitions_per_write", es.writes ? static_cast<double>(es.transitions) / static_cast<double>(es.writes) : 0},
+          {"transitions_per_write",
+           es.writes ? static_cast<double>(es.transitions) / static_cast<double>(es.writes) : 0},
           {"participant_writes", participant_writes},
           {"orchestrator_bytes_per_saga", static_cast<double>(es.bytes_written) / n},
           {"store_bytes_on_disk", store_bytes},
@@ -296,8 +304,10 @@ Json run_engine_point(const Args& args, int inflight) {
                                       std::shared_ptr<Transport>(bus->connect("orchestrator")),
                                       {testing::booking_definition(Duration{5000}, 5)}),
                    "open orchestrator");
-  auto inventory = open_participant("inventory", dir, args.sync, std::shared_ptr<Transport>(bus->connect("inventory")));
-  auto payment = open_participant("payment", dir, args.sync, std::shared_ptr<Transport>(bus->connect("payment")));
+  auto inventory = open_participant("inventory", dir, args.sync,
+                                    std::shared_ptr<Transport>(bus->connect("inventory")));
+  auto payment = open_participant("payment", dir, args.sync,
+                                  std::shared_ptr<Transport>(bus->connect("payment")));
   register_handlers("inventory", *inventory, args.fail_share);
   register_handlers("payment", *payment, args.fail_share);
 
@@ -306,7 +316,8 @@ Json run_engine_point(const Args& args, int inflight) {
   const auto t0 = SteadyClock::now();
   auto last = t0;
   while (static_cast<int>(rec.finished()) < args.sagas) {
-    while (next < args.sagas && static_cast<int>(rec.in_flight()) < inflight) start_one(*orch, rec, next++);
+    while (next < args.sagas && static_cast<int>(rec.in_flight()) < inflight)
+      start_one(*orch, rec, next++);
     orch->run_once();
     inventory->run_once();
     payment->run_once();
@@ -315,9 +326,11 @@ Json run_engine_point(const Args& args, int inflight) {
   const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
   const double cpu = cpu_seconds() - cpu0;
   // A benchmark that loses sagas reports failure, not a number.
-  const auto bad = testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
-  Json point = point_json("engine", args, inflight, secs, cpu, orch->stats(),
-                          inventory->stats().writes + payment->stats().writes, bytes_on_disk(dir), rec, bad);
+  const auto bad =
+      testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
+  Json point =
+      point_json("engine", args, inflight, secs, cpu, orch->stats(),
+                 inventory->stats().writes + payment->stats().writes, bytes_on_disk(dir), rec, bad);
   orch.reset();
   inventory.reset();
   payment.reset();
@@ -331,7 +344,8 @@ std::shared_ptr<Transport> kafka_transport(const std::string& endpoint, const st
   o.brokers = brokers;
   o.topic_prefix = prefix;
   o.group_id = prefix + endpoint;
-  return std::shared_ptr<Transport>(must(make_kafka_transport(endpoint, o), "kafka transport for " + endpoint));
+  return std::shared_ptr<Transport>(
+      must(make_kafka_transport(endpoint, o), "kafka transport for " + endpoint));
 }
 
 // kafka: this process is the orchestrator; inventory and payment run as
@@ -346,8 +360,9 @@ Json run_kafka_point(const Args& args, int inflight, const std::string& self) {
   for (const char* name : {"inventory", "payment"}) {
     const std::string log = (dir / (std::string(name) + ".log")).string();
     children.push_back(std::make_unique<testing::Process>(
-        std::vector<std::string>{self, "--participant", name, "--dir", dir.string(), "--brokers", args.brokers,
-                                 "--prefix", prefix, "--sync", args.sync ? "on" : "off", "--fail-share",
+        std::vector<std::string>{self, "--participant", name, "--dir", dir.string(), "--brokers",
+                                 args.brokers, "--prefix", prefix, "--sync",
+                                 args.sync ? "on" : "off", "--fail-share",
                                  std::to_string(args.fail_share)},
         log));
     if (!testing::wait_for_text(log, "ready", std::chrono::seconds(60))) {
@@ -367,8 +382,10 @@ Json run_kafka_point(const Args& args, int inflight, const std::string& self) {
   auto last = t0;
   const auto deadline = t0 + std::chrono::minutes(10);
   for (int next = 0; next < args.sagas;) {
-    while (next < args.sagas && static_cast<int>(rec.in_flight()) < inflight) start_one(*orch, rec, next++);
-    rec.wait_below(static_cast<size_t>(inflight), std::min(deadline, SteadyClock::now() + std::chrono::seconds(1)));
+    while (next < args.sagas && static_cast<int>(rec.in_flight()) < inflight)
+      start_one(*orch, rec, next++);
+    rec.wait_below(static_cast<size_t>(inflight),
+                   std::min(deadline, SteadyClock::now() + std::chrono::seconds(1)));
     progress("kafka", inflight, rec.finished(), args.sagas, last);
     if (SteadyClock::now() > deadline) break;
   }
@@ -385,9 +402,12 @@ Json run_kafka_point(const Args& args, int inflight, const std::string& self) {
 
   // Participants are stopped: read their stores offline to check the run.
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 1);
-  auto inventory = open_participant("inventory", dir, false, std::shared_ptr<Transport>(bus->connect("inventory")));
-  auto payment = open_participant("payment", dir, false, std::shared_ptr<Transport>(bus->connect("payment")));
-  const auto bad = testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
+  auto inventory = open_participant("inventory", dir, false,
+                                    std::shared_ptr<Transport>(bus->connect("inventory")));
+  auto payment =
+      open_participant("payment", dir, false, std::shared_ptr<Transport>(bus->connect("payment")));
+  const auto bad =
+      testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
   Json point = point_json("kafka", args, inflight, secs, cpu, es, 0, bytes_on_disk(dir), rec, bad);
   point["cpu_note"] = "cpu_seconds_per_saga counts the orchestrator process only";
   inventory.reset();
@@ -432,11 +452,13 @@ class OwnBroker {
  public:
   explicit OwnBroker(const fs::path& dir) : dir_(dir) {
     std::cerr << "saga-bench: starting a Kafka broker in " << dir_ << "\n";
-    bootstrap_ = testing::run_command(std::string(SAGA_SOURCE_DIR) + "/scripts/kafka start --fresh --dir " + dir_.string());
+    bootstrap_ = testing::run_command(std::string(SAGA_SOURCE_DIR) +
+                                      "/scripts/kafka start --fresh --dir " + dir_.string());
   }
   ~OwnBroker() {
     try {
-      testing::run_command(std::string(SAGA_SOURCE_DIR) + "/scripts/kafka stop --dir " + dir_.string());
+      testing::run_command(std::string(SAGA_SOURCE_DIR) + "/scripts/kafka stop --dir " +
+                           dir_.string());
     } catch (const std::exception& e) {
       std::cerr << "saga-bench: stopping the broker: " << e.what() << "\n";
     }
@@ -463,17 +485,22 @@ int main(int argc, char** argv) {
   Json out = {{"tool", "saga-bench"},
               {"libsaga_revision", git_revision()},
               {"date", std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch()).count()},
-              {"machine", {{"cores", std::thread::hardware_concurrency()}, {"kernel", u.release}, {"arch", u.machine}}},
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count()},
+              {"machine",
+               {{"cores", std::thread::hardware_concurrency()},
+                {"kernel", u.release},
+                {"arch", u.machine}}},
               {"points", Json::array()}};
   bool ok = true;
   for (int k : args.inflight) {
     Json p = args.workload == "kafka" ? run_kafka_point(args, k, self) : run_engine_point(args, k);
-    std::cerr << args.workload << " sync=" << (args.sync ? "on " : "off") << " inflight " << k << ": "
-              << static_cast<long>(p["sagas_per_s"].get<double>()) << " sagas/s, "
+    std::cerr << args.workload << " sync=" << (args.sync ? "on " : "off") << " inflight " << k
+              << ": " << static_cast<long>(p["sagas_per_s"].get<double>()) << " sagas/s, "
               << static_cast<long>(p["transitions_per_s"].get<double>()) << " transitions/s, p50 "
-              << p["latency_ms"]["p50"].get<double>() << " ms, p99 " << p["latency_ms"]["p99"].get<double>()
-              << " ms" << (p["consistent"].get<bool>() ? "" : "  INCONSISTENT") << "\n";
+              << p["latency_ms"]["p50"].get<double>() << " ms, p99 "
+              << p["latency_ms"]["p99"].get<double>() << " ms"
+              << (p["consistent"].get<bool>() ? "" : "  INCONSISTENT") << "\n";
     ok = ok && p["consistent"].get<bool>();
     out["points"].push_back(std::move(p));
   }

@@ -86,7 +86,8 @@ T must(saga::StatusOr<T> r, const char* what) {
 
 int main(int argc, char** argv) {
   namespace fs = std::filesystem;
-  const fs::path dir = argc > 1 ? fs::path(argv[1]) : fs::temp_directory_path() / "saga-two-participants";
+  const fs::path dir =
+      argc > 1 ? fs::path(argv[1]) : fs::temp_directory_path() / "saga-two-participants";
   fs::remove_all(dir);
 
   auto bus = saga::MemoryBus::create(std::make_shared<saga::SystemClock>(), /*seed=*/1);
@@ -94,24 +95,32 @@ int main(int argc, char** argv) {
   saga::ParticipantOptions inv_opts;
   inv_opts.name = "inventory";
   inv_opts.data_dir = (dir / "inventory").string();
-  auto inventory = must(saga::Participant::open(inv_opts, std::shared_ptr<saga::Transport>(bus->connect("inventory"))), "inventory");
+  auto inventory = must(saga::Participant::open(
+                            inv_opts, std::shared_ptr<saga::Transport>(bus->connect("inventory"))),
+                        "inventory");
   saga::ParticipantOptions pay_opts;
   pay_opts.name = "payment";
   pay_opts.data_dir = (dir / "payment").string();
-  auto payment = must(saga::Participant::open(pay_opts, std::shared_ptr<saga::Transport>(bus->connect("payment"))), "payment");
+  auto payment = must(
+      saga::Participant::open(pay_opts, std::shared_ptr<saga::Transport>(bus->connect("payment"))),
+      "payment");
   if (!add_inventory_handlers(*inventory).ok() || !add_payment_handlers(*payment).ok()) return 1;
 
   saga::Options options;
   options.data_dir = (dir / "orchestrator").string();
-  auto orchestrator = must(saga::Orchestrator::open(options, std::shared_ptr<saga::Transport>(bus->connect("orchestrator")),
-                                                    {booking_saga()}),
-                           "orchestrator");
+  auto orchestrator =
+      must(saga::Orchestrator::open(options,
+                                    std::shared_ptr<saga::Transport>(bus->connect("orchestrator")),
+                                    {booking_saga()}),
+           "orchestrator");
   orchestrator->start_background();
   inventory->start_background();
   payment->start_background();
 
-  const std::string ok_id = must(orchestrator->start("booking", saga::Json(Booking{"101", 2, 300, ""})), "start");
-  const std::string declined_id = must(orchestrator->start("booking", saga::Json(Booking{"102", 1, 5000, ""})), "start");
+  const std::string ok_id =
+      must(orchestrator->start("booking", saga::Json(Booking{"101", 2, 300, ""})), "start");
+  const std::string declined_id =
+      must(orchestrator->start("booking", saga::Json(Booking{"102", 1, 5000, ""})), "start");
 
   int exit_code = 0;
   for (const std::string& id : {ok_id, declined_id}) {
@@ -124,14 +133,16 @@ int main(int argc, char** argv) {
     } while (std::chrono::steady_clock::now() < deadline);
     std::cout << "saga " << id.substr(0, 8) << "... " << saga::to_string(view.state) << "\n";
     for (const saga::StepView& s : view.steps) {
-      std::cout << "  step " << s.name << ": " << saga::to_string(s.status) << " after " << s.attempts
-                << " attempt(s)" << (s.last_error.empty() ? "" : " (" + s.last_error + ")") << "\n";
+      std::cout << "  step " << s.name << ": " << saga::to_string(s.status) << " after "
+                << s.attempts << " attempt(s)"
+                << (s.last_error.empty() ? "" : " (" + s.last_error + ")") << "\n";
     }
     if (!saga::is_terminal(view.state)) exit_code = 1;
   }
   const bool expected = orchestrator->get(ok_id)->state == saga::SagaState::kCompleted &&
                         orchestrator->get(declined_id)->state == saga::SagaState::kCompensated;
-  std::cout << (expected ? "booking confirmed, declined booking compensated" : "unexpected outcome") << "\n";
+  std::cout << (expected ? "booking confirmed, declined booking compensated" : "unexpected outcome")
+            << "\n";
   orchestrator->stop();
   inventory->stop();
   payment->stop();

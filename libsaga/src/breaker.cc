@@ -4,9 +4,12 @@ namespace saga {
 
 std::string_view to_string(BreakerState s) noexcept {
   switch (s) {
-    case BreakerState::kClosed: return "closed";
-    case BreakerState::kOpen: return "open";
-    case BreakerState::kHalfOpen: return "half_open";
+    case BreakerState::kClosed:
+      return "closed";
+    case BreakerState::kOpen:
+      return "open";
+    case BreakerState::kHalfOpen:
+      return "half_open";
   }
   return "unknown";
 }
@@ -29,8 +32,10 @@ BreakerState CircuitBreaker::state() {
 bool CircuitBreaker::allow() {
   if (!options_.enabled) return true;
   switch (state()) {
-    case BreakerState::kClosed: return true;
-    case BreakerState::kOpen: return false;
+    case BreakerState::kClosed:
+      return true;
+    case BreakerState::kOpen:
+      return false;
     case BreakerState::kHalfOpen:
       if (probes_in_flight_ + probe_successes_ >= options_.probes) return false;
       ++probes_in_flight_;
@@ -62,7 +67,8 @@ void CircuitBreaker::record(bool success) {
         window_.pop_front();
       }
       if (window_.size() >= options_.min_calls &&
-          static_cast<double>(failures_) >= options_.failure_rate * static_cast<double>(window_.size())) {
+          static_cast<double>(failures_) >=
+              options_.failure_rate * static_cast<double>(window_.size())) {
         open();
       }
       return;

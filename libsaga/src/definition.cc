@@ -78,7 +78,8 @@ DefinitionBuilder& DefinitionBuilder::compensate(std::string participant, std::s
   // the same participant.
   if (!s.action.is_local() && a.participant != s.action.participant) {
     errors_.push_back("compensation of step '" + s.name + "' goes to '" + a.participant +
-                      "' but the action goes to '" + s.action.participant + "': they must be the same participant");
+                      "' but the action goes to '" + s.action.participant +
+                      "': they must be the same participant");
   }
   s.compensation = std::move(a);
   return *this;
@@ -112,7 +113,8 @@ DefinitionBuilder& DefinitionBuilder::key(std::function<std::string(const Json&)
 }
 
 DefinitionBuilder& DefinitionBuilder::timeout(Duration d) {
-  if (d.count() <= 0) errors_.push_back("timeout of step '" + current().name + "' must be positive");
+  if (d.count() <= 0)
+    errors_.push_back("timeout of step '" + current().name + "' must be positive");
   current().timeout = d;
   return *this;
 }
@@ -157,7 +159,8 @@ StatusOr<DefinitionPtr> DefinitionBuilder::build() {
     }
   }
   if (!errors.empty()) {
-    std::string msg = "saga definition '" + def_->name_ + "' v" + std::to_string(def_->version_) + ": ";
+    std::string msg =
+        "saga definition '" + def_->name_ + "' v" + std::to_string(def_->version_) + ": ";
     for (size_t i = 0; i < errors.size(); ++i) msg += (i ? "; " : "") + errors[i];
     return Status::invalid_argument(std::move(msg));
   }

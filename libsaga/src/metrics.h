@@ -19,8 +19,12 @@ class EngineMetrics {
   EngineMetrics();
 
   prometheus::Counter& started(const std::string& type) { return started_.Add({{"type", type}}); }
-  prometheus::Counter& completed(const std::string& type) { return completed_.Add({{"type", type}}); }
-  prometheus::Counter& compensated(const std::string& type) { return compensated_.Add({{"type", type}}); }
+  prometheus::Counter& completed(const std::string& type) {
+    return completed_.Add({{"type", type}});
+  }
+  prometheus::Counter& compensated(const std::string& type) {
+    return compensated_.Add({{"type", type}});
+  }
   prometheus::Counter& failed(const std::string& type) { return failed_.Add({{"type", type}}); }
   prometheus::Counter& aborted(const std::string& type) { return aborted_.Add({{"type", type}}); }
   /// Seconds from a step's first send to its outcome.

@@ -5,6 +5,8 @@
 // the effects: acks to the transport, answers to callers, sends of new
 // commands. A crash before the write loses nothing that was promised; a crash
 // after it is repaired by recovery (outbox re-sent, timers re-armed).
+#include "saga/orchestrator.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -20,24 +22,29 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "background_loop.h"
 #include "fsm/saga_fsm.h"
 #include "instance.h"
 #include "metrics.h"
-#include "background_loop.h"
 #include "outbox.h"
-#include "saga/orchestrator.h"
 #include "store/store.h"
 
 namespace saga {
 
 std::string_view to_string(SagaState s) noexcept {
   switch (s) {
-    case SagaState::kRunning: return "RUNNING";
-    case SagaState::kCompensating: return "COMPENSATING";
-    case SagaState::kCompleted: return "COMPLETED";
-    case SagaState::kCompensated: return "COMPENSATED";
-    case SagaState::kFailed: return "FAILED";
-    case SagaState::kAborted: return "ABORTED";
+    case SagaState::kRunning:
+      return "RUNNING";
+    case SagaState::kCompensating:
+      return "COMPENSATING";
+    case SagaState::kCompleted:
+      return "COMPLETED";
+    case SagaState::kCompensated:
+      return "COMPENSATED";
+    case SagaState::kFailed:
+      return "FAILED";
+    case SagaState::kAborted:
+      return "ABORTED";
   }
   return "UNKNOWN";
 }
@@ -47,8 +54,9 @@ StatusOr<SagaState> parse_saga_state(std::string_view s) {
                        SagaState::kCompensated, SagaState::kFailed, SagaState::kAborted}) {
     if (s == to_string(st)) return st;
   }
-  return Status::invalid_argument("unknown saga state '" + std::string(s) +
-                                  "' (RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED, ABORTED)");
+  return Status::invalid_argument(
+      "unknown saga state '" + std::string(s) +
+      "' (RUNNING, COMPENSATING, COMPLETED, COMPENSATED, FAILED, ABORTED)");
 }
 
 bool is_terminal(SagaState s) noexcept {
@@ -57,14 +65,22 @@ bool is_terminal(SagaState s) noexcept {
 
 std::string_view to_string(StepStatus s) noexcept {
   switch (s) {
-    case StepStatus::kPending: return "PENDING";
-    case StepStatus::kRunning: return "RUNNING";
-    case StepStatus::kSucceeded: return "SUCCEEDED";
-    case StepStatus::kFailed: return "FAILED";
-    case StepStatus::kUnknown: return "UNKNOWN";
-    case StepStatus::kCompensating: return "COMPENSATING";
-    case StepStatus::kCompensated: return "COMPENSATED";
-    case StepStatus::kCompensationFailed: return "COMPENSATION_FAILED";
+    case StepStatus::kPending:
+      return "PENDING";
+    case StepStatus::kRunning:
+      return "RUNNING";
+    case StepStatus::kSucceeded:
+      return "SUCCEEDED";
+    case StepStatus::kFailed:
+      return "FAILED";
+    case StepStatus::kUnknown:
+      return "UNKNOWN";
+    case StepStatus::kCompensating:
+      return "COMPENSATING";
+    case StepStatus::kCompensated:
+      return "COMPENSATED";
+    case StepStatus::kCompensationFailed:
+      return "COMPENSATION_FAILED";
   }
   return "UNKNOWN";
 }
@@ -74,7 +90,8 @@ namespace {
 
 // Column families; docs/storage.md documents the key layout.
 enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
-const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies", "index"};
+const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies",
+                                                  "index"};
 
 constexpr char kIdxAll = 'a';        // a <created be64> <id>
 constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>
@@ -109,8 +126,11 @@ std::string index_key(char kind, const SagaView& v) {
       k += v.type;
       k.push_back('\0');
       break;
-    case kIdxState: k.push_back(static_cast<char>(v.state)); break;
-    default: break;
+    case kIdxState:
+      k.push_back(static_cast<char>(v.state));
+      break;
+    default:
+      break;
   }
   append_be64(k, static_cast<uint64_t>(kind == kIdxRetention ? v.finished_ms : v.created_ms));
   k += v.id;
@@ -118,7 +138,8 @@ std::string index_key(char kind, const SagaView& v) {
 }
 
 std::vector<std::string> index_keys(const SagaView& v) {
-  std::vector<std::string> keys = {index_key(kIdxAll, v), index_key(kIdxType, v), index_key(kIdxState, v)};
+  std::vector<std::string> keys = {index_key(kIdxAll, v), index_key(kIdxType, v),
+                                   index_key(kIdxState, v)};
   if (is_terminal(v.state)) keys.push_back(index_key(kIdxRetention, v));
   return keys;
 }
@@ -223,7 +244,8 @@ class Transition final : public FsmHooks {
   int64_t now_ms() const;
 
   std::optional<size_t> next_compensable() const {
-    for (size_t i = std::min<size_t>(inst_.view.current_step, def_.steps().size() - 1) + 1; i-- > 0;) {
+    for (size_t i = std::min<size_t>(inst_.view.current_step, def_.steps().size() - 1) + 1;
+         i-- > 0;) {
       const StepStatus s = inst_.view.steps[i].status;
       const bool touched = s == StepStatus::kSucceeded || s == StepStatus::kUnknown ||
                            s == StepStatus::kCompensating;
@@ -280,7 +302,8 @@ class OrchestratorImpl final : public Orchestrator {
       }
     }
     SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
-    outbox_ = std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
+    outbox_ =
+        std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
     SAGA_RETURN_IF_ERROR(recover());
     return transport_->subscribe(reply_endpoint_, [this](Message m, Transport::Ack ack) {
       inbound_.emplace_back(std::move(m), std::move(ack));
@@ -333,25 +356,27 @@ class OrchestratorImpl final : public Orchestrator {
     SagaPage page;
     Status inner;
     std::string last_key;
-    Status s = store_->scan(store_->cf(kIndex), prefix, from, [&](std::string_view key, std::string_view) {
-      const uint64_t created = read_be64(key.substr(prefix.size(), 8));
-      if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
-      if (page.items.size() == q.limit) {
-        page.next_page_token = encode_token(last_key);
-        return false;
-      }
-      const std::string id(key.substr(prefix.size() + 8));
-      StatusOr<SagaView> v = get(id);
-      last_key.assign(key);
-      if (!v.ok() && v.status().code() == StatusCode::kNotFound) return true;  // removed by retention meanwhile
-      if (!v.ok()) {
-        inner = v.status();
-        return false;
-      }
-      if (q.state && v->state != *q.state) return true;
-      page.items.push_back(std::move(*v));
-      return true;
-    });
+    Status s =
+        store_->scan(store_->cf(kIndex), prefix, from, [&](std::string_view key, std::string_view) {
+          const uint64_t created = read_be64(key.substr(prefix.size(), 8));
+          if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
+          if (page.items.size() == q.limit) {
+            page.next_page_token = encode_token(last_key);
+            return false;
+          }
+          const std::string id(key.substr(prefix.size() + 8));
+          StatusOr<SagaView> v = get(id);
+          last_key.assign(key);
+          if (!v.ok() && v.status().code() == StatusCode::kNotFound)
+            return true;  // removed by retention meanwhile
+          if (!v.ok()) {
+            inner = v.status();
+            return false;
+          }
+          if (q.state && v->state != *q.state) return true;
+          page.items.push_back(std::move(*v));
+          return true;
+        });
     SAGA_RETURN_IF_ERROR(s);
     SAGA_RETURN_IF_ERROR(inner);
     return page;
@@ -426,7 +451,8 @@ class OrchestratorImpl final : public Orchestrator {
 
   void step_finished(const Instance& inst, const StepView& s) {
     if (s.started_ms > 0) {
-      metrics_.step_latency(inst.view.type, s.name).Observe(static_cast<double>(now_ms() - s.started_ms) / 1000.0);
+      metrics_.step_latency(inst.view.type, s.name)
+          .Observe(static_cast<double>(now_ms() - s.started_ms) / 1000.0);
     }
   }
 
@@ -441,7 +467,8 @@ class OrchestratorImpl final : public Orchestrator {
     enqueue(std::move(r));
     if (!background_) {
       // Nobody else drives the engine: do it here until our request is answered.
-      while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) run_once(Duration{0});
+      while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+        run_once(Duration{0});
     }
     return future.get();
   }
@@ -497,7 +524,8 @@ class OrchestratorImpl final : public Orchestrator {
     }
     if (taken < requests.size()) {
       std::lock_guard lock(requests_mu_);
-      requests_.insert(requests_.begin(), std::make_move_iterator(requests.begin() + static_cast<long>(taken)),
+      requests_.insert(requests_.begin(),
+                       std::make_move_iterator(requests.begin() + static_cast<long>(taken)),
                        std::make_move_iterator(requests.end()));
     }
     std::vector<Transport::Ack> acks;
@@ -562,15 +590,25 @@ class OrchestratorImpl final : public Orchestrator {
       // written, since finished instances leave it only after the write.
       StatusOr<SagaView> v = get(r.id);
       if (!v.ok()) return v.status();
-      return Status::failed_precondition("saga '" + r.id + "' is " + std::string(to_string(v->state)));
+      return Status::failed_precondition("saga '" + r.id + "' is " +
+                                         std::string(to_string(v->state)));
     }
     FsmEvent ev = FsmEvent::kAbort;
     switch (r.kind) {
-      case Request::Kind::kCancel: ev = FsmEvent::kCancelRequested; break;
-      case Request::Kind::kRetry: ev = FsmEvent::kRetryCompensation; break;
-      case Request::Kind::kForce: ev = FsmEvent::kForceCompensate; break;
-      case Request::Kind::kAbort: ev = FsmEvent::kAbort; break;
-      case Request::Kind::kStart: break;
+      case Request::Kind::kCancel:
+        ev = FsmEvent::kCancelRequested;
+        break;
+      case Request::Kind::kRetry:
+        ev = FsmEvent::kRetryCompensation;
+        break;
+      case Request::Kind::kForce:
+        ev = FsmEvent::kForceCompensate;
+        break;
+      case Request::Kind::kAbort:
+        ev = FsmEvent::kAbort;
+        break;
+      case Request::Kind::kStart:
+        break;
     }
     const bool was_requested = inst->view.cancel_requested;
     if (r.kind == Request::Kind::kCancel) inst->view.cancel_requested = true;
@@ -590,7 +628,8 @@ class OrchestratorImpl final : public Orchestrator {
     } else {
       auto it = versions->second.find(r.options.version);
       if (it == versions->second.end()) {
-        return Status::not_found("saga type '" + r.type + "' has no version " + std::to_string(r.options.version));
+        return Status::not_found("saga type '" + r.type + "' has no version " +
+                                 std::to_string(r.options.version));
       }
       def = it->second;
     }
@@ -599,13 +638,16 @@ class OrchestratorImpl final : public Orchestrator {
       for (const std::string& p : def->participants()) {
         CircuitBreaker& b = breaker(p);
         if (b.state() == BreakerState::kOpen) {
-          const auto wait = std::max(Duration{1000}, std::chrono::duration_cast<Duration>(b.retry_at() - clock().now()));
-          return Status::unavailable("participant '" + p + "' is unavailable (circuit breaker open); try again later")
+          const auto wait = std::max(
+              Duration{1000}, std::chrono::duration_cast<Duration>(b.retry_at() - clock().now()));
+          return Status::unavailable("participant '" + p +
+                                     "' is unavailable (circuit breaker open); try again later")
               .with_retry_after(wait);
         }
       }
     }
-    std::string id = r.options.id.empty() ? hex(random().next()) + hex(random().next()) : r.options.id;
+    std::string id =
+        r.options.id.empty() ? hex(random().next()) + hex(random().next()) : r.options.id;
     if (id.empty() || id.size() > 200 || id.find('\0') != std::string::npos) {
       return Status::invalid_argument("saga id must be 1..200 bytes without NUL");
     }
@@ -651,7 +693,8 @@ class OrchestratorImpl final : public Orchestrator {
     StepView& sv = inst->view.steps.at(inst->view.current_step);
     const bool forward = inst->view.state == SagaState::kRunning;
     const Action& action = forward ? spec.action : *spec.compensation;
-    record_breaker(action.participant, m.outcome != ReplyOutcome::kRetry, inst->probe == action.participant);
+    record_breaker(action.participant, m.outcome != ReplyOutcome::kRetry,
+                   inst->probe == action.participant);
     inst->probe.clear();
     if (m.outcome == ReplyOutcome::kFailure) {
       // A refusal is final for this command id (the participant remembers it)
@@ -667,9 +710,12 @@ class OrchestratorImpl final : public Orchestrator {
     FsmEvent ev;
     if (m.outcome == ReplyOutcome::kSuccess) {
       if (forward && spec.action.on_reply) {
-        Json reply = m.payload.empty() ? Json() : Json::parse(m.payload, nullptr, /*allow_exceptions=*/false);
+        Json reply = m.payload.empty()
+                         ? Json()
+                         : Json::parse(m.payload, nullptr, /*allow_exceptions=*/false);
         if (reply.is_discarded()) {
-          log_->warn("saga {}: reply to {} has invalid JSON; merged as null", m.saga_id, m.in_reply_to);
+          log_->warn("saga {}: reply to {} has invalid JSON; merged as null", m.saga_id,
+                     m.in_reply_to);
           reply = Json();
         }
         try {
@@ -702,7 +748,8 @@ class OrchestratorImpl final : public Orchestrator {
 
   static std::string reply_error(const Message& m) {
     Json j = Json::parse(m.payload, nullptr, false);
-    if (j.is_object() && j.contains("error") && j["error"].is_string()) return j["error"].get<std::string>();
+    if (j.is_object() && j.contains("error") && j["error"].is_string())
+      return j["error"].get<std::string>();
     return std::string(to_string(m.outcome)) + " from participant";
   }
 
@@ -838,19 +885,27 @@ class OrchestratorImpl final : public Orchestrator {
 
   void on_state_change(const Instance& inst, SagaState from) {
     const SagaView& v = inst.view;
-    log_->debug("saga {} {} -> {} (trace {})", v.id, to_string(from), to_string(v.state), v.traceparent);
+    log_->debug("saga {} {} -> {} (trace {})", v.id, to_string(from), to_string(v.state),
+                v.traceparent);
     if (from == SagaState::kFailed && parked_ > 0) --parked_;
     switch (v.state) {
-      case SagaState::kCompleted: metrics_.completed(v.type).Increment(); break;
-      case SagaState::kCompensated: metrics_.compensated(v.type).Increment(); break;
-      case SagaState::kAborted: metrics_.aborted(v.type).Increment(); break;
+      case SagaState::kCompleted:
+        metrics_.completed(v.type).Increment();
+        break;
+      case SagaState::kCompensated:
+        metrics_.compensated(v.type).Increment();
+        break;
+      case SagaState::kAborted:
+        metrics_.aborted(v.type).Increment();
+        break;
       case SagaState::kFailed:
         ++parked_;
         metrics_.failed(v.type).Increment();
         log_->error("saga {} parked as FAILED: compensation of step {} kept failing: {}", v.id,
                     v.steps[v.current_step].name, v.last_error);
         break;
-      default: break;
+      default:
+        break;
     }
     if (is_terminal(v.state)) {
       if (in_flight_ > 0) --in_flight_;
@@ -899,11 +954,12 @@ class OrchestratorImpl final : public Orchestrator {
     std::vector<std::string> expired;
     std::string upto = prefix;
     append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now - opts_.retention.count())));
-    Status s = store_->scan(store_->cf(kIndex), prefix, prefix, [&](std::string_view key, std::string_view) {
-      if (key >= upto || expired.size() >= 10'000) return false;
-      expired.emplace_back(key.substr(prefix.size() + 8));
-      return true;
-    });
+    Status s = store_->scan(store_->cf(kIndex), prefix, prefix,
+                            [&](std::string_view key, std::string_view) {
+                              if (key >= upto || expired.size() >= 10'000) return false;
+                              expired.emplace_back(key.substr(prefix.size() + 8));
+                              return true;
+                            });
     if (!s.ok()) log_->warn("retention scan failed: {}", s.to_string());
     for (const std::string& id : expired) {
       StatusOr<SagaView> v = get(id);
@@ -912,10 +968,11 @@ class OrchestratorImpl final : public Orchestrator {
       batch_.del(store_->cf(kInstances), id);
       std::string mark_prefix = id;
       mark_prefix.push_back('\0');
-      (void)store_->scan(store_->cf(kReplies), mark_prefix, mark_prefix, [&](std::string_view key, std::string_view) {
-        batch_.del(store_->cf(kReplies), key);
-        return true;
-      });
+      (void)store_->scan(store_->cf(kReplies), mark_prefix, mark_prefix,
+                         [&](std::string_view key, std::string_view) {
+                           batch_.del(store_->cf(kReplies), key);
+                           return true;
+                         });
     }
     if (!expired.empty()) log_->info("retention removed {} finished sagas", expired.size());
   }
@@ -926,19 +983,21 @@ class OrchestratorImpl final : public Orchestrator {
     for (SagaState st : {SagaState::kRunning, SagaState::kCompensating, SagaState::kFailed}) {
       const std::string prefix = std::string(1, kIdxState) + std::string(1, static_cast<char>(st));
       std::vector<std::string> ids;
-      SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kIndex), prefix, prefix, [&](std::string_view key, std::string_view) {
-        ids.emplace_back(key.substr(prefix.size() + 8));
-        return true;
-      }));
+      SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kIndex), prefix, prefix,
+                                        [&](std::string_view key, std::string_view) {
+                                          ids.emplace_back(key.substr(prefix.size() + 8));
+                                          return true;
+                                        }));
       for (const std::string& id : ids) {
         SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInstances), id));
         if (!bytes) return Status::data_loss("index names saga '" + id + "' but it is missing");
         SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
         auto versions = definitions_.find(inst.view.type);
         if (versions == definitions_.end() || !versions->second.count(inst.view.version)) {
-          return Status::failed_precondition("saga '" + id + "' needs definition '" + inst.view.type + "' v" +
-                                             std::to_string(inst.view.version) +
-                                             ", which is not registered; keep old versions until their sagas finish");
+          return Status::failed_precondition(
+              "saga '" + id + "' needs definition '" + inst.view.type + "' v" +
+              std::to_string(inst.view.version) +
+              ", which is not registered; keep old versions until their sagas finish");
         }
         if (st == SagaState::kFailed) ++parked_;
         inst.probe.clear();  // breakers start closed after a restart
@@ -946,14 +1005,16 @@ class OrchestratorImpl final : public Orchestrator {
         ++in_flight_;
       }
     }
-    SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
-      timers_.emplace(static_cast<int64_t>(read_be64(key.substr(0, 8))), std::string(key.substr(8)));
-      return true;
-    }));
+    SAGA_RETURN_IF_ERROR(
+        store_->scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
+          timers_.emplace(static_cast<int64_t>(read_be64(key.substr(0, 8))),
+                          std::string(key.substr(8)));
+          return true;
+        }));
     SAGA_RETURN_IF_ERROR(outbox_->recover());
     outbox_depth_ = outbox_->depth();
-    log_->info("orchestrator '{}' recovered {} unfinished sagas, {} timers, {} unsent commands", opts_.name,
-               live_.size(), timers_.size(), outbox_->depth());
+    log_->info("orchestrator '{}' recovered {} unfinished sagas, {} timers, {} unsent commands",
+               opts_.name, live_.size(), timers_.size(), outbox_->depth());
     return ok_status();
   }
 
@@ -967,7 +1028,9 @@ class OrchestratorImpl final : public Orchestrator {
     return definitions_.at(inst.view.type).at(inst.view.version);
   }
 
-  std::string new_traceparent() { return "00-" + hex(random().next()) + hex(random().next()) + "-" + hex(random().next()) + "-01"; }
+  std::string new_traceparent() {
+    return "00-" + hex(random().next()) + hex(random().next()) + "-" + hex(random().next()) + "-01";
+  }
 
   static std::string encode_token(const std::string& key) {
     static const char* kHex = "0123456789abcdef";
@@ -1080,7 +1143,8 @@ void Transition::send_compensation() {
   ++inst_.attempt;
   sv.compensation_attempts = inst_.attempt;
   if (c.is_local()) {
-    followup = run_local(c.local).ok() ? FsmEvent::kCompensationSucceeded : FsmEvent::kCompensationFailed;
+    followup =
+        run_local(c.local).ok() ? FsmEvent::kCompensationSucceeded : FsmEvent::kCompensationFailed;
     return;
   }
   send_command(c, command_id('c'), command_id('a'));
@@ -1111,7 +1175,8 @@ void Transition::send_command(const Action& a, std::string id, std::string compe
   } catch (const std::exception& ex) {
     // A builder that throws is a bug in the definition: nothing is sent and
     // the step (or compensation) fails visibly instead of hanging.
-    step().last_error = inst_.view.last_error = std::string("building the command failed: ") + ex.what();
+    step().last_error = inst_.view.last_error =
+        std::string("building the command failed: ") + ex.what();
     followup = m.compensates.empty() ? FsmEvent::kStepFailed : FsmEvent::kCompensationFailed;
     return;
   }
@@ -1142,27 +1207,34 @@ Status Transition::run_local(const LocalFn& fn) {
 void Transition::schedule_resend(const RetryPolicy& policy) {
   inst_.awaiting.clear();
   inst_.timer = TimerKind::kResend;
-  inst_.timer_due_ms = now_ms() + policy.backoff(std::max<uint32_t>(1, inst_.attempt - inst_.attempt_base), e_.random()).count();
+  inst_.timer_due_ms =
+      now_ms() +
+      policy.backoff(std::max<uint32_t>(1, inst_.attempt - inst_.attempt_base), e_.random())
+          .count();
 }
 
 }  // namespace
 }  // namespace internal
 
-StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::open(Options options, std::shared_ptr<Transport> transport,
+StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::open(Options options,
+                                                           std::shared_ptr<Transport> transport,
                                                            std::vector<DefinitionPtr> definitions) {
   if (options.data_dir.empty()) return Status::invalid_argument("Options::data_dir is required");
   if (options.name.empty()) return Status::invalid_argument("Options::name is required");
   if (!transport) return Status::invalid_argument("a transport is required");
-  if (options.max_batch == 0) return Status::invalid_argument("Options::max_batch must be positive");
+  if (options.max_batch == 0)
+    return Status::invalid_argument("Options::max_batch must be positive");
   const BreakerOptions& b = options.breaker;
-  if (b.enabled && (b.min_calls == 0 || b.window < b.min_calls || b.failure_rate <= 0 || b.failure_rate > 1 ||
-                    b.probes == 0 || b.open_for.count() <= 0)) {
+  if (b.enabled && (b.min_calls == 0 || b.window < b.min_calls || b.failure_rate <= 0 ||
+                    b.failure_rate > 1 || b.probes == 0 || b.open_for.count() <= 0)) {
     return Status::invalid_argument(
-        "BreakerOptions: need 1 <= min_calls <= window, 0 < failure_rate <= 1, probes >= 1 and open_for > 0");
+        "BreakerOptions: need 1 <= min_calls <= window, 0 < failure_rate <= 1, probes >= 1 and "
+        "open_for > 0");
   }
   if (!options.clock) options.clock = std::make_shared<SystemClock>();
   if (!options.random) options.random = std::make_shared<SeededRandom>(std::random_device{}());
-  auto impl = std::make_unique<internal::OrchestratorImpl>(std::move(options), std::move(transport));
+  auto impl =
+      std::make_unique<internal::OrchestratorImpl>(std::move(options), std::move(transport));
   SAGA_RETURN_IF_ERROR(impl->init(std::move(definitions)));
   return std::unique_ptr<Orchestrator>(std::move(impl));
 }

@@ -2,8 +2,8 @@
 
 namespace saga::internal {
 
-Outbox::Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport, const Clock& clock,
-               std::shared_ptr<spdlog::logger> log)
+Outbox::Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport,
+               const Clock& clock, std::shared_ptr<spdlog::logger> log)
     : store_(store), cf_(cf), transport_(transport), clock_(clock), log_(std::move(log)) {}
 
 Status Outbox::recover() {

@@ -9,8 +9,8 @@
 #include <atomic>
 #include <cstdio>
 #include <map>
-#include <random>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_map>
 
@@ -59,7 +59,9 @@ class Txn final : public StateTxn {
     if (auto it = batch_.find(key); it != batch_.end()) return it->second;
     return store_.get(store_.cf(kState), key);
   }
-  void put(std::string_view key, std::string_view value) override { mine_[std::string(key)] = std::string(value); }
+  void put(std::string_view key, std::string_view value) override {
+    mine_[std::string(key)] = std::string(value);
+  }
   void del(std::string_view key) override { mine_[std::string(key)] = std::nullopt; }
   void emit(Message event) override {
     event.kind = MessageKind::kEvent;
@@ -101,7 +103,8 @@ class ParticipantImpl final : public Participant {
 
   Status init() {
     SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
-    outbox_ = std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
+    outbox_ =
+        std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
     SAGA_RETURN_IF_ERROR(outbox_->recover());
     return transport_->subscribe(opts_.name, [this](Message m, Transport::Ack ack) {
       inbound_.emplace_back(std::move(m), std::move(ack));
@@ -109,7 +112,8 @@ class ParticipantImpl final : public Participant {
   }
 
   Status on(std::string command_type, CommandHandler handler) override {
-    if (command_type.empty() || !handler) return Status::invalid_argument("a handler needs a command type and a function");
+    if (command_type.empty() || !handler)
+      return Status::invalid_argument("a handler needs a command type and a function");
     std::lock_guard lock(engine_mu_);
     if (!handlers_.emplace(command_type, std::move(handler)).second) {
       return Status::invalid_argument("handler for '" + command_type + "' registered twice");
@@ -219,7 +223,8 @@ class ParticipantImpl final : public Participant {
   }
 
   StatusOr<std::optional<InboxRecord>> lookup(const std::string& command_id) {
-    if (auto it = inbox_overlay_.find(command_id); it != inbox_overlay_.end()) return std::optional(it->second);
+    if (auto it = inbox_overlay_.find(command_id); it != inbox_overlay_.end())
+      return std::optional(it->second);
     SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInbox), command_id));
     if (!bytes) return std::optional<InboxRecord>();
     SAGA_ASSIGN_OR_RETURN(InboxRecord r, decode_record(*bytes));
@@ -237,7 +242,8 @@ class ParticipantImpl final : public Participant {
       return;
     }
     Message r;
-    r.id = cmd.id + (outcome == ReplyOutcome::kRetry ? "/retry" + std::to_string(cmd.attempt) : "/r");
+    r.id =
+        cmd.id + (outcome == ReplyOutcome::kRetry ? "/retry" + std::to_string(cmd.attempt) : "/r");
     r.kind = MessageKind::kReply;
     r.type = "reply";
     r.destination = cmd.reply_to;
@@ -253,8 +259,12 @@ class ParticipantImpl final : public Participant {
 
   // Error texts may carry bytes from the wire or from handlers that are not
   // UTF-8; they must still make a reply, never an exception.
-  static std::string error_payload(const std::string& error) { return dump_lenient(Json{{"error", error}}); }
-  static std::string dump_lenient(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+  static std::string error_payload(const std::string& error) {
+    return dump_lenient(Json{{"error", error}});
+  }
+  static std::string dump_lenient(const Json& j) {
+    return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+  }
   static std::string make_nonce() {
     std::random_device rd;
     char buf[17];
@@ -282,12 +292,14 @@ class ParticipantImpl final : public Participant {
     Json action_reply;
     if (!cmd.compensates.empty()) {
       StatusOr<std::optional<InboxRecord>> action = lookup(cmd.compensates);
-      if (!action.ok()) return reply(cmd, ReplyOutcome::kRetry, error_payload(action.status().to_string()));
+      if (!action.ok())
+        return reply(cmd, ReplyOutcome::kRetry, error_payload(action.status().to_string()));
       if (!*action) {
         // The compensation overtook its action: void the action so that it is
         // refused if it ever arrives, and report the undo as done.
         ++stats_.voided;
-        remember(cmd.compensates, {ReplyOutcome::kFailure, error_payload("cancelled by compensation " + cmd.id), true});
+        remember(cmd.compensates, {ReplyOutcome::kFailure,
+                                   error_payload("cancelled by compensation " + cmd.id), true});
         remember(cmd.id, {ReplyOutcome::kSuccess, "{}"});
         return reply(cmd, ReplyOutcome::kSuccess, "{}");
       }
@@ -302,7 +314,8 @@ class ParticipantImpl final : public Participant {
     auto h = handlers_.find(cmd.type);
     if (h == handlers_.end()) {
       ++stats_.refused;
-      const std::string err = "participant '" + opts_.name + "' has no handler for command '" + cmd.type + "'";
+      const std::string err =
+          "participant '" + opts_.name + "' has no handler for command '" + cmd.type + "'";
       log_->error("{}", err);
       remember(cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
       return reply(cmd, ReplyOutcome::kFailure, error_payload(err));
@@ -370,8 +383,8 @@ class ParticipantImpl final : public Participant {
 
   BackgroundLoop loop_;
 
-  std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0}, writes_{0},
-      outbox_depth_{0};
+  std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0},
+      writes_{0}, outbox_depth_{0};
 };
 
 }  // namespace
@@ -380,7 +393,8 @@ class ParticipantImpl final : public Participant {
 StatusOr<std::unique_ptr<Participant>> Participant::open(ParticipantOptions options,
                                                          std::shared_ptr<Transport> transport) {
   if (options.name.empty()) return Status::invalid_argument("ParticipantOptions::name is required");
-  if (options.data_dir.empty()) return Status::invalid_argument("ParticipantOptions::data_dir is required");
+  if (options.data_dir.empty())
+    return Status::invalid_argument("ParticipantOptions::data_dir is required");
   if (!transport) return Status::invalid_argument("a transport is required");
   if (!options.clock) options.clock = std::make_shared<SystemClock>();
   auto impl = std::make_unique<internal::ParticipantImpl>(std::move(options), std::move(transport));

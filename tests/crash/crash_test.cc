@@ -24,14 +24,17 @@ TEST_CASE("sagas survive twenty SIGKILLs of the orchestrator process") {
   fs::remove_all(dir);
   fs::create_directories(dir);
   const std::string log = (dir / "worker.log").string();
-  const std::vector<std::string> run = {SAGA_CRASH_WORKER, "run", dir.string(), std::to_string(kSagas)};
+  const std::vector<std::string> run = {SAGA_CRASH_WORKER, "run", dir.string(),
+                                        std::to_string(kSagas)};
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_int_distribution<int> delay_ms(150, 700);
 
   for (int kill = 1; kill <= kKills; ++kill) {
     Process worker(run, log);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment, not a wait
-    REQUIRE_MESSAGE(worker.running(), "the worker exited before kill ", kill, ", too early to prove anything; see ", log);
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment, not a wait
+    REQUIRE_MESSAGE(worker.running(), "the worker exited before kill ", kill,
+                    ", too early to prove anything; see ", log);
     CHECK(worker.kill_now() == 128 + SIGKILL);
   }
   MESSAGE("killed the worker ", kKills, " times");

@@ -82,7 +82,8 @@ int main(int argc, char** argv) {
   };
   auto inventory = open_participant("inventory");
   auto payment = open_participant("payment");
-  if (Status s = testing::register_inventory(*inventory, kCapacity, faults, chance); !s.ok()) die("inventory", s);
+  if (Status s = testing::register_inventory(*inventory, kCapacity, faults, chance); !s.ok())
+    die("inventory", s);
   if (Status s = testing::register_payment(*payment, faults, chance); !s.ok()) die("payment", s);
 
   (*orch)->start_background();
@@ -94,7 +95,8 @@ int main(int argc, char** argv) {
       StartOptions so;
       so.id = saga_id(k);
       auto r = (*orch)->start("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so);
-      if (!r.ok() && r.status().code() != StatusCode::kAlreadyExists) die("start " + so.id, r.status());
+      if (!r.ok() && r.status().code() != StatusCode::kAlreadyExists)
+        die("start " + so.id, r.status());
       if (r.ok() && k % 5 == 0) {
         // A steady pace, so that kills land while sagas are being started,
         // executed and compensated.
@@ -130,5 +132,7 @@ int main(int argc, char** argv) {
   for (const std::string& b : bad) std::cout << "VIOLATION " << b << "\n";
   std::cout << "completed " << outcomes[SagaState::kCompleted] << " compensated "
             << outcomes[SagaState::kCompensated] << " violations " << bad.size() << std::endl;
-  return bad.empty() && outcomes[SagaState::kCompleted] > 0 && outcomes[SagaState::kCompensated] > 0 ? 0 : 1;
+  return bad.empty() && outcomes[SagaState::kCompleted] > 0 && outcomes[SagaState::kCompensated] > 0
+             ? 0
+             : 1;
 }

@@ -31,7 +31,8 @@ const std::string kKafka = std::string(SAGA_SOURCE_DIR) + "/scripts/kafka";
 class Brokers {
  public:
   Brokers(const fs::path& dir, int nodes) : dir_(dir / "kafka"), nodes_(nodes) {
-    bootstrap_ = run_command(kKafka + (nodes == 1 ? " start" : " start-cluster") + " --dir " + dir_.string());
+    bootstrap_ = run_command(kKafka + (nodes == 1 ? " start" : " start-cluster") + " --dir " +
+                             dir_.string());
     REQUIRE(!bootstrap_.empty());
   }
   ~Brokers() {
@@ -45,7 +46,9 @@ class Brokers {
   void stop() { run_command(kKafka + " stop --dir " + dir_.string()); }
   // Starts again on the same ports and data.
   void restart() { run_command(kKafka + " start --dir " + dir_.string()); }
-  void kill_node(int node) { run_command(kKafka + " kill-node --dir " + dir_.string() + " --node " + std::to_string(node)); }
+  void kill_node(int node) {
+    run_command(kKafka + " kill-node --dir " + dir_.string() + " --node " + std::to_string(node));
+  }
 
  private:
   fs::path dir_;
@@ -57,7 +60,8 @@ class Brokers {
 class Run {
  public:
   Run(const std::string& name, int brokers = 1)
-      : dir_(fs::temp_directory_path() / ("saga-kafka-" + name + "-" + std::to_string(::getpid()))) {
+      : dir_(fs::temp_directory_path() /
+             ("saga-kafka-" + name + "-" + std::to_string(::getpid()))) {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     brokers_ = std::make_unique<Brokers>(dir_, brokers);
@@ -79,10 +83,12 @@ class Run {
 
   // Starts a participant process and waits until it consumes.
   void start_participant(const std::string& name) {
-    const std::string log_file = (dir_ / (name + "-" + std::to_string(++starts_[name]) + ".log")).string();
+    const std::string log_file =
+        (dir_ / (name + "-" + std::to_string(++starts_[name]) + ".log")).string();
     participants_[name] = std::make_unique<Process>(
         std::vector<std::string>{SAGA_NODE, "participant", name, dir_.string()}, log_file, env_);
-    REQUIRE_MESSAGE(wait_for_text(log_file, "ready " + name, 60s), name, " did not start; see ", log_file);
+    REQUIRE_MESSAGE(wait_for_text(log_file, "ready " + name, 60s), name, " did not start; see ",
+                    log_file);
   }
   void start_participants() {
     for (const char* name : {"inventory", "payment", "loyalty"}) start_participant(name);
@@ -91,7 +97,8 @@ class Run {
 
   Process& start_orchestrator(int sagas, int pace_ms) {
     orchestrator_ = std::make_unique<Process>(
-        std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas), std::to_string(pace_ms)},
+        std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas),
+                                 std::to_string(pace_ms)},
         log("orchestrator"), env_);
     return *orchestrator_;
   }
@@ -99,8 +106,9 @@ class Run {
 
   // Waits for the orchestrator's progress line "started K".
   void wait_started(int k, std::chrono::seconds limit = 120s) {
-    REQUIRE_MESSAGE(wait_for_text(log("orchestrator"), "started " + std::to_string(k) + "\n", limit),
-                    "the orchestrator did not start ", k, " sagas; see ", log("orchestrator"));
+    REQUIRE_MESSAGE(
+        wait_for_text(log("orchestrator"), "started " + std::to_string(k) + "\n", limit),
+        "the orchestrator did not start ", k, " sagas; see ", log("orchestrator"));
   }
 
   // Waits for the orchestrator to see every saga terminal, stops the
@@ -135,7 +143,8 @@ int started_so_far(const Run& run) {
   return at == std::string::npos ? 0 : std::atoi(log.c_str() + at + 8);
 }
 
-TEST_CASE("a saga runs end to end between an orchestrator process and three participant processes") {
+TEST_CASE(
+    "a saga runs end to end between an orchestrator process and three participant processes") {
   Run run("e2e");
   run.start_participants();
   run.start_orchestrator(300, 0);

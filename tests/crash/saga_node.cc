@@ -89,15 +89,18 @@ int run_participant(const std::string& name, const std::string& dir) {
   sigwait(&signals, &sig);
   p->stop();
   const ParticipantStats st = p->stats();
-  std::cout << name << " stopping: applied " << st.applied << " duplicates " << st.duplicates << std::endl;
+  std::cout << name << " stopping: applied " << st.applied << " duplicates " << st.duplicates
+            << std::endl;
   return 0;
 }
 
-std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir, std::shared_ptr<Transport> transport) {
+std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir,
+                                                std::shared_ptr<Transport> transport) {
   Options o;
   o.data_dir = dir + "/orchestrator";
   o.breaker.enabled = false;
-  auto orch = Orchestrator::open(o, std::move(transport), {testing::booking_with_loyalty_definition(Duration{2000}, 20)});
+  auto orch = Orchestrator::open(o, std::move(transport),
+                                 {testing::booking_with_loyalty_definition(Duration{2000}, 20)});
   if (!orch.ok()) die("open orchestrator", orch.status());
   return std::move(*orch);
 }
@@ -118,8 +121,10 @@ int run_orchestrator(const std::string& dir, int n, int pace_ms) {
     StartOptions so;
     so.id = saga_id(k);
     auto r = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so);
-    if (!r.ok() && r.status().code() != StatusCode::kAlreadyExists) die("start " + so.id, r.status());
-    if (r.ok() && k % 10 == 9 && pace_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
+    if (!r.ok() && r.status().code() != StatusCode::kAlreadyExists)
+      die("start " + so.id, r.status());
+    if (r.ok() && k % 10 == 9 && pace_ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
     if (k % 100 == 99) std::cout << "started " << k + 1 << std::endl;
   }
   std::cout << "all started" << std::endl;
@@ -127,7 +132,8 @@ int run_orchestrator(const std::string& dir, int n, int pace_ms) {
   int done = 0;
   while ((done = count_terminal(*orch, n)) < n) {
     if (std::chrono::steady_clock::now() > deadline) {
-      std::cerr << "saga_node: only " << done << " of " << n << " sagas finished in time" << std::endl;
+      std::cerr << "saga_node: only " << done << " of " << n << " sagas finished in time"
+                << std::endl;
       return 3;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));  // polling with a deadline
@@ -141,9 +147,12 @@ int run_check(const std::string& dir, int n) {
   // Offline: nothing is sent, the stores are only read.
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 1);
   auto orch = open_orchestrator(dir, std::shared_ptr<Transport>(bus->connect("orchestrator")));
-  auto inventory = open_participant("inventory", dir, std::shared_ptr<Transport>(bus->connect("inventory")));
-  auto payment = open_participant("payment", dir, std::shared_ptr<Transport>(bus->connect("payment")));
-  auto loyalty = open_participant("loyalty", dir, std::shared_ptr<Transport>(bus->connect("loyalty")));
+  auto inventory =
+      open_participant("inventory", dir, std::shared_ptr<Transport>(bus->connect("inventory")));
+  auto payment =
+      open_participant("payment", dir, std::shared_ptr<Transport>(bus->connect("payment")));
+  auto loyalty =
+      open_participant("loyalty", dir, std::shared_ptr<Transport>(bus->connect("loyalty")));
   std::map<std::string, SagaView> views;
   std::map<SagaState, int> outcomes;
   for (int k = 0; k < n; ++k) {
@@ -153,10 +162,11 @@ int run_check(const std::string& dir, int n) {
     views.emplace(saga_id(k), std::move(*v));
   }
   auto bad = testing::check_booking_invariants(views, *inventory, *payment, kCapacity);
-  for (std::string& b : testing::check_loyalty_invariants(views, *loyalty)) bad.push_back(std::move(b));
+  for (std::string& b : testing::check_loyalty_invariants(views, *loyalty))
+    bad.push_back(std::move(b));
   for (const std::string& b : bad) std::cout << "VIOLATION " << b << "\n";
-  std::cout << "completed " << outcomes[SagaState::kCompleted] << " compensated " << outcomes[SagaState::kCompensated]
-            << " violations " << bad.size() << std::endl;
+  std::cout << "completed " << outcomes[SagaState::kCompleted] << " compensated "
+            << outcomes[SagaState::kCompensated] << " violations " << bad.size() << std::endl;
   const bool both = outcomes[SagaState::kCompleted] > 0 && outcomes[SagaState::kCompensated] > 0;
   return bad.empty() && both ? 0 : 1;
 }
@@ -168,7 +178,8 @@ int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "";
   try {
     if (mode == "participant" && argc == 4) return run_participant(argv[2], argv[3]);
-    if (mode == "orchestrator" && argc == 5) return run_orchestrator(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
+    if (mode == "orchestrator" && argc == 5)
+      return run_orchestrator(argv[2], std::stoi(argv[3]), std::stoi(argv[4]));
     if (mode == "check" && argc == 4) return run_check(argv[2], std::stoi(argv[3]));
   } catch (const std::exception& e) {
     std::cerr << "saga_node: " << e.what() << std::endl;

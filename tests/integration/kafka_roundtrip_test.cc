@@ -45,9 +45,8 @@ TEST_CASE("keyed messages with headers survive a round trip through the real bro
   const std::vector<std::string> keys = {"saga-a", "saga-b", "saga-c", "saga-d"};
 
   {
-    auto conf = make_conf({{"bootstrap.servers", bootstrap},
-                           {"enable.idempotence", "true"},
-                           {"linger.ms", "1"}});
+    auto conf = make_conf(
+        {{"bootstrap.servers", bootstrap}, {"enable.idempotence", "true"}, {"linger.ms", "1"}});
     std::string err;
     std::unique_ptr<RdKafka::Producer> producer(RdKafka::Producer::create(conf.get(), err));
     REQUIRE_MESSAGE(producer, err);
@@ -84,7 +83,8 @@ TEST_CASE("keyed messages with headers survive a round trip through the real bro
   const auto deadline = Clock::now() + std::chrono::seconds(60);
   while (static_cast<int>(got.size()) < kMessages && Clock::now() < deadline) {
     std::unique_ptr<RdKafka::Message> msg(consumer->consume(200));
-    if (msg->err() == RdKafka::ERR__TIMED_OUT || msg->err() == RdKafka::ERR__PARTITION_EOF) continue;
+    if (msg->err() == RdKafka::ERR__TIMED_OUT || msg->err() == RdKafka::ERR__PARTITION_EOF)
+      continue;
     REQUIRE_MESSAGE(msg->err() == RdKafka::ERR_NO_ERROR, msg->errstr());
     got.push_back({msg->key() ? *msg->key() : std::string(),
                    std::string(static_cast<const char*>(msg->payload()), msg->len()),

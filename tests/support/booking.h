@@ -31,12 +31,17 @@ inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint3
   auto def = DefinitionBuilder("booking", 1)
                  .command("reserve", "inventory", "reserve")
                  .compensate("inventory", "release")
-                 .timeout(timeout).retry(retry).compensation_retry(forever)
+                 .timeout(timeout)
+                 .retry(retry)
+                 .compensation_retry(forever)
                  .command("pay", "payment", "charge")
                  .compensate("payment", "refund")
-                 .timeout(timeout).retry(retry).compensation_retry(forever)
+                 .timeout(timeout)
+                 .retry(retry)
+                 .compensation_retry(forever)
                  .command("confirm", "inventory", "confirm")
-                 .timeout(timeout).retry(retry)
+                 .timeout(timeout)
+                 .retry(retry)
                  .build();
   if (!def.ok()) throw std::runtime_error(def.status().to_string());
   return *def;
@@ -45,22 +50,30 @@ inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint3
 /// The booking saga with a third participant: reserve -> pay -> confirm ->
 /// award (loyalty points; compensation: revoke), confirm being the pivot.
 /// For multi-process tests.
-inline DefinitionPtr booking_with_loyalty_definition(Duration timeout = Duration{1000}, uint32_t attempts = 5) {
+inline DefinitionPtr booking_with_loyalty_definition(Duration timeout = Duration{1000},
+                                                     uint32_t attempts = 5) {
   RetryPolicy retry{attempts, Duration{50}, 2.0, Duration{1000}, 0.2};
   RetryPolicy forever{0, Duration{50}, 2.0, Duration{1000}, 0.2};
   auto def = DefinitionBuilder("booking", 1)
                  .command("reserve", "inventory", "reserve")
                  .compensate("inventory", "release")
-                 .timeout(timeout).retry(retry).compensation_retry(forever)
+                 .timeout(timeout)
+                 .retry(retry)
+                 .compensation_retry(forever)
                  .command("pay", "payment", "charge")
                  .compensate("payment", "refund")
-                 .timeout(timeout).retry(retry).compensation_retry(forever)
+                 .timeout(timeout)
+                 .retry(retry)
+                 .compensation_retry(forever)
                  .command("confirm", "inventory", "confirm")
-                 .timeout(timeout).retry(retry)
+                 .timeout(timeout)
+                 .retry(retry)
                  .pivot()  // once stock is confirmed, the points are retried until they land
                  .command("award", "loyalty", "award")
                  .compensate("loyalty", "revoke")
-                 .timeout(timeout).retry(forever).compensation_retry(forever)
+                 .timeout(timeout)
+                 .retry(forever)
+                 .compensation_retry(forever)
                  .build();
   if (!def.ok()) throw std::runtime_error(def.status().to_string());
   return *def;
@@ -119,7 +132,8 @@ inline Status register_inventory(Participant& p, int64_t capacity, const Booking
 }
 
 /// Registers payment's handlers: charge (may decline or ask for a retry) and refund.
-inline Status register_payment(Participant& p, const BookingFaults& faults, std::function<double()> chance) {
+inline Status register_payment(Participant& p, const BookingFaults& faults,
+                               std::function<double()> chance) {
   SAGA_RETURN_IF_ERROR(p.on("charge", [faults, chance](CommandContext& c) {
     const double roll = chance();
     if (roll < faults.decline) return HandlerResult::failure("card declined");
@@ -168,9 +182,9 @@ inline std::map<std::string, int64_t> read_ints(const Participant& p, const std:
 
 /// Checks the invariants over a finished run; returns the violations found
 /// (empty = consistent). `sagas` maps saga id -> final state and data.
-inline std::vector<std::string> check_booking_invariants(const std::map<std::string, SagaView>& sagas,
-                                                         const Participant& inventory, const Participant& payment,
-                                                         int64_t capacity) {
+inline std::vector<std::string> check_booking_invariants(
+    const std::map<std::string, SagaView>& sagas, const Participant& inventory,
+    const Participant& payment, int64_t capacity) {
   std::vector<std::string> bad;
   const auto holds = read_ints(inventory, "hold/");
   const auto confirmed = read_ints(inventory, "confirmed/");
@@ -190,21 +204,25 @@ inline std::vector<std::string> check_booking_invariants(const std::map<std::str
   for (const auto& [id, n] : holds) held_total += n;
   for (const auto& [id, n] : charges) charged_total += n;
   if (used[""] != held_total) bad.push_back("inventory 'used' disagrees with the holds");
-  if (used[""] > capacity) bad.push_back("overbooked: " + std::to_string(used[""]) + " > " + std::to_string(capacity));
+  if (used[""] > capacity)
+    bad.push_back("overbooked: " + std::to_string(used[""]) + " > " + std::to_string(capacity));
   if (balance[""] != charged_total) bad.push_back("payment balance disagrees with the charges");
 
   for (const auto& [id, v] : sagas) {
-    const bool held = holds.count(id) > 0, conf = confirmed.count(id) > 0, charged = charges.count(id) > 0;
+    const bool held = holds.count(id) > 0, conf = confirmed.count(id) > 0,
+               charged = charges.count(id) > 0;
     switch (v.state) {
       case SagaState::kCompleted: {
         const int64_t amount = v.data.value("amount", 0);
         if (!held || !conf) bad.push_back("completed saga " + id + " has no confirmed stock");
-        if (!charged || charges.at(id) != amount) bad.push_back("completed saga " + id + " is not paid exactly once");
+        if (!charged || charges.at(id) != amount)
+          bad.push_back("completed saga " + id + " is not paid exactly once");
         for (int step = 0; step < 3; ++step) {
           const auto& applied = step == 1 ? pay_applied : inv_applied;
           auto it = applied.find(id + "/" + std::to_string(step) + "/a");
           if (it == applied.end() || it->second != 1) {
-            bad.push_back("completed saga " + id + " did not apply step " + std::to_string(step) + " exactly once");
+            bad.push_back("completed saga " + id + " did not apply step " + std::to_string(step) +
+                          " exactly once");
           }
         }
         break;
@@ -231,8 +249,8 @@ inline std::vector<std::string> check_booking_invariants(const std::map<std::str
 
 /// Invariants of the loyalty participant: completed sagas were awarded
 /// exactly once, others hold no points, nothing was applied twice.
-inline std::vector<std::string> check_loyalty_invariants(const std::map<std::string, SagaView>& sagas,
-                                                         const Participant& loyalty) {
+inline std::vector<std::string> check_loyalty_invariants(
+    const std::map<std::string, SagaView>& sagas, const Participant& loyalty) {
   std::vector<std::string> bad;
   const auto points = read_ints(loyalty, "points/");
   const auto applied = read_ints(loyalty, "applied/");
@@ -241,8 +259,10 @@ inline std::vector<std::string> check_loyalty_invariants(const std::map<std::str
   }
   for (const auto& [id, v] : sagas) {
     const bool has = points.count(id) > 0;
-    if (v.state == SagaState::kCompleted && !has) bad.push_back("completed saga " + id + " has no points");
-    if (v.state != SagaState::kCompleted && has) bad.push_back("saga " + id + " ended " + std::string(to_string(v.state)) + " with points");
+    if (v.state == SagaState::kCompleted && !has)
+      bad.push_back("completed saga " + id + " has no points");
+    if (v.state != SagaState::kCompleted && has)
+      bad.push_back("saga " + id + " ended " + std::string(to_string(v.state)) + " with points");
   }
   return bad;
 }

@@ -60,7 +60,8 @@ inline void create_topic(const std::string& bootstrap, const std::string& topic,
   std::unique_ptr<rd_kafka_event_t, decltype(&rd_kafka_event_destroy)> ev(
       rd_kafka_queue_poll(queue.get(), 30'000), &rd_kafka_event_destroy);
   if (!ev) throw std::runtime_error("CreateTopics timed out for " + topic);
-  if (rd_kafka_event_error(ev.get())) throw std::runtime_error(rd_kafka_event_error_string(ev.get()));
+  if (rd_kafka_event_error(ev.get()))
+    throw std::runtime_error(rd_kafka_event_error_string(ev.get()));
   size_t n = 0;
   const rd_kafka_topic_result_t** res =
       rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev.get()), &n);

@@ -106,7 +106,8 @@ inline std::string read_file(const std::string& path) {
 }
 
 /// Waits up to `limit` until `path` contains `needle`.
-inline bool wait_for_text(const std::string& path, const std::string& needle, std::chrono::milliseconds limit) {
+inline bool wait_for_text(const std::string& path, const std::string& needle,
+                          std::chrono::milliseconds limit) {
   const auto deadline = std::chrono::steady_clock::now() + limit;
   while (read_file(path).find(needle) == std::string::npos) {
     if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -125,7 +126,8 @@ inline std::string run_command(const std::string& command) {
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   const int status = pclose(p);
-  if (status != 0) throw std::runtime_error("command failed (" + std::to_string(status) + "): " + command);
+  if (status != 0)
+    throw std::runtime_error("command failed (" + std::to_string(status) + "): " + command);
   while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
   return out;
 }

@@ -713,9 +713,9 @@ TEST_CASE("a cancel refused after the pivot does not mark the saga as cancel-req
 }
 
 // Regression: after the pivot a refused step was re-sent under the same
-// command id (now each refusal starts a new round, "<saga>/<step>/a.<round>"). Participants answer a known command id from their inbox with the
-// first reply (here the refusal, under the same reply id, which the engine
-// then drops as a duplicate), so the step can never succeed: it loops through
+// command id (now each refusal starts a new round, "<saga>/<step>/a.<round>"). Participants answer
+// a known command id from their inbox with the first reply (here the refusal, under the same reply
+// id, which the engine then drops as a duplicate), so the step can never succeed: it loops through
 // timeouts forever.
 TEST_CASE("after the pivot, a refused step is retried until its participant accepts it") {
   Harness h;
@@ -1467,10 +1467,13 @@ TEST_CASE("a write holds at most max_batch transitions") {
 // Collects every event published on one stream of the bus.
 struct EventSink {
   explicit EventSink(MemoryBus& bus, const std::string& stream) : endpoint(bus.connect("sink")) {
-    REQUIRE(endpoint->subscribe(stream, [this](Message m, Transport::Ack ack) {
-      events.push_back(std::move(m));
-      ack();
-    }).ok());
+    REQUIRE(endpoint
+                ->subscribe(stream,
+                            [this](Message m, Transport::Ack ack) {
+                              events.push_back(std::move(m));
+                              ack();
+                            })
+                .ok());
   }
   std::vector<std::string> types() {
     endpoint->poll(Duration{0});
@@ -1495,7 +1498,8 @@ DefinitionPtr booking_with_events() {
                  .on_state_change([](const SagaView& v, std::optional<SagaState> previous) {
                    Message m;
                    m.destination = "reserveplace";
-                   m.type = !previous ? "ReservationPlaced" : std::string("Saga") + std::string(to_string(v.state));
+                   m.type = !previous ? "ReservationPlaced"
+                                      : std::string("Saga") + std::string(to_string(v.state));
                    m.payload = Json{{"orderId", v.id}}.dump();
                    return std::vector<Message>{m};
                  })
@@ -1525,8 +1529,9 @@ TEST_CASE("state changes publish the definition's domain events through the outb
   const std::string declined = h.start();
   h.drive();
   CHECK(h.state(declined) == SagaState::kCompensated);
-  CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED", "ReservationPlaced",
-                                                 "SagaCOMPENSATING", "SagaCOMPENSATED"});
+  CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED",
+                                                 "ReservationPlaced", "SagaCOMPENSATING",
+                                                 "SagaCOMPENSATED"});
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ class World {
  public:
   explicit World(uint64_t seed)
       : seed_(seed),
-        dir_(fs::temp_directory_path() / ("saga-sim-" + std::to_string(::getpid()) + "-" + std::to_string(seed))),
+        dir_(fs::temp_directory_path() /
+             ("saga-sim-" + std::to_string(::getpid()) + "-" + std::to_string(seed))),
         clock_(std::make_shared<ManualClock>()),
         bus_(MemoryBus::create(clock_, seed)),
         rng_(seed * 7919 + 1),
@@ -108,7 +109,8 @@ class World {
     for (int tick = 0; tick < 20'000; ++tick) {
       if (next < kSagas && roll() < 0.2) {
         const std::string id = "s" + std::to_string(seed_) + "-" + std::to_string(next++);
-        Json data = {{"qty", 1 + static_cast<int>(roll() * 2)}, {"amount", 100 + static_cast<int>(roll() * 900)}};
+        Json data = {{"qty", 1 + static_cast<int>(roll() * 2)},
+                     {"amount", 100 + static_cast<int>(roll() * 900)}};
         StartOptions so;
         so.id = id;
         auto r = orch_->start("booking", data, so);
@@ -184,7 +186,8 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
     World world(seed);
     const auto views = world.run();
     REQUIRE(views.size() == static_cast<size_t>(kSagas));
-    const auto bad = testing::check_booking_invariants(views, world.inventory(), world.payment(), kCapacity);
+    const auto bad =
+        testing::check_booking_invariants(views, world.inventory(), world.payment(), kCapacity);
     for (const std::string& b : bad) FAIL_CHECK("seed ", seed, ": ", b);
     REQUIRE_MESSAGE(bad.empty(), "replay with SAGA_SIM_SEEDS=", seed);
     for (const auto& [id, v] : views) ++outcomes[v.state];
@@ -195,10 +198,10 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
     faults_seen.reordered += s.reordered;
     faults_seen.redelivered += s.redelivered;
   }
-  MESSAGE("seeds ", first, "-", last, ": completed ", outcomes[SagaState::kCompleted], ", compensated ",
-          outcomes[SagaState::kCompensated], "; dropped ", faults_seen.dropped, ", duplicated ",
-          faults_seen.duplicated, ", delayed ", faults_seen.delayed, ", reordered ", faults_seen.reordered,
-          ", redelivered ", faults_seen.redelivered);
+  MESSAGE("seeds ", first, "-", last, ": completed ", outcomes[SagaState::kCompleted],
+          ", compensated ", outcomes[SagaState::kCompensated], "; dropped ", faults_seen.dropped,
+          ", duplicated ", faults_seen.duplicated, ", delayed ", faults_seen.delayed,
+          ", reordered ", faults_seen.reordered, ", redelivered ", faults_seen.redelivered);
   // The run must have exercised both outcomes and every fault, or it proves little.
   CHECK(outcomes[SagaState::kCompleted] > 0);
   CHECK(outcomes[SagaState::kCompensated] > 0);

@@ -79,9 +79,7 @@ TEST_CASE("the helper macros propagate the first error") {
   CHECK(check_even(5).code() == StatusCode::kInvalidArgument);
 }
 
-TEST_CASE("the version is the project's") {
-  CHECK(version().find('.') != std::string_view::npos);
-}
+TEST_CASE("the version is the project's") { CHECK(version().find('.') != std::string_view::npos); }
 
 }  // namespace
 }  // namespace saga

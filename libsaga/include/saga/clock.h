@@ -38,7 +38,8 @@ class SystemClock final : public Clock {
 /// A clock that moves only when told to; for tests. Thread-safe.
 class ManualClock final : public Clock {
  public:
-  explicit ManualClock(TimePoint start = from_millis(1'700'000'000'000)) : now_ms_(to_millis(start)) {}
+  explicit ManualClock(TimePoint start = from_millis(1'700'000'000'000))
+      : now_ms_(to_millis(start)) {}
   TimePoint now() const override { return from_millis(now_ms_.load()); }
   /// Moves time forward by `d`.
   void advance(Duration d) { now_ms_ += d.count(); }

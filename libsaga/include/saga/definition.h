@@ -2,11 +2,10 @@
 // as ordered steps with actions, compensations, timeouts and retry policies.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -56,7 +55,8 @@ enum class SagaState : uint8_t;
 /// event (kind forced to kEvent); empty fields are filled in: id
 /// "<saga>/<STATE>", key = saga id, saga_id, traceparent. `destination`
 /// (the event stream) is the caller's and must be set.
-using EventsFn = std::function<std::vector<Message>(const SagaView& saga, std::optional<SagaState> previous)>;
+using EventsFn =
+    std::function<std::vector<Message>(const SagaView& saga, std::optional<SagaState> previous)>;
 
 /// One side of a step: a command to a participant or a local function.
 struct Action {

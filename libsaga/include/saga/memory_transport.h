@@ -28,13 +28,13 @@ struct FaultOptions {
 
 /// Counters of what the bus did; for assertions in tests.
 struct BusStats {
-  uint64_t sent = 0;        ///< sends accepted
-  uint64_t delivered = 0;   ///< handler invocations
+  uint64_t sent = 0;       ///< sends accepted
+  uint64_t delivered = 0;  ///< handler invocations
   uint64_t dropped = 0;
   uint64_t duplicated = 0;
   uint64_t delayed = 0;
   uint64_t reordered = 0;
-  uint64_t redelivered = 0; ///< unacked messages requeued when an endpoint closed
+  uint64_t redelivered = 0;  ///< unacked messages requeued when an endpoint closed
 };
 
 /// The shared fabric. Endpoints made by connect() exchange messages through

@@ -36,11 +36,11 @@ bool is_terminal(SagaState s) noexcept;
 
 /// Where one step is. Values are stored on disk: never renumber.
 enum class StepStatus : uint8_t {
-  kPending = 0,             ///< not started
-  kRunning = 1,             ///< command sent, awaiting the reply
+  kPending = 0,  ///< not started
+  kRunning = 1,  ///< command sent, awaiting the reply
   kSucceeded = 2,
-  kFailed = 3,              ///< refused or out of retries; nothing applied
-  kUnknown = 4,             ///< outcome unknown (timed out or cancelled in flight)
+  kFailed = 3,   ///< refused or out of retries; nothing applied
+  kUnknown = 4,  ///< outcome unknown (timed out or cancelled in flight)
   kCompensating = 5,
   kCompensated = 6,
   kCompensationFailed = 7,
@@ -115,14 +115,14 @@ struct StartOptions {
 
 /// Counters of the engine, for tests and the benchmark.
 struct EngineStats {
-  uint64_t transitions = 0;     ///< state changes persisted
-  uint64_t writes = 0;          ///< RocksDB write batches (group commits)
-  uint64_t bytes_written = 0;   ///< bytes in those batches
-  uint64_t messages_sent = 0;   ///< outbox records confirmed by the transport
-  uint64_t stale_replies = 0;   ///< replies ignored as duplicate or stale
+  uint64_t transitions = 0;    ///< state changes persisted
+  uint64_t writes = 0;         ///< RocksDB write batches (group commits)
+  uint64_t bytes_written = 0;  ///< bytes in those batches
+  uint64_t messages_sent = 0;  ///< outbox records confirmed by the transport
+  uint64_t stale_replies = 0;  ///< replies ignored as duplicate or stale
   uint64_t timers_fired = 0;
-  uint64_t in_flight = 0;       ///< instances not terminal
-  uint64_t outbox_depth = 0;    ///< outbox records not yet confirmed
+  uint64_t in_flight = 0;     ///< instances not terminal
+  uint64_t outbox_depth = 0;  ///< outbox records not yet confirmed
 };
 
 /// Settings of an orchestrator.
@@ -178,9 +178,11 @@ class Orchestrator {
   /// used id; Unavailable with retry_after() when a participant's breaker is
   /// open and the policy is kReject. Blocks; drives the engine itself when no
   /// background thread runs.
-  virtual StatusOr<std::string> start(std::string_view type, Json data, StartOptions options = {}) = 0;
+  virtual StatusOr<std::string> start(std::string_view type, Json data,
+                                      StartOptions options = {}) = 0;
   /// Like start() but returns at once; `done` runs on the engine thread.
-  virtual void start_async(std::string type, Json data, StartOptions options, StartCallback done) = 0;
+  virtual void start_async(std::string type, Json data, StartOptions options,
+                           StartCallback done) = 0;
 
   /// Asks a running saga to stop: it compensates what it did. FailedPrecondition
   /// when it already finished; NotFound when unknown.

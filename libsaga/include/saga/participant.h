@@ -4,11 +4,10 @@
 // publishes replies (and domain events) through its own outbox.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -59,13 +58,19 @@ struct HandlerResult {
   std::string error;
 
   /// Applied; state changes commit and `reply` goes back.
-  static HandlerResult success(Json reply = Json::object()) { return {ReplyOutcome::kSuccess, std::move(reply), {}}; }
+  static HandlerResult success(Json reply = Json::object()) {
+    return {ReplyOutcome::kSuccess, std::move(reply), {}};
+  }
   /// Refused for good; state changes are discarded, the refusal is remembered
   /// for duplicates of this command.
-  static HandlerResult failure(std::string error) { return {ReplyOutcome::kFailure, {}, std::move(error)}; }
+  static HandlerResult failure(std::string error) {
+    return {ReplyOutcome::kFailure, {}, std::move(error)};
+  }
   /// Transient trouble; state changes are discarded, nothing is remembered,
   /// so the orchestrator's retry of this command runs the handler again.
-  static HandlerResult retry(std::string error) { return {ReplyOutcome::kRetry, {}, std::move(error)}; }
+  static HandlerResult retry(std::string error) {
+    return {ReplyOutcome::kRetry, {}, std::move(error)};
+  }
 };
 
 using CommandHandler = std::function<HandlerResult(CommandContext& ctx)>;
@@ -120,8 +125,9 @@ class Participant {
   virtual StatusOr<std::optional<std::string>> get(std::string_view key) const = 0;
   /// Calls fn(key, value) for committed keys starting with `prefix`, in
   /// order, until it returns false.
-  virtual Status scan(std::string_view prefix,
-                      const std::function<bool(std::string_view key, std::string_view value)>& fn) const = 0;
+  virtual Status scan(
+      std::string_view prefix,
+      const std::function<bool(std::string_view key, std::string_view value)>& fn) const = 0;
 
   /// One iteration on the calling thread; returns commands handled.
   virtual size_t run_once(Duration max_wait = Duration{0}) = 0;

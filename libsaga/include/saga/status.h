@@ -46,15 +46,27 @@ class [[nodiscard]] Status {
   Status(StatusCode code, std::string message) : code_(code), message_(std::move(message)) {}
 
   static Status cancelled(std::string msg) { return {StatusCode::kCancelled, std::move(msg)}; }
-  static Status invalid_argument(std::string msg) { return {StatusCode::kInvalidArgument, std::move(msg)}; }
-  static Status deadline_exceeded(std::string msg) { return {StatusCode::kDeadlineExceeded, std::move(msg)}; }
+  static Status invalid_argument(std::string msg) {
+    return {StatusCode::kInvalidArgument, std::move(msg)};
+  }
+  static Status deadline_exceeded(std::string msg) {
+    return {StatusCode::kDeadlineExceeded, std::move(msg)};
+  }
   static Status not_found(std::string msg) { return {StatusCode::kNotFound, std::move(msg)}; }
-  static Status already_exists(std::string msg) { return {StatusCode::kAlreadyExists, std::move(msg)}; }
-  static Status resource_exhausted(std::string msg) { return {StatusCode::kResourceExhausted, std::move(msg)}; }
-  static Status failed_precondition(std::string msg) { return {StatusCode::kFailedPrecondition, std::move(msg)}; }
+  static Status already_exists(std::string msg) {
+    return {StatusCode::kAlreadyExists, std::move(msg)};
+  }
+  static Status resource_exhausted(std::string msg) {
+    return {StatusCode::kResourceExhausted, std::move(msg)};
+  }
+  static Status failed_precondition(std::string msg) {
+    return {StatusCode::kFailedPrecondition, std::move(msg)};
+  }
   static Status aborted(std::string msg) { return {StatusCode::kAborted, std::move(msg)}; }
   static Status out_of_range(std::string msg) { return {StatusCode::kOutOfRange, std::move(msg)}; }
-  static Status unimplemented(std::string msg) { return {StatusCode::kUnimplemented, std::move(msg)}; }
+  static Status unimplemented(std::string msg) {
+    return {StatusCode::kUnimplemented, std::move(msg)};
+  }
   static Status internal(std::string msg) { return {StatusCode::kInternal, std::move(msg)}; }
   static Status unavailable(std::string msg) { return {StatusCode::kUnavailable, std::move(msg)}; }
   static Status data_loss(std::string msg) { return {StatusCode::kDataLoss, std::move(msg)}; }
@@ -115,9 +127,18 @@ class [[nodiscard]] StatusOr {
   Status status() && { return std::move(status_); }
 
   /// REQUIRES: ok().
-  T& value() & { assert(ok()); return *value_; }
-  const T& value() const& { assert(ok()); return *value_; }
-  T&& value() && { assert(ok()); return std::move(*value_); }
+  T& value() & {
+    assert(ok());
+    return *value_;
+  }
+  const T& value() const& {
+    assert(ok());
+    return *value_;
+  }
+  T&& value() && {
+    assert(ok());
+    return std::move(*value_);
+  }
 
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
@@ -139,10 +160,10 @@ class [[nodiscard]] StatusOr {
 #define SAGA_STATUS_CONCAT_(a, b) SAGA_STATUS_CONCAT_INNER_(a, b)
 
 /// Evaluates `expr` (a Status); returns it from the enclosing function unless OK.
-#define SAGA_RETURN_IF_ERROR(expr)                        \
-  do {                                                    \
-    ::saga::Status saga_status_tmp_ = (expr);             \
-    if (!saga_status_tmp_.ok()) return saga_status_tmp_;  \
+#define SAGA_RETURN_IF_ERROR(expr)                       \
+  do {                                                   \
+    ::saga::Status saga_status_tmp_ = (expr);            \
+    if (!saga_status_tmp_.ok()) return saga_status_tmp_; \
   } while (false)
 
 /// Evaluates `rexpr` (a StatusOr<T>); on error returns its Status, otherwise

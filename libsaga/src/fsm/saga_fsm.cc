@@ -12,24 +12,34 @@
 #include <boost/msm/back/state_machine.hpp>
 #include <boost/msm/front/functor_row.hpp>
 #include <boost/msm/front/state_machine_def.hpp>
-
 #include <string>
 
 namespace saga::internal {
 
 std::string_view to_string(FsmEvent e) noexcept {
   switch (e) {
-    case FsmEvent::kStart: return "start";
-    case FsmEvent::kStepSucceeded: return "step_succeeded";
-    case FsmEvent::kStepFailed: return "step_failed";
-    case FsmEvent::kStepRetryable: return "step_retryable";
-    case FsmEvent::kStepTimedOut: return "step_timed_out";
-    case FsmEvent::kCancelRequested: return "cancel_requested";
-    case FsmEvent::kCompensationSucceeded: return "compensation_succeeded";
-    case FsmEvent::kCompensationFailed: return "compensation_failed";
-    case FsmEvent::kRetryCompensation: return "retry_compensation";
-    case FsmEvent::kForceCompensate: return "force_compensate";
-    case FsmEvent::kAbort: return "abort";
+    case FsmEvent::kStart:
+      return "start";
+    case FsmEvent::kStepSucceeded:
+      return "step_succeeded";
+    case FsmEvent::kStepFailed:
+      return "step_failed";
+    case FsmEvent::kStepRetryable:
+      return "step_retryable";
+    case FsmEvent::kStepTimedOut:
+      return "step_timed_out";
+    case FsmEvent::kCancelRequested:
+      return "cancel_requested";
+    case FsmEvent::kCompensationSucceeded:
+      return "compensation_succeeded";
+    case FsmEvent::kCompensationFailed:
+      return "compensation_failed";
+    case FsmEvent::kRetryCompensation:
+      return "retry_compensation";
+    case FsmEvent::kForceCompensate:
+      return "force_compensate";
+    case FsmEvent::kAbort:
+      return "abort";
   }
   return "unknown";
 }
@@ -74,20 +84,20 @@ using Aborted = Resting<SagaState::kAborted>;
 struct Unwinding : msmf::state<> {};
 
 // ---- guards and actions: thin calls into the engine ----
-#define SAGA_FSM_GUARD(Name, expr)                                       \
-  struct Name {                                                          \
-    template <class Evt, class Fsm, class Src, class Tgt>                \
-    bool operator()(const Evt&, Fsm& fsm, Src&, Tgt&) const {            \
-      FsmHooks& h = *fsm.hooks;                                          \
-      return (expr);                                                     \
-    }                                                                    \
+#define SAGA_FSM_GUARD(Name, expr)                            \
+  struct Name {                                               \
+    template <class Evt, class Fsm, class Src, class Tgt>     \
+    bool operator()(const Evt&, Fsm& fsm, Src&, Tgt&) const { \
+      FsmHooks& h = *fsm.hooks;                               \
+      return (expr);                                          \
+    }                                                         \
   };
-#define SAGA_FSM_ACTION(Name, call)                                      \
-  struct Name {                                                          \
-    template <class Evt, class Fsm, class Src, class Tgt>                \
-    void operator()(const Evt&, Fsm& fsm, Src&, Tgt&) const {            \
-      fsm.hooks->call();                                                 \
-    }                                                                    \
+#define SAGA_FSM_ACTION(Name, call)                           \
+  struct Name {                                               \
+    template <class Evt, class Fsm, class Src, class Tgt>     \
+    void operator()(const Evt&, Fsm& fsm, Src&, Tgt&) const { \
+      fsm.hooks->call();                                      \
+    }                                                         \
   };
 
 SAGA_FSM_GUARD(HasNext, h.has_next_step())
@@ -201,17 +211,28 @@ StatusOr<SagaState> fsm_process(SagaState current, FsmEvent event, FsmHooks& hoo
     return Status::internal("cannot restore saga state " + std::string(to_string(current)));
   }
   switch (event) {
-    case FsmEvent::kStart: break;
-    case FsmEvent::kStepSucceeded: return run(m, StepSucceeded{}, event, current);
-    case FsmEvent::kStepFailed: return run(m, StepFailed{}, event, current);
-    case FsmEvent::kStepRetryable: return run(m, StepRetryable{}, event, current);
-    case FsmEvent::kStepTimedOut: return run(m, StepTimedOut{}, event, current);
-    case FsmEvent::kCancelRequested: return run(m, CancelRequested{}, event, current);
-    case FsmEvent::kCompensationSucceeded: return run(m, CompensationSucceeded{}, event, current);
-    case FsmEvent::kCompensationFailed: return run(m, CompensationFailed{}, event, current);
-    case FsmEvent::kRetryCompensation: return run(m, RetryCompensation{}, event, current);
-    case FsmEvent::kForceCompensate: return run(m, ForceCompensate{}, event, current);
-    case FsmEvent::kAbort: return run(m, Abort{}, event, current);
+    case FsmEvent::kStart:
+      break;
+    case FsmEvent::kStepSucceeded:
+      return run(m, StepSucceeded{}, event, current);
+    case FsmEvent::kStepFailed:
+      return run(m, StepFailed{}, event, current);
+    case FsmEvent::kStepRetryable:
+      return run(m, StepRetryable{}, event, current);
+    case FsmEvent::kStepTimedOut:
+      return run(m, StepTimedOut{}, event, current);
+    case FsmEvent::kCancelRequested:
+      return run(m, CancelRequested{}, event, current);
+    case FsmEvent::kCompensationSucceeded:
+      return run(m, CompensationSucceeded{}, event, current);
+    case FsmEvent::kCompensationFailed:
+      return run(m, CompensationFailed{}, event, current);
+    case FsmEvent::kRetryCompensation:
+      return run(m, RetryCompensation{}, event, current);
+    case FsmEvent::kForceCompensate:
+      return run(m, ForceCompensate{}, event, current);
+    case FsmEvent::kAbort:
+      return run(m, Abort{}, event, current);
   }
   return Status::internal("unknown saga event");
 }

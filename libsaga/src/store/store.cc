@@ -2,10 +2,11 @@
 
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
+#include <rocksdb/slice.h>
 #include <rocksdb/table.h>
+
 #include <filesystem>
 #include <system_error>
-#include <rocksdb/slice.h>
 
 namespace saga::internal {
 
@@ -16,7 +17,8 @@ std::string be64(uint64_t v) {
 }
 
 void append_be64(std::string& out, uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+  for (int shift = 56; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 uint64_t read_be64(std::string_view p) {
@@ -31,7 +33,8 @@ Status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
   if (s.IsNotFound()) return Status::not_found(std::move(msg));
   if (s.IsCorruption()) return Status::data_loss(std::move(msg));
   if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Status::unavailable(std::move(msg));
-  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNoSpace) return Status::resource_exhausted(std::move(msg));
+  if (s.IsIOError() && s.subcode() == rocksdb::Status::kNoSpace)
+    return Status::resource_exhausted(std::move(msg));
   if (s.IsInvalidArgument()) return Status::invalid_argument(std::move(msg));
   return Status::internal(std::move(msg));
 }
@@ -59,7 +62,8 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   options.memtable_prefix_bloom_size_ratio = 0.05;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions(options));
+  descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName,
+                           rocksdb::ColumnFamilyOptions(options));
   for (const std::string& name : column_families) {
     descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
   }
@@ -67,9 +71,9 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   store->dir_ = dir;
   store->sync_ = sync;
   rocksdb::DB* raw = nullptr;
-  Status s = from_rocksdb(rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors,
-                                            &store->handles_, &raw),
-                          "open store " + dir);
+  Status s = from_rocksdb(
+      rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors, &store->handles_, &raw),
+      "open store " + dir);
   if (!s.ok()) return s;
   store->db_.reset(raw);
   return store;
@@ -92,7 +96,8 @@ Status Store::write(Batch& batch) {
 StatusOr<std::optional<std::string>> Store::get(rocksdb::ColumnFamilyHandle* cf,
                                                 std::string_view key) const {
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+  rocksdb::Status s =
+      db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
   if (s.IsNotFound()) return std::optional<std::string>();
   if (!s.ok()) return from_rocksdb(s, "get");
   return std::optional<std::string>(std::move(value));

@@ -59,7 +59,8 @@ class Store {
   /// Applies `batch` atomically (synced per the open option).
   Status write(Batch& batch);
   /// The value of `key`, nullopt when absent.
-  StatusOr<std::optional<std::string>> get(rocksdb::ColumnFamilyHandle* cf, std::string_view key) const;
+  StatusOr<std::optional<std::string>> get(rocksdb::ColumnFamilyHandle* cf,
+                                           std::string_view key) const;
   /// Calls fn(key, value) for keys >= `from` that start with `prefix`, in key
   /// order, until fn returns false.
   Status scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,

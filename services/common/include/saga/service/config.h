@@ -1,0 +1,40 @@
+// Typed lookups of environment variables, for service configuration.
+//
+//   auto port = env_int("PORT", 8082, 1, 65535);
+//   if (!port.ok()) { spdlog::critical("{}", port.status().message()); return 2; }
+//
+// A variable that is unset or set to the empty string takes the default.
+// Leading and trailing blanks are ignored. Errors are InvalidArgument with a
+// message naming the variable, what it accepts and what it got, e.g.
+// "PORT must be an integer in 1..65535, got 'abc'". Thread-safe as long as
+// nothing calls setenv() concurrently.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "saga/status.h"
+
+namespace saga::service {
+
+/// The value of `name`, or `fallback`.
+std::string env_string(std::string_view name, std::string_view fallback);
+
+/// The integer value of `name` (decimal, optional sign), or `fallback`.
+/// REQUIRES: min <= fallback <= max.
+StatusOr<int64_t> env_int(std::string_view name, int64_t fallback, int64_t min, int64_t max);
+
+/// The boolean value of `name` (true/false, 1/0, yes/no, on/off; any case), or `fallback`.
+StatusOr<bool> env_bool(std::string_view name, bool fallback);
+
+/// The duration in `name`, or `fallback`: a non-negative integer with an
+/// optional unit ms (the default), s, m or h, e.g. "250", "250ms", "30s", "5m".
+/// Must lie in min..max.
+StatusOr<std::chrono::milliseconds> env_duration_ms(
+    std::string_view name, std::chrono::milliseconds fallback,
+    std::chrono::milliseconds min = std::chrono::milliseconds(0),
+    std::chrono::milliseconds max = std::chrono::hours(24 * 365));
+
+}  // namespace saga::service

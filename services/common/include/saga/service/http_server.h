@@ -1,0 +1,130 @@
+// HttpServer: the HTTP/1.1 front of every service (Boost.Beast, asynchronous,
+// handlers run synchronously on a small pool of I/O threads).
+//
+//   ShutdownSignal signals;                  // first: SIGTERM now means "drain"
+//   HttpServer server(options, std::move(router));
+//   if (auto s = server.start(); !s.ok()) { spdlog::critical("{}", s.to_string()); return 1; }
+//   stop_on_signal(server, signals);          // blocks; returns after a graceful stop
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "saga/service/router.h"
+#include "saga/status.h"
+
+namespace saga::service {
+
+namespace internal {
+class ServerImpl;
+class SignalWaiter;
+}  // namespace internal
+
+/// Settings of an HttpServer.
+struct ServerOptions {
+  /// Address to listen on. Default "0.0.0.0" (tests use "127.0.0.1").
+  std::string host = "0.0.0.0";
+  /// TCP port; 0 picks a free one (see HttpServer::port()). Default 0.
+  uint16_t port = 0;
+  /// I/O threads; they also run the handlers. Default 2.
+  int threads = 2;
+  /// Largest request line plus headers; more is answered 431. Default 8 KiB.
+  size_t header_limit = 8 * 1024;
+  /// Largest request body; more is answered 413. Default 1 MiB.
+  size_t body_limit = 1024 * 1024;
+  /// Longest wait for each read of a request, including the wait for the next
+  /// request on an idle keep-alive connection; then the connection closes.
+  /// Default 30 s.
+  std::chrono::milliseconds read_timeout{30'000};
+  /// Longest time to write a response; then the connection closes. Default 30 s.
+  std::chrono::milliseconds write_timeout{30'000};
+  /// How long stop() lets in-flight requests finish before closing their
+  /// connections. Default 10 s.
+  std::chrono::milliseconds drain_timeout{10'000};
+
+  /// Options from the environment, `default_port` when PORT is unset:
+  ///   PORT (1..65535), HTTP_HOST, HTTP_THREADS (1..256),
+  ///   HTTP_HEADER_LIMIT_BYTES, HTTP_BODY_LIMIT_BYTES, HTTP_READ_TIMEOUT_MS,
+  ///   HTTP_WRITE_TIMEOUT_MS, HTTP_DRAIN_TIMEOUT_MS (defaults as above).
+  /// InvalidArgument naming the variable, the accepted range and the bad value.
+  static StatusOr<ServerOptions> from_env(uint16_t default_port);
+};
+
+/// An HTTP/1.1 server: keep-alive, pipelined requests answered in order,
+/// Expect: 100-continue, header/body limits, read and write timeouts, request
+/// ids and W3C traceparent on every request and response, Prometheus metrics
+/// per route (http_server_requests_total, http_server_request_duration_seconds,
+/// http_server_connections_total, http_server_open_connections; see
+/// Request::server_metrics_text()), and a graceful stop.
+///
+/// Every response carries Content-Type, Content-Length (except 1xx/204/304),
+/// X-Request-Id, traceparent and Date. Errors are application/problem+json.
+///
+/// Thread-safety: all methods may be called from any thread, except that
+/// stop() and the destructor must not run on an I/O thread (from a handler).
+class HttpServer {
+ public:
+  HttpServer(ServerOptions options, Router router);
+  /// Stops (as stop()) if running.
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  /// Binds, listens and starts the I/O threads. Errors: InvalidArgument for a
+  /// host that is not an IP address, Unavailable when the address cannot be
+  /// bound (in use, not permitted), FailedPrecondition when called twice or
+  /// after stop() (a stopped server does not restart; make a new one).
+  Status start();
+
+  /// The port bound by start() (the real one when options.port was 0); 0 before.
+  uint16_t port() const noexcept;
+
+  /// First half of stop(): closes the listening socket (new connections are
+  /// refused), closes idle keep-alive connections and marks busy ones to close
+  /// after their current response. Returns once the socket is closed; does not
+  /// wait for in-flight requests. Idempotent.
+  void stop_accepting();
+
+  /// Graceful stop: stop_accepting(), then waits up to drain_timeout for
+  /// in-flight requests to be answered, closes the connections left, stops the
+  /// I/O threads and returns. Idempotent; concurrent callers all return once it
+  /// is done. A handler that never returns blocks it (threads cannot be killed).
+  /// Called from an I/O thread it only does stop_accepting() and returns.
+  void stop();
+
+  /// This server's metrics in Prometheus text format.
+  std::string metrics_text() const;
+
+ private:
+  std::unique_ptr<internal::ServerImpl> impl_;
+};
+
+/// Catches SIGTERM and SIGINT from construction to destruction
+/// (boost::asio::signal_set; the default disposition comes back afterwards).
+/// Construct it early in main(), before starting anything to drain.
+/// Thread-safe, but only one thread may wait() at a time.
+class ShutdownSignal {
+ public:
+  ShutdownSignal();
+  ~ShutdownSignal();
+  ShutdownSignal(const ShutdownSignal&) = delete;
+  ShutdownSignal& operator=(const ShutdownSignal&) = delete;
+
+  /// Blocks until SIGTERM or SIGINT arrives (one that arrived earlier counts)
+  /// or request() is called. Returns the signal number, or 0 for request().
+  int wait();
+  /// Wakes wait() as if a signal had arrived (e.g. an admin shutdown call).
+  void request();
+
+ private:
+  std::unique_ptr<internal::SignalWaiter> impl_;
+};
+
+/// signals.wait(), then server.stop(). Returns the signal number (0 for
+/// ShutdownSignal::request()). Call it on the main thread once everything runs.
+int stop_on_signal(HttpServer& server, ShutdownSignal& signals);
+
+}  // namespace saga::service

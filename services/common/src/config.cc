@@ -1,0 +1,124 @@
+#include "saga/service/config.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <optional>
+
+#include "saga/service/http_server.h"
+
+namespace saga::service {
+namespace {
+
+// The trimmed value of `name`; nullopt when unset or blank.
+std::optional<std::string> lookup(std::string_view name) {
+  const char* raw = std::getenv(std::string(name).c_str());
+  if (raw == nullptr) return std::nullopt;
+  std::string_view v = raw;
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.front()))) v.remove_prefix(1);
+  while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.remove_suffix(1);
+  if (v.empty()) return std::nullopt;
+  return std::string(v);
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+Status bad_value(std::string_view name, std::string_view expected, std::string_view got) {
+  return Status::invalid_argument(std::string(name) + " must be " + std::string(expected) +
+                                  ", got '" + std::string(got) + "'");
+}
+
+std::optional<int64_t> parse_int(std::string_view s) {
+  if (!s.empty() && s.front() == '+') s.remove_prefix(1);
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size() || s.empty()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+std::string env_string(std::string_view name, std::string_view fallback) {
+  auto v = lookup(name);
+  return v ? *v : std::string(fallback);
+}
+
+StatusOr<int64_t> env_int(std::string_view name, int64_t fallback, int64_t min, int64_t max) {
+  auto v = lookup(name);
+  if (!v) return fallback;
+  auto value = parse_int(*v);
+  if (!value || *value < min || *value > max) {
+    return bad_value(name, "an integer in " + std::to_string(min) + ".." + std::to_string(max), *v);
+  }
+  return *value;
+}
+
+StatusOr<bool> env_bool(std::string_view name, bool fallback) {
+  auto v = lookup(name);
+  if (!v) return fallback;
+  std::string s = lower(*v);
+  if (s == "true" || s == "1" || s == "yes" || s == "on") return true;
+  if (s == "false" || s == "0" || s == "no" || s == "off") return false;
+  return bad_value(name, "a boolean (true/false, 1/0, yes/no, on/off)", *v);
+}
+
+StatusOr<std::chrono::milliseconds> env_duration_ms(std::string_view name,
+                                                    std::chrono::milliseconds fallback,
+                                                    std::chrono::milliseconds min,
+                                                    std::chrono::milliseconds max) {
+  auto v = lookup(name);
+  if (!v) return fallback;
+  std::string expected = "a duration such as 250, 250ms, 30s, 5m or 1h in " +
+                         std::to_string(min.count()) + "ms.." + std::to_string(max.count()) + "ms";
+  std::string_view s = *v;
+  size_t digits = 0;
+  while (digits < s.size() && std::isdigit(static_cast<unsigned char>(s[digits]))) ++digits;
+  auto number = parse_int(s.substr(0, digits));
+  std::string unit = lower(std::string(s.substr(digits)));
+  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
+  int64_t scale = 0;
+  if (unit.empty() || unit == "ms")
+    scale = 1;
+  else if (unit == "s")
+    scale = 1'000;
+  else if (unit == "m")
+    scale = 60'000;
+  else if (unit == "h")
+    scale = 3'600'000;
+  if (!number || scale == 0 || *number > max.count() / scale) return bad_value(name, expected, *v);
+  std::chrono::milliseconds d(*number * scale);
+  if (d < min || d > max) return bad_value(name, expected, *v);
+  return d;
+}
+
+StatusOr<ServerOptions> ServerOptions::from_env(uint16_t default_port) {
+  ServerOptions o;
+  SAGA_ASSIGN_OR_RETURN(auto port, env_int("PORT", default_port, 1, 65535));
+  o.port = static_cast<uint16_t>(port);
+  o.host = env_string("HTTP_HOST", o.host);
+  SAGA_ASSIGN_OR_RETURN(auto threads, env_int("HTTP_THREADS", o.threads, 1, 256));
+  o.threads = static_cast<int>(threads);
+  SAGA_ASSIGN_OR_RETURN(
+      auto header_limit,
+      env_int("HTTP_HEADER_LIMIT_BYTES", static_cast<int64_t>(o.header_limit), 1024, 1 << 20));
+  o.header_limit = static_cast<size_t>(header_limit);
+  SAGA_ASSIGN_OR_RETURN(
+      auto body_limit,
+      env_int("HTTP_BODY_LIMIT_BYTES", static_cast<int64_t>(o.body_limit), 0, int64_t{1} << 30));
+  o.body_limit = static_cast<size_t>(body_limit);
+  using std::chrono::milliseconds;
+  SAGA_ASSIGN_OR_RETURN(o.read_timeout, env_duration_ms("HTTP_READ_TIMEOUT_MS", o.read_timeout,
+                                                        milliseconds(1), std::chrono::hours(1)));
+  SAGA_ASSIGN_OR_RETURN(o.write_timeout, env_duration_ms("HTTP_WRITE_TIMEOUT_MS", o.write_timeout,
+                                                         milliseconds(1), std::chrono::hours(1)));
+  SAGA_ASSIGN_OR_RETURN(o.drain_timeout, env_duration_ms("HTTP_DRAIN_TIMEOUT_MS", o.drain_timeout,
+                                                         milliseconds(0), std::chrono::hours(1)));
+  return o;
+}
+
+}  // namespace saga::service

@@ -1,0 +1,240 @@
+// Synchronous calls built from Beast's asynchronous ones on a private
+// io_context: that is how each step gets a deadline (beast::tcp_stream's
+// timeouts only apply to asynchronous operations).
+#include "saga/service/http_client.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <optional>
+
+namespace saga::service {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace internal {
+
+class ClientConnection {
+ public:
+  net::io_context ioc{1};
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+
+  // Runs the queued operations to completion.
+  void run() {
+    ioc.restart();
+    ioc.run();
+  }
+
+  // Whether the connection can carry another request: still open, and the
+  // server has neither closed it nor sent anything unasked.
+  bool reusable() {
+    if (!stream || !stream->socket().is_open() || buffer.size() != 0) return false;
+    auto& socket = stream->socket();
+    beast::error_code ec;
+    socket.non_blocking(true, ec);
+    if (ec) return false;
+    char byte;
+    socket.receive(net::buffer(&byte, 1), tcp::socket::message_peek, ec);
+    beast::error_code restore;
+    socket.non_blocking(false, restore);
+    return ec == net::error::would_block || ec == net::error::try_again;
+  }
+};
+
+}  // namespace internal
+
+namespace {
+
+bool is_idempotent(std::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||
+         method == "OPTIONS";
+}
+
+bool is_http_error(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_method).category();
+}
+
+}  // namespace
+
+StatusOr<nlohmann::json> ClientResponse::json() const {
+  try {
+    return nlohmann::json::parse(body);
+  } catch (const nlohmann::json::parse_error& e) {
+    return Status::invalid_argument(std::string("response body is not JSON: ") + e.what());
+  }
+}
+
+HttpClient::HttpClient(std::string host, uint16_t port, ClientOptions options)
+    : host_(std::move(host)), port_(port), options_(options) {}
+
+HttpClient::~HttpClient() = default;
+
+void HttpClient::close() {
+  if (conn_ && conn_->stream) {
+    beast::error_code ec;
+    conn_->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
+    conn_->stream->close();
+  }
+  if (conn_) {
+    conn_->stream.reset();
+    conn_->buffer.clear();
+  }
+}
+
+StatusOr<ClientResponse> HttpClient::post_json(std::string_view target, const nlohmann::json& body,
+                                               const Headers& headers) {
+  Headers h = headers;
+  if (!find_header(h, "Content-Type")) h.emplace_back("Content-Type", "application/json");
+  return request("POST", target, h, body.dump());
+}
+
+StatusOr<ClientResponse> HttpClient::put_json(std::string_view target, const nlohmann::json& body,
+                                              const Headers& headers) {
+  Headers h = headers;
+  if (!find_header(h, "Content-Type")) h.emplace_back("Content-Type", "application/json");
+  return request("PUT", target, h, body.dump());
+}
+
+StatusOr<ClientResponse> HttpClient::request(std::string_view method, std::string_view target,
+                                             const Headers& headers, std::string body) {
+  if (!conn_) conn_ = std::make_unique<internal::ClientConnection>();
+  auto& c = *conn_;
+  const std::string where = host_ + ":" + std::to_string(port_);
+
+  http::request<http::string_body> req;
+  req.version(11);
+  if (http::verb v = http::string_to_verb(method); v != http::verb::unknown) {
+    req.method(v);
+  } else {
+    req.method_string(method);
+  }
+  req.target(target);
+  req.set(http::field::host, where);
+  req.set(http::field::user_agent, "saga-service-client");
+  for (const auto& [name, value] : headers) req.set(name, value);
+  if (!body.empty() && !find_header(headers, "Content-Type")) {
+    req.set(http::field::content_type, "application/json");
+  }
+  req.body() = std::move(body);
+  req.prepare_payload();
+  req.keep_alive(true);
+
+  for (int attempt = 0;; ++attempt) {
+    bool reused = c.reusable();
+    if (!reused) {
+      close();
+      // Connect (resolving first unless the host is an IP address).
+      auto deadline = Clock::now() + options_.connect_timeout;
+      beast::error_code ec;
+      tcp::resolver::results_type endpoints;
+      auto address = net::ip::make_address(host_, ec);
+      if (!ec) {
+        endpoints = tcp::resolver::results_type::create(tcp::endpoint(address, port_), host_,
+                                                        std::to_string(port_));
+      } else {
+        tcp::resolver resolver(c.ioc);
+        net::steady_timer timer(c.ioc);
+        bool timed_out = false;
+        resolver.async_resolve(host_, std::to_string(port_),
+                               [&](beast::error_code e, tcp::resolver::results_type r) {
+                                 ec = e;
+                                 endpoints = std::move(r);
+                                 timer.cancel();
+                               });
+        timer.expires_at(deadline);
+        timer.async_wait([&](beast::error_code e) {
+          if (e) return;
+          timed_out = true;
+          resolver.cancel();
+        });
+        c.run();
+        if (timed_out) {
+          return Status::deadline_exceeded("resolving " + host_ + " timed out after " +
+                                           std::to_string(options_.connect_timeout.count()) +
+                                           " ms");
+        }
+        if (ec) return Status::unavailable("cannot resolve " + host_ + ": " + ec.message());
+      }
+      c.stream.emplace(c.ioc);
+      c.stream->expires_at(deadline);
+      c.stream->async_connect(endpoints,
+                              [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+      c.run();
+      if (ec) {
+        close();
+        if (ec == beast::error::timeout) {
+          return Status::deadline_exceeded("connecting to " + where + " timed out after " +
+                                           std::to_string(options_.connect_timeout.count()) +
+                                           " ms");
+        }
+        return Status::unavailable("cannot connect to " + where + ": " + ec.message());
+      }
+      ++connections_opened_;
+      c.stream->socket().set_option(tcp::no_delay(true), ec);
+    }
+
+    auto deadline = Clock::now() + options_.request_timeout;
+    auto timeout_status = [&] {
+      return Status::deadline_exceeded(std::string(method) + " " + std::string(target) + " on " +
+                                       where + " timed out after " +
+                                       std::to_string(options_.request_timeout.count()) + " ms");
+    };
+    beast::error_code write_ec;
+    c.stream->expires_at(deadline);
+    http::async_write(*c.stream, req, [&](beast::error_code e, size_t) { write_ec = e; });
+    c.run();
+    if (write_ec == beast::error::timeout) {
+      close();
+      return timeout_status();
+    }
+    // A server may answer early and close while we are still sending (413 to a
+    // large upload): read whatever it said before reporting the write error.
+    bool try_read = !write_ec || write_ec == net::error::broken_pipe ||
+                    write_ec == net::error::connection_reset;
+    http::response_parser<http::string_body> parser;
+    parser.header_limit(64 * 1024);
+    parser.body_limit(options_.body_limit);
+    if (method == "HEAD") parser.skip(true);
+    beast::error_code read_ec = write_ec;
+    if (try_read) {
+      c.stream->expires_at(deadline);
+      http::async_read(*c.stream, c.buffer, parser,
+                       [&](beast::error_code e, size_t) { read_ec = e; });
+      c.run();
+    }
+    if (read_ec) {
+      close();
+      if (read_ec == beast::error::timeout) return timeout_status();
+      bool nothing_received = !parser.got_some();
+      if (reused && nothing_received && attempt == 0 && is_idempotent(method)) {
+        continue;  // the server closed the kept-alive connection under us: try a new one
+      }
+      if (is_http_error(read_ec) && read_ec != http::error::end_of_stream &&
+          read_ec != http::error::partial_message) {
+        return Status::internal("bad response to " + std::string(method) + " " +
+                                std::string(target) + " from " + where + ": " + read_ec.message());
+      }
+      return Status::unavailable(std::string(method) + " " + std::string(target) + " on " + where +
+                                 " failed: " + read_ec.message());
+    }
+
+    auto& res = parser.get();
+    ClientResponse out;
+    out.status = static_cast<int>(res.result_int());
+    for (const auto& field : res) {
+      out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+    }
+    out.body = std::move(res.body());
+    if (!res.keep_alive() || write_ec) close();
+    return out;
+  }
+}
+
+}  // namespace saga::service

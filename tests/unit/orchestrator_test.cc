@@ -20,6 +20,7 @@
 
 #include "saga/memory_transport.h"
 #include "support/scripted_participant.h"
+#include "support/temp_dir.h"
 
 // Failure messages show vectors as [a, b, c] instead of {?}.
 namespace doctest {
@@ -50,27 +51,7 @@ constexpr Duration kTimeout{1000};
 // No jitter, so backoffs are exact: 100 ms, 200 ms, 400 ms, ...
 constexpr RetryPolicy kQuickRetry{3, Duration{100}, 2.0, Duration{10'000}, 0.0};
 
-// A folder of its own under the system temp folder, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() /
-            ("saga-orchestrator-test-" + std::to_string(rd()) + "-" + std::to_string(++counter));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 void merge_reply(Json& data, const Json& reply) {
   if (reply.is_object()) data.update(reply);

@@ -24,6 +24,7 @@
 #include "saga/memory_transport.h"
 #include "saga/message.h"
 #include "saga/status.h"
+#include "support/temp_dir.h"
 
 // Failure messages show vectors as [a, b, c] instead of {?}.
 namespace doctest {
@@ -52,27 +53,7 @@ constexpr char kTrace[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-
 // Upper bound on any wait for something that should happen at once.
 constexpr std::chrono::seconds kPatience{10};
 
-// A folder of its own under the system temp folder, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() /
-            ("saga-participant-test-" + std::to_string(rd()) + "-" + std::to_string(++counter));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using testing::TempDir;
 
 // A command as the orchestrator would send it for saga kSaga.
 Message command(std::string id, std::string type, const Json& payload = Json::object(),

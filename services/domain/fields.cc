@@ -1,0 +1,146 @@
+#include "domain/fields.h"
+
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <random>
+#include <sstream>
+
+namespace saga::domain {
+namespace {
+
+std::string type_name(const nlohmann::json& v) { return v.type_name(); }
+
+Status missing(std::string_view name) {
+  return Status::invalid_argument("field '" + std::string(name) + "' is required");
+}
+
+}  // namespace
+
+StatusOr<std::string> string_field(const nlohmann::json& obj, std::string_view name) {
+  if (!obj.is_object()) return Status::invalid_argument("expected a JSON object");
+  auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) return missing(name);
+  if (!it->is_string())
+    return Status::invalid_argument("field '" + std::string(name) + "' must be a string, got " +
+                                    type_name(*it));
+  std::string s = it->get<std::string>();
+  if (s.empty() || s.size() > 200)
+    return Status::invalid_argument("field '" + std::string(name) +
+                                    "' must be 1..200 characters long");
+  return s;
+}
+
+Status check_id(std::string_view id, std::string_view name) {
+  if (id.empty() || id.size() > 128)
+    return Status::invalid_argument("'" + std::string(name) + "' must be 1..128 characters long");
+  for (char c : id) {
+    if (c <= ' ' || c > '~' || c == '/')
+      return Status::invalid_argument("'" + std::string(name) +
+                                      "' may only contain printable ASCII characters other than "
+                                      "'/' and space");
+  }
+  return ok_status();
+}
+
+StatusOr<std::string> id_field(const nlohmann::json& obj, std::string_view name) {
+  if (!obj.is_object()) return Status::invalid_argument("expected a JSON object");
+  auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) return missing(name);
+  std::string id;
+  if (it->is_string()) {
+    id = it->get<std::string>();
+  } else if (it->is_number_unsigned()) {
+    id = std::to_string(it->get<uint64_t>());
+  } else if (it->is_number_integer() && it->get<int64_t>() >= 0) {
+    id = std::to_string(it->get<int64_t>());
+  } else {
+    return Status::invalid_argument("field '" + std::string(name) +
+                                    "' must be a string or a non-negative integer, got " +
+                                    type_name(*it));
+  }
+  SAGA_RETURN_IF_ERROR(check_id(id, name));
+  return id;
+}
+
+StatusOr<int64_t> int_field(const nlohmann::json& obj, std::string_view name, int64_t min,
+                            int64_t max) {
+  if (!obj.is_object()) return Status::invalid_argument("expected a JSON object");
+  auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) return missing(name);
+  auto range = [&] {
+    return Status::invalid_argument("field '" + std::string(name) + "' must be an integer in " +
+                                    std::to_string(min) + ".." + std::to_string(max) + ", got " +
+                                    it->dump());
+  };
+  if (it->is_number_unsigned()) {
+    const uint64_t v = it->get<uint64_t>();
+    if (v > static_cast<uint64_t>(max) || (min > 0 && v < static_cast<uint64_t>(min)))
+      return range();
+    return static_cast<int64_t>(v);
+  }
+  if (it->is_number_integer()) {
+    const int64_t v = it->get<int64_t>();
+    if (v < min || v > max) return range();
+    return v;
+  }
+  return range();
+}
+
+StatusOr<double> number_field(const nlohmann::json& obj, std::string_view name, double min) {
+  if (!obj.is_object()) return Status::invalid_argument("expected a JSON object");
+  auto it = obj.find(name);
+  if (it == obj.end() || it->is_null()) return missing(name);
+  if (!it->is_number())
+    return Status::invalid_argument("field '" + std::string(name) + "' must be a number, got " +
+                                    type_name(*it));
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < min) {
+    std::ostringstream os;
+    os << "field '" << name << "' must be a number >= " << min << ", got " << it->dump();
+    return Status::invalid_argument(os.str());
+  }
+  return v;
+}
+
+std::string random_hex(size_t bytes) {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes * 2);
+  std::lock_guard lock(mu);
+  for (size_t i = 0; i < bytes; ++i) {
+    const auto b = static_cast<unsigned>(rng() & 0xff);
+    out += kHex[b >> 4];
+    out += kHex[b & 0xf];
+  }
+  return out;
+}
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string participant_metrics_text(std::string_view name, const ParticipantStats& s) {
+  std::ostringstream os;
+  const std::string label = "{participant=\"" + std::string(name) + "\"}";
+  auto counter = [&](const char* metric, const char* help, uint64_t v) {
+    os << "# HELP " << metric << ' ' << help << "\n# TYPE " << metric << " counter\n"
+       << metric << label << ' ' << v << '\n';
+  };
+  counter("saga_participant_applied_total", "Commands whose handler succeeded.", s.applied);
+  counter("saga_participant_refused_total", "Commands the handler refused.", s.refused);
+  counter("saga_participant_retried_total", "Commands answered retry.", s.retried);
+  counter("saga_participant_duplicates_total", "Commands answered from the inbox.", s.duplicates);
+  counter("saga_participant_voided_total", "Actions voided by an earlier compensation.", s.voided);
+  counter("saga_participant_writes_total", "RocksDB batches written.", s.writes);
+  os << "# HELP saga_participant_outbox_depth Messages waiting in the outbox.\n"
+     << "# TYPE saga_participant_outbox_depth gauge\n"
+     << "saga_participant_outbox_depth" << label << ' ' << s.outbox_depth << '\n';
+  return os.str();
+}
+
+}  // namespace saga::domain

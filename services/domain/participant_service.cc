@@ -1,0 +1,80 @@
+#include "domain/participant_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <utility>
+
+#include "domain/fields.h"
+#include "saga/kafka_transport.h"
+#include "saga/service/config.h"
+#include "saga/service/http_server.h"
+#include "saga/service/logging.h"
+#include "saga/service/standard_routes.h"
+
+namespace saga::domain {
+
+void add_participant_standard_routes(service::Router& router, Participant& p,
+                                     const std::string& name) {
+  service::add_standard_routes(
+      router, {.readiness =
+                   [&p] {
+                     return std::vector<service::ReadinessCheck>{{"participant", p.health()}};
+                   },
+               .metrics = [&p, name] { return participant_metrics_text(name, p.stats()); }});
+}
+
+int run_participant_service(const ParticipantService& spec) {
+  using namespace saga::service;
+  ShutdownSignal signals;
+  if (Status s = setup_logging(spec.name); !s.ok()) spdlog::warn("{}", s.message());
+  auto server_options = ServerOptions::from_env(spec.default_port);
+  if (!server_options.ok()) {
+    spdlog::critical("{}", server_options.status().message());
+    return 2;
+  }
+  const std::string data_dir = env_string("DATA_DIR", "./data/" + spec.name);
+
+  KafkaOptions kafka = kafka_options_from_env(spec.name);
+  if (!spec.event_destination.empty())
+    kafka.topic_overrides[spec.event_destination] = spec.event_destination;
+  if (kafka.brokers.empty()) {
+    spdlog::critical("KAFKA_BROKERS must be set (host:port[,host:port...])");
+    return 2;
+  }
+  auto transport = make_kafka_transport(spec.name, kafka);
+  if (!transport.ok()) {
+    spdlog::critical("kafka: {}", transport.status().to_string());
+    return 1;
+  }
+  ParticipantOptions po;
+  po.name = spec.name;
+  po.data_dir = data_dir;
+  auto participant = Participant::open(po, std::shared_ptr<Transport>(std::move(*transport)));
+  if (!participant.ok()) {
+    spdlog::critical("participant: {}", participant.status().to_string());
+    return 1;
+  }
+  Participant& p = **participant;
+  if (Status s = spec.register_handlers(p); !s.ok()) {
+    spdlog::critical("{}", s.to_string());
+    return 1;
+  }
+
+  Router router;
+  spec.add_routes(router, p);
+  HttpServer server(*server_options, std::move(router));
+  p.start_background();
+  if (Status s = server.start(); !s.ok()) {
+    spdlog::critical("http: {}", s.to_string());
+    p.stop();
+    return 1;
+  }
+  spdlog::info("{} listening on port {}, data in {}", spec.name, server.port(), data_dir);
+  const int sig = stop_on_signal(server, signals);  // drains in-flight requests
+  spdlog::info("signal {}: HTTP stopped, stopping the participant", sig);
+  p.stop();
+  return 0;
+}
+
+}  // namespace saga::domain

@@ -1,0 +1,39 @@
+#include "domain/state.h"
+
+namespace saga::domain {
+namespace {
+
+StatusOr<std::optional<nlohmann::json>> parse_object(StatusOr<std::optional<std::string>> v,
+                                                     const std::string& key) {
+  if (!v.ok()) return v.status();
+  if (!*v) return std::optional<nlohmann::json>();
+  nlohmann::json j = nlohmann::json::parse(**v, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::data_loss("stored value at '" + key + "' is not a JSON object");
+  }
+  return std::optional<nlohmann::json>(std::move(j));
+}
+
+}  // namespace
+
+StatusOr<std::optional<nlohmann::json>> load(StateTxn& txn, const std::string& key) {
+  return parse_object(txn.get(key), key);
+}
+
+StatusOr<std::optional<nlohmann::json>> load(const Participant& p, const std::string& key) {
+  return parse_object(p.get(key), key);
+}
+
+Message domain_event(const std::string& destination, const std::string& type,
+                     const std::string& key, nlohmann::json payload, int64_t now_ms) {
+  payload["eventType"] = type;
+  payload["timestamp"] = now_ms;
+  Message m;
+  m.destination = destination;
+  m.type = type;
+  m.key = key;
+  m.payload = payload.dump();
+  return m;
+}
+
+}  // namespace saga::domain

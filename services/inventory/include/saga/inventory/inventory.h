@@ -1,0 +1,46 @@
+// The inventory participant: places, rooms per night, holds, confirmations
+// and the owner's view of confirmed bookings.
+//
+// State (JSON values in the participant's store):
+//   place/<placeId>              {id, name, ownerId, rooms}
+//   night/<placeId>/<YYYY-MM-DD> {held, confirmed}
+//   booking/<sagaId>             {placeId, checkIn, checkOut, qty, status HELD|CONFIRMED,
+//                                 reservationId, userId[, ownerId]}
+//   owner/<ownerId>/<sagaId>     index of confirmed bookings ({reservationId})
+//
+// Commands: reserve, release (compensation of reserve), confirm. Domain
+// events (ReservationConfirmed, ReservationCancelConfirmed) go to the
+// "reserveplace" destination, keyed by the reservation id.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "saga/participant.h"
+#include "saga/service/router.h"
+#include "saga/status.h"
+
+namespace saga::inventory {
+
+inline constexpr char kParticipantName[] = "inventory";
+inline constexpr char kEventDestination[] = "reserveplace";
+/// Longest stay (reserve) and longest availability window, in nights.
+inline constexpr long kMaxNights = 366;
+/// Largest room count of a place.
+inline constexpr int64_t kMaxRooms = 1'000'000;
+
+struct Options {
+  /// Event timestamps (ms since the epoch). Default: the system clock.
+  std::function<int64_t()> now_ms = {};
+};
+
+/// Registers reserve, release and confirm on `p`. Call before its engine runs.
+Status register_handlers(Participant& p, Options options = {});
+
+/// Registers the HTTP API on `router` (places, rooms, availability, owner
+/// reservations, the seed's /reservationManagements) plus /healthz, /readyz
+/// (participant health: store and transport) and /metrics. `p` must outlive
+/// the router's server.
+void add_routes(service::Router& router, Participant& p);
+
+}  // namespace saga::inventory

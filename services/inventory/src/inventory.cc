@@ -1,0 +1,398 @@
+#include "saga/inventory/inventory.h"
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "domain/dates.h"
+#include "domain/fields.h"
+#include "domain/participant_service.h"
+#include "domain/state.h"
+#include "saga/service/standard_routes.h"
+
+namespace saga::inventory {
+namespace {
+
+using domain::Date;
+using service::Request;
+using service::Response;
+
+std::string place_key(std::string_view id) { return "place/" + std::string(id); }
+std::string night_prefix(std::string_view place) { return "night/" + std::string(place) + "/"; }
+std::string night_key(std::string_view place, Date d) {
+  return night_prefix(place) + domain::format_date(d);
+}
+std::string booking_key(std::string_view saga) { return "booking/" + std::string(saga); }
+std::string owner_prefix(std::string_view owner) { return "owner/" + std::string(owner) + "/"; }
+
+using domain::load;
+
+struct Night {
+  int64_t held = 0;
+  int64_t confirmed = 0;
+  int64_t used() const { return held + confirmed; }
+  Json to_json() const { return {{"held", held}, {"confirmed", confirmed}}; }
+};
+
+Night night_of(const std::optional<Json>& j) {
+  if (!j) return {};
+  return {j->value("held", int64_t{0}), j->value("confirmed", int64_t{0})};
+}
+
+// A reserve command's payload, validated.
+struct Stay {
+  std::string reservation_id, place_id, user_id;
+  Date check_in, check_out;
+  int64_t qty = 0;
+};
+
+StatusOr<Stay> parse_stay(const Json& payload) {
+  Stay s;
+  SAGA_ASSIGN_OR_RETURN(s.reservation_id, domain::id_field(payload, "reservationId"));
+  SAGA_ASSIGN_OR_RETURN(s.place_id, domain::id_field(payload, "placeId"));
+  SAGA_ASSIGN_OR_RETURN(s.user_id, domain::id_field(payload, "userId"));
+  SAGA_ASSIGN_OR_RETURN(std::string in, domain::string_field(payload, "checkIn"));
+  SAGA_ASSIGN_OR_RETURN(std::string out, domain::string_field(payload, "checkOut"));
+  SAGA_ASSIGN_OR_RETURN(s.check_in, domain::parse_date(in, "checkIn"));
+  SAGA_ASSIGN_OR_RETURN(s.check_out, domain::parse_date(out, "checkOut"));
+  SAGA_ASSIGN_OR_RETURN(s.qty, domain::int_field(payload, "qty", 1, kMaxRooms));
+  const long nights = domain::days_between(s.check_in, s.check_out);
+  if (nights <= 0) return Status::invalid_argument("checkOut must be after checkIn");
+  if (nights > kMaxNights)
+    return Status::invalid_argument("a stay is at most " + std::to_string(kMaxNights) + " nights");
+  return s;
+}
+
+// The booking's first night and the nights it spans.
+struct Span {
+  Date first, last_exclusive;
+};
+
+StatusOr<Span> span_of(const Json& booking) {
+  SAGA_ASSIGN_OR_RETURN(Date in, domain::parse_iso_date(booking.value("checkIn", ""), "checkIn"));
+  SAGA_ASSIGN_OR_RETURN(Date out,
+                        domain::parse_iso_date(booking.value("checkOut", ""), "checkOut"));
+  return Span{in, out};
+}
+
+Message event(const std::string& type, const std::string& reservation_id, Json payload,
+              int64_t now) {
+  return domain::domain_event(kEventDestination, type, reservation_id, std::move(payload), now);
+}
+
+// Turns an exception or a storage error into a transient outcome: nothing
+// commits and the orchestrator sends the command again.
+template <class Fn>
+CommandHandler guarded(Fn fn) {
+  return [fn = std::move(fn)](CommandContext& ctx) -> HandlerResult {
+    try {
+      return fn(ctx);
+    } catch (const std::exception& e) {
+      return HandlerResult::retry(std::string("inventory error: ") + e.what());
+    }
+  };
+}
+
+#define INV_TRY_ASSIGN(lhs, rexpr)                                              \
+  auto INV_CONCAT(tmp_, __LINE__) = (rexpr);                                    \
+  if (!INV_CONCAT(tmp_, __LINE__).ok())                                         \
+    return HandlerResult::retry(INV_CONCAT(tmp_, __LINE__).status().message()); \
+  lhs = std::move(*INV_CONCAT(tmp_, __LINE__))
+#define INV_CONCAT_INNER(a, b) a##b
+#define INV_CONCAT(a, b) INV_CONCAT_INNER(a, b)
+
+HandlerResult reserve(CommandContext& ctx) {
+  const std::string& saga = ctx.command.saga_id;
+  if (saga.empty()) return HandlerResult::failure("reserve command without a saga id");
+  auto stay = parse_stay(ctx.payload);
+  if (!stay.ok()) return HandlerResult::failure(stay.status().message());
+
+  INV_TRY_ASSIGN(auto existing, load(ctx.state, booking_key(saga)));
+  if (existing) return HandlerResult::success({{"holdId", saga}});  // already held
+
+  INV_TRY_ASSIGN(auto place, load(ctx.state, place_key(stay->place_id)));
+  if (!place) return HandlerResult::failure("unknown place " + stay->place_id);
+  const int64_t rooms = place->value("rooms", int64_t{0});
+
+  std::vector<std::pair<Date, Night>> nights;
+  for (Date d = stay->check_in; d != stay->check_out; d = domain::next_day(d)) {
+    INV_TRY_ASSIGN(auto stored, load(ctx.state, night_key(stay->place_id, d)));
+    Night n = night_of(stored);
+    if (n.used() + stay->qty > rooms)
+      return HandlerResult::failure("no availability on " + domain::format_date(d));
+    nights.emplace_back(d, n);
+  }
+  for (auto& [d, n] : nights) {
+    n.held += stay->qty;
+    ctx.state.put(night_key(stay->place_id, d), n.to_json().dump());
+  }
+  const Json booking = {{"placeId", stay->place_id},
+                        {"checkIn", domain::format_date(stay->check_in)},
+                        {"checkOut", domain::format_date(stay->check_out)},
+                        {"qty", stay->qty},
+                        {"status", "HELD"},
+                        {"reservationId", stay->reservation_id},
+                        {"userId", stay->user_id}};
+  ctx.state.put(booking_key(saga), booking.dump());
+  return HandlerResult::success({{"holdId", saga}});
+}
+
+HandlerResult release(CommandContext& ctx, const Options& options) {
+  const std::string& saga = ctx.command.saga_id;
+  INV_TRY_ASSIGN(auto booking, load(ctx.state, booking_key(saga)));
+  if (!booking) return HandlerResult::success({{"released", false}});  // nothing held
+
+  const std::string place_id = booking->value("placeId", "");
+  const std::string status = booking->value("status", "");
+  const int64_t qty = booking->value("qty", int64_t{0});
+  INV_TRY_ASSIGN(Span span, span_of(*booking));
+  INV_TRY_ASSIGN(auto place, load(ctx.state, place_key(place_id)));
+  const int64_t rooms = place ? place->value("rooms", int64_t{0}) : 0;
+
+  int64_t stock = 0;
+  for (Date d = span.first; d != span.last_exclusive; d = domain::next_day(d)) {
+    INV_TRY_ASSIGN(auto stored, load(ctx.state, night_key(place_id, d)));
+    Night n = night_of(stored);
+    if (status == "CONFIRMED") {
+      n.confirmed = std::max<int64_t>(0, n.confirmed - qty);
+    } else {
+      n.held = std::max<int64_t>(0, n.held - qty);
+    }
+    ctx.state.put(night_key(place_id, d), n.to_json().dump());
+    if (d == span.first) stock = rooms - n.used();
+  }
+  if (status == "CONFIRMED") {
+    ctx.state.del(owner_prefix(booking->value("ownerId", "")) + saga);
+  }
+  ctx.state.del(booking_key(saga));
+
+  const std::string reservation_id = booking->value("reservationId", "");
+  ctx.state.emit(event("ReservationCancelConfirmed", reservation_id,
+                       {{"placeId", place_id}, {"orderId", reservation_id}, {"stock", stock}},
+                       options.now_ms()));
+  return HandlerResult::success({{"released", true}});
+}
+
+HandlerResult confirm(CommandContext& ctx, const Options& options) {
+  const std::string& saga = ctx.command.saga_id;
+  INV_TRY_ASSIGN(auto booking, load(ctx.state, booking_key(saga)));
+  if (!booking) return HandlerResult::failure("no hold");
+  const std::string status = booking->value("status", "");
+  if (status == "CONFIRMED") return HandlerResult::success({{"confirmed", true}});
+  if (status != "HELD") return HandlerResult::failure("no hold");
+
+  const std::string place_id = booking->value("placeId", "");
+  const int64_t qty = booking->value("qty", int64_t{0});
+  INV_TRY_ASSIGN(Span span, span_of(*booking));
+  INV_TRY_ASSIGN(auto place, load(ctx.state, place_key(place_id)));
+  if (!place) return HandlerResult::failure("unknown place " + place_id);
+  const int64_t rooms = place->value("rooms", int64_t{0});
+  const std::string owner = place->value("ownerId", "");
+
+  int64_t stock = 0;
+  for (Date d = span.first; d != span.last_exclusive; d = domain::next_day(d)) {
+    INV_TRY_ASSIGN(auto stored, load(ctx.state, night_key(place_id, d)));
+    Night n = night_of(stored);
+    n.held = std::max<int64_t>(0, n.held - qty);
+    n.confirmed += qty;
+    ctx.state.put(night_key(place_id, d), n.to_json().dump());
+    if (d == span.first) stock = rooms - n.used();
+  }
+  (*booking)["status"] = "CONFIRMED";
+  (*booking)["ownerId"] = owner;
+  ctx.state.put(booking_key(saga), booking->dump());
+  const std::string reservation_id = booking->value("reservationId", "");
+  ctx.state.put(owner_prefix(owner) + saga, Json{{"reservationId", reservation_id}}.dump());
+  ctx.state.emit(event("ReservationConfirmed", reservation_id,
+                       {{"placeId", place_id}, {"orderId", reservation_id}, {"stock", stock}},
+                       options.now_ms()));
+  return HandlerResult::success({{"confirmed", true}});
+}
+
+// ---- HTTP ------------------------------------------------------------------
+
+Response bad_request(const Status& s) { return Response::from_status(s); }
+
+// The most rooms held+confirmed on any night of `place_id` (committed state),
+// and that night.
+StatusOr<std::pair<int64_t, std::string>> peak_use(const Participant& p,
+                                                   const std::string& place_id) {
+  int64_t peak = 0;
+  std::string night;
+  Status err;
+  const std::string prefix = night_prefix(place_id);
+  SAGA_RETURN_IF_ERROR(p.scan(prefix, [&](std::string_view k, std::string_view v) {
+    Json j = Json::parse(v, nullptr, false);
+    if (!j.is_object()) return true;
+    const Night n = night_of(j);
+    if (n.used() > peak) {
+      peak = n.used();
+      night = std::string(k.substr(prefix.size()));
+    }
+    return true;
+  }));
+  return std::pair{peak, night};
+}
+
+// Sets the rooms of `place_id` in `txn`, creating the place with `create`
+// when it is missing (NotFound when `create` is empty). FailedPrecondition
+// when fewer rooms than are in use on some night.
+StatusOr<Json> set_rooms(const Participant& p, StateTxn& txn, const std::string& place_id,
+                         int64_t rooms, const std::optional<Json>& create) {
+  SAGA_ASSIGN_OR_RETURN(auto place, load(txn, place_key(place_id)));
+  if (!place) {
+    if (!create) return Status::not_found("place " + place_id + " not found");
+    place = *create;
+  } else {
+    SAGA_ASSIGN_OR_RETURN(auto peak, peak_use(p, place_id));
+    if (rooms < peak.first)
+      return Status::failed_precondition("cannot set rooms to " + std::to_string(rooms) + ": " +
+                                         std::to_string(peak.first) +
+                                         " rooms are held or confirmed on " + peak.second);
+  }
+  (*place)["rooms"] = rooms;
+  txn.put(place_key(place_id), place->dump());
+  return *place;
+}
+
+}  // namespace
+
+Status register_handlers(Participant& p, Options options) {
+  if (!options.now_ms) options.now_ms = domain::now_ms;
+  SAGA_RETURN_IF_ERROR(p.on("reserve", guarded(reserve)));
+  SAGA_RETURN_IF_ERROR(
+      p.on("release", guarded([options](CommandContext& c) { return release(c, options); })));
+  SAGA_RETURN_IF_ERROR(
+      p.on("confirm", guarded([options](CommandContext& c) { return confirm(c, options); })));
+  return ok_status();
+}
+
+void add_routes(service::Router& router, Participant& p) {
+  router.post(
+      "/places", service::with_json_body([&p](const Request&, const Json& body) {
+        auto name = domain::string_field(body, "name");
+        if (!name.ok()) return bad_request(name.status());
+        auto owner = domain::id_field(body, "ownerId");
+        if (!owner.ok()) return bad_request(owner.status());
+        auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
+        if (!rooms.ok()) return bad_request(rooms.status());
+        const std::string id = "p-" + domain::random_hex(8);
+        const Json place = {{"id", id}, {"name", *name}, {"ownerId", *owner}, {"rooms", *rooms}};
+        Status s = p.write([&](StateTxn& txn) {
+          txn.put(place_key(id), place.dump());
+          return ok_status();
+        });
+        if (!s.ok()) return Response::from_status(s);
+        Response r = Response::json(201, place);
+        r.set_header("Location", "/places/" + id);
+        return r;
+      }));
+
+  router.get("/places/{id}", [&p](const Request& req) {
+    const std::string id(req.param("id"));
+    if (!domain::check_id(id, "id").ok())
+      return Response::from_status(Status::not_found("place " + id + " not found"));
+    auto place = load(p, place_key(id));
+    if (!place.ok()) return Response::from_status(place.status());
+    if (!*place) return Response::from_status(Status::not_found("place " + id + " not found"));
+    return Response::json(200, **place);
+  });
+
+  router.put("/places/{id}/rooms",
+             service::with_json_body([&p](const Request& req, const Json& body) {
+               const std::string id(req.param("id"));
+               if (!domain::check_id(id, "id").ok())
+                 return Response::from_status(Status::not_found("place " + id + " not found"));
+               auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
+               if (!rooms.ok()) return bad_request(rooms.status());
+               Json result;
+               Status s = p.write([&](StateTxn& txn) -> Status {
+                 SAGA_ASSIGN_OR_RETURN(result, set_rooms(p, txn, id, *rooms, std::nullopt));
+                 return ok_status();
+               });
+               if (!s.ok()) return Response::from_status(s);
+               return Response::json(200, result);
+             }));
+
+  router.get("/places/{id}/availability", [&p](const Request& req) {
+    const std::string id(req.param("id"));
+    const auto from_text = req.query("from");
+    const auto to_text = req.query("to");
+    if (!from_text || !to_text)
+      return bad_request(Status::invalid_argument("query parameters 'from' and 'to' are required"));
+    auto from = domain::parse_date(*from_text, "from");
+    if (!from.ok()) return bad_request(from.status());
+    auto to = domain::parse_date(*to_text, "to");
+    if (!to.ok()) return bad_request(to.status());
+    const long nights = domain::days_between(*from, *to);
+    if (nights <= 0) return bad_request(Status::invalid_argument("'to' must be after 'from'"));
+    if (nights > kMaxNights)
+      return bad_request(
+          Status::invalid_argument("at most " + std::to_string(kMaxNights) + " nights per query"));
+    if (!domain::check_id(id, "id").ok())
+      return Response::from_status(Status::not_found("place " + id + " not found"));
+    auto place = load(p, place_key(id));
+    if (!place.ok()) return Response::from_status(place.status());
+    if (!*place) return Response::from_status(Status::not_found("place " + id + " not found"));
+    const int64_t rooms = (*place)->value("rooms", int64_t{0});
+    Json out = Json::array();
+    for (Date d = *from; d != *to; d = domain::next_day(d)) {
+      auto stored = load(p, night_key(id, d));
+      if (!stored.ok()) return Response::from_status(stored.status());
+      const Night n = night_of(*stored);
+      out.push_back({{"date", domain::format_date(d)},
+                     {"rooms", rooms},
+                     {"held", n.held},
+                     {"confirmed", n.confirmed},
+                     {"free", std::max<int64_t>(0, rooms - n.used())}});
+    }
+    return Response::json(200, out);
+  });
+
+  router.get("/owners/{ownerId}/reservations", [&p](const Request& req) {
+    const std::string owner(req.param("ownerId"));
+    if (!domain::check_id(owner, "ownerId").ok()) return Response::json(200, Json::array());
+    const std::string prefix = owner_prefix(owner);
+    std::vector<std::string> sagas;
+    Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
+      sagas.emplace_back(k.substr(prefix.size()));
+      return true;
+    });
+    if (!s.ok()) return Response::from_status(s);
+    Json out = Json::array();
+    for (const auto& saga : sagas) {
+      auto booking = load(p, booking_key(saga));
+      if (!booking.ok()) return Response::from_status(booking.status());
+      if (!*booking || (*booking)->value("status", "") != "CONFIRMED") continue;
+      Json b = **booking;
+      b["sagaId"] = saga;
+      out.push_back(std::move(b));
+    }
+    return Response::json(200, out);
+  });
+
+  // The seed's call: sets the stock (rooms per night) of a place, creating it.
+  router.post(
+      "/reservationManagements", service::with_json_body([&p](const Request&, const Json& body) {
+        auto id = domain::id_field(body, "placeId");
+        if (!id.ok()) return bad_request(id.status());
+        auto stock = domain::int_field(body, "stock", 0, kMaxRooms);
+        if (!stock.ok()) return bad_request(stock.status());
+        const Json create = {
+            {"id", *id}, {"name", "place-" + *id}, {"ownerId", "owner-" + *id}, {"rooms", *stock}};
+        Status s = p.write([&](StateTxn& txn) -> Status {
+          return set_rooms(p, txn, *id, *stock, create).status();
+        });
+        if (!s.ok()) return Response::from_status(s);
+        Response r = Response::json(201, {{"placeId", body.at("placeId")}, {"stock", *stock}});
+        r.set_header("Location", "/places/" + *id);
+        return r;
+      }));
+
+  domain::add_participant_standard_routes(router, p, kParticipantName);
+}
+
+}  // namespace saga::inventory

@@ -1,0 +1,209 @@
+#include "saga/payment/payment.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "domain/fields.h"
+#include "domain/participant_service.h"
+#include "domain/state.h"
+#include "saga/service/config.h"
+#include "saga/service/standard_routes.h"
+
+namespace saga::payment {
+namespace {
+
+using service::Request;
+using service::Response;
+
+std::string payment_key(std::string_view saga) { return "payment/" + std::string(saga); }
+std::string byres_prefix(std::string_view reservation) {
+  return "byres/" + std::string(reservation) + "/";
+}
+constexpr std::string_view kPayPrefix = "pay-";
+
+using domain::load;
+
+Message event(const std::string& type, const std::string& reservation_id, Json payload,
+              int64_t now) {
+  return domain::domain_event(kEventDestination, type, reservation_id, std::move(payload), now);
+}
+
+HandlerResult charge(CommandContext& ctx, const Options& o) {
+  const std::string& saga = ctx.command.saga_id;
+  if (saga.empty()) return HandlerResult::failure("charge command without a saga id");
+  auto reservation = domain::id_field(ctx.payload, "reservationId");
+  if (!reservation.ok()) return HandlerResult::failure(reservation.status().message());
+  auto user = domain::id_field(ctx.payload, "userId");
+  if (!user.ok()) return HandlerResult::failure(user.status().message());
+  auto amount = domain::number_field(ctx.payload, "amount", 0);
+  if (!amount.ok()) return HandlerResult::failure(amount.status().message());
+
+  auto existing = load(ctx.state, payment_key(saga));
+  if (!existing.ok()) return HandlerResult::retry(existing.status().message());
+  if (*existing) {
+    if ((**existing).value("status", "") == "APPROVED")
+      return HandlerResult::success({{"paymentId", (**existing).value("id", "")}});
+    return HandlerResult::failure("payment already refunded");
+  }
+
+  // The simulated provider call.
+  if (o.config.latency.count() > 0) std::this_thread::sleep_for(o.config.latency);
+  if (o.config.failure_rate > 0 && o.chance() < o.config.failure_rate)
+    return HandlerResult::retry("payment provider unavailable");
+  if (o.config.decline_rate > 0 && o.chance() < o.config.decline_rate)
+    return HandlerResult::failure("card declined");
+
+  const std::string pay_id = std::string(kPayPrefix) + saga;
+  const Json record = {{"id", pay_id},      {"reservationId", *reservation}, {"userId", *user},
+                       {"amount", *amount}, {"status", "APPROVED"},          {"sagaId", saga}};
+  ctx.state.put(payment_key(saga), record.dump());
+  ctx.state.put(byres_prefix(*reservation) + pay_id, "{}");
+  ctx.state.emit(event("PaymentApproved", *reservation,
+                       {{"payId", pay_id},
+                        {"orderId", *reservation},
+                        {"usrId", *user},
+                        {"status", "APPROVED"},
+                        {"amount", *amount}},
+                       o.now_ms()));
+  return HandlerResult::success({{"paymentId", pay_id}});
+}
+
+HandlerResult refund(CommandContext& ctx, const Options& o) {
+  const std::string& saga = ctx.command.saga_id;
+  auto existing = load(ctx.state, payment_key(saga));
+  if (!existing.ok()) return HandlerResult::retry(existing.status().message());
+  if (!*existing) return HandlerResult::success({{"refunded", false}});  // nothing charged
+  Json record = **existing;
+  if (record.value("status", "") == "REFUNDED") return HandlerResult::success({{"refunded", true}});
+  record["status"] = "REFUNDED";
+  ctx.state.put(payment_key(saga), record.dump());
+  const std::string reservation = record.value("reservationId", "");
+  ctx.state.emit(event("PaymentCancelApproved", reservation,
+                       {{"payId", record.value("id", "")},
+                        {"orderId", reservation},
+                        {"status", "REFUNDED"},
+                        {"amount", record.value("amount", 0.0)}},
+                       o.now_ms()));
+  return HandlerResult::success({{"refunded", true}});
+}
+
+template <class Fn>
+CommandHandler guarded(Fn fn) {
+  return [fn = std::move(fn)](CommandContext& ctx) -> HandlerResult {
+    try {
+      return fn(ctx);
+    } catch (const std::exception& e) {
+      return HandlerResult::retry(std::string("payment error: ") + e.what());
+    }
+  };
+}
+
+Json public_view(Json record) {
+  record.erase("sagaId");
+  return record;
+}
+
+}  // namespace
+
+StatusOr<double> parse_rate(std::string_view name, std::string_view text) {
+  auto bad = [&] {
+    return Status::invalid_argument(std::string(name) + " must be a number in 0..1, got '" +
+                                    std::string(text) + "'");
+  };
+  const std::string s(text);
+  if (s.empty()) return bad();
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || end != s.c_str() + s.size() || !std::isfinite(v) || v < 0 || v > 1)
+    return bad();
+  return v;
+}
+
+StatusOr<Config> Config::from_env() {
+  Config c;
+  SAGA_ASSIGN_OR_RETURN(int64_t latency, service::env_int("PAYMENT_LATENCY_MS", 0, 0, 60'000));
+  c.latency = std::chrono::milliseconds(latency);
+  const std::string decline = service::env_string("PAYMENT_DECLINE_RATE", "0");
+  SAGA_ASSIGN_OR_RETURN(c.decline_rate, parse_rate("PAYMENT_DECLINE_RATE", decline));
+  const std::string failure = service::env_string("PAYMENT_FAILURE_RATE", "0");
+  SAGA_ASSIGN_OR_RETURN(c.failure_rate, parse_rate("PAYMENT_FAILURE_RATE", failure));
+  return c;
+}
+
+Status register_handlers(Participant& p, Options options) {
+  for (auto [name, rate] : {std::pair{"decline_rate", options.config.decline_rate},
+                            std::pair{"failure_rate", options.config.failure_rate}}) {
+    if (!(rate >= 0 && rate <= 1))
+      return Status::invalid_argument(std::string(name) + " must be in 0..1, got " +
+                                      std::to_string(rate));
+  }
+  if (options.config.latency.count() < 0)
+    return Status::invalid_argument("latency must not be negative");
+  if (!options.now_ms) options.now_ms = domain::now_ms;
+  if (!options.chance) {
+    auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+    auto mu = std::make_shared<std::mutex>();
+    options.chance = [rng, mu] {
+      std::lock_guard lock(*mu);
+      return std::uniform_real_distribution<double>(0.0, 1.0)(*rng);
+    };
+  }
+  SAGA_RETURN_IF_ERROR(
+      p.on("charge", guarded([options](CommandContext& c) { return charge(c, options); })));
+  SAGA_RETURN_IF_ERROR(
+      p.on("refund", guarded([options](CommandContext& c) { return refund(c, options); })));
+  return ok_status();
+}
+
+void add_routes(service::Router& router, Participant& p) {
+  router.get("/payments/{id}", [&p](const Request& req) {
+    const std::string id(req.param("id"));
+    auto not_found = [&] {
+      return Response::from_status(Status::not_found("payment " + id + " not found"));
+    };
+    if (id.size() <= kPayPrefix.size() || id.compare(0, kPayPrefix.size(), kPayPrefix) != 0)
+      return not_found();
+    auto record = load(p, payment_key(id.substr(kPayPrefix.size())));
+    if (!record.ok()) return Response::from_status(record.status());
+    if (!*record) return not_found();
+    return Response::json(200, public_view(**record));
+  });
+
+  router.get("/payments", [&p](const Request& req) {
+    const auto reservation = req.query("reservationId");
+    if (!reservation || reservation->empty())
+      return Response::from_status(
+          Status::invalid_argument("query parameter 'reservationId' is required"));
+    if (auto s = domain::check_id(*reservation, "reservationId"); !s.ok())
+      return Response::from_status(s);
+    const std::string prefix = byres_prefix(*reservation);
+    std::vector<std::string> ids;
+    Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
+      ids.emplace_back(k.substr(prefix.size()));
+      return true;
+    });
+    if (!s.ok()) return Response::from_status(s);
+    Json out = Json::array();
+    for (const auto& pay_id : ids) {
+      if (pay_id.size() <= kPayPrefix.size()) continue;
+      auto record = load(p, payment_key(pay_id.substr(kPayPrefix.size())));
+      if (!record.ok()) return Response::from_status(record.status());
+      if (*record) out.push_back(public_view(**record));
+    }
+    return Response::json(200, out);
+  });
+
+  domain::add_participant_standard_routes(router, p, kParticipantName);
+}
+
+}  // namespace saga::payment

@@ -1,0 +1,379 @@
+// The inventory participant (services/inventory) over a MemoryBus: the test
+// plays the orchestrator with a raw endpoint (commands out, replies and
+// reserveplace events in) and drives the engine with run_once(); the HTTP API
+// is exercised through HttpClient against an in-process server on port 0.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "domain/dates.h"
+#include "saga/clock.h"
+#include "saga/inventory/inventory.h"
+#include "saga/memory_transport.h"
+#include "saga/message.h"
+#include "saga/participant.h"
+#include "saga/service/http_client.h"
+#include "saga/service/http_server.h"
+#include "saga/service/router.h"
+#include "support/participant_service_harness.h"
+
+namespace saga {
+namespace {
+
+using service::ClientResponse;
+
+Message command(const std::string& saga, const std::string& type, const Json& payload,
+                const std::string& compensates = {}) {
+  return testing::participant_command(inventory::kParticipantName, saga, type, payload,
+                                      compensates);
+}
+
+Json stay(const std::string& reservation, const std::string& place, const std::string& in,
+          const std::string& out, int qty) {
+  return {{"reservationId", reservation},
+          {"placeId", place},
+          {"userId", "u-1"},
+          {"checkIn", in},
+          {"checkOut", out},
+          {"qty", qty}};
+}
+
+struct Harness : testing::ParticipantServiceHarness {
+  Harness()
+      : ParticipantServiceHarness(
+            inventory::kParticipantName, inventory::kEventDestination,
+            [](Participant& p) {
+              return inventory::register_handlers(
+                  p, {.now_ms = [] { return int64_t{1'700'000'000'000}; }});
+            },
+            [](service::Router& r, Participant& p) { inventory::add_routes(r, p); }) {}
+
+  // Sets the rooms of `place` through the seed's call.
+  void stock(const std::string& place, int rooms) {
+    ClientResponse r = post("/reservationManagements", {{"placeId", place}, {"stock", rooms}});
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+  }
+
+  // Availability of `place` on one night.
+  Json night(const std::string& place, const std::string& date) {
+    const auto next = domain::format_date(domain::next_day(*domain::parse_iso_date(date)));
+    Json a = get_json("/places/" + place + "/availability?from=" + date + "&to=" + next);
+    REQUIRE(a.size() == 1);
+    return a[0];
+  }
+};
+
+std::string error_of(const Message& reply) {
+  Json j = Json::parse(reply.payload, nullptr, false);
+  return j.is_object() && j.contains("error") ? j["error"].dump() : reply.payload;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+void check_problem(const ClientResponse& r, int status, const std::string& detail_part = {}) {
+  CHECK_MESSAGE(r.status == status, r.body);
+  const auto ct = r.header("Content-Type");
+  REQUIRE(ct.has_value());
+  CHECK(contains(std::string(*ct), "application/problem+json"));
+  auto j = r.json();
+  REQUIRE(j.ok());
+  CHECK((*j)["status"] == status);
+  if (!detail_part.empty())
+    CHECK_MESSAGE(contains((*j).value("detail", ""), detail_part), (*j).dump());
+}
+
+TEST_CASE("dates: strict YYYY-MM-DD and YYYYMMDD parsing") {
+  auto d = domain::parse_iso_date("2024-02-29");
+  REQUIRE(d.ok());
+  CHECK(domain::format_date(*d) == "2024-02-29");
+  CHECK(domain::format_date(domain::next_day(*d)) == "2024-03-01");
+  CHECK(domain::parse_compact_date("20240221").ok());
+  CHECK(domain::format_date(*domain::parse_date("20240221")) == "2024-02-21");
+  CHECK_FALSE(domain::parse_iso_date("2023-02-29").ok());
+  CHECK_FALSE(domain::parse_date("20240230").ok());
+  CHECK_FALSE(domain::parse_iso_date("2024-2-01").ok());
+  CHECK_FALSE(domain::parse_iso_date("2024/02/01").ok());
+  CHECK_FALSE(domain::parse_iso_date("2024-13-01").ok());
+  CHECK_FALSE(domain::parse_date("+2024-01-01").ok());
+  CHECK_FALSE(domain::parse_date("").ok());
+  auto bad = domain::parse_date("2024-02-30", "checkIn");
+  REQUIRE_FALSE(bad.ok());
+  CHECK(contains(bad.status().message(), "checkIn"));
+  CHECK(domain::days_between(*domain::parse_date("2024-12-30"), *domain::parse_date("20250102")) ==
+        3);
+}
+
+TEST_CASE("reserve within capacity holds every night and replies with the hold id") {
+  Harness h;
+  h.stock("1", 2);
+  const Message r =
+      h.roundtrip(command("s1", "reserve", stay("r1", "1", "2024-02-21", "2024-02-23", 2)));
+  REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
+  CHECK(Json::parse(r.payload) == Json{{"holdId", "s1"}});
+  const Json n1 = h.night("1", "2024-02-21");
+  CHECK(n1["held"] == 2);
+  CHECK(n1["free"] == 0);
+  CHECK(h.night("1", "2024-02-22")["held"] == 2);
+  CHECK(h.night("1", "2024-02-23")["held"] == 0);  // checkout day is not a night
+  auto booking = h.p->get("booking/s1");
+  REQUIRE(booking.ok());
+  REQUIRE(booking->has_value());
+  const Json b = Json::parse(**booking);
+  CHECK(b["status"] == "HELD");
+  CHECK(b["qty"] == 2);
+  CHECK(b["reservationId"] == "r1");
+  CHECK(b["checkIn"] == "2024-02-21");
+}
+
+TEST_CASE("reserve fails without availability on one night of a multi-night stay") {
+  Harness h;
+  h.stock("1", 1);
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "1", "2024-03-02", "2024-03-03", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  const Message r =
+      h.roundtrip(command("s2", "reserve", stay("r2", "1", "2024-03-01", "2024-03-04", 1)));
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+  CHECK_MESSAGE(contains(error_of(r), "no availability on 2024-03-02"), r.payload);
+  // Nothing of the refused stay was applied.
+  CHECK(h.night("1", "2024-03-01")["held"] == 0);
+  CHECK(h.night("1", "2024-03-03")["held"] == 0);
+  CHECK(h.night("1", "2024-03-02")["held"] == 1);
+  CHECK_FALSE(h.p->get("booking/s2")->has_value());
+  // A stay on other nights still fits.
+  CHECK(h.roundtrip(command("s3", "reserve", stay("r3", "1", "2024-03-03", "2024-03-05", 1)))
+            .outcome == ReplyOutcome::kSuccess);
+}
+
+TEST_CASE("reserve refuses an unknown place and bad payloads") {
+  Harness h;
+  h.stock("1", 5);
+  Message r =
+      h.roundtrip(command("s1", "reserve", stay("r1", "99", "2024-02-21", "2024-02-22", 1)));
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+  CHECK(contains(error_of(r), "unknown place 99"));
+
+  r = h.roundtrip(command("s2", "reserve", stay("r2", "1", "20240230", "20240302", 1)));
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+  CHECK_MESSAGE(contains(error_of(r), "checkIn"), r.payload);
+
+  r = h.roundtrip(command("s3", "reserve", stay("r3", "1", "2024-02-22", "2024-02-22", 1)));
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+  CHECK(contains(error_of(r), "checkOut must be after checkIn"));
+
+  r = h.roundtrip(command("s4", "reserve", stay("r4", "1", "2024-02-23", "2024-02-22", 1)));
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+
+  r = h.roundtrip(command("s5", "reserve", stay("r5", "1", "2024-02-21", "2024-02-22", 0)));
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+  CHECK(contains(error_of(r), "qty"));
+
+  // The seed's compact dates are accepted and stored canonically.
+  r = h.roundtrip(command("s6", "reserve", stay("r6", "1", "20240221", "20240222", 1)));
+  REQUIRE(r.outcome == ReplyOutcome::kSuccess);
+  CHECK(Json::parse(**h.p->get("booking/s6"))["checkOut"] == "2024-02-22");
+  CHECK(h.night("1", "2024-02-21")["held"] == 1);
+}
+
+TEST_CASE("confirm turns the hold into a confirmed booking the owner sees") {
+  Harness h;
+  ClientResponse created =
+      h.post("/places", {{"name", "Sea view"}, {"ownerId", "own-1"}, {"rooms", 3}});
+  REQUIRE(created.status == 201);
+  const std::string place = (*created.json())["id"];
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", place, "2024-05-01", "2024-05-03", 2)))
+              .outcome == ReplyOutcome::kSuccess);
+  CHECK(h.get_json("/owners/own-1/reservations").empty());  // held is not confirmed
+
+  const Message r = h.roundtrip(command("s1", "confirm", Json::object()));
+  REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
+  const Json n = h.night(place, "2024-05-02");
+  CHECK(n["held"] == 0);
+  CHECK(n["confirmed"] == 2);
+  CHECK(n["free"] == 1);
+
+  h.await_events(1);
+  const Message& e = h.events.back();
+  CHECK(e.type == "ReservationConfirmed");
+  CHECK(e.key == "r1");
+  CHECK(e.destination == "reserveplace");
+  const Json ev = Json::parse(e.payload);
+  CHECK(ev == Json{{"eventType", "ReservationConfirmed"},
+                   {"timestamp", 1'700'000'000'000},
+                   {"placeId", place},
+                   {"orderId", "r1"},
+                   {"stock", 1}});
+
+  const Json owned = h.get_json("/owners/own-1/reservations");
+  REQUIRE(owned.size() == 1);
+  CHECK(owned[0]["sagaId"] == "s1");
+  CHECK(owned[0]["reservationId"] == "r1");
+  CHECK(owned[0]["status"] == "CONFIRMED");
+  CHECK(owned[0]["placeId"] == place);
+  CHECK(h.get_json("/owners/own-2/reservations").empty());
+
+  // Confirm without a hold fails.
+  const Message none = h.roundtrip(command("s9", "confirm", Json::object()));
+  CHECK(none.outcome == ReplyOutcome::kFailure);
+  CHECK(contains(error_of(none), "no hold"));
+}
+
+TEST_CASE("release of a held booking restores availability and emits ReservationCancelConfirmed") {
+  Harness h;
+  h.stock("7", 2);
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "7", "2024-06-01", "2024-06-03", 2)))
+              .outcome == ReplyOutcome::kSuccess);
+  CHECK(h.night("7", "2024-06-01")["free"] == 0);
+  const Message r = h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a"));
+  REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
+  CHECK(h.night("7", "2024-06-01")["free"] == 2);
+  CHECK(h.night("7", "2024-06-02")["held"] == 0);
+  CHECK_FALSE(h.p->get("booking/s1")->has_value());
+  h.await_events(1);
+  CHECK(h.events.back().type == "ReservationCancelConfirmed");
+  const Json ev = Json::parse(h.events.back().payload);
+  CHECK(ev["eventType"] == "ReservationCancelConfirmed");
+  CHECK(ev["orderId"] == "r1");
+  CHECK(ev["placeId"] == "7");
+  CHECK(ev["stock"] == 2);
+  CHECK(ev.contains("timestamp"));
+}
+
+TEST_CASE("release of a confirmed booking restores availability and the owner index") {
+  Harness h;
+  h.stock("8", 1);
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "8", "2024-07-01", "2024-07-02", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s1", "confirm", Json::object())).outcome == ReplyOutcome::kSuccess);
+  CHECK(h.get_json("/owners/owner-8/reservations").size() == 1);
+  CHECK(h.night("8", "2024-07-01")["confirmed"] == 1);
+  // A confirmed night blocks others.
+  CHECK(h.roundtrip(command("s2", "reserve", stay("r2", "8", "2024-07-01", "2024-07-02", 1)))
+            .outcome == ReplyOutcome::kFailure);
+
+  REQUIRE(h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a")).outcome ==
+          ReplyOutcome::kSuccess);
+  const Json n = h.night("8", "2024-07-01");
+  CHECK(n["confirmed"] == 0);
+  CHECK(n["free"] == 1);
+  CHECK(h.get_json("/owners/owner-8/reservations").empty());
+  h.await_events(2);
+  CHECK(h.events[0].type == "ReservationConfirmed");
+  CHECK(h.events[1].type == "ReservationCancelConfirmed");
+  CHECK(Json::parse(h.events[1].payload)["stock"] == 1);
+  CHECK(h.roundtrip(command("s3", "reserve", stay("r3", "8", "2024-07-01", "2024-07-02", 1)))
+            .outcome == ReplyOutcome::kSuccess);
+}
+
+TEST_CASE("availability endpoint reports rooms, held, confirmed and free per night") {
+  Harness h;
+  h.stock("5", 4);
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "5", "2024-01-01", "2024-01-03", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s2", "reserve", stay("r2", "5", "2024-01-02", "2024-01-04", 2)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s2", "confirm", Json::object())).outcome == ReplyOutcome::kSuccess);
+  const Json a = h.get_json("/places/5/availability?from=2024-01-01&to=2024-01-05");
+  REQUIRE(a.size() == 4);
+  CHECK(a[0] ==
+        Json{{"date", "2024-01-01"}, {"rooms", 4}, {"held", 1}, {"confirmed", 0}, {"free", 3}});
+  CHECK(a[1] ==
+        Json{{"date", "2024-01-02"}, {"rooms", 4}, {"held", 1}, {"confirmed", 2}, {"free", 1}});
+  CHECK(a[2] ==
+        Json{{"date", "2024-01-03"}, {"rooms", 4}, {"held", 0}, {"confirmed", 2}, {"free", 2}});
+  CHECK(a[3] ==
+        Json{{"date", "2024-01-04"}, {"rooms", 4}, {"held", 0}, {"confirmed", 0}, {"free", 4}});
+
+  check_problem(h.get("/places/5/availability?from=2024-01-05&to=2024-01-05"), 400, "after");
+  check_problem(h.get("/places/5/availability?from=2024-01-01&to=2025-01-03"), 400, "366");
+  check_problem(h.get("/places/5/availability?from=2024-01-01"), 400, "required");
+  check_problem(h.get("/places/5/availability?from=2024-02-30&to=2024-03-01"), 400, "from");
+  check_problem(h.get("/places/nope/availability?from=2024-01-01&to=2024-01-02"), 404);
+
+  // Rooms cannot drop below what a night uses (3 on 2024-01-02).
+  check_problem(h.put("/places/5/rooms", {{"rooms", 2}}), 409, "2024-01-02");
+  ClientResponse ok = h.put("/places/5/rooms", {{"rooms", 3}});
+  CHECK(ok.status == 200);
+  CHECK((*ok.json())["rooms"] == 3);
+  CHECK(h.night("5", "2024-01-02")["free"] == 0);
+  check_problem(h.put("/places/5/rooms", {{"rooms", -1}}), 400, "rooms");
+  check_problem(h.put("/places/none/rooms", {{"rooms", 1}}), 404);
+}
+
+TEST_CASE("POST /places validates its body with 400 problems") {
+  Harness h;
+  ClientResponse ok = h.post("/places", {{"name", "Hanok"}, {"ownerId", "o1"}, {"rooms", 0}});
+  REQUIRE(ok.status == 201);
+  const Json place = *ok.json();
+  CHECK(place["name"] == "Hanok");
+  CHECK(place["rooms"] == 0);
+  const std::string id = place["id"];
+  CHECK(id.rfind("p-", 0) == 0);
+  REQUIRE(ok.header("Location").has_value());
+  CHECK(std::string(*ok.header("Location")) == "/places/" + id);
+  CHECK(h.get_json("/places/" + id) == place);
+  check_problem(h.get("/places/p-missing"), 404);
+
+  check_problem(h.post("/places", {{"ownerId", "o1"}, {"rooms", 1}}), 400, "name");
+  check_problem(h.post("/places", {{"name", 5}, {"ownerId", "o1"}, {"rooms", 1}}), 400, "name");
+  check_problem(h.post("/places", {{"name", "x"}, {"rooms", 1}}), 400, "ownerId");
+  check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "a/b"}, {"rooms", 1}}), 400,
+                "ownerId");
+  check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "o1"}}), 400, "rooms");
+  check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "o1"}, {"rooms", -1}}), 400, "rooms");
+  check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "o1"}, {"rooms", 1.5}}), 400,
+                "rooms");
+  check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "o1"}, {"rooms", "3"}}), 400,
+                "rooms");
+  check_problem(h.post("/places", Json::array({1, 2})), 400);
+  auto raw = h.http->request("POST", "/places", {{"Content-Type", "application/json"}}, "{nope");
+  REQUIRE(raw.ok());
+  check_problem(*raw, 400);
+}
+
+TEST_CASE("POST /reservationManagements creates a place or sets its stock") {
+  Harness h;
+  ClientResponse r = h.post("/reservationManagements", {{"placeId", 1}, {"stock", 3}});
+  REQUIRE(r.status == 201);
+  CHECK(*r.json() == Json{{"placeId", 1}, {"stock", 3}});
+  Json place = h.get_json("/places/1");
+  CHECK(place == Json{{"id", "1"}, {"name", "place-1"}, {"ownerId", "owner-1"}, {"rooms", 3}});
+
+  r = h.post("/reservationManagements", {{"placeId", "1"}, {"stock", 5}});
+  REQUIRE(r.status == 201);
+  CHECK(h.get_json("/places/1")["rooms"] == 5);
+  CHECK(h.get_json("/places/1")["name"] == "place-1");
+
+  check_problem(h.post("/reservationManagements", {{"stock", 5}}), 400, "placeId");
+  check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", -2}}), 400, "stock");
+  check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", "x"}}), 400, "stock");
+  check_problem(h.post("/reservationManagements", {{"placeId", true}, {"stock", 1}}), 400,
+                "placeId");
+}
+
+TEST_CASE("standard routes: healthz, readyz with the participant, metrics") {
+  Harness h;
+  CHECK(h.get("/healthz").status == 200);
+  const Json ready = h.get_json("/readyz");
+  CHECK(ready["status"] == "ready");
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "x", "2024-01-01", "2024-01-02", 1)))
+              .outcome == ReplyOutcome::kFailure);
+  ClientResponse m = h.get("/metrics");
+  CHECK(m.status == 200);
+  CHECK(contains(m.body, "saga_participant_refused_total{participant=\"inventory\"} 1"));
+  h.bus->set_available(false);
+  CHECK(h.get("/readyz").status == 503);
+  h.bus->set_available(true);
+}
+
+}  // namespace
+}  // namespace saga

@@ -1,0 +1,73 @@
+// saga-reservation: the booking saga's orchestrator behind its HTTP API.
+//   PORT (8082), DATA_DIR (./data/reservation), KAFKA_BROKERS (required), KAFKA_* (see
+//   kafka_transport.h), LOG_LEVEL, HTTP_* (see http_server.h; at least 8 threads).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <memory>
+#include <utility>
+
+#include "saga/kafka_transport.h"
+#include "saga/orchestrator.h"
+#include "saga/reservation/reservation.h"
+#include "saga/service/config.h"
+#include "saga/service/http_server.h"
+#include "saga/service/logging.h"
+
+int main() {
+  using namespace saga::service;
+  namespace res = saga::reservation;
+  ShutdownSignal signals;
+  if (saga::Status s = setup_logging(res::kServiceName); !s.ok()) spdlog::warn("{}", s.message());
+  auto server_options = ServerOptions::from_env(8082);
+  if (!server_options.ok()) {
+    spdlog::critical("{}", server_options.status().message());
+    return 2;
+  }
+  // Handlers block on durable starts: keep enough threads to serve meanwhile.
+  server_options->threads = std::max(server_options->threads, 8);
+  const std::string data_dir = env_string("DATA_DIR", "./data/reservation");
+
+  saga::KafkaOptions kafka = saga::kafka_options_from_env(res::kServiceName);
+  kafka.topic_overrides[res::kEventDestination] = res::kEventDestination;
+  if (kafka.brokers.empty()) {
+    spdlog::critical("KAFKA_BROKERS must be set (host:port[,host:port...])");
+    return 2;
+  }
+  auto transport = saga::make_kafka_transport(res::kServiceName, kafka);
+  if (!transport.ok()) {
+    spdlog::critical("kafka: {}", transport.status().to_string());
+    return 1;
+  }
+  auto definition = res::booking_definition();
+  if (!definition.ok()) {
+    spdlog::critical("definition: {}", definition.status().to_string());
+    return 1;
+  }
+  saga::Options o;
+  o.name = res::kServiceName;
+  o.data_dir = data_dir;
+  o.breaker.enabled = true;
+  auto orchestrator = saga::Orchestrator::open(
+      std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), {*definition});
+  if (!orchestrator.ok()) {
+    spdlog::critical("orchestrator: {}", orchestrator.status().to_string());
+    return 1;
+  }
+  saga::Orchestrator& orch = **orchestrator;
+
+  Router router;
+  res::add_routes(router, orch);
+  HttpServer server(*server_options, std::move(router));
+  orch.start_background();
+  if (saga::Status s = server.start(); !s.ok()) {
+    spdlog::critical("http: {}", s.to_string());
+    orch.stop();
+    return 1;
+  }
+  spdlog::info("reservation listening on port {}, data in {}", server.port(), data_dir);
+  const int sig = stop_on_signal(server, signals);  // drains in-flight requests
+  spdlog::info("signal {}: HTTP stopped, stopping the orchestrator", sig);
+  orch.stop();
+  return 0;
+}

@@ -1,0 +1,344 @@
+// The reservation service (services/reservation) end to end in-process: its
+// orchestrator and the REAL inventory and payment participants over one
+// MemoryBus, every engine on its own background thread, and the reservation
+// HTTP API on 127.0.0.1:0 through HttpClient. The inventory and payment HTTP
+// routes are called through their Routers directly. No fixed sleeps: every
+// wait polls with a deadline.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "saga/clock.h"
+#include "saga/inventory/inventory.h"
+#include "saga/memory_transport.h"
+#include "saga/message.h"
+#include "saga/orchestrator.h"
+#include "saga/participant.h"
+#include "saga/payment/payment.h"
+#include "saga/reservation/reservation.h"
+#include "saga/service/http_client.h"
+#include "saga/service/http_message.h"
+#include "saga/service/http_server.h"
+#include "saga/service/router.h"
+#include "support/temp_dir.h"
+
+namespace saga {
+namespace {
+
+using service::ClientResponse;
+using std::chrono::steady_clock;
+using testing::TempDir;
+
+constexpr int64_t kNow = 1'700'000'000'000;
+
+bool eventually(const std::function<bool()>& done,
+                std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+  const auto deadline = steady_clock::now() + limit;
+  while (!done()) {
+    if (steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // poll interval
+  }
+  return true;
+}
+
+std::unique_ptr<Participant> open_participant(const std::string& name, const TempDir& dir,
+                                              MemoryBus& bus) {
+  ParticipantOptions o;
+  o.name = name;
+  o.data_dir = dir.path().string();
+  o.sync = false;
+  auto p = Participant::open(o, std::shared_ptr<Transport>(bus.connect(name)));
+  REQUIRE(p.ok());
+  return std::move(*p);
+}
+
+struct World {
+  World() {
+    REQUIRE(events_endpoint
+                ->subscribe(reservation::kEventDestination,
+                            [this](Message m, Transport::Ack ack) {
+                              events.push_back(std::move(m));
+                              ack();
+                            })
+                .ok());
+    inventory = open_participant(inventory::kParticipantName, inv_dir, *bus);
+    REQUIRE(inventory::register_handlers(*inventory, {.now_ms = [] { return kNow; }}).ok());
+    payment = open_participant(payment::kParticipantName, pay_dir, *bus);
+    payment::Config pc;
+    pc.decline_rate = 0.5;
+    REQUIRE(payment::register_handlers(*payment, {.config = pc,
+                                                  .chance = [this] { return chance.load(); },
+                                                  .now_ms = [] { return kNow; }})
+                .ok());
+    inventory::add_routes(inv_router, *inventory);
+    payment::add_routes(pay_router, *payment);
+
+    reservation::Options ro{.now_ms = [] { return kNow; }};
+    auto def = reservation::booking_definition(ro);
+    REQUIRE_MESSAGE(def.ok(), def.status().to_string());
+    Options o;
+    o.name = reservation::kServiceName;
+    o.data_dir = orch_dir.path().string();
+    o.sync = false;
+    auto opened = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect(o.name)), {*def});
+    REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+    orch = std::move(*opened);
+
+    service::Router router;
+    reservation::add_routes(router, *orch, ro);
+    service::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    so.threads = 4;
+    server = std::make_unique<service::HttpServer>(so, std::move(router));
+    REQUIRE(server->start().ok());
+    http = std::make_unique<service::HttpClient>("127.0.0.1", server->port());
+
+    inventory->start_background();
+    payment->start_background();
+    orch->start_background();
+  }
+  ~World() {
+    http->close();
+    server->stop();
+    orch->stop();
+    payment->stop();
+    inventory->stop();
+  }
+
+  service::Response call(const service::Router& r, const std::string& method,
+                         const std::string& target, const Json& body = nullptr) {
+    service::Headers h;
+    std::string text;
+    if (!body.is_null()) {
+      h.emplace_back("Content-Type", "application/json");
+      text = body.dump();
+    }
+    service::Request req(method, target, h, text);
+    return r.handle(req);
+  }
+  void add_place(const std::string& id, int rooms) {
+    service::Response r =
+        call(inv_router, "POST", "/reservationManagements", {{"placeId", id}, {"stock", rooms}});
+    REQUIRE_MESSAGE(r.status() == 201, r.body());
+  }
+  Json availability(const std::string& place, const std::string& from, const std::string& to) {
+    service::Response r =
+        call(inv_router, "GET", "/places/" + place + "/availability?from=" + from + "&to=" + to);
+    REQUIRE_MESSAGE(r.status() == 200, r.body());
+    return Json::parse(r.body());
+  }
+  Json payments_of(const std::string& reservation_id) {
+    service::Response r = call(pay_router, "GET", "/payments?reservationId=" + reservation_id);
+    REQUIRE_MESSAGE(r.status() == 200, r.body());
+    return Json::parse(r.body());
+  }
+
+  ClientResponse post(const std::string& target, const Json& body) {
+    auto r = http->post_json(target, body);
+    REQUIRE(r.ok());
+    return *r;
+  }
+  ClientResponse get(const std::string& target) {
+    auto r = http->get(target);
+    REQUIRE(r.ok());
+    return *r;
+  }
+  Json get_json(const std::string& target) {
+    ClientResponse r = get(target);
+    REQUIRE_MESSAGE(r.status == 200, target << " -> " << r.status << " " << r.body);
+    return Json::parse(r.body);
+  }
+  /// POSTs a booking; returns its id after checking the 202.
+  std::string book(const Json& body) {
+    ClientResponse r = post("/reservations", body);
+    REQUIRE_MESSAGE(r.status == 202, r.status << " " << r.body);
+    Json j = Json::parse(r.body);
+    CHECK(j["status"] == "PENDING");
+    const std::string id = j["id"];
+    CHECK(id.rfind("r-", 0) == 0);
+    CHECK(r.header("Location") == "/reservations/" + id);
+    return id;
+  }
+  /// Polls GET /reservations/{id} until its status is not PENDING.
+  Json settle(const std::string& id) {
+    Json last;
+    const bool done = eventually([&] {
+      last = get_json("/reservations/" + id);
+      return last["status"] != "PENDING";
+    });
+    REQUIRE_MESSAGE(done, "still pending: " << last.dump());
+    return last;
+  }
+  /// The reservation service's own events for `id` (not the participants').
+  std::vector<Json> reservation_events(const std::string& id) {
+    std::vector<Json> out;
+    for (const Message& m : events)
+      if (m.key == id && (m.type == "ReservationPlaced" || m.type == "ReservationStatusChanged" ||
+                          m.type == "ReservationCanceled"))
+        out.push_back(Json::parse(m.payload));
+    return out;
+  }
+  std::vector<Json> await_events(const std::string& id, size_t n) {
+    const bool ok = eventually([&] {
+      events_endpoint->poll(std::chrono::milliseconds(1));
+      return reservation_events(id).size() >= n;
+    });
+    REQUIRE_MESSAGE(
+        ok, "expected " << n << " events for " << id << ", got " << reservation_events(id).size());
+    return reservation_events(id);
+  }
+
+  TempDir inv_dir, pay_dir, orch_dir;
+  std::shared_ptr<MemoryBus> bus = MemoryBus::create(std::make_shared<SystemClock>(), 11);
+  std::unique_ptr<Transport> events_endpoint = bus->connect("events");
+  std::vector<Message> events;
+  std::atomic<double> chance{0.99};  // >= decline_rate: approve
+  std::unique_ptr<Participant> inventory, payment;
+  service::Router inv_router, pay_router;
+  std::unique_ptr<Orchestrator> orch;
+  std::unique_ptr<service::HttpServer> server;
+  std::unique_ptr<service::HttpClient> http;
+};
+
+Json booking(const std::string& place, const std::string& user, double amount = 120.5) {
+  return {{"placeId", place},         {"userId", user}, {"checkIn", "2030-05-01"},
+          {"checkOut", "2030-05-02"}, {"qty", 1},       {"amount", amount}};
+}
+
+TEST_CASE("a booking is confirmed; the same night again is rejected without a charge") {
+  World w;
+  w.add_place("1", 1);
+
+  const std::string id = w.book(booking("1", "u1"));
+  const Json r = w.settle(id);
+  CHECK_MESSAGE(r["status"] == "CONFIRMED", r.dump());
+  CHECK(r["id"] == id);
+  CHECK(r["placeId"] == "1");
+  CHECK(r["userId"] == "u1");
+  CHECK(r["checkIn"] == "2030-05-01");
+  CHECK(r["checkOut"] == "2030-05-02");
+  CHECK(r["qty"] == 1);
+  CHECK(r["amount"] == 120.5);
+  CHECK_FALSE(r.contains("reason"));
+  REQUIRE(r["steps"].size() == 3);
+  CHECK(r["steps"][0] == Json{{"name", "reserve"}, {"status", "SUCCEEDED"}});
+  CHECK(r["steps"][1]["name"] == "pay");
+  CHECK(r["steps"][2]["name"] == "confirm");
+  CHECK(w.payments_of(id).size() == 1);
+  const Json night = w.availability("1", "2030-05-01", "2030-05-02");
+  CHECK(night[0]["confirmed"] == 1);
+  CHECK(night[0]["free"] == 0);
+
+  // Events: ReservationPlaced (PENDING) ... ReservationStatusChanged (CONFIRMED).
+  const std::vector<Json> ev = w.await_events(id, 2);
+  REQUIRE(ev.size() == 2);
+  CHECK(ev[0] == Json{{"eventType", "ReservationPlaced"},
+                      {"timestamp", kNow},
+                      {"orderId", id},
+                      {"placeId", "1"},
+                      {"usrId", "u1"},
+                      {"strDt", "2030-05-01"},
+                      {"endDt", "2030-05-02"},
+                      {"qty", 1},
+                      {"amount", 120.5},
+                      {"status", "PENDING"}});
+  CHECK(ev[1]["eventType"] == "ReservationStatusChanged");
+  CHECK(ev[1]["status"] == "CONFIRMED");
+  CHECK(ev[1]["orderId"] == id);
+
+  // Cancel after confirmation: 409.
+  ClientResponse c = w.post("/reservations/" + id + "/cancel", Json::object());
+  CHECK_MESSAGE(c.status == 409, c.body);
+  CHECK(c.header("Content-Type") == "application/problem+json");
+  CHECK(w.post("/reservations/r-nope/cancel", Json::object()).status == 404);
+
+  // Same night, no room left: rejected, nothing charged.
+  const std::string second = w.book(booking("1", "u2"));
+  const Json r2 = w.settle(second);
+  CHECK_MESSAGE(r2["status"] == "REJECTED", r2.dump());
+  REQUIRE(r2.contains("reason"));
+  CHECK(r2["reason"].get<std::string>().find("no availability") != std::string::npos);
+  CHECK(w.payments_of(second).empty());
+  CHECK_FALSE(w.payment->get("payment/" + second)->has_value());
+  const std::vector<Json> ev2 = w.await_events(second, 2);
+  CHECK(ev2[1]["eventType"] == "ReservationCanceled");
+  CHECK(ev2[1]["status"] == "REJECTED");
+
+  // Listing by user.
+  const Json mine = w.get_json("/reservations?userId=u1");
+  REQUIRE(mine.size() == 1);
+  CHECK(mine[0]["id"] == id);
+  CHECK(w.get_json("/reservations?userId=u2").size() == 1);
+  CHECK(w.get_json("/reservations?userId=nobody").empty());
+  CHECK(w.get("/reservations").status == 400);
+  CHECK(w.get("/reservations/r-unknown").status == 404);
+}
+
+TEST_CASE("a declined payment rejects the booking and releases the rooms") {
+  World w;
+  w.add_place("2", 1);
+  w.chance = 0.0;  // < decline_rate: declined
+  const std::string id = w.book(booking("2", "u3"));
+  const Json r = w.settle(id);
+  CHECK_MESSAGE(r["status"] == "REJECTED", r.dump());
+  CHECK(r["reason"].get<std::string>().find("declined") != std::string::npos);
+  CHECK(r["steps"][0]["status"] == "COMPENSATED");
+  const Json night = w.availability("2", "2030-05-01", "2030-05-02");
+  CHECK(night[0]["held"] == 0);
+  CHECK(night[0]["confirmed"] == 0);
+  CHECK(night[0]["free"] == 1);
+  CHECK(w.payments_of(id).empty());
+
+  // The room is free again: the next booking goes through.
+  w.chance = 0.99;
+  const std::string again = w.book(booking("2", "u4"));
+  CHECK(w.settle(again)["status"] == "CONFIRMED");
+}
+
+TEST_CASE("invalid bookings are refused with 400 problem+json") {
+  World w;
+  auto expect_400 = [&](const std::string& body, const std::string& what) {
+    auto r = w.http->request("POST", "/reservations", {{"Content-Type", "application/json"}}, body);
+    REQUIRE(r.ok());
+    CHECK_MESSAGE(r->status == 400, what << ": " << r->status << " " << r->body);
+    CHECK_MESSAGE(r->header("Content-Type") == "application/problem+json", what);
+  };
+  expect_400("{not json", "malformed JSON");
+  expect_400("[]", "not an object");
+  for (const char* field : {"placeId", "userId", "checkIn", "checkOut", "qty", "amount"}) {
+    Json b = booking("1", "u1");
+    b.erase(field);
+    expect_400(b.dump(), std::string("missing ") + field);
+  }
+  Json b = booking("1", "u1");
+  b["checkOut"] = "2030-05-01";
+  expect_400(b.dump(), "checkOut == checkIn");
+  b["checkOut"] = "2030-04-01";
+  expect_400(b.dump(), "checkOut < checkIn");
+  b = booking("1", "u1");
+  b["checkIn"] = "2030-02-30";
+  expect_400(b.dump(), "bad date");
+  b = booking("1", "u1");
+  b["checkOut"] = "2031-05-03";
+  expect_400(b.dump(), "too long");
+  b = booking("1", "u1");
+  b["qty"] = 0;
+  expect_400(b.dump(), "qty 0");
+  b = booking("1", "u1", -1);
+  expect_400(b.dump(), "negative amount");
+  CHECK(w.get_json("/healthz")["status"] == "ok");
+  CHECK(w.get("/readyz").status == 200);
+  ClientResponse m = w.get("/metrics");
+  CHECK(m.status == 200);
+}
+
+}  // namespace
+}  // namespace saga

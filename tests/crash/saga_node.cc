@@ -99,8 +99,8 @@ std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir,
   Options o;
   o.data_dir = dir + "/orchestrator";
   o.breaker.enabled = false;
-  auto orch = Orchestrator::open(o, std::move(transport),
-                                 {testing::booking_with_loyalty_definition(Duration{2000}, 20)});
+  auto orch = Orchestrator::open(
+      o, std::move(transport), {testing::booking_definition(Duration{2000}, 20, /*loyalty=*/true)});
   if (!orch.ok()) die("open orchestrator", orch.status());
   return std::move(*orch);
 }

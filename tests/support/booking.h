@@ -24,57 +24,37 @@ struct BookingFaults {
   double confirm_failure = 0;  ///< inventory refuses to confirm (refund, then release)
 };
 
-/// The booking saga. Data: {"qty": int, "amount": int}.
-inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint32_t attempts = 5) {
-  RetryPolicy retry{attempts, Duration{50}, 2.0, Duration{1000}, 0.2};
-  RetryPolicy forever{0, Duration{50}, 2.0, Duration{1000}, 0.2};
-  auto def = DefinitionBuilder("booking", 1)
-                 .command("reserve", "inventory", "reserve")
-                 .compensate("inventory", "release")
-                 .timeout(timeout)
-                 .retry(retry)
-                 .compensation_retry(forever)
-                 .command("pay", "payment", "charge")
-                 .compensate("payment", "refund")
-                 .timeout(timeout)
-                 .retry(retry)
-                 .compensation_retry(forever)
-                 .command("confirm", "inventory", "confirm")
-                 .timeout(timeout)
-                 .retry(retry)
-                 .build();
-  if (!def.ok()) throw std::runtime_error(def.status().to_string());
-  return *def;
-}
-
-/// The booking saga with a third participant: reserve -> pay -> confirm ->
-/// award (loyalty points; compensation: revoke), confirm being the pivot.
-/// For multi-process tests.
-inline DefinitionPtr booking_with_loyalty_definition(Duration timeout = Duration{1000},
-                                                     uint32_t attempts = 5) {
-  RetryPolicy retry{attempts, Duration{50}, 2.0, Duration{1000}, 0.2};
-  RetryPolicy forever{0, Duration{50}, 2.0, Duration{1000}, 0.2};
-  auto def = DefinitionBuilder("booking", 1)
-                 .command("reserve", "inventory", "reserve")
-                 .compensate("inventory", "release")
-                 .timeout(timeout)
-                 .retry(retry)
-                 .compensation_retry(forever)
-                 .command("pay", "payment", "charge")
-                 .compensate("payment", "refund")
-                 .timeout(timeout)
-                 .retry(retry)
-                 .compensation_retry(forever)
-                 .command("confirm", "inventory", "confirm")
-                 .timeout(timeout)
-                 .retry(retry)
-                 .pivot()  // once stock is confirmed, the points are retried until they land
-                 .command("award", "loyalty", "award")
-                 .compensate("loyalty", "revoke")
-                 .timeout(timeout)
-                 .retry(forever)
-                 .compensation_retry(forever)
-                 .build();
+/// The booking saga. Data: {"qty": int, "amount": int}. With `loyalty`, a
+/// fourth step awards loyalty points (compensation: revoke) after confirm,
+/// which is then the pivot: once stock is confirmed the points are retried
+/// until they land (for three-participant runs).
+inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint32_t attempts = 5,
+                                        bool loyalty = false) {
+  const RetryPolicy retry{attempts, Duration{50}, 2.0, Duration{1000}, 0.2};
+  const RetryPolicy forever{0, Duration{50}, 2.0, Duration{1000}, 0.2};
+  DefinitionBuilder b("booking", 1);
+  b.command("reserve", "inventory", "reserve")
+      .compensate("inventory", "release")
+      .timeout(timeout)
+      .retry(retry)
+      .compensation_retry(forever)
+      .command("pay", "payment", "charge")
+      .compensate("payment", "refund")
+      .timeout(timeout)
+      .retry(retry)
+      .compensation_retry(forever)
+      .command("confirm", "inventory", "confirm")
+      .timeout(timeout)
+      .retry(retry);
+  if (loyalty) {
+    b.pivot()
+        .command("award", "loyalty", "award")
+        .compensate("loyalty", "revoke")
+        .timeout(timeout)
+        .retry(forever)
+        .compensation_retry(forever);
+  }
+  auto def = b.build();
   if (!def.ok()) throw std::runtime_error(def.status().to_string());
   return *def;
 }

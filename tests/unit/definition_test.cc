@@ -13,20 +13,7 @@
 
 #include "saga/clock.h"
 #include "saga/status.h"
-
-// Failure messages show vectors as [a, b, c] instead of {?}.
-namespace doctest {
-template <typename T>
-struct StringMaker<std::vector<T>> {
-  static String convert(const std::vector<T>& v) {
-    std::ostringstream os;
-    os << '[';
-    for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << v[i];
-    os << ']';
-    return os.str().c_str();
-  }
-};
-}  // namespace doctest
+#include "support/doctest_vectors.h"
 
 namespace saga {
 namespace {

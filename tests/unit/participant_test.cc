@@ -24,21 +24,8 @@
 #include "saga/memory_transport.h"
 #include "saga/message.h"
 #include "saga/status.h"
+#include "support/doctest_vectors.h"
 #include "support/temp_dir.h"
-
-// Failure messages show vectors as [a, b, c] instead of {?}.
-namespace doctest {
-template <typename T>
-struct StringMaker<std::vector<T>> {
-  static String convert(const std::vector<T>& v) {
-    std::ostringstream os;
-    os << '[';
-    for (size_t i = 0; i < v.size(); ++i) os << (i ? ", " : "") << v[i];
-    os << ']';
-    return os.str().c_str();
-  }
-};
-}  // namespace doctest
 
 namespace saga {
 namespace {

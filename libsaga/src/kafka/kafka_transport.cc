@@ -298,10 +298,22 @@ KafkaTransport::~KafkaTransport() {
       }
     }
     if (tracker_) tracker_->detach();
-    // Runs the revoke callback, which commits the acked offsets, and leaves the group.
-    const RdKafka::ErrorCode rc = consumer_->close();
-    if (rc != RdKafka::ERR_NO_ERROR)
-      log_->warn("kafka: closing the consumer: {}", RdKafka::err2str(rc));
+    // close() waits for the group coordinator and never returns when no broker
+    // answers. So ask first; without a broker, leave without closing (the
+    // consumer's destructor then skips the close): acked offsets not yet
+    // committed are delivered again later, which the inbox and reply checks absorb.
+    RdKafka::Metadata* md = nullptr;
+    const RdKafka::ErrorCode reach = consumer_->metadata(false, nullptr, &md, 2000);
+    delete md;
+    if (reach != RdKafka::ERR_NO_ERROR) {
+      log_->warn("kafka: no broker answers ({}); leaving the group without closing",
+                 RdKafka::err2str(reach));
+    } else {
+      // Runs the revoke callback, which commits the acked offsets, and leaves the group.
+      const RdKafka::ErrorCode rc = consumer_->close();
+      if (rc != RdKafka::ERR_NO_ERROR)
+        log_->warn("kafka: closing the consumer: {}", RdKafka::err2str(rc));
+    }
   }
   if (producer_ && producer_->outq_len() > 0) {
     const RdKafka::ErrorCode rc = producer_->flush(to_ms(kCloseFlush));

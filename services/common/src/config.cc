@@ -98,7 +98,7 @@ StatusOr<std::chrono::milliseconds> env_duration_ms(std::string_view name,
 
 StatusOr<ServerOptions> ServerOptions::from_env(uint16_t default_port) {
   ServerOptions o;
-  SAGA_ASSIGN_OR_RETURN(auto port, env_int("PORT", default_port, 1, 65535));
+  SAGA_ASSIGN_OR_RETURN(auto port, env_int("PORT", default_port, 0, 65535));
   o.port = static_cast<uint16_t>(port);
   o.host = env_string("HTTP_HOST", o.host);
   SAGA_ASSIGN_OR_RETURN(auto threads, env_int("HTTP_THREADS", o.threads, 1, 256));

@@ -46,7 +46,7 @@ struct ServerOptions {
   std::chrono::milliseconds drain_timeout{10'000};
 
   /// Options from the environment, `default_port` when PORT is unset:
-  ///   PORT (1..65535), HTTP_HOST, HTTP_THREADS (1..256),
+  ///   PORT (0..65535; 0 picks a free port, logged at start), HTTP_HOST, HTTP_THREADS (1..256),
   ///   HTTP_HEADER_LIMIT_BYTES, HTTP_BODY_LIMIT_BYTES, HTTP_READ_TIMEOUT_MS,
   ///   HTTP_WRITE_TIMEOUT_MS, HTTP_DRAIN_TIMEOUT_MS (defaults as above).
   /// InvalidArgument naming the variable, the accepted range and the bad value.

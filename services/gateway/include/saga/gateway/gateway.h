@@ -1,0 +1,97 @@
+// The gateway: the single entry point of the reference system. No state, no
+// Kafka: it forwards each request by path prefix to the service that owns it.
+//
+//   /reservations[/...], /accommodations[/...]                  -> reservation
+//   /payments[/...]                                             -> payment
+//   /places[/...], /owners[/...], /reservationManagements[/...] -> inventory
+//   /mypages[/...]                                              -> mypage
+//
+// Forwarded: method (HEAD is sent upstream as GET), path and query string,
+// body, Content-Type, Accept, X-Request-Id and a child traceparent (same trace,
+// new span). Copied back: status, body, Content-Type, Location, Retry-After.
+// Upstream failures are application/problem+json naming the upstream:
+//   not reachable (refused, reset)      -> 503 with Retry-After: 1
+//   no answer within the timeout        -> 504 (a POST may or may not have been applied)
+//   malformed or oversized response     -> 502
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "saga/service/router.h"
+#include "saga/status.h"
+
+namespace saga::gateway {
+
+inline constexpr char kServiceName[] = "gateway";
+/// The gateway's port when PORT is unset.
+inline constexpr uint16_t kDefaultPort = 8080;
+
+/// A host (IPv4/IPv6 address or name) and a TCP port.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+
+  /// "host:port" ("[v6]:port" for an IPv6 address).
+  std::string to_string() const;
+  friend bool operator==(const HostPort&, const HostPort&) = default;
+};
+
+/// Parses "host:port" or "[ipv6]:port": a non-empty host without blanks and a
+/// decimal port in 1..65535. InvalidArgument naming `variable` and the bad value.
+StatusOr<HostPort> parse_host_port(std::string_view variable, std::string_view text);
+
+/// Where the gateway forwards to.
+struct Upstreams {
+  HostPort reservation{"127.0.0.1", 8082};
+  HostPort payment{"127.0.0.1", 8083};
+  HostPort inventory{"127.0.0.1", 8084};
+  HostPort mypage{"127.0.0.1", 8086};
+};
+
+/// Upstreams from RESERVATION_ADDR, PAYMENT_ADDR, INVENTORY_ADDR and MYPAGE_ADDR
+/// (host:port; unset or empty keeps the default above). InvalidArgument naming
+/// the first bad variable.
+StatusOr<Upstreams> upstreams_from_env();
+
+/// How the gateway talks to its upstreams.
+struct GatewayOptions {
+  /// Longest time to send a request upstream and read its whole response;
+  /// then 504. UPSTREAM_TIMEOUT_MS, default 10 s.
+  std::chrono::milliseconds request_timeout{10'000};
+  /// Longest time to connect to an upstream; then 504.
+  /// UPSTREAM_CONNECT_TIMEOUT_MS, default 2 s.
+  std::chrono::milliseconds connect_timeout{2'000};
+  /// Longest wait for an upstream's /readyz (connect included) during GET /readyz.
+  /// Default 1 s.
+  std::chrono::milliseconds readiness_timeout{1'000};
+  /// Largest upstream response body; more is answered 502. Default 8 MiB.
+  size_t response_body_limit = 8 * 1024 * 1024;
+  /// Idle upstream connections kept per upstream for reuse. Default 16.
+  size_t max_idle_connections = 16;
+  /// An idle upstream connection older than this is closed rather than reused,
+  /// so that it is not one the upstream has just timed out (the services'
+  /// HTTP_READ_TIMEOUT_MS, 30 s by default, must be longer). Default 5 s.
+  std::chrono::milliseconds max_idle_time{5'000};
+};
+
+/// GatewayOptions from UPSTREAM_TIMEOUT_MS (1..3600000) and
+/// UPSTREAM_CONNECT_TIMEOUT_MS (1..600000); the rest default.
+/// InvalidArgument naming the bad variable.
+StatusOr<GatewayOptions> gateway_options_from_env();
+
+/// Registers the forwarding routes (GET/HEAD, POST, PUT, PATCH, DELETE on each
+/// prefix and everything below it) and the standard routes: /healthz, /readyz
+/// (200 when every upstream's /readyz answers 200 within readiness_timeout, else
+/// 503; one check per upstream, named after it) and /metrics (the server's own
+/// metrics plus gateway_upstream_requests_total{upstream,outcome}).
+/// The handlers share a pool of keep-alive connections per upstream and are
+/// thread-safe. Throws std::invalid_argument (like Router::route) when one of
+/// the routes is already registered.
+void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOptions options = {});
+
+}  // namespace saga::gateway

@@ -1,0 +1,52 @@
+// saga-gateway: the single entry point; forwards by path prefix to the services.
+//   PORT (8080), RESERVATION_ADDR (127.0.0.1:8082), PAYMENT_ADDR (127.0.0.1:8083),
+//   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086), UPSTREAM_TIMEOUT_MS
+//   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), LOG_LEVEL, HTTP_* (see http_server.h;
+//   at least 16 threads).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "saga/gateway/gateway.h"
+#include "saga/service/http_server.h"
+#include "saga/service/logging.h"
+
+int main() {
+  using namespace saga::service;
+  namespace gw = saga::gateway;
+  ShutdownSignal signals;
+  if (saga::Status s = setup_logging(gw::kServiceName); !s.ok()) spdlog::warn("{}", s.message());
+  auto server_options = ServerOptions::from_env(gw::kDefaultPort);
+  if (!server_options.ok()) {
+    spdlog::critical("{}", server_options.status().message());
+    return 2;
+  }
+  // Each forwarded request holds a thread until its upstream answers.
+  server_options->threads = std::max(server_options->threads, 16);
+  auto upstreams = gw::upstreams_from_env();
+  if (!upstreams.ok()) {
+    spdlog::critical("{}", upstreams.status().message());
+    return 2;
+  }
+  auto options = gw::gateway_options_from_env();
+  if (!options.ok()) {
+    spdlog::critical("{}", options.status().message());
+    return 2;
+  }
+
+  Router router;
+  gw::add_routes(router, *upstreams, *options);
+  HttpServer server(*server_options, std::move(router));
+  if (saga::Status s = server.start(); !s.ok()) {
+    spdlog::critical("http: {}", s.to_string());
+    return 1;
+  }
+  spdlog::info("upstreams: reservation {}, payment {}, inventory {}, mypage {}",
+               upstreams->reservation.to_string(), upstreams->payment.to_string(),
+               upstreams->inventory.to_string(), upstreams->mypage.to_string());
+  spdlog::info("gateway listening on port {}", server.port());
+  const int sig = stop_on_signal(server, signals);  // drains in-flight requests
+  spdlog::info("signal {}: HTTP stopped", sig);
+  return 0;
+}

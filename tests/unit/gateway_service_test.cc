@@ -1,0 +1,638 @@
+// The gateway in process: an HttpServer with gateway::add_routes in front of
+// fake upstreams (HttpServers with their own Router) on 127.0.0.1, port 0.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "saga/gateway/gateway.h"
+#include "saga/service/http_client.h"
+#include "saga/service/http_server.h"
+#include "saga/service/router.h"
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+using saga::Status;
+using saga::StatusCode;
+using namespace saga::service;
+namespace gw = saga::gateway;
+
+namespace {
+
+ServerOptions loopback(ServerOptions o = {}) {
+  o.host = "127.0.0.1";
+  o.port = 0;
+  return o;
+}
+
+// What a fake upstream saw of one request.
+struct Seen {
+  std::string method;
+  std::string target;
+  std::string body;
+  std::optional<std::string> content_type;
+  std::optional<std::string> accept;
+  std::optional<std::string> request_id;
+  std::optional<std::string> traceparent;
+};
+
+std::optional<std::string> header_copy(const Request& req, std::string_view name) {
+  auto v = req.header(name);
+  return v ? std::optional<std::string>(std::string(*v)) : std::nullopt;
+}
+
+// An upstream service: records every request (except /readyz) and answers with
+// `responder`, by default 200 {"upstream": name, "method", "target", "body"}.
+class FakeUpstream {
+ public:
+  using Responder = std::function<Response(const Request&)>;
+
+  explicit FakeUpstream(std::string name, Responder responder = {})
+      : name_(std::move(name)),
+        responder_(std::move(responder)),
+        server_(loopback(), make_router()) {
+    Status s = server_.start();
+    REQUIRE_MESSAGE(s.ok(), s.to_string());
+  }
+
+  uint16_t port() const { return server_.port(); }
+  gw::HostPort address() const { return {"127.0.0.1", port()}; }
+  std::vector<Seen> seen() const {
+    std::lock_guard lock(mu_);
+    return seen_;
+  }
+  void set_ready(bool ready) {
+    std::lock_guard lock(mu_);
+    ready_ = ready;
+  }
+  std::string metrics_text() const { return server_.metrics_text(); }
+
+  // The default answer.
+  Response echo(const Request& req) const {
+    return Response::json(200, {{"upstream", name_},
+                                {"method", req.method()},
+                                {"target", req.target()},
+                                {"body", req.body()}});
+  }
+
+ private:
+  Router make_router() {
+    Router r;
+    r.get("/readyz", [this](const Request&) {
+      std::lock_guard lock(mu_);
+      return Response::json(ready_ ? 200 : 503, {{"status", ready_ ? "ready" : "not ready"}});
+    });
+    for (const char* method : {"GET", "POST", "PUT", "PATCH", "DELETE"}) {
+      r.route(method, "/{rest...}", [this](const Request& req) {
+        {
+          std::lock_guard lock(mu_);
+          seen_.push_back({req.method(), req.target(), req.body(), header_copy(req, "Content-Type"),
+                           header_copy(req, "Accept"), header_copy(req, "X-Request-Id"),
+                           header_copy(req, "traceparent")});
+        }
+        return responder_ ? responder_(req) : echo(req);
+      });
+    }
+    return r;
+  }
+
+  std::string name_;
+  Responder responder_;
+  mutable std::mutex mu_;
+  std::vector<Seen> seen_;
+  bool ready_ = true;
+  HttpServer server_;  // last: stopped first, while the rest is alive
+};
+
+// A port on 127.0.0.1 with nothing listening: bound, then closed.
+uint16_t closed_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  socklen_t len = sizeof addr;
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// A TCP server on 127.0.0.1 that reads a request head and answers junk.
+class JunkServer {
+ public:
+  JunkServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd_, 16) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~JunkServer() {
+    ::shutdown(fd_, SHUT_RDWR);  // wakes accept()
+    thread_.join();
+    ::close(fd_);
+  }
+  JunkServer(const JunkServer&) = delete;
+  JunkServer& operator=(const JunkServer&) = delete;
+
+  uint16_t port() const { return port_; }
+
+ private:
+  void serve() {
+    while (true) {
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) return;
+      timeval tv{10, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      std::string got;
+      char buf[4096];
+      while (got.find("\r\n\r\n") == std::string::npos) {
+        ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, static_cast<size_t>(n));
+      }
+      constexpr std::string_view kJunk = "this is not HTTP at all\r\n\r\n";
+      ::send(c, kJunk.data(), kJunk.size(), MSG_NOSIGNAL);
+      ::close(c);
+    }
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+// A handler-side wait the test opens; never blocks longer than 20 s.
+class Gate {
+ public:
+  void wait() {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, 20s, [&] { return open_; });
+  }
+  void open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+};
+
+// The gateway under test.
+struct TestGateway {
+  TestGateway(const gw::Upstreams& upstreams, gw::GatewayOptions options = {},
+              ServerOptions server_options = {})
+      : server(loopback(std::move(server_options)), make_router(upstreams, options)) {
+    Status s = server.start();
+    REQUIRE_MESSAGE(s.ok(), s.to_string());
+  }
+  static Router make_router(const gw::Upstreams& upstreams, gw::GatewayOptions options) {
+    Router r;
+    gw::add_routes(r, upstreams, options);
+    return r;
+  }
+  HttpClient client() const { return HttpClient("127.0.0.1", server.port()); }
+  HttpServer server;
+};
+
+// Four fake upstreams and a gateway in front of them.
+struct Fixture {
+  explicit Fixture(gw::GatewayOptions options = {}, ServerOptions server_options = {})
+      : gateway(upstreams(), options, server_options) {}
+  gw::Upstreams upstreams() const {
+    return {reservation.address(), payment.address(), inventory.address(), mypage.address()};
+  }
+  FakeUpstream reservation{"reservation"};
+  FakeUpstream payment{"payment"};
+  FakeUpstream inventory{"inventory"};
+  FakeUpstream mypage{"mypage"};
+  TestGateway gateway;
+};
+
+// Checks an RFC 7807 problem from the gateway and returns its document.
+json check_problem(const ClientResponse& res, int status) {
+  CHECK(res.status == status);
+  CHECK(res.header("Content-Type") == "application/problem+json");
+  auto doc = res.json();
+  REQUIRE(doc.ok());
+  CHECK((*doc)["status"] == status);
+  CHECK((*doc)["title"] == std::string(reason_phrase(status)));
+  REQUIRE((*doc)["detail"].is_string());
+  return *doc;
+}
+
+bool contains(const json& doc, std::string_view what) {
+  return doc["detail"].get<std::string>().find(what) != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("each prefix goes to its upstream with method, path, query and body intact") {
+  Fixture f;
+  struct Case {
+    const char* method;
+    const char* target;
+    FakeUpstream* upstream;
+  };
+  const std::vector<Case> cases = {
+      {"GET", "/reservations?userId=u%201&x=2", &f.reservation},
+      {"POST", "/reservations", &f.reservation},
+      {"POST", "/reservations/r-1/cancel", &f.reservation},
+      {"GET", "/accommodations", &f.reservation},
+      {"PUT", "/accommodations/a/b", &f.reservation},
+      {"GET", "/payments?reservationId=r-1", &f.payment},
+      {"DELETE", "/payments/p-1", &f.payment},
+      {"PUT", "/places/p-1/rooms", &f.inventory},
+      {"GET", "/places/p-1/availability?from=2024-01-01&to=2024-01-03", &f.inventory},
+      {"GET", "/owners/o-1/reservations", &f.inventory},
+      {"POST", "/reservationManagements", &f.inventory},
+      {"PATCH", "/mypages/u-1", &f.mypage},
+      {"GET", "/mypages", &f.mypage},
+  };
+  HttpClient client = f.gateway.client();
+  std::vector<FakeUpstream*> all = {&f.reservation, &f.payment, &f.inventory, &f.mypage};
+  for (const Case& c : cases) {
+    CAPTURE(c.method);
+    CAPTURE(c.target);
+    std::vector<size_t> before;
+    for (auto* u : all) before.push_back(u->seen().size());
+    const std::string body =
+        std::string(c.method) == "GET" ? "" : std::string(R"({"to":")") + c.target + "\"}";
+    Headers headers = {{"Accept", "application/json"}};
+    if (!body.empty()) headers.emplace_back("Content-Type", "application/vnd.test+json");
+    auto res = client.request(c.method, c.target, headers, body);
+    REQUIRE(res.ok());
+    CHECK(res->status == 200);
+    CHECK(res->header("Content-Type") == "application/json");
+    auto doc = res->json();
+    REQUIRE(doc.ok());
+    for (size_t i = 0; i < all.size(); ++i) {
+      size_t expected = before[i] + (all[i] == c.upstream ? 1 : 0);
+      CHECK(all[i]->seen().size() == expected);
+    }
+    auto seen = c.upstream->seen();
+    REQUIRE(!seen.empty());
+    CHECK(seen.back().method == c.method);
+    CHECK(seen.back().target == c.target);
+    CHECK(seen.back().body == body);
+    CHECK(seen.back().accept == "application/json");
+    if (!body.empty()) CHECK(seen.back().content_type == "application/vnd.test+json");
+    CHECK((*doc)["target"] == c.target);
+  }
+  // Keep-alive: every request to the reservation service went on one connection.
+  CHECK(f.reservation.metrics_text().find("http_server_connections_total 1\n") !=
+        std::string::npos);
+}
+
+TEST_CASE("HEAD is answered from the upstream's GET") {
+  Fixture f;
+  HttpClient client = f.gateway.client();
+  auto get = client.get("/places/p-9");
+  REQUIRE(get.ok());
+  auto head = client.request("HEAD", "/places/p-9");
+  REQUIRE(head.ok());
+  CHECK(head->status == 200);
+  CHECK(head->body.empty());
+  CHECK(head->header("Content-Length") == std::to_string(get->body.size()));
+  auto seen = f.inventory.seen();
+  REQUIRE(seen.size() == 2);
+  CHECK(seen.back().method == "GET");
+}
+
+TEST_CASE("the request id and a child traceparent reach the upstream") {
+  Fixture f;
+  HttpClient client = f.gateway.client();
+  const std::string trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  const std::string parent_id = "00f067aa0ba902b7";
+  auto res =
+      client.get("/payments/p-1", {{"X-Request-Id", "req-gateway-1"},
+                                   {"traceparent", "00-" + trace_id + "-" + parent_id + "-01"}});
+  REQUIRE(res.ok());
+  CHECK(res->status == 200);
+  CHECK(res->header("X-Request-Id") == "req-gateway-1");
+  auto seen = f.payment.seen();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].request_id == "req-gateway-1");
+  REQUIRE(seen[0].traceparent.has_value());
+  auto tp = TraceContext::parse(*seen[0].traceparent);
+  REQUIRE(tp.has_value());
+  CHECK(tp->trace_id == trace_id);
+  CHECK(tp->parent_id != parent_id);
+  CHECK(tp->flags == 1);
+
+  // Without them, the gateway's own id and trace go up.
+  auto fresh = client.get("/payments/p-2");
+  REQUIRE(fresh.ok());
+  seen = f.payment.seen();
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[1].request_id == std::string(*fresh->header("X-Request-Id")));
+  auto mine = TraceContext::parse(*fresh->header("traceparent"));
+  auto theirs = TraceContext::parse(seen[1].traceparent.value_or(""));
+  REQUIRE(mine.has_value());
+  REQUIRE(theirs.has_value());
+  CHECK(theirs->trace_id == mine->trace_id);
+  CHECK(theirs->parent_id != mine->parent_id);
+}
+
+TEST_CASE("status, body, Content-Type, Location and Retry-After come back") {
+  const std::string problem =
+      R"({"type":"about:blank","title":"Too Many Requests","status":429,"detail":"slow down"})";
+  FakeUpstream reservation("reservation", [](const Request& req) {
+    Response res = Response::json(202, {{"id", "r-7"}, {"status", "PENDING"}});
+    res.set_header("Location", "/reservations/r-7");
+    res.set_header("X-Internal", "not copied");
+    (void)req;
+    return res;
+  });
+  FakeUpstream payment("payment", [&](const Request&) {
+    Response res = Response::text(429, problem, "application/problem+json");
+    res.set_header("Retry-After", "7");
+    return res;
+  });
+  FakeUpstream inventory("inventory");
+  FakeUpstream mypage("mypage");
+  TestGateway gateway(
+      {reservation.address(), payment.address(), inventory.address(), mypage.address()});
+  HttpClient client = gateway.client();
+
+  auto created = client.post_json("/reservations", {{"placeId", "p-1"}});
+  REQUIRE(created.ok());
+  CHECK(created->status == 202);
+  CHECK(created->header("Location") == "/reservations/r-7");
+  CHECK(created->header("Content-Type") == "application/json");
+  CHECK(!created->header("X-Internal").has_value());
+  auto doc = created->json();
+  REQUIRE(doc.ok());
+  CHECK((*doc)["id"] == "r-7");
+
+  auto limited = client.get("/payments/p-1");
+  REQUIRE(limited.ok());
+  CHECK(limited->status == 429);
+  CHECK(limited->header("Retry-After") == "7");
+  CHECK(limited->header("Content-Type") == "application/problem+json");
+  CHECK(limited->body == problem);
+}
+
+TEST_CASE("an upstream with nothing listening gives 503 with Retry-After") {
+  FakeUpstream reservation("reservation");
+  gw::Upstreams upstreams{reservation.address(),
+                          {"127.0.0.1", closed_port()},
+                          reservation.address(),
+                          reservation.address()};
+  TestGateway gateway(upstreams);
+  HttpClient client = gateway.client();
+  auto res = client.post_json("/payments", {{"amount", 10}});
+  REQUIRE(res.ok());
+  json doc = check_problem(*res, 503);
+  CHECK(res->header("Retry-After") == "1");
+  CHECK(contains(doc, "upstream payment"));
+  CHECK(doc["instance"] == "/payments");
+  // The other upstreams are still served.
+  auto ok = client.get("/reservations/r-1");
+  REQUIRE(ok.ok());
+  CHECK(ok->status == 200);
+}
+
+TEST_CASE("a slow upstream gives 504 and the gateway recovers") {
+  Gate gate;
+  FakeUpstream reservation("reservation", [&](const Request& req) {
+    if (req.path() == "/reservations/slow") gate.wait();
+    return Response::json(200, {{"path", req.path()}});
+  });
+  struct Opener {
+    Gate& gate;
+    ~Opener() { gate.open(); }
+  } opener{gate};  // destroyed before the upstream, whatever happens
+  FakeUpstream other("other");
+  gw::GatewayOptions options;
+  options.request_timeout = 200ms;
+  TestGateway gateway({reservation.address(), other.address(), other.address(), other.address()},
+                      options);
+  HttpClient client = gateway.client();
+
+  auto started = std::chrono::steady_clock::now();
+  auto post = client.post_json("/reservations/slow", {{"placeId", "p-1"}});
+  REQUIRE(post.ok());
+  CHECK(std::chrono::steady_clock::now() - started < 10s);
+  json doc = check_problem(*post, 504);
+  CHECK(contains(doc, "upstream reservation"));
+  CHECK(contains(doc, "may or may not have been applied"));
+  CHECK(!post->header("Retry-After").has_value());
+
+  auto get = client.get("/reservations/slow");
+  REQUIRE(get.ok());
+  json get_doc = check_problem(*get, 504);
+  CHECK(!contains(get_doc, "may or may not"));
+
+  gate.open();
+  auto fast = client.get("/reservations/r-1");
+  REQUIRE(fast.ok());
+  CHECK(fast->status == 200);
+}
+
+TEST_CASE("an upstream answering junk gives 502") {
+  JunkServer junk;
+  FakeUpstream other("other");
+  TestGateway gateway(
+      {other.address(), other.address(), {"127.0.0.1", junk.port()}, other.address()});
+  HttpClient client = gateway.client();
+  auto res = client.get("/places/p-1");
+  REQUIRE(res.ok());
+  json doc = check_problem(*res, 502);
+  CHECK(contains(doc, "upstream inventory"));
+  CHECK(other.seen().empty());
+
+  auto metrics = client.get("/metrics");
+  REQUIRE(metrics.ok());
+  CHECK(metrics->body.find(
+            R"(gateway_upstream_requests_total{upstream="inventory",outcome="bad_response"} 1)") !=
+        std::string::npos);
+}
+
+TEST_CASE("unknown routes are the router's 404; prefixes match whole segments") {
+  Fixture f;
+  HttpClient client = f.gateway.client();
+  for (const char* target : {"/nope", "/reservationsX", "/paymentsfoo/1", "/"}) {
+    CAPTURE(target);
+    auto res = client.get(target);
+    REQUIRE(res.ok());
+    check_problem(*res, 404);
+  }
+  CHECK(f.reservation.seen().empty());
+  CHECK(f.payment.seen().empty());
+  CHECK(f.inventory.seen().empty());
+  CHECK(f.mypage.seen().empty());
+  auto health = client.get("/healthz");
+  REQUIRE(health.ok());
+  CHECK(health->status == 200);
+}
+
+TEST_CASE("a body over the gateway's limit is 413 and never forwarded") {
+  ServerOptions server_options;
+  server_options.body_limit = 1024;
+  Fixture f({}, server_options);
+  HttpClient client = f.gateway.client();
+  auto small = client.request("POST", "/reservations", {}, std::string(1000, 'a'));
+  REQUIRE(small.ok());
+  CHECK(small->status == 200);
+  auto big = HttpClient("127.0.0.1", f.gateway.server.port())
+                 .request("POST", "/reservations", {}, std::string(4096, 'a'));
+  REQUIRE(big.ok());
+  CHECK(big->status == 413);
+  CHECK(big->header("Content-Type") == "application/problem+json");
+  CHECK(f.reservation.seen().size() == 1);
+}
+
+TEST_CASE("/readyz is ready only when every upstream is") {
+  FakeUpstream reservation("reservation");
+  FakeUpstream payment("payment");
+  FakeUpstream inventory("inventory");
+  FakeUpstream mypage("mypage");
+  gw::Upstreams all_up{reservation.address(), payment.address(), inventory.address(),
+                       mypage.address()};
+  gw::GatewayOptions options;
+  options.readiness_timeout = 2s;
+
+  auto checks_by_name = [](const json& doc) {
+    std::map<std::string, bool> out;
+    for (const auto& c : doc["checks"]) out[c["name"].get<std::string>()] = c["ok"].get<bool>();
+    return out;
+  };
+
+  {
+    TestGateway gateway(all_up, options);
+    auto res = gateway.client().get("/readyz");
+    REQUIRE(res.ok());
+    CHECK(res->status == 200);
+    auto doc = res->json();
+    REQUIRE(doc.ok());
+    CHECK((*doc)["status"] == "ready");
+    CHECK(checks_by_name(*doc) ==
+          std::map<std::string, bool>{
+              {"inventory", true}, {"mypage", true}, {"payment", true}, {"reservation", true}});
+
+    payment.set_ready(false);
+    auto not_ready = gateway.client().get("/readyz");
+    REQUIRE(not_ready.ok());
+    CHECK(not_ready->status == 503);
+    auto nr = not_ready->json();
+    REQUIRE(nr.ok());
+    CHECK(checks_by_name(*nr)["payment"] == false);
+    CHECK(checks_by_name(*nr)["reservation"] == true);
+    bool named_status = false;
+    for (const auto& c : (*nr)["checks"]) {
+      if (c["name"] == "payment") {
+        named_status = c["message"].get<std::string>().find("answered 503") != std::string::npos;
+      }
+    }
+    CHECK(named_status);
+    payment.set_ready(true);
+  }
+  {
+    gw::Upstreams one_down = all_up;
+    one_down.mypage = {"127.0.0.1", closed_port()};
+    TestGateway gateway(one_down, options);
+    auto res = gateway.client().get("/readyz");
+    REQUIRE(res.ok());
+    CHECK(res->status == 503);
+    auto doc = res->json();
+    REQUIRE(doc.ok());
+    CHECK((*doc)["status"] == "not ready");
+    CHECK(checks_by_name(*doc) ==
+          std::map<std::string, bool>{
+              {"inventory", true}, {"mypage", false}, {"payment", true}, {"reservation", true}});
+  }
+}
+
+TEST_CASE("parse_host_port") {
+  auto ok = gw::parse_host_port("X_ADDR", "127.0.0.1:8082");
+  REQUIRE(ok.ok());
+  CHECK(*ok == gw::HostPort{"127.0.0.1", 8082});
+  CHECK(ok->to_string() == "127.0.0.1:8082");
+  auto name = gw::parse_host_port("X_ADDR", "payment:65535");
+  REQUIRE(name.ok());
+  CHECK(*name == gw::HostPort{"payment", 65535});
+  auto v6 = gw::parse_host_port("X_ADDR", "[::1]:1");
+  REQUIRE(v6.ok());
+  CHECK(*v6 == gw::HostPort{"::1", 1});
+  CHECK(v6->to_string() == "[::1]:1");
+
+  for (const char* bad :
+       {"", "127.0.0.1", "127.0.0.1:", ":8082", "host:0", "host:65536", "host:80x", "host:-1",
+        "host:+80", "::1:8082", "[::1]8082", "[::1", "ho st:80", "host:123456", "http://host:80"}) {
+    CAPTURE(bad);
+    auto r = gw::parse_host_port("PAYMENT_ADDR", bad);
+    REQUIRE(!r.ok());
+    CHECK(r.status().code() == StatusCode::kInvalidArgument);
+    CHECK(r.status().message().find("PAYMENT_ADDR") != std::string::npos);
+    CHECK(r.status().message().find(std::string("'") + bad + "'") != std::string::npos);
+  }
+}
+
+TEST_CASE("upstreams and options from the environment") {
+  for (const char* v : {"RESERVATION_ADDR", "PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR",
+                        "UPSTREAM_TIMEOUT_MS", "UPSTREAM_CONNECT_TIMEOUT_MS"}) {
+    ::unsetenv(v);
+  }
+  auto defaults = gw::upstreams_from_env();
+  REQUIRE(defaults.ok());
+  CHECK(defaults->reservation == gw::HostPort{"127.0.0.1", 8082});
+  CHECK(defaults->payment == gw::HostPort{"127.0.0.1", 8083});
+  CHECK(defaults->inventory == gw::HostPort{"127.0.0.1", 8084});
+  CHECK(defaults->mypage == gw::HostPort{"127.0.0.1", 8086});
+  auto default_options = gw::gateway_options_from_env();
+  REQUIRE(default_options.ok());
+  CHECK(default_options->request_timeout == 10'000ms);
+  CHECK(default_options->connect_timeout == 2'000ms);
+
+  ::setenv("INVENTORY_ADDR", "inventory.local:9084", 1);
+  auto set = gw::upstreams_from_env();
+  REQUIRE(set.ok());
+  CHECK(set->inventory == gw::HostPort{"inventory.local", 9084});
+  CHECK(set->payment == gw::HostPort{"127.0.0.1", 8083});
+
+  ::setenv("MYPAGE_ADDR", "mypage", 1);
+  auto bad = gw::upstreams_from_env();
+  REQUIRE(!bad.ok());
+  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+  CHECK(bad.status().message().find("MYPAGE_ADDR") != std::string::npos);
+
+  ::setenv("UPSTREAM_TIMEOUT_MS", "250", 1);
+  ::setenv("UPSTREAM_CONNECT_TIMEOUT_MS", "100", 1);
+  auto options = gw::gateway_options_from_env();
+  REQUIRE(options.ok());
+  CHECK(options->request_timeout == 250ms);
+  CHECK(options->connect_timeout == 100ms);
+  ::setenv("UPSTREAM_TIMEOUT_MS", "soon", 1);
+  auto bad_options = gw::gateway_options_from_env();
+  REQUIRE(!bad_options.ok());
+  CHECK(bad_options.status().message().find("UPSTREAM_TIMEOUT_MS") != std::string::npos);
+
+  for (const char* v :
+       {"INVENTORY_ADDR", "MYPAGE_ADDR", "UPSTREAM_TIMEOUT_MS", "UPSTREAM_CONNECT_TIMEOUT_MS"}) {
+    ::unsetenv(v);
+  }
+}

@@ -1,0 +1,148 @@
+// The mypage service: the CQRS read side. It consumes the domain events of the
+// `reserveplace` stream (reservation, payment and inventory events) and keeps
+// one durable view row per reservation, plus a per-user index, in RocksDB.
+//
+// Events of one reservation come from different processes, so they may arrive
+// out of causal order and more than once; the view converges anyway:
+//   - a message id already applied is dropped (duplicates);
+//   - statuses only move up: PENDING < CONFIRMED < REJECTED = CANCELLED;
+//     payment APPROVED < REFUNDED; rooms CONFIRMED < RELEASED;
+//   - a field present in an event fills or overwrites the row's; a missing or
+//     null field never erases one.
+//
+// Row: {id, userId, placeId, placeNm, checkIn, checkOut, qty, amount, status,
+//       payment: {status, payId} (when known), rooms: {status, stock} (when known),
+//       events: [eventType, ...] (arrival order, no duplicates), updatedMs}
+// (fields not known yet are absent; status starts at PENDING).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "saga/message.h"
+#include "saga/service/router.h"
+#include "saga/status.h"
+#include "saga/transport.h"
+
+namespace rocksdb {
+class DB;
+}  // namespace rocksdb
+
+namespace saga::mypage {
+
+inline constexpr char kServiceName[] = "mypage";
+/// The event stream mypage subscribes to (topic name unless EVENTS_TOPIC is set).
+inline constexpr char kEventDestination[] = "reserveplace";
+inline constexpr int kDefaultPort = 8086;
+
+/// What a ReadModel did since it was opened (for /metrics and tests).
+struct ReadModelStats {
+  uint64_t applied = 0;        ///< events written to the view
+  uint64_t duplicates = 0;     ///< events dropped because their message id was seen
+  uint64_t unknown_types = 0;  ///< applied events of a type the view does not interpret
+  uint64_t invalid = 0;        ///< events refused: not JSON, or no usable reservation id
+  uint64_t errors = 0;         ///< storage failures (the event was not applied)
+};
+
+/// The durable view. Thread-safe: apply() from the consumer thread while get()
+/// and list_by_user() serve HTTP requests.
+class ReadModel {
+ public:
+  /// Opens (creating if needed) the view stored in directory `dir`. Every
+  /// apply() is one synced WriteBatch. Unavailable when the store cannot open.
+  static StatusOr<std::unique_ptr<ReadModel>> open(const std::string& dir);
+  /// Closes the store.
+  ~ReadModel();
+  ReadModel(const ReadModel&) = delete;
+  ReadModel& operator=(const ReadModel&) = delete;
+
+  /// Applies one domain event: the view row, the user index entry and the
+  /// message-id mark in one synced batch. OK when the effect is durable or
+  /// there is nothing to do (duplicate); InvalidArgument for an event that can
+  /// never apply (not JSON, no reservation id); another error when the store
+  /// failed (nothing applied: deliver it again).
+  Status apply(const Message& message);
+
+  /// The row of reservation `id`; NotFound when no event named it yet.
+  StatusOr<nlohmann::json> get(std::string_view id) const;
+  /// The rows of user `user_id`, ordered by reservation id (empty when none).
+  StatusOr<std::vector<nlohmann::json>> list_by_user(std::string_view user_id) const;
+
+  ReadModelStats stats() const;
+  /// OK while the store is open and its last write succeeded.
+  Status health() const;
+  /// The counters of stats() in Prometheus text format (mypage_events_*_total).
+  std::string metrics_text() const;
+
+ private:
+  explicit ReadModel(std::unique_ptr<rocksdb::DB> db);
+  Status write_failed(Status s);
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::mutex apply_mu_;  // one read-modify-write at a time
+  std::atomic<uint64_t> applied_{0}, duplicates_{0}, unknown_{0}, invalid_{0}, errors_{0};
+  mutable std::mutex health_mu_;
+  Status last_write_;
+};
+
+/// Settings of an EventRunner.
+struct RunnerOptions {
+  /// Destination (event stream) to subscribe to. Default "reserveplace".
+  std::string destination = kEventDestination;
+  /// Longest wait of one Transport::poll(); bounds how long stop() takes. Default 100 ms.
+  std::chrono::milliseconds poll_wait{100};
+};
+
+/// Wires a Transport to a ReadModel: subscribes to the event stream and polls
+/// on a thread of its own; each event is applied, then acked (an event the
+/// store failed to apply stays unacked, so it is delivered again after a restart).
+class EventRunner {
+ public:
+  /// Takes the transport; `model` must outlive the runner.
+  EventRunner(ReadModel& model, std::unique_ptr<Transport> transport, RunnerOptions options = {});
+  /// Stops (as stop()).
+  ~EventRunner();
+  EventRunner(const EventRunner&) = delete;
+  EventRunner& operator=(const EventRunner&) = delete;
+
+  /// Subscribes and starts the polling thread. FailedPrecondition when called twice.
+  Status start();
+  /// Stops polling, joins the thread and destroys the transport (Kafka: the
+  /// consumer closes and commits the acked offsets). Idempotent.
+  void stop();
+  /// The transport's health; Unavailable once stopped or before start().
+  Status health() const;
+
+ private:
+  void run();
+
+  ReadModel& model_;
+  RunnerOptions options_;
+  mutable std::mutex mu_;  // guards transport_ against health() during stop()
+  std::unique_ptr<Transport> transport_;
+  std::atomic<bool> stop_{false};
+  std::mutex wait_mu_;  // with wait_cv_: a retry backoff wakes at once on stop()
+  std::condition_variable wait_cv_;
+  bool started_ = false;
+  std::thread thread_;
+};
+
+/// Registers the HTTP API on `router`:
+///   GET /mypages/{id}        the row, or a 404 problem
+///   GET /mypages?userId=     the user's rows (400 problem without userId)
+/// plus /healthz, /readyz (checks "store" = model.health() and "consumer" =
+/// consumer_health()) and /metrics (model.metrics_text()). `model` and whatever
+/// consumer_health uses must outlive the router's server.
+void add_routes(service::Router& router, ReadModel& model, std::function<Status()> consumer_health);
+
+}  // namespace saga::mypage

@@ -1,0 +1,376 @@
+// The mypage read model (services/mypage): ReadModel directly, the EventRunner
+// over a MemoryBus (a "producer" endpoint plays reservation, payment and
+// inventory), and the HTTP API through HttpClient against an in-process server.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "saga/clock.h"
+#include "saga/memory_transport.h"
+#include "saga/message.h"
+#include "saga/mypage/mypage.h"
+#include "saga/service/http_client.h"
+#include "saga/service/http_server.h"
+#include "saga/service/router.h"
+#include "support/temp_dir.h"
+
+namespace saga {
+namespace {
+
+using Json = nlohmann::json;
+using mypage::ReadModel;
+
+// An event as its producer sends it: payload = body + eventType + timestamp.
+Message event(const std::string& msg_id, const std::string& reservation, const std::string& type,
+              Json body, int64_t ts) {
+  body["eventType"] = type;
+  body["timestamp"] = ts;
+  Message m;
+  m.id = msg_id;
+  m.kind = MessageKind::kEvent;
+  m.type = type;
+  m.destination = "reserveplace";
+  m.key = reservation;
+  m.saga_id = reservation;
+  m.payload = body.dump();
+  return m;
+}
+
+Json reservation_body(const std::string& id, const std::string& status) {
+  return {{"orderId", id},         {"placeId", "p1"}, {"usrId", "u1"},    {"strDt", "2025-03-01"},
+          {"endDt", "2025-03-03"}, {"qty", 2},        {"amount", 5000.0}, {"status", status}};
+}
+
+Message placed(const std::string& id, int64_t ts = 1000) {
+  return event(id + "/placed", id, "ReservationPlaced", reservation_body(id, "PENDING"), ts);
+}
+Message confirmed(const std::string& id, int64_t ts = 4000) {
+  return event(id + "/completed", id, "ReservationStatusChanged", reservation_body(id, "CONFIRMED"),
+               ts);
+}
+Message canceled(const std::string& id, const std::string& status, int64_t ts = 5000) {
+  return event(id + "/compensated", id, "ReservationCanceled", reservation_body(id, status), ts);
+}
+Message pay_approved(const std::string& id, int64_t ts = 2000) {
+  return event("payment/" + id + "/e0", id, "PaymentApproved",
+               {{"payId", "pay-" + id},
+                {"orderId", id},
+                {"usrId", "u1"},
+                {"status", "APPROVED"},
+                {"amount", 5000.0}},
+               ts);
+}
+Message pay_refunded(const std::string& id, int64_t ts = 4500) {
+  return event(
+      "payment/" + id + "/e1", id, "PaymentCancelApproved",
+      {{"payId", "pay-" + id}, {"orderId", id}, {"status", "REFUNDED"}, {"amount", 5000.0}}, ts);
+}
+Message rooms_confirmed(const std::string& id, int64_t ts = 3000) {
+  return event("inventory/" + id + "/e0", id, "ReservationConfirmed",
+               {{"placeId", "p1"}, {"orderId", id}, {"stock", 8}}, ts);
+}
+Message rooms_released(const std::string& id, int64_t ts = 4800) {
+  return event("inventory/" + id + "/e1", id, "ReservationCancelConfirmed",
+               {{"placeId", "p1"}, {"orderId", id}, {"stock", 10}}, ts);
+}
+
+// The row a fully confirmed booking converges to.
+Json confirmed_row(const std::string& id, const Json& events) {
+  return {{"id", id},
+          {"userId", "u1"},
+          {"placeId", "p1"},
+          {"checkIn", "2025-03-01"},
+          {"checkOut", "2025-03-03"},
+          {"qty", 2},
+          {"amount", 5000.0},
+          {"status", "CONFIRMED"},
+          {"payment", {{"status", "APPROVED"}, {"payId", "pay-" + id}}},
+          {"rooms", {{"status", "CONFIRMED"}, {"stock", 8}}},
+          {"events", events},
+          {"updatedMs", 4000}};
+}
+
+std::unique_ptr<ReadModel> open_model(const testing::TempDir& dir) {
+  auto m = ReadModel::open(dir.path().string());
+  REQUIRE_MESSAGE(m.ok(), m.status().to_string());
+  return std::move(*m);
+}
+
+Json get_row(ReadModel& model, const std::string& id) {
+  auto r = model.get(id);
+  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+  return *r;
+}
+
+void apply_all(ReadModel& model, const std::vector<Message>& events) {
+  for (const Message& e : events) REQUIRE_MESSAGE(model.apply(e).ok(), e.id);
+}
+
+TEST_CASE("happy path in order builds the confirmed row") {
+  testing::TempDir dir;
+  auto model = open_model(dir);
+  apply_all(*model, {placed("r1"), pay_approved("r1"), rooms_confirmed("r1"), confirmed("r1")});
+  CHECK(get_row(*model, "r1") ==
+        confirmed_row("r1", {"ReservationPlaced", "PaymentApproved", "ReservationConfirmed",
+                             "ReservationStatusChanged"}));
+  const mypage::ReadModelStats s = model->stats();
+  CHECK(s.applied == 4);
+  CHECK(s.duplicates == 0);
+  CHECK(s.unknown_types == 0);
+  auto list = model->list_by_user("u1");
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 1);
+  CHECK((*list)[0]["id"] == "r1");
+}
+
+TEST_CASE("a compensated booking ends REJECTED, refunded and released") {
+  testing::TempDir dir;
+  auto model = open_model(dir);
+  apply_all(*model, {placed("r2"), pay_approved("r2"), pay_refunded("r2"), rooms_released("r2"),
+                     canceled("r2", "REJECTED")});
+  const Json row = get_row(*model, "r2");
+  CHECK(row["status"] == "REJECTED");
+  CHECK(row["payment"] == Json{{"status", "REFUNDED"}, {"payId", "pay-r2"}});
+  CHECK(row["rooms"] == Json{{"status", "RELEASED"}, {"stock", 10}});
+  CHECK(row["events"] == Json{"ReservationPlaced", "PaymentApproved", "PaymentCancelApproved",
+                              "ReservationCancelConfirmed", "ReservationCanceled"});
+  CHECK(row["updatedMs"] == 5000);
+}
+
+TEST_CASE("out-of-order arrival converges to the same row") {
+  testing::TempDir dir;
+  auto model = open_model(dir);
+  // Payment first: the row exists at once, with the user from the payment.
+  REQUIRE(model->apply(pay_approved("r3")).ok());
+  Json early = get_row(*model, "r3");
+  CHECK(early["status"] == "PENDING");
+  CHECK(early["userId"] == "u1");
+  CHECK_FALSE(early.contains("checkIn"));
+  auto list = model->list_by_user("u1");
+  REQUIRE(list.ok());
+  CHECK(list->size() == 1);
+  apply_all(*model, {confirmed("r3"), rooms_confirmed("r3"), placed("r3")});
+  CHECK(get_row(*model, "r3") ==
+        confirmed_row("r3", {"PaymentApproved", "ReservationStatusChanged", "ReservationConfirmed",
+                             "ReservationPlaced"}));
+}
+
+TEST_CASE("duplicates are dropped and statuses never move down") {
+  testing::TempDir dir;
+  auto model = open_model(dir);
+  apply_all(*model,
+            {placed("r4"), canceled("r4", "CANCELLED"), pay_refunded("r4"), rooms_released("r4")});
+  const Json before = get_row(*model, "r4");
+  // Late lower-ranked events: PENDING/CONFIRMED after CANCELLED, APPROVED after
+  // REFUNDED, CONFIRMED rooms after RELEASED.
+  apply_all(*model, {confirmed("r4"), pay_approved("r4"), rooms_confirmed("r4")});
+  Json after = get_row(*model, "r4");
+  CHECK(after["status"] == "CANCELLED");
+  CHECK(after["payment"]["status"] == "REFUNDED");
+  CHECK(after["rooms"] == Json{{"status", "RELEASED"}, {"stock", 10}});
+  CHECK(after["events"].size() == 7);
+  CHECK(model->stats().duplicates == 0);
+
+  // The same messages again: nothing changes, all counted as duplicates.
+  apply_all(*model, {placed("r4"), confirmed("r4"), pay_approved("r4")});
+  CHECK(get_row(*model, "r4") == after);
+  CHECK(model->stats().duplicates == 3);
+  CHECK(model->stats().applied == 7);
+
+  // A new message id for an already seen type adds no second history entry,
+  // and a null field never erases a known one.
+  Message again = placed("r4");
+  again.id = "r4/placed-again";
+  Json body = Json::parse(again.payload);
+  body["placeId"] = nullptr;
+  body.erase("qty");
+  again.payload = body.dump();
+  REQUIRE(model->apply(again).ok());
+  after = get_row(*model, "r4");
+  CHECK(after["events"].size() == 7);
+  CHECK(after["placeId"] == "p1");
+  CHECK(after["qty"] == 2);
+  CHECK(after["status"] == "CANCELLED");
+  CHECK(before["status"] == "CANCELLED");
+}
+
+TEST_CASE("unknown types are recorded in the history; malformed events are refused") {
+  testing::TempDir dir;
+  auto model = open_model(dir);
+  REQUIRE(model->apply(placed("r5")).ok());
+  REQUIRE(model
+              ->apply(event("r5/x", "r5", "ReservationCancelRequested",
+                            {{"orderId", "r5"}, {"status", "CONFIRMED"}}, 1500))
+              .ok());
+  const Json row = get_row(*model, "r5");
+  CHECK(row["events"] == Json{"ReservationPlaced", "ReservationCancelRequested"});
+  CHECK(row["status"] == "PENDING");
+  CHECK(model->stats().unknown_types == 1);
+
+  Message junk = placed("r6");
+  junk.payload = "not json";
+  CHECK(model->apply(junk).code() == StatusCode::kInvalidArgument);
+  Message no_id = event("x/1", "", "PaymentApproved", {{"payId", "p"}}, 1);
+  no_id.saga_id.clear();
+  CHECK(model->apply(no_id).code() == StatusCode::kInvalidArgument);
+  CHECK(model->stats().invalid == 2);
+  CHECK(model->get("r6").status().code() == StatusCode::kNotFound);
+}
+
+TEST_CASE("reopening the store keeps the rows, the index and the duplicate marks") {
+  testing::TempDir dir;
+  Json row;
+  {
+    auto model = open_model(dir);
+    apply_all(*model, {placed("r7"), pay_approved("r7"), placed("r8")});
+    row = get_row(*model, "r7");
+  }
+  auto model = open_model(dir);
+  CHECK(get_row(*model, "r7") == row);
+  auto list = model->list_by_user("u1");
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 2);
+  CHECK((*list)[0]["id"] == "r7");
+  CHECK((*list)[1]["id"] == "r8");
+  apply_all(*model, {placed("r7"), pay_approved("r7")});
+  CHECK(model->stats().duplicates == 2);
+  CHECK(model->stats().applied == 0);
+  CHECK(get_row(*model, "r7") == row);
+}
+
+// ---- the runner over a MemoryBus, and HTTP ----------------------------------
+
+bool eventually(const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+struct Service {
+  explicit Service(const testing::TempDir& dir) : model(open_model(dir)) {
+    runner = std::make_unique<mypage::EventRunner>(*model, bus->connect("mypage"));
+    REQUIRE(runner->start().ok());
+    service::Router router;
+    mypage::add_routes(router, *model, [this] { return runner->health(); });
+    service::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    server = std::make_unique<service::HttpServer>(so, std::move(router));
+    REQUIRE(server->start().ok());
+    http = std::make_unique<service::HttpClient>("127.0.0.1", server->port());
+  }
+  ~Service() {
+    http->close();
+    server->stop();
+    runner->stop();
+  }
+
+  void send(const std::vector<Message>& events) {
+    for (const Message& e : events) producer->send(e, nullptr);
+    producer->poll(std::chrono::milliseconds(0));
+  }
+  service::ClientResponse get(const std::string& target) {
+    auto r = http->get(target);
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    return *r;
+  }
+  Json get_json(const std::string& target, int status) {
+    service::ClientResponse r = get(target);
+    REQUIRE_MESSAGE(r.status == status, target << " -> " << r.status << " " << r.body);
+    auto j = r.json();
+    REQUIRE(j.ok());
+    return *j;
+  }
+
+  std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+  std::shared_ptr<MemoryBus> bus = MemoryBus::create(clock, 11);
+  std::unique_ptr<Transport> producer = bus->connect("producer");
+  std::unique_ptr<ReadModel> model;
+  std::unique_ptr<mypage::EventRunner> runner;
+  std::unique_ptr<service::HttpServer> server;
+  std::unique_ptr<service::HttpClient> http;
+};
+
+TEST_CASE("the runner applies bus events and HTTP serves the view") {
+  testing::TempDir dir;
+  Service svc(dir);
+  svc.send({rooms_confirmed("r1"), placed("r1"), pay_approved("r1"), confirmed("r1"), placed("r1"),
+            placed("r2"), canceled("r2", "CANCELLED")});
+  REQUIRE(
+      eventually([&] { return svc.model->stats().applied + svc.model->stats().duplicates >= 7; }));
+  CHECK(svc.model->stats().applied == 6);
+  CHECK(svc.model->stats().duplicates == 1);
+  CHECK(svc.bus->pending() == 0);
+
+  const Json r1 = svc.get_json("/mypages/r1", 200);
+  CHECK(r1 == confirmed_row("r1", {"ReservationConfirmed", "ReservationPlaced", "PaymentApproved",
+                                   "ReservationStatusChanged"}));
+  const Json list = svc.get_json("/mypages?userId=u1", 200);
+  REQUIRE(list.is_array());
+  REQUIRE(list.size() == 2);
+  CHECK(list[0]["id"] == "r1");
+  CHECK(list[1]["id"] == "r2");
+  CHECK(list[1]["status"] == "CANCELLED");
+  CHECK(svc.get_json("/mypages?userId=nobody", 200) == Json::array());
+
+  const Json missing = svc.get_json("/mypages/nope", 404);
+  CHECK(missing["status"] == 404);
+  CHECK(svc.get("/mypages/nope").header("Content-Type") == "application/problem+json");
+  const Json no_user = svc.get_json("/mypages", 400);
+  CHECK(no_user["status"] == 400);
+  CHECK(no_user["detail"].get<std::string>().find("userId") != std::string::npos);
+  CHECK(svc.get_json("/mypages?userId=", 400)["status"] == 400);
+
+  const Json ready = svc.get_json("/readyz", 200);
+  CHECK(ready["status"] == "ready");
+  const std::string metrics = svc.get("/metrics").body;
+  CHECK(metrics.find("mypage_events_applied_total 6") != std::string::npos);
+  CHECK(metrics.find("mypage_events_duplicate_total 1") != std::string::npos);
+
+  svc.bus->set_available(false);
+  CHECK(svc.get("/readyz").status == 503);
+  svc.bus->set_available(true);
+  svc.runner->stop();
+  const Json stopped = svc.get_json("/readyz", 503);
+  CHECK(stopped["status"] == "not ready");
+}
+
+TEST_CASE("a restarted runner on the same store drops redelivered events") {
+  testing::TempDir dir;
+  std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
+  std::shared_ptr<MemoryBus> bus = MemoryBus::create(clock, 5);
+  std::unique_ptr<Transport> producer = bus->connect("producer");
+  for (const Message& e : {placed("r9"), pay_approved("r9")}) producer->send(e, nullptr);
+  Json row;
+  {
+    auto model = open_model(dir);
+    mypage::EventRunner runner(*model, bus->connect("mypage"));
+    REQUIRE(runner.start().ok());
+    REQUIRE(eventually([&] { return model->stats().applied == 2; }));
+    row = get_row(*model, "r9");
+  }
+  // The same events delivered again (as after a crash before the commit).
+  for (const Message& e : {placed("r9"), pay_approved("r9"), confirmed("r9")})
+    producer->send(e, nullptr);
+  auto model = open_model(dir);
+  mypage::EventRunner runner(*model, bus->connect("mypage"));
+  REQUIRE(runner.start().ok());
+  REQUIRE(eventually([&] { return model->stats().applied == 1; }));
+  REQUIRE(eventually([&] { return model->stats().duplicates == 2; }));
+  const Json now = get_row(*model, "r9");
+  CHECK(now["status"] == "CONFIRMED");
+  CHECK(now["events"] == Json{"ReservationPlaced", "PaymentApproved", "ReservationStatusChanged"});
+  CHECK(row["events"] == Json{"ReservationPlaced", "PaymentApproved"});
+}
+
+}  // namespace
+}  // namespace saga

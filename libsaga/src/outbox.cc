@@ -1,5 +1,7 @@
 #include "outbox.h"
 
+#include <algorithm>
+
 namespace saga::internal {
 
 Outbox::Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport,
@@ -40,9 +42,47 @@ void Outbox::stage_confirmed(Batch& batch) {
 }
 
 void Outbox::release() {
+  send_ready_held();
   std::vector<std::pair<uint64_t, Message>> fresh;
   fresh.swap(fresh_);
-  for (auto& [seq, m] : fresh) send(seq, std::move(m));
+  const size_t events =
+      static_cast<size_t>(std::count_if(fresh.begin(), fresh.end(), [](const auto& r) {
+        return r.second.kind == MessageKind::kEvent;
+      }));
+  if (events == 0 || events == fresh.size()) {
+    for (auto& [seq, m] : fresh) send(seq, std::move(m));
+    return;
+  }
+  const uint64_t group = next_group_++;
+  Held& held = held_[group];
+  held.unconfirmed_events = events;
+  for (auto& [seq, m] : fresh) {
+    if (m.kind == MessageKind::kEvent) {
+      event_group_.emplace(seq, group);
+      send(seq, std::move(m));
+    } else {
+      held.messages.emplace_back(seq, std::move(m));
+    }
+  }
+}
+
+void Outbox::send_ready_held() {
+  if (ready_held_ == 0) return;
+  for (auto it = held_.begin(); it != held_.end();) {
+    if (it->second.unconfirmed_events > 0) {
+      ++it;
+      continue;
+    }
+    for (auto& [seq, m] : it->second.messages) send(seq, std::move(m));
+    it = held_.erase(it);
+    --ready_held_;
+  }
+}
+
+size_t Outbox::held() const {
+  size_t n = 0;
+  for (const auto& [group, h] : held_) n += h.messages.size();
+  return n;
 }
 
 void Outbox::retry_failed() {
@@ -66,6 +106,10 @@ void Outbox::send(uint64_t seq, Message m) {
   transport_.send(std::move(m), [this, seq](Status s) {
     if (s.ok()) {
       confirmed_.push_back(seq);
+      if (auto g = event_group_.find(seq); g != event_group_.end()) {
+        if (--held_[g->second].unconfirmed_events == 0) ++ready_held_;
+        event_group_.erase(g);
+      }
     } else {
       log_->warn("send of outbox record {} failed, will retry: {}", seq, s.to_string());
       failed_.push_back(seq);

@@ -2,6 +2,12 @@
 // messages are staged in the same batch as the state change that produced
 // them, handed to the transport only after that batch is durable, and deleted
 // once the transport confirms them. Records left after a crash are re-sent.
+//
+// Causal order of domain events: when a batch holds events and other messages
+// (commands, replies), the events go first and the others wait until every
+// event of the batch is confirmed. So an event is on its stream before
+// anything it caused can happen (e.g. PaymentApproved is published before
+// the reply that lets the saga move on), across processes.
 #pragma once
 
 #include <spdlog/logger.h>
@@ -33,7 +39,8 @@ class Outbox {
   void stage(Batch& batch, Message m);
   /// Stages deletion of the records the transport confirmed since the last call.
   void stage_confirmed(Batch& batch);
-  /// After the batch holding staged records is durable: sends them.
+  /// After the batch holding staged records is durable: sends them (events
+  /// first, see above), and the held messages whose events are confirmed.
   void release();
   /// After a failed write: forgets what was staged in it.
   void discard_staged() { fresh_.clear(); }
@@ -44,10 +51,21 @@ class Outbox {
   uint64_t depth() const { return depth_; }
   /// Records confirmed since start.
   uint64_t confirmed_total() const { return confirmed_total_; }
-  bool has_unsent() const { return !fresh_.empty(); }
+  /// Staged or recovered records not yet handed to the transport, held ones
+  /// excepted while their events are unconfirmed.
+  bool has_unsent() const { return !fresh_.empty() || ready_held_ > 0; }
+  /// Messages waiting for their batch's events to be confirmed.
+  size_t held() const;
 
  private:
   void send(uint64_t seq, Message m);
+  void send_ready_held();
+
+  // Messages of one batch waiting for its events.
+  struct Held {
+    size_t unconfirmed_events = 0;
+    std::vector<std::pair<uint64_t, Message>> messages;
+  };
 
   Store& store_;
   rocksdb::ColumnFamilyHandle* cf_;
@@ -59,6 +77,10 @@ class Outbox {
   std::map<uint64_t, Message> in_flight_;            // sent, not yet confirmed
   std::vector<uint64_t> confirmed_;
   std::vector<uint64_t> failed_;
+  uint64_t next_group_ = 1;
+  std::map<uint64_t, Held> held_;             // group -> its waiting messages
+  std::map<uint64_t, uint64_t> event_group_;  // seq of an unconfirmed event -> group
+  size_t ready_held_ = 0;                     // groups whose events are all confirmed
   int64_t next_retry_ms_ = 0;
   uint64_t depth_ = 0;
   uint64_t confirmed_total_ = 0;

@@ -24,6 +24,10 @@ void add_participant_standard_routes(service::Router& router, Participant& p,
                .metrics = [&p, name] { return participant_metrics_text(name, p.stats()); }});
 }
 
+std::string events_topic_from_env(const std::string& destination) {
+  return service::env_string("EVENTS_TOPIC", destination);
+}
+
 int run_participant_service(const ParticipantService& spec) {
   using namespace saga::service;
   ShutdownSignal signals;
@@ -37,7 +41,7 @@ int run_participant_service(const ParticipantService& spec) {
 
   KafkaOptions kafka = kafka_options_from_env(spec.name);
   if (!spec.event_destination.empty())
-    kafka.topic_overrides[spec.event_destination] = spec.event_destination;
+    kafka.topic_overrides[spec.event_destination] = events_topic_from_env(spec.event_destination);
   if (kafka.brokers.empty()) {
     spdlog::critical("KAFKA_BROKERS must be set (host:port[,host:port...])");
     return 2;

@@ -25,6 +25,10 @@ struct ParticipantService {
   std::function<void(service::Router&, Participant&)> add_routes;
 };
 
+/// The Kafka topic of the domain event stream `destination`: EVENTS_TOPIC when
+/// set (tests give each run its own), else the destination's own name.
+std::string events_topic_from_env(const std::string& destination);
+
 /// Adds /healthz, /readyz (the participant's health: store and transport) and
 /// /metrics (the participant's counters) for participant `name`.
 void add_participant_standard_routes(service::Router& router, Participant& p,
@@ -33,7 +37,7 @@ void add_participant_standard_routes(service::Router& router, Participant& p,
 /// Runs the service; returns the process exit code (0 after a clean stop, 2
 /// for bad configuration, 1 when something could not start).
 /// Environment: PORT, DATA_DIR (./data/<name>), KAFKA_BROKERS (required),
-/// KAFKA_* (kafka_transport.h), LOG_LEVEL, HTTP_* (http_server.h).
+/// KAFKA_* (kafka_transport.h), EVENTS_TOPIC, LOG_LEVEL, HTTP_* (http_server.h).
 int run_participant_service(const ParticipantService& spec);
 
 }  // namespace saga::domain

@@ -36,4 +36,13 @@ Message domain_event(const std::string& destination, const std::string& type,
   return m;
 }
 
+std::string booking_id_of(const CommandContext& ctx) {
+  if (ctx.payload.is_object()) {
+    auto it = ctx.payload.find("bookingId");
+    if (it != ctx.payload.end() && it->is_string() && !it->get_ref<const std::string&>().empty())
+      return it->get<std::string>();
+  }
+  return ctx.command.saga_id;
+}
+
 }  // namespace saga::domain

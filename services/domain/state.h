@@ -24,4 +24,8 @@ StatusOr<std::optional<nlohmann::json>> load(const Participant& p, const std::st
 Message domain_event(const std::string& destination, const std::string& type,
                      const std::string& key, nlohmann::json payload, int64_t now_ms);
 
+/// The booking (saga id) a command acts on: the payload's "bookingId" when
+/// another saga acts on it (the cancellation saga), else the command's saga.
+std::string booking_id_of(const CommandContext& ctx);
+
 }  // namespace saga::domain

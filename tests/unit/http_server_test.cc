@@ -905,7 +905,7 @@ TEST_CASE("configuration values come from the environment with clear errors") {
     {
       ScopedEnv port("PORT", "abc");
       auto o = ServerOptions::from_env(8082);
-      CHECK(o.status().message() == "PORT must be an integer in 1..65535, got 'abc'");
+      CHECK(o.status().message() == "PORT must be an integer in 0..65535, got 'abc'");
     }
     ScopedEnv port("PORT", nullptr);
     ScopedEnv threads("HTTP_THREADS", "4");

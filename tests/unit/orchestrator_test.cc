@@ -105,6 +105,7 @@ class Harness {
   // Opens the orchestrator on the folder with a fresh bus endpoint.
   Status try_open(std::vector<DefinitionPtr> definitions) {
     std::shared_ptr<Transport> endpoint = bus->connect("orchestrator");
+    if (wrap_endpoint) endpoint = wrap_endpoint(std::move(endpoint));
     auto opened = Orchestrator::open(options, std::move(endpoint), std::move(definitions));
     if (!opened.ok()) return opened.status();
     orch = std::move(*opened);
@@ -165,6 +166,8 @@ class Harness {
   ScriptedParticipant inventory{"inventory", bus, &journal};
   ScriptedParticipant payment{"payment", bus, &journal};
   Options options;
+  /// When set, wraps the orchestrator's bus endpoint (fault injection).
+  std::function<std::shared_ptr<Transport>(std::shared_ptr<Transport>)> wrap_endpoint;
   std::unique_ptr<Orchestrator> orch;
 };
 
@@ -1500,6 +1503,61 @@ TEST_CASE("state changes publish the definition's domain events through the outb
   CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED",
                                                  "ReservationPlaced", "SagaCOMPENSATING",
                                                  "SagaCOMPENSATED"});
+}
+
+// Holds the delivery reports of events until `release` is set; then hands
+// them over in its next poll(). Everything else passes straight through.
+class EventReportGate : public Transport {
+ public:
+  explicit EventReportGate(std::shared_ptr<Transport> inner) : inner_(std::move(inner)) {}
+  Status subscribe(std::string_view destination, Handler handler) override {
+    return inner_->subscribe(destination, std::move(handler));
+  }
+  void send(Message message, SendCallback on_sent) override {
+    if (message.kind != MessageKind::kEvent) return inner_->send(std::move(message), on_sent);
+    inner_->send(std::move(message), [this, on_sent](Status s) { held_.emplace_back(on_sent, s); });
+  }
+  size_t poll(std::chrono::milliseconds max_wait) override {
+    size_t n = inner_->poll(max_wait);
+    if (!release) return n;
+    for (auto& [callback, status] : held_) callback(status);
+    n += held_.size();
+    held_.clear();
+    return n;
+  }
+  Status health() const override { return inner_->health(); }
+
+  bool release = false;
+
+ private:
+  std::shared_ptr<Transport> inner_;
+  std::vector<std::pair<SendCallback, Status>> held_;
+};
+
+TEST_CASE("commands of a write wait until the write's domain events are confirmed") {
+  Harness h;
+  std::shared_ptr<EventReportGate> gate;
+  h.wrap_endpoint = [&gate](std::shared_ptr<Transport> inner) {
+    gate = std::make_shared<EventReportGate>(std::move(inner));
+    return gate;
+  };
+  h.open({booking_with_events()});
+  EventSink sink(*h.bus, "reserveplace");
+
+  const std::string id = h.start();
+  for (int i = 0; i < 5; ++i) {
+    h.orch->run_once();
+    h.inventory.poll();
+  }
+  // ReservationPlaced is out, unconfirmed: the reserve command it precedes waits.
+  CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced"});
+  CHECK(h.inventory.received().empty());
+
+  gate->release = true;
+  h.drive();
+  CHECK(h.state(id) == SagaState::kCompleted);
+  CHECK(h.inventory.received("reserve").size() == 1);
+  CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED"});
 }
 
 }  // namespace

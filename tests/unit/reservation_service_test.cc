@@ -6,6 +6,7 @@
 // wait polls with a deadline.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -60,7 +61,7 @@ std::unique_ptr<Participant> open_participant(const std::string& name, const Tem
 }
 
 struct World {
-  World() {
+  explicit World(reservation::PlaceCheck place_check = {}) {
     REQUIRE(events_endpoint
                 ->subscribe(reservation::kEventDestination,
                             [this](Message m, Transport::Ack ack) {
@@ -80,14 +81,25 @@ struct World {
     inventory::add_routes(inv_router, *inventory);
     payment::add_routes(pay_router, *payment);
 
-    reservation::Options ro{.now_ms = [] { return kNow; }};
-    auto def = reservation::booking_definition(ro);
-    REQUIRE_MESSAGE(def.ok(), def.status().to_string());
+    ro = {.now_ms = [] { return kNow; }, .place_exists = std::move(place_check)};
+    inventory->start_background();
+    payment->start_background();
+    open_reservation();
+  }
+  ~World() {
+    stop_reservation();
+    payment->stop();
+    inventory->stop();
+  }
+  // The reservation service: its orchestrator and HTTP server.
+  void open_reservation() {
+    auto defs = reservation::definitions(ro);
+    REQUIRE_MESSAGE(defs.ok(), defs.status().to_string());
     Options o;
     o.name = reservation::kServiceName;
     o.data_dir = orch_dir.path().string();
     o.sync = false;
-    auto opened = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect(o.name)), {*def});
+    auto opened = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect(o.name)), *defs);
     REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
     orch = std::move(*opened);
 
@@ -100,17 +112,15 @@ struct World {
     server = std::make_unique<service::HttpServer>(so, std::move(router));
     REQUIRE(server->start().ok());
     http = std::make_unique<service::HttpClient>("127.0.0.1", server->port());
-
-    inventory->start_background();
-    payment->start_background();
     orch->start_background();
   }
-  ~World() {
+  void stop_reservation() {
     http->close();
     server->stop();
     orch->stop();
-    payment->stop();
-    inventory->stop();
+    http.reset();
+    server.reset();
+    orch.reset();  // closes its store
   }
 
   service::Response call(const service::Router& r, const std::string& method,
@@ -177,6 +187,23 @@ struct World {
     REQUIRE_MESSAGE(done, "still pending: " << last.dump());
     return last;
   }
+  /// Every event type for `id`, in the order the events arrived.
+  std::vector<std::string> event_types(const std::string& id) {
+    std::vector<std::string> out;
+    for (const Message& m : events)
+      if (m.key == id) out.push_back(m.type);
+    return out;
+  }
+  /// Polls until `n` events for `id` have arrived; returns their types.
+  std::vector<std::string> await_types(const std::string& id, size_t n) {
+    const bool ok = eventually([&] {
+      events_endpoint->poll(std::chrono::milliseconds(1));
+      return event_types(id).size() >= n;
+    });
+    REQUIRE_MESSAGE(ok,
+                    "expected " << n << " events for " << id << ", got " << event_types(id).size());
+    return event_types(id);
+  }
   /// The reservation service's own events for `id` (not the participants').
   std::vector<Json> reservation_events(const std::string& id) {
     std::vector<Json> out;
@@ -196,6 +223,7 @@ struct World {
     return reservation_events(id);
   }
 
+  reservation::Options ro;
   TempDir inv_dir, pay_dir, orch_dir;
   std::shared_ptr<MemoryBus> bus = MemoryBus::create(std::make_shared<SystemClock>(), 11);
   std::unique_ptr<Transport> events_endpoint = bus->connect("events");
@@ -254,10 +282,6 @@ TEST_CASE("a booking is confirmed; the same night again is rejected without a ch
   CHECK(ev[1]["status"] == "CONFIRMED");
   CHECK(ev[1]["orderId"] == id);
 
-  // Cancel after confirmation: 409.
-  ClientResponse c = w.post("/reservations/" + id + "/cancel", Json::object());
-  CHECK_MESSAGE(c.status == 409, c.body);
-  CHECK(c.header("Content-Type") == "application/problem+json");
   CHECK(w.post("/reservations/r-nope/cancel", Json::object()).status == 404);
 
   // Same night, no room left: rejected, nothing charged.
@@ -271,6 +295,10 @@ TEST_CASE("a booking is confirmed; the same night again is rejected without a ch
   const std::vector<Json> ev2 = w.await_events(second, 2);
   CHECK(ev2[1]["eventType"] == "ReservationCanceled");
   CHECK(ev2[1]["status"] == "REJECTED");
+  // A rejected booking cannot be cancelled.
+  ClientResponse c = w.post("/reservations/" + second + "/cancel", Json::object());
+  CHECK_MESSAGE(c.status == 409, c.body);
+  CHECK(c.header("Content-Type") == "application/problem+json");
 
   // Listing by user.
   const Json mine = w.get_json("/reservations?userId=u1");
@@ -301,6 +329,138 @@ TEST_CASE("a declined payment rejects the booking and releases the rooms") {
   w.chance = 0.99;
   const std::string again = w.book(booking("2", "u4"));
   CHECK(w.settle(again)["status"] == "CONFIRMED");
+}
+
+TEST_CASE("the seed's walkthrough: stock 1, two bookings, events in the seed's order") {
+  World w;
+  w.add_place("1", 1);
+  // As httpie sends it: every value a string, dates as YYYYMMDD.
+  const Json seed = {{"placeNm", "test01"}, {"status", "예약처리"}, {"usrId", "2"},
+                     {"strDt", "20240221"}, {"endDt", "20240222"},  {"qty", "1"},
+                     {"amount", "5000"},    {"placeId", "1"}};
+  ClientResponse created = w.post("/accommodations", seed);
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  const Json first = Json::parse(created.body);
+  const std::string id = first["id"];
+  CHECK(created.header("Location") == "/accommodations/" + id);
+  CHECK(first["strDt"] == "2024-02-21");  // a date, not epoch milliseconds
+  CHECK(first["endDt"] == "2024-02-22");
+  CHECK(first["qty"] == 1);
+  CHECK(first["amount"] == 5000.0);
+  CHECK(first["status"] == "PENDING");
+  const Json r = w.settle(id);
+  CHECK_MESSAGE(r["status"] == "CONFIRMED", r.dump());
+  CHECK(r["placeNm"] == "test01");
+  CHECK(w.get_json("/accommodations/" + id)["status"] == "CONFIRMED");
+  CHECK(w.await_types(id, 4) == std::vector<std::string>{"ReservationPlaced", "PaymentApproved",
+                                                         "ReservationConfirmed",
+                                                         "ReservationStatusChanged"});
+
+  Json again = seed;
+  again["usrId"] = "33";
+  created = w.post("/accommodations", again);
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  const std::string second = Json::parse(created.body)["id"];
+  const Json r2 = w.settle(second);
+  CHECK_MESSAGE(r2["status"] == "REJECTED", r2.dump());
+  CHECK(r2["reason"].get<std::string>().find("no availability on 2024-02-21") != std::string::npos);
+  CHECK(w.await_types(second, 5) == std::vector<std::string>{"ReservationPlaced", "PaymentApproved",
+                                                             "ReservationCancelConfirmed",
+                                                             "PaymentCancelApproved",
+                                                             "ReservationCanceled"});
+  // Charged, then refunded: nobody pays in the end.
+  const Json pays = w.payments_of(second);
+  REQUIRE(pays.size() == 1);
+  CHECK(pays[0]["status"] == "REFUNDED");
+  const Json night = w.availability("1", "2024-02-21", "2024-02-22");
+  CHECK(night[0]["confirmed"] == 1);
+  CHECK(night[0]["held"] == 0);
+
+  // The seed's shape is checked as strictly as ours.
+  Json bad = seed;
+  bad["strDt"] = "2024-02-30";
+  CHECK(w.post("/accommodations", bad).status == 400);
+  bad = seed;
+  bad["qty"] = "one";
+  CHECK(w.post("/accommodations", bad).status == 400);
+  bad = seed;
+  bad["endDt"] = "20240221";
+  CHECK(w.post("/accommodations", bad).status == 400);
+}
+
+TEST_CASE("a confirmed booking cancelled by its customer: rooms released, money refunded") {
+  World w;
+  w.add_place("5", 1);
+  const std::string id = w.book(booking("5", "u5"));
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+
+  ClientResponse c = w.post("/reservations/" + id + "/cancel", Json::object());
+  REQUIRE_MESSAGE(c.status == 202, c.body);
+  const std::string first_status = Json::parse(c.body)["status"];
+  CHECK((first_status == "CANCELLING" || first_status == "CANCELLED"));
+  Json r;
+  REQUIRE(eventually([&] {
+    r = w.get_json("/reservations/" + id);
+    return r["status"] == "CANCELLED";
+  }));
+  CHECK(r["steps"].size() == 5);  // reserve, pay, confirm, cancel-release, cancel-refund
+  const Json pays = w.payments_of(id);
+  REQUIRE(pays.size() == 1);
+  CHECK(pays[0]["status"] == "REFUNDED");
+  const Json night = w.availability("5", "2030-05-01", "2030-05-02");
+  CHECK(night[0]["confirmed"] == 0);
+  CHECK(night[0]["free"] == 1);
+  const std::vector<std::string> types = w.await_types(id, 8);
+  CHECK(std::vector<std::string>(types.begin() + 4, types.end()) ==
+        std::vector<std::string>{"ReservationCancelRequested", "ReservationCancelConfirmed",
+                                 "PaymentCancelApproved", "ReservationCanceled"});
+  CHECK(Json::parse(w.events.back().payload)["status"] == "CANCELLED");
+
+  // Cancelling again changes nothing; a cancelled booking stays cancelled.
+  c = w.post("/reservations/" + id + "/cancel", Json::object());
+  CHECK_MESSAGE(c.status == 202, c.body);
+  CHECK(Json::parse(c.body)["status"] == "CANCELLED");
+  CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
+  // The room can be booked again.
+  CHECK(w.settle(w.book(booking("5", "u6")))["status"] == "CONFIRMED");
+}
+
+TEST_CASE("the per-user list survives a restart of the reservation service") {
+  World w;
+  w.add_place("7", 3);
+  const std::string a = w.book(booking("7", "alice"));
+  const std::string b = w.book(booking("7", "bob"));
+  const std::string c = w.book(booking("7", "alice"));
+  for (const auto& id : {a, b, c}) REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+  w.stop_reservation();
+  w.open_reservation();
+  const Json alice = w.get_json("/reservations?userId=alice");
+  std::vector<std::string> ids;
+  for (const Json& r : alice) ids.push_back(r["id"]);
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> expected{a, c};
+  std::sort(expected.begin(), expected.end());
+  CHECK(ids == expected);
+  CHECK(w.get_json("/reservations?userId=bob").size() == 1);
+}
+
+TEST_CASE("a booking of an unknown place is refused up front; the inventory being away is not") {
+  std::atomic<int> mode{0};  // 0: known, 1: unknown, 2: cannot ask
+  World w([&mode](const std::string&) -> StatusOr<bool> {
+    if (mode == 2) return Status::unavailable("inventory unreachable");
+    return mode == 0;
+  });
+  w.add_place("9", 1);
+  mode = 1;
+  ClientResponse r = w.post("/reservations", booking("9", "u9"));
+  CHECK_MESSAGE(r.status == 422, r.body);
+  CHECK(r.header("Content-Type") == "application/problem+json");
+  CHECK(w.get_json("/reservations?userId=u9").empty());  // nothing recorded
+  ListQuery all;
+  CHECK(w.orch->list(all)->items.empty());
+  mode = 2;
+  const std::string id = w.book(booking("9", "u9"));
+  CHECK(w.settle(id)["status"] == "CONFIRMED");
 }
 
 TEST_CASE("invalid bookings are refused with 400 problem+json") {

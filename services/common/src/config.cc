@@ -58,6 +58,51 @@ StatusOr<int64_t> env_int(std::string_view name, int64_t fallback, int64_t min, 
   return *value;
 }
 
+std::string HostPort::to_string() const {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+StatusOr<HostPort> parse_host_port(std::string_view variable, std::string_view text) {
+  auto bad = [&] {
+    return Status::invalid_argument(std::string(variable) +
+                                    " must be host:port with a port in 1..65535, got '" +
+                                    std::string(text) + "'");
+  };
+  std::string_view host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return bad();
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return bad();
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) return bad();  // IPv6 needs brackets
+  }
+  if (host.empty() || port.empty() || port.size() > 5) return bad();
+  for (char c : host) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f || c == '/' || c == '[' || c == ']') {
+      return bad();
+    }
+  }
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (ec != std::errc() || end != port.data() + port.size() || value < 1 || value > 65535) {
+    return bad();
+  }
+  return HostPort{std::string(host), static_cast<uint16_t>(value)};
+}
+
+StatusOr<HostPort> env_address(std::string_view name, std::string_view fallback) {
+  return parse_host_port(name, env_string(name, fallback));
+}
+
 StatusOr<bool> env_bool(std::string_view name, bool fallback) {
   auto v = lookup(name);
   if (!v) return fallback;

@@ -141,7 +141,7 @@ HandlerResult reserve(CommandContext& ctx) {
 }
 
 HandlerResult release(CommandContext& ctx, const Options& options) {
-  const std::string& saga = ctx.command.saga_id;
+  const std::string saga = domain::booking_id_of(ctx);
   INV_TRY_ASSIGN(auto booking, load(ctx.state, booking_key(saga)));
   if (!booking) return HandlerResult::success({{"released", false}});  // nothing held
 
@@ -212,6 +212,28 @@ HandlerResult confirm(CommandContext& ctx, const Options& options) {
   return HandlerResult::success({{"confirmed", true}});
 }
 
+// The seed's stock step: hold and confirm in one go. No availability is an
+// answer, not an error: the reply says {allocated: false, reason} and the
+// event ReservationCancelConfirmed tells the stream, as in the seed.
+HandlerResult allocate(CommandContext& ctx, const Options& options) {
+  HandlerResult held = reserve(ctx);
+  if (held.outcome == ReplyOutcome::kFailure && held.error.rfind("no availability", 0) == 0) {
+    auto stay = parse_stay(ctx.payload);
+    const std::string reservation_id = stay.ok() ? stay->reservation_id : "";
+    ctx.state.emit(event("ReservationCancelConfirmed", reservation_id,
+                         {{"placeId", stay.ok() ? stay->place_id : ""},
+                          {"orderId", reservation_id},
+                          {"stock", nullptr},
+                          {"reason", held.error}},
+                         options.now_ms()));
+    return HandlerResult::success({{"allocated", false}, {"reason", held.error}});
+  }
+  if (held.outcome != ReplyOutcome::kSuccess) return held;
+  HandlerResult confirmed = confirm(ctx, options);
+  if (confirmed.outcome != ReplyOutcome::kSuccess) return confirmed;
+  return HandlerResult::success({{"allocated", true}, {"holdId", ctx.command.saga_id}});
+}
+
 // ---- HTTP ------------------------------------------------------------------
 
 Response bad_request(const Status& s) { return Response::from_status(s); }
@@ -267,6 +289,8 @@ Status register_handlers(Participant& p, Options options) {
       p.on("release", guarded([options](CommandContext& c) { return release(c, options); })));
   SAGA_RETURN_IF_ERROR(
       p.on("confirm", guarded([options](CommandContext& c) { return confirm(c, options); })));
+  SAGA_RETURN_IF_ERROR(
+      p.on("allocate", guarded([options](CommandContext& c) { return allocate(c, options); })));
   return ok_status();
 }
 

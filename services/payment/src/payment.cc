@@ -78,7 +78,7 @@ HandlerResult charge(CommandContext& ctx, const Options& o) {
 }
 
 HandlerResult refund(CommandContext& ctx, const Options& o) {
-  const std::string& saga = ctx.command.saga_id;
+  const std::string saga = domain::booking_id_of(ctx);
   auto existing = load(ctx.state, payment_key(saga));
   if (!existing.ok()) return HandlerResult::retry(existing.status().message());
   if (!*existing) return HandlerResult::success({{"refunded", false}});  // nothing charged

@@ -1,12 +1,15 @@
 // saga-reservation: the booking saga's orchestrator behind its HTTP API.
 //   PORT (8082), DATA_DIR (./data/reservation), KAFKA_BROKERS (required), KAFKA_* (see
-//   kafka_transport.h), LOG_LEVEL, HTTP_* (see http_server.h; at least 8 threads).
+//   kafka_transport.h), EVENTS_TOPIC (reserveplace), INVENTORY_ADDR (127.0.0.1:8084,
+//   asked whether a booked place exists), LOG_LEVEL, HTTP_* (see http_server.h; at
+//   least 8 threads).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <memory>
 #include <utility>
 
+#include "domain/participant_service.h"
 #include "saga/kafka_transport.h"
 #include "saga/orchestrator.h"
 #include "saga/reservation/reservation.h"
@@ -29,7 +32,8 @@ int main() {
   const std::string data_dir = env_string("DATA_DIR", "./data/reservation");
 
   saga::KafkaOptions kafka = saga::kafka_options_from_env(res::kServiceName);
-  kafka.topic_overrides[res::kEventDestination] = res::kEventDestination;
+  kafka.topic_overrides[res::kEventDestination] =
+      saga::domain::events_topic_from_env(res::kEventDestination);
   if (kafka.brokers.empty()) {
     spdlog::critical("KAFKA_BROKERS must be set (host:port[,host:port...])");
     return 2;
@@ -39,9 +43,16 @@ int main() {
     spdlog::critical("kafka: {}", transport.status().to_string());
     return 1;
   }
-  auto definition = res::booking_definition();
-  if (!definition.ok()) {
-    spdlog::critical("definition: {}", definition.status().to_string());
+  auto inventory = env_address("INVENTORY_ADDR", "127.0.0.1:8084");
+  if (!inventory.ok()) {
+    spdlog::critical("{}", inventory.status().message());
+    return 2;
+  }
+  res::Options options;
+  options.place_exists = res::inventory_place_check(inventory->host, inventory->port);
+  auto definitions = res::definitions(options);
+  if (!definitions.ok()) {
+    spdlog::critical("definitions: {}", definitions.status().to_string());
     return 1;
   }
   saga::Options o;
@@ -49,7 +60,7 @@ int main() {
   o.data_dir = data_dir;
   o.breaker.enabled = true;
   auto orchestrator = saga::Orchestrator::open(
-      std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), {*definition});
+      std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), *definitions);
   if (!orchestrator.ok()) {
     spdlog::critical("orchestrator: {}", orchestrator.status().to_string());
     return 1;
@@ -57,7 +68,7 @@ int main() {
   saga::Orchestrator& orch = **orchestrator;
 
   Router router;
-  res::add_routes(router, orch);
+  res::add_routes(router, orch, options);
   HttpServer server(*server_options, std::move(router));
   orch.start_background();
   if (saga::Status s = server.start(); !s.ok()) {

@@ -1,13 +1,22 @@
 #include "saga/reservation/reservation.h"
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "domain/dates.h"
 #include "domain/fields.h"
 #include "saga/message.h"
+#include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
 #include "saga/service/standard_routes.h"
 
@@ -26,99 +35,375 @@ std::string str(const Json& data, const char* name) {
   return it != data.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
-Json event_payload(const std::string& type, int64_t ts, const Json& d, const std::string& status) {
-  return {{"eventType", type},
-          {"timestamp", ts},
-          {"orderId", str(d, "reservationId")},
-          {"placeId", str(d, "placeId")},
-          {"usrId", str(d, "userId")},
-          {"strDt", str(d, "checkIn")},
-          {"endDt", str(d, "checkOut")},
-          {"qty", d.value("qty", int64_t{0})},
-          {"amount", d.value("amount", 0.0)},
-          {"status", status}};
+const RetryPolicy kStepRetry{5, Duration{200}, 2.0, Duration{5'000}, 0.2};
+const RetryPolicy kForever{0, Duration{200}, 2.0, Duration{10'000}, 0.2};
+const Duration kStepTimeout{10'000};
+
+Json empty_payload(const Json&) { return Json::object(); }
+
+Json stay_payload(const Json& d) {
+  return {{"reservationId", d.at("reservationId")},
+          {"placeId", d.at("placeId")},
+          {"userId", d.at("userId")},
+          {"checkIn", d.at("checkIn")},
+          {"checkOut", d.at("checkOut")},
+          {"qty", d.at("qty")}};
 }
+
+Json charge_payload(const Json& d) {
+  return {{"reservationId", d.at("reservationId")},
+          {"userId", d.at("userId")},
+          {"amount", d.at("amount")}};
+}
+
+Json booking_ref_payload(const Json& d) { return {{"bookingId", d.at("bookingId")}}; }
+
+void merge_hold(Json& d, const Json& r) {
+  if (r.is_object() && r.contains("holdId")) d["holdId"] = r["holdId"];
+}
+
+void merge_payment(Json& d, const Json& r) {
+  if (r.is_object() && r.contains("paymentId")) d["paymentId"] = r["paymentId"];
+}
+
+Json event_payload(const std::string& type, int64_t ts, const Json& d, const std::string& status) {
+  Json out = {{"eventType", type},
+              {"timestamp", ts},
+              {"orderId", str(d, "reservationId")},
+              {"placeId", str(d, "placeId")},
+              {"usrId", str(d, "userId")},
+              {"strDt", str(d, "checkIn")},
+              {"endDt", str(d, "checkOut")},
+              {"qty", d.value("qty", int64_t{0})},
+              {"amount", d.value("amount", 0.0)},
+              {"status", status}};
+  if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
+  return out;
+}
+
+Message event_message(const std::string& type, const std::string& key, Json payload) {
+  Message m;
+  m.kind = MessageKind::kEvent;
+  m.type = type;
+  m.destination = kEventDestination;
+  m.key = key;
+  m.payload = payload.dump();
+  return m;
+}
+
+// Events of a booking or seed-booking saga: placed, confirmed, rejected or
+// cancelled while running.
+EventsFn booking_events(std::function<int64_t()> now) {
+  return [now](const SagaView& saga, std::optional<SagaState> previous) {
+    std::vector<Message> out;
+    std::string type;
+    std::string status;
+    if (!previous) {
+      type = "ReservationPlaced";
+      status = "PENDING";
+    } else if (saga.state == SagaState::kCompleted) {
+      type = "ReservationStatusChanged";
+      status = "CONFIRMED";
+    } else if (saga.state == SagaState::kCompensated) {
+      type = "ReservationCanceled";
+      status = saga.cancel_requested ? "CANCELLED" : "REJECTED";
+    } else {
+      return out;
+    }
+    out.push_back(event_message(type, saga.id, event_payload(type, now(), saga.data, status)));
+    return out;
+  };
+}
+
+// Events of a cancellation saga, keyed by the reservation it cancels.
+EventsFn cancellation_events(std::function<int64_t()> now) {
+  return [now](const SagaView& saga, std::optional<SagaState> previous) {
+    std::vector<Message> out;
+    const std::string reservation = str(saga.data, "reservationId");
+    if (!previous) {
+      out.push_back(event_message(
+          "ReservationCancelRequested", reservation,
+          event_payload("ReservationCancelRequested", now(), saga.data, "CANCELLING")));
+    } else if (saga.state == SagaState::kCompleted) {
+      out.push_back(
+          event_message("ReservationCanceled", reservation,
+                        event_payload("ReservationCanceled", now(), saga.data, "CANCELLED")));
+    }
+    return out;
+  };
+}
+
+bool is_booking_type(std::string_view type) { return type == kSagaType || type == kSeedSagaType; }
 
 Response bad_request(const Status& s) { return Response::problem(400, "Bad Request", s.message()); }
 
+// A JSON string holding a plain decimal number becomes that number (the seed's
+// client, httpie, sends `qty=1` as "1"); anything else is returned as is.
+Json number_from_text(const Json& v) {
+  if (!v.is_string()) return v;
+  const std::string& s = v.get_ref<const std::string&>();
+  if (s.empty() || s.size() > 32) return v;
+  char* end = nullptr;
+  if (s.find_first_of(".eE") == std::string::npos) {
+    const long long n = std::strtoll(s.c_str(), &end, 10);
+    if (end == s.c_str() + s.size()) return n;
+    return v;
+  }
+  const double d = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() + s.size()) return d;
+  return v;
+}
+
+// The stay, quantity and amount of a booking request, validated.
+struct Stay {
+  std::string check_in, check_out;
+  int64_t qty = 0;
+  double amount = 0;
+};
+
+StatusOr<Stay> parse_stay(const Json& body, const char* in_field, const char* out_field,
+                          std::string_view formats) {
+  auto date = [&](const char* field) -> StatusOr<domain::Date> {
+    auto it = body.find(field);
+    if (it == body.end() || !(it->is_string() || it->is_number_unsigned()))
+      return Status::invalid_argument(std::string(field) + " must be a date " +
+                                      std::string(formats));
+    const std::string text = it->is_string() ? it->get<std::string>() : it->dump();
+    return domain::parse_date(text, field);
+  };
+  SAGA_ASSIGN_OR_RETURN(domain::Date in, date(in_field));
+  SAGA_ASSIGN_OR_RETURN(domain::Date out, date(out_field));
+  const long nights = domain::days_between(in, out);
+  if (nights <= 0)
+    return Status::invalid_argument(std::string(out_field) + " must be after " + in_field);
+  if (nights > kMaxNights)
+    return Status::invalid_argument("at most " + std::to_string(kMaxNights) +
+                                    " nights per reservation");
+  Stay s;
+  s.check_in = domain::format_date(in);
+  s.check_out = domain::format_date(out);
+  SAGA_ASSIGN_OR_RETURN(s.qty, domain::int_field(body, "qty", 1, 1'000'000));
+  SAGA_ASSIGN_OR_RETURN(s.amount, domain::number_field(body, "amount", 0));
+  return s;
+}
+
+// Reservation ids per user, in memory: rebuilt from the orchestrator's store
+// when the routes are added, then kept up to date by the POST handlers.
+class UserIndex {
+ public:
+  void add(const std::string& user, const std::string& id) {
+    std::lock_guard lock(mu_);
+    by_user_[user].push_back(id);
+  }
+  std::vector<std::string> ids(const std::string& user) const {
+    std::lock_guard lock(mu_);
+    auto it = by_user_.find(user);
+    return it == by_user_.end() ? std::vector<std::string>{} : it->second;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::vector<std::string>> by_user_;
+};
+
+Status rebuild(UserIndex& index, Orchestrator& orch) {
+  for (const char* type : {kSagaType, kSeedSagaType}) {
+    ListQuery q;
+    q.type = type;
+    q.limit = 1000;
+    for (;;) {
+      SAGA_ASSIGN_OR_RETURN(auto page, orch.list(q));
+      for (const SagaView& v : page.items) index.add(str(v.data, "userId"), v.id);
+      if (page.next_page_token.empty()) break;
+      q.page_token = page.next_page_token;
+    }
+  }
+  return ok_status();
+}
+
+// The booking `id` and its cancellation (when one was started).
+struct Booking {
+  SagaView saga;
+  std::optional<SagaView> cancellation;
+  Json to_json() const { return reservation_json(saga, cancellation ? &*cancellation : nullptr); }
+  std::string status() const {
+    return reservation_status(saga, cancellation ? &*cancellation : nullptr);
+  }
+};
+
+StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
+  auto view = orch.get(id);
+  if (!view.ok()) {
+    if (view.status().code() == StatusCode::kNotFound)
+      return Status::not_found("reservation " + std::string(id) + " not found");
+    return view.status();
+  }
+  if (!is_booking_type(view->type))
+    return Status::not_found("reservation " + std::string(id) + " not found");
+  Booking b{std::move(*view), std::nullopt};
+  if (b.saga.state == SagaState::kCompleted) {
+    auto cancel = orch.get(cancellation_id(id));
+    if (cancel.ok()) {
+      b.cancellation = std::move(*cancel);
+    } else if (cancel.status().code() != StatusCode::kNotFound) {
+      return cancel.status();
+    }
+  }
+  return b;
+}
+
+// Refuses an unknown place (422); accepts when the inventory cannot tell.
+std::optional<Response> check_place(const Options& options, const std::string& place) {
+  if (!options.place_exists) return std::nullopt;
+  auto exists = options.place_exists(place);
+  if (!exists.ok()) {
+    spdlog::warn("cannot check place {} with the inventory ({}); accepting the booking", place,
+                 exists.status().message());
+    return std::nullopt;
+  }
+  if (*exists) return std::nullopt;
+  return Response::problem(422, "Unprocessable Content", "place " + place + " does not exist");
+}
+
+// Starts a booking of `type` with `data` (which holds reservationId and
+// userId) and records it in the user index.
+StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const char* type,
+                                    Json data, const Request& req) {
+  StartOptions so;
+  so.id = str(data, "reservationId");
+  so.traceparent = req.traceparent();
+  const std::string user = str(data, "userId");
+  SAGA_ASSIGN_OR_RETURN(std::string id, orch.start(type, std::move(data), so));
+  index.add(user, id);
+  return id;
+}
+
 }  // namespace
 
+std::string cancellation_id(std::string_view id) { return std::string(id) + ".cancel"; }
+
 StatusOr<DefinitionPtr> booking_definition(Options options) {
-  auto now = clock_of(options);
-  const RetryPolicy step_retry{5, Duration{200}, 2.0, Duration{5'000}, 0.2};
-  const RetryPolicy comp_retry{0, Duration{200}, 2.0, Duration{10'000}, 0.2};
-  const Duration timeout{10'000};
-  auto empty = [](const Json&) { return Json::object(); };
   return DefinitionBuilder(kSagaType, kSagaVersion)
       .command("reserve", kInventory, "reserve")
-      .payload([](const Json& d) {
-        return Json{{"reservationId", d.at("reservationId")},
-                    {"placeId", d.at("placeId")},
-                    {"userId", d.at("userId")},
-                    {"checkIn", d.at("checkIn")},
-                    {"checkOut", d.at("checkOut")},
-                    {"qty", d.at("qty")}};
-      })
-      .on_reply([](Json& d, const Json& r) {
-        if (r.is_object() && r.contains("holdId")) d["holdId"] = r["holdId"];
-      })
-      .compensate(kInventory, "release", empty)
-      .timeout(timeout)
-      .retry(step_retry)
-      .compensation_retry(comp_retry)
+      .payload(stay_payload)
+      .on_reply(merge_hold)
+      .compensate(kInventory, "release", empty_payload)
+      .timeout(kStepTimeout)
+      .retry(kStepRetry)
+      .compensation_retry(kForever)
       .command("pay", kPayment, "charge")
-      .payload([](const Json& d) {
-        return Json{{"reservationId", d.at("reservationId")},
-                    {"userId", d.at("userId")},
-                    {"amount", d.at("amount")}};
-      })
-      .on_reply([](Json& d, const Json& r) {
-        if (r.is_object() && r.contains("paymentId")) d["paymentId"] = r["paymentId"];
-      })
-      .compensate(kPayment, "refund", empty)
-      .timeout(timeout)
-      .retry(step_retry)
-      .compensation_retry(comp_retry)
+      .payload(charge_payload)
+      .on_reply(merge_payment)
+      .compensate(kPayment, "refund", empty_payload)
+      .timeout(kStepTimeout)
+      .retry(kStepRetry)
+      .compensation_retry(kForever)
       .command("confirm", kInventory, "confirm")
-      .payload(empty)
-      .timeout(timeout)
-      .retry(step_retry)
-      .on_state_change([now](const SagaView& saga, std::optional<SagaState> previous) {
-        std::vector<Message> out;
-        std::string type;
-        std::string status;
-        if (!previous) {
-          type = "ReservationPlaced";
-          status = "PENDING";
-        } else if (saga.state == SagaState::kCompleted) {
-          type = "ReservationStatusChanged";
-          status = "CONFIRMED";
-        } else if (saga.state == SagaState::kCompensated) {
-          type = "ReservationCanceled";
-          status = saga.cancel_requested ? "CANCELLED" : "REJECTED";
-        } else {
-          return out;
-        }
-        Message m;
-        m.kind = MessageKind::kEvent;
-        m.type = type;
-        m.destination = kEventDestination;
-        m.key = saga.id;
-        m.saga_id = saga.id;
-        m.payload = event_payload(type, now(), saga.data, status).dump();
-        out.push_back(std::move(m));
-        return out;
-      })
+      .payload(empty_payload)
+      .timeout(kStepTimeout)
+      .retry(kStepRetry)
+      .on_state_change(booking_events(clock_of(options)))
       .build();
 }
 
-std::string reservation_status(const SagaView& saga) {
+StatusOr<DefinitionPtr> seed_booking_definition(Options options) {
+  return DefinitionBuilder(kSeedSagaType, kSagaVersion)
+      .command("pay", kPayment, "charge")
+      .payload(charge_payload)
+      .on_reply(merge_payment)
+      .compensate(kPayment, "refund", empty_payload)
+      .timeout(kStepTimeout)
+      .retry(kStepRetry)
+      .compensation_retry(kForever)
+      .command("allocate", kInventory, "allocate")
+      .payload(stay_payload)
+      .on_reply([](Json& d, const Json& r) {
+        merge_hold(d, r);
+        d["allocated"] = r.is_object() && r.value("allocated", false);
+        if (r.is_object() && r.contains("reason")) d["allocationError"] = r["reason"];
+      })
+      .compensate(kInventory, "release", empty_payload)
+      .timeout(kStepTimeout)
+      .retry(kStepRetry)
+      .compensation_retry(kForever)
+      .local("check",
+             [](Json& d) {
+               if (d.value("allocated", false)) return ok_status();
+               return Status::failed_precondition(
+                   d.value("allocationError", std::string("no availability")));
+             })
+      .on_state_change(booking_events(clock_of(options)))
+      .build();
+}
+
+StatusOr<DefinitionPtr> cancellation_definition(Options options) {
+  // Both steps are retried until they succeed: a confirmed booking, once its
+  // customer cancels, must end with its rooms released and its money back.
+  return DefinitionBuilder(kCancelSagaType, kSagaVersion)
+      .command("release", kInventory, "release")
+      .payload(booking_ref_payload)
+      .timeout(kStepTimeout)
+      .retry(kForever)
+      .command("refund", kPayment, "refund")
+      .payload(booking_ref_payload)
+      .timeout(kStepTimeout)
+      .retry(kForever)
+      .on_state_change(cancellation_events(clock_of(options)))
+      .build();
+}
+
+StatusOr<std::vector<DefinitionPtr>> definitions(Options options) {
+  std::vector<DefinitionPtr> out;
+  SAGA_ASSIGN_OR_RETURN(auto booking, booking_definition(options));
+  SAGA_ASSIGN_OR_RETURN(auto seed, seed_booking_definition(options));
+  SAGA_ASSIGN_OR_RETURN(auto cancel, cancellation_definition(options));
+  out.push_back(std::move(booking));
+  out.push_back(std::move(seed));
+  out.push_back(std::move(cancel));
+  return out;
+}
+
+PlaceCheck inventory_place_check(std::string host, uint16_t port) {
+  struct Known {
+    std::mutex mu;
+    std::unordered_set<std::string> ids;
+  };
+  auto known = std::make_shared<Known>();
+  return [host = std::move(host), port, known](const std::string& id) -> StatusOr<bool> {
+    {
+      std::lock_guard lock(known->mu);
+      if (known->ids.count(id)) return true;
+    }
+    service::ClientOptions co;
+    co.connect_timeout = std::chrono::milliseconds(1'000);
+    co.request_timeout = std::chrono::milliseconds(2'000);
+    service::HttpClient client(host, port, co);
+    auto r = client.get("/places/" + service::percent_encode(id));
+    if (!r.ok()) return r.status();
+    if (r->status == 404) return false;
+    if (r->status != 200)
+      return Status::unavailable("inventory answered " + std::to_string(r->status));
+    std::lock_guard lock(known->mu);
+    known->ids.insert(id);
+    return true;
+  };
+}
+
+std::string reservation_status(const SagaView& saga, const SagaView* cancellation) {
   switch (saga.state) {
     case SagaState::kRunning:
     case SagaState::kCompensating:
       return "PENDING";
     case SagaState::kCompleted:
-      return "CONFIRMED";
+      if (!cancellation) return "CONFIRMED";
+      switch (cancellation->state) {
+        case SagaState::kCompleted:
+          return "CANCELLED";
+        case SagaState::kFailed:
+          return "NEEDS_ATTENTION";
+        default:
+          return "CANCELLING";
+      }
     case SagaState::kCompensated:
       return saga.cancel_requested ? "CANCELLED" : "REJECTED";
     case SagaState::kFailed:
@@ -129,9 +414,9 @@ std::string reservation_status(const SagaView& saga) {
   return "UNKNOWN";
 }
 
-Json reservation_json(const SagaView& saga) {
+Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
   const Json& d = saga.data;
-  const std::string status = reservation_status(saga);
+  const std::string status = reservation_status(saga, cancellation);
   Json out = {{"id", saga.id},
               {"placeId", str(d, "placeId")},
               {"userId", str(d, "userId")},
@@ -141,19 +426,30 @@ Json reservation_json(const SagaView& saga) {
               {"amount", d.value("amount", 0.0)},
               {"status", status},
               {"createdMs", d.value("createdMs", saga.created_ms)}};
-  if ((status == "REJECTED" || status == "NEEDS_ATTENTION") && !saga.last_error.empty())
-    out["reason"] = saga.last_error;
+  if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
+  if (status == "REJECTED" || status == "NEEDS_ATTENTION") {
+    const std::string& error = cancellation && cancellation->state == SagaState::kFailed
+                                   ? cancellation->last_error
+                                   : saga.last_error;
+    if (!error.empty()) out["reason"] = error;
+  }
   Json steps = Json::array();
   for (const StepView& s : saga.steps)
     steps.push_back({{"name", s.name}, {"status", std::string(to_string(s.status))}});
+  if (cancellation)
+    for (const StepView& s : cancellation->steps)
+      steps.push_back({{"name", "cancel-" + s.name}, {"status", std::string(to_string(s.status))}});
   out["steps"] = std::move(steps);
   return out;
 }
 
 void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   auto now = clock_of(options);
+  auto index = std::make_shared<UserIndex>();
+  if (Status s = rebuild(*index, orch); !s.ok())
+    spdlog::error("reservation: rebuilding the per-user index failed: {}", s.to_string());
 
-  router.post("/reservations", [&orch, now](const Request& req) {
+  router.post("/reservations", [&orch, now, options, index](const Request& req) {
     if (!req.has_json_content_type())
       return Response::problem(415, "Unsupported Media Type", "the body must be application/json");
     auto body = req.json();
@@ -163,89 +459,122 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
     if (!place.ok()) return bad_request(place.status());
     auto user = domain::id_field(*body, "userId");
     if (!user.ok()) return bad_request(user.status());
-    if (!body->contains("checkIn") || !(*body)["checkIn"].is_string())
-      return bad_request(Status::invalid_argument("checkIn must be a date YYYY-MM-DD"));
-    if (!body->contains("checkOut") || !(*body)["checkOut"].is_string())
-      return bad_request(Status::invalid_argument("checkOut must be a date YYYY-MM-DD"));
-    auto in = domain::parse_date((*body)["checkIn"].get<std::string>(), "checkIn");
-    if (!in.ok()) return bad_request(in.status());
-    auto out = domain::parse_date((*body)["checkOut"].get<std::string>(), "checkOut");
-    if (!out.ok()) return bad_request(out.status());
-    const long nights = domain::days_between(*in, *out);
-    if (nights <= 0) return bad_request(Status::invalid_argument("checkOut must be after checkIn"));
-    if (nights > kMaxNights)
-      return bad_request(Status::invalid_argument("at most " + std::to_string(kMaxNights) +
-                                                  " nights per reservation"));
-    auto qty = domain::int_field(*body, "qty", 1, 1'000'000);
-    if (!qty.ok()) return bad_request(qty.status());
-    auto amount = domain::number_field(*body, "amount", 0);
-    if (!amount.ok()) return bad_request(amount.status());
+    auto stay = parse_stay(*body, "checkIn", "checkOut", "YYYY-MM-DD");
+    if (!stay.ok()) return bad_request(stay.status());
+    if (auto refused = check_place(options, *place)) return *refused;
 
     const std::string id = "r-" + domain::random_hex(12);
-    Json data = {{"reservationId", id},
-                 {"placeId", *place},
-                 {"userId", *user},
-                 {"checkIn", domain::format_date(*in)},
-                 {"checkOut", domain::format_date(*out)},
-                 {"qty", *qty},
-                 {"amount", *amount},
-                 {"createdMs", now()}};
-    StartOptions so;
-    so.id = id;
-    so.traceparent = req.traceparent();
-    auto started = orch.start(kSagaType, std::move(data), so);
+    Json data = {{"reservationId", id},       {"placeId", *place},           {"userId", *user},
+                 {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
+                 {"amount", stay->amount},    {"createdMs", now()}};
+    auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
     if (!started.ok()) return Response::from_status(started.status());
     Response r = Response::json(202, {{"id", *started}, {"status", "PENDING"}});
     r.set_header("Location", "/reservations/" + *started);
     return r;
   });
 
-  router.get("/reservations/{id}", [&orch](const Request& req) {
-    auto view = orch.get(req.param("id"));
-    if (!view.ok()) return Response::from_status(view.status());
-    if (view->type != kSagaType)
-      return Response::from_status(
-          Status::not_found("reservation " + std::string(req.param("id")) + " not found"));
-    return Response::json(200, reservation_json(*view));
+  // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
+  // amount, placeId}; numbers may come as text, as httpie sends them.
+  router.post("/accommodations", [&orch, now, options, index](const Request& req) {
+    if (!req.has_json_content_type())
+      return Response::problem(415, "Unsupported Media Type", "the body must be application/json");
+    auto parsed = req.json();
+    if (!parsed.ok()) return bad_request(parsed.status());
+    if (!parsed->is_object())
+      return bad_request(Status::invalid_argument("body must be an object"));
+    Json body = std::move(*parsed);
+    for (const char* field : {"qty", "amount"})
+      if (body.contains(field)) body[field] = number_from_text(body[field]);
+    auto place = domain::id_field(body, "placeId");
+    if (!place.ok()) return bad_request(place.status());
+    auto user = domain::id_field(body, "usrId");
+    if (!user.ok()) return bad_request(user.status());
+    std::string place_name;
+    if (body.contains("placeNm")) {
+      auto name = domain::string_field(body, "placeNm");
+      if (!name.ok()) return bad_request(name.status());
+      place_name = *name;
+    }
+    auto stay = parse_stay(body, "strDt", "endDt", "YYYYMMDD");
+    if (!stay.ok()) return bad_request(stay.status());
+    if (auto refused = check_place(options, *place)) return *refused;
+
+    const std::string id = "r-" + domain::random_hex(12);
+    Json data = {{"reservationId", id}, {"placeId", *place},         {"placeNm", place_name},
+                 {"userId", *user},     {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
+                 {"qty", stay->qty},    {"amount", stay->amount},    {"createdMs", now()}};
+    auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
+    if (!started.ok()) return Response::from_status(started.status());
+    Response r = Response::json(201, {{"id", *started},
+                                      {"placeNm", place_name},
+                                      {"placeId", *place},
+                                      {"usrId", *user},
+                                      {"strDt", stay->check_in},
+                                      {"endDt", stay->check_out},
+                                      {"qty", stay->qty},
+                                      {"amount", stay->amount},
+                                      {"status", "PENDING"}});
+    r.set_header("Location", "/accommodations/" + *started);
+    return r;
   });
 
-  // Pages through every booking saga and filters by data.userId: linear in the
-  // number of retained sagas (no per-user index yet).
-  router.get("/reservations", [&orch](const Request& req) {
+  auto get_one = [&orch](const Request& req) {
+    auto b = load_booking(orch, req.param("id"));
+    if (!b.ok()) return Response::from_status(b.status());
+    return Response::json(200, b->to_json());
+  };
+  router.get("/reservations/{id}", get_one);
+  router.get("/accommodations/{id}", get_one);
+
+  router.get("/reservations", [&orch, index](const Request& req) {
     const auto user = req.query("userId");
     if (!user || user->empty())
       return bad_request(Status::invalid_argument("query parameter 'userId' is required"));
-    ListQuery q;
-    q.type = kSagaType;
-    q.limit = 1000;
     Json out = Json::array();
-    for (;;) {
-      auto page = orch.list(q);
-      if (!page.ok()) return Response::from_status(page.status());
-      for (const SagaView& v : page->items)
-        if (str(v.data, "userId") == *user) out.push_back(reservation_json(v));
-      if (page->next_page_token.empty()) break;
-      q.page_token = page->next_page_token;
+    for (const std::string& id : index->ids(*user)) {
+      auto b = load_booking(orch, id);
+      if (b.ok()) {
+        out.push_back(b->to_json());
+      } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
+        return Response::from_status(b.status());
+      }
     }
     return Response::json(200, out);
   });
 
   router.post("/reservations/{id}/cancel", [&orch](const Request& req) {
     const std::string id(req.param("id"));
-    auto view = orch.get(id);
-    if (!view.ok()) return Response::from_status(view.status());
-    if (view->type != kSagaType)
-      return Response::from_status(Status::not_found("reservation " + id + " not found"));
-    if (Status s = orch.cancel(id); !s.ok()) {
-      if (s.code() == StatusCode::kFailedPrecondition)
-        return Response::problem(409, "Conflict",
-                                 "reservation " + id + " can no longer be cancelled (" +
-                                     reservation_status(*view) + "): " + s.message());
-      return Response::from_status(s);
+    // Two rounds: the booking may complete between reading it and cancelling it.
+    for (int round = 0; round < 2; ++round) {
+      auto b = load_booking(orch, id);
+      if (!b.ok()) return Response::from_status(b.status());
+      const SagaState state = b->saga.state;
+      if (state == SagaState::kCompleted) {
+        Json data = b->saga.data;
+        data["bookingId"] = id;
+        StartOptions so;
+        so.id = cancellation_id(id);
+        so.traceparent = req.traceparent();
+        auto started = orch.start(kCancelSagaType, std::move(data), so);
+        if (!started.ok() && started.status().code() != StatusCode::kAlreadyExists)
+          return Response::from_status(started.status());
+        auto after = load_booking(orch, id);
+        if (!after.ok()) return Response::from_status(after.status());
+        return Response::json(202, {{"id", id}, {"status", after->status()}});
+      }
+      if (state != SagaState::kRunning && state != SagaState::kCompensating)
+        return Response::problem(
+            409, "Conflict",
+            "reservation " + id + " can no longer be cancelled (" + b->status() + ")");
+      Status s = orch.cancel(id);
+      if (s.code() == StatusCode::kFailedPrecondition) continue;  // finished meanwhile
+      if (!s.ok()) return Response::from_status(s);
+      auto after = load_booking(orch, id);
+      return Response::json(202,
+                            {{"id", id}, {"status", after.ok() ? after->status() : "PENDING"}});
     }
-    std::string status = "PENDING";
-    if (auto after = orch.get(id); after.ok()) status = reservation_status(*after);
-    return Response::json(202, {{"id", id}, {"status", status}});
+    return Response::problem(409, "Conflict", "reservation " + id + " is changing; try again");
   });
 
   service::add_standard_routes(

@@ -26,6 +26,23 @@ std::string env_string(std::string_view name, std::string_view fallback);
 /// REQUIRES: min <= fallback <= max.
 StatusOr<int64_t> env_int(std::string_view name, int64_t fallback, int64_t min, int64_t max);
 
+/// A host (IPv4/IPv6 address or name) and a TCP port.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+
+  /// "host:port" ("[v6]:port" for an IPv6 address).
+  std::string to_string() const;
+  friend bool operator==(const HostPort&, const HostPort&) = default;
+};
+
+/// Parses "host:port" or "[ipv6]:port": a non-empty host without blanks and a
+/// decimal port in 1..65535. InvalidArgument naming `variable` and the bad value.
+StatusOr<HostPort> parse_host_port(std::string_view variable, std::string_view text);
+
+/// The address in `name` (see parse_host_port), or `fallback`.
+StatusOr<HostPort> env_address(std::string_view name, std::string_view fallback);
+
 /// The boolean value of `name` (true/false, 1/0, yes/no, on/off; any case), or `fallback`.
 StatusOr<bool> env_bool(std::string_view name, bool fallback);
 

@@ -30,6 +30,9 @@ std::optional<std::string_view> find_header(const Headers& headers, std::string_
 /// Decodes %XX escapes; with `plus_is_space` also '+' (query strings).
 /// InvalidArgument for a '%' not followed by two hex digits.
 StatusOr<std::string> percent_decode(std::string_view in, bool plus_is_space);
+/// Encodes `in` for use as one path segment or query value: every byte but
+/// the unreserved ones (A-Z a-z 0-9 - . _ ~) becomes %XX.
+std::string percent_encode(std::string_view in);
 
 namespace internal {
 struct MessageAccess;

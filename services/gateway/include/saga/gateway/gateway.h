@@ -22,6 +22,7 @@
 #include <string_view>
 #include <vector>
 
+#include "saga/service/config.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
 
@@ -31,19 +32,8 @@ inline constexpr char kServiceName[] = "gateway";
 /// The gateway's port when PORT is unset.
 inline constexpr uint16_t kDefaultPort = 8080;
 
-/// A host (IPv4/IPv6 address or name) and a TCP port.
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-
-  /// "host:port" ("[v6]:port" for an IPv6 address).
-  std::string to_string() const;
-  friend bool operator==(const HostPort&, const HostPort&) = default;
-};
-
-/// Parses "host:port" or "[ipv6]:port": a non-empty host without blanks and a
-/// decimal port in 1..65535. InvalidArgument naming `variable` and the bad value.
-StatusOr<HostPort> parse_host_port(std::string_view variable, std::string_view text);
+using service::HostPort;
+using service::parse_host_port;
 
 /// Where the gateway forwards to.
 struct Upstreams {

@@ -8,7 +8,11 @@
 //                                 reservationId, userId[, ownerId]}
 //   owner/<ownerId>/<sagaId>     index of confirmed bookings ({reservationId})
 //
-// Commands: reserve, release (compensation of reserve), confirm. Domain
+// Commands: reserve, release (compensation of reserve and allocate; with
+// payload {bookingId} it releases another saga's booking: cancellation),
+// confirm, allocate (the seed's flow: reserve and confirm at once; no
+// availability answers {allocated: false, reason} and emits
+// ReservationCancelConfirmed). Domain
 // events (ReservationConfirmed, ReservationCancelConfirmed) go to the
 // "reserveplace" destination, keyed by the reservation id.
 #pragma once
@@ -34,7 +38,7 @@ struct Options {
   std::function<int64_t()> now_ms = {};
 };
 
-/// Registers reserve, release and confirm on `p`. Call before its engine runs.
+/// Registers reserve, release, confirm and allocate on `p`. Call before its engine runs.
 Status register_handlers(Participant& p, Options options = {});
 
 /// Registers the HTTP API on `router` (places, rooms, availability, owner

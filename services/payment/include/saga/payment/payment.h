@@ -6,7 +6,8 @@
 //                                        status APPROVED|REFUNDED}
 //   byres/<reservationId>/<paymentId>   index for GET /payments?reservationId=
 //
-// Commands: charge, refund (compensation of charge). Domain events
+// Commands: charge, refund (compensation of charge; with payload {bookingId}
+// it refunds another saga's charge: cancellation). Domain events
 // (PaymentApproved, PaymentCancelApproved) go to the "reserveplace"
 // destination, keyed by the reservation id.
 #pragma once

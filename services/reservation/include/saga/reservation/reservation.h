@@ -6,14 +6,26 @@
 //   reserve  inventory reserve  (compensation: inventory release)
 //   pay      payment charge     (compensation: payment refund)
 //   confirm  inventory confirm
-// Steps time out after 10 s and are tried 5 times with backoff; compensations
-// are retried forever. Domain events (ReservationPlaced, ReservationStatusChanged,
-// ReservationCanceled) go to the "reserveplace" destination, keyed by the id.
+// Saga `seed-booking` v1 (the seed's POST /accommodations, same data plus placeNm):
+//   pay      payment charge      (compensation: payment refund)
+//   allocate inventory allocate  (compensation: inventory release)
+//   check    local: fails with the inventory's reason when nothing was allocated
+// so a booking without stock is charged, then refunded, as in the seed.
+// Saga `cancellation` v1 (a confirmed booking cancelled by its customer), id
+// "<reservationId>.cancel", data = the booking's data plus bookingId:
+//   release  inventory release {bookingId}
+//   refund   payment refund {bookingId}
+// Steps time out after 10 s and are tried 5 times with backoff (cancellation:
+// forever); compensations are retried forever. Domain events (ReservationPlaced,
+// ReservationStatusChanged, ReservationCanceled, ReservationCancelRequested)
+// go to the "reserveplace" destination, keyed by the reservation id.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "saga/definition.h"
 #include "saga/orchestrator.h"
@@ -24,6 +36,8 @@ namespace saga::reservation {
 
 inline constexpr char kServiceName[] = "reservation";
 inline constexpr char kSagaType[] = "booking";
+inline constexpr char kSeedSagaType[] = "seed-booking";
+inline constexpr char kCancelSagaType[] = "cancellation";
 inline constexpr uint32_t kSagaVersion = 1;
 inline constexpr char kEventDestination[] = "reserveplace";
 inline constexpr char kInventory[] = "inventory";
@@ -31,27 +45,54 @@ inline constexpr char kPayment[] = "payment";
 /// Longest stay, in nights.
 inline constexpr long kMaxNights = 366;
 
+/// Whether a place exists, as far as the inventory can tell: true, false, or
+/// an error when it cannot be asked (then the booking is accepted and its
+/// saga finds out).
+using PlaceCheck = std::function<StatusOr<bool>(const std::string& place_id)>;
+
 struct Options {
   /// Event timestamps and createdMs (ms since the epoch). Default: the system clock.
   std::function<int64_t()> now_ms = {};
+  /// Refuses bookings of unknown places up front (422). Default: no check.
+  PlaceCheck place_exists = {};
 };
 
 /// The `booking` v1 saga definition.
 StatusOr<DefinitionPtr> booking_definition(Options options = {});
+/// The `seed-booking` v1 saga definition.
+StatusOr<DefinitionPtr> seed_booking_definition(Options options = {});
+/// The `cancellation` v1 saga definition.
+StatusOr<DefinitionPtr> cancellation_definition(Options options = {});
+/// The three definitions the service registers.
+StatusOr<std::vector<DefinitionPtr>> definitions(Options options = {});
 
-/// The reservation status of a booking saga: PENDING (running or
-/// compensating), CONFIRMED, CANCELLED (compensated after a cancel), REJECTED
-/// (compensated after a failure), NEEDS_ATTENTION (failed) or ABORTED.
-std::string reservation_status(const SagaView& saga);
+/// A PlaceCheck asking the inventory's GET /places/{id} at host:port (timeout
+/// 2 s); places seen once are remembered (places are never deleted).
+PlaceCheck inventory_place_check(std::string host, uint16_t port);
+
+/// The id of the cancellation saga of reservation `id`.
+std::string cancellation_id(std::string_view id);
+
+/// The reservation status of a booking (or seed-booking) saga and its
+/// cancellation saga, if any: PENDING (running or compensating), CONFIRMED,
+/// CANCELLING (cancellation running), CANCELLED (compensated after a cancel,
+/// or cancellation done), REJECTED (compensated after a failure),
+/// NEEDS_ATTENTION (failed) or ABORTED.
+std::string reservation_status(const SagaView& saga, const SagaView* cancellation = nullptr);
 
 /// The reservation as GET /reservations/{id} shows it.
-Json reservation_json(const SagaView& saga);
+Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullptr);
 
 /// Registers the HTTP API on `router`:
 ///   POST /reservations              start a booking -> 202 {id, status} + Location
 ///   GET  /reservations/{id}         the reservation with its steps, or 404
-///   GET  /reservations?userId=      the user's reservations
-///   POST /reservations/{id}/cancel  202 {id, status}; 409 when already finished
+///   GET  /reservations?userId=      the user's reservations (in-memory index,
+///                                   rebuilt from the store when the routes are added)
+///   POST /reservations/{id}/cancel  202 {id, status}: a running booking is
+///                                   compensated, a confirmed one gets a
+///                                   cancellation saga; 409 when rejected or cancelled
+///   POST /accommodations            the seed's booking call (seed-booking saga) -> 201
+///   GET  /accommodations/{id}       same as GET /reservations/{id}
 /// plus /healthz, /readyz (orchestrator health) and /metrics.
 /// `orchestrator` must outlive the router's server.
 void add_routes(service::Router& router, Orchestrator& orchestrator, Options options = {});

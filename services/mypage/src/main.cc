@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "domain/participant_service.h"
 #include "saga/kafka_transport.h"
 #include "saga/mypage/mypage.h"
 #include "saga/service/config.h"
@@ -26,7 +27,8 @@ int main() {
   const std::string data_dir = env_string("DATA_DIR", "./data/mypage");
 
   saga::KafkaOptions kafka = saga::kafka_options_from_env(mp::kServiceName);
-  kafka.topic_overrides[mp::kEventDestination] = env_string("EVENTS_TOPIC", mp::kEventDestination);
+  kafka.topic_overrides[mp::kEventDestination] =
+      saga::domain::events_topic_from_env(mp::kEventDestination);
   if (kafka.brokers.empty()) {
     spdlog::critical("KAFKA_BROKERS must be set (host:port[,host:port...])");
     return 2;

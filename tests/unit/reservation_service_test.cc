@@ -463,6 +463,32 @@ TEST_CASE("a booking of an unknown place is refused up front; the inventory bein
   CHECK(w.settle(id)["status"] == "CONFIRMED");
 }
 
+TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") {
+  World w;
+  w.add_place("3", 5);
+  auto post = [&](const std::string& key, const Json& body) {
+    auto r = w.http->request("POST", "/reservations",
+                             {{"Content-Type", "application/json"}, {"Idempotency-Key", key}},
+                             body.dump());
+    REQUIRE(r.ok());
+    return *r;
+  };
+  ClientResponse first = post("k-1", booking("3", "u1"));
+  REQUIRE_MESSAGE(first.status == 202, first.body);
+  const std::string id = Json::parse(first.body)["id"];
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+  ClientResponse again = post("k-1", booking("3", "u1"));
+  CHECK(again.status == 202);
+  CHECK(Json::parse(again.body) == Json{{"id", id}, {"status", "CONFIRMED"}});
+  CHECK(w.payments_of(id).size() == 1);
+  CHECK(w.get_json("/reservations?userId=u1").size() == 1);
+  // Another user's key is another booking; a malformed key is refused.
+  ClientResponse other = post("k-1", booking("3", "u2"));
+  CHECK(other.status == 202);
+  CHECK(Json::parse(other.body)["id"] != id);
+  CHECK(post("bad/key", booking("3", "u1")).status == 400);
+}
+
 TEST_CASE("invalid bookings are refused with 400 problem+json") {
   World w;
   auto expect_400 = [&](const std::string& body, const std::string& what) {

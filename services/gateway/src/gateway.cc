@@ -59,7 +59,7 @@ class Upstream {
   // Sends `req` on and turns the answer (or the failure) into the response.
   Response forward(const Request& req) {
     Headers headers;
-    for (const char* name : {"Content-Type", "Accept", "tracestate"}) {
+    for (const char* name : {"Content-Type", "Accept", "tracestate", "Idempotency-Key"}) {
       if (auto value = req.header(name)) headers.emplace_back(name, std::string(*value));
     }
     headers.emplace_back("X-Request-Id", req.request_id());

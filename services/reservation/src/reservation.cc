@@ -265,17 +265,48 @@ std::optional<Response> check_place(const Options& options, const std::string& p
   return Response::problem(422, "Unprocessable Content", "place " + place + " does not exist");
 }
 
+uint64_t fnv1a(std::string_view text, uint64_t seed) {
+  uint64_t h = seed;
+  for (char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// The id of a new reservation of `user`: random, or derived from the
+// request's Idempotency-Key so that a retried request finds the booking the
+// first one made. InvalidArgument for a malformed key.
+StatusOr<std::string> reservation_id_for(const Request& req, const std::string& user) {
+  auto key = req.header("Idempotency-Key");
+  if (!key) return "r-" + domain::random_hex(12);
+  SAGA_RETURN_IF_ERROR(domain::check_id(*key, "Idempotency-Key"));
+  const std::string text = user + '\n' + std::string(*key);
+  return fmt::format("r-{:016x}{:08x}", fnv1a(text, 14695981039346656037ull),
+                     static_cast<uint32_t>(fnv1a(text, 0x9e3779b97f4a7c15ull)));
+}
+
 // Starts a booking of `type` with `data` (which holds reservationId and
-// userId) and records it in the user index.
+// userId) and records it in the user index. A reservation id that exists
+// already (a retried request with the same Idempotency-Key) answers the
+// booking made first, whatever this request's body says.
 StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const char* type,
                                     Json data, const Request& req) {
   StartOptions so;
   so.id = str(data, "reservationId");
   so.traceparent = req.traceparent();
   const std::string user = str(data, "userId");
-  SAGA_ASSIGN_OR_RETURN(std::string id, orch.start(type, std::move(data), so));
-  index.add(user, id);
-  return id;
+  auto started = orch.start(type, std::move(data), so);
+  if (started.ok()) {
+    index.add(user, *started);
+    return started;
+  }
+  if (started.status().code() != StatusCode::kAlreadyExists) return started.status();
+  auto existing = orch.get(so.id);
+  if (!existing.ok()) return existing.status();
+  if (existing->type != type || str(existing->data, "userId") != user)
+    return Status::already_exists("Idempotency-Key already used for another request");
+  return so.id;
 }
 
 }  // namespace
@@ -463,13 +494,16 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
     if (!stay.ok()) return bad_request(stay.status());
     if (auto refused = check_place(options, *place)) return *refused;
 
-    const std::string id = "r-" + domain::random_hex(12);
-    Json data = {{"reservationId", id},       {"placeId", *place},           {"userId", *user},
+    auto id = reservation_id_for(req, *user);
+    if (!id.ok()) return bad_request(id.status());
+    Json data = {{"reservationId", *id},      {"placeId", *place},           {"userId", *user},
                  {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
                  {"amount", stay->amount},    {"createdMs", now()}};
     auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
     if (!started.ok()) return Response::from_status(started.status());
-    Response r = Response::json(202, {{"id", *started}, {"status", "PENDING"}});
+    auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
+    Response r = Response::json(
+        202, {{"id", *started}, {"status", now_status.ok() ? now_status->status() : "PENDING"}});
     r.set_header("Location", "/reservations/" + *started);
     return r;
   });
@@ -500,21 +534,24 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
     if (!stay.ok()) return bad_request(stay.status());
     if (auto refused = check_place(options, *place)) return *refused;
 
-    const std::string id = "r-" + domain::random_hex(12);
-    Json data = {{"reservationId", id}, {"placeId", *place},         {"placeNm", place_name},
-                 {"userId", *user},     {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
-                 {"qty", stay->qty},    {"amount", stay->amount},    {"createdMs", now()}};
+    auto id = reservation_id_for(req, *user);
+    if (!id.ok()) return bad_request(id.status());
+    Json data = {{"reservationId", *id}, {"placeId", *place},         {"placeNm", place_name},
+                 {"userId", *user},      {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
+                 {"qty", stay->qty},     {"amount", stay->amount},    {"createdMs", now()}};
     auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
     if (!started.ok()) return Response::from_status(started.status());
-    Response r = Response::json(201, {{"id", *started},
-                                      {"placeNm", place_name},
-                                      {"placeId", *place},
-                                      {"usrId", *user},
-                                      {"strDt", stay->check_in},
-                                      {"endDt", stay->check_out},
-                                      {"qty", stay->qty},
-                                      {"amount", stay->amount},
-                                      {"status", "PENDING"}});
+    auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
+    Response r =
+        Response::json(201, {{"id", *started},
+                             {"placeNm", place_name},
+                             {"placeId", *place},
+                             {"usrId", *user},
+                             {"strDt", stay->check_in},
+                             {"endDt", stay->check_out},
+                             {"qty", stay->qty},
+                             {"amount", stay->amount},
+                             {"status", now_status.ok() ? now_status->status() : "PENDING"}});
     r.set_header("Location", "/accommodations/" + *started);
     return r;
   });

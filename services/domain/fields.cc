@@ -1,7 +1,9 @@
 #include "domain/fields.h"
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -141,6 +143,22 @@ std::string participant_metrics_text(std::string_view name, const ParticipantSta
      << "# TYPE saga_participant_outbox_depth gauge\n"
      << "saga_participant_outbox_depth" << label << ' ' << s.outbox_depth << '\n';
   return os.str();
+}
+
+nlohmann::json number_from_text(const nlohmann::json& v) {
+  if (!v.is_string()) return v;
+  const std::string& s = v.get_ref<const std::string&>();
+  if (s.empty() || s.size() > 32) return v;
+  if (!std::isdigit(static_cast<unsigned char>(s[0])) && s[0] != '-') return v;
+  char* end = nullptr;
+  if (s.find_first_of(".eE") == std::string::npos) {
+    const long long n = std::strtoll(s.c_str(), &end, 10);
+    if (end == s.c_str() + s.size()) return n;
+    return v;
+  }
+  const double d = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() + s.size() && std::isfinite(d)) return d;
+  return v;
 }
 
 }  // namespace saga::domain

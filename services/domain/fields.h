@@ -24,6 +24,10 @@ StatusOr<int64_t> int_field(const nlohmann::json& obj, std::string_view name, in
 /// A required number field >= min (integers or floats; booleans refused).
 StatusOr<double> number_field(const nlohmann::json& obj, std::string_view name, double min);
 
+/// The seed's clients (httpie `qty=1`) send numbers as text: a JSON string
+/// holding a plain decimal number becomes that number; any other value is
+/// returned as is (and then refused by int_field/number_field if it must be one).
+nlohmann::json number_from_text(const nlohmann::json& v);
 /// OK when `id` is usable as a key segment (see id_field).
 Status check_id(std::string_view id, std::string_view name);
 

@@ -353,6 +353,13 @@ TEST_CASE("POST /reservationManagements creates a place or sets its stock") {
   CHECK(h.get_json("/places/1")["rooms"] == 5);
   CHECK(h.get_json("/places/1")["name"] == "place-1");
 
+  // As httpie sends `stock=2`: a number in a string.
+  REQUIRE(h.post("/reservationManagements", {{"placeId", "1"}, {"stock", "2"}}).status == 201);
+  CHECK(h.get_json("/places/1")["rooms"] == 2);
+  check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", "1.5"}}), 400,
+                "stock");
+  check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", " 2"}}), 400,
+                "stock");
   check_problem(h.post("/reservationManagements", {{"stock", 5}}), 400, "placeId");
   check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", -2}}), 400, "stock");
   check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", "x"}}), 400, "stock");

@@ -400,7 +400,10 @@ void add_routes(service::Router& router, Participant& p) {
 
   // The seed's call: sets the stock (rooms per night) of a place, creating it.
   router.post(
-      "/reservationManagements", service::with_json_body([&p](const Request&, const Json& body) {
+      "/reservationManagements", service::with_json_body([&p](const Request&, const Json& json) {
+        Json body = json;
+        if (body.is_object() && body.contains("stock"))
+          body["stock"] = domain::number_from_text(body["stock"]);  // httpie sends "1"
         auto id = domain::id_field(body, "placeId");
         if (!id.ok()) return bad_request(id.status());
         auto stock = domain::int_field(body, "stock", 0, kMaxRooms);

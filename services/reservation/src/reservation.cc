@@ -137,23 +137,6 @@ bool is_booking_type(std::string_view type) { return type == kSagaType || type =
 
 Response bad_request(const Status& s) { return Response::problem(400, "Bad Request", s.message()); }
 
-// A JSON string holding a plain decimal number becomes that number (the seed's
-// client, httpie, sends `qty=1` as "1"); anything else is returned as is.
-Json number_from_text(const Json& v) {
-  if (!v.is_string()) return v;
-  const std::string& s = v.get_ref<const std::string&>();
-  if (s.empty() || s.size() > 32) return v;
-  char* end = nullptr;
-  if (s.find_first_of(".eE") == std::string::npos) {
-    const long long n = std::strtoll(s.c_str(), &end, 10);
-    if (end == s.c_str() + s.size()) return n;
-    return v;
-  }
-  const double d = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() + s.size()) return d;
-  return v;
-}
-
 // The stay, quantity and amount of a booking request, validated.
 struct Stay {
   std::string check_in, check_out;
@@ -519,7 +502,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
       return bad_request(Status::invalid_argument("body must be an object"));
     Json body = std::move(*parsed);
     for (const char* field : {"qty", "amount"})
-      if (body.contains(field)) body[field] = number_from_text(body[field]);
+      if (body.contains(field)) body[field] = domain::number_from_text(body[field]);
     auto place = domain::id_field(body, "placeId");
     if (!place.ok()) return bad_request(place.status());
     auto user = domain::id_field(body, "usrId");

@@ -512,6 +512,10 @@ TEST_CASE("invalid bookings are refused with 400 problem+json") {
   b = booking("1", "u1");
   b["checkIn"] = "2030-02-30";
   expect_400(b.dump(), "bad date");
+  b["checkIn"] = "20300501";
+  expect_400(b.dump(), "the seed's date format on our API");
+  b["checkIn"] = 20300501;
+  expect_400(b.dump(), "a date as a number");
   b = booking("1", "u1");
   b["checkOut"] = "2031-05-03";
   expect_400(b.dump(), "too long");

@@ -144,15 +144,17 @@ struct Stay {
   double amount = 0;
 };
 
+// Our API takes dates as "YYYY-MM-DD" strings; the seed's call (`seed`)
+// takes "YYYYMMDD" (or ISO) as a string or a number.
 StatusOr<Stay> parse_stay(const Json& body, const char* in_field, const char* out_field,
-                          std::string_view formats) {
+                          bool seed) {
   auto date = [&](const char* field) -> StatusOr<domain::Date> {
+    const char* format = seed ? "YYYYMMDD" : "YYYY-MM-DD";
     auto it = body.find(field);
-    if (it == body.end() || !(it->is_string() || it->is_number_unsigned()))
-      return Status::invalid_argument(std::string(field) + " must be a date " +
-                                      std::string(formats));
-    const std::string text = it->is_string() ? it->get<std::string>() : it->dump();
-    return domain::parse_date(text, field);
+    const bool usable = it != body.end() && (it->is_string() || (seed && it->is_number_unsigned()));
+    if (!usable) return Status::invalid_argument(std::string(field) + " must be a date " + format);
+    if (!seed) return domain::parse_iso_date(it->get_ref<const std::string&>(), field);
+    return domain::parse_date(it->is_string() ? it->get<std::string>() : it->dump(), field);
   };
   SAGA_ASSIGN_OR_RETURN(domain::Date in, date(in_field));
   SAGA_ASSIGN_OR_RETURN(domain::Date out, date(out_field));
@@ -473,7 +475,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
     if (!place.ok()) return bad_request(place.status());
     auto user = domain::id_field(*body, "userId");
     if (!user.ok()) return bad_request(user.status());
-    auto stay = parse_stay(*body, "checkIn", "checkOut", "YYYY-MM-DD");
+    auto stay = parse_stay(*body, "checkIn", "checkOut", false);
     if (!stay.ok()) return bad_request(stay.status());
     if (auto refused = check_place(options, *place)) return *refused;
 
@@ -513,7 +515,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
       if (!name.ok()) return bad_request(name.status());
       place_name = *name;
     }
-    auto stay = parse_stay(body, "strDt", "endDt", "YYYYMMDD");
+    auto stay = parse_stay(body, "strDt", "endDt", true);
     if (!stay.ok()) return bad_request(stay.status());
     if (auto refused = check_place(options, *place)) return *refused;
 

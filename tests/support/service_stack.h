@@ -269,6 +269,7 @@ class ServiceStack {
         {"KAFKA_CLIENT_ID", prefix_ + name},     {"EVENTS_TOPIC", events_topic()},
         {"LOG_LEVEL", options_.log_level},
     };
+    if (name == "reservation") env["INVENTORY_ADDR"] = addr_of("inventory");  // place checks
     if (name == "gateway") {
       env["RESERVATION_ADDR"] = addr_of("reservation");
       env["PAYMENT_ADDR"] = addr_of("payment");

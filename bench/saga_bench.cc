@@ -12,19 +12,33 @@
 //            for the run and stopped after it.
 //
 // Closed loop: --inflight K sagas are kept in flight until --sagas have
-// finished. --sync on|off sets RocksDB WAL sync for every store.
+// finished. Open loop: --rate R starts sagas on a fixed schedule (one every
+// 1/R s for --seconds), and each saga's latency counts from its intended
+// start, so a driver that falls behind cannot hide the queueing it causes
+// (coordinated omission). --sync on|off sets RocksDB WAL sync for every store.
+// --baselines on measures, in the same run, what the hardware and the
+// libraries give without libsaga: synced RocksDB commits (one writer and
+// group commit) and, for kafka, a raw librdkafka produce -> consume trip.
 // --fail-share F makes inventory refuse that share of confirmations, so those
 // sagas compensate (refund, release). Writes one JSON document (--json FILE,
 // default stdout). Every saga must end terminal and consistent, or the run
 // reports failure instead of a number.
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafkacpp.h>
 #include <pthread.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/version.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
@@ -32,7 +46,9 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,18 +73,46 @@ struct Args {
   std::string prefix;       // internal: topic prefix of the run
   bool sync = true;
   std::vector<int> inflight = {1, 8, 32, 128, 512};
+  bool inflight_given = false;
+  std::vector<double> rates;  // open loop: sagas/s offered
+  double seconds = 10;        // open loop: how long each rate is offered
   int sagas = 20'000;
   double fail_share = 0.1;
+  bool baselines = true;
+  double baseline_seconds = 3;
+  int baseline_writers = 8;
   std::string json;
   std::string dir = (fs::temp_directory_path() / "saga-bench").string();
 };
 
 [[noreturn]] void usage(const std::string& err) {
-  std::cerr
-      << "saga-bench: " << err << "\n"
-      << "usage: saga-bench [--workload engine|kafka] [--sync on|off] [--inflight 1,8,32,...]\n"
-      << "                  [--sagas N] [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n";
+  std::cerr << "saga-bench: " << err << "\n"
+            << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
+               "                  [--inflight 1,8,32,...] [--sagas N]        closed loop\n"
+               "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
+               "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
+               "N]\n"
+               "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n";
   std::exit(2);
+}
+
+template <typename T>
+std::vector<T> parse_list(const std::string& v, T (*conv)(const std::string&, size_t*)) {
+  std::vector<T> out;
+  for (size_t p = 0; p < v.size();) {
+    const size_t c = v.find(',', p);
+    out.push_back(conv(v.substr(p, c - p), nullptr));
+    p = c == std::string::npos ? v.size() : c + 1;
+  }
+  return out;
+}
+
+int to_int(const std::string& s, size_t* pos) { return std::stoi(s, pos); }
+double to_double(const std::string& s, size_t* pos) { return std::stod(s, pos); }
+
+bool on_off(const std::string& k, const std::string& v) {
+  if (v != "on" && v != "off") usage(k + " takes on or off");
+  return v == "on";
 }
 
 Args parse(int argc, char** argv) {
@@ -93,21 +137,24 @@ Args parse(int argc, char** argv) {
       } else if (k == "--prefix") {
         a.prefix = value();
       } else if (k == "--sync") {
-        const std::string v = value();
-        if (v != "on" && v != "off") usage("--sync takes on or off");
-        a.sync = v == "on";
+        a.sync = on_off(k, value());
       } else if (k == "--inflight") {
-        a.inflight.clear();
-        std::string v = value();
-        for (size_t p = 0; p < v.size();) {
-          const size_t c = v.find(',', p);
-          a.inflight.push_back(std::stoi(v.substr(p, c - p)));
-          p = c == std::string::npos ? v.size() : c + 1;
-        }
+        a.inflight = parse_list<int>(value(), to_int);
+        a.inflight_given = true;
+      } else if (k == "--rate") {
+        a.rates = parse_list<double>(value(), to_double);
+      } else if (k == "--seconds") {
+        a.seconds = std::stod(value());
       } else if (k == "--sagas") {
         a.sagas = std::stoi(value());
       } else if (k == "--fail-share") {
         a.fail_share = std::stod(value());
+      } else if (k == "--baselines") {
+        a.baselines = on_off(k, value());
+      } else if (k == "--baseline-seconds") {
+        a.baseline_seconds = std::stod(value());
+      } else if (k == "--baseline-writers") {
+        a.baseline_writers = std::stoi(value());
       } else if (k == "--json") {
         a.json = value();
       } else if (k == "--dir") {
@@ -123,6 +170,14 @@ Args parse(int argc, char** argv) {
   for (int k : a.inflight) {
     if (k <= 0) usage("--inflight values must be positive");
   }
+  for (double r : a.rates) {
+    if (!(r > 0)) usage("--rate values must be positive");
+  }
+  // --rate alone replaces the default closed-loop sweep; with --inflight too, both run.
+  if (!a.rates.empty() && !a.inflight_given) a.inflight.clear();
+  if (!(a.seconds > 0)) usage("--seconds must be positive");
+  if (!(a.baseline_seconds > 0)) usage("--baseline-seconds must be positive");
+  if (a.baseline_writers <= 0) usage("--baseline-writers must be positive");
   if (a.fail_share < 0 || a.fail_share > 1) usage("--fail-share must be in [0, 1]");
   return a;
 }
@@ -175,23 +230,59 @@ std::unique_ptr<Participant> open_participant(const std::string& name, const fs:
   return must(Participant::open(po, std::move(transport)), "open " + name);
 }
 
-// Latencies and outcomes of one point. on_settled runs on the engine thread
-// while the driver may be waiting on another, hence the lock.
+// One point of a sweep: closed loop (`inflight` sagas kept in flight) or open
+// loop (`rate` sagas/s on a fixed schedule); `total` sagas either way.
+struct Point {
+  bool open = false;
+  int inflight = 0;
+  double rate = 0;
+  int total = 0;
+
+  std::string name() const {
+    std::ostringstream o;
+    if (open) {
+      o << "rate " << rate << "/s";
+    } else {
+      o << "inflight " << inflight;
+    }
+    return o.str();
+  }
+  std::string slug() const {
+    return open ? "rate-" + std::to_string(static_cast<long>(rate))
+                : "inflight-" + std::to_string(inflight);
+  }
+};
+
+std::vector<Point> points_of(const Args& args) {
+  std::vector<Point> out;
+  for (int k : args.inflight) out.push_back({false, k, 0, args.sagas});
+  for (double r : args.rates) {
+    out.push_back({true, 0, r, std::max(1, static_cast<int>(std::llround(r * args.seconds)))});
+  }
+  return out;
+}
+
+// Latencies and outcomes of one point. A saga's latency runs from its
+// intended start (the closed loop starts it at once; the open loop's
+// schedule says when) to its terminal state being durable. on_settled runs
+// on the engine thread while the driver may be waiting on another, hence
+// the lock.
 class Recorder {
  public:
-  void started(const std::string& id) {
+  void started(const std::string& id, SteadyClock::time_point intended) {
     std::lock_guard lock(mu_);
-    started_at_.emplace(id, SteadyClock::now());
+    started_at_.emplace(id, intended);
   }
   void settled(const SagaView& v) {
     {
       std::lock_guard lock(mu_);
       auto it = started_at_.find(v.id);
       if (it == started_at_.end()) return;
-      latencies_ms_.push_back(
-          std::chrono::duration<double, std::milli>(SteadyClock::now() - it->second).count());
+      const auto now = SteadyClock::now();
+      latencies_ms_.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
       started_at_.erase(it);
       finished_.emplace(v.id, v);
+      last_settle_ = now;
     }
     cv_.notify_all();
   }
@@ -210,6 +301,7 @@ class Recorder {
   }
   std::vector<double>& latencies() { return latencies_ms_; }
   const std::map<std::string, SagaView>& outcomes() const { return finished_; }
+  SteadyClock::time_point last_settle() const { return last_settle_; }
 
  private:
   std::mutex mu_;
@@ -217,6 +309,7 @@ class Recorder {
   std::map<std::string, SteadyClock::time_point> started_at_;
   std::vector<double> latencies_ms_;
   std::map<std::string, SagaView> finished_;
+  SteadyClock::time_point last_settle_{};
 };
 
 Options orchestrator_options(const fs::path& dir, bool sync, Recorder& rec) {
@@ -228,9 +321,9 @@ Options orchestrator_options(const fs::path& dir, bool sync, Recorder& rec) {
   return o;
 }
 
-void start_one(Orchestrator& orch, Recorder& rec, int k) {
+void start_one(Orchestrator& orch, Recorder& rec, int k, SteadyClock::time_point intended) {
   const std::string id = "b" + std::to_string(k);
-  rec.started(id);
+  rec.started(id, intended);
   StartOptions so;
   so.id = id;
   orch.start_async("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so,
@@ -242,61 +335,207 @@ void start_one(Orchestrator& orch, Recorder& rec, int k) {
                    });
 }
 
-void progress(const char* workload, int inflight, size_t done, int total,
-              SteadyClock::time_point& last) {
-  const auto now = SteadyClock::now();
-  if (now - last < std::chrono::seconds(2)) return;
-  std::cerr << "  " << workload << " inflight " << inflight << ": " << done << "/" << total
-            << " sagas\n";
-  last = now;
-}
+// Starts the sagas of one point when they are due, samples the open loop's
+// backlog, and keeps a progress line on stderr (about once a second).
+class Driver {
+ public:
+  Driver(const Point& pt, std::string label, Orchestrator& orch, Recorder& rec)
+      : pt_(pt), label_(std::move(label)), orch_(orch), rec_(rec), tty_(isatty(2) != 0) {}
+
+  void begin() {
+    t0_ = SteadyClock::now();
+    last_print_ = t0_;
+  }
+  SteadyClock::time_point t0() const { return t0_; }
+  bool all_started() const { return next_ >= pt_.total; }
+  bool done() { return static_cast<int>(rec_.finished()) >= pt_.total; }
+
+  // When the open loop's next saga is due (t0 + i / rate).
+  SteadyClock::time_point intended(int i) const {
+    return t0_ + std::chrono::duration_cast<SteadyClock::duration>(
+                     std::chrono::duration<double>(static_cast<double>(i) / pt_.rate));
+  }
+  SteadyClock::time_point next_due() const {
+    return all_started() ? SteadyClock::time_point::max() : intended(next_);
+  }
+
+  void start_due() {
+    if (pt_.open) {
+      const auto now = SteadyClock::now();
+      while (next_ < pt_.total && intended(next_) <= now) {
+        start_one(orch_, rec_, next_, intended(next_));
+        ++next_;
+      }
+    } else {
+      while (next_ < pt_.total && static_cast<int>(rec_.in_flight()) < pt_.inflight) {
+        start_one(orch_, rec_, next_, SteadyClock::now());
+        ++next_;
+      }
+    }
+  }
+
+  void tick() {
+    const auto now = SteadyClock::now();
+    if (pt_.open) {
+      // Backlog: sagas the schedule has made due that have not settled yet.
+      const double t = std::chrono::duration<double>(now - t0_).count();
+      const auto due = std::min<long>(pt_.total, static_cast<long>(t * pt_.rate) + 1);
+      const long backlog = due - static_cast<long>(rec_.finished());
+      const double schedule = pt_.total / pt_.rate;
+      if (!backlog_mid_ && t >= schedule / 2) backlog_mid_ = backlog;
+      if (!backlog_end_ && t >= schedule) backlog_end_ = backlog;
+      // The settlement rate is read between 10% and 90% of the schedule,
+      // once the pipeline is full and before it drains.
+      if (!window_start_ && t >= 0.1 * schedule) window_start_ = {t, rec_.finished()};
+      if (!window_end_ && t >= 0.9 * schedule) window_end_ = {t, rec_.finished()};
+    }
+    if (now - last_print_ < std::chrono::seconds(1)) return;
+    const size_t done = rec_.finished();
+    const double dt = std::chrono::duration<double>(now - last_print_).count();
+    const double rate = static_cast<double>(done - last_done_) / dt;
+    std::ostringstream o;
+    o << "  " << label_ << " " << pt_.name() << ": " << done << "/" << pt_.total << " settled, "
+      << static_cast<long>(rate) << " sagas/s now, " << rec_.in_flight() << " in flight, "
+      << static_cast<long>(std::chrono::duration<double>(now - t0_).count()) << " s";
+    std::cerr << (tty_ ? "\r\033[K" : "") << o.str() << (tty_ ? "" : "\n") << std::flush;
+    printed_ = true;
+    last_print_ = now;
+    last_done_ = done;
+  }
+
+  // Clears the progress line before the point's summary.
+  void end() {
+    if (tty_ && printed_) std::cerr << "\r\033[K" << std::flush;
+  }
+
+  // Open-loop figures: offered and achieved rates, backlog, saturation.
+  void add_open_loop(Json& point) {
+    if (!pt_.open) return;
+    tick();  // a short point may not have sampled its backlog yet
+    // Settlements follow the schedule, shifted by the latency, while the
+    // system keeps up; their rate in the middle of the schedule is the rate
+    // it sustained. (Whole-point figures would mix in the ramp and the drain.)
+    double achieved = 0;
+    if (window_start_ && window_end_ && window_end_->first > window_start_->first) {
+      achieved = static_cast<double>(window_end_->second - window_start_->second) /
+                 (window_end_->first - window_start_->first);
+    } else {
+      const double span = std::chrono::duration<double>(rec_.last_settle() - t0_).count();
+      achieved = span > 0 ? pt_.total / span : 0;
+    }
+    const long mid = backlog_mid_.value_or(0), end = backlog_end_.value_or(0);
+    // A shortfall of 5% of the offered load over the second half of the
+    // schedule is what a growing backlog means here.
+    const double grow_limit = std::max(10.0, 0.05 * pt_.total / 2);
+    const bool growing = static_cast<double>(end - mid) > grow_limit;
+    point["offered_per_s"] = pt_.rate;
+    point["achieved_per_s"] = achieved;
+    point["sagas_per_s"] = achieved;
+    // Over the whole point, ramp and drain included.
+    point["overall_per_s"] = pt_.total / point["seconds"].get<double>();
+    point["backlog_mid"] = mid;
+    point["backlog_end"] = end;
+    point["saturated"] = achieved < 0.95 * pt_.rate || growing;
+  }
+
+ private:
+  const Point& pt_;
+  std::string label_;
+  Orchestrator& orch_;
+  Recorder& rec_;
+  bool tty_;
+  bool printed_ = false;
+  int next_ = 0;
+  SteadyClock::time_point t0_{}, last_print_{};
+  size_t last_done_ = 0;
+  std::optional<long> backlog_mid_, backlog_end_;
+  std::optional<std::pair<double, size_t>> window_start_, window_end_;  // (t, settled)
+};
 
 uint64_t bytes_on_disk(const fs::path& dir) {
   uint64_t total = 0;
+  if (!fs::exists(dir)) return 0;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     if (e.is_regular_file()) total += e.file_size();
   }
   return total;
 }
 
+// User + system CPU of another process, from /proc (0 when it is gone).
+double process_cpu_seconds(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return 0;
+  const size_t r = line.rfind(')');
+  if (r == std::string::npos) return 0;
+  std::istringstream in(line.substr(r + 2));
+  std::string skip;
+  for (int field = 3; field < 14; ++field) in >> skip;  // state .. cmajflt
+  long utime = 0, stime = 0;
+  in >> utime >> stime;
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// What one point measured besides the recorder's latencies and outcomes.
+struct Measured {
+  double secs = 0;
+  double cpu = 0;  // every process of the run but the broker
+  EngineStats es;
+  uint64_t participant_writes = 0;  // RocksDB batches (engine only)
+  uint64_t orchestrator_store_bytes = 0;
+  uint64_t participant_store_bytes = 0;
+};
+
 // The figures of one point, in the JSON every workload shares.
-Json point_json(const char* workload, const Args& args, int inflight, double secs, double cpu,
-                const EngineStats& es, uint64_t participant_writes, uint64_t store_bytes,
+Json point_json(const char* workload, const Args& args, const Point& pt, const Measured& m,
                 Recorder& rec, const std::vector<std::string>& bad) {
   int compensated = 0;
   for (const auto& [id, v] : rec.outcomes()) compensated += v.state == SagaState::kCompensated;
   std::vector<double>& lat = rec.latencies();
-  const double n = static_cast<double>(args.sagas);
-  return {{"workload", workload},
-          {"loop", "closed"},
-          {"inflight", inflight},
-          {"sync", args.sync},
-          {"sagas", args.sagas},
-          {"seconds", secs},
-          {"sagas_per_s", n / secs},
-          {"transitions_per_s", static_cast<double>(es.transitions) / secs},
-          {"orchestrator_writes", es.writes},
-          {"transitions_per_write",
-           es.writes ? static_cast<double>(es.transitions) / static_cast<double>(es.writes) : 0},
-          {"participant_writes", participant_writes},
-          {"orchestrator_bytes_per_saga", static_cast<double>(es.bytes_written) / n},
-          {"store_bytes_on_disk", store_bytes},
-          {"cpu_seconds_per_saga", cpu / n},
-          {"compensated_share", compensated / n},
-          {"latency_ms",
-           {{"p50", percentile(lat, 0.50)},
-            {"p90", percentile(lat, 0.90)},
-            {"p99", percentile(lat, 0.99)},
-            {"p999", percentile(lat, 0.999)},
-            {"max", lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end())}}},
-          {"consistent", bad.empty() && static_cast<int>(rec.outcomes().size()) == args.sagas},
-          {"violations", bad}};
+  const double n = static_cast<double>(pt.total);
+  const EngineStats& es = m.es;
+  Json j = {
+      {"workload", workload},
+      {"loop", pt.open ? "open" : "closed"},
+      {"sync", args.sync},
+      {"sagas", pt.total},
+      {"seconds", m.secs},
+      {"sagas_per_s", n / m.secs},
+      {"transitions_per_s", static_cast<double>(es.transitions) / m.secs},
+      {"orchestrator_writes", es.writes},
+      {"transitions_per_write",
+       es.writes ? static_cast<double>(es.transitions) / static_cast<double>(es.writes) : 0},
+      {"participant_writes", m.participant_writes},
+      {"orchestrator_bytes_per_saga", static_cast<double>(es.bytes_written) / n},
+      {"orchestrator_store_bytes_per_saga", static_cast<double>(m.orchestrator_store_bytes) / n},
+      {"participant_store_bytes_per_saga", static_cast<double>(m.participant_store_bytes) / n},
+      {"store_bytes_on_disk", m.orchestrator_store_bytes + m.participant_store_bytes},
+      {"cpu_seconds_per_saga", m.cpu / n},
+      {"compensated_share", compensated / n},
+      {"latency_ms",
+       {{"p50", percentile(lat, 0.50)},
+        {"p90", percentile(lat, 0.90)},
+        {"p99", percentile(lat, 0.99)},
+        {"p999", percentile(lat, 0.999)},
+        {"max", lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end())}}},
+      {"consistent", bad.empty() && static_cast<int>(rec.outcomes().size()) == pt.total},
+      {"violations", bad}};
+  if (pt.open) {
+    j["rate"] = pt.rate;
+  } else {
+    j["inflight"] = pt.inflight;
+  }
+  return j;
+}
+
+std::string run_label(const char* workload, const Args& args) {
+  return std::string(workload) + " sync=" + (args.sync ? "on" : "off");
 }
 
 // engine: everything in this process over the in-memory transport, pumped by
 // one thread, so the figures are the engine's own cost.
-Json run_engine_point(const Args& args, int inflight) {
-  const fs::path dir = fs::path(args.dir) / ("engine-" + std::to_string(inflight));
+Json run_engine_point(const Args& args, const Point& pt) {
+  const fs::path dir = fs::path(args.dir) / ("engine-" + pt.slug());
   fs::remove_all(dir);
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 42);
   Recorder rec;
@@ -311,26 +550,32 @@ Json run_engine_point(const Args& args, int inflight) {
   register_handlers("inventory", *inventory, args.fail_share);
   register_handlers("payment", *payment, args.fail_share);
 
-  int next = 0;
+  Driver driver(pt, run_label("engine", args), *orch, rec);
   const double cpu0 = cpu_seconds();
-  const auto t0 = SteadyClock::now();
-  auto last = t0;
-  while (static_cast<int>(rec.finished()) < args.sagas) {
-    while (next < args.sagas && static_cast<int>(rec.in_flight()) < inflight)
-      start_one(*orch, rec, next++);
-    orch->run_once();
-    inventory->run_once();
-    payment->run_once();
-    progress("engine", inflight, rec.finished(), args.sagas, last);
+  driver.begin();
+  while (!driver.done()) {
+    driver.start_due();
+    const size_t work = orch->run_once() + inventory->run_once() + payment->run_once();
+    driver.tick();
+    // Open loop with nothing in flight: idle until the next saga is due.
+    if (work == 0 && pt.open && rec.in_flight() == 0) {
+      std::this_thread::sleep_until(
+          std::min(driver.next_due(), SteadyClock::now() + std::chrono::milliseconds(100)));
+    }
   }
-  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
-  const double cpu = cpu_seconds() - cpu0;
+  Measured m;
+  m.secs = std::chrono::duration<double>(SteadyClock::now() - driver.t0()).count();
+  m.cpu = cpu_seconds() - cpu0;
+  driver.end();
   // A benchmark that loses sagas reports failure, not a number.
   const auto bad =
       testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
-  Json point =
-      point_json("engine", args, inflight, secs, cpu, orch->stats(),
-                 inventory->stats().writes + payment->stats().writes, bytes_on_disk(dir), rec, bad);
+  m.es = orch->stats();
+  m.participant_writes = inventory->stats().writes + payment->stats().writes;
+  m.orchestrator_store_bytes = bytes_on_disk(dir / "orchestrator");
+  m.participant_store_bytes = bytes_on_disk(dir / "inventory") + bytes_on_disk(dir / "payment");
+  Json point = point_json("engine", args, pt, m, rec, bad);
+  driver.add_open_loop(point);
   orch.reset();
   inventory.reset();
   payment.reset();
@@ -350,8 +595,9 @@ std::shared_ptr<Transport> kafka_transport(const std::string& endpoint, const st
 
 // kafka: this process is the orchestrator; inventory and payment run as
 // child processes of this binary (--participant), all over the real broker.
-Json run_kafka_point(const Args& args, int inflight, const std::string& self) {
-  const fs::path dir = fs::path(args.dir) / ("kafka-" + std::to_string(inflight));
+// `broker_pid` (0 = not ours) is only read for its CPU time.
+Json run_kafka_point(const Args& args, const Point& pt, const std::string& self, pid_t broker_pid) {
+  const fs::path dir = fs::path(args.dir) / ("kafka-" + pt.slug());
   fs::remove_all(dir);
   fs::create_directories(dir);
   std::mt19937_64 rng(std::random_device{}());
@@ -377,30 +623,46 @@ Json run_kafka_point(const Args& args, int inflight, const std::string& self) {
                    "open orchestrator");
   orch->start_background();
 
-  const double cpu0 = cpu_seconds();
-  const auto t0 = SteadyClock::now();
-  auto last = t0;
-  const auto deadline = t0 + std::chrono::minutes(10);
-  for (int next = 0; next < args.sagas;) {
-    while (next < args.sagas && static_cast<int>(rec.in_flight()) < inflight)
-      start_one(*orch, rec, next++);
-    rec.wait_below(static_cast<size_t>(inflight),
-                   std::min(deadline, SteadyClock::now() + std::chrono::seconds(1)));
-    progress("kafka", inflight, rec.finished(), args.sagas, last);
-    if (SteadyClock::now() > deadline) break;
+  auto children_cpu = [&] {
+    double c = 0;
+    for (auto& p : children) c += process_cpu_seconds(p->pid());
+    return c;
+  };
+  Driver driver(pt, run_label("kafka", args), *orch, rec);
+  const double cpu0 = cpu_seconds(), children0 = children_cpu();
+  const double broker0 = broker_pid ? process_cpu_seconds(broker_pid) : 0;
+  driver.begin();
+  const auto deadline = driver.t0() + std::chrono::minutes(10);
+  while (!driver.all_started() && SteadyClock::now() < deadline) {
+    driver.start_due();
+    if (pt.open) {
+      std::this_thread::sleep_until(
+          std::min(driver.next_due(), SteadyClock::now() + std::chrono::milliseconds(50)));
+    } else {
+      rec.wait_below(static_cast<size_t>(pt.inflight),
+                     std::min(deadline, SteadyClock::now() + std::chrono::milliseconds(200)));
+    }
+    driver.tick();
   }
-  while (static_cast<int>(rec.finished()) < args.sagas && SteadyClock::now() < deadline) {
-    rec.wait_below(1, std::min(deadline, SteadyClock::now() + std::chrono::seconds(1)));
-    progress("kafka", inflight, rec.finished(), args.sagas, last);
+  while (!driver.done() && SteadyClock::now() < deadline) {
+    rec.wait_below(1, std::min(deadline, SteadyClock::now() + std::chrono::milliseconds(200)));
+    driver.tick();
   }
-  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
-  const double cpu = cpu_seconds() - cpu0;  // this process only: the orchestrator
+  Measured m;
+  m.secs = std::chrono::duration<double>(SteadyClock::now() - driver.t0()).count();
+  const double orch_cpu = cpu_seconds() - cpu0;
+  const double part_cpu = children_cpu() - children0;
+  const double broker_cpu = broker_pid ? process_cpu_seconds(broker_pid) - broker0 : 0;
+  m.cpu = orch_cpu + part_cpu;
+  driver.end();
   orch->stop();
-  const EngineStats es = orch->stats();
+  m.es = orch->stats();
   orch.reset();
   for (auto& c : children) c->terminate(std::chrono::seconds(30));
 
   // Participants are stopped: read their stores offline to check the run.
+  m.orchestrator_store_bytes = bytes_on_disk(dir / "orchestrator");
+  m.participant_store_bytes = bytes_on_disk(dir / "inventory") + bytes_on_disk(dir / "payment");
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 1);
   auto inventory = open_participant("inventory", dir, false,
                                     std::shared_ptr<Transport>(bus->connect("inventory")));
@@ -408,8 +670,14 @@ Json run_kafka_point(const Args& args, int inflight, const std::string& self) {
       open_participant("payment", dir, false, std::shared_ptr<Transport>(bus->connect("payment")));
   const auto bad =
       testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
-  Json point = point_json("kafka", args, inflight, secs, cpu, es, 0, bytes_on_disk(dir), rec, bad);
-  point["cpu_note"] = "cpu_seconds_per_saga counts the orchestrator process only";
+  Json point = point_json("kafka", args, pt, m, rec, bad);
+  driver.add_open_loop(point);
+  const double n = static_cast<double>(pt.total);
+  point["orchestrator_cpu_seconds_per_saga"] = orch_cpu / n;
+  point["participants_cpu_seconds_per_saga"] = part_cpu / n;
+  if (broker_pid) point["broker_cpu_seconds_per_saga"] = broker_cpu / n;
+  point["cpu_note"] =
+      "cpu_seconds_per_saga: orchestrator + both participant processes; the broker apart";
   inventory.reset();
   payment.reset();
   fs::remove_all(dir);
@@ -434,15 +702,398 @@ int run_participant(const Args& args) {
   return 0;
 }
 
-std::string git_revision() {
-  FILE* p = popen("git rev-parse --short HEAD 2>/dev/null", "r");
-  if (!p) return "unknown";
-  char buf[64] = {};
-  const bool got = std::fgets(buf, sizeof buf, p) != nullptr;
+// ------------------------------------------------------------------ baselines
+
+Json latency_summary(std::vector<double>& ms) {
+  return {{"p50", percentile(ms, 0.50)},
+          {"p90", percentile(ms, 0.90)},
+          {"p99", percentile(ms, 0.99)},
+          {"max", ms.empty() ? 0 : *std::max_element(ms.begin(), ms.end())}};
+}
+
+double ms_since(SteadyClock::time_point t) {
+  return std::chrono::duration<double, std::milli>(SteadyClock::now() - t).count();
+}
+
+// `writers` threads doing one small put per write for `seconds` on a fresh
+// RocksDB in `dir`, with the options libsaga's store uses that matter for
+// writes. With sync, RocksDB's group commit lets concurrent writers share
+// one fsync: what libsaga's batching competes with.
+Json rocksdb_baseline(const fs::path& dir, bool sync, int writers, double seconds) {
+  fs::remove_all(dir);
+  fs::create_directories(dir.parent_path());
+  rocksdb::Options o;
+  o.create_if_missing = true;
+  o.IncreaseParallelism(2);
+  o.write_buffer_size = 32 << 20;
+  o.max_total_wal_size = 256 << 20;
+  rocksdb::DB* raw = nullptr;
+  const rocksdb::Status st = rocksdb::DB::Open(o, dir.string(), &raw);
+  if (!st.ok()) {
+    std::cerr << "saga-bench: baseline rocksdb open: " << st.ToString() << "\n";
+    std::exit(1);
+  }
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<double>> lat(static_cast<size_t>(writers));
+  std::vector<std::thread> threads;
+  const std::string value(100, 'v');
+  const auto t0 = SteadyClock::now();
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      rocksdb::WriteOptions wo;
+      wo.sync = sync;
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        const std::string key = "w" + std::to_string(w) + ":" + std::to_string(i);
+        const auto a = SteadyClock::now();
+        const rocksdb::Status s = db->Put(wo, key, value);
+        if (!s.ok()) {
+          std::cerr << "saga-bench: baseline rocksdb put: " << s.ToString() << "\n";
+          std::exit(1);
+        }
+        lat[static_cast<size_t>(w)].push_back(ms_since(a));
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  std::vector<double> all;
+  for (auto& l : lat) all.insert(all.end(), l.begin(), l.end());
+  const auto commits = all.size();
+  db.reset();
+  fs::remove_all(dir);
+  return {{"writers", writers},
+          {"sync", sync},
+          {"value_bytes", value.size()},
+          {"seconds", secs},
+          {"commits", commits},
+          {"commits_per_s", static_cast<double>(commits) / secs},
+          {"commit_latency_ms", latency_summary(all)}};
+}
+
+std::unique_ptr<RdKafka::Conf> rd_conf(const std::map<std::string, std::string>& kv) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string err;
+  for (const auto& [k, v] : kv) {
+    if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
+      std::cerr << "saga-bench: baseline kafka property " << k << ": " << err << "\n";
+      std::exit(1);
+    }
+  }
+  return conf;
+}
+
+[[noreturn]] void kafka_die(const std::string& what) {
+  std::cerr << "saga-bench: baseline kafka: " << what << "\n";
+  std::exit(1);
+}
+
+// A raw producer and consumer with the settings libsaga's transport gives
+// its own (libsaga/src/kafka/kafka_transport.cc), on a fresh topic.
+class RawKafka {
+ public:
+  RawKafka(const std::string& brokers, const std::string& topic, int partitions) : topic_(topic) {
+    std::string err;
+    auto pc = rd_conf({{"bootstrap.servers", brokers},
+                       {"enable.idempotence", "true"},
+                       {"acks", "all"},
+                       {"linger.ms", "2"},
+                       {"message.timeout.ms", "30000"},
+                       {"partitioner", "murmur2_random"}});
+    producer_.reset(RdKafka::Producer::create(pc.get(), err));
+    if (!producer_) kafka_die("producer: " + err);
+    create_topic(partitions);
+    auto cc = rd_conf({{"bootstrap.servers", brokers},
+                       {"group.id", topic + ".group"},
+                       {"enable.auto.commit", "true"},
+                       {"enable.auto.offset.store", "false"},
+                       {"auto.offset.reset", "earliest"},
+                       {"partition.assignment.strategy", "cooperative-sticky"}});
+    consumer_.reset(RdKafka::KafkaConsumer::create(cc.get(), err));
+    if (!consumer_) kafka_die("consumer: " + err);
+    if (consumer_->subscribe({topic_}) != RdKafka::ERR_NO_ERROR) kafka_die("subscribe");
+    // The consumer's group join is not part of any figure.
+    produce("warm-up");
+    if (!consume_until("warm-up", SteadyClock::now() + std::chrono::seconds(60)))
+      kafka_die("the warm-up message did not come back within 60 s");
+  }
+  ~RawKafka() {
+    producer_->flush(10'000);
+    consumer_->close();
+  }
+
+  // False when librdkafka's queue is full.
+  bool produce(const std::string& payload) {
+    const RdKafka::ErrorCode rc =
+        producer_->produce(topic_, RdKafka::Topic::PARTITION_UA, RdKafka::Producer::RK_MSG_COPY,
+                           const_cast<char*>(payload.data()), payload.size(), payload.data(),
+                           std::min<size_t>(payload.size(), 16), 0, nullptr);
+    producer_->poll(0);
+    if (rc == RdKafka::ERR__QUEUE_FULL) return false;
+    if (rc != RdKafka::ERR_NO_ERROR) kafka_die("produce: " + RdKafka::err2str(rc));
+    return true;
+  }
+  // Consumes until a message whose payload is `payload` arrives.
+  bool consume_until(const std::string& payload, SteadyClock::time_point deadline) {
+    while (SteadyClock::now() < deadline) {
+      std::unique_ptr<RdKafka::Message> m(consumer_->consume(50));
+      producer_->poll(0);
+      if (m->err() != RdKafka::ERR_NO_ERROR) continue;
+      if (m->len() == payload.size() &&
+          std::string_view(static_cast<const char*>(m->payload()), m->len()) == payload)
+        return true;
+    }
+    return false;
+  }
+  // One message, or nullptr after `ms`.
+  std::unique_ptr<RdKafka::Message> consume(int ms) {
+    std::unique_ptr<RdKafka::Message> m(consumer_->consume(ms));
+    if (m->err() != RdKafka::ERR_NO_ERROR) return nullptr;
+    return m;
+  }
+  RdKafka::Producer& producer() { return *producer_; }
+
+ private:
+  void create_topic(int partitions) {
+    rd_kafka_t* rk = producer_->c_ptr();
+    char errstr[512];
+    rd_kafka_NewTopic_t* nt =
+        rd_kafka_NewTopic_new(topic_.c_str(), partitions, 1, errstr, sizeof errstr);
+    if (!nt) kafka_die(std::string("new topic: ") + errstr);
+    rd_kafka_queue_t* q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, &nt, 1, nullptr, q);
+    rd_kafka_event_t* ev = rd_kafka_queue_poll(q, 30'000);
+    std::string problem;
+    if (!ev) {
+      problem = "no answer to CreateTopics within 30 s";
+    } else if (rd_kafka_event_error(ev)) {
+      problem = rd_kafka_event_error_string(ev);
+    } else {
+      size_t n = 0;
+      const rd_kafka_topic_result_t** r =
+          rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+      if (n == 1 && rd_kafka_topic_result_error(r[0]) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+          rd_kafka_topic_result_error(r[0]) != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS)
+        problem = rd_kafka_topic_result_error_string(r[0]);
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_NewTopic_destroy(nt);
+    if (!problem.empty()) kafka_die("create topic " + topic_ + ": " + problem);
+    // Wait until the metadata shows every partition with a leader.
+    std::string err;
+    std::unique_ptr<RdKafka::Topic> t(
+        RdKafka::Topic::create(producer_.get(), topic_, nullptr, err));
+    const auto deadline = SteadyClock::now() + std::chrono::seconds(30);
+    while (SteadyClock::now() < deadline) {
+      RdKafka::Metadata* raw = nullptr;
+      if (producer_->metadata(false, t.get(), &raw, 5000) == RdKafka::ERR_NO_ERROR) {
+        std::unique_ptr<RdKafka::Metadata> md(raw);
+        const auto* topics = md->topics();
+        if (!topics->empty() && topics->at(0)->err() == RdKafka::ERR_NO_ERROR &&
+            static_cast<int>(topics->at(0)->partitions()->size()) == partitions) {
+          bool leaders = true;
+          for (const auto* p : *topics->at(0)->partitions()) leaders = leaders && p->leader() >= 0;
+          if (leaders) return;
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kafka_die("topic " + topic_ + " did not appear within 30 s");
+  }
+
+  std::string topic_;
+  std::unique_ptr<RdKafka::Producer> producer_;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+};
+
+// One message at a time: produce, then wait until the consumer has it.
+// One hop of a saga (a command, or a reply) without libsaga.
+Json kafka_round_trip_baseline(const std::string& brokers, const std::string& topic,
+                               double seconds) {
+  RawKafka k(brokers, topic, 6);
+  std::vector<double> lat;
+  const auto t0 = SteadyClock::now();
+  const auto end = t0 + std::chrono::duration_cast<SteadyClock::duration>(
+                            std::chrono::duration<double>(seconds));
+  const std::string pad(180, 'x');
+  for (int i = 0; SteadyClock::now() < end; ++i) {
+    const std::string payload = "ping-" + std::to_string(i) + "-" + pad;
+    const auto a = SteadyClock::now();
+    while (!k.produce(payload)) k.producer().poll(1);
+    if (!k.consume_until(payload, a + std::chrono::seconds(30)))
+      kafka_die("message " + std::to_string(i) + " did not come back within 30 s");
+    lat.push_back(ms_since(a));
+  }
+  return {
+      {"messages", lat.size()}, {"payload_bytes", 180 + 8}, {"latency_ms", latency_summary(lat)}};
+}
+
+// Pipelined: a producer thread sends as fast as librdkafka takes messages
+// for `seconds` while this thread consumes them all.
+Json kafka_pipelined_baseline(const std::string& brokers, const std::string& topic,
+                              double seconds) {
+  RawKafka k(brokers, topic, 6);
+  std::atomic<long> produced{0};
+  std::atomic<bool> producer_done{false};
+  const std::string payload(188, 'p');
+  const auto t0 = SteadyClock::now();
+  std::thread producer([&] {
+    const auto end = t0 + std::chrono::duration_cast<SteadyClock::duration>(
+                              std::chrono::duration<double>(seconds));
+    while (SteadyClock::now() < end) {
+      if (k.produce(payload)) {
+        produced.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        k.producer().poll(1);
+      }
+    }
+    if (k.producer().flush(60'000) != RdKafka::ERR_NO_ERROR) kafka_die("flush timed out");
+    producer_done = true;
+  });
+  long consumed = 0;
+  auto last = t0;
+  const auto deadline = t0 + std::chrono::duration_cast<SteadyClock::duration>(
+                                 std::chrono::duration<double>(seconds + 90));
+  while (SteadyClock::now() < deadline && !(producer_done && consumed >= produced)) {
+    if (auto m = k.consume(50)) {
+      ++consumed;
+      last = SteadyClock::now();
+    }
+  }
+  producer.join();
+  if (consumed < produced) kafka_die("pipelined: not every message came back");
+  const double secs = std::chrono::duration<double>(last - t0).count();
+  return {{"messages", consumed},
+          {"payload_bytes", payload.size()},
+          {"seconds", secs},
+          {"messages_per_s", static_cast<double>(consumed) / secs}};
+}
+
+Json run_baselines(const Args& args) {
+  const fs::path dir = fs::path(args.dir) / "baseline-rocksdb";
+  const double s = args.baseline_seconds;
+  std::cerr << "saga-bench: baselines (" << s << " s each)\n";
+  Json b;
+  b["rocksdb_synced_1_writer"] = rocksdb_baseline(dir, true, 1, s);
+  b["rocksdb_synced_" + std::to_string(args.baseline_writers) + "_writers"] =
+      rocksdb_baseline(dir, true, args.baseline_writers, s);
+  b["rocksdb_unsynced_1_writer"] = rocksdb_baseline(dir, false, 1, std::min(s, 1.0));
+  b["rocksdb_dir"] = args.dir;
+  if (args.workload == "kafka") {
+    std::mt19937_64 rng(std::random_device{}());
+    const std::string tag = std::to_string(rng() % 1'000'000'000);
+    b["kafka_round_trip"] = kafka_round_trip_baseline(args.brokers, "baseline-rt-" + tag, s);
+    b["kafka_pipelined"] = kafka_pipelined_baseline(args.brokers, "baseline-pl-" + tag, s);
+    b["kafka_settings"] = "acks=all, enable.idempotence=true, linger.ms=2, 6 partitions";
+  }
+  for (const auto& [name, v] : b.items()) {
+    if (!v.is_object()) continue;
+    std::cerr << "  " << name << ": ";
+    if (v.contains("commits_per_s")) {
+      std::cerr << static_cast<long>(v["commits_per_s"].get<double>()) << " commits/s, p50 "
+                << v["commit_latency_ms"]["p50"].get<double>() << " ms";
+    } else if (v.contains("messages_per_s")) {
+      std::cerr << static_cast<long>(v["messages_per_s"].get<double>()) << " messages/s";
+    } else {
+      std::cerr << "p50 " << v["latency_ms"]["p50"].get<double>() << " ms, p99 "
+                << v["latency_ms"]["p99"].get<double>() << " ms";
+    }
+    std::cerr << "\n";
+  }
+  return b;
+}
+
+// ------------------------------------------------------------------ run info
+
+std::string shell_out(const std::string& command) {
+  FILE* p = popen((command + " 2>/dev/null").c_str(), "r");
+  if (!p) return "";
+  std::string out;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) out += buf;
   pclose(p);
-  std::string s = got ? buf : "unknown";
-  s.erase(s.find_last_not_of("\n\r ") + 1);
-  return s.empty() ? "unknown" : s;
+  return out;
+}
+
+std::string trim(std::string s) {
+  s.erase(s.find_last_not_of("\n\r\t ") + 1);
+  s.erase(0, std::min(s.size(), s.find_first_not_of("\n\r\t ")));
+  return s;
+}
+
+// The source tree's revision, "-dirty" when tracked files have changes
+// (listed in `dirty_paths`; untracked files do not count).
+Json git_info() {
+  const std::string git = std::string("git -C '") + SAGA_SOURCE_DIR + "' ";
+  std::string rev = trim(shell_out(git + "rev-parse --short HEAD"));
+  if (rev.empty()) return {{"revision", "unknown"}};
+  Json dirty = Json::array();
+  std::istringstream st(shell_out(git + "status --porcelain --untracked-files=no"));
+  for (std::string line; std::getline(st, line);) {
+    if (line.size() > 3) dirty.push_back(line.substr(3));
+  }
+  if (!dirty.empty()) rev += "-dirty";
+  return {{"revision", rev}, {"dirty_paths", dirty}};
+}
+
+// The value after "key:" on the first line of `file` that starts with `key`.
+std::string proc_field(const std::string& file, const std::string& key) {
+  std::ifstream f(file);
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind(key, 0) == 0) {
+      const size_t c = line.find_first_of(":=");
+      if (c != std::string::npos) return trim(line.substr(c + 1));
+    }
+  }
+  return "";
+}
+
+Json load_average() {
+  double l[3] = {0, 0, 0};
+  if (getloadavg(l, 3) != 3) return nullptr;
+  return {l[0], l[1], l[2]};
+}
+
+Json machine_info() {
+  utsname u{};
+  uname(&u);
+  std::string os = proc_field("/etc/os-release", "PRETTY_NAME");
+  os.erase(std::remove(os.begin(), os.end(), '"'), os.end());
+  const std::string mem = proc_field("/proc/meminfo", "MemTotal");  // "16384 kB"
+#ifdef __clang__
+  const std::string compiler = "clang " __clang_version__;
+#else
+  const std::string compiler = "g++ " __VERSION__;
+#endif
+  return {{"nproc", sysconf(_SC_NPROCESSORS_ONLN)},
+          {"cpu_model", proc_field("/proc/cpuinfo", "model name")},
+          {"memory_bytes", mem.empty() ? 0 : std::stoull(mem) * 1024},
+          {"os", os},
+          {"kernel", u.release},
+          {"arch", u.machine},
+          {"compiler", compiler},
+          {"build_type", SAGA_BUILD_TYPE},
+#ifdef NDEBUG
+          {"assertions", false},
+#else
+          {"assertions", true},
+#endif
+          {"rocksdb", std::to_string(ROCKSDB_MAJOR) + "." + std::to_string(ROCKSDB_MINOR) + "." +
+                          std::to_string(ROCKSDB_PATCH)},
+          {"librdkafka", RdKafka::version_str()},
+          {"load_average_at_start", load_average()}};
+}
+
+std::string utc_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 }  // namespace
@@ -464,6 +1115,13 @@ class OwnBroker {
     }
   }
   const std::string& bootstrap() const { return bootstrap_; }
+  // The broker's PID (0 when unknown), read for its CPU time only.
+  pid_t pid() const {
+    std::ifstream f(dir_ / "broker.pid");
+    long pid = 0;
+    f >> pid;
+    return static_cast<pid_t>(pid);
+  }
 
  private:
   fs::path dir_;
@@ -480,30 +1138,42 @@ int main(int argc, char** argv) {
     args.brokers = broker->bootstrap();
   }
   const std::string self = fs::canonical("/proc/self/exe").string();
-  utsname u{};
-  uname(&u);
-  Json out = {{"tool", "saga-bench"},
-              {"libsaga_revision", git_revision()},
-              {"date", std::chrono::duration_cast<std::chrono::seconds>(
-                           std::chrono::system_clock::now().time_since_epoch())
-                           .count()},
-              {"machine",
-               {{"cores", std::thread::hardware_concurrency()},
-                {"kernel", u.release},
-                {"arch", u.machine}}},
-              {"points", Json::array()}};
+  const auto started = std::chrono::system_clock::now();
+  Json git = git_info();
+  Json out = {
+      {"tool", "saga-bench"},
+      {"libsaga_revision", git["revision"]},
+      {"git", git},
+      {"date", utc_now()},
+      {"date_epoch_s",
+       std::chrono::duration_cast<std::chrono::seconds>(started.time_since_epoch()).count()},
+      {"machine", machine_info()},
+      {"settings",
+       {{"workload", args.workload},
+        {"sync", args.sync},
+        {"fail_share", args.fail_share},
+        {"open_loop_seconds", args.seconds},
+        {"kafka_broker", args.workload != "kafka" ? "none"
+                         : broker                 ? "started by saga-bench (scripts/kafka)"
+                                                  : "given (--brokers)"}}},
+      {"points", Json::array()}};
+  if (args.baselines) out["baselines"] = run_baselines(args);
+  const pid_t broker_pid = broker ? broker->pid() : 0;
   bool ok = true;
-  for (int k : args.inflight) {
-    Json p = args.workload == "kafka" ? run_kafka_point(args, k, self) : run_engine_point(args, k);
-    std::cerr << args.workload << " sync=" << (args.sync ? "on " : "off") << " inflight " << k
-              << ": " << static_cast<long>(p["sagas_per_s"].get<double>()) << " sagas/s, "
+  for (const Point& pt : points_of(args)) {
+    Json p = args.workload == "kafka" ? run_kafka_point(args, pt, self, broker_pid)
+                                      : run_engine_point(args, pt);
+    std::cerr << run_label(args.workload.c_str(), args) << " " << pt.name() << ": "
+              << static_cast<long>(p["sagas_per_s"].get<double>()) << " sagas/s, "
               << static_cast<long>(p["transitions_per_s"].get<double>()) << " transitions/s, p50 "
               << p["latency_ms"]["p50"].get<double>() << " ms, p99 "
               << p["latency_ms"]["p99"].get<double>() << " ms"
+              << (p.value("saturated", false) ? "  SATURATED" : "")
               << (p["consistent"].get<bool>() ? "" : "  INCONSISTENT") << "\n";
     ok = ok && p["consistent"].get<bool>();
     out["points"].push_back(std::move(p));
   }
+  out["machine"]["load_average_at_end"] = load_average();
   const std::string text = out.dump(2);
   if (args.json.empty()) {
     std::cout << text << "\n";

@@ -1025,8 +1025,13 @@ std::string trim(std::string s) {
 }
 
 // The source tree's revision, "-dirty" when tracked files have changes
-// (listed in `dirty_paths`; untracked files do not count).
+// (listed in `dirty_paths`; untracked files do not count). A binary built
+// from an exported tree (git archive) has no repository to ask:
+// SAGA_BENCH_REVISION then names the revision it was exported from.
 Json git_info() {
+  if (const char* r = std::getenv("SAGA_BENCH_REVISION"); r && *r) {
+    return {{"revision", r}, {"source", "SAGA_BENCH_REVISION (exported tree)"}};
+  }
   const std::string git = std::string("git -C '") + SAGA_SOURCE_DIR + "' ";
   std::string rev = trim(shell_out(git + "rev-parse --short HEAD"));
   if (rev.empty()) return {{"revision", "unknown"}};

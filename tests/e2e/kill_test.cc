@@ -1,0 +1,160 @@
+// Crash safety of the whole system: 1,000 bookings through the gateway while
+// each of the five services in turn is killed with SIGKILL at a random moment
+// and restarted. Clients retry a failed POST with the same Idempotency-Key, as
+// a careful client does. Afterwards every booking is CONFIRMED or REJECTED,
+// exactly once, and the services agree (payments, rooms, owners, mypage).
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "e2e/e2e_support.h"
+
+namespace saga::testing::e2e {
+namespace {
+
+constexpr int kBookings = 1000;
+constexpr int kClients = 6;
+constexpr int kPlaces = 5;
+constexpr int kRooms = 50;  // 5 places x 3 nights x 50 rooms = 750: some bookings are refused
+constexpr int kUsers = 97;
+
+const char* const kNights[] = {"2031-01-10", "2031-01-11", "2031-01-12", "2031-01-13"};
+
+TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles none") {
+  ServiceStack stack;
+  for (const std::string& name : all_services()) {
+    // A killed member must leave its consumer group quickly, or its partitions
+    // wait for the broker's default 45 s session timeout.
+    stack.set_env(name, "KAFKA_PROPERTY_SESSION_TIMEOUT_MS", "6000");
+    stack.set_env(name, "KAFKA_PROPERTY_HEARTBEAT_INTERVAL_MS", "1000");
+  }
+  start_or_fail(stack);
+  const uint16_t gateway_port = stack.port("gateway");
+  {
+    auto gw = stack.client("gateway");
+    for (int p = 0; p < kPlaces; ++p) set_stock(*gw, "k" + std::to_string(p), kRooms);
+  }
+
+  std::mt19937 rng(std::random_device{}());
+  std::vector<Booking> bookings(kBookings);
+  for (int i = 0; i < kBookings; ++i) {
+    Booking& b = bookings[i];
+    b.user = "u" + std::to_string(i % kUsers);
+    b.place = "k" + std::to_string(rng() % kPlaces);
+    const int night = static_cast<int>(rng() % 3);
+    b.check_in = kNights[night];
+    b.check_out = kNights[night + 1];
+    b.amount = 10 + i % 90;
+  }
+
+  // The clients: POST each booking until it is accepted (202), retrying
+  // transport errors and 502/503/504 with the same Idempotency-Key.
+  std::atomic<int> next{0};
+  std::atomic<int> accepted{0};
+  std::atomic<int> retries{0};
+  std::mutex mu;
+  std::vector<std::string> errors;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      service::ClientOptions co;
+      co.connect_timeout = 1s;
+      co.request_timeout = 15s;
+      service::HttpClient gw("127.0.0.1", gateway_port, co);
+      for (int i = next++; i < kBookings; i = next++) {
+        Booking& b = bookings[i];
+        const auto deadline = Steady::now() + 180s;
+        for (;;) {
+          auto r = gw.request(
+              "POST", "/reservations",
+              {{"Content-Type", "application/json"}, {"Idempotency-Key", "k-" + std::to_string(i)}},
+              request_body(b).dump());
+          if (r.ok() && r->status == 202) {
+            auto j = r->json();
+            std::lock_guard lock(mu);
+            if (j.ok())
+              b.id = (*j)["id"];
+            else
+              errors.push_back("booking " + std::to_string(i) + ": not JSON: " + r->body);
+            break;
+          }
+          const bool transient =
+              !r.ok() || r->status == 502 || r->status == 503 || r->status == 504;
+          if (!transient || Steady::now() >= deadline) {
+            std::lock_guard lock(mu);
+            errors.push_back(
+                "booking " + std::to_string(i) + ": " +
+                (r.ok() ? std::to_string(r->status) + " " + r->body : r.status().to_string()));
+            break;
+          }
+          ++retries;
+          gw.close();
+          std::this_thread::sleep_for(100ms);  // client retry backoff
+        }
+        ++accepted;
+      }
+    });
+  }
+
+  // The killer: each service once, in a random order, at random points of the run.
+  std::vector<std::string> victims = all_services();
+  std::shuffle(victims.begin(), victims.end(), rng);
+  std::vector<int> at;
+  for (size_t v = 0; v < victims.size(); ++v) at.push_back(50 + static_cast<int>(rng() % 850));
+  std::sort(at.begin(), at.end());
+  for (size_t v = 0; v < victims.size(); ++v) {
+    const bool reached = eventually([&] { return accepted >= at[v]; }, 300s);
+    REQUIRE_MESSAGE(reached, "stuck at " << accepted
+                                         << " accepted bookings; errors: " << errors.size() << "\n"
+                                         << stack.all_log_tails());
+    MESSAGE("SIGKILL " << victims[v] << " after " << accepted.load() << " bookings");
+    stack.kill(victims[v]);
+    try {
+      stack.start(victims[v]);
+    } catch (const std::exception& e) {
+      FAIL(e.what());
+    }
+  }
+  for (auto& t : clients) t.join();
+  MESSAGE(retries.load() << " POSTs retried");
+  REQUIRE_MESSAGE(errors.empty(), errors.size() << " bookings failed, e.g. " << errors.front());
+
+  auto gw = stack.client("gateway");
+  const auto status = settle_all(*gw, bookings, 600s);
+  int confirmed = 0;
+  int rejected = 0;
+  for (const auto& [id, st] : status) {
+    confirmed += st == "CONFIRMED";
+    rejected += st == "REJECTED";
+  }
+  MESSAGE(confirmed << " confirmed, " << rejected << " rejected");
+  CHECK(confirmed + rejected == kBookings);
+  CHECK(confirmed > 0);
+  CHECK(confirmed <= kPlaces * 3 * kRooms);
+
+  // Exactly one booking per request: the users' lists hold the 1,000 ids, no more.
+  std::set<std::string> listed;
+  size_t total = 0;
+  for (int u = 0; u < kUsers; ++u) {
+    const json mine = get_json(*gw, "/reservations?userId=u" + std::to_string(u));
+    total += mine.size();
+    for (const json& r : mine) listed.insert(r["id"].get<std::string>());
+  }
+  std::set<std::string> expected;
+  for (const Booking& b : bookings) expected.insert(b.id);
+  CHECK(total == static_cast<size_t>(kBookings));
+  CHECK(listed == expected);
+
+  check_consistency(*gw, bookings, status);
+}
+
+}  // namespace
+}  // namespace saga::testing::e2e

@@ -3,46 +3,138 @@
 #include <nlohmann/json.hpp>
 
 namespace saga::internal {
+namespace {
 
-std::string encode_instance(const Instance& inst) {
-  const SagaView& v = inst.view;
-  Json steps = Json::array();
-  for (const StepView& s : v.steps) {
-    steps.push_back({{"n", s.name},
-                     {"s", static_cast<int>(s.status)},
-                     {"a", s.attempts},
-                     {"ca", s.compensation_attempts},
-                     {"t0", s.started_ms},
-                     {"t1", s.finished_ms},
-                     {"t2", s.compensated_ms},
-                     {"e", s.last_error},
-                     {"r", s.round},
-                     {"cr", s.compensation_round}});
+// First byte of a format-2 record. Format-1 records are MessagePack maps
+// (0x80..0x8f, 0xde, 0xdf), so the two never collide.
+constexpr uint8_t kFormat2 = 0x02;
+
+void put_varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
   }
-  Json j = {{"id", v.id},
-            {"type", v.type},
-            {"ver", v.version},
-            {"st", static_cast<int>(v.state)},
-            {"data", v.data},
-            {"steps", std::move(steps)},
-            {"cur", v.current_step},
-            {"tp", v.traceparent},
-            {"err", v.last_error},
-            {"cx", v.cancel_requested},
-            {"c", v.created_ms},
-            {"u", v.updated_ms},
-            {"f", v.finished_ms},
-            {"aw", inst.awaiting},
-            {"at", inst.attempt},
-            {"tk", static_cast<int>(inst.timer)},
-            {"td", inst.timer_due_ms},
-            {"ab", inst.attempt_base},
-            {"un", inst.uncertain}};
-  std::vector<uint8_t> bytes = Json::to_msgpack(j);
-  return std::string(bytes.begin(), bytes.end());
+  out.push_back(static_cast<char>(v));
 }
 
-StatusOr<Instance> decode_instance(std::string_view bytes) {
+void put_svarint(std::string& out, int64_t v) {
+  put_varint(out, (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63));
+}
+
+void put_bytes(std::string& out, std::string_view s) {
+  put_varint(out, s.size());
+  out.append(s);
+}
+
+// Reads format 2; any overrun or bad value sets `ok` to false.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+
+  bool ok() const { return ok_; }
+  bool done() const { return pos_ == in_.size(); }
+
+  uint8_t byte() {
+    if (pos_ >= in_.size()) return fail();
+    return static_cast<uint8_t>(in_[pos_++]);
+  }
+  uint64_t varint() {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ >= in_.size()) return fail();
+      const auto b = static_cast<uint8_t>(in_[pos_++]);
+      v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return v;
+    }
+    return fail();
+  }
+  uint32_t u32() {
+    const uint64_t v = varint();
+    if (v > UINT32_MAX) return fail();
+    return static_cast<uint32_t>(v);
+  }
+  int64_t svarint() {
+    const uint64_t v = varint();
+    return static_cast<int64_t>((v >> 1) ^ (~(v & 1) + 1));
+  }
+  std::string_view bytes() {
+    const uint64_t n = varint();
+    if (!ok_ || n > in_.size() - pos_) {
+      fail();
+      return {};
+    }
+    std::string_view s = in_.substr(pos_, n);
+    pos_ += n;
+    return s;
+  }
+  bool boolean() {
+    const uint8_t b = byte();
+    if (b > 1) fail();
+    return b == 1;
+  }
+
+ private:
+  uint8_t fail() {
+    ok_ = false;
+    pos_ = in_.size();
+    return 0;
+  }
+  std::string_view in_;
+  size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+StatusOr<Instance> decode_format2(std::string_view bytes) {
+  Reader r(bytes.substr(1));
+  Instance inst;
+  SagaView& v = inst.view;
+  v.id = r.bytes();
+  v.type = r.bytes();
+  v.version = r.u32();
+  v.state = static_cast<SagaState>(r.byte());
+  const std::string_view data = r.bytes();
+  const uint64_t steps = r.varint();
+  if (!r.ok() || steps > bytes.size()) return Status::data_loss("undecodable saga instance");
+  v.steps.reserve(steps);
+  for (uint64_t i = 0; i < steps && r.ok(); ++i) {
+    StepView& s = v.steps.emplace_back();
+    s.name = r.bytes();
+    s.status = static_cast<StepStatus>(r.byte());
+    s.attempts = r.u32();
+    s.compensation_attempts = r.u32();
+    s.started_ms = r.svarint();
+    s.finished_ms = r.svarint();
+    s.compensated_ms = r.svarint();
+    s.last_error = r.bytes();
+    s.round = r.u32();
+    s.compensation_round = r.u32();
+  }
+  v.current_step = r.u32();
+  v.traceparent = r.bytes();
+  v.last_error = r.bytes();
+  v.cancel_requested = r.boolean();
+  v.created_ms = r.svarint();
+  v.updated_ms = r.svarint();
+  v.finished_ms = r.svarint();
+  inst.awaiting = r.bytes();
+  inst.attempt = r.u32();
+  inst.timer = static_cast<TimerKind>(r.byte());
+  inst.timer_due_ms = r.svarint();
+  inst.attempt_base = r.u32();
+  inst.uncertain = r.boolean();
+  if (!r.ok() || !r.done()) return Status::data_loss("undecodable saga instance (format 2)");
+  try {
+    v.data = Json::from_msgpack(data.begin(), data.end());
+  } catch (const Json::exception& e) {
+    return Status::data_loss(std::string("undecodable saga data: ") + e.what());
+  }
+  inst.data_bytes = data;
+  return inst;
+}
+
+// Format 1: MessagePack of a JSON document (libsaga up to 0.x, before the
+// binary record). Read only.
+StatusOr<Instance> decode_format1(std::string_view bytes) {
   try {
     Json j = Json::from_msgpack(bytes.begin(), bytes.end());
     Instance inst;
@@ -83,6 +175,66 @@ StatusOr<Instance> decode_instance(std::string_view bytes) {
   } catch (const Json::exception& e) {
     return Status::data_loss(std::string("undecodable saga instance: ") + e.what());
   }
+}
+
+}  // namespace
+
+void encode_instance(Instance& inst, std::string& out) {
+  const SagaView& v = inst.view;
+  if (inst.data_bytes.empty()) {
+    Json::to_msgpack(v.data, nlohmann::detail::output_adapter<char>(inst.data_bytes));
+  }
+  out.clear();
+  out.reserve(64 + v.id.size() + v.type.size() + inst.data_bytes.size() + v.traceparent.size() +
+              v.last_error.size() + inst.awaiting.size() + v.steps.size() * 48);
+  out.push_back(static_cast<char>(kFormat2));
+  put_bytes(out, v.id);
+  put_bytes(out, v.type);
+  put_varint(out, v.version);
+  out.push_back(static_cast<char>(v.state));
+  put_bytes(out, inst.data_bytes);
+  put_varint(out, v.steps.size());
+  for (const StepView& s : v.steps) {
+    put_bytes(out, s.name);
+    out.push_back(static_cast<char>(s.status));
+    put_varint(out, s.attempts);
+    put_varint(out, s.compensation_attempts);
+    put_svarint(out, s.started_ms);
+    put_svarint(out, s.finished_ms);
+    put_svarint(out, s.compensated_ms);
+    put_bytes(out, s.last_error);
+    put_varint(out, s.round);
+    put_varint(out, s.compensation_round);
+  }
+  put_varint(out, v.current_step);
+  put_bytes(out, v.traceparent);
+  put_bytes(out, v.last_error);
+  out.push_back(v.cancel_requested ? 1 : 0);
+  put_svarint(out, v.created_ms);
+  put_svarint(out, v.updated_ms);
+  put_svarint(out, v.finished_ms);
+  put_bytes(out, inst.awaiting);
+  put_varint(out, inst.attempt);
+  out.push_back(static_cast<char>(inst.timer));
+  put_svarint(out, inst.timer_due_ms);
+  put_varint(out, inst.attempt_base);
+  out.push_back(inst.uncertain ? 1 : 0);
+}
+
+std::string encode_instance(Instance& inst) {
+  std::string out;
+  encode_instance(inst, out);
+  return out;
+}
+
+StatusOr<Instance> decode_instance(std::string_view bytes) {
+  if (bytes.empty()) return Status::data_loss("undecodable saga instance: empty record");
+  const auto first = static_cast<uint8_t>(bytes[0]);
+  if (first == kFormat2) return decode_format2(bytes);
+  if ((first & 0xf0) == 0x80 || first == 0xde || first == 0xdf) return decode_format1(bytes);
+  return Status::data_loss("undecodable saga instance: unknown record format " +
+                           std::to_string(first) +
+                           " (written by a newer libsaga? see docs/storage.md)");
 }
 
 }  // namespace saga::internal

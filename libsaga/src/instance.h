@@ -37,10 +37,19 @@ struct Instance {
   /// Participant whose half-open breaker granted the awaited command a probe
   /// slot ("" = none). Not persisted: breakers start closed after a restart.
   std::string probe;
+  /// Cache of the encoded view.data (MessagePack), "" when stale. Whoever
+  /// assigns or mutates view.data must call data_changed(). Not persisted
+  /// as such (it is the data field of the record).
+  std::string data_bytes;
+
+  void data_changed() { data_bytes.clear(); }
 };
 
-/// Compact binary encoding (MessagePack of a JSON document).
-std::string encode_instance(const Instance& inst);
+/// Compact binary encoding (format 2, docs/storage.md). Fills
+/// inst.data_bytes when stale, hence non-const.
+std::string encode_instance(Instance& inst);
+void encode_instance(Instance& inst, std::string& out);
+/// Decodes format 2 and the older MessagePack document (format 1).
 StatusOr<Instance> decode_instance(std::string_view bytes);
 
 }  // namespace saga::internal

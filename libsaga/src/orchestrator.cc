@@ -725,6 +725,7 @@ class OrchestratorImpl final : public Orchestrator {
           // succeed at the participant, so the saga must go on (and undo it).
           log_->error("saga {}: on_reply of step {} threw: {}", m.saga_id, spec.name, e.what());
         }
+        inst->data_changed();
       }
       ev = forward ? FsmEvent::kStepSucceeded : FsmEvent::kCompensationSucceeded;
     } else {
@@ -848,7 +849,8 @@ class OrchestratorImpl final : public Orchestrator {
                  std::string(1, static_cast<char>(inst.timer)));
       timers_.emplace(inst.timer_due_ms, v.id);
     }
-    batch_.put(store_->cf(kInstances), v.id, encode_instance(inst));
+    encode_instance(inst, record_);
+    batch_.put(store_->cf(kInstances), v.id, record_);
 
     const bool is_new = before.view.updated_ms < 0;
     if (is_new || v.state != before.view.state) {
@@ -1072,6 +1074,7 @@ class OrchestratorImpl final : public Orchestrator {
   std::set<std::pair<int64_t, std::string>> timers_;
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
+  std::string record_;  // scratch for encode_instance
   std::unique_ptr<Outbox> outbox_;
   std::vector<std::string> finished_;  // terminal: leave live_ after the write
   std::vector<std::string> settled_;   // terminal or Failed: reported through on_settled
@@ -1198,6 +1201,7 @@ Status Transition::run_local(const LocalFn& fn) {
   }
   if (result.ok()) {
     inst_.view.data = std::move(data);
+    inst_.data_changed();
   } else {
     step().last_error = inst_.view.last_error = result.to_string();
   }

@@ -1,0 +1,171 @@
+// The stored formats of libsaga/src (docs/storage.md): the instance record
+// codec, including records written by older versions.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "instance.h"
+
+namespace saga::internal {
+namespace {
+
+Instance sample() {
+  Instance inst;
+  SagaView& v = inst.view;
+  v.id = "saga-1";
+  v.type = "booking";
+  v.version = 3;
+  v.state = SagaState::kCompensating;
+  v.data = Json{{"qty", 2}, {"amount", 1234}, {"name", "Zoë"}, {"neg", -7}};
+  for (int i = 0; i < 3; ++i) {
+    StepView s;
+    s.name = "step" + std::to_string(i);
+    s.status = static_cast<StepStatus>(i + 1);
+    s.attempts = 300u + static_cast<uint32_t>(i);
+    s.compensation_attempts = static_cast<uint32_t>(i);
+    s.started_ms = 1'700'000'000'000 + i;
+    s.finished_ms = i == 2 ? 0 : 1'700'000'000'100 + i;
+    s.compensated_ms = -1;
+    s.last_error = i == 1 ? std::string("bad\0byte", 8) : "";
+    s.round = static_cast<uint32_t>(i);
+    s.compensation_round = 70000;
+    v.steps.push_back(s);
+  }
+  v.current_step = 1;
+  v.traceparent = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01";
+  v.last_error = "refused";
+  v.cancel_requested = true;
+  v.created_ms = 1'700'000'000'000;
+  v.updated_ms = 1'700'000'000'500;
+  v.finished_ms = 0;
+  inst.awaiting = "saga-1/1/c.2";
+  inst.attempt = 4;
+  inst.timer = TimerKind::kDeadline;
+  inst.timer_due_ms = 1'700'000'005'000;
+  inst.attempt_base = 2;
+  inst.uncertain = true;
+  return inst;
+}
+
+void check_same(const Instance& a, const Instance& b) {
+  const SagaView& x = a.view;
+  const SagaView& y = b.view;
+  CHECK(x.id == y.id);
+  CHECK(x.type == y.type);
+  CHECK(x.version == y.version);
+  CHECK(x.state == y.state);
+  CHECK(x.data == y.data);
+  REQUIRE(x.steps.size() == y.steps.size());
+  for (size_t i = 0; i < x.steps.size(); ++i) {
+    CHECK(x.steps[i].name == y.steps[i].name);
+    CHECK(x.steps[i].status == y.steps[i].status);
+    CHECK(x.steps[i].attempts == y.steps[i].attempts);
+    CHECK(x.steps[i].compensation_attempts == y.steps[i].compensation_attempts);
+    CHECK(x.steps[i].started_ms == y.steps[i].started_ms);
+    CHECK(x.steps[i].finished_ms == y.steps[i].finished_ms);
+    CHECK(x.steps[i].compensated_ms == y.steps[i].compensated_ms);
+    CHECK(x.steps[i].last_error == y.steps[i].last_error);
+    CHECK(x.steps[i].round == y.steps[i].round);
+    CHECK(x.steps[i].compensation_round == y.steps[i].compensation_round);
+  }
+  CHECK(x.current_step == y.current_step);
+  CHECK(x.traceparent == y.traceparent);
+  CHECK(x.last_error == y.last_error);
+  CHECK(x.cancel_requested == y.cancel_requested);
+  CHECK(x.created_ms == y.created_ms);
+  CHECK(x.updated_ms == y.updated_ms);
+  CHECK(x.finished_ms == y.finished_ms);
+  CHECK(a.awaiting == b.awaiting);
+  CHECK(a.attempt == b.attempt);
+  CHECK(a.timer == b.timer);
+  CHECK(a.timer_due_ms == b.timer_due_ms);
+  CHECK(a.attempt_base == b.attempt_base);
+  CHECK(a.uncertain == b.uncertain);
+}
+
+// What libsaga wrote before the binary record (format 1).
+std::string encode_format1(const Instance& inst) {
+  const SagaView& v = inst.view;
+  Json steps = Json::array();
+  for (const StepView& s : v.steps) {
+    steps.push_back({{"n", s.name},
+                     {"s", static_cast<int>(s.status)},
+                     {"a", s.attempts},
+                     {"ca", s.compensation_attempts},
+                     {"t0", s.started_ms},
+                     {"t1", s.finished_ms},
+                     {"t2", s.compensated_ms},
+                     {"e", s.last_error},
+                     {"r", s.round},
+                     {"cr", s.compensation_round}});
+  }
+  Json j = {{"id", v.id},
+            {"type", v.type},
+            {"ver", v.version},
+            {"st", static_cast<int>(v.state)},
+            {"data", v.data},
+            {"steps", std::move(steps)},
+            {"cur", v.current_step},
+            {"tp", v.traceparent},
+            {"err", v.last_error},
+            {"cx", v.cancel_requested},
+            {"c", v.created_ms},
+            {"u", v.updated_ms},
+            {"f", v.finished_ms},
+            {"aw", inst.awaiting},
+            {"at", inst.attempt},
+            {"tk", static_cast<int>(inst.timer)},
+            {"td", inst.timer_due_ms},
+            {"ab", inst.attempt_base},
+            {"un", inst.uncertain}};
+  std::vector<uint8_t> bytes = Json::to_msgpack(j);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+TEST_CASE("instance record: round trip of every field") {
+  Instance inst = sample();
+  const std::string bytes = encode_instance(inst);
+  CHECK(static_cast<uint8_t>(bytes[0]) == 0x02);
+  StatusOr<Instance> back = decode_instance(bytes);
+  REQUIRE(back.ok());
+  check_same(inst, *back);
+  // The cached data encoding is what decoding found, so re-encoding is stable.
+  Instance again = *back;
+  CHECK(encode_instance(again) == bytes);
+}
+
+TEST_CASE("instance record: the data cache follows data_changed()") {
+  Instance inst = sample();
+  (void)encode_instance(inst);
+  inst.view.data["qty"] = 5;
+  inst.data_changed();
+  StatusOr<Instance> back = decode_instance(encode_instance(inst));
+  REQUIRE(back.ok());
+  CHECK(back->view.data["qty"] == 5);
+}
+
+TEST_CASE("instance record: format 1 (MessagePack) records still decode") {
+  Instance inst = sample();
+  StatusOr<Instance> back = decode_instance(encode_format1(inst));
+  REQUIRE(back.ok());
+  check_same(inst, *back);
+}
+
+TEST_CASE("instance record: damaged records are DataLoss, never a crash") {
+  Instance inst = sample();
+  const std::string bytes = encode_instance(inst);
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    StatusOr<Instance> r = decode_instance(bytes.substr(0, n));
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == StatusCode::kDataLoss);
+  }
+  CHECK(decode_instance(bytes + "x").status().code() == StatusCode::kDataLoss);
+  StatusOr<Instance> unknown = decode_instance(std::string("\x07rest", 5));
+  REQUIRE_FALSE(unknown.ok());
+  CHECK(unknown.status().code() == StatusCode::kDataLoss);
+  CHECK(unknown.status().message().find("unknown record format") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace saga::internal

@@ -1,7 +1,7 @@
 // The engine. One thread at a time runs an iteration (run_once): it gathers
 // requests, replies and due timers, applies each as a state-machine event to
-// its instance, stages every resulting mutation (instance, index, outbox,
-// timers, reply mark) in ONE RocksDB batch, writes it, and only then releases
+// its instance, stages every resulting mutation (instance with its timer,
+// index, outbox, reply mark) in ONE RocksDB batch, writes it, and only then releases
 // the effects: acks to the transport, answers to callers, sends of new
 // commands. A crash before the write loses nothing that was promised; a crash
 // after it is repaired by recovery (outbox re-sent, timers re-armed).
@@ -88,7 +88,9 @@ std::string_view to_string(StepStatus s) noexcept {
 namespace internal {
 namespace {
 
-// Column families; docs/storage.md documents the key layout.
+// Column families; docs/storage.md documents the key layout. kTimers is no
+// longer written (timers are rebuilt from the instance records) but stays
+// in the list: RocksDB refuses to open a store without all of its families.
 enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
 const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies",
                                                   "index"};
@@ -102,12 +104,6 @@ std::string reply_mark_key(std::string_view saga_id, std::string_view reply_id) 
   std::string k(saga_id);
   k.push_back('\0');
   k.append(reply_id);
-  return k;
-}
-
-std::string timer_key(int64_t due_ms, std::string_view id) {
-  std::string k = be64(static_cast<uint64_t>(due_ms));
-  k.append(id);
   return k;
 }
 
@@ -840,15 +836,9 @@ class OrchestratorImpl final : public Orchestrator {
       batch_.put(idx, index_key(kIdxState, v), "");
       if (is_terminal(v.state)) batch_.put(idx, index_key(kIdxRetention, v), "");
     }
-    if (before.timer != TimerKind::kNone &&
-        (before.timer_due_ms != inst.timer_due_ms || inst.timer == TimerKind::kNone)) {
-      batch_.del(store_->cf(kTimers), timer_key(before.timer_due_ms, v.id));
-    }
-    if (inst.timer != TimerKind::kNone) {
-      batch_.put(store_->cf(kTimers), timer_key(inst.timer_due_ms, v.id),
-                 std::string(1, static_cast<char>(inst.timer)));
-      timers_.emplace(inst.timer_due_ms, v.id);
-    }
+    // The timer lives in the instance record (tk, td) only; recovery
+    // rebuilds timers_ from the records.
+    if (inst.timer != TimerKind::kNone) timers_.emplace(inst.timer_due_ms, v.id);
     encode_instance(inst, record_);
     batch_.put(store_->cf(kInstances), v.id, record_);
 
@@ -1003,16 +993,20 @@ class OrchestratorImpl final : public Orchestrator {
         }
         if (st == SagaState::kFailed) ++parked_;
         inst.probe.clear();  // breakers start closed after a restart
+        if (inst.timer != TimerKind::kNone) timers_.emplace(inst.timer_due_ms, id);
         live_.emplace(id, std::move(inst));
         ++in_flight_;
       }
     }
+    // Stores written before timers were rebuilt from the records still hold
+    // timer keys: they duplicate the records, so they are dropped.
+    Batch legacy;
     SAGA_RETURN_IF_ERROR(
         store_->scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
-          timers_.emplace(static_cast<int64_t>(read_be64(key.substr(0, 8))),
-                          std::string(key.substr(8)));
+          legacy.del(store_->cf(kTimers), key);
           return true;
         }));
+    SAGA_RETURN_IF_ERROR(store_->write(legacy));
     SAGA_RETURN_IF_ERROR(outbox_->recover());
     outbox_depth_ = outbox_->depth();
     log_->info("orchestrator '{}' recovered {} unfinished sagas, {} timers, {} unsent commands",

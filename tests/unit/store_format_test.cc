@@ -6,6 +6,12 @@
 #include <string>
 
 #include "instance.h"
+#include "saga/definition.h"
+#include "saga/memory_transport.h"
+#include "saga/orchestrator.h"
+#include "store/store.h"
+#include "support/scripted_participant.h"
+#include "support/temp_dir.h"
 
 namespace saga::internal {
 namespace {
@@ -165,6 +171,101 @@ TEST_CASE("instance record: damaged records are DataLoss, never a crash") {
   REQUIRE_FALSE(unknown.ok());
   CHECK(unknown.status().code() == StatusCode::kDataLoss);
   CHECK(unknown.status().message().find("unknown record format") != std::string::npos);
+}
+
+// A store as libsaga wrote it before format 2 and before timers were rebuilt
+// from the records: a format-1 record, its index keys and a timer key.
+TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from the record") {
+  testing::TempDir dir;
+  const std::string data_dir = (dir.path() / "orch").string();
+  const std::vector<std::string> cfs = {"instances", "outbox", "timers", "replies", "index"};
+  const int64_t t0 = 1'700'000'000'000;
+  {
+    Instance inst;
+    SagaView& v = inst.view;
+    v.id = "legacy-1";
+    v.type = "one";
+    v.version = 1;
+    v.state = SagaState::kRunning;
+    v.data = Json{{"qty", 1}};
+    StepView s;
+    s.name = "reserve";
+    s.status = StepStatus::kRunning;
+    s.attempts = 1;
+    s.started_ms = t0 - 10;
+    v.steps.push_back(s);
+    v.traceparent = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01";
+    v.created_ms = v.updated_ms = t0 - 10;
+    inst.awaiting = "legacy-1/0/a";
+    inst.attempt = 1;
+    inst.timer = TimerKind::kDeadline;
+    inst.timer_due_ms = t0 + 1000;
+    auto store = Store::open(data_dir, cfs, false);
+    REQUIRE(store.ok());
+    Batch b;
+    b.put((*store)->cf(0), v.id, encode_format1(inst));
+    std::string created = be64(static_cast<uint64_t>(v.created_ms));
+    b.put((*store)->cf(4), "a" + created + v.id, "");
+    b.put((*store)->cf(4), std::string("t") + "one" + std::string(1, '\0') + created + v.id, "");
+    b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
+    b.put((*store)->cf(2), be64(static_cast<uint64_t>(inst.timer_due_ms)) + v.id,
+          std::string(1, '\x01'));
+    REQUIRE((*store)->write(b).ok());
+  }
+  auto clock = std::make_shared<ManualClock>(from_millis(t0));
+  auto bus = MemoryBus::create(clock, 1);
+  testing::ScriptedParticipant inventory("inventory", bus);
+  DefinitionBuilder b("one", 1);
+  b.command("reserve", "inventory", "reserve")
+      .timeout(Duration{1000})
+      .retry(RetryPolicy{3, Duration{100}, 2.0, Duration{1000}, 0.0});
+  auto def = b.build();
+  REQUIRE(def.ok());
+  {
+    Options o;
+    o.data_dir = data_dir;
+    o.clock = clock;
+    o.random = std::make_shared<SeededRandom>(1);
+    o.breaker.enabled = false;
+    auto orch =
+        Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect("orchestrator")), {*def});
+    REQUIRE(orch.ok());
+    auto pump = [&] {
+      for (int i = 0; i < 20; ++i) {
+        (*orch)->run_once(Duration{0});
+        inventory.poll();
+      }
+    };
+    pump();
+    CHECK(inventory.received().empty());  // the deadline is not due yet
+    clock->advance(Duration{1001});       // deadline: retry after a 100 ms backoff
+    pump();
+    clock->advance(Duration{100});
+    pump();
+    REQUIRE(inventory.received().size() == 1);
+    CHECK(inventory.received()[0].id == "legacy-1/0/a");
+    CHECK(inventory.received()[0].attempt == 2);
+    auto v = (*orch)->get("legacy-1");
+    REQUIRE(v.ok());
+    CHECK(v->state == SagaState::kCompleted);
+    CHECK(v->data == Json{{"qty", 1}});
+  }
+  // The legacy timer key is gone, and the record is in format 2 now.
+  auto store = Store::open(data_dir, cfs, false);
+  REQUIRE(store.ok());
+  int timer_keys = 0;
+  REQUIRE((*store)
+              ->scan((*store)->cf(2), "", "",
+                     [&](std::string_view, std::string_view) {
+                       ++timer_keys;
+                       return true;
+                     })
+              .ok());
+  CHECK(timer_keys == 0);
+  auto rec = (*store)->get((*store)->cf(0), "legacy-1");
+  REQUIRE(rec.ok());
+  REQUIRE(rec->has_value());
+  CHECK(static_cast<uint8_t>((**rec)[0]) == 0x02);
 }
 
 }  // namespace

@@ -46,7 +46,8 @@ for f in files:
         # window; it is drawn at its whole-point rate then.
         x = p["sagas_per_s"] if p["sagas_per_s"] > 0 else p.get("overall_per_s", 0)
         if x > 0 and l["p99"] > 0:
-            series.setdefault((wl, title), []).append((x, l["p99"], label))
+            order = p.get("offered_per_s", p.get("inflight", 0))
+            series.setdefault((wl, title), []).append((order, x, l["p99"], label))
         lat.setdefault(wl, []).append((label, l["p50"], l["p90"], l["p99"], l["p999"], l["max"]))
 
 workloads = sorted({wl for wl, _ in series})
@@ -57,7 +58,7 @@ gp = [
     'set terminal pngcairo size 1400,600 font "DejaVu Sans,10"',
     f'set output "{out}/throughput-p99.png"',
     f'set multiplot layout 1,{len(workloads)} title "saga-bench: throughput vs p99 latency ({", ".join(sorted(revs))})"',
-    'set logscale xy', 'set grid', 'set key top left',
+    'set logscale xy', 'set grid', 'set key bottom right',
     'set xlabel "settled sagas/s"', 'set ylabel "p99 latency (ms)"',
 ]
 for wl in workloads:
@@ -65,17 +66,17 @@ for wl in workloads:
     for i, ((w, title), pts) in enumerate(sorted(series.items())):
         if w != wl:
             continue
-        pts.sort()
+        pts.sort()  # by load parameter: a saturated open-loop point falls back in x
         dat = os.path.join(work, f"s{i}.dat")
         with open(dat, "w") as fh:
-            for x, y, label in pts:
+            for _, x, y, label in pts:
                 fh.write(f"{x} {y} \"{label}\"\n")
         color = colors.get(title, "black")
         plots.append(f'"{dat}" using 1:2 with linespoints pt 7 lw 2 lc rgb "{color}" title "{title}"')
         plots.append(f'"{dat}" using 1:2:3 with labels offset 0,0.8 font ",8" notitle')
     tx, ty = targets.get(wl, (None, None))
-    xs = [x for (w, _), pts in series.items() if w == wl for x, _, _ in pts] + ([tx] if tx else [])
-    ys = [y for (w, _), pts in series.items() if w == wl for _, y, _ in pts] + ([ty] if ty else [])
+    xs = [x for (w, _), pts in series.items() if w == wl for _, x, _, _ in pts] + ([tx] if tx else [])
+    ys = [y for (w, _), pts in series.items() if w == wl for _, _, y, _ in pts] + ([ty] if ty else [])
     gp.append(f"set xrange [{min(xs) / 2}:{max(xs) * 2}]")
     gp.append(f"set yrange [{min(ys) / 2}:{max(ys) * 2}]")
     gp.append(f'set title "{wl}"')

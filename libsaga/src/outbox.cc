@@ -2,7 +2,69 @@
 
 #include <algorithm>
 
+#include "store/codec.h"
+
 namespace saga::internal {
+
+namespace {
+// First byte of a binary outbox record. Older records are JSON envelopes,
+// which start with '{'.
+constexpr uint8_t kBinaryRecord = 0x01;
+}  // namespace
+
+void encode_outbox_record(const Message& m, std::string& out) {
+  out.clear();
+  out.reserve(32 + m.id.size() + m.type.size() + m.destination.size() + m.key.size() +
+              m.saga_id.size() + m.reply_to.size() + m.in_reply_to.size() + m.compensates.size() +
+              m.traceparent.size() + m.payload.size());
+  out.push_back(static_cast<char>(kBinaryRecord));
+  put_bytes(out, m.id);
+  out.push_back(static_cast<char>(m.kind));
+  put_bytes(out, m.type);
+  put_bytes(out, m.destination);
+  put_bytes(out, m.key);
+  put_bytes(out, m.saga_id);
+  put_bytes(out, m.reply_to);
+  put_bytes(out, m.in_reply_to);
+  put_bytes(out, m.compensates);
+  put_varint(out, m.attempt);
+  out.push_back(static_cast<char>(m.outcome));
+  put_bytes(out, m.traceparent);
+  put_bytes(out, m.payload);
+  put_svarint(out, m.created_ms);
+}
+
+StatusOr<Message> decode_outbox_record(std::string_view bytes) {
+  if (bytes.empty() || static_cast<uint8_t>(bytes[0]) != kBinaryRecord) {
+    return decode_message(bytes);  // a JSON envelope written by an older version
+  }
+  RecordReader r(bytes.substr(1));
+  Message m;
+  m.id = r.bytes();
+  const uint8_t kind = r.byte();
+  m.type = r.bytes();
+  m.destination = r.bytes();
+  m.key = r.bytes();
+  m.saga_id = r.bytes();
+  m.reply_to = r.bytes();
+  m.in_reply_to = r.bytes();
+  m.compensates = r.bytes();
+  m.attempt = r.u32();
+  const uint8_t outcome = r.byte();
+  m.traceparent = r.bytes();
+  m.payload = r.bytes();
+  m.created_ms = r.svarint();
+  if (!r.ok() || !r.done()) return Status::data_loss("undecodable outbox record");
+  if (kind < static_cast<uint8_t>(MessageKind::kCommand) ||
+      kind > static_cast<uint8_t>(MessageKind::kEvent) ||
+      outcome < static_cast<uint8_t>(ReplyOutcome::kSuccess) ||
+      outcome > static_cast<uint8_t>(ReplyOutcome::kRetry)) {
+    return Status::data_loss("outbox record with an unknown message kind or outcome");
+  }
+  m.kind = static_cast<MessageKind>(kind);
+  m.outcome = static_cast<ReplyOutcome>(outcome);
+  return m;
+}
 
 Outbox::Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport,
                const Clock& clock, std::shared_ptr<spdlog::logger> log)
@@ -12,7 +74,7 @@ Status Outbox::recover() {
   return store_.scan(cf_, "", "", [&](std::string_view key, std::string_view value) {
     const uint64_t seq = read_be64(key);
     next_seq_ = std::max(next_seq_, seq + 1);
-    StatusOr<Message> m = decode_message(value);
+    StatusOr<Message> m = decode_outbox_record(value);
     if (!m.ok()) {
       log_->error("skipping undecodable outbox record {}: {}", seq, m.status().to_string());
       return true;
@@ -26,7 +88,8 @@ Status Outbox::recover() {
 void Outbox::stage(Batch& batch, Message m) {
   if (m.created_ms == 0) m.created_ms = to_millis(clock_.now());
   const uint64_t seq = next_seq_++;
-  batch.put(cf_, be64(seq), encode_message(m));
+  encode_outbox_record(m, record_);
+  batch.put(cf_, be64(seq), record_);
   fresh_.emplace_back(seq, std::move(m));
   ++depth_;
 }

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -24,6 +26,11 @@
 #include "store/store.h"
 
 namespace saga::internal {
+
+/// The stored form of an outbox record (docs/storage.md): binary, first byte
+/// 0x01. decode_outbox_record also reads the JSON envelopes older versions wrote.
+void encode_outbox_record(const Message& m, std::string& out);
+StatusOr<Message> decode_outbox_record(std::string_view bytes);
 
 /// Not thread-safe: owned by one engine, used from its iteration thread
 /// (transport callbacks run inside Transport::poll on that thread).
@@ -73,6 +80,7 @@ class Outbox {
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
   uint64_t next_seq_ = 1;
+  std::string record_;                               // scratch for encode_outbox_record
   std::vector<std::pair<uint64_t, Message>> fresh_;  // staged, not yet durable+sent
   std::map<uint64_t, Message> in_flight_;            // sent, not yet confirmed
   std::vector<uint64_t> confirmed_;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "instance.h"
+#include "outbox.h"
 #include "saga/definition.h"
 #include "saga/memory_transport.h"
 #include "saga/orchestrator.h"
@@ -171,6 +172,52 @@ TEST_CASE("instance record: damaged records are DataLoss, never a crash") {
   REQUIRE_FALSE(unknown.ok());
   CHECK(unknown.status().code() == StatusCode::kDataLoss);
   CHECK(unknown.status().message().find("unknown record format") != std::string::npos);
+}
+
+Message sample_message() {
+  Message m;
+  m.id = "saga-1/0/a.1";
+  m.kind = MessageKind::kReply;
+  m.type = "reserve";
+  m.destination = "orchestrator.replies";
+  m.key = "k";
+  m.saga_id = "saga-1";
+  m.reply_to = "x";
+  m.in_reply_to = "saga-1/0/a";
+  m.compensates = "c";
+  m.attempt = 70000;
+  m.outcome = ReplyOutcome::kRetry;
+  m.traceparent = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01";
+  m.payload = std::string("{\"error\":\"bad\xff\"}");  // not UTF-8: kept as is
+  m.created_ms = 1'700'000'000'123;
+  return m;
+}
+
+TEST_CASE("outbox record: binary round trip, exact bytes") {
+  const Message m = sample_message();
+  std::string bytes;
+  encode_outbox_record(m, bytes);
+  CHECK(static_cast<uint8_t>(bytes[0]) == 0x01);
+  StatusOr<Message> back = decode_outbox_record(bytes);
+  REQUIRE(back.ok());
+  CHECK(*back == m);
+}
+
+TEST_CASE("outbox record: JSON envelopes of older versions still decode") {
+  Message m = sample_message();
+  m.payload = "{\"ok\":true}";
+  StatusOr<Message> back = decode_outbox_record(encode_message(m));
+  REQUIRE(back.ok());
+  CHECK(*back == m);
+}
+
+TEST_CASE("outbox record: damaged records are errors, never a crash") {
+  std::string bytes;
+  encode_outbox_record(sample_message(), bytes);
+  for (size_t n = 1; n < bytes.size(); ++n)
+    CHECK_FALSE(decode_outbox_record(bytes.substr(0, n)).ok());
+  CHECK_FALSE(decode_outbox_record(bytes + "x").ok());
+  CHECK_FALSE(decode_outbox_record("").ok());
 }
 
 // A store as libsaga wrote it before format 2 and before timers were rebuilt

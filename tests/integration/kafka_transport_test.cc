@@ -8,16 +8,21 @@
 #include <doctest/doctest.h>
 #include <librdkafka/rdkafkacpp.h>
 #include <netinet/in.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -126,6 +131,33 @@ int unused_port() {
   ::close(fd);
   return ntohs(addr.sin_port);
 }
+
+// Keeps every line logged to it, in order, with the time it was logged.
+class LineSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  size_t size() {
+    std::lock_guard lock(mutex_);
+    return lines_.size();
+  }
+  // Lines [from, to).
+  std::vector<std::string> lines(size_t from, size_t to = SIZE_MAX) {
+    std::lock_guard lock(mutex_);
+    to = std::min(to, lines_.size());
+    return {lines_.begin() + static_cast<ptrdiff_t>(std::min(from, to)),
+            lines_.begin() + static_cast<ptrdiff_t>(to)};
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t out;
+    formatter_->format(msg, out);
+    lines_.emplace_back(out.data(), out.size());
+  }
+  void flush_() override {}
+
+ private:
+  std::vector<std::string> lines_;  // GUARDED_BY(mutex_)
+};
 
 // ---------------------------------------------------------------- no broker needed
 
@@ -526,6 +558,111 @@ TEST_CASE("a sender may start before the receiver: its first send creates the to
   REQUIRE(receiver->subscribe("late-receiver", inbox.handler()).ok());
   REQUIRE(poll_until({receiver.get()}, [&] { return inbox.has("early"); }));
   for (auto& ack : inbox.acks) ack();
+}
+
+// Measures (prints, never asserts) how long the first message between two
+// transports takes compared with the next one, and checks what makes the
+// first one quick: send() asks for a topic's metadata the moment the topic is
+// first named, instead of leaving the message to librdkafka's next periodic
+// scan of unknown topics (once a second), which cost every first hop between
+// services up to a second or more.
+TEST_CASE("the first send to a topic asks for its metadata at once; first-hop latency printed") {
+  const std::string prefix = unique_prefix();
+  // The requester's librdkafka debug logs, captured: the evidence of when its
+  // producer asked for metadata.
+  auto sink = std::make_shared<LineSink>();
+  sink->set_pattern("%H:%M:%S.%e %v");
+  auto logger = std::make_shared<spdlog::logger>(prefix + "requester", sink);
+  logger->set_level(spdlog::level::debug);
+  spdlog::register_logger(logger);
+  struct Unregister {
+    std::string name;
+    ~Unregister() { spdlog::drop(name); }
+  } unregister{logger->name()};
+  KafkaOptions ro = test_options(prefix, "requester");
+  ro.logger = logger->name();
+  ro.properties["debug"] = "metadata,topic";
+  auto made = make_kafka_transport("requester", ro);
+  REQUIRE_MESSAGE(made.ok(), made.status().to_string());
+  std::unique_ptr<Transport> requester = std::move(*made);
+  auto responder = connect(prefix, "responder");
+
+  Inbox replies;
+  REQUIRE(requester->subscribe("requester.replies", replies.handler()).ok());
+  SendLog reply_sends;
+  REQUIRE(responder
+              ->subscribe("responder",
+                          [&](Message m, Transport::Ack ack) {
+                            Message reply = command(m.id + "/reply", m.reply_to, m.saga_id);
+                            reply.kind = MessageKind::kReply;
+                            reply.in_reply_to = m.id;
+                            responder->send(std::move(reply), reply_sends.callback());
+                            ack();
+                          })
+              .ok());
+
+  // Both groups get their partitions (and both consumers reach the end of
+  // their empty topics) before anything is measured: a third transport's
+  // records prove it. What follows is then only the first produce of the
+  // requester to "responder" and of the responder to "requester.replies".
+  {
+    auto primer = connect(prefix, "primer");
+    SendLog sends;
+    primer->send(command("prime-1", "responder", "p"), sends.callback());
+    Message to_requester = command("prime-2", "requester.replies", "p");
+    to_requester.kind = MessageKind::kReply;
+    primer->send(to_requester, sends.callback());
+    REQUIRE(poll_until({primer.get(), requester.get(), responder.get()}, [&] {
+      return sends.results.size() == 2 && replies.has("prime-2") && reply_sends.results.size() == 1;
+    }));
+    REQUIRE(sends.all_ok());
+  }
+  // The responder answered prime-1 to its reply_to, which is empty: refused.
+  REQUIRE(replies.messages.size() == 1);
+  reply_sends.results.clear();
+
+  // Lines the requester logged during its last send() call.
+  std::vector<std::string> logged_in_send;
+  const auto round_trip = [&](const std::string& id, SendLog& sends) {
+    Message c = command(id, "responder", "s-" + id);
+    c.reply_to = "requester.replies";
+    const auto start = Steady::now();
+    const size_t mark = sink->size();
+    requester->send(c, sends.callback());
+    logged_in_send = sink->lines(mark);
+    REQUIRE(
+        poll_until({requester.get(), responder.get()}, [&] { return replies.has(id + "/reply"); }));
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Steady::now() - start);
+  };
+  const auto logged = [&](const std::string& text) {
+    for (const std::string& line : logged_in_send) {
+      if (line.find(text) != std::string::npos) return true;
+    }
+    return false;
+  };
+  SendLog first_sends;
+  const auto first = round_trip("first", first_sends);
+  // The lookup started inside the first send(), synchronously: librdkafka
+  // (2.0.2) logs the metadata request made for a topic handle it creates as
+  // a "leader query". Without it the producer asked only at its next periodic
+  // scan ("refresh unavailable topics"), up to a second later.
+  CHECK(logged("New local topic: " + prefix + "responder"));
+  CHECK(logged("leader query"));
+  SendLog second_sends;
+  const auto second = round_trip("second", second_sends);
+  REQUIRE(poll_until({requester.get(), responder.get()}, [&] {
+    return first_sends.results.size() == 1 && second_sends.results.size() == 1 &&
+           reply_sends.results.size() == 2;
+  }));
+  CHECK(first_sends.all_ok());
+  CHECK(second_sends.all_ok());
+  CHECK(reply_sends.all_ok());
+  for (auto& ack : replies.acks) ack();
+  MESSAGE("first round trip (first produce to each topic): ", first.count(),
+          " ms; second round trip: ", second.count(), " ms");
+  if (std::getenv("SAGA_TEST_PRINT_KAFKA_LOG")) {
+    for (const std::string& line : sink->lines(0)) MESSAGE(line);
+  }
 }
 
 TEST_CASE("topic overrides route a destination to a named topic, both ways") {

@@ -20,6 +20,9 @@
 //     appears. So neither side's start order matters. A failed creation is
 //     retried on the next send to that destination.
 // With create_topics false, topics must exist (or the broker must create them).
+// Whatever create_topics says, the first send() to a topic also starts the
+// producer's metadata lookup of it (without waiting), so that its first record
+// does not wait up to a second for librdkafka's periodic unknown-topic scan.
 //
 // Offsets: the consumer commits automatically (enable.auto.commit), but only
 // offsets the transport stored, and it stores a partition's offset only up to

@@ -117,6 +117,8 @@ class KafkaTransport final : public Transport,
   std::unique_ptr<RdKafka::Conf> make_conf(const std::map<std::string, std::string>& ours,
                                            Status& status);
   std::string topic_for(std::string_view destination) const;
+  // Starts the producer's metadata lookup of `topic` the first time it is named.
+  void warm_topic(const std::string& topic);
   void ensure_topic_async(const std::string& topic);
   Status wait_until_visible(const std::string& topic, SteadyClock::time_point deadline);
 
@@ -151,9 +153,12 @@ class KafkaTransport final : public Transport,
   std::deque<Completion> completions_;                  // GUARDED_BY(sends_mu_)
   uint64_t next_send_id_ = 1;                           // GUARDED_BY(sends_mu_)
 
-  // Topics this transport asked the broker to create (or found existing).
+  // Topics this transport asked the broker to create (or found existing), and
+  // the producer's handles on the topics it was asked to send to (see
+  // warm_topic(); destroyed before the producer).
   std::mutex topics_mu_;
-  std::set<std::string> requested_topics_;  // GUARDED_BY(topics_mu_)
+  std::set<std::string> requested_topics_;           // GUARDED_BY(topics_mu_)
+  std::map<std::string, TopicPtr> producer_topics_;  // GUARDED_BY(topics_mu_)
 
   mutable std::mutex subs_mu_;
   std::map<std::string, Subscription> subs_by_topic_;  // GUARDED_BY(subs_mu_)
@@ -323,6 +328,10 @@ KafkaTransport::~KafkaTransport() {
     }
   }
   // Callbacks still pending are dropped: the contract runs them only in poll().
+  {
+    std::lock_guard lock(topics_mu_);
+    producer_topics_.clear();
+  }
   admin_queue_.reset();
   consumer_.reset();
   producer_.reset();
@@ -335,6 +344,21 @@ std::string KafkaTransport::topic_for(std::string_view destination) const {
 }
 
 // ------------------------------------------------------------------ topics
+
+void KafkaTransport::warm_topic(const std::string& topic) {
+  std::lock_guard lock(topics_mu_);
+  if (producer_topics_.count(topic)) return;
+  // Without this, the first record to a topic waits in librdkafka's queue for
+  // its periodic unknown-topic scan (up to 1 s) before anyone asks the broker
+  // where the topic's partitions are; on each hop between services.
+  TopicPtr handle = start_topic_lookup(producer_->c_ptr(), topic);
+  if (!handle) {
+    log_->warn("kafka transport \"{}\": cannot look up topic {}: {}", endpoint_, topic,
+               rd_kafka_err2str(rd_kafka_last_error()));
+    return;  // produce() still works, only the first record may wait longer
+  }
+  producer_topics_.emplace(topic, std::move(handle));
+}
 
 void KafkaTransport::ensure_topic_async(const std::string& topic) {
   if (!opts_.create_topics) return;
@@ -474,6 +498,7 @@ void KafkaTransport::send(Message message, SendCallback on_sent) {
     return complete(
         id, Status::invalid_argument("kafka: \"" + topic + "\" is not a valid Kafka topic name"));
   }
+  warm_topic(topic);
   ensure_topic_async(topic);
 
   std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());

@@ -43,6 +43,13 @@ bool valid_topic_name(std::string_view name) {
   });
 }
 
+TopicPtr start_topic_lookup(rd_kafka_t* rk, const std::string& topic) {
+  // rd_kafka_topic_new (unlike the produce path) issues the "leader query" for
+  // a topic it creates locally; a null configuration keeps the client's
+  // default topic configuration (partitioner and all), as produce() would.
+  return TopicPtr(rd_kafka_topic_new(rk, topic.c_str(), nullptr));
+}
+
 Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
                            int replication_factor, std::chrono::milliseconds timeout,
                            rd_kafka_queue_t* queue) {

@@ -26,6 +26,9 @@ struct EventDeleter {
 struct NewTopicDeleter {
   void operator()(rd_kafka_NewTopic_t* t) const noexcept { rd_kafka_NewTopic_destroy(t); }
 };
+struct TopicDeleter {
+  void operator()(rd_kafka_topic_t* t) const noexcept { rd_kafka_topic_destroy(t); }
+};
 struct AdminOptionsDeleter {
   void operator()(rd_kafka_AdminOptions_t* o) const noexcept { rd_kafka_AdminOptions_destroy(o); }
 };
@@ -33,6 +36,7 @@ using QueuePtr = std::unique_ptr<rd_kafka_queue_t, QueueDeleter>;
 using EventPtr = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
 using NewTopicPtr = std::unique_ptr<rd_kafka_NewTopic_t, NewTopicDeleter>;
 using AdminOptionsPtr = std::unique_ptr<rd_kafka_AdminOptions_t, AdminOptionsDeleter>;
+using TopicPtr = std::unique_ptr<rd_kafka_topic_t, TopicDeleter>;
 
 /// Converts a librdkafka error code: OK for no error; Internal for errors no
 /// retry can fix (fatal, authorization, message too large, invalid request);
@@ -43,6 +47,17 @@ Status status_from_kafka(RdKafka::ErrorCode code, std::string_view context);
 
 /// True for a name Kafka accepts as a topic: 1-249 of [a-zA-Z0-9._-], not "." or "..".
 bool valid_topic_name(std::string_view name);
+
+/// Makes the client `rk` look `topic` up now: returns a handle on the topic
+/// (keep it for as long as `rk` produces to the topic; it must be destroyed
+/// before `rk`). Creating the handle of a topic `rk` does not know yet sends a
+/// metadata request for it at once, without waiting for the answer, so that a
+/// later produce() finds the topic's partitions and leaders already known or
+/// on their way. A produce() by topic name alone leaves a new topic unknown
+/// until librdkafka's periodic scan of unknown topics (every second) asks for
+/// it, which delays the first message to each topic by up to a second.
+/// Null when librdkafka refuses the handle (it then logs why).
+TopicPtr start_topic_lookup(rd_kafka_t* rk, const std::string& topic);
 
 /// Asks the cluster behind `rk` to create `topics` without waiting; the result
 /// event (RD_KAFKA_EVENT_CREATETOPICS_RESULT) arrives on `queue`. Fails only

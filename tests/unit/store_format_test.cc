@@ -1,8 +1,10 @@
 // The stored formats of libsaga/src (docs/storage.md): the instance record
 // codec, including records written by older versions.
 #include <doctest/doctest.h>
+#include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "instance.h"
@@ -218,6 +220,60 @@ TEST_CASE("outbox record: damaged records are errors, never a crash") {
     CHECK_FALSE(decode_outbox_record(bytes.substr(0, n)).ok());
   CHECK_FALSE(decode_outbox_record(bytes + "x").ok());
   CHECK_FALSE(decode_outbox_record("").ok());
+}
+
+// Holds send callbacks so the test decides which sends are confirmed.
+class HoldingTransport final : public Transport {
+ public:
+  Status subscribe(std::string_view, Handler) override { return ok_status(); }
+  void send(Message m, SendCallback cb) override {
+    pending.emplace_back(std::move(m), std::move(cb));
+  }
+  size_t poll(std::chrono::milliseconds) override { return 0; }
+  Status health() const override { return ok_status(); }
+  std::vector<std::pair<Message, SendCallback>> pending;
+};
+
+TEST_CASE("outbox: confirmed runs are range-deleted, unconfirmed records in between survive") {
+  testing::TempDir dir;
+  auto store = Store::open((dir.path() / "s").string(), {"outbox"}, false);
+  REQUIRE(store.ok());
+  HoldingTransport transport;
+  ManualClock clock;
+  auto log = spdlog::default_logger()->clone("outbox-test");
+  std::set<std::string> unconfirmed;
+  {
+    Outbox outbox(**store, (*store)->cf(0), transport, clock, log);
+    REQUIRE(outbox.recover().ok());
+    Batch batch;
+    for (int i = 0; i < 10; ++i) {
+      Message m;
+      m.id = "m" + std::to_string(i);
+      m.kind = MessageKind::kCommand;
+      m.destination = "d";
+      outbox.stage(batch, std::move(m));
+    }
+    REQUIRE((*store)->write(batch).ok());
+    batch.clear();
+    outbox.release();
+    REQUIRE(transport.pending.size() == 10);
+    // Confirm all but m3 and m7, out of order; m8 fails.
+    for (int i : {9, 0, 1, 2, 4, 5, 6})
+      transport.pending[static_cast<size_t>(i)].second(ok_status());
+    transport.pending[8].second(Status::unavailable("down"));
+    outbox.stage_confirmed(batch);
+    REQUIRE((*store)->write(batch).ok());
+    CHECK(outbox.depth() == 3);
+    unconfirmed = {"m3", "m7", "m8"};
+  }
+  // What is left on disk is exactly what was not confirmed.
+  HoldingTransport after;
+  Outbox outbox(**store, (*store)->cf(0), after, clock, log);
+  REQUIRE(outbox.recover().ok());
+  outbox.release();
+  std::set<std::string> resent;
+  for (auto& [m, cb] : after.pending) resent.insert(m.id);
+  CHECK(resent == unconfirmed);
 }
 
 // A store as libsaga wrote it before format 2 and before timers were rebuilt

@@ -31,6 +31,10 @@ class Batch {
     batch_.Put(cf, key, value);
   }
   void del(rocksdb::ColumnFamilyHandle* cf, std::string_view key) { batch_.Delete(cf, key); }
+  /// Deletes the keys in [begin, end): one range tombstone, not one per key.
+  void del_range(rocksdb::ColumnFamilyHandle* cf, std::string_view begin, std::string_view end) {
+    batch_.DeleteRange(cf, begin, end);
+  }
   size_t count() const { return static_cast<size_t>(batch_.Count()); }
   size_t bytes() const { return batch_.GetDataSize(); }
   bool empty() const { return batch_.Count() == 0; }

@@ -100,13 +100,6 @@ constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>
 constexpr char kIdxState = 's';      // s <state byte> <created be64> <id>
 constexpr char kIdxRetention = 'x';  // x <finished be64> <id>
 
-std::string reply_mark_key(std::string_view saga_id, std::string_view reply_id) {
-  std::string k(saga_id);
-  k.push_back('\0');
-  k.append(reply_id);
-  return k;
-}
-
 std::string hex(uint64_t v) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
@@ -678,11 +671,12 @@ class OrchestratorImpl final : public Orchestrator {
     Instance* inst = m.kind == MessageKind::kReply ? find_live(m.saga_id) : nullptr;
     const bool current = inst && !inst->awaiting.empty() && m.in_reply_to == inst->awaiting &&
                          (m.outcome != ReplyOutcome::kRetry || m.attempt == inst->attempt);
+    // No reply mark is needed: applying a current reply always moves the
+    // instance past it (awaiting changes, or is cleared until a resend that
+    // bumps the attempt, or a refusal bumps the round), and that change is in
+    // the same write, so a duplicate finds itself stale here, also after a
+    // restart. docs/storage.md ("replies") has the case analysis.
     if (!current) return stale(m);
-    StatusOr<std::optional<std::string>> mark =
-        store_->get(store_->cf(kReplies), reply_mark_key(m.saga_id, m.id));
-    if (!mark.ok() || mark->has_value()) return stale(m);
-    batch_.put(store_->cf(kReplies), reply_mark_key(m.saga_id, m.id), "");
 
     const DefinitionPtr& def = definition_of(*inst);
     const StepSpec& spec = def->steps().at(inst->view.current_step);
@@ -937,7 +931,8 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // Terminal instances older than the retention are removed with their
-  // index entries and reply marks, a bounded number per iteration.
+  // index entries and the reply marks older versions wrote, a bounded
+  // number per iteration.
   void sweep_retention() {
     const int64_t now = now_ms();
     if (now < next_sweep_ms_) return;

@@ -12,30 +12,16 @@
 #include <thread>
 #include <vector>
 
-#include "support/service_stack.h"
+#include "e2e/e2e_support.h"
 
 namespace saga::testing {
 namespace {
 
 using namespace std::chrono_literals;
 using nlohmann::json;
-using Steady = std::chrono::steady_clock;
 
-// Polls `done` every 100 ms until it holds or `limit` passes.
-bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto deadline = Steady::now() + limit;
-  while (!done()) {
-    if (Steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(100ms);  // polling with a deadline
-  }
-  return true;
-}
-
-json body_of(const service::ClientResponse& r) {
-  auto j = r.json();
-  REQUIRE_MESSAGE(j.ok(), "not JSON: " << r.status << " " << r.body);
-  return *j;
-}
+using e2e::body_of;
+using e2e::eventually;
 
 // The id at the end of a Location header ("/places/p-1" -> "p-1").
 std::string id_from_location(const service::ClientResponse& r) {

@@ -17,6 +17,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -107,8 +108,9 @@ std::string hex(uint64_t v) {
 }
 
 // Index keys of an instance. They hang off the creation time, so only the
-// state key moves, and only when the state changes.
-std::string index_key(char kind, const SagaView& v) {
+// state key moves, and only when the state changes. `state` is the state the
+// key is for (the instance's own unless given).
+std::string index_key(char kind, const SagaView& v, std::optional<SagaState> state = {}) {
   std::string k(1, kind);
   switch (kind) {
     case kIdxType:
@@ -116,7 +118,7 @@ std::string index_key(char kind, const SagaView& v) {
       k.push_back('\0');
       break;
     case kIdxState:
-      k.push_back(static_cast<char>(v.state));
+      k.push_back(static_cast<char>(state.value_or(v.state)));
       break;
     default:
       break;
@@ -132,6 +134,12 @@ std::vector<std::string> index_keys(const SagaView& v) {
   if (is_terminal(v.state)) keys.push_back(index_key(kIdxRetention, v));
   return keys;
 }
+
+// What persist() needs of an instance as it was before a transition.
+struct Prior {
+  SagaState state;
+  int64_t updated_ms;  // -1: new, nothing on disk to replace
+};
 
 struct Request {
   enum class Kind { kStart, kCancel, kRetry, kForce, kAbort } kind;
@@ -757,7 +765,7 @@ class OrchestratorImpl final : public Orchestrator {
       const TimerKind kind = inst->timer;
       const DefinitionPtr& def = definition_of(*inst);
       if (kind == TimerKind::kResend) {
-        Instance before = *inst;
+        const Prior before{inst->view.state, inst->view.updated_ms};
         Transition t(*this, *inst, *def);
         t.resend();
         persist(*inst, before);
@@ -781,14 +789,14 @@ class OrchestratorImpl final : public Orchestrator {
 
   // Applies one event to `inst` through the state machine, then stages the
   // result. Local steps decide at once, so their outcome is fed back in.
+  // An event the state does not accept runs no action (only the guards,
+  // which read), so `inst` is then unchanged and needs no restoring.
   Status dispatch(Instance& inst, FsmEvent ev, bool is_new = false) {
     const DefinitionPtr& def = definition_of(inst);
-    Instance before = inst;
-    if (is_new) before.view.updated_ms = -1;  // nothing on disk to replace
+    const Prior before{inst.view.state, is_new ? -1 : inst.view.updated_ms};
     Transition t(*this, inst, *def);
     StatusOr<SagaState> next = fsm_process(inst.view.state, ev, t);
     if (!next.ok()) {
-      inst = std::move(before);
       if (is_new) {
         live_.erase(inst.view.id);
         --in_flight_;
@@ -816,17 +824,17 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // Stages the new instance record and everything that hangs off it.
-  void persist(Instance& inst, const Instance& before) {
+  void persist(Instance& inst, const Prior& before) {
     ++transitions_;
     metrics_.transitions.Increment();
     SagaView& v = inst.view;
-    v.updated_ms = std::max(now_ms(), before.view.updated_ms);
+    v.updated_ms = std::max(now_ms(), before.updated_ms);
     if (is_terminal(v.state) && v.finished_ms == 0) v.finished_ms = v.updated_ms;
     auto* idx = store_->cf(kIndex);
-    if (before.view.updated_ms < 0) {  // new
+    if (before.updated_ms < 0) {  // new
       for (const std::string& k : index_keys(v)) batch_.put(idx, k, "");
-    } else if (before.view.state != v.state) {
-      batch_.del(idx, index_key(kIdxState, before.view));
+    } else if (before.state != v.state) {
+      batch_.del(idx, index_key(kIdxState, v, before.state));
       batch_.put(idx, index_key(kIdxState, v), "");
       if (is_terminal(v.state)) batch_.put(idx, index_key(kIdxRetention, v), "");
     }
@@ -836,11 +844,11 @@ class OrchestratorImpl final : public Orchestrator {
     encode_instance(inst, record_);
     batch_.put(store_->cf(kInstances), v.id, record_);
 
-    const bool is_new = before.view.updated_ms < 0;
-    if (is_new || v.state != before.view.state) {
-      publish_events(inst, is_new ? std::nullopt : std::optional(before.view.state));
+    const bool is_new = before.updated_ms < 0;
+    if (is_new || v.state != before.state) {
+      publish_events(inst, is_new ? std::nullopt : std::optional(before.state));
     }
-    if (v.state != before.view.state) on_state_change(inst, before.view.state);
+    if (v.state != before.state) on_state_change(inst, before.state);
   }
 
   // The definition's domain events for this change go into the same batch.

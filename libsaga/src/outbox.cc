@@ -173,16 +173,31 @@ void Outbox::retry_failed() {
   std::vector<uint64_t> failed;
   failed.swap(failed_);
   for (uint64_t seq : failed) {
-    auto it = in_flight_.find(seq);
-    if (it == in_flight_.end()) continue;
-    Message m = it->second;
-    in_flight_.erase(it);
-    send(seq, std::move(m));
+    if (in_flight_.count(seq) == 0) continue;
+    // The record stays in the store until confirmed: send it again from there.
+    StatusOr<std::optional<std::string>> bytes = store_.get(cf_, be64(seq));
+    if (!bytes.ok()) {
+      log_->warn("re-reading outbox record {} failed, will retry: {}", seq,
+                 bytes.status().to_string());
+      failed_.push_back(seq);
+      continue;
+    }
+    StatusOr<Message> m = *bytes ? decode_outbox_record(**bytes)
+                                 : StatusOr<Message>(Status::data_loss("record is missing"));
+    if (!m.ok()) {
+      log_->error("cannot re-send outbox record {}: {}", seq, m.status().to_string());
+      continue;
+    }
+    transmit(seq, std::move(*m));
   }
 }
 
 void Outbox::send(uint64_t seq, Message m) {
-  in_flight_.emplace(seq, m);
+  in_flight_.insert(seq);
+  transmit(seq, std::move(m));
+}
+
+void Outbox::transmit(uint64_t seq, Message m) {
   transport_.send(std::move(m), [this, seq](Status s) {
     if (s.ok()) {
       confirmed_.push_back(seq);

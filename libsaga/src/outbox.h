@@ -17,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -66,6 +67,8 @@ class Outbox {
 
  private:
   void send(uint64_t seq, Message m);
+  // Hands `m` to the transport; its callback reports the outcome.
+  void transmit(uint64_t seq, Message m);
   void send_ready_held();
 
   // Messages of one batch waiting for its events.
@@ -82,7 +85,9 @@ class Outbox {
   uint64_t next_seq_ = 1;
   std::string record_;                               // scratch for encode_outbox_record
   std::vector<std::pair<uint64_t, Message>> fresh_;  // staged, not yet durable+sent
-  std::map<uint64_t, Message> in_flight_;            // sent, not yet confirmed
+  // Sequence numbers sent, not yet confirmed. Their messages are not kept:
+  // a failed send is retried from the stored record.
+  std::unordered_set<uint64_t> in_flight_;
   std::vector<uint64_t> confirmed_;
   std::vector<uint64_t> failed_;
   uint64_t next_group_ = 1;

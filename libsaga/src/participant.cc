@@ -15,35 +15,59 @@
 #include <unordered_map>
 
 #include "background_loop.h"
+#include "inbox.h"
 #include "outbox.h"
+#include "store/codec.h"
 #include "store/store.h"
 
 namespace saga {
 namespace internal {
+
+namespace {
+// First byte of a binary inbox record. Older records are JSON objects, which
+// start with '{'.
+constexpr uint8_t kBinaryInboxRecord = 0x01;
+}  // namespace
+
+void encode_inbox_record(const InboxRecord& r, std::string& out) {
+  out.clear();
+  out.reserve(8 + r.payload.size());
+  out.push_back(static_cast<char>(kBinaryInboxRecord));
+  out.push_back(static_cast<char>(r.outcome));
+  out.push_back(r.voided ? 1 : 0);
+  put_bytes(out, r.payload);
+}
+
+StatusOr<InboxRecord> decode_inbox_record(std::string_view bytes) {
+  if (bytes.empty() || static_cast<uint8_t>(bytes[0]) != kBinaryInboxRecord) {
+    // A JSON object written by an older version.
+    Json j = Json::parse(bytes, nullptr, false);
+    if (!j.is_object() || !j.contains("o") || !j.contains("p") || !j["o"].is_number_integer() ||
+        !j["p"].is_string()) {
+      return Status::data_loss("undecodable inbox record");
+    }
+    return InboxRecord{static_cast<ReplyOutcome>(j["o"].get<int>()), j["p"].get<std::string>(),
+                       j.value("v", false)};
+  }
+  RecordReader r(bytes.substr(1));
+  InboxRecord rec;
+  const uint8_t outcome = r.byte();
+  const uint8_t voided = r.byte();
+  rec.payload = r.bytes();
+  if (!r.ok() || !r.done() || voided > 1 ||
+      outcome < static_cast<uint8_t>(ReplyOutcome::kSuccess) ||
+      outcome > static_cast<uint8_t>(ReplyOutcome::kRetry)) {
+    return Status::data_loss("undecodable inbox record");
+  }
+  rec.outcome = static_cast<ReplyOutcome>(outcome);
+  rec.voided = voided == 1;
+  return rec;
+}
+
 namespace {
 
 enum Cf : size_t { kState = 0, kInbox, kOutbox };
 const std::vector<std::string> kColumnFamilies = {"state", "inbox", "outbox"};
-
-// What the inbox remembers of a command: its final outcome and reply payload.
-struct InboxRecord {
-  ReplyOutcome outcome = ReplyOutcome::kSuccess;
-  std::string payload;
-  bool voided = false;  // an action refused because its compensation came first
-};
-
-std::string encode_record(const InboxRecord& r) {
-  return Json{{"o", static_cast<int>(r.outcome)}, {"p", r.payload}, {"v", r.voided}}.dump();
-}
-
-StatusOr<InboxRecord> decode_record(std::string_view bytes) {
-  Json j = Json::parse(bytes, nullptr, false);
-  if (!j.is_object() || !j.contains("o") || !j.contains("p")) {
-    return Status::data_loss("undecodable inbox record");
-  }
-  return InboxRecord{static_cast<ReplyOutcome>(j["o"].get<int>()), j["p"].get<std::string>(),
-                     j.value("v", false)};
-}
 
 using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 
@@ -227,12 +251,13 @@ class ParticipantImpl final : public Participant {
       return std::optional(it->second);
     SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInbox), command_id));
     if (!bytes) return std::optional<InboxRecord>();
-    SAGA_ASSIGN_OR_RETURN(InboxRecord r, decode_record(*bytes));
+    SAGA_ASSIGN_OR_RETURN(InboxRecord r, decode_inbox_record(*bytes));
     return std::optional(std::move(r));
   }
 
   void remember(const std::string& command_id, InboxRecord r) {
-    batch_.put(store_->cf(kInbox), command_id, encode_record(r));
+    encode_inbox_record(r, record_);
+    batch_.put(store_->cf(kInbox), command_id, record_);
     inbox_overlay_[command_id] = std::move(r);
   }
 
@@ -375,6 +400,7 @@ class ParticipantImpl final : public Participant {
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
   Overlay overlay_;
+  std::string record_;  // scratch for encode_inbox_record
   std::unordered_map<std::string, InboxRecord> inbox_overlay_;
   BatchStats stats_;
   uint64_t local_writes_ = 0;

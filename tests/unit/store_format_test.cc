@@ -1,5 +1,6 @@
 // The stored formats of libsaga/src (docs/storage.md): the instance record
-// codec, including records written by older versions.
+// codec, the outbox and inbox records, including records written by older
+// versions.
 #include <doctest/doctest.h>
 #include <spdlog/spdlog.h>
 
@@ -7,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "inbox.h"
 #include "instance.h"
 #include "outbox.h"
 #include "saga/definition.h"
@@ -220,6 +222,46 @@ TEST_CASE("outbox record: damaged records are errors, never a crash") {
     CHECK_FALSE(decode_outbox_record(bytes.substr(0, n)).ok());
   CHECK_FALSE(decode_outbox_record(bytes + "x").ok());
   CHECK_FALSE(decode_outbox_record("").ok());
+}
+
+TEST_CASE("inbox record: binary round trip, exact bytes") {
+  const InboxRecord r{ReplyOutcome::kFailure, std::string("{\"error\":\"n\0o\"}", 15), true};
+  std::string bytes;
+  encode_inbox_record(r, bytes);
+  CHECK(bytes == std::string("\x01\x02\x01\x0f", 4) + r.payload);
+  StatusOr<InboxRecord> back = decode_inbox_record(bytes);
+  REQUIRE(back.ok());
+  CHECK(back->outcome == r.outcome);
+  CHECK(back->payload == r.payload);
+  CHECK(back->voided);
+}
+
+TEST_CASE("inbox record: JSON objects of older versions still decode") {
+  StatusOr<InboxRecord> a = decode_inbox_record(R"({"o":1,"p":"{\"held\":2}","v":false})");
+  REQUIRE(a.ok());
+  CHECK(a->outcome == ReplyOutcome::kSuccess);
+  CHECK(a->payload == R"({"held":2})");
+  CHECK_FALSE(a->voided);
+  StatusOr<InboxRecord> b = decode_inbox_record(R"({"o":2,"p":"{}","v":true})");
+  REQUIRE(b.ok());
+  CHECK(b->outcome == ReplyOutcome::kFailure);
+  CHECK(b->voided);
+  StatusOr<InboxRecord> c = decode_inbox_record(R"({"o":1,"p":""})");  // "v" optional
+  REQUIRE(c.ok());
+  CHECK_FALSE(c->voided);
+  CHECK_FALSE(decode_inbox_record(R"({"o":"x","p":""})").ok());
+}
+
+TEST_CASE("inbox record: damaged records are errors, never a crash") {
+  std::string bytes;
+  encode_inbox_record({ReplyOutcome::kSuccess, "{\"charged\":5}", false}, bytes);
+  for (size_t n = 1; n < bytes.size(); ++n)
+    CHECK_FALSE(decode_inbox_record(bytes.substr(0, n)).ok());
+  CHECK_FALSE(decode_inbox_record(bytes + "x").ok());
+  CHECK_FALSE(decode_inbox_record("").ok());
+  std::string bad = bytes;
+  bad[1] = 9;  // outcome out of range
+  CHECK_FALSE(decode_inbox_record(bad).ok());
 }
 
 // Holds send callbacks so the test decides which sends are confirmed.

@@ -30,7 +30,9 @@
 #include <vector>
 
 #include "kafka/envelope_headers.h"
+#include "kafka/kafka_options.h"
 #include "kafka/offset_tracker.h"
+#include "kafka/rdkafka_util.h"
 #include "support/kafka_test_env.h"
 
 namespace saga {
@@ -293,6 +295,43 @@ TEST_CASE("kafka_options_from_env reads every variable") {
   CHECK(o.topic_prefix == "saga.");
   CHECK(o.partitions == 6);
   CHECK(o.properties.empty());
+}
+
+TEST_CASE("consumer properties: manual offsets, a short fetch wait, ids from the options") {
+  KafkaOptions o;
+  o.brokers = "127.0.0.1:9092";
+  o.client_id = "pay-1";
+  o.group_id = "payments";
+  const auto props = internal::kafka::consumer_properties(o);
+  CHECK(props.at("bootstrap.servers") == "127.0.0.1:9092");
+  CHECK(props.at("client.id") == "pay-1");
+  CHECK(props.at("group.id") == "payments");
+  CHECK(props.at("enable.auto.offset.store") == "false");
+  CHECK(props.at("enable.auto.commit") == "true");
+  // Not librdkafka's 500 ms: partitions that become fetchable while a fetch is
+  // in flight wait for it to time out (docs/kafka.md).
+  CHECK(props.at("fetch.wait.max.ms") == "50");
+  // A user's tuning wins over the default (properties are applied afterwards),
+  // and librdkafka accepts the value.
+  o.properties["fetch.wait.max.ms"] = "500";
+  o.startup_timeout = 1s;
+  o.brokers = "127.0.0.1:1";
+  auto t = make_kafka_transport("x", o);
+  CHECK(t.status().code() == StatusCode::kUnavailable);  // no broker: config was accepted
+}
+
+TEST_CASE("wait timeouts round up, so a wait never ends before its deadline") {
+  using internal::kafka::wait_timeout_ms;
+  using std::chrono::microseconds;
+  CHECK(wait_timeout_ms(Steady::duration::zero()) == 0);
+  CHECK(wait_timeout_ms(-5ms) == 0);
+  // A remainder under a millisecond used to round to 0: consume(0) returns at
+  // once, and poll() spun through the rest of every wait.
+  CHECK(wait_timeout_ms(microseconds(1)) == 1);
+  CHECK(wait_timeout_ms(microseconds(300)) == 1);
+  CHECK(wait_timeout_ms(1ms) == 1);
+  CHECK(wait_timeout_ms(microseconds(1200)) == 2);
+  CHECK(wait_timeout_ms(std::chrono::hours(24 * 365 * 100)) == INT32_MAX);
 }
 
 TEST_CASE("bad configuration is refused with InvalidArgument") {

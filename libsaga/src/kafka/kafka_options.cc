@@ -49,6 +49,30 @@ int env_int(const char* name, int fallback) {
 
 }  // namespace
 
+std::map<std::string, std::string> consumer_properties(const KafkaOptions& options) {
+  return {
+      {"bootstrap.servers", options.brokers},
+      {"client.id", options.client_id},
+      {"group.id", options.group_id},
+      // Offsets are stored only when a message is acked (OffsetTracker) and
+      // committed in the background, on revocation and on close.
+      {"enable.auto.commit", "true"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", "earliest"},
+      {"partition.assignment.strategy", "cooperative-sticky"},
+      // How long the broker may hold a fetch that has nothing to return
+      // (librdkafka's default: 500 ms). librdkafka 2.0.2 sends a fetch for the
+      // partitions ready at that moment; a partition that becomes ready later
+      // (after an assignment, once its start offset is known) joins only the
+      // next fetch, so a record sent to it waits until the fetch in flight
+      // times out. That made each of the first hops after a consumer started
+      // (or was assigned partitions) take up to 500 ms. The cost of a shorter
+      // wait is an idle consumer's empty fetch every 50 ms.
+      {"fetch.wait.max.ms", "50"},
+      {"statistics.interval.ms", kStatsIntervalMs},
+  };
+}
+
 StatusOr<KafkaOptions> resolve_options(const std::string& endpoint, KafkaOptions options) {
   if (endpoint.empty())
     return Status::invalid_argument("make_kafka_transport: empty endpoint name");

@@ -1,6 +1,7 @@
 // Validation and defaults of KafkaOptions, shared by the factory and tests.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "saga/kafka_transport.h"
@@ -12,5 +13,15 @@ namespace saga::internal::kafka {
 /// (client_id, group_id). InvalidArgument naming the field (and the
 /// environment variable that sets it) when something is wrong.
 StatusOr<KafkaOptions> resolve_options(const std::string& endpoint, KafkaOptions options);
+
+/// librdkafka's statistics interval for both clients. Statistics drive
+/// recovery of health(): a broker in state UP clears an earlier "all brokers
+/// down" error.
+inline constexpr const char* kStatsIntervalMs = "1000";
+
+/// The consumer's librdkafka properties for resolved `options`, before
+/// `options.properties` (applied after them, so they may override the tuning
+/// but not the reserved keys, which resolve_options() refuses).
+std::map<std::string, std::string> consumer_properties(const KafkaOptions& options);
 
 }  // namespace saga::internal::kafka

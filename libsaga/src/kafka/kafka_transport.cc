@@ -56,15 +56,14 @@ constexpr milliseconds kCloseFlush{5'000};
 // issue #4312, fixed by #4381 in a later release). The destructor waits this
 // long for the first assignment before closing.
 constexpr milliseconds kFirstAssignmentWait{10'000};
-// Statistics drive recovery of health(): a broker in state UP clears an earlier
-// "all brokers down" error.
-constexpr const char* kStatsIntervalMs = "1000";
 
 int to_ms(milliseconds d) { return static_cast<int>(std::clamp<int64_t>(d.count(), 0, INT32_MAX)); }
 
+// What is left until `deadline`, in whole milliseconds rounded up (see
+// wait_timeout_ms()): poll() loops until its deadline, and a remainder rounded
+// down to 0 made it spin on consume(0) through the last fraction of every wait.
 milliseconds remaining_until(SteadyClock::time_point deadline) {
-  return std::max(milliseconds(0),
-                  std::chrono::duration_cast<milliseconds>(deadline - SteadyClock::now()));
+  return milliseconds(wait_timeout_ms(deadline - SteadyClock::now()));
 }
 
 std::vector<TopicPartitionId> ids_of(const std::vector<RdKafka::TopicPartition*>& partitions) {
@@ -232,20 +231,7 @@ Status KafkaTransport::init() {
   producer_.reset(RdKafka::Producer::create(producer_conf.get(), err));
   if (!producer_) return Status::invalid_argument("kafka: cannot create the producer: " + err);
 
-  auto consumer_conf = make_conf(
-      {
-          {"bootstrap.servers", opts_.brokers},
-          {"client.id", opts_.client_id},
-          {"group.id", opts_.group_id},
-          // Offsets are stored only when a message is acked (OffsetTracker) and
-          // committed in the background, on revocation and on close.
-          {"enable.auto.commit", "true"},
-          {"enable.auto.offset.store", "false"},
-          {"auto.offset.reset", "earliest"},
-          {"partition.assignment.strategy", "cooperative-sticky"},
-          {"statistics.interval.ms", kStatsIntervalMs},
-      },
-      status);
+  auto consumer_conf = make_conf(consumer_properties(opts_), status);
   if (!consumer_conf) return status;
   if (consumer_conf->set("rebalance_cb", static_cast<RdKafka::RebalanceCb*>(this), err) !=
       RdKafka::Conf::CONF_OK) {

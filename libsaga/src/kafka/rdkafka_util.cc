@@ -35,6 +35,12 @@ Status status_from_kafka(RdKafka::ErrorCode code, std::string_view context) {
   }
 }
 
+int wait_timeout_ms(std::chrono::steady_clock::duration remaining) {
+  if (remaining <= std::chrono::steady_clock::duration::zero()) return 0;
+  const int64_t ms = std::chrono::ceil<std::chrono::milliseconds>(remaining).count();
+  return static_cast<int>(std::min<int64_t>(ms, INT32_MAX));
+}
+
 bool valid_topic_name(std::string_view name) {
   if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
   return std::all_of(name.begin(), name.end(), [](char c) {

@@ -45,6 +45,13 @@ using TopicPtr = std::unique_ptr<rd_kafka_topic_t, TopicDeleter>;
 /// "<context>: <librdkafka's text>".
 Status status_from_kafka(RdKafka::ErrorCode code, std::string_view context);
 
+/// The timeout, in whole milliseconds, for a librdkafka wait that must last
+/// `remaining`: rounded up, so that a wait never ends before its deadline (a
+/// rounded-down 0 would return at once and make a caller that loops until its
+/// deadline spin through the last fraction of a millisecond), and clamped to
+/// [0, INT32_MAX].
+int wait_timeout_ms(std::chrono::steady_clock::duration remaining);
+
 /// True for a name Kafka accepts as a topic: 1-249 of [a-zA-Z0-9._-], not "." or "..".
 bool valid_topic_name(std::string_view name);
 

@@ -294,26 +294,31 @@ StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const 
   return so.id;
 }
 
-}  // namespace
-
-std::string cancellation_id(std::string_view id) { return std::string(id) + ".cancel"; }
-
-StatusOr<DefinitionPtr> booking_definition(Options options) {
-  return DefinitionBuilder(kSagaType, kSagaVersion)
-      .command("reserve", kInventory, "reserve")
-      .payload(stay_payload)
-      .on_reply(merge_hold)
-      .compensate(kInventory, "release", empty_payload)
-      .timeout(kStepTimeout)
-      .retry(kStepRetry)
-      .compensation_retry(kForever)
-      .command("pay", kPayment, "charge")
+// The payment step of both booking sagas: charge, undone by refund.
+DefinitionBuilder& add_pay_step(DefinitionBuilder& b) {
+  return b.command("pay", kPayment, "charge")
       .payload(charge_payload)
       .on_reply(merge_payment)
       .compensate(kPayment, "refund", empty_payload)
       .timeout(kStepTimeout)
       .retry(kStepRetry)
-      .compensation_retry(kForever)
+      .compensation_retry(kForever);
+}
+
+}  // namespace
+
+std::string cancellation_id(std::string_view id) { return std::string(id) + ".cancel"; }
+
+StatusOr<DefinitionPtr> booking_definition(Options options) {
+  DefinitionBuilder b(kSagaType, kSagaVersion);
+  b.command("reserve", kInventory, "reserve")
+      .payload(stay_payload)
+      .on_reply(merge_hold)
+      .compensate(kInventory, "release", empty_payload)
+      .timeout(kStepTimeout)
+      .retry(kStepRetry)
+      .compensation_retry(kForever);
+  return add_pay_step(b)
       .command("confirm", kInventory, "confirm")
       .payload(empty_payload)
       .timeout(kStepTimeout)
@@ -323,14 +328,8 @@ StatusOr<DefinitionPtr> booking_definition(Options options) {
 }
 
 StatusOr<DefinitionPtr> seed_booking_definition(Options options) {
-  return DefinitionBuilder(kSeedSagaType, kSagaVersion)
-      .command("pay", kPayment, "charge")
-      .payload(charge_payload)
-      .on_reply(merge_payment)
-      .compensate(kPayment, "refund", empty_payload)
-      .timeout(kStepTimeout)
-      .retry(kStepRetry)
-      .compensation_retry(kForever)
+  DefinitionBuilder b(kSeedSagaType, kSagaVersion);
+  return add_pay_step(b)
       .command("allocate", kInventory, "allocate")
       .payload(stay_payload)
       .on_reply([](Json& d, const Json& r) {
@@ -465,81 +464,80 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   if (Status s = rebuild(*index, orch); !s.ok())
     spdlog::error("reservation: rebuilding the per-user index failed: {}", s.to_string());
 
-  router.post("/reservations", [&orch, now, options, index](const Request& req) {
-    if (!req.has_json_content_type())
-      return Response::problem(415, "Unsupported Media Type", "the body must be application/json");
-    auto body = req.json();
-    if (!body.ok()) return bad_request(body.status());
-    if (!body->is_object()) return bad_request(Status::invalid_argument("body must be an object"));
-    auto place = domain::id_field(*body, "placeId");
-    if (!place.ok()) return bad_request(place.status());
-    auto user = domain::id_field(*body, "userId");
-    if (!user.ok()) return bad_request(user.status());
-    auto stay = parse_stay(*body, "checkIn", "checkOut", false);
-    if (!stay.ok()) return bad_request(stay.status());
-    if (auto refused = check_place(options, *place)) return *refused;
+  router.post(
+      "/reservations",
+      service::with_json_body([&orch, now, options, index](const Request& req, const Json& body) {
+        if (!body.is_object())
+          return bad_request(Status::invalid_argument("body must be an object"));
+        auto place = domain::id_field(body, "placeId");
+        if (!place.ok()) return bad_request(place.status());
+        auto user = domain::id_field(body, "userId");
+        if (!user.ok()) return bad_request(user.status());
+        auto stay = parse_stay(body, "checkIn", "checkOut", false);
+        if (!stay.ok()) return bad_request(stay.status());
+        if (auto refused = check_place(options, *place)) return *refused;
 
-    auto id = reservation_id_for(req, *user);
-    if (!id.ok()) return bad_request(id.status());
-    Json data = {{"reservationId", *id},      {"placeId", *place},           {"userId", *user},
-                 {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
-                 {"amount", stay->amount},    {"createdMs", now()}};
-    auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
-    if (!started.ok()) return Response::from_status(started.status());
-    auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
-    Response r = Response::json(
-        202, {{"id", *started}, {"status", now_status.ok() ? now_status->status() : "PENDING"}});
-    r.set_header("Location", "/reservations/" + *started);
-    return r;
-  });
+        auto id = reservation_id_for(req, *user);
+        if (!id.ok()) return bad_request(id.status());
+        Json data = {{"reservationId", *id},      {"placeId", *place},           {"userId", *user},
+                     {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
+                     {"amount", stay->amount},    {"createdMs", now()}};
+        auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
+        if (!started.ok()) return Response::from_status(started.status());
+        auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
+        Response r = Response::json(
+            202,
+            {{"id", *started}, {"status", now_status.ok() ? now_status->status() : "PENDING"}});
+        r.set_header("Location", "/reservations/" + *started);
+        return r;
+      }));
 
   // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
   // amount, placeId}; numbers may come as text, as httpie sends them.
-  router.post("/accommodations", [&orch, now, options, index](const Request& req) {
-    if (!req.has_json_content_type())
-      return Response::problem(415, "Unsupported Media Type", "the body must be application/json");
-    auto parsed = req.json();
-    if (!parsed.ok()) return bad_request(parsed.status());
-    if (!parsed->is_object())
-      return bad_request(Status::invalid_argument("body must be an object"));
-    Json body = std::move(*parsed);
-    for (const char* field : {"qty", "amount"})
-      if (body.contains(field)) body[field] = domain::number_from_text(body[field]);
-    auto place = domain::id_field(body, "placeId");
-    if (!place.ok()) return bad_request(place.status());
-    auto user = domain::id_field(body, "usrId");
-    if (!user.ok()) return bad_request(user.status());
-    std::string place_name;
-    if (body.contains("placeNm")) {
-      auto name = domain::string_field(body, "placeNm");
-      if (!name.ok()) return bad_request(name.status());
-      place_name = *name;
-    }
-    auto stay = parse_stay(body, "strDt", "endDt", true);
-    if (!stay.ok()) return bad_request(stay.status());
-    if (auto refused = check_place(options, *place)) return *refused;
+  router.post(
+      "/accommodations",
+      service::with_json_body([&orch, now, options, index](const Request& req, const Json& json) {
+        if (!json.is_object())
+          return bad_request(Status::invalid_argument("body must be an object"));
+        Json body = json;
+        for (const char* field : {"qty", "amount"})
+          if (body.contains(field)) body[field] = domain::number_from_text(body[field]);
+        auto place = domain::id_field(body, "placeId");
+        if (!place.ok()) return bad_request(place.status());
+        auto user = domain::id_field(body, "usrId");
+        if (!user.ok()) return bad_request(user.status());
+        std::string place_name;
+        if (body.contains("placeNm")) {
+          auto name = domain::string_field(body, "placeNm");
+          if (!name.ok()) return bad_request(name.status());
+          place_name = *name;
+        }
+        auto stay = parse_stay(body, "strDt", "endDt", true);
+        if (!stay.ok()) return bad_request(stay.status());
+        if (auto refused = check_place(options, *place)) return *refused;
 
-    auto id = reservation_id_for(req, *user);
-    if (!id.ok()) return bad_request(id.status());
-    Json data = {{"reservationId", *id}, {"placeId", *place},         {"placeNm", place_name},
-                 {"userId", *user},      {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
-                 {"qty", stay->qty},     {"amount", stay->amount},    {"createdMs", now()}};
-    auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
-    if (!started.ok()) return Response::from_status(started.status());
-    auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
-    Response r =
-        Response::json(201, {{"id", *started},
-                             {"placeNm", place_name},
-                             {"placeId", *place},
-                             {"usrId", *user},
-                             {"strDt", stay->check_in},
-                             {"endDt", stay->check_out},
-                             {"qty", stay->qty},
-                             {"amount", stay->amount},
-                             {"status", now_status.ok() ? now_status->status() : "PENDING"}});
-    r.set_header("Location", "/accommodations/" + *started);
-    return r;
-  });
+        auto id = reservation_id_for(req, *user);
+        if (!id.ok()) return bad_request(id.status());
+        Json data = {
+            {"reservationId", *id}, {"placeId", *place},         {"placeNm", place_name},
+            {"userId", *user},      {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
+            {"qty", stay->qty},     {"amount", stay->amount},    {"createdMs", now()}};
+        auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
+        if (!started.ok()) return Response::from_status(started.status());
+        auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
+        Response r =
+            Response::json(201, {{"id", *started},
+                                 {"placeNm", place_name},
+                                 {"placeId", *place},
+                                 {"usrId", *user},
+                                 {"strDt", stay->check_in},
+                                 {"endDt", stay->check_out},
+                                 {"qty", stay->qty},
+                                 {"amount", stay->amount},
+                                 {"status", now_status.ok() ? now_status->status() : "PENDING"}});
+        r.set_header("Location", "/accommodations/" + *started);
+        return r;
+      }));
 
   auto get_one = [&orch](const Request& req) {
     auto b = load_booking(orch, req.param("id"));

@@ -159,12 +159,6 @@ void Outbox::send_ready_held() {
   }
 }
 
-size_t Outbox::held() const {
-  size_t n = 0;
-  for (const auto& [group, h] : held_) n += h.messages.size();
-  return n;
-}
-
 void Outbox::retry_failed() {
   if (failed_.empty()) return;
   const int64_t now = to_millis(clock_.now());

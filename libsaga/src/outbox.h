@@ -62,8 +62,6 @@ class Outbox {
   /// Staged or recovered records not yet handed to the transport, held ones
   /// excepted while their events are unconfirmed.
   bool has_unsent() const { return !fresh_.empty() || ready_held_ > 0; }
-  /// Messages waiting for their batch's events to be confirmed.
-  size_t held() const;
 
  private:
   void send(uint64_t seq, Message m);

@@ -5,11 +5,13 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <string>
 #include <thread>
 
 #include "support/process.h"
+#include "support/test_seed.h"
 
 namespace {
 
@@ -26,11 +28,15 @@ TEST_CASE("sagas survive twenty SIGKILLs of the orchestrator process") {
   const std::string log = (dir / "worker.log").string();
   const std::vector<std::string> run = {SAGA_CRASH_WORKER, "run", dir.string(),
                                         std::to_string(kSagas)};
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(saga::testing::test_seed("crash.orchestrator_sigkill"));
   std::uniform_int_distribution<int> delay_ms(150, 700);
+  const auto seeded = [&rng] {
+    return std::map<std::string, std::string>{
+        {saga::testing::kTestSeedVariable, saga::testing::child_seed(rng)}};
+  };
 
   for (int kill = 1; kill <= kKills; ++kill) {
-    Process worker(run, log);
+    Process worker(run, log, seeded());
     std::this_thread::sleep_for(
         std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment, not a wait
     REQUIRE_MESSAGE(worker.running(), "the worker exited before kill ", kill,
@@ -39,7 +45,7 @@ TEST_CASE("sagas survive twenty SIGKILLs of the orchestrator process") {
   }
   MESSAGE("killed the worker ", kKills, " times");
 
-  Process last(run, log);
+  Process last(run, log, seeded());
   REQUIRE_MESSAGE(last.wait(240s) == 0, "final run failed; see ", log);
   const std::string check_log = (dir / "check.log").string();
   Process check({SAGA_CRASH_WORKER, "check", dir.string(), std::to_string(kSagas)}, check_log);

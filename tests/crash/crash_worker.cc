@@ -19,6 +19,7 @@
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
 #include "support/booking.h"
+#include "support/test_seed.h"
 
 namespace {
 
@@ -54,11 +55,12 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
 
   auto clock = std::make_shared<SystemClock>();
-  auto bus = MemoryBus::create(clock, std::random_device{}());
+  const uint64_t seed = testing::test_seed("crash_worker " + mode);
+  auto bus = MemoryBus::create(clock, seed);
   testing::BookingFaults faults;
   faults.decline = 0.2;
   faults.confirm_failure = 0.1;
-  auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+  auto rng = std::make_shared<std::mt19937_64>(seed ^ 0x5eed);
   auto chance = [rng] { return std::uniform_real_distribution<double>(0, 1)(*rng); };
 
   // Short timeouts: messages in flight die with the process, and timeouts

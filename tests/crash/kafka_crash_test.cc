@@ -15,13 +15,17 @@
 #include <thread>
 
 #include "support/process.h"
+#include "support/test_seed.h"
 
 namespace {
 
 namespace fs = std::filesystem;
+using saga::testing::child_seed;
+using saga::testing::kTestSeedVariable;
 using saga::testing::Process;
 using saga::testing::read_file;
 using saga::testing::run_command;
+using saga::testing::test_seed;
 using saga::testing::wait_for_text;
 using namespace std::chrono_literals;
 
@@ -61,7 +65,8 @@ class Run {
  public:
   Run(const std::string& name, int brokers = 1)
       : dir_(fs::temp_directory_path() /
-             ("saga-kafka-" + name + "-" + std::to_string(::getpid()))) {
+             ("saga-kafka-" + name + "-" + std::to_string(::getpid()))),
+        rng_(test_seed("crash.kafka " + name)) {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     brokers_ = std::make_unique<Brokers>(dir_, brokers);
@@ -86,7 +91,8 @@ class Run {
     const std::string log_file =
         (dir_ / (name + "-" + std::to_string(++starts_[name]) + ".log")).string();
     participants_[name] = std::make_unique<Process>(
-        std::vector<std::string>{SAGA_NODE, "participant", name, dir_.string()}, log_file, env_);
+        std::vector<std::string>{SAGA_NODE, "participant", name, dir_.string()}, log_file,
+        child_env());
     REQUIRE_MESSAGE(wait_for_text(log_file, "ready " + name, 60s), name, " did not start; see ",
                     log_file);
   }
@@ -99,10 +105,12 @@ class Run {
     orchestrator_ = std::make_unique<Process>(
         std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas),
                                  std::to_string(pace_ms)},
-        log("orchestrator"), env_);
+        log("orchestrator"), child_env());
     return *orchestrator_;
   }
   Process& orchestrator() { return *orchestrator_; }
+  // The run's random source (kill moments), seeded by SAGA_TEST_SEED.
+  std::mt19937_64& rng() { return rng_; }
 
   // Waits for the orchestrator's progress line "started K".
   void wait_started(int k, std::chrono::seconds limit = 120s) {
@@ -127,7 +135,15 @@ class Run {
   }
 
  private:
+  // The environment of a child process: the run's, with a seed of its own.
+  std::map<std::string, std::string> child_env() {
+    auto env = env_;
+    env[kTestSeedVariable] = child_seed(rng_);
+    return env;
+  }
+
   fs::path dir_;
+  std::mt19937_64 rng_;
   std::unique_ptr<Brokers> brokers_;
   std::map<std::string, std::string> env_;
   std::map<std::string, int> starts_;
@@ -183,11 +199,10 @@ TEST_CASE("the orchestrator process survives ten SIGKILLs during 5000 sagas") {
   constexpr int kSagas = 5000;
   Run run("orchestrator-kills");
   run.start_participants();
-  std::mt19937_64 rng(std::random_device{}());
   std::uniform_int_distribution<int> delay_ms(1000, 3000);
   for (int kill = 1; kill <= 10; ++kill) {
     Process& orchestrator = run.start_orchestrator(kSagas, 5);
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(run.rng())));  // a random kill moment
     REQUIRE_MESSAGE(orchestrator.running(), "the orchestrator finished before kill ", kill);
     orchestrator.kill_now();
   }
@@ -200,10 +215,9 @@ TEST_CASE("a participant process survives ten SIGKILLs during 5000 sagas") {
   Run run("participant-kills");
   run.start_participants();
   Process& orchestrator = run.start_orchestrator(kSagas, 5);
-  std::mt19937_64 rng(std::random_device{}());
   std::uniform_int_distribution<int> delay_ms(1000, 3000);
   for (int kill = 1; kill <= 10; ++kill) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));  // a random kill moment
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(run.rng())));  // a random kill moment
     REQUIRE_MESSAGE(orchestrator.running(), "the run finished before kill ", kill);
     run.participant("inventory").kill_now();
     run.start_participant("inventory");

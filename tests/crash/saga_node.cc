@@ -27,6 +27,7 @@
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
 #include "support/booking.h"
+#include "support/test_seed.h"
 
 namespace {
 
@@ -62,7 +63,7 @@ Status register_handlers(const std::string& name, Participant& p) {
   testing::BookingFaults faults;
   faults.decline = 0.2;
   faults.confirm_failure = 0.1;
-  auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+  auto rng = std::make_shared<std::mt19937_64>(testing::test_seed("saga_node " + name));
   auto chance = [rng] { return std::uniform_real_distribution<double>(0, 1)(*rng); };
   if (name == "inventory") return testing::register_inventory(p, kCapacity, faults, chance);
   if (name == "payment") return testing::register_payment(p, faults, chance);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "e2e/e2e_support.h"
+#include "support/test_seed.h"
 
 namespace saga::testing::e2e {
 namespace {
@@ -43,7 +44,7 @@ TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles n
     for (int p = 0; p < kPlaces; ++p) set_stock(*gw, "k" + std::to_string(p), kRooms);
   }
 
-  std::mt19937 rng(std::random_device{}());
+  std::mt19937_64 rng(test_seed("e2e.kill"));
   std::vector<Booking> bookings(kBookings);
   for (int i = 0; i < kBookings; ++i) {
     Booking& b = bookings[i];

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 #include <set>
+#include <vector>
 #include <string>
 
 #include "inbox.h"
@@ -411,6 +412,86 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
   REQUIRE(rec.ok());
   REQUIRE(rec->has_value());
   CHECK(static_cast<uint8_t>((**rec)[0]) == 0x02);
+}
+
+TEST_CASE("a store of four shards keeps each shard's families apart and its count") {
+  testing::TempDir dir;
+  const std::string path = (dir.path() / "s").string();
+  const std::vector<std::string> cfs = {"instances", "index"};
+  {
+    auto store = Store::open(path, cfs, false, {.wanted = 4});
+    REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+    CHECK((*store)->shards() == 4);
+    Batch b;
+    b.put((*store)->cf(2, 0), "k", "in shard 2");
+    b.put((*store)->cf(0, 0), "k", "in shard 0");
+    REQUIRE((*store)->write(b).ok());
+    CHECK(**(*store)->get((*store)->cf(2, 0), "k") == "in shard 2");
+    CHECK(**(*store)->get((*store)->cf(0, 0), "k") == "in shard 0");
+    CHECK_FALSE((*store)->get((*store)->cf(3, 0), "k")->has_value());
+    CHECK_FALSE((*store)->get((*store)->cf(2, 1), "k")->has_value());
+  }
+  // Reopened without a count (or with a default for new stores), it has four.
+  auto again = Store::open(path, cfs, false, {.wanted = 0, .for_new_store = 12});
+  REQUIRE_MESSAGE(again.ok(), again.status().to_string());
+  CHECK((*again)->shards() == 4);
+  CHECK(**(*again)->get((*again)->cf(2, 0), "k") == "in shard 2");
+  again->reset();
+  // Another count is refused, naming both.
+  auto other = Store::open(path, cfs, false, {.wanted = 3});
+  REQUIRE_FALSE(other.ok());
+  CHECK(other.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(other.status().message().find("4 shard(s), not 3") != std::string::npos);
+}
+
+TEST_CASE("a store written before shards existed opens as one shard") {
+  testing::TempDir dir;
+  const std::string path = (dir.path() / "s").string();
+  const std::vector<std::string> cfs = {"instances", "index"};
+  {
+    auto store = Store::open(path, cfs, false);  // what the single-shard version did
+    REQUIRE(store.ok());
+    Batch b;
+    b.put((*store)->cf(0), "saga-1", "record");
+    REQUIRE((*store)->write(b).ok());
+  }
+  auto again = Store::open(path, cfs, false, {.wanted = 0, .for_new_store = 12});
+  REQUIRE_MESSAGE(again.ok(), again.status().to_string());
+  CHECK((*again)->shards() == 1);
+  CHECK(**(*again)->get((*again)->cf(0, 0), "saga-1") == "record");
+  again->reset();
+  CHECK(Store::open(path, cfs, false, {.wanted = 12}).status().code() ==
+        StatusCode::kFailedPrecondition);
+  // A new store without a count gets the default for new stores.
+  auto fresh = Store::open((dir.path() / "new").string(), cfs, false,
+                           {.wanted = 0, .for_new_store = 12});
+  REQUIRE(fresh.ok());
+  CHECK((*fresh)->shards() == 12);
+}
+
+TEST_CASE("a store whose creation died before its shard count was written is new") {
+  testing::TempDir dir;
+  const std::string path = (dir.path() / "s").string();
+  {
+    // The families of two shards, no count: what a crash inside open() leaves.
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyDescriptor> d = {
+        {rocksdb::kDefaultColumnFamilyName, {}}, {"instances", {}}, {"instances.1", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(o), path, d, &handles, &raw).ok());
+    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
+    delete raw;
+  }
+  auto store = Store::open(path, {"instances"}, false, {.wanted = 0, .for_new_store = 3});
+  REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+  CHECK((*store)->shards() == 3);
+  store->reset();
+  auto again = Store::open(path, {"instances"}, false, {.wanted = 0, .for_new_store = 5});
+  REQUIRE(again.ok());
+  CHECK((*again)->shards() == 3);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -40,9 +41,31 @@ Status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
   return Status::internal(std::move(msg));
 }
 
+namespace {
+
+// The family `name` of `shard`: shard 0 keeps the plain names.
+std::string family_name(const std::string& name, uint32_t shard) {
+  return shard == 0 ? name : name + "." + std::to_string(shard);
+}
+
+StatusOr<uint32_t> parse_shards(const std::string& text, const std::string& dir) {
+  uint32_t n = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9' || n > 100'000) {
+      n = 0;
+      break;
+    }
+    n = n * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (n == 0) return Status::data_loss("store " + dir + ": unreadable shard count '" + text + "'");
+  return n;
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
                                              const std::vector<std::string>& column_families,
-                                             bool sync) {
+                                             bool sync, ShardCount shards) {
   if (dir.empty()) return Status::invalid_argument("store directory is empty");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -62,21 +85,73 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
 
+  // The shard count: the stored one, else 1 for a store that predates shards,
+  // else the caller's for a new store. Read before opening, from the list of
+  // families and a read-only look at the default family. A store whose
+  // families of shards > 0 exist without the count was being created when
+  // the process died (the count is written right after the families, and
+  // nothing else before it): it is new.
+  std::vector<std::string> existing;
+  bool is_new = !rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(options), dir, &existing).ok();
+  uint32_t count = shards.wanted != 0 ? shards.wanted : shards.for_new_store;
+  std::optional<std::string> stored;
+  if (!is_new) {
+    rocksdb::DB* ro = nullptr;
+    SAGA_RETURN_IF_ERROR(from_rocksdb(rocksdb::DB::OpenForReadOnly(options, dir, &ro),
+                                      "read shard count of store " + dir));
+    std::unique_ptr<rocksdb::DB> reader(ro);
+    std::string value;
+    rocksdb::Status got = reader->Get(rocksdb::ReadOptions(), std::string(kShardsKey), &value);
+    if (!got.ok() && !got.IsNotFound()) return from_rocksdb(got, "read shard count of " + dir);
+    if (got.ok()) stored = std::move(value);
+    const std::string first_sharded =
+        column_families.empty() ? std::string() : family_name(column_families[0], 1);
+    if (!stored && !first_sharded.empty() &&
+        std::find(existing.begin(), existing.end(), first_sharded) != existing.end())
+      is_new = true;
+  }
+  if (!is_new) {
+    SAGA_ASSIGN_OR_RETURN(const uint32_t has, parse_shards(stored.value_or("1"), dir));
+    if (shards.wanted != 0 && shards.wanted != has) {
+      return Status::failed_precondition(
+          "store " + dir + " was written with " + std::to_string(has) + " shard(s), not " +
+          std::to_string(shards.wanted) +
+          "; open it with that count, or move it to another count offline (docs/storage.md)");
+    }
+    count = has;
+  }
+  if (count == 0) return Status::invalid_argument("shard count must be at least 1");
+
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName,
                            rocksdb::ColumnFamilyOptions(options));
-  for (const std::string& name : column_families) {
-    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
+  for (uint32_t shard = 0; shard < count; ++shard)
+    for (const std::string& name : column_families)
+      descriptors.emplace_back(family_name(name, shard), rocksdb::ColumnFamilyOptions(options));
+  // Families the store has beyond ours (RocksDB opens all or nothing).
+  for (const std::string& name : existing) {
+    const bool known = std::any_of(descriptors.begin(), descriptors.end(),
+                                   [&](const auto& d) { return d.name == name; });
+    if (!known) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
   }
   std::unique_ptr<Store> store(new Store());
   store->dir_ = dir;
   store->sync_ = sync;
+  store->shards_ = count;
+  store->families_ = column_families.size();
   rocksdb::DB* raw = nullptr;
   Status s = from_rocksdb(
       rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors, &store->handles_, &raw),
       "open store " + dir);
   if (!s.ok()) return s;
   store->db_.reset(raw);
+  if (is_new && count != 1) {
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    SAGA_RETURN_IF_ERROR(
+        from_rocksdb(store->db_->Put(wo, std::string(kShardsKey), std::to_string(count)),
+                     "write shard count of " + dir));
+  }
   return store;
 }
 

@@ -45,20 +45,42 @@ class Batch {
   rocksdb::WriteBatch batch_;
 };
 
+/// How many shards a store is opened with (docs/sharding.md).
+struct ShardCount {
+  /// The count the caller insists on; 0 = whatever the store has.
+  uint32_t wanted = 1;
+  /// The count a new store gets when `wanted` is 0.
+  uint32_t for_new_store = 1;
+};
+
 /// One RocksDB database opened with the given column families (created when
-/// missing). Thread-safe (RocksDB is).
+/// missing), once per shard: shard 0 uses the names as given, shard k > 0 the
+/// names with ".<k>" appended, so a store written before shards existed is a
+/// store of one shard. The shard count is kept in the default column family
+/// under kShardsKey (absent = 1). Thread-safe (RocksDB is).
 class Store {
  public:
-  /// Opens or creates the database in `dir`. `sync`: fsync the WAL on each write.
+  /// Key of the shard count in the default column family (decimal text).
+  static constexpr std::string_view kShardsKey = "saga.shards";
+
+  /// Opens or creates the database in `dir`. `sync`: fsync the WAL on each
+  /// write. FailedPrecondition when `shards.wanted` is set and the store was
+  /// written with another count: a store is never re-hashed silently.
   static StatusOr<std::unique_ptr<Store>> open(const std::string& dir,
                                                const std::vector<std::string>& column_families,
-                                               bool sync);
+                                               bool sync, ShardCount shards = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  /// Handle of the i-th column family given to open().
-  rocksdb::ColumnFamilyHandle* cf(size_t i) const { return handles_.at(i + 1); }
+  /// Handle of the i-th column family given to open(), of shard 0.
+  rocksdb::ColumnFamilyHandle* cf(size_t i) const { return cf(0, i); }
+  /// Handle of the i-th column family given to open(), of `shard`.
+  rocksdb::ColumnFamilyHandle* cf(uint32_t shard, size_t i) const {
+    return handles_.at(1 + shard * families_ + i);
+  }
+  /// The shard count the store was written with.
+  uint32_t shards() const { return shards_; }
 
   /// Applies `batch` atomically (synced per the open option).
   Status write(Batch& batch);
@@ -78,6 +100,8 @@ class Store {
   Store() = default;
   std::string dir_;
   bool sync_ = true;
+  uint32_t shards_ = 1;
+  size_t families_ = 0;  // per shard
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // [0] = default
 };

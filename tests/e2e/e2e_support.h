@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/eventually.h"
 #include "support/service_stack.h"
 
 namespace saga::testing::e2e {
@@ -24,14 +25,10 @@ using service::ClientResponse;
 using service::HttpClient;
 using Steady = std::chrono::steady_clock;
 
-/// Polls `done` every 50 ms until it holds or `limit` passes.
+/// Polls `done` every 50 ms (each poll may be many HTTP calls) until it holds
+/// or `limit` passes.
 inline bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto deadline = Steady::now() + limit;
-  while (!done()) {
-    if (Steady::now() >= deadline) return false;
-    std::this_thread::sleep_for(50ms);  // polling with a deadline
-  }
-  return true;
+  return testing::eventually(done, limit, 50ms);
 }
 
 /// The response body as JSON (fails the test when it is not JSON).

@@ -24,6 +24,7 @@
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
 #include "support/booking.h"
+#include "support/eventually.h"
 #include "support/kafka_test_env.h"
 
 namespace saga {
@@ -79,13 +80,8 @@ struct Settled {
 };
 
 // Waits, with a deadline, until `done` holds; checks every 20 ms.
-bool eventually(const std::function<bool()>& done, std::chrono::seconds limit = 60s) {
-  const auto deadline = Steady::now() + limit;
-  while (!done()) {
-    if (Steady::now() > deadline) return false;
-    std::this_thread::sleep_for(20ms);
-  }
-  return true;
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit = 60s) {
+  return testing::eventually(done, limit, 20ms);
 }
 
 // The command a step sent (its action, or its compensation), rebuilt from the

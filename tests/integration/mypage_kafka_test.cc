@@ -16,6 +16,7 @@
 #include "saga/kafka_transport.h"
 #include "saga/message.h"
 #include "saga/mypage/mypage.h"
+#include "support/eventually.h"
 #include "support/kafka_test_env.h"
 #include "support/temp_dir.h"
 
@@ -46,13 +47,8 @@ Json reservation_body(const std::string& status) {
           {"qty", 1},        {"amount", 700.0}, {"status", status},      {"placeNm", "Sea View"}};
 }
 
-bool eventually(const std::function<bool()>& done, std::chrono::seconds limit) {
-  const auto deadline = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  return testing::eventually(done, limit, std::chrono::milliseconds(20));
 }
 
 // Sends `events` and waits until the broker confirmed every one.

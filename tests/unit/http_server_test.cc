@@ -24,6 +24,7 @@
 #include "saga/service/logging.h"
 #include "saga/service/router.h"
 #include "saga/service/standard_routes.h"
+#include "support/eventually.h"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -56,14 +57,8 @@ struct TestServer {
 };
 
 // Polls `pred` until it holds or the deadline passes.
-template <typename Pred>
-bool eventually(Pred pred) {
-  auto deadline = std::chrono::steady_clock::now() + kDeadline;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
+bool eventually(const std::function<bool()>& pred) {
+  return saga::testing::eventually(pred, kDeadline, 1ms);
 }
 
 // What every response carries, whatever its status.

@@ -18,6 +18,7 @@
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
+#include "support/eventually.h"
 #include "support/temp_dir.h"
 
 namespace saga {
@@ -246,14 +247,7 @@ TEST_CASE("reopening the store keeps the rows, the index and the duplicate marks
 
 // ---- the runner over a MemoryBus, and HTTP ----------------------------------
 
-bool eventually(const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
+using testing::eventually;
 
 struct Service {
   explicit Service(const testing::TempDir& dir) : model(open_model(dir)) {

@@ -19,6 +19,10 @@
 // --baselines on measures, in the same run, what the hardware and the
 // libraries give without libsaga: synced RocksDB commits (one writer and
 // group commit) and, for kafka, a raw librdkafka produce -> consume trip.
+// --shards S sets the orchestrator's shard count (0 = its default, 12);
+// --threads T (engine workload) runs the orchestrator on T engine threads and
+// each participant on a thread of its own instead of pumping all three from
+// one thread (0, the default).
 // --fail-share F makes inventory refuse that share of confirmations, so those
 // sagas compensate (refund, release). Writes one JSON document (--json FILE,
 // default stdout). Every saga must end terminal and consistent, or the run
@@ -72,6 +76,8 @@ struct Args {
   std::string participant;  // internal: run as this participant (kafka children)
   std::string prefix;       // internal: topic prefix of the run
   bool sync = true;
+  int shards = 0;   // orchestrator shards; 0 = libsaga's default
+  int threads = 0;  // engine: 0 = one thread pumps everything; T = background threads
   std::vector<int> inflight = {1, 8, 32, 128, 512};
   bool inflight_given = false;
   std::vector<double> rates;  // open loop: sagas/s offered
@@ -88,6 +94,7 @@ struct Args {
 [[noreturn]] void usage(const std::string& err) {
   std::cerr << "saga-bench: " << err << "\n"
             << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
+               "                  [--shards S] [--threads T]\n"
                "                  [--inflight 1,8,32,...] [--sagas N]        closed loop\n"
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
@@ -138,6 +145,10 @@ Args parse(int argc, char** argv) {
         a.prefix = value();
       } else if (k == "--sync") {
         a.sync = on_off(k, value());
+      } else if (k == "--shards") {
+        a.shards = std::stoi(value());
+      } else if (k == "--threads") {
+        a.threads = std::stoi(value());
       } else if (k == "--inflight") {
         a.inflight = parse_list<int>(value(), to_int);
         a.inflight_given = true;
@@ -167,6 +178,7 @@ Args parse(int argc, char** argv) {
     }
   }
   if (a.sagas <= 0) usage("--sagas must be positive");
+  if (a.shards < 0 || a.threads < 0) usage("--shards and --threads must not be negative");
   for (int k : a.inflight) {
     if (k <= 0) usage("--inflight values must be positive");
   }
@@ -312,10 +324,12 @@ class Recorder {
   SteadyClock::time_point last_settle_{};
 };
 
-Options orchestrator_options(const fs::path& dir, bool sync, Recorder& rec) {
+Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& rec) {
   Options o;
   o.data_dir = (dir / "orchestrator").string();
-  o.sync = sync;
+  o.sync = args.sync;
+  o.shards = static_cast<uint32_t>(args.shards);
+  o.threads = static_cast<uint32_t>(args.threads);
   o.breaker.enabled = false;
   o.on_settled = [&rec](const SagaView& v) { rec.settled(v); };
   return o;
@@ -529,7 +543,8 @@ Json point_json(const char* workload, const Args& args, const Point& pt, const M
 }
 
 std::string run_label(const char* workload, const Args& args) {
-  return std::string(workload) + " sync=" + (args.sync ? "on" : "off");
+  return std::string(workload) + " sync=" + (args.sync ? "on" : "off") +
+         " shards=" + std::to_string(args.shards) + " threads=" + std::to_string(args.threads);
 }
 
 // engine: everything in this process over the in-memory transport, pumped by
@@ -539,7 +554,7 @@ Json run_engine_point(const Args& args, const Point& pt) {
   fs::remove_all(dir);
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 42);
   Recorder rec;
-  auto orch = must(Orchestrator::open(orchestrator_options(dir, args.sync, rec),
+  auto orch = must(Orchestrator::open(orchestrator_options(dir, args, rec),
                                       std::shared_ptr<Transport>(bus->connect("orchestrator")),
                                       {testing::booking_definition(Duration{5000}, 5)}),
                    "open orchestrator");
@@ -553,8 +568,23 @@ Json run_engine_point(const Args& args, const Point& pt) {
   Driver driver(pt, run_label("engine", args), *orch, rec);
   const double cpu0 = cpu_seconds();
   driver.begin();
+  if (args.threads > 0) {
+    orch->start_background();
+    inventory->start_background();
+    payment->start_background();
+  }
   while (!driver.done()) {
     driver.start_due();
+    if (args.threads > 0) {  // the engines run on their own threads: wait for room or time
+      const auto soon = SteadyClock::now() + std::chrono::milliseconds(20);
+      if (pt.open) {
+        std::this_thread::sleep_until(std::min(driver.next_due(), soon));
+      } else {
+        rec.wait_below(static_cast<size_t>(pt.inflight), soon);
+      }
+      driver.tick();
+      continue;
+    }
     const size_t work = orch->run_once() + inventory->run_once() + payment->run_once();
     driver.tick();
     // Open loop with nothing in flight: idle until the next saga is due.
@@ -563,6 +593,9 @@ Json run_engine_point(const Args& args, const Point& pt) {
           std::min(driver.next_due(), SteadyClock::now() + std::chrono::milliseconds(100)));
     }
   }
+  orch->stop();
+  inventory->stop();
+  payment->stop();
   Measured m;
   m.secs = std::chrono::duration<double>(SteadyClock::now() - driver.t0()).count();
   m.cpu = cpu_seconds() - cpu0;
@@ -617,7 +650,7 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
     }
   }
   Recorder rec;
-  auto orch = must(Orchestrator::open(orchestrator_options(dir, args.sync, rec),
+  auto orch = must(Orchestrator::open(orchestrator_options(dir, args, rec),
                                       kafka_transport("orchestrator", args.brokers, prefix),
                                       {testing::booking_definition(Duration{5000}, 5)}),
                    "open orchestrator");
@@ -1156,6 +1189,8 @@ int main(int argc, char** argv) {
       {"settings",
        {{"workload", args.workload},
         {"sync", args.sync},
+        {"shards", args.shards},
+        {"threads", args.threads},
         {"fail_share", args.fail_share},
         {"open_loop_seconds", args.seconds},
         {"kafka_broker", args.workload != "kafka" ? "none"

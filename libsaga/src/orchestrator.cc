@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <deque>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -28,6 +29,7 @@
 #include "instance.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "saga/shard.h"
 #include "store/store.h"
 
 namespace saga {
@@ -151,12 +153,14 @@ struct Request {
 };
 
 class OrchestratorImpl;
+struct Shard;
 
-// Binds the state machine's guards and actions to one instance during one event.
+// Binds the state machine's guards and actions to one instance of one shard
+// during one event.
 class Transition final : public FsmHooks {
  public:
-  Transition(OrchestratorImpl& engine, Instance& inst, const SagaDefinition& def)
-      : e_(engine), inst_(inst), def_(def) {}
+  Transition(OrchestratorImpl& engine, Shard& shard, Instance& inst, const SagaDefinition& def)
+      : e_(engine), sh_(shard), inst_(inst), def_(def) {}
 
   std::optional<FsmEvent> followup;  // set by local steps, whose outcome is known at once
 
@@ -274,8 +278,63 @@ class Transition final : public FsmHooks {
   void schedule_resend(const RetryPolicy& policy);
 
   OrchestratorImpl& e_;
+  Shard& sh_;
   Instance& inst_;
   const SagaDefinition& def_;
+};
+
+// One shard's engine state. Everything but the mailbox is touched only by
+// the thread driving the shard during an iteration.
+struct Shard {
+  Shard(Store& store, uint32_t i) : index(i), ks(store, i) {}
+
+  const uint32_t index;
+  const Keyspace ks;  // the shard's keys in the store
+  std::unordered_map<std::string, Instance> live;
+  std::set<std::pair<int64_t, std::string>> timers;
+  std::vector<std::pair<Message, Transport::Ack>> inbound;
+  std::unique_ptr<Outbox> outbox;
+  std::vector<std::string> finished;  // terminal: leave `live` after the write
+  std::vector<std::string> settled;   // terminal or Failed: reported through on_settled
+  std::string record;                 // scratch for encode_instance
+  int64_t next_sweep_ms = 0;
+  uint64_t staged = 0;     // transitions staged in the current iteration
+  Batch* batch = nullptr;  // the driving thread's batch, during an iteration
+  // The outbox's counters, published for stats() by the driving thread.
+  std::atomic<uint64_t> sent{0}, depth{0};
+
+  // The mailbox: filled by any thread (API callers, the transport's handlers
+  // and send callbacks), emptied by the driving thread.
+  std::mutex mu;
+  std::deque<Request> requests;                              // GUARDED_BY(mu)
+  std::vector<std::pair<Message, Transport::Ack>> arrived;   // GUARDED_BY(mu)
+  std::vector<std::function<void()>> deferred;               // GUARDED_BY(mu)
+  struct Driver* driver = nullptr;                           // GUARDED_BY(mu): whom to wake
+};
+
+// A thread driving some shards: one batch, one write per iteration for all
+// of them, and the wake-up that work for any of them rings.
+struct Driver {
+  std::vector<Shard*> shards;
+  Batch batch;
+  std::mutex mu;
+  std::condition_variable wake;
+  bool rung = false;  // GUARDED_BY(mu)
+  std::thread thread;
+
+  void ring() {
+    {
+      std::lock_guard lock(mu);
+      rung = true;
+    }
+    wake.notify_one();
+  }
+  // Waits until rung or `limit` passed; clears the bell.
+  void wait(Duration limit) {
+    std::unique_lock lock(mu);
+    wake.wait_for(lock, limit, [this] { return rung; });
+    rung = false;
+  }
 };
 
 class OrchestratorImpl final : public Orchestrator {
@@ -298,12 +357,30 @@ class OrchestratorImpl final : public Orchestrator {
                                         std::to_string(d->version()) + " registered twice");
       }
     }
-    SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
-    outbox_ =
-        std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
-    SAGA_RETURN_IF_ERROR(recover());
+    SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync,
+                                              {.wanted = opts_.shards,
+                                               .for_new_store = kDefaultShards}));
+    for (uint32_t k = 0; k < store_->shards(); ++k) {
+      auto sh = std::make_unique<Shard>(*store_, k);
+      Shard* raw = sh.get();
+      sh->outbox = std::make_unique<Outbox>(
+          sh->ks, store_->cf(kOutbox), *transport_, *opts_.clock, log_,
+          [this, raw](std::function<void()> fn) { post(*raw, std::move(fn)); });
+      shards_.push_back(std::move(sh));
+    }
+    single_.shards.clear();
+    for (auto& sh : shards_) {
+      single_.shards.push_back(sh.get());
+      sh->driver = &single_;
+    }
+    for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(recover(*sh));
     return transport_->subscribe(reply_endpoint_, [this](Message m, Transport::Ack ack) {
-      inbound_.emplace_back(std::move(m), std::move(ack));
+      Shard& sh = shard_for(m.saga_id);
+      {
+        std::lock_guard lock(sh.mu);
+        sh.arrived.emplace_back(std::move(m), std::move(ack));
+      }
+      ring(sh);
     });
   }
 
@@ -324,12 +401,16 @@ class OrchestratorImpl final : public Orchestrator {
   Status abort(std::string_view id) override { return admin(Request::Kind::kAbort, id); }
 
   StatusOr<SagaView> get(std::string_view id) const override {
-    SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInstances), id));
+    const Shard& sh = shard_for(id);
+    SAGA_ASSIGN_OR_RETURN(auto bytes, sh.ks.get(store_->cf(kInstances), id));
     if (!bytes) return Status::not_found("no saga '" + std::string(id) + "'");
     SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
     return std::move(inst.view);
   }
 
+  // Every shard's index is scanned from the same key; the keys are merged in
+  // order, which is the order of a single shard's pages, so a page token
+  // (the last key returned) means the same whatever the shard count.
   StatusOr<SagaPage> list(const ListQuery& q) const override {
     if (q.limit == 0 || q.limit > 1000) return Status::invalid_argument("limit must be in 1..1000");
     std::string prefix;
@@ -350,47 +431,89 @@ class OrchestratorImpl final : public Orchestrator {
       after.push_back('\0');  // strictly after the last key returned
       from = std::max(from, after);
     }
+    // The first limit + 1 keys of each shard in range: enough for a page and
+    // to know whether another follows. Entries whose instance is gone or no
+    // longer matches are skipped below, so collect them all first.
+    std::vector<std::string> keys;
+    for (const auto& sh : shards_) {
+      size_t taken = 0;
+      SAGA_RETURN_IF_ERROR(sh->ks.scan(store_->cf(kIndex), prefix, from,
+          [&](std::string_view key, std::string_view) {
+            const uint64_t created = read_be64(key.substr(prefix.size(), 8));
+            if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
+            keys.emplace_back(key);
+            return ++taken <= q.limit;
+          }));
+    }
+    std::sort(keys.begin(), keys.end());
     SagaPage page;
-    Status inner;
     std::string last_key;
-    Status s =
-        store_->scan(store_->cf(kIndex), prefix, from, [&](std::string_view key, std::string_view) {
-          const uint64_t created = read_be64(key.substr(prefix.size(), 8));
-          if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
-          if (page.items.size() == q.limit) {
-            page.next_page_token = encode_token(last_key);
-            return false;
-          }
-          const std::string id(key.substr(prefix.size() + 8));
-          StatusOr<SagaView> v = get(id);
-          last_key.assign(key);
-          if (!v.ok() && v.status().code() == StatusCode::kNotFound)
-            return true;  // removed by retention meanwhile
-          if (!v.ok()) {
-            inner = v.status();
-            return false;
-          }
-          if (q.state && v->state != *q.state) return true;
-          page.items.push_back(std::move(*v));
-          return true;
-        });
-    SAGA_RETURN_IF_ERROR(s);
-    SAGA_RETURN_IF_ERROR(inner);
+    for (const std::string& key : keys) {
+      if (page.items.size() == q.limit) {
+        page.next_page_token = encode_token(last_key);
+        break;
+      }
+      const std::string id = key.substr(prefix.size() + 8);
+      StatusOr<SagaView> v = get(id);
+      last_key = key;
+      if (!v.ok() && v.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
+      SAGA_RETURN_IF_ERROR(v.status());
+      if (q.state && v->state != *q.state) continue;
+      page.items.push_back(std::move(*v));
+    }
     return page;
   }
 
   size_t run_once(Duration max_wait) override {
     std::lock_guard engine(engine_mu_);
-    return iterate(max_wait);
+    return iterate(single_, max_wait, /*poll=*/true);
   }
 
+  // One thread over every shard polls the transport itself, as run_once
+  // does. Several threads share the shards (shard k on thread k % T), and a
+  // pump thread polls the transport and routes what arrives to the shards.
   void start_background() override {
+    std::lock_guard lock(background_mu_);
+    if (background_) return;
     background_ = true;
-    loop_.start([this] { run_once(Duration{2}); });
+    stopping_ = false;
+    const size_t threads = std::min<size_t>(thread_count(), shards_.size());
+    if (threads <= 1) {
+      loop_.start([this] { run_once(Duration{2}); });
+      return;
+    }
+    drivers_.clear();
+    for (size_t t = 0; t < threads; ++t) drivers_.push_back(std::make_unique<Driver>());
+    for (auto& sh : shards_) {
+      Driver& d = *drivers_[sh->index % threads];
+      d.shards.push_back(sh.get());
+      std::lock_guard shard_lock(sh->mu);
+      sh->driver = &d;
+    }
+    for (auto& d : drivers_) {
+      d->thread = std::thread([this, driver = d.get()] {
+        while (!stopping_) iterate(*driver, kIdleWait, /*poll=*/false);
+      });
+    }
+    pump_ = std::thread([this] {
+      while (!stopping_) transport_->poll(std::chrono::milliseconds(kIdleWait.count()));
+    });
   }
 
   void stop() override {
+    std::lock_guard lock(background_mu_);
+    if (!background_) return;
     loop_.stop();
+    stopping_ = true;
+    for (auto& d : drivers_) d->ring();
+    for (auto& d : drivers_)
+      if (d->thread.joinable()) d->thread.join();
+    if (pump_.joinable()) pump_.join();
+    for (auto& sh : shards_) {
+      std::lock_guard shard_lock(sh->mu);
+      sh->driver = &single_;
+    }
+    drivers_.clear();
     background_ = false;
   }
 
@@ -405,11 +528,13 @@ class OrchestratorImpl final : public Orchestrator {
     s.transitions = transitions_;
     s.writes = writes_;
     s.bytes_written = bytes_written_;
-    s.messages_sent = messages_sent_;
+    for (const auto& sh : shards_) {
+      s.messages_sent += sh->sent;
+      s.outbox_depth += sh->depth;
+    }
     s.stale_replies = stale_replies_;
     s.timers_fired = timers_fired_;
     s.in_flight = in_flight_;
-    s.outbox_depth = outbox_depth_;
     return s;
   }
 
@@ -428,7 +553,7 @@ class OrchestratorImpl final : public Orchestrator {
   RandomSource& random() { return *opts_.random; }
   const std::string& reply_endpoint() const { return reply_endpoint_; }
 
-  void stage_send(Message m) { outbox_->stage(batch_, std::move(m)); }
+  void stage_send(Shard& sh, Message m) { sh.outbox->stage(*sh.batch, std::move(m)); }
 
   // Whether `participant`'s breaker lets a command through now; when not,
   // `retry_at` says when to try again.
@@ -456,6 +581,36 @@ class OrchestratorImpl final : public Orchestrator {
   int64_t now_ms() { return to_millis(clock().now()); }
 
  private:
+  // A background thread with nothing to do sleeps this long at most (work
+  // for its shards wakes it at once; timers bound the wait too).
+  static constexpr Duration kIdleWait{50};
+
+  size_t thread_count() const {
+    if (opts_.threads != 0) return opts_.threads;
+    return std::max(1u, std::thread::hardware_concurrency());
+  }
+
+  Shard& shard_for(std::string_view id) const {
+    return *shards_[shards_.size() == 1 ? 0 : shard_of(id, static_cast<uint32_t>(shards_.size()))];
+  }
+
+  // Wakes the thread driving `sh`. Under the shard's lock, so that stop()
+  // cannot destroy that thread's driver meanwhile.
+  void ring(Shard& sh) {
+    std::lock_guard lock(sh.mu);
+    if (sh.driver != &single_) sh.driver->ring();
+  }
+
+  // Runs `fn` on the shard's driving thread in its next iteration (transport
+  // callbacks: they arrive on whichever thread polls).
+  void post(Shard& sh, std::function<void()> fn) {
+    {
+      std::lock_guard lock(sh.mu);
+      sh.deferred.push_back(std::move(fn));
+    }
+    ring(sh);
+  }
+
   // ------------------------------------------------------- requests
   StatusOr<std::string> call(Request r) {
     auto promise = std::make_shared<std::promise<StatusOr<std::string>>>();
@@ -476,70 +631,101 @@ class OrchestratorImpl final : public Orchestrator {
     return result.ok() ? ok_status() : result.status();
   }
 
+  // A start without an id gets one here, so that it can go to its shard.
   void enqueue(Request r) {
-    std::lock_guard lock(requests_mu_);
-    requests_.push_back(std::move(r));
-  }
-
-  std::deque<Request> take_requests() {
-    std::lock_guard lock(requests_mu_);
-    std::deque<Request> out;
-    out.swap(requests_);
-    return out;
+    if (r.kind == Request::Kind::kStart && r.options.id.empty())
+      r.options.id = hex(random().next()) + hex(random().next());
+    Shard& sh = shard_for(r.kind == Request::Kind::kStart ? r.options.id : r.id);
+    {
+      std::lock_guard lock(sh.mu);
+      sh.requests.push_back(std::move(r));
+    }
+    ring(sh);
   }
 
   // ------------------------------------------------------ iteration
-  size_t iterate(Duration max_wait) {
-    if (!store_status_.ok()) {
-      fail_requests(take_requests(), store_status_);
+  // One iteration over the driver's shards: one batch, one write. `poll`:
+  // this thread polls the transport (else a pump does, and rings).
+  size_t iterate(Driver& d, Duration max_wait, bool poll) {
+    if (!store_status_ok()) {
+      const Status broken = store_status();
+      for (Shard* sh : d.shards) fail_requests(take(sh->requests, *sh), broken);
+      if (!poll) d.wait(max_wait);
       return 0;
     }
-    outbox_->retry_failed();
-    std::deque<Request> requests = take_requests();
-    Duration wait{0};
-    if (requests.empty() && inbound_.empty() && !outbox_->has_unsent()) {
-      wait = max_wait;
-      if (!timers_.empty()) {
-        const Duration until_due{std::max<int64_t>(0, timers_.begin()->first - now_ms())};
-        wait = std::min(wait, until_due);
-      }
+    bool busy = false;
+    int64_t next_due = std::numeric_limits<int64_t>::max();
+    for (Shard* sh : d.shards) {
+      run_deferred(*sh);
+      sh->outbox->retry_failed();
+      std::lock_guard lock(sh->mu);
+      busy = busy || !sh->requests.empty() || !sh->arrived.empty() || !sh->inbound.empty() ||
+             sh->outbox->has_unsent();
+      if (!sh->timers.empty()) next_due = std::min(next_due, sh->timers.begin()->first);
     }
-    transport_->poll(wait);  // replies -> inbound_, send confirmations -> outbox_
-    for (Request& r : take_requests()) requests.push_back(std::move(r));
+    Duration wait{0};
+    if (!busy) {
+      wait = max_wait;
+      if (next_due != std::numeric_limits<int64_t>::max())
+        wait = std::min(wait, Duration{std::max<int64_t>(0, next_due - now_ms())});
+    }
+    if (poll) {
+      transport_->poll(wait);  // replies -> mailboxes, send confirmations -> deferred
+    } else if (wait.count() > 0) {
+      d.wait(wait);
+    }
 
     // Group commit: everything gathered goes into one write, up to max_batch
     // transitions; the rest waits for the next iteration (replies unacked).
-    const uint64_t before = transitions_;
-    const auto full = [&] { return transitions_ - before >= opts_.max_batch; };
-    outbox_->stage_confirmed(batch_);
-    std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
-    size_t taken = 0;
-    for (; taken < requests.size() && !full(); ++taken) {
-      Request& r = requests[taken];
-      StatusOr<std::string> result = handle_request(r);
-      if (r.done) answers.emplace_back(std::move(r.done), std::move(result));
+    uint64_t staged_before = 0;  // by the shards done so far
+    struct Release {
+      Shard* shard;
+      std::vector<Transport::Ack> acks;
+      std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
+    };
+    std::vector<Release> releases;
+    releases.reserve(d.shards.size());
+    for (Shard* shp : d.shards) {
+      Shard& sh = *shp;
+      run_deferred(sh);
+      sh.batch = &d.batch;
+      sh.staged = 0;
+      const auto full = [&] { return staged_before + sh.staged >= opts_.max_batch; };
+      Release& rel = releases.emplace_back(Release{&sh, {}, {}});
+      sh.outbox->stage_confirmed(d.batch);
+      std::deque<Request> requests = take(sh.requests, sh);
+      size_t taken = 0;
+      for (; taken < requests.size() && !full(); ++taken) {
+        Request& r = requests[taken];
+        StatusOr<std::string> result = handle_request(sh, r);
+        if (r.done) rel.answers.emplace_back(std::move(r.done), std::move(result));
+      }
+      if (taken < requests.size()) {
+        std::lock_guard lock(sh.mu);
+        sh.requests.insert(sh.requests.begin(),
+                           std::make_move_iterator(requests.begin() + static_cast<long>(taken)),
+                           std::make_move_iterator(requests.end()));
+      }
+      {
+        std::lock_guard lock(sh.mu);
+        for (auto& in : sh.arrived) sh.inbound.push_back(std::move(in));
+        sh.arrived.clear();
+      }
+      size_t replies = 0;
+      for (; replies < sh.inbound.size() && !full(); ++replies) {
+        handle_reply(sh, sh.inbound[replies].first);
+        rel.acks.push_back(std::move(sh.inbound[replies].second));
+      }
+      sh.inbound.erase(sh.inbound.begin(), sh.inbound.begin() + static_cast<long>(replies));
+      fire_due_timers(sh, full);
+      sweep_retention(sh);
+      staged_before += sh.staged;
     }
-    if (taken < requests.size()) {
-      std::lock_guard lock(requests_mu_);
-      requests_.insert(requests_.begin(),
-                       std::make_move_iterator(requests.begin() + static_cast<long>(taken)),
-                       std::make_move_iterator(requests.end()));
-    }
-    std::vector<Transport::Ack> acks;
-    size_t replies = 0;
-    for (; replies < inbound_.size() && !full(); ++replies) {
-      handle_reply(inbound_[replies].first);
-      acks.push_back(std::move(inbound_[replies].second));
-    }
-    inbound_.erase(inbound_.begin(), inbound_.begin() + static_cast<long>(replies));
-    fire_due_timers(full);
-    sweep_retention();
 
-    const size_t staged = batch_.count();
-    if (staged > 0) {
-      bytes_written_ += batch_.bytes();
-      Status s = store_->write(batch_);
-      batch_.clear();
+    if (!d.batch.empty()) {
+      bytes_written_ += d.batch.bytes();
+      Status s = store_->write(d.batch);
+      d.batch.clear();
       if (!s.ok()) {
         // Fail-stop: memory is now ahead of disk. Recovery from the store is
         // the only safe way on, so refuse everything until reopened.
@@ -549,27 +735,49 @@ class OrchestratorImpl final : public Orchestrator {
           store_status_ = broken;
         }
         log_->critical("{}", broken.to_string());
-        for (auto& [done, result] : answers) done(broken);
-        outbox_->discard_staged();
+        for (Release& rel : releases) {
+          for (auto& [done, result] : rel.answers) done(broken);
+          rel.shard->outbox->discard_staged();
+        }
         return 0;
       }
       ++writes_;
       metrics_.writes.Increment();
     }
-    for (auto& ack : acks) ack();
-    for (auto& [done, result] : answers) done(std::move(result));
-    outbox_->release();
-    messages_sent_ = outbox_->confirmed_total();
-    outbox_depth_ = outbox_->depth();
-    for (const std::string& id : settled_) {
-      if (!opts_.on_settled) break;
-      if (const Instance* inst = find_live(id)) opts_.on_settled(inst->view);
+    for (Release& rel : releases) {
+      Shard& sh = *rel.shard;
+      for (auto& ack : rel.acks) ack();
+      for (auto& [done, result] : rel.answers) done(std::move(result));
+      sh.outbox->release();
+      for (const std::string& id : sh.settled) {
+        if (!opts_.on_settled) break;
+        if (const Instance* inst = find_live(sh, id)) opts_.on_settled(inst->view);
+      }
+      sh.settled.clear();
+      for (const std::string& id : sh.finished) sh.live.erase(id);
+      sh.finished.clear();
+      sh.batch = nullptr;
+      sh.sent = sh.outbox->confirmed_total();
+      sh.depth = sh.outbox->depth();
     }
-    settled_.clear();
-    for (const std::string& id : finished_) live_.erase(id);
-    finished_.clear();
     update_gauges();
-    return static_cast<size_t>(transitions_ - before);
+    return static_cast<size_t>(staged_before);
+  }
+
+  std::deque<Request> take(std::deque<Request>& queue, Shard& sh) {
+    std::lock_guard lock(sh.mu);
+    std::deque<Request> out;
+    out.swap(queue);
+    return out;
+  }
+
+  void run_deferred(Shard& sh) {
+    std::vector<std::function<void()>> fns;
+    {
+      std::lock_guard lock(sh.mu);
+      fns.swap(sh.deferred);
+    }
+    for (auto& fn : fns) fn();
   }
 
   void fail_requests(std::deque<Request> requests, const Status& s) {
@@ -578,10 +786,19 @@ class OrchestratorImpl final : public Orchestrator {
     }
   }
 
+  bool store_status_ok() const {
+    std::lock_guard lock(status_mu_);
+    return store_status_.ok();
+  }
+  Status store_status() const {
+    std::lock_guard lock(status_mu_);
+    return store_status_;
+  }
+
   // ------------------------------------------------------- handlers
-  StatusOr<std::string> handle_request(Request& r) {
-    if (r.kind == Request::Kind::kStart) return handle_start(r);
-    Instance* inst = find_live(r.id);
+  StatusOr<std::string> handle_request(Shard& sh, Request& r) {
+    if (r.kind == Request::Kind::kStart) return handle_start(sh, r);
+    Instance* inst = find_live(sh, r.id);
     if (!inst) {
       // Not live: finished (or unknown). Live covers everything not yet
       // written, since finished instances leave it only after the write.
@@ -609,14 +826,14 @@ class OrchestratorImpl final : public Orchestrator {
     }
     const bool was_requested = inst->view.cancel_requested;
     if (r.kind == Request::Kind::kCancel) inst->view.cancel_requested = true;
-    if (Status s = dispatch(*inst, ev); !s.ok()) {
+    if (Status s = dispatch(sh, *inst, ev); !s.ok()) {
       inst->view.cancel_requested = was_requested;
       return s;
     }
     return r.id;
   }
 
-  StatusOr<std::string> handle_start(Request& r) {
+  StatusOr<std::string> handle_start(Shard& sh, Request& r) {
     auto versions = definitions_.find(r.type);
     if (versions == definitions_.end()) return Status::not_found("no saga type '" + r.type + "'");
     DefinitionPtr def;
@@ -643,13 +860,12 @@ class OrchestratorImpl final : public Orchestrator {
         }
       }
     }
-    std::string id =
-        r.options.id.empty() ? hex(random().next()) + hex(random().next()) : r.options.id;
+    const std::string id = r.options.id;  // enqueue() gave one to a start without
     if (id.empty() || id.size() > 200 || id.find('\0') != std::string::npos) {
       return Status::invalid_argument("saga id must be 1..200 bytes without NUL");
     }
-    if (live_.count(id)) return Status::already_exists("saga '" + id + "' exists");
-    SAGA_ASSIGN_OR_RETURN(auto existing, store_->get(store_->cf(kInstances), id));
+    if (sh.live.count(id)) return Status::already_exists("saga '" + id + "' exists");
+    SAGA_ASSIGN_OR_RETURN(auto existing, sh.ks.get(store_->cf(kInstances), id));
     if (existing) return Status::already_exists("saga '" + id + "' exists");
 
     Instance inst;
@@ -666,17 +882,17 @@ class OrchestratorImpl final : public Orchestrator {
       sv.name = s.name;
       v.steps.push_back(std::move(sv));
     }
-    auto [it, inserted] = live_.emplace(id, std::move(inst));
+    auto [it, inserted] = sh.live.emplace(id, std::move(inst));
     ++in_flight_;
     metrics_.started(def->name()).Increment();
     log_->debug("saga {} ({} v{}) started", id, def->name(), def->version());
-    Status s = dispatch(it->second, FsmEvent::kStart, /*is_new=*/true);
+    Status s = dispatch(sh, it->second, FsmEvent::kStart, /*is_new=*/true);
     if (!s.ok()) return s;
     return id;
   }
 
-  void handle_reply(const Message& m) {
-    Instance* inst = m.kind == MessageKind::kReply ? find_live(m.saga_id) : nullptr;
+  void handle_reply(Shard& sh, const Message& m) {
+    Instance* inst = m.kind == MessageKind::kReply ? find_live(sh, m.saga_id) : nullptr;
     const bool current = inst && !inst->awaiting.empty() && m.in_reply_to == inst->awaiting &&
                          (m.outcome != ReplyOutcome::kRetry || m.attempt == inst->attempt);
     // No reply mark is needed: applying a current reply always moves the
@@ -736,7 +952,7 @@ class OrchestratorImpl final : public Orchestrator {
       }
     }
     inst->awaiting.clear();
-    (void)dispatch(*inst, ev);
+    (void)dispatch(sh, *inst, ev);
   }
 
   void stale(const Message& m) {
@@ -753,12 +969,12 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   template <typename Full>
-  void fire_due_timers(const Full& full) {
+  void fire_due_timers(Shard& sh, const Full& full) {
     const int64_t now = now_ms();
-    while (!timers_.empty() && timers_.begin()->first <= now && !full()) {
-      auto [due, id] = *timers_.begin();
-      timers_.erase(timers_.begin());
-      Instance* inst = find_live(id);
+    while (!sh.timers.empty() && sh.timers.begin()->first <= now && !full()) {
+      auto [due, id] = *sh.timers.begin();
+      sh.timers.erase(sh.timers.begin());
+      Instance* inst = find_live(sh, id);
       if (!inst || inst->timer_due_ms != due || inst->timer == TimerKind::kNone) continue;
       ++timers_fired_;
       metrics_.timers_fired.Increment();
@@ -766,10 +982,10 @@ class OrchestratorImpl final : public Orchestrator {
       const DefinitionPtr& def = definition_of(*inst);
       if (kind == TimerKind::kResend) {
         const Prior before{inst->view.state, inst->view.updated_ms};
-        Transition t(*this, *inst, *def);
+        Transition t(*this, sh, *inst, *def);
         t.resend();
-        persist(*inst, before);
-        run_followups(*inst, t);
+        persist(sh, *inst, before);
+        run_followups(sh, *inst, t);
         continue;
       }
       // Deadline: the awaited reply did not come.
@@ -783,7 +999,7 @@ class OrchestratorImpl final : public Orchestrator {
       sv.last_error = "no reply within " + std::to_string(spec.timeout.count()) + " ms";
       inst->view.last_error = sv.last_error;
       inst->awaiting.clear();
-      (void)dispatch(*inst, forward ? FsmEvent::kStepTimedOut : FsmEvent::kCompensationFailed);
+      (void)dispatch(sh, *inst, forward ? FsmEvent::kStepTimedOut : FsmEvent::kCompensationFailed);
     }
   }
 
@@ -791,14 +1007,14 @@ class OrchestratorImpl final : public Orchestrator {
   // result. Local steps decide at once, so their outcome is fed back in.
   // An event the state does not accept runs no action (only the guards,
   // which read), so `inst` is then unchanged and needs no restoring.
-  Status dispatch(Instance& inst, FsmEvent ev, bool is_new = false) {
+  Status dispatch(Shard& sh, Instance& inst, FsmEvent ev, bool is_new = false) {
     const DefinitionPtr& def = definition_of(inst);
     const Prior before{inst.view.state, is_new ? -1 : inst.view.updated_ms};
-    Transition t(*this, inst, *def);
+    Transition t(*this, sh, inst, *def);
     StatusOr<SagaState> next = fsm_process(inst.view.state, ev, t);
     if (!next.ok()) {
       if (is_new) {
-        live_.erase(inst.view.id);
+        sh.live.erase(inst.view.id);
         --in_flight_;
       }
       return next.status();
@@ -811,48 +1027,50 @@ class OrchestratorImpl final : public Orchestrator {
       breaker(inst.probe).release_probe();
       inst.probe.clear();
     }
-    persist(inst, before);
-    run_followups(inst, t);
+    persist(sh, inst, before);
+    run_followups(sh, inst, t);
     return ok_status();
   }
 
-  void run_followups(Instance& inst, Transition& t) {
+  void run_followups(Shard& sh, Instance& inst, Transition& t) {
     if (!t.followup) return;
     const FsmEvent ev = *t.followup;
     t.followup.reset();
-    (void)dispatch(inst, ev);
+    (void)dispatch(sh, inst, ev);
   }
 
   // Stages the new instance record and everything that hangs off it.
-  void persist(Instance& inst, const Prior& before) {
+  void persist(Shard& sh, Instance& inst, const Prior& before) {
     ++transitions_;
+    ++sh.staged;
     metrics_.transitions.Increment();
     SagaView& v = inst.view;
     v.updated_ms = std::max(now_ms(), before.updated_ms);
     if (is_terminal(v.state) && v.finished_ms == 0) v.finished_ms = v.updated_ms;
     auto* idx = store_->cf(kIndex);
+    Batch& b = *sh.batch;
     if (before.updated_ms < 0) {  // new
-      for (const std::string& k : index_keys(v)) batch_.put(idx, k, "");
+      for (const std::string& k : index_keys(v)) sh.ks.put(b, idx, k, "");
     } else if (before.state != v.state) {
-      batch_.del(idx, index_key(kIdxState, v, before.state));
-      batch_.put(idx, index_key(kIdxState, v), "");
-      if (is_terminal(v.state)) batch_.put(idx, index_key(kIdxRetention, v), "");
+      sh.ks.del(b, idx, index_key(kIdxState, v, before.state));
+      sh.ks.put(b, idx, index_key(kIdxState, v), "");
+      if (is_terminal(v.state)) sh.ks.put(b, idx, index_key(kIdxRetention, v), "");
     }
     // The timer lives in the instance record (tk, td) only; recovery
     // rebuilds timers_ from the records.
-    if (inst.timer != TimerKind::kNone) timers_.emplace(inst.timer_due_ms, v.id);
-    encode_instance(inst, record_);
-    batch_.put(store_->cf(kInstances), v.id, record_);
+    if (inst.timer != TimerKind::kNone) sh.timers.emplace(inst.timer_due_ms, v.id);
+    encode_instance(inst, sh.record);
+    sh.ks.put(*sh.batch, store_->cf(kInstances), v.id, sh.record);
 
     const bool is_new = before.updated_ms < 0;
     if (is_new || v.state != before.state) {
-      publish_events(inst, is_new ? std::nullopt : std::optional(before.state));
+      publish_events(sh, inst, is_new ? std::nullopt : std::optional(before.state));
     }
-    if (v.state != before.state) on_state_change(inst, before.state);
+    if (v.state != before.state) on_state_change(sh, inst, before.state);
   }
 
   // The definition's domain events for this change go into the same batch.
-  void publish_events(const Instance& inst, std::optional<SagaState> previous) {
+  void publish_events(Shard& sh, const Instance& inst, std::optional<SagaState> previous) {
     const EventsFn& fn = definition_of(inst)->events();
     if (!fn) return;
     const SagaView& v = inst.view;
@@ -873,15 +1091,15 @@ class OrchestratorImpl final : public Orchestrator {
         log_->error("saga {}: event '{}' has no destination; dropped", v.id, m.type);
         continue;
       }
-      stage_send(std::move(m));
+      stage_send(sh, std::move(m));
     }
   }
 
-  void on_state_change(const Instance& inst, SagaState from) {
+  void on_state_change(Shard& sh, const Instance& inst, SagaState from) {
     const SagaView& v = inst.view;
     log_->debug("saga {} {} -> {} (trace {})", v.id, to_string(from), to_string(v.state),
                 v.traceparent);
-    if (from == SagaState::kFailed && parked_ > 0) --parked_;
+    if (from == SagaState::kFailed && parked_ > 0) --parked_;  // one shard's instance: no race
     switch (v.state) {
       case SagaState::kCompleted:
         metrics_.completed(v.type).Increment();
@@ -903,9 +1121,9 @@ class OrchestratorImpl final : public Orchestrator {
     }
     if (is_terminal(v.state)) {
       if (in_flight_ > 0) --in_flight_;
-      finished_.push_back(v.id);
+      sh.finished.push_back(v.id);
     }
-    if (is_terminal(v.state) || v.state == SagaState::kFailed) settled_.push_back(v.id);
+    if (is_terminal(v.state) || v.state == SagaState::kFailed) sh.settled.push_back(v.id);
   }
 
   void record_breaker(const std::string& participant, bool success, bool probe) {
@@ -933,7 +1151,9 @@ class OrchestratorImpl final : public Orchestrator {
   void update_gauges() {
     metrics_.in_flight.Set(static_cast<double>(in_flight_));
     metrics_.parked.Set(static_cast<double>(parked_));
-    metrics_.outbox_depth.Set(static_cast<double>(outbox_depth_));
+    uint64_t depth = 0;
+    for (const auto& sh : shards_) depth += sh->depth;
+    metrics_.outbox_depth.Set(static_cast<double>(depth));
     std::lock_guard lock(breakers_mu_);
     for (auto& [name, b] : breakers_) metrics_.breaker(name).Set(static_cast<double>(b.state()));
   }
@@ -941,15 +1161,15 @@ class OrchestratorImpl final : public Orchestrator {
   // Terminal instances older than the retention are removed with their
   // index entries and the reply marks older versions wrote, a bounded
   // number per iteration.
-  void sweep_retention() {
+  void sweep_retention(Shard& sh) {
     const int64_t now = now_ms();
-    if (now < next_sweep_ms_) return;
-    next_sweep_ms_ = now + opts_.retention_interval.count();
+    if (now < sh.next_sweep_ms) return;
+    sh.next_sweep_ms = now + opts_.retention_interval.count();
     const std::string prefix(1, kIdxRetention);
     std::vector<std::string> expired;
     std::string upto = prefix;
     append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now - opts_.retention.count())));
-    Status s = store_->scan(store_->cf(kIndex), prefix, prefix,
+    Status s = sh.ks.scan(store_->cf(kIndex), prefix, prefix,
                             [&](std::string_view key, std::string_view) {
                               if (key >= upto || expired.size() >= 10'000) return false;
                               expired.emplace_back(key.substr(prefix.size() + 8));
@@ -959,13 +1179,13 @@ class OrchestratorImpl final : public Orchestrator {
     for (const std::string& id : expired) {
       StatusOr<SagaView> v = get(id);
       if (!v.ok()) continue;
-      for (const std::string& k : index_keys(*v)) batch_.del(store_->cf(kIndex), k);
-      batch_.del(store_->cf(kInstances), id);
+      for (const std::string& k : index_keys(*v)) sh.ks.del(*sh.batch, store_->cf(kIndex), k);
+      sh.ks.del(*sh.batch, store_->cf(kInstances), id);
       std::string mark_prefix = id;
       mark_prefix.push_back('\0');
-      (void)store_->scan(store_->cf(kReplies), mark_prefix, mark_prefix,
+      (void)sh.ks.scan(store_->cf(kReplies), mark_prefix, mark_prefix,
                          [&](std::string_view key, std::string_view) {
-                           batch_.del(store_->cf(kReplies), key);
+                           sh.ks.del(*sh.batch, store_->cf(kReplies), key);
                            return true;
                          });
     }
@@ -973,18 +1193,18 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // ------------------------------------------------------- recovery
-  Status recover() {
+  Status recover(Shard& sh) {
     // Unfinished instances, through the state index.
     for (SagaState st : {SagaState::kRunning, SagaState::kCompensating, SagaState::kFailed}) {
       const std::string prefix = std::string(1, kIdxState) + std::string(1, static_cast<char>(st));
       std::vector<std::string> ids;
-      SAGA_RETURN_IF_ERROR(store_->scan(store_->cf(kIndex), prefix, prefix,
+      SAGA_RETURN_IF_ERROR(sh.ks.scan(store_->cf(kIndex), prefix, prefix,
                                         [&](std::string_view key, std::string_view) {
                                           ids.emplace_back(key.substr(prefix.size() + 8));
                                           return true;
                                         }));
       for (const std::string& id : ids) {
-        SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInstances), id));
+        SAGA_ASSIGN_OR_RETURN(auto bytes, sh.ks.get(store_->cf(kInstances), id));
         if (!bytes) return Status::data_loss("index names saga '" + id + "' but it is missing");
         SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
         auto versions = definitions_.find(inst.view.type);
@@ -996,8 +1216,8 @@ class OrchestratorImpl final : public Orchestrator {
         }
         if (st == SagaState::kFailed) ++parked_;
         inst.probe.clear();  // breakers start closed after a restart
-        if (inst.timer != TimerKind::kNone) timers_.emplace(inst.timer_due_ms, id);
-        live_.emplace(id, std::move(inst));
+        if (inst.timer != TimerKind::kNone) sh.timers.emplace(inst.timer_due_ms, id);
+        sh.live.emplace(id, std::move(inst));
         ++in_flight_;
       }
     }
@@ -1005,22 +1225,24 @@ class OrchestratorImpl final : public Orchestrator {
     // timer keys: they duplicate the records, so they are dropped.
     Batch legacy;
     SAGA_RETURN_IF_ERROR(
-        store_->scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
-          legacy.del(store_->cf(kTimers), key);
+        sh.ks.scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
+          sh.ks.del(legacy, store_->cf(kTimers), key);
           return true;
         }));
     SAGA_RETURN_IF_ERROR(store_->write(legacy));
-    SAGA_RETURN_IF_ERROR(outbox_->recover());
-    outbox_depth_ = outbox_->depth();
-    log_->info("orchestrator '{}' recovered {} unfinished sagas, {} timers, {} unsent commands",
-               opts_.name, live_.size(), timers_.size(), outbox_->depth());
+    SAGA_RETURN_IF_ERROR(sh.outbox->recover());
+    sh.depth = sh.outbox->depth();
+    if (!sh.live.empty() || sh.outbox->depth() > 0)
+      log_->info("orchestrator '{}' shard {} recovered {} unfinished sagas, {} timers, {} unsent "
+                 "commands",
+                 opts_.name, sh.index, sh.live.size(), sh.timers.size(), sh.outbox->depth());
     return ok_status();
   }
 
   // ---------------------------------------------------------- misc
-  Instance* find_live(const std::string& id) {
-    auto it = live_.find(id);
-    return it == live_.end() ? nullptr : &it->second;
+  Instance* find_live(Shard& sh, const std::string& id) {
+    auto it = sh.live.find(id);
+    return it == sh.live.end() ? nullptr : &it->second;
   }
 
   const DefinitionPtr& definition_of(const Instance& inst) const {
@@ -1057,6 +1279,8 @@ class OrchestratorImpl final : public Orchestrator {
     return out;
   }
 
+  static constexpr uint32_t kDefaultShards = 12;
+
   Options opts_;
   std::shared_ptr<Transport> transport_;
   std::shared_ptr<spdlog::logger> log_;
@@ -1065,32 +1289,29 @@ class OrchestratorImpl final : public Orchestrator {
   std::map<std::string, std::map<uint32_t, DefinitionPtr>> definitions_;
   mutable EngineMetrics metrics_;
 
-  // Engine state: touched only by the thread running an iteration (engine_mu_).
+  // The shards, fixed after init(). A shard's engine state is touched only
+  // by the thread driving it: single_ (run_once, under engine_mu_, and one
+  // background thread) or one of drivers_.
+  std::vector<std::unique_ptr<Shard>> shards_;
   std::mutex engine_mu_;
-  std::unordered_map<std::string, Instance> live_;
-  std::set<std::pair<int64_t, std::string>> timers_;
-  std::vector<std::pair<Message, Transport::Ack>> inbound_;
-  Batch batch_;
-  std::string record_;  // scratch for encode_instance
-  std::unique_ptr<Outbox> outbox_;
-  std::vector<std::string> finished_;  // terminal: leave live_ after the write
-  std::vector<std::string> settled_;   // terminal or Failed: reported through on_settled
-  int64_t next_sweep_ms_ = 0;
-  uint64_t parked_ = 0;
-  mutable std::mutex status_mu_;
-  Status store_status_;  // GUARDED_BY(status_mu_); written by the engine thread only
+  Driver single_;
+  std::atomic<uint64_t> parked_{0};
 
-  std::mutex requests_mu_;
-  std::deque<Request> requests_;  // GUARDED_BY(requests_mu_)
+  mutable std::mutex status_mu_;
+  Status store_status_;  // GUARDED_BY(status_mu_); written by the engine threads only
 
   mutable std::mutex breakers_mu_;
   mutable std::map<std::string, CircuitBreaker> breakers_;  // GUARDED_BY(breakers_mu_)
 
-  BackgroundLoop loop_;
+  std::mutex background_mu_;  // start_background and stop
+  BackgroundLoop loop_;       // one background thread
+  std::vector<std::unique_ptr<Driver>> drivers_;  // several: GUARDED_BY(background_mu_)
+  std::thread pump_;
+  std::atomic<bool> stopping_{false};
   std::atomic<bool> background_{false};
 
-  std::atomic<uint64_t> transitions_{0}, writes_{0}, bytes_written_{0}, messages_sent_{0},
-      stale_replies_{0}, timers_fired_{0}, in_flight_{0}, outbox_depth_{0};
+  std::atomic<uint64_t> transitions_{0}, writes_{0}, bytes_written_{0}, stale_replies_{0},
+      timers_fired_{0}, in_flight_{0};
 };
 
 // ------------------------------------------------- Transition bodies
@@ -1183,7 +1404,7 @@ void Transition::send_command(const Action& a, std::string id, std::string compe
   inst_.awaiting = m.id;
   inst_.timer = TimerKind::kDeadline;
   inst_.timer_due_ms = now_ms() + spec().timeout.count();
-  e_.stage_send(std::move(m));
+  e_.stage_send(sh_, std::move(m));
 }
 
 // Runs a local step or compensation on a copy of the data, which replaces

@@ -66,12 +66,17 @@ StatusOr<Message> decode_outbox_record(std::string_view bytes) {
   return m;
 }
 
-Outbox::Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport,
-               const Clock& clock, std::shared_ptr<spdlog::logger> log)
-    : store_(store), cf_(cf), transport_(transport), clock_(clock), log_(std::move(log)) {}
+Outbox::Outbox(Keyspace space, rocksdb::ColumnFamilyHandle* cf, Transport& transport,
+               const Clock& clock, std::shared_ptr<spdlog::logger> log, Post post)
+    : space_(std::move(space)),
+      cf_(cf),
+      transport_(transport),
+      clock_(clock),
+      log_(std::move(log)),
+      post_(post ? std::move(post) : [](std::function<void()> fn) { fn(); }) {}
 
 Status Outbox::recover() {
-  return store_.scan(cf_, "", "", [&](std::string_view key, std::string_view value) {
+  return space_.scan(cf_, "", "", [&](std::string_view key, std::string_view value) {
     const uint64_t seq = read_be64(key);
     next_seq_ = std::max(next_seq_, seq + 1);
     StatusOr<Message> m = decode_outbox_record(value);
@@ -89,7 +94,7 @@ void Outbox::stage(Batch& batch, Message m) {
   if (m.created_ms == 0) m.created_ms = to_millis(clock_.now());
   const uint64_t seq = next_seq_++;
   encode_outbox_record(m, record_);
-  batch.put(cf_, be64(seq), record_);
+  space_.put(batch, cf_, be64(seq), record_);
   fresh_.emplace_back(seq, std::move(m));
   ++depth_;
 }
@@ -113,9 +118,9 @@ void Outbox::stage_confirmed(Batch& batch) {
     size_t j = i + 1;
     while (j < gone.size() && gone[j] == gone[j - 1] + 1) ++j;
     if (j - i == 1) {
-      batch.del(cf_, be64(gone[i]));
+      space_.del(batch, cf_, be64(gone[i]));
     } else {
-      batch.del_range(cf_, be64(gone[i]), be64(gone[j - 1] + 1));
+      space_.del_range(batch, cf_, be64(gone[i]), be64(gone[j - 1] + 1));
     }
     i = j;
   }
@@ -169,7 +174,7 @@ void Outbox::retry_failed() {
   for (uint64_t seq : failed) {
     if (in_flight_.count(seq) == 0) continue;
     // The record stays in the store until confirmed: send it again from there.
-    StatusOr<std::optional<std::string>> bytes = store_.get(cf_, be64(seq));
+    StatusOr<std::optional<std::string>> bytes = space_.get(cf_, be64(seq));
     if (!bytes.ok()) {
       log_->warn("re-reading outbox record {} failed, will retry: {}", seq,
                  bytes.status().to_string());
@@ -193,17 +198,21 @@ void Outbox::send(uint64_t seq, Message m) {
 
 void Outbox::transmit(uint64_t seq, Message m) {
   transport_.send(std::move(m), [this, seq](Status s) {
-    if (s.ok()) {
-      confirmed_.push_back(seq);
-      if (auto g = event_group_.find(seq); g != event_group_.end()) {
-        if (--held_[g->second].unconfirmed_events == 0) ++ready_held_;
-        event_group_.erase(g);
-      }
-    } else {
-      log_->warn("send of outbox record {} failed, will retry: {}", seq, s.to_string());
-      failed_.push_back(seq);
-    }
+    post_([this, seq, s] { confirmed(seq, s); });
   });
+}
+
+void Outbox::confirmed(uint64_t seq, const Status& s) {
+  if (s.ok()) {
+    confirmed_.push_back(seq);
+    if (auto g = event_group_.find(seq); g != event_group_.end()) {
+      if (--held_[g->second].unconfirmed_events == 0) ++ready_held_;
+      event_group_.erase(g);
+    }
+  } else {
+    log_->warn("send of outbox record {} failed, will retry: {}", seq, s.to_string());
+    failed_.push_back(seq);
+  }
 }
 
 }  // namespace saga::internal

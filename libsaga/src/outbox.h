@@ -13,6 +13,7 @@
 #include <spdlog/logger.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,13 +34,19 @@ namespace saga::internal {
 void encode_outbox_record(const Message& m, std::string& out);
 StatusOr<Message> decode_outbox_record(std::string_view bytes);
 
-/// Not thread-safe: owned by one engine, used from its iteration thread
-/// (transport callbacks run inside Transport::poll on that thread).
+/// Not thread-safe: owned by one engine (or shard), used from the thread
+/// that drives it. Transport callbacks, which run on whichever thread polls
+/// the transport, reach it through `post`.
 class Outbox {
  public:
-  /// `cf` holds the records (key = big-endian sequence number).
-  Outbox(Store& store, rocksdb::ColumnFamilyHandle* cf, Transport& transport, const Clock& clock,
-         std::shared_ptr<spdlog::logger> log);
+  /// Runs a function on the owner's thread: at once when the transport is
+  /// polled by that thread, else queued for its next iteration.
+  using Post = std::function<void(std::function<void()>)>;
+
+  /// `cf` holds the records (key = big-endian sequence number) in `space`.
+  /// `post` defaults to running at once.
+  Outbox(Keyspace space, rocksdb::ColumnFamilyHandle* cf, Transport& transport,
+         const Clock& clock, std::shared_ptr<spdlog::logger> log, Post post = {});
 
   /// Loads records a previous run left unsent; they go out with the next release().
   Status recover();
@@ -67,6 +74,8 @@ class Outbox {
   void send(uint64_t seq, Message m);
   // Hands `m` to the transport; its callback reports the outcome.
   void transmit(uint64_t seq, Message m);
+  // The transport's outcome of record `seq`, on the owner's thread.
+  void confirmed(uint64_t seq, const Status& s);
   void send_ready_held();
 
   // Messages of one batch waiting for its events.
@@ -75,11 +84,12 @@ class Outbox {
     std::vector<std::pair<uint64_t, Message>> messages;
   };
 
-  Store& store_;
+  Keyspace space_;
   rocksdb::ColumnFamilyHandle* cf_;
   Transport& transport_;
   const Clock& clock_;
   std::shared_ptr<spdlog::logger> log_;
+  Post post_;
   uint64_t next_seq_ = 1;
   std::string record_;                               // scratch for encode_outbox_record
   std::vector<std::pair<uint64_t, Message>> fresh_;  // staged, not yet durable+sent

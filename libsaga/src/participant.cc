@@ -128,7 +128,8 @@ class ParticipantImpl final : public Participant {
   Status init() {
     SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
     outbox_ =
-        std::make_unique<Outbox>(*store_, store_->cf(kOutbox), *transport_, *opts_.clock, log_);
+        std::make_unique<Outbox>(Keyspace(*store_, 0), store_->cf(kOutbox), *transport_,
+                                 *opts_.clock, log_);
     SAGA_RETURN_IF_ERROR(outbox_->recover());
     return transport_->subscribe(opts_.name, [this](Message m, Transport::Ack ack) {
       inbound_.emplace_back(std::move(m), std::move(ack));

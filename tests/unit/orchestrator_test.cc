@@ -11,15 +11,19 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "saga/memory_transport.h"
+#include "saga/shard.h"
 #include "support/doctest_vectors.h"
+#include "support/eventually.h"
 #include "support/scripted_participant.h"
 #include "support/temp_dir.h"
 
@@ -1558,6 +1562,78 @@ TEST_CASE("commands of a write wait until the write's domain events are confirme
   CHECK(h.state(id) == SagaState::kCompleted);
   CHECK(h.inventory.received("reserve").size() == 1);
   CHECK(sink.types() == std::vector<std::string>{"ReservationPlaced", "SagaCOMPLETED"});
+}
+
+TEST_CASE("sagas spread over four shards on two engine threads each end once, all listed") {
+  Harness h;
+  h.options.shards = 4;
+  h.options.threads = 2;
+  std::mutex mu;
+  std::set<std::thread::id> settled_on;
+  std::multiset<std::string> settled;
+  h.options.on_settled = [&](const SagaView& v) {
+    std::lock_guard lock(mu);
+    settled_on.insert(std::this_thread::get_id());
+    settled.insert(v.id);
+  };
+  h.open();
+  h.orch->start_background();
+  std::set<std::string> ids;
+  std::set<uint32_t> shards;
+  for (int i = 0; i < 200; ++i) {
+    const std::string id = h.start();  // generated ids: each goes to its shard
+    ids.insert(id);
+    shards.insert(shard_of(id, 4));
+  }
+  CHECK(ids.size() == 200);
+  CHECK(shards.size() == 4);
+  const bool finished = testing::eventually([&] {
+    h.inventory.poll();
+    h.payment.poll();
+    return h.orch->stats().in_flight == 0;
+  });
+  h.orch->stop();
+  REQUIRE_MESSAGE(finished, h.orch->stats().in_flight << " sagas still in flight");
+  for (const std::string& id : ids) CHECK(h.state(id) == SagaState::kCompleted);
+  CHECK(h.inventory.received("reserve").size() == 200);
+  CHECK(h.payment.received("charge").size() == 200);
+  CHECK(h.inventory.received("confirm").size() == 200);
+  CHECK(settled.size() == 200);
+  CHECK(std::set<std::string>(settled.begin(), settled.end()) == ids);  // once each
+  CHECK(settled_on.size() == 2);  // both engine threads settled sagas
+
+  ListQuery q;
+  q.limit = 7;
+  const std::vector<std::string> listed = list_all(*h.orch, q);
+  CHECK(listed.size() == 200);
+  CHECK(std::set<std::string>(listed.begin(), listed.end()) == ids);
+  int64_t last_created = 0;
+  for (const std::string& id : listed) {  // oldest first across shards
+    const int64_t created = h.view(id).created_ms;
+    CHECK(created >= last_created);
+    last_created = created;
+  }
+}
+
+TEST_CASE("a store keeps its shard count: reopened without one it has it, with another it fails") {
+  Harness h;
+  h.options.shards = 1;  // as every store written before shards existed
+  h.open();
+  const std::string id = h.start();
+  h.drive();
+  REQUIRE(h.state(id) == SagaState::kCompleted);
+  h.close();
+  h.options.shards = 0;  // a user who sets nothing keeps the store's count
+  h.open();
+  CHECK(h.state(id) == SagaState::kCompleted);
+  const std::string next = h.start();
+  h.drive();
+  CHECK(h.state(next) == SagaState::kCompleted);
+  h.close();
+  h.options.shards = 4;
+  const Status s = h.try_open({booking()});
+  CHECK(s.code() == StatusCode::kFailedPrecondition);
+  CHECK_MESSAGE(s.message().find("1 shard(s), not 4") != std::string::npos, s.to_string());
 }
 
 }  // namespace

@@ -55,6 +55,7 @@ class World {
     Options o;
     o.data_dir = (dir_ / "orchestrator").string();
     o.sync = false;  // process restarts, not power loss, are simulated here
+    o.shards = 4;  // sagas spread over shards, driven by run_once on one thread
     o.clock = clock_;
     o.random = std::make_shared<SeededRandom>(rng_());
     o.breaker.enabled = false;

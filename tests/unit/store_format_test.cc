@@ -286,7 +286,7 @@ TEST_CASE("outbox: confirmed runs are range-deleted, unconfirmed records in betw
   auto log = spdlog::default_logger()->clone("outbox-test");
   std::set<std::string> unconfirmed;
   {
-    Outbox outbox(**store, (*store)->cf(0), transport, clock, log);
+    Outbox outbox(Keyspace(**store, 0), (*store)->cf(0), transport, clock, log);
     REQUIRE(outbox.recover().ok());
     Batch batch;
     for (int i = 0; i < 10; ++i) {
@@ -311,7 +311,7 @@ TEST_CASE("outbox: confirmed runs are range-deleted, unconfirmed records in betw
   }
   // What is left on disk is exactly what was not confirmed.
   HoldingTransport after;
-  Outbox outbox(**store, (*store)->cf(0), after, clock, log);
+  Outbox outbox(Keyspace(**store, 0), (*store)->cf(0), after, clock, log);
   REQUIRE(outbox.recover().ok());
   outbox.release();
   std::set<std::string> resent;
@@ -414,7 +414,7 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
   CHECK(static_cast<uint8_t>((**rec)[0]) == 0x02);
 }
 
-TEST_CASE("a store of four shards keeps each shard's families apart and its count") {
+TEST_CASE("a store of four shards keeps each shard's keys apart and its count") {
   testing::TempDir dir;
   const std::string path = (dir.path() / "s").string();
   const std::vector<std::string> cfs = {"instances", "index"};
@@ -422,20 +422,31 @@ TEST_CASE("a store of four shards keeps each shard's families apart and its coun
     auto store = Store::open(path, cfs, false, {.wanted = 4});
     REQUIRE_MESSAGE(store.ok(), store.status().to_string());
     CHECK((*store)->shards() == 4);
+    const Keyspace two(**store, 2), zero(**store, 0), three(**store, 3);
+    CHECK(two.prefix() == std::string("\x00\x02", 2));
     Batch b;
-    b.put((*store)->cf(2, 0), "k", "in shard 2");
-    b.put((*store)->cf(0, 0), "k", "in shard 0");
+    two.put(b, (*store)->cf(0), "k", "in shard 2");
+    two.put(b, (*store)->cf(0), "k2", "also in shard 2");
+    zero.put(b, (*store)->cf(0), "k", "in shard 0");
     REQUIRE((*store)->write(b).ok());
-    CHECK(**(*store)->get((*store)->cf(2, 0), "k") == "in shard 2");
-    CHECK(**(*store)->get((*store)->cf(0, 0), "k") == "in shard 0");
-    CHECK_FALSE((*store)->get((*store)->cf(3, 0), "k")->has_value());
-    CHECK_FALSE((*store)->get((*store)->cf(2, 1), "k")->has_value());
+    CHECK(**two.get((*store)->cf(0), "k") == "in shard 2");
+    CHECK(**zero.get((*store)->cf(0), "k") == "in shard 0");
+    CHECK_FALSE(three.get((*store)->cf(0), "k")->has_value());
+    CHECK_FALSE(two.get((*store)->cf(1), "k")->has_value());
+    std::vector<std::string> seen;
+    REQUIRE(two.scan((*store)->cf(0), "k", "",
+                     [&](std::string_view key, std::string_view) {
+                       seen.emplace_back(key);
+                       return true;
+                     })
+                .ok());
+    CHECK(seen == std::vector<std::string>{"k", "k2"});  // no prefix, no other shard
   }
   // Reopened without a count (or with a default for new stores), it has four.
   auto again = Store::open(path, cfs, false, {.wanted = 0, .for_new_store = 12});
   REQUIRE_MESSAGE(again.ok(), again.status().to_string());
   CHECK((*again)->shards() == 4);
-  CHECK(**(*again)->get((*again)->cf(2, 0), "k") == "in shard 2");
+  CHECK(**Keyspace(**again, 2).get((*again)->cf(0), "k") == "in shard 2");
   again->reset();
   // Another count is refused, naming both.
   auto other = Store::open(path, cfs, false, {.wanted = 3});
@@ -444,7 +455,7 @@ TEST_CASE("a store of four shards keeps each shard's families apart and its coun
   CHECK(other.status().message().find("4 shard(s), not 3") != std::string::npos);
 }
 
-TEST_CASE("a store written before shards existed opens as one shard") {
+TEST_CASE("a store written before shards existed opens as one shard, without key prefixes") {
   testing::TempDir dir;
   const std::string path = (dir.path() / "s").string();
   const std::vector<std::string> cfs = {"instances", "index"};
@@ -458,40 +469,27 @@ TEST_CASE("a store written before shards existed opens as one shard") {
   auto again = Store::open(path, cfs, false, {.wanted = 0, .for_new_store = 12});
   REQUIRE_MESSAGE(again.ok(), again.status().to_string());
   CHECK((*again)->shards() == 1);
-  CHECK(**(*again)->get((*again)->cf(0, 0), "saga-1") == "record");
+  const Keyspace only(**again, 0);
+  CHECK(only.prefix().empty());
+  CHECK(**only.get((*again)->cf(0), "saga-1") == "record");
   again->reset();
   CHECK(Store::open(path, cfs, false, {.wanted = 12}).status().code() ==
         StatusCode::kFailedPrecondition);
-  // A new store without a count gets the default for new stores.
+  // A new store without a count gets the default for new stores; so does a
+  // store whose creation died before its count was written (it has no data).
   auto fresh = Store::open((dir.path() / "new").string(), cfs, false,
                            {.wanted = 0, .for_new_store = 12});
   REQUIRE(fresh.ok());
   CHECK((*fresh)->shards() == 12);
-}
-
-TEST_CASE("a store whose creation died before its shard count was written is new") {
-  testing::TempDir dir;
-  const std::string path = (dir.path() / "s").string();
+  fresh->reset();
   {
-    // The families of two shards, no count: what a crash inside open() leaves.
-    rocksdb::Options o;
-    o.create_if_missing = true;
-    o.create_missing_column_families = true;
-    std::vector<rocksdb::ColumnFamilyDescriptor> d = {
-        {rocksdb::kDefaultColumnFamilyName, {}}, {"instances", {}}, {"instances.1", {}}};
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* raw = nullptr;
-    REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(o), path, d, &handles, &raw).ok());
-    for (auto* h : handles) raw->DestroyColumnFamilyHandle(h);
-    delete raw;
+    auto empty = Store::open((dir.path() / "died").string(), cfs, false);  // no count, no data
+    REQUIRE(empty.ok());
   }
-  auto store = Store::open(path, {"instances"}, false, {.wanted = 0, .for_new_store = 3});
-  REQUIRE_MESSAGE(store.ok(), store.status().to_string());
-  CHECK((*store)->shards() == 3);
-  store->reset();
-  auto again = Store::open(path, {"instances"}, false, {.wanted = 0, .for_new_store = 5});
-  REQUIRE(again.ok());
-  CHECK((*again)->shards() == 3);
+  auto died = Store::open((dir.path() / "died").string(), cfs, false,
+                          {.wanted = 0, .for_new_store = 5});
+  REQUIRE(died.ok());
+  CHECK((*died)->shards() == 5);
 }
 
 }  // namespace

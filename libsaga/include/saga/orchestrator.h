@@ -133,8 +133,20 @@ struct Options {
   std::string name = "orchestrator";
   /// fsync the WAL on every write. Default true.
   bool sync = true;
-  /// Most transitions combined into one write (group commit). Default 4096.
+  /// Most transitions combined into one write (group commit) by one engine
+  /// thread. Default 4096.
   uint32_t max_batch = 4096;
+  /// Shards (docs/sharding.md): saga `id` lives in shard shard_of(id, shards),
+  /// with its own column families, and shards run in parallel. 0 = the
+  /// store's count, or 12 for a new store. A count other than the store's
+  /// fails open() with FailedPrecondition (a store written before shards
+  /// existed has 1). Default 0.
+  uint32_t shards = 0;
+  /// Engine threads of start_background(); shard k runs on thread k % threads,
+  /// and with more than one, a further thread polls the transport. 0 = the
+  /// number of cores; never more than the shards. run_once() always drives
+  /// every shard on the calling thread. Default 0.
+  uint32_t threads = 0;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};
   /// How often retention runs. Default 60 s.
@@ -149,8 +161,9 @@ struct Options {
   std::string logger = "saga";
   /// Called on the engine thread once an instance's terminal state
   /// (Completed, Compensated, Aborted) or Failed is durable. Must be quick
-  /// and must not call back into the orchestrator's blocking methods.
-  /// Default: none.
+  /// and must not call back into the orchestrator's blocking methods. With
+  /// several engine threads it runs on several threads at once (the calls
+  /// for one saga come from one thread). Default: none.
   std::function<void(const SagaView&)> on_settled;
 };
 

@@ -6,7 +6,6 @@
 #include <rocksdb/slice.h>
 #include <rocksdb/table.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -42,11 +41,6 @@ Status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
 }
 
 namespace {
-
-// The family `name` of `shard`: shard 0 keeps the plain names.
-std::string family_name(const std::string& name, uint32_t shard) {
-  return shard == 0 ? name : name + "." + std::to_string(shard);
-}
 
 StatusOr<uint32_t> parse_shards(const std::string& text, const std::string& dir) {
   uint32_t n = 0;
@@ -85,72 +79,49 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;
 
-  // The shard count: the stored one, else 1 for a store that predates shards,
-  // else the caller's for a new store. Read before opening, from the list of
-  // families and a read-only look at the default family. A store whose
-  // families of shards > 0 exist without the count was being created when
-  // the process died (the count is written right after the families, and
-  // nothing else before it): it is new.
-  std::vector<std::string> existing;
-  bool is_new = !rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(options), dir, &existing).ok();
-  uint32_t count = shards.wanted != 0 ? shards.wanted : shards.for_new_store;
-  std::optional<std::string> stored;
-  if (!is_new) {
-    rocksdb::DB* ro = nullptr;
-    SAGA_RETURN_IF_ERROR(from_rocksdb(rocksdb::DB::OpenForReadOnly(options, dir, &ro),
-                                      "read shard count of store " + dir));
-    std::unique_ptr<rocksdb::DB> reader(ro);
-    std::string value;
-    rocksdb::Status got = reader->Get(rocksdb::ReadOptions(), std::string(kShardsKey), &value);
-    if (!got.ok() && !got.IsNotFound()) return from_rocksdb(got, "read shard count of " + dir);
-    if (got.ok()) stored = std::move(value);
-    const std::string first_sharded =
-        column_families.empty() ? std::string() : family_name(column_families[0], 1);
-    if (!stored && !first_sharded.empty() &&
-        std::find(existing.begin(), existing.end(), first_sharded) != existing.end())
-      is_new = true;
-  }
-  if (!is_new) {
-    SAGA_ASSIGN_OR_RETURN(const uint32_t has, parse_shards(stored.value_or("1"), dir));
-    if (shards.wanted != 0 && shards.wanted != has) {
-      return Status::failed_precondition(
-          "store " + dir + " was written with " + std::to_string(has) + " shard(s), not " +
-          std::to_string(shards.wanted) +
-          "; open it with that count, or move it to another count offline (docs/storage.md)");
-    }
-    count = has;
-  }
-  if (count == 0) return Status::invalid_argument("shard count must be at least 1");
-
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName,
                            rocksdb::ColumnFamilyOptions(options));
-  for (uint32_t shard = 0; shard < count; ++shard)
-    for (const std::string& name : column_families)
-      descriptors.emplace_back(family_name(name, shard), rocksdb::ColumnFamilyOptions(options));
-  // Families the store has beyond ours (RocksDB opens all or nothing).
-  for (const std::string& name : existing) {
-    const bool known = std::any_of(descriptors.begin(), descriptors.end(),
-                                   [&](const auto& d) { return d.name == name; });
-    if (!known) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
+  for (const std::string& name : column_families) {
+    descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions(options));
   }
   std::unique_ptr<Store> store(new Store());
   store->dir_ = dir;
   store->sync_ = sync;
-  store->shards_ = count;
-  store->families_ = column_families.size();
   rocksdb::DB* raw = nullptr;
   Status s = from_rocksdb(
       rocksdb::DB::Open(rocksdb::DBOptions(options), dir, descriptors, &store->handles_, &raw),
       "open store " + dir);
   if (!s.ok()) return s;
   store->db_.reset(raw);
-  if (is_new && count != 1) {
-    rocksdb::WriteOptions wo;
-    wo.sync = true;
-    SAGA_RETURN_IF_ERROR(
-        from_rocksdb(store->db_->Put(wo, std::string(kShardsKey), std::to_string(count)),
-                     "write shard count of " + dir));
+
+  // The shard count: the stored one; else 1 for a store with data (written
+  // before shards existed); else, for a new store, the caller's.
+  SAGA_ASSIGN_OR_RETURN(auto stored, store->get(store->handles_[0], kShardsKey));
+  bool empty = !stored.has_value();
+  for (size_t i = 0; empty && i < column_families.size(); ++i) {
+    SAGA_ASSIGN_OR_RETURN(auto last, store->last_key(store->cf(i)));
+    empty = !last.has_value();
+  }
+  if (empty) {
+    const uint32_t count = shards.wanted != 0 ? shards.wanted : shards.for_new_store;
+    if (count == 0) return Status::invalid_argument("shard count must be at least 1");
+    if (count != 1) {
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      SAGA_RETURN_IF_ERROR(
+          from_rocksdb(store->db_->Put(wo, std::string(kShardsKey), std::to_string(count)),
+                       "write shard count of " + dir));
+    }
+    store->shards_ = count;
+    return store;
+  }
+  SAGA_ASSIGN_OR_RETURN(store->shards_, parse_shards(stored.value_or("1"), dir));
+  if (shards.wanted != 0 && shards.wanted != store->shards_) {
+    return Status::failed_precondition(
+        "store " + dir + " was written with " + std::to_string(store->shards_) +
+        " shard(s), not " + std::to_string(shards.wanted) +
+        "; open it with that count, or move it to another count offline (docs/storage.md)");
   }
   return store;
 }
@@ -206,14 +177,48 @@ Status Store::scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std
   return from_rocksdb(it->status(), "scan");
 }
 
-StatusOr<std::optional<std::string>> Store::last_key(rocksdb::ColumnFamilyHandle* cf) const {
+StatusOr<std::optional<std::string>> Store::last_key(rocksdb::ColumnFamilyHandle* cf,
+                                                     std::string_view prefix) const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
-  it->SeekToLast();
-  if (!it->Valid()) {
+  // The first key past every key with the prefix: the prefix with its last
+  // byte below 0xff incremented (and what follows it dropped).
+  std::string past(prefix);
+  while (!past.empty() && static_cast<uint8_t>(past.back()) == 0xff) past.pop_back();
+  if (past.empty()) {
+    it->SeekToLast();
+  } else {
+    past.back() = static_cast<char>(static_cast<uint8_t>(past.back()) + 1);
+    it->SeekForPrev(past);
+    if (it->Valid() && it->key() == rocksdb::Slice(past)) it->Prev();
+  }
+  const bool in_prefix =
+      it->Valid() &&
+      (prefix.empty() || it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size())));
+  if (!in_prefix) {
     SAGA_RETURN_IF_ERROR(from_rocksdb(it->status(), "seek last"));
     return std::optional<std::string>();
   }
   return std::optional<std::string>(it->key().ToString());
+}
+
+Keyspace::Keyspace(Store& store, uint32_t shard) : store_(&store) {
+  if (store.shards() > 1) {
+    prefix_.push_back(static_cast<char>((shard >> 8) & 0xff));
+    prefix_.push_back(static_cast<char>(shard & 0xff));
+  }
+}
+
+Status Keyspace::scan(
+    rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
+    const std::function<bool(std::string_view key, std::string_view value)>& fn) const {
+  if (prefix_.empty()) return store_->scan(cf, prefix, from, fn);
+  const std::string full_prefix(with(prefix));
+  const std::string full_from = from.empty() ? std::string() : std::string(with(from));
+  const size_t skip = prefix_.size();
+  return store_->scan(cf, full_prefix, full_from,
+                      [&](std::string_view key, std::string_view value) {
+                        return fn(key.substr(skip), value);
+                      });
 }
 
 }  // namespace saga::internal

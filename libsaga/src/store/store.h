@@ -54,10 +54,11 @@ struct ShardCount {
 };
 
 /// One RocksDB database opened with the given column families (created when
-/// missing), once per shard: shard 0 uses the names as given, shard k > 0 the
-/// names with ".<k>" appended, so a store written before shards existed is a
-/// store of one shard. The shard count is kept in the default column family
-/// under kShardsKey (absent = 1). Thread-safe (RocksDB is).
+/// missing), holding the data of `shards()` shards. In a store of more than
+/// one shard, every key of shard k starts with be16(k) (Keyspace adds and
+/// strips it); a store of one shard has no prefix, so a store written before
+/// shards existed is a store of one shard. The shard count is kept in the
+/// default column family under kShardsKey (absent = 1). Thread-safe (RocksDB is).
 class Store {
  public:
   /// Key of the shard count in the default column family (decimal text).
@@ -65,7 +66,9 @@ class Store {
 
   /// Opens or creates the database in `dir`. `sync`: fsync the WAL on each
   /// write. FailedPrecondition when `shards.wanted` is set and the store was
-  /// written with another count: a store is never re-hashed silently.
+  /// written with another count: a store is never re-hashed silently. A store
+  /// without a count and without data is new (a creation that died before
+  /// writing its count left nothing else).
   static StatusOr<std::unique_ptr<Store>> open(const std::string& dir,
                                                const std::vector<std::string>& column_families,
                                                bool sync, ShardCount shards = {});
@@ -73,12 +76,8 @@ class Store {
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
 
-  /// Handle of the i-th column family given to open(), of shard 0.
-  rocksdb::ColumnFamilyHandle* cf(size_t i) const { return cf(0, i); }
-  /// Handle of the i-th column family given to open(), of `shard`.
-  rocksdb::ColumnFamilyHandle* cf(uint32_t shard, size_t i) const {
-    return handles_.at(1 + shard * families_ + i);
-  }
+  /// Handle of the i-th column family given to open().
+  rocksdb::ColumnFamilyHandle* cf(size_t i) const { return handles_.at(i + 1); }
   /// The shard count the store was written with.
   uint32_t shards() const { return shards_; }
 
@@ -91,8 +90,10 @@ class Store {
   /// order, until fn returns false.
   Status scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
               const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
-  /// The last key of a column family, nullopt when empty.
-  StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf) const;
+  /// The last key starting with `prefix` ("" = any) of a column family,
+  /// nullopt when there is none.
+  StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf,
+                                                std::string_view prefix = {}) const;
 
   const std::string& dir() const { return dir_; }
 
@@ -101,9 +102,54 @@ class Store {
   std::string dir_;
   bool sync_ = true;
   uint32_t shards_ = 1;
-  size_t families_ = 0;  // per shard
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // [0] = default
+};
+
+/// One shard's part of a store: every key it writes, reads or scans carries
+/// the shard's prefix (be16(shard) when the store has more than one shard,
+/// none otherwise), which callers neither give nor see. A small value;
+/// thread-safe as the Store is. REQUIRES: the store outlives it.
+class Keyspace {
+ public:
+  Keyspace(Store& store, uint32_t shard);
+
+  Store& store() const { return *store_; }
+  /// The bytes every key of this shard starts with.
+  const std::string& prefix() const { return prefix_; }
+
+  void put(Batch& batch, rocksdb::ColumnFamilyHandle* cf, std::string_view key,
+           std::string_view value) const {
+    batch.put(cf, with(key), value);
+  }
+  void del(Batch& batch, rocksdb::ColumnFamilyHandle* cf, std::string_view key) const {
+    batch.del(cf, with(key));
+  }
+  void del_range(Batch& batch, rocksdb::ColumnFamilyHandle* cf, std::string_view begin,
+                 std::string_view end) const {
+    batch.del_range(cf, with(begin, 0), with(end, 1));
+  }
+  StatusOr<std::optional<std::string>> get(rocksdb::ColumnFamilyHandle* cf,
+                                           std::string_view key) const {
+    return store_->get(cf, with(key));
+  }
+  /// As Store::scan, within the shard; `fn` sees keys without the prefix.
+  Status scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
+              const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
+
+ private:
+  // `key` with the prefix, in a per-thread buffer (`slot` 0 or 1) that the
+  // next call with the same slot reuses: RocksDB copies keys at once, so the
+  // engine's hot path allocates nothing for prefixes. No prefix, no copy.
+  std::string_view with(std::string_view key, int slot = 0) const {
+    if (prefix_.empty()) return key;
+    thread_local std::string buffers[2];
+    std::string& out = buffers[slot];
+    out.assign(prefix_).append(key);
+    return out;
+  }
+  Store* store_;
+  std::string prefix_;
 };
 
 /// Converts a RocksDB status (OK stays OK).

@@ -431,31 +431,53 @@ class OrchestratorImpl final : public Orchestrator {
       after.push_back('\0');  // strictly after the last key returned
       from = std::max(from, after);
     }
-    // The first limit + 1 keys of each shard in range: enough for a page and
-    // to know whether another follows. Entries whose instance is gone or no
-    // longer matches are skipped below, so collect them all first.
-    std::vector<std::string> keys;
-    for (const auto& sh : shards_) {
-      size_t taken = 0;
-      SAGA_RETURN_IF_ERROR(sh->ks.scan(store_->cf(kIndex), prefix, from,
-          [&](std::string_view key, std::string_view) {
+    // A lazy merge of the shards' index scans: each cursor holds the next
+    // keys of one shard and reads more when it has handed them all out, so
+    // entries skipped below (removed, or of another state) never cut a page
+    // short while later entries match.
+    struct Cursor {
+      const Shard* shard;
+      std::string from;
+      std::vector<std::string> keys;
+      size_t pos = 0;
+      bool exhausted = false;
+    };
+    const size_t chunk = q.limit + 1;
+    auto fill = [&](Cursor& c) -> Status {
+      c.keys.clear();
+      c.pos = 0;
+      Status s = c.shard->ks.scan(
+          store_->cf(kIndex), prefix, c.from, [&](std::string_view key, std::string_view) {
             const uint64_t created = read_be64(key.substr(prefix.size(), 8));
             if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
-            keys.emplace_back(key);
-            return ++taken <= q.limit;
-          }));
-    }
-    std::sort(keys.begin(), keys.end());
+            c.keys.emplace_back(key);
+            return c.keys.size() < chunk;
+          });
+      c.exhausted = c.keys.size() < chunk;
+      if (!c.keys.empty()) {
+        c.from = c.keys.back();
+        c.from.push_back('\0');  // next time, strictly after
+      }
+      return s;
+    };
+    std::vector<Cursor> cursors;
+    for (const auto& sh : shards_) cursors.push_back(Cursor{sh.get(), from, {}, 0, false});
     SagaPage page;
     std::string last_key;
-    for (const std::string& key : keys) {
+    for (;;) {
+      Cursor* next = nullptr;
+      for (Cursor& c : cursors) {
+        if (c.pos == c.keys.size() && !c.exhausted) SAGA_RETURN_IF_ERROR(fill(c));
+        if (c.pos < c.keys.size() && (!next || c.keys[c.pos] < next->keys[next->pos])) next = &c;
+      }
+      if (!next) break;
       if (page.items.size() == q.limit) {
         page.next_page_token = encode_token(last_key);
         break;
       }
-      const std::string id = key.substr(prefix.size() + 8);
+      last_key = next->keys[next->pos++];
+      const std::string id = last_key.substr(prefix.size() + 8);
       StatusOr<SagaView> v = get(id);
-      last_key = key;
       if (!v.ok() && v.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
       SAGA_RETURN_IF_ERROR(v.status());
       if (q.state && v->state != *q.state) continue;

@@ -1615,6 +1615,31 @@ TEST_CASE("sagas spread over four shards on two engine threads each end once, al
   }
 }
 
+TEST_CASE("list pages stay full across shards when most entries do not match the filter") {
+  Harness h;
+  h.options.shards = 4;
+  h.open();
+  h.payment.script("charge", {first(9, fail("card declined"))});
+  std::vector<std::string> completed;
+  for (int i = 0; i < 12; ++i) {
+    const std::string id = h.start();
+    h.drive();
+    if (h.state(id) == SagaState::kCompleted) completed.push_back(id);
+    h.clock->advance(Duration{10});  // creation order is list order
+  }
+  REQUIRE(completed.size() == 3);
+  ListQuery q;
+  q.type = "booking";
+  q.state = SagaState::kCompleted;  // type index, state filtered in memory
+  q.limit = 1;
+  CHECK(list_all(*h.orch, q) == completed);
+  q.limit = 2;
+  auto page = h.orch->list(q);
+  REQUIRE(page.ok());
+  CHECK(ids_of(*page) == std::vector<std::string>{completed[0], completed[1]});
+  CHECK_FALSE(page->next_page_token.empty());
+}
+
 TEST_CASE("a store keeps its shard count: reopened without one it has it, with another it fails") {
   Harness h;
   h.options.shards = 1;  // as every store written before shards existed

@@ -609,7 +609,7 @@ class OrchestratorImpl final : public Orchestrator {
 
   size_t thread_count() const {
     if (opts_.threads != 0) return opts_.threads;
-    return std::max(1u, std::thread::hardware_concurrency());
+    return 1;  // see Options::threads: several threads are opt-in for now
   }
 
   Shard& shard_for(std::string_view id) const {

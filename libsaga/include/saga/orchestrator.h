@@ -143,9 +143,12 @@ struct Options {
   /// existed has 1). Default 0.
   uint32_t shards = 0;
   /// Engine threads of start_background(); shard k runs on thread k % threads,
-  /// and with more than one, a further thread polls the transport. 0 = the
-  /// number of cores; never more than the shards. run_once() always drives
-  /// every shard on the calling thread. Default 0.
+  /// and with more than one, a further thread polls the transport. Never more
+  /// than the shards. 0 = one for now: on a small machine shared with the
+  /// participants and a broker, several threads cost about 20% more CPU per
+  /// saga (bench/README.md, "Shards"); set the number of cores on a machine
+  /// of its own. run_once() always drives every shard on the calling thread.
+  /// Default 0.
   uint32_t threads = 0;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};

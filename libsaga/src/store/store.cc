@@ -177,24 +177,10 @@ Status Store::scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std
   return from_rocksdb(it->status(), "scan");
 }
 
-StatusOr<std::optional<std::string>> Store::last_key(rocksdb::ColumnFamilyHandle* cf,
-                                                     std::string_view prefix) const {
+StatusOr<std::optional<std::string>> Store::last_key(rocksdb::ColumnFamilyHandle* cf) const {
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
-  // The first key past every key with the prefix: the prefix with its last
-  // byte below 0xff incremented (and what follows it dropped).
-  std::string past(prefix);
-  while (!past.empty() && static_cast<uint8_t>(past.back()) == 0xff) past.pop_back();
-  if (past.empty()) {
-    it->SeekToLast();
-  } else {
-    past.back() = static_cast<char>(static_cast<uint8_t>(past.back()) + 1);
-    it->SeekForPrev(past);
-    if (it->Valid() && it->key() == rocksdb::Slice(past)) it->Prev();
-  }
-  const bool in_prefix =
-      it->Valid() &&
-      (prefix.empty() || it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size())));
-  if (!in_prefix) {
+  it->SeekToLast();
+  if (!it->Valid()) {
     SAGA_RETURN_IF_ERROR(from_rocksdb(it->status(), "seek last"));
     return std::optional<std::string>();
   }

@@ -90,10 +90,8 @@ class Store {
   /// order, until fn returns false.
   Status scan(rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
               const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
-  /// The last key starting with `prefix` ("" = any) of a column family,
-  /// nullopt when there is none.
-  StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf,
-                                                std::string_view prefix = {}) const;
+  /// The last key of a column family, nullopt when empty.
+  StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf) const;
 
   const std::string& dir() const { return dir_; }
 

@@ -366,6 +366,7 @@ class OrchestratorImpl final : public Orchestrator {
       sh->outbox = std::make_unique<Outbox>(
           sh->ks, store_->cf(kOutbox), *transport_, *opts_.clock, log_,
           [this, raw](std::function<void()> fn) { post(*raw, std::move(fn)); });
+      keyspaces_.push_back(sh->ks);
       shards_.push_back(std::move(sh));
     }
     single_.shards.clear();
@@ -431,58 +432,31 @@ class OrchestratorImpl final : public Orchestrator {
       after.push_back('\0');  // strictly after the last key returned
       from = std::max(from, after);
     }
-    // A lazy merge of the shards' index scans: each cursor holds the next
-    // keys of one shard and reads more when it has handed them all out, so
-    // entries skipped below (removed, or of another state) never cut a page
-    // short while later entries match.
-    struct Cursor {
-      const Shard* shard;
-      std::string from;
-      std::vector<std::string> keys;
-      size_t pos = 0;
-      bool exhausted = false;
-    };
-    const size_t chunk = q.limit + 1;
-    auto fill = [&](Cursor& c) -> Status {
-      c.keys.clear();
-      c.pos = 0;
-      Status s = c.shard->ks.scan(
-          store_->cf(kIndex), prefix, c.from, [&](std::string_view key, std::string_view) {
-            const uint64_t created = read_be64(key.substr(prefix.size(), 8));
-            if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
-            c.keys.emplace_back(key);
-            return c.keys.size() < chunk;
-          });
-      c.exhausted = c.keys.size() < chunk;
-      if (!c.keys.empty()) {
-        c.from = c.keys.back();
-        c.from.push_back('\0');  // next time, strictly after
-      }
-      return s;
-    };
-    std::vector<Cursor> cursors;
-    for (const auto& sh : shards_) cursors.push_back(Cursor{sh.get(), from, {}, 0, false});
+    // The shards' index scans merged in key order; entries skipped below
+    // (removed, or of another state) never cut a page short.
     SagaPage page;
     std::string last_key;
-    for (;;) {
-      Cursor* next = nullptr;
-      for (Cursor& c : cursors) {
-        if (c.pos == c.keys.size() && !c.exhausted) SAGA_RETURN_IF_ERROR(fill(c));
-        if (c.pos < c.keys.size() && (!next || c.keys[c.pos] < next->keys[next->pos])) next = &c;
-      }
-      if (!next) break;
-      if (page.items.size() == q.limit) {
-        page.next_page_token = encode_token(last_key);
-        break;
-      }
-      last_key = next->keys[next->pos++];
-      const std::string id = last_key.substr(prefix.size() + 8);
-      StatusOr<SagaView> v = get(id);
-      if (!v.ok() && v.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
-      SAGA_RETURN_IF_ERROR(v.status());
-      if (q.state && v->state != *q.state) continue;
-      page.items.push_back(std::move(*v));
-    }
+    Status inner;
+    SAGA_RETURN_IF_ERROR(scan_merged(
+        keyspaces_, store_->cf(kIndex), prefix, from, [&](std::string_view key, std::string_view) {
+          const uint64_t created = read_be64(key.substr(prefix.size(), 8));
+          if (q.created_to_ms && static_cast<int64_t>(created) >= *q.created_to_ms) return false;
+          if (page.items.size() == q.limit) {
+            page.next_page_token = encode_token(last_key);
+            return false;
+          }
+          last_key = key;
+          StatusOr<SagaView> v = get(key.substr(prefix.size() + 8));
+          if (!v.ok() && v.status().code() == StatusCode::kNotFound) return true;  // removed
+          if (!v.ok()) {
+            inner = v.status();
+            return false;
+          }
+          if (q.state && v->state != *q.state) return true;
+          page.items.push_back(std::move(*v));
+          return true;
+        }));
+    SAGA_RETURN_IF_ERROR(inner);
     return page;
   }
 
@@ -1301,7 +1275,6 @@ class OrchestratorImpl final : public Orchestrator {
     return out;
   }
 
-  static constexpr uint32_t kDefaultShards = 12;
 
   Options opts_;
   std::shared_ptr<Transport> transport_;
@@ -1315,6 +1288,7 @@ class OrchestratorImpl final : public Orchestrator {
   // by the thread driving it: single_ (run_once, under engine_mu_, and one
   // background thread) or one of drivers_.
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<Keyspace> keyspaces_;  // shards_[k]->ks, for scans across shards
   std::mutex engine_mu_;
   Driver single_;
   std::atomic<uint64_t> parked_{0};

@@ -17,6 +17,7 @@
 #include "background_loop.h"
 #include "inbox.h"
 #include "outbox.h"
+#include "saga/shard.h"
 #include "store/codec.h"
 #include "store/store.h"
 
@@ -75,13 +76,13 @@ using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 // commands of the same batch wrote.
 class Txn final : public StateTxn {
  public:
-  Txn(const Store& store, const Overlay& batch_overlay, std::string event_id_prefix)
-      : store_(store), batch_(batch_overlay), event_id_prefix_(std::move(event_id_prefix)) {}
+  Txn(const Keyspace& ks, const Overlay& batch_overlay, std::string event_id_prefix)
+      : ks_(ks), batch_(batch_overlay), event_id_prefix_(std::move(event_id_prefix)) {}
 
   StatusOr<std::optional<std::string>> get(std::string_view key) override {
     if (auto it = mine_.find(key); it != mine_.end()) return it->second;
     if (auto it = batch_.find(key); it != batch_.end()) return it->second;
-    return store_.get(store_.cf(kState), key);
+    return ks_.get(ks_.store().cf(kState), key);
   }
   void put(std::string_view key, std::string_view value) override {
     mine_[std::string(key)] = std::string(value);
@@ -95,11 +96,12 @@ class Txn final : public StateTxn {
 
   // Moves the writes into `batch` and `overlay`; returns the events.
   std::vector<Message> commit(Batch& batch, Overlay& overlay) {
+    rocksdb::ColumnFamilyHandle* const cf = ks_.store().cf(kState);
     for (auto& [k, v] : mine_) {
       if (v) {
-        batch.put(store_.cf(kState), k, *v);
+        ks_.put(batch, cf, k, *v);
       } else {
-        batch.del(store_.cf(kState), k);
+        ks_.del(batch, cf, k);
       }
       overlay[k] = std::move(v);
     }
@@ -108,11 +110,21 @@ class Txn final : public StateTxn {
   }
 
  private:
-  const Store& store_;
+  const Keyspace& ks_;
   const Overlay& batch_;
   std::string event_id_prefix_;
   Overlay mine_;
   std::vector<Message> events_;
+};
+
+// One shard's engine state, touched only by the engine thread.
+struct Shard {
+  Shard(Store& store, uint32_t i) : ks(store, i) {}
+  const Keyspace ks;
+  std::unique_ptr<Outbox> outbox;
+  // What earlier commands of the current batch wrote, not yet in the store.
+  Overlay overlay;
+  std::unordered_map<std::string, InboxRecord> inbox_overlay;
 };
 
 class ParticipantImpl final : public Participant {
@@ -126,11 +138,17 @@ class ParticipantImpl final : public Participant {
   ~ParticipantImpl() override { stop(); }
 
   Status init() {
-    SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync));
-    outbox_ =
-        std::make_unique<Outbox>(Keyspace(*store_, 0), store_->cf(kOutbox), *transport_,
-                                 *opts_.clock, log_);
-    SAGA_RETURN_IF_ERROR(outbox_->recover());
+    SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync,
+                                              {.wanted = opts_.shards,
+                                               .for_new_store = kDefaultShards}));
+    for (uint32_t k = 0; k < store_->shards(); ++k) {
+      auto sh = std::make_unique<Shard>(*store_, k);
+      sh->outbox = std::make_unique<Outbox>(sh->ks, store_->cf(kOutbox), *transport_,
+                                            *opts_.clock, log_);
+      SAGA_RETURN_IF_ERROR(sh->outbox->recover());
+      keyspaces_.push_back(sh->ks);
+      shards_.push_back(std::move(sh));
+    }
     return transport_->subscribe(opts_.name, [this](Message m, Transport::Ack ack) {
       inbound_.emplace_back(std::move(m), std::move(ack));
     });
@@ -146,57 +164,61 @@ class ParticipantImpl final : public Participant {
     return ok_status();
   }
 
+  Status write(std::string_view shard_key,
+               const std::function<Status(StateTxn&)>& fn) override {
+    return write_in(shard_for(shard_key), fn);
+  }
+
   Status write(const std::function<Status(StateTxn&)>& fn) override {
-    std::lock_guard lock(engine_mu_);
-    SAGA_RETURN_IF_ERROR(store_status_);
-    // The nonce keeps event ids unique across restarts, even when the clock
-    // has not moved (or moved back) since the last run.
-    Txn txn(*store_, overlay_, "local/" + instance_nonce_ + "/" + std::to_string(local_writes_++));
-    SAGA_RETURN_IF_ERROR(fn(txn));
-    Batch batch;
-    Overlay scratch;
-    for (Message& e : txn.commit(batch, scratch)) outbox_->stage(batch, std::move(e));
-    Status s = store_->write(batch);
-    if (!s.ok()) {
-      outbox_->discard_staged();
-      return s;
+    if (shards_.size() != 1) {
+      return Status::invalid_argument("participant '" + opts_.name + "' has " +
+                                      std::to_string(shards_.size()) +
+                                      " shards: write(shard_key, fn) says which one");
     }
-    ++writes_;
-    outbox_->release();
-    return ok_status();
+    return write_in(*shards_[0], fn);
   }
 
   StatusOr<std::optional<std::string>> get(std::string_view key) const override {
-    return store_->get(store_->cf(kState), key);
+    for (const auto& sh : shards_) {
+      SAGA_ASSIGN_OR_RETURN(auto v, sh->ks.get(store_->cf(kState), key));
+      if (v) return v;
+    }
+    return std::optional<std::string>();
   }
 
   Status scan(std::string_view prefix,
               const std::function<bool(std::string_view, std::string_view)>& fn) const override {
-    return store_->scan(store_->cf(kState), prefix, prefix, fn);
+    return scan_merged(keyspaces_, store_->cf(kState), prefix, prefix, fn);
   }
 
   size_t run_once(Duration max_wait) override {
     std::lock_guard lock(engine_mu_);
     if (!store_status_.ok()) return 0;
-    outbox_->retry_failed();
-    transport_->poll(outbox_->has_unsent() ? Duration{0} : max_wait);
-    outbox_->stage_confirmed(batch_);
+    bool unsent = false;
+    for (auto& sh : shards_) {
+      sh->outbox->retry_failed();
+      unsent = unsent || sh->outbox->has_unsent();
+    }
+    transport_->poll(unsent ? Duration{0} : max_wait);
+    for (auto& sh : shards_) sh->outbox->stage_confirmed(batch_);
     std::vector<Transport::Ack> acks;
     const size_t handled = inbound_.size();
     for (auto& [msg, ack] : inbound_) {
-      handle(msg);
+      handle(shard_for(msg.key.empty() ? msg.saga_id : msg.key), msg);
       acks.push_back(std::move(ack));
     }
     inbound_.clear();
     if (!batch_.empty()) {
       Status s = store_->write(batch_);
       batch_.clear();
-      overlay_.clear();
-      inbox_overlay_.clear();
+      for (auto& sh : shards_) {
+        sh->overlay.clear();
+        sh->inbox_overlay.clear();
+      }
       if (!s.ok()) {
         store_status_ = s.with_context("participant store write failed; reopen it");
         log_->critical("{}", store_status_.to_string());
-        outbox_->discard_staged();
+        for (auto& sh : shards_) sh->outbox->discard_staged();
         stats_ = {};  // counts of this batch never happened
         return 0;
       }
@@ -204,7 +226,7 @@ class ParticipantImpl final : public Participant {
     }
     commit_stats();
     for (auto& ack : acks) ack();
-    outbox_->release();
+    for (auto& sh : shards_) sh->outbox->release();
     return handled;
   }
 
@@ -231,11 +253,38 @@ class ParticipantImpl final : public Participant {
     return transport_->health();
   }
 
+  uint32_t shards() const override { return static_cast<uint32_t>(shards_.size()); }
+
  private:
   // Per-batch counters, published only once the batch is durable.
   struct BatchStats {
     uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0;
   };
+
+  Shard& shard_for(std::string_view key) const {
+    return *shards_[shards_.size() == 1 ? 0 : shard_of(key, static_cast<uint32_t>(shards_.size()))];
+  }
+
+  Status write_in(Shard& sh, const std::function<Status(StateTxn&)>& fn) {
+    std::lock_guard lock(engine_mu_);
+    SAGA_RETURN_IF_ERROR(store_status_);
+    // The nonce keeps event ids unique across restarts, even when the clock
+    // has not moved (or moved back) since the last run.
+    Txn txn(sh.ks, sh.overlay,
+            "local/" + instance_nonce_ + "/" + std::to_string(local_writes_++));
+    SAGA_RETURN_IF_ERROR(fn(txn));
+    Batch batch;
+    Overlay scratch;
+    for (Message& e : txn.commit(batch, scratch)) sh.outbox->stage(batch, std::move(e));
+    Status s = store_->write(batch);
+    if (!s.ok()) {
+      sh.outbox->discard_staged();
+      return s;
+    }
+    ++writes_;
+    sh.outbox->release();
+    return ok_status();
+  }
 
   void commit_stats() {
     applied_ += stats_.applied;
@@ -244,25 +293,27 @@ class ParticipantImpl final : public Participant {
     duplicates_ += stats_.duplicates;
     voided_ += stats_.voided;
     stats_ = {};
-    outbox_depth_ = outbox_->depth();
+    uint64_t depth = 0;
+    for (const auto& sh : shards_) depth += sh->outbox->depth();
+    outbox_depth_ = depth;
   }
 
-  StatusOr<std::optional<InboxRecord>> lookup(const std::string& command_id) {
-    if (auto it = inbox_overlay_.find(command_id); it != inbox_overlay_.end())
+  StatusOr<std::optional<InboxRecord>> lookup(Shard& sh, const std::string& command_id) {
+    if (auto it = sh.inbox_overlay.find(command_id); it != sh.inbox_overlay.end())
       return std::optional(it->second);
-    SAGA_ASSIGN_OR_RETURN(auto bytes, store_->get(store_->cf(kInbox), command_id));
+    SAGA_ASSIGN_OR_RETURN(auto bytes, sh.ks.get(store_->cf(kInbox), command_id));
     if (!bytes) return std::optional<InboxRecord>();
     SAGA_ASSIGN_OR_RETURN(InboxRecord r, decode_inbox_record(*bytes));
     return std::optional(std::move(r));
   }
 
-  void remember(const std::string& command_id, InboxRecord r) {
+  void remember(Shard& sh, const std::string& command_id, InboxRecord r) {
     encode_inbox_record(r, record_);
-    batch_.put(store_->cf(kInbox), command_id, record_);
-    inbox_overlay_[command_id] = std::move(r);
+    sh.ks.put(batch_, store_->cf(kInbox), command_id, record_);
+    sh.inbox_overlay[command_id] = std::move(r);
   }
 
-  void reply(const Message& cmd, ReplyOutcome outcome, std::string payload) {
+  void reply(Shard& sh, const Message& cmd, ReplyOutcome outcome, std::string payload) {
     if (cmd.reply_to.empty()) {
       log_->warn("command {} has no reply_to; no reply sent", cmd.id);
       return;
@@ -280,7 +331,7 @@ class ParticipantImpl final : public Participant {
     r.outcome = outcome;
     r.traceparent = cmd.traceparent;
     r.payload = std::move(payload);
-    outbox_->stage(batch_, std::move(r));
+    sh.outbox->stage(batch_, std::move(r));
   }
 
   // Error texts may carry bytes from the wire or from handlers that are not
@@ -298,40 +349,40 @@ class ParticipantImpl final : public Participant {
     return buf;
   }
 
-  void handle(const Message& cmd) {
+  void handle(Shard& sh, const Message& cmd) {
     if (cmd.kind != MessageKind::kCommand || cmd.id.empty()) {
       log_->warn("ignoring non-command message '{}' of type '{}'", cmd.id, cmd.type);
       return;
     }
-    StatusOr<std::optional<InboxRecord>> seen = lookup(cmd.id);
+    StatusOr<std::optional<InboxRecord>> seen = lookup(sh, cmd.id);
     if (!seen.ok()) {
       // Cannot tell whether it was applied: answer retry, never guess.
       log_->error("inbox lookup of {} failed: {}", cmd.id, seen.status().to_string());
-      return reply(cmd, ReplyOutcome::kRetry, error_payload(seen.status().to_string()));
+      return reply(sh, cmd, ReplyOutcome::kRetry, error_payload(seen.status().to_string()));
     }
     if (*seen) {
       ++stats_.duplicates;
       const InboxRecord& r = **seen;
-      return reply(cmd, r.outcome, r.payload);
+      return reply(sh, cmd, r.outcome, r.payload);
     }
 
     Json action_reply;
     if (!cmd.compensates.empty()) {
-      StatusOr<std::optional<InboxRecord>> action = lookup(cmd.compensates);
+      StatusOr<std::optional<InboxRecord>> action = lookup(sh, cmd.compensates);
       if (!action.ok())
-        return reply(cmd, ReplyOutcome::kRetry, error_payload(action.status().to_string()));
+        return reply(sh, cmd, ReplyOutcome::kRetry, error_payload(action.status().to_string()));
       if (!*action) {
         // The compensation overtook its action: void the action so that it is
         // refused if it ever arrives, and report the undo as done.
         ++stats_.voided;
-        remember(cmd.compensates, {ReplyOutcome::kFailure,
+        remember(sh, cmd.compensates, {ReplyOutcome::kFailure,
                                    error_payload("cancelled by compensation " + cmd.id), true});
-        remember(cmd.id, {ReplyOutcome::kSuccess, "{}"});
-        return reply(cmd, ReplyOutcome::kSuccess, "{}");
+        remember(sh, cmd.id, {ReplyOutcome::kSuccess, "{}"});
+        return reply(sh, cmd, ReplyOutcome::kSuccess, "{}");
       }
       if ((*action)->outcome != ReplyOutcome::kSuccess) {
-        remember(cmd.id, {ReplyOutcome::kSuccess, "{}"});  // nothing was applied, nothing to undo
-        return reply(cmd, ReplyOutcome::kSuccess, "{}");
+        remember(sh, cmd.id, {ReplyOutcome::kSuccess, "{}"});  // nothing was applied, nothing to undo
+        return reply(sh, cmd, ReplyOutcome::kSuccess, "{}");
       }
       action_reply = Json::parse((*action)->payload, nullptr, false);
       if (action_reply.is_discarded()) action_reply = Json();
@@ -343,17 +394,17 @@ class ParticipantImpl final : public Participant {
       const std::string err =
           "participant '" + opts_.name + "' has no handler for command '" + cmd.type + "'";
       log_->error("{}", err);
-      remember(cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
-      return reply(cmd, ReplyOutcome::kFailure, error_payload(err));
+      remember(sh, cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
+      return reply(sh, cmd, ReplyOutcome::kFailure, error_payload(err));
     }
     Json payload = cmd.payload.empty() ? Json() : Json::parse(cmd.payload, nullptr, false);
     if (payload.is_discarded()) {
       ++stats_.refused;
       const std::string err = "command " + cmd.id + " has a payload that is not JSON";
-      remember(cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
-      return reply(cmd, ReplyOutcome::kFailure, error_payload(err));
+      remember(sh, cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
+      return reply(sh, cmd, ReplyOutcome::kFailure, error_payload(err));
     }
-    Txn txn(*store_, overlay_, cmd.id);
+    Txn txn(sh.ks, sh.overlay, cmd.id);
     CommandContext ctx{cmd, std::move(payload), std::move(action_reply), txn};
     HandlerResult result;
     try {
@@ -370,23 +421,23 @@ class ParticipantImpl final : public Participant {
     switch (result.outcome) {
       case ReplyOutcome::kSuccess: {
         ++stats_.applied;
-        for (Message& e : txn.commit(batch_, overlay_)) {
+        for (Message& e : txn.commit(batch_, sh.overlay)) {
           if (e.saga_id.empty()) e.saga_id = cmd.saga_id;
           if (e.key.empty()) e.key = cmd.key;
           if (e.traceparent.empty()) e.traceparent = cmd.traceparent;
-          outbox_->stage(batch_, std::move(e));
+          sh.outbox->stage(batch_, std::move(e));
         }
         std::string body = result.reply.is_null() ? "{}" : dump_lenient(result.reply);
-        remember(cmd.id, {ReplyOutcome::kSuccess, body});
-        return reply(cmd, ReplyOutcome::kSuccess, std::move(body));
+        remember(sh, cmd.id, {ReplyOutcome::kSuccess, body});
+        return reply(sh, cmd, ReplyOutcome::kSuccess, std::move(body));
       }
       case ReplyOutcome::kFailure:
         ++stats_.refused;
-        remember(cmd.id, {ReplyOutcome::kFailure, error_payload(result.error)});
-        return reply(cmd, ReplyOutcome::kFailure, error_payload(result.error));
+        remember(sh, cmd.id, {ReplyOutcome::kFailure, error_payload(result.error)});
+        return reply(sh, cmd, ReplyOutcome::kFailure, error_payload(result.error));
       case ReplyOutcome::kRetry:
         ++stats_.retried;
-        return reply(cmd, ReplyOutcome::kRetry, error_payload(result.error));
+        return reply(sh, cmd, ReplyOutcome::kRetry, error_payload(result.error));
     }
   }
 
@@ -394,15 +445,14 @@ class ParticipantImpl final : public Participant {
   std::shared_ptr<Transport> transport_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<Store> store_;
-  std::unique_ptr<Outbox> outbox_;
+  std::vector<std::unique_ptr<Shard>> shards_;  // fixed after init()
+  std::vector<Keyspace> keyspaces_;             // shards_[k]->ks, for scans across shards
 
   std::mutex engine_mu_;
   std::unordered_map<std::string, CommandHandler> handlers_;
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
-  Overlay overlay_;
   std::string record_;  // scratch for encode_inbox_record
-  std::unordered_map<std::string, InboxRecord> inbox_overlay_;
   BatchStats stats_;
   uint64_t local_writes_ = 0;
   std::string instance_nonce_ = make_nonce();

@@ -24,6 +24,13 @@ struct BookingFaults {
   double confirm_failure = 0;  ///< inventory refuses to confirm (refund, then release)
 };
 
+/// The key of every inventory command: the stock is one pool with one
+/// capacity, so its commands go to one shard of the inventory and are checked
+/// there in order (as a real inventory keys its commands by place).
+/// Payment commands keep the saga id as key and spread over the shards, each
+/// shard with its own "balance".
+inline constexpr char kStockKey[] = "stock";
+
 /// The booking saga. Data: {"qty": int, "amount": int}. With `loyalty`, a
 /// fourth step awards loyalty points (compensation: revoke) after confirm,
 /// which is then the pivot: once stock is confirmed the points are retried
@@ -33,7 +40,9 @@ inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint3
   const RetryPolicy retry{attempts, Duration{50}, 2.0, Duration{1000}, 0.2};
   const RetryPolicy forever{0, Duration{50}, 2.0, Duration{1000}, 0.2};
   DefinitionBuilder b("booking", 1);
+  const auto stock = [](const Json&) { return std::string(kStockKey); };
   b.command("reserve", "inventory", "reserve")
+      .key(stock)
       .compensate("inventory", "release")
       .timeout(timeout)
       .retry(retry)
@@ -44,6 +53,7 @@ inline DefinitionPtr booking_definition(Duration timeout = Duration{1000}, uint3
       .retry(retry)
       .compensation_retry(forever)
       .command("confirm", "inventory", "confirm")
+      .key(stock)
       .timeout(timeout)
       .retry(retry);
   if (loyalty) {
@@ -149,11 +159,12 @@ inline Status register_loyalty(Participant& p) {
   });
 }
 
-/// Reads every key of a participant under `prefix` as integers.
+/// Reads every key of a participant under `prefix` as integers; a key held
+/// by several shards (a per-shard "balance") reads as their sum.
 inline std::map<std::string, int64_t> read_ints(const Participant& p, const std::string& prefix) {
   std::map<std::string, int64_t> out;
   Status s = p.scan(prefix, [&](std::string_view k, std::string_view v) {
-    out.emplace(std::string(k.substr(prefix.size())), std::stoll(std::string(v)));
+    out[std::string(k.substr(prefix.size()))] += std::stoll(std::string(v));
     return true;
   });
   if (!s.ok()) throw std::runtime_error(s.to_string());

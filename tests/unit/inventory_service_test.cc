@@ -30,10 +30,15 @@ namespace {
 
 using service::ClientResponse;
 
+// A command keyed by place, as the booking saga sends them (the place of a
+// stay's payload, else `place`): a place's holds live in one shard.
 Message command(const std::string& saga, const std::string& type, const Json& payload,
-                const std::string& compensates = {}) {
-  return testing::participant_command(inventory::kParticipantName, saga, type, payload,
-                                      compensates);
+                const std::string& compensates = {}, const std::string& place = {}) {
+  Message m = testing::participant_command(inventory::kParticipantName, saga, type, payload,
+                                           compensates);
+  m.key = payload.is_object() && payload.contains("placeId") ? payload["placeId"].get<std::string>()
+                                                             : place;
+  return m;
 }
 
 Json stay(const std::string& reservation, const std::string& place, const std::string& in,
@@ -194,7 +199,7 @@ TEST_CASE("confirm turns the hold into a confirmed booking the owner sees") {
               .outcome == ReplyOutcome::kSuccess);
   CHECK(h.get_json("/owners/own-1/reservations").empty());  // held is not confirmed
 
-  const Message r = h.roundtrip(command("s1", "confirm", Json::object()));
+  const Message r = h.roundtrip(command("s1", "confirm", Json::object(), {}, place));
   REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
   const Json n = h.night(place, "2024-05-02");
   CHECK(n["held"] == 0);
@@ -222,7 +227,7 @@ TEST_CASE("confirm turns the hold into a confirmed booking the owner sees") {
   CHECK(h.get_json("/owners/own-2/reservations").empty());
 
   // Confirm without a hold fails.
-  const Message none = h.roundtrip(command("s9", "confirm", Json::object()));
+  const Message none = h.roundtrip(command("s9", "confirm", Json::object(), {}, place));
   CHECK(none.outcome == ReplyOutcome::kFailure);
   CHECK(contains(error_of(none), "no hold"));
 }
@@ -233,7 +238,7 @@ TEST_CASE("release of a held booking restores availability and emits Reservation
   REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "7", "2024-06-01", "2024-06-03", 2)))
               .outcome == ReplyOutcome::kSuccess);
   CHECK(h.night("7", "2024-06-01")["free"] == 0);
-  const Message r = h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a"));
+  const Message r = h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a", "7"));
   REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
   CHECK(h.night("7", "2024-06-01")["free"] == 2);
   CHECK(h.night("7", "2024-06-02")["held"] == 0);
@@ -253,14 +258,15 @@ TEST_CASE("release of a confirmed booking restores availability and the owner in
   h.stock("8", 1);
   REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "8", "2024-07-01", "2024-07-02", 1)))
               .outcome == ReplyOutcome::kSuccess);
-  REQUIRE(h.roundtrip(command("s1", "confirm", Json::object())).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s1", "confirm", Json::object(), {}, "8")).outcome ==
+          ReplyOutcome::kSuccess);
   CHECK(h.get_json("/owners/owner-8/reservations").size() == 1);
   CHECK(h.night("8", "2024-07-01")["confirmed"] == 1);
   // A confirmed night blocks others.
   CHECK(h.roundtrip(command("s2", "reserve", stay("r2", "8", "2024-07-01", "2024-07-02", 1)))
             .outcome == ReplyOutcome::kFailure);
 
-  REQUIRE(h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a")).outcome ==
+  REQUIRE(h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a", "8")).outcome ==
           ReplyOutcome::kSuccess);
   const Json n = h.night("8", "2024-07-01");
   CHECK(n["confirmed"] == 0);
@@ -281,7 +287,8 @@ TEST_CASE("availability endpoint reports rooms, held, confirmed and free per nig
               .outcome == ReplyOutcome::kSuccess);
   REQUIRE(h.roundtrip(command("s2", "reserve", stay("r2", "5", "2024-01-02", "2024-01-04", 2)))
               .outcome == ReplyOutcome::kSuccess);
-  REQUIRE(h.roundtrip(command("s2", "confirm", Json::object())).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s2", "confirm", Json::object(), {}, "5")).outcome ==
+          ReplyOutcome::kSuccess);
   const Json a = h.get_json("/places/5/availability?from=2024-01-01&to=2024-01-05");
   REQUIRE(a.size() == 4);
   CHECK(a[0] ==

@@ -9,11 +9,13 @@
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -23,6 +25,7 @@
 #include "saga/clock.h"
 #include "saga/memory_transport.h"
 #include "saga/message.h"
+#include "saga/shard.h"
 #include "saga/status.h"
 #include "support/doctest_vectors.h"
 #include "support/temp_dir.h"
@@ -119,12 +122,13 @@ class Harness {
     if (p) REQUIRE(p->on(type, handlers_[type]).ok());
   }
 
-  Status open() {
+  Status open(uint32_t shards = 0) {
     ParticipantOptions o;
     o.name = kParticipant;
     o.data_dir = dir_.path().string();
     o.sync = false;
     o.clock = clock;
+    o.shards = shards;
     auto opened = Participant::open(o, std::shared_ptr<Transport>(bus->connect(kParticipant)));
     if (!opened.ok()) return opened.status();
     p = std::move(*opened);
@@ -757,7 +761,7 @@ TEST_CASE("a local write commits when it returns OK and not when it fails") {
   REQUIRE(h.open().ok());
 
   SUBCASE("OK: visible to get(), events sent") {
-    Status s = h.p->write([](StateTxn& txn) {
+    Status s = h.p->write(kSaga, [](StateTxn& txn) {
       txn.put("price/a", "10");
       auto v = txn.get("price/a");
       if (!v.ok() || *v != "10") return Status::internal("own write not visible");
@@ -774,7 +778,7 @@ TEST_CASE("a local write commits when it returns OK and not when it fails") {
     CHECK_FALSE(h.events[0].id.empty());
   }
   SUBCASE("an error: nothing committed, nothing sent, the error comes back") {
-    Status s = h.p->write([](StateTxn& txn) {
+    Status s = h.p->write(kSaga, [](StateTxn& txn) {
       txn.put("price/a", "10");
       txn.emit(event("PriceChanged"));
       return Status::failed_precondition("price frozen");
@@ -786,7 +790,7 @@ TEST_CASE("a local write commits when it returns OK and not when it fails") {
     CHECK(h.events.empty());
   }
   SUBCASE("a command handler sees what a local write committed") {
-    REQUIRE(h.p->write([](StateTxn& txn) {
+    REQUIRE(h.p->write(kSaga, [](StateTxn& txn) {
                  txn.put("stock/a", "5");
                  return ok_status();
                })
@@ -802,13 +806,97 @@ TEST_CASE("a local write commits when it returns OK and not when it fails") {
   }
 }
 
+TEST_CASE("shards: commands run in the shard of their key, reads and scans see every shard") {
+  Harness h;
+  REQUIRE(h.open().ok());
+  REQUIRE(h.p->shards() == kDefaultShards);
+  h.on("stock", [](CommandContext& ctx) {
+    ctx.state.put("stock/" + ctx.command.key, ctx.payload.value("n", std::string()));
+    return HandlerResult::success();
+  });
+  // Keys chosen to spread over several shards.
+  std::vector<std::string> keys;
+  std::set<uint32_t> shards;
+  for (int i = 0; shards.size() < 4; ++i) {
+    keys.push_back("place-" + std::to_string(i));
+    shards.insert(shard_of(keys.back(), kDefaultShards));
+  }
+  for (const std::string& key : keys) {
+    Message m = command("saga-1/stock/" + key, "stock", Json{{"n", key}});
+    m.key = key;
+    REQUIRE(h.roundtrip(m).outcome == ReplyOutcome::kSuccess);
+  }
+  std::vector<std::string> scanned;
+  REQUIRE(h.p->scan("stock/",
+                    [&](std::string_view k, std::string_view v) {
+                      CHECK(k.substr(6) == v);
+                      scanned.emplace_back(k);
+                      return true;
+                    })
+              .ok());
+  std::vector<std::string> expected;
+  for (const std::string& key : keys) expected.push_back("stock/" + key);
+  std::sort(expected.begin(), expected.end());
+  CHECK(scanned == expected);  // merged in key order across the shards
+  for (const std::string& key : keys) CHECK(h.state("stock/" + key) == key);
+
+  SUBCASE("a local write lands in the shard its key names: a command of that key sees it") {
+    REQUIRE(h.p->write(keys[1], [](StateTxn& txn) {
+                 txn.put("note", "from the write");
+                 return ok_status();
+               })
+                .ok());
+    std::map<std::string, std::optional<std::string>> seen;
+    h.on("read", [&](CommandContext& ctx) {
+      auto v = ctx.state.get("note");
+      if (v.ok()) seen[ctx.command.key] = *v;
+      return HandlerResult::success();
+    });
+    for (const std::string& key : {keys[0], keys[1]}) {
+      Message m = command("saga-1/read/" + key, "read");
+      m.key = key;
+      REQUIRE(h.roundtrip(m).outcome == ReplyOutcome::kSuccess);
+    }
+    if (shard_of(keys[0], kDefaultShards) != shard_of(keys[1], kDefaultShards))
+      CHECK(seen[keys[0]] == std::nullopt);  // another shard's state is not visible
+    CHECK(seen[keys[1]] == "from the write");
+  }
+  SUBCASE("write() without a key needs a store of one shard") {
+    Status s = h.p->write([](StateTxn&) { return ok_status(); });
+    CHECK(s.code() == StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(contains(s.message(), "12 shards"), s.message());
+  }
+  SUBCASE("the count is kept on reopen; another one is refused") {
+    h.close();
+    Status other = h.open(4);
+    CHECK(other.code() == StatusCode::kFailedPrecondition);
+    REQUIRE(h.open(kDefaultShards).ok());
+    for (const std::string& key : keys) CHECK(h.state("stock/" + key) == key);
+    h.close();
+    REQUIRE(h.open().ok());
+    CHECK(h.p->shards() == kDefaultShards);
+  }
+}
+
+TEST_CASE("a participant of one shard takes write() without a key") {
+  Harness h;
+  REQUIRE(h.open(1).ok());
+  REQUIRE(h.p->shards() == 1);
+  REQUIRE(h.p->write([](StateTxn& txn) {
+               txn.put("k", "v");
+               return ok_status();
+             })
+              .ok());
+  CHECK(h.state("k") == "v");
+}
+
 TEST_CASE("events of local writes get distinct ids across a restart") {
   // The ManualClock does not move across the restart, as a wall clock stepped
   // back by NTP (or a fast restart within one millisecond) would not.
   Harness h;
   REQUIRE(h.open().ok());
   auto emit_one = [&] {
-    REQUIRE(h.p->write([](StateTxn& txn) {
+    REQUIRE(h.p->write(kSaga, [](StateTxn& txn) {
                  txn.emit(event("PriceChanged"));
                  return ok_status();
                })

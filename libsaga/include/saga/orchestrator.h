@@ -137,7 +137,7 @@ struct Options {
   /// thread. Default 4096.
   uint32_t max_batch = 4096;
   /// Shards (docs/sharding.md): saga `id` lives in shard shard_of(id, shards),
-  /// with its own column families, and shards run in parallel. 0 = the
+  /// with its own key range of the store, and shards run in parallel. 0 = the
   /// store's count, or 12 for a new store. A count other than the store's
   /// fails open() with FailedPrecondition (a store written before shards
   /// existed has 1). Default 0.

@@ -83,6 +83,14 @@ struct ParticipantOptions {
   std::string data_dir;
   /// fsync the WAL on every write. Default true.
   bool sync = true;
+  /// Shards (docs/sharding.md): a command lives in shard shard_of(key, shards)
+  /// of its Message::key (the saga id when the key is empty), with its inbox
+  /// records, the state its handler writes and its outbox, so commands about
+  /// one thing (the same key) are handled in order in one shard. 0 = the
+  /// store's count, or 12 for a new store. A count other than the store's
+  /// fails open() with FailedPrecondition (a store written before shards
+  /// existed has 1). Default 0.
+  uint32_t shards = 0;
   /// Time source; default the system clock.
   std::shared_ptr<Clock> clock;
   /// spdlog logger name. Default: the participant's name.
@@ -118,13 +126,20 @@ class Participant {
   /// repeats or the handler is empty. Call before the engine runs.
   virtual Status on(std::string command_type, CommandHandler handler) = 0;
 
-  /// Runs `fn` as a local transaction on the state (e.g. an HTTP write),
-  /// serialised with command handling; commits when it returns OK.
+  /// Runs `fn` as a local transaction on the state of the shard of `shard_key`
+  /// (the key the commands about the same thing carry, e.g. a place id: its
+  /// handlers then see what `fn` wrote), serialised with command handling;
+  /// commits when `fn` returns OK.
+  virtual Status write(std::string_view shard_key,
+                       const std::function<Status(StateTxn&)>& fn) = 0;
+  /// As write(shard_key, fn), for a participant of one shard; InvalidArgument
+  /// when it has more (which shard would it be?).
   virtual Status write(const std::function<Status(StateTxn&)>& fn) = 0;
-  /// Committed value of `key`.
+  /// Committed value of `key` in whichever shard holds it (a handler writes
+  /// a key in its command's shard; keys are expected to belong to one shard).
   virtual StatusOr<std::optional<std::string>> get(std::string_view key) const = 0;
-  /// Calls fn(key, value) for committed keys starting with `prefix`, in
-  /// order, until it returns false.
+  /// Calls fn(key, value) for committed keys starting with `prefix`, in key
+  /// order across the shards, until it returns false.
   virtual Status scan(
       std::string_view prefix,
       const std::function<bool(std::string_view key, std::string_view value)>& fn) const = 0;
@@ -136,6 +151,8 @@ class Participant {
 
   virtual ParticipantStats stats() const = 0;
   virtual Status health() const = 0;
+  /// The shard count the store was opened with.
+  virtual uint32_t shards() const = 0;
 };
 
 }  // namespace saga

@@ -7,6 +7,10 @@
 
 namespace saga {
 
+/// The shard count of a new orchestrator or participant store when the
+/// options leave it open (0).
+inline constexpr uint32_t kDefaultShards = 12;
+
 /// Kafka's murmur2 hash of `bytes` (the Java client's Utils.murmur2, seed
 /// 0x9747b28c), as librdkafka's `murmur2` partitioners compute it.
 /// Thread-safe; pure.

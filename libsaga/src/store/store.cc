@@ -194,6 +194,50 @@ Keyspace::Keyspace(Store& store, uint32_t shard) : store_(&store) {
   }
 }
 
+std::unique_ptr<rocksdb::Iterator> Store::iterator(rocksdb::ColumnFamilyHandle* cf) const {
+  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), cf));
+}
+
+Status scan_merged(const std::vector<Keyspace>& shards, rocksdb::ColumnFamilyHandle* cf,
+                   std::string_view prefix, std::string_view from,
+                   const std::function<bool(std::string_view key, std::string_view value)>& fn) {
+  if (shards.size() == 1) return shards[0].scan(cf, prefix, from, fn);
+  // One iterator per shard; each step hands out the smallest key among the
+  // shards' current ones (S is small: a linear pick beats a heap).
+  struct Head {
+    std::unique_ptr<rocksdb::Iterator> it;
+    std::string prefix;  // shard prefix + query prefix
+    size_t skip;         // shard prefix size
+    bool live() const {
+      return it->Valid() && it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()));
+    }
+    std::string_view key() const {
+      return std::string_view(it->key().data(), it->key().size()).substr(skip);
+    }
+  };
+  std::vector<Head> heads;
+  heads.reserve(shards.size());
+  const std::string_view start = from.empty() || from < prefix ? prefix : from;
+  for (const Keyspace& ks : shards) {
+    Head h{ks.store().iterator(cf), ks.prefix() + std::string(prefix), ks.prefix().size()};
+    const std::string seek = ks.prefix() + std::string(start);
+    h.it->Seek(rocksdb::Slice(seek.data(), seek.size()));
+    heads.push_back(std::move(h));
+  }
+  for (;;) {
+    Head* next = nullptr;
+    for (Head& h : heads) {
+      if (h.live() && (!next || h.key() < next->key())) next = &h;
+    }
+    if (!next) break;
+    const rocksdb::Slice value = next->it->value();
+    if (!fn(next->key(), std::string_view(value.data(), value.size()))) break;
+    next->it->Next();
+  }
+  for (Head& h : heads) SAGA_RETURN_IF_ERROR(from_rocksdb(h.it->status(), "scan"));
+  return ok_status();
+}
+
 Status Keyspace::scan(
     rocksdb::ColumnFamilyHandle* cf, std::string_view prefix, std::string_view from,
     const std::function<bool(std::string_view key, std::string_view value)>& fn) const {

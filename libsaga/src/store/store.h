@@ -92,6 +92,8 @@ class Store {
               const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   /// The last key of a column family, nullopt when empty.
   StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf) const;
+  /// A raw iterator over a column family (for merges across shards).
+  std::unique_ptr<rocksdb::Iterator> iterator(rocksdb::ColumnFamilyHandle* cf) const;
 
   const std::string& dir() const { return dir_; }
 
@@ -149,6 +151,13 @@ class Keyspace {
   Store* store_;
   std::string prefix_;
 };
+
+/// As Keyspace::scan over several shards of one store at once: fn sees their
+/// keys (without prefixes) merged in key order, a key present in several
+/// shards once per shard, until it returns false.
+Status scan_merged(const std::vector<Keyspace>& shards, rocksdb::ColumnFamilyHandle* cf,
+                   std::string_view prefix, std::string_view from,
+                   const std::function<bool(std::string_view key, std::string_view value)>& fn);
 
 /// Converts a RocksDB status (OK stays OK).
 Status from_rocksdb(const rocksdb::Status& s, std::string_view what);

@@ -305,7 +305,7 @@ void add_routes(service::Router& router, Participant& p) {
         if (!rooms.ok()) return bad_request(rooms.status());
         const std::string id = "p-" + domain::random_hex(8);
         const Json place = {{"id", id}, {"name", *name}, {"ownerId", *owner}, {"rooms", *rooms}};
-        Status s = p.write([&](StateTxn& txn) {
+        Status s = p.write(id, [&](StateTxn& txn) {
           txn.put(place_key(id), place.dump());
           return ok_status();
         });
@@ -333,7 +333,7 @@ void add_routes(service::Router& router, Participant& p) {
                auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
                if (!rooms.ok()) return bad_request(rooms.status());
                Json result;
-               Status s = p.write([&](StateTxn& txn) -> Status {
+               Status s = p.write(id, [&](StateTxn& txn) -> Status {
                  SAGA_ASSIGN_OR_RETURN(result, set_rooms(p, txn, id, *rooms, std::nullopt));
                  return ok_status();
                });
@@ -410,7 +410,7 @@ void add_routes(service::Router& router, Participant& p) {
         if (!stock.ok()) return bad_request(stock.status());
         const Json create = {
             {"id", *id}, {"name", "place-" + *id}, {"ownerId", "owner-" + *id}, {"rooms", *stock}};
-        Status s = p.write([&](StateTxn& txn) -> Status {
+        Status s = p.write(*id, [&](StateTxn& txn) -> Status {
           return set_rooms(p, txn, *id, *stock, create).status();
         });
         if (!s.ok()) return Response::from_status(s);

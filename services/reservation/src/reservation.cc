@@ -58,6 +58,13 @@ Json charge_payload(const Json& d) {
 
 Json booking_ref_payload(const Json& d) { return {{"bookingId", d.at("bookingId")}}; }
 
+// The inventory's commands are keyed by place: all of a place's holds land in
+// one shard of the inventory (docs/sharding.md), where capacity is checked.
+std::string place_key(const Json& d) { return str(d, "placeId"); }
+// A cancellation's refund is keyed by the booking it cancels, as the booking's
+// charge was (by its saga id): the payment of a booking lives in one shard.
+std::string booking_key(const Json& d) { return str(d, "bookingId"); }
+
 void merge_hold(Json& d, const Json& r) {
   if (r.is_object() && r.contains("holdId")) d["holdId"] = r["holdId"];
 }
@@ -312,6 +319,7 @@ std::string cancellation_id(std::string_view id) { return std::string(id) + ".ca
 StatusOr<DefinitionPtr> booking_definition(Options options) {
   DefinitionBuilder b(kSagaType, kSagaVersion);
   b.command("reserve", kInventory, "reserve")
+      .key(place_key)
       .payload(stay_payload)
       .on_reply(merge_hold)
       .compensate(kInventory, "release", empty_payload)
@@ -320,6 +328,7 @@ StatusOr<DefinitionPtr> booking_definition(Options options) {
       .compensation_retry(kForever);
   return add_pay_step(b)
       .command("confirm", kInventory, "confirm")
+      .key(place_key)
       .payload(empty_payload)
       .timeout(kStepTimeout)
       .retry(kStepRetry)
@@ -331,6 +340,7 @@ StatusOr<DefinitionPtr> seed_booking_definition(Options options) {
   DefinitionBuilder b(kSeedSagaType, kSagaVersion);
   return add_pay_step(b)
       .command("allocate", kInventory, "allocate")
+      .key(place_key)
       .payload(stay_payload)
       .on_reply([](Json& d, const Json& r) {
         merge_hold(d, r);
@@ -356,10 +366,12 @@ StatusOr<DefinitionPtr> cancellation_definition(Options options) {
   // customer cancels, must end with its rooms released and its money back.
   return DefinitionBuilder(kCancelSagaType, kSagaVersion)
       .command("release", kInventory, "release")
+      .key(place_key)
       .payload(booking_ref_payload)
       .timeout(kStepTimeout)
       .retry(kForever)
       .command("refund", kPayment, "refund")
+      .key(booking_key)
       .payload(booking_ref_payload)
       .timeout(kStepTimeout)
       .retry(kForever)

@@ -29,6 +29,7 @@
 #include "instance.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "saga/json.h"
 #include "saga/shard.h"
 #include "store/store.h"
 
@@ -948,7 +949,7 @@ class OrchestratorImpl final : public Orchestrator {
       if (forward && spec.action.on_reply) {
         Json reply = m.payload.empty()
                          ? Json()
-                         : Json::parse(m.payload, nullptr, /*allow_exceptions=*/false);
+                         : parse_json(m.payload).value_or(Json(Json::value_t::discarded));
         if (reply.is_discarded()) {
           log_->warn("saga {}: reply to {} has invalid JSON; merged as null", m.saga_id,
                      m.in_reply_to);
@@ -984,7 +985,7 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   static std::string reply_error(const Message& m) {
-    Json j = Json::parse(m.payload, nullptr, false);
+    Json j = parse_json(m.payload).value_or(Json(Json::value_t::discarded));
     if (j.is_object() && j.contains("error") && j["error"].is_string())
       return j["error"].get<std::string>();
     return std::string(to_string(m.outcome)) + " from participant";

@@ -1,7 +1,9 @@
 #include "instance.h"
 
 #include <nlohmann/json.hpp>
+#include <utility>
 
+#include "saga/json.h"
 #include "store/codec.h"
 
 namespace saga::internal {
@@ -50,11 +52,9 @@ StatusOr<Instance> decode_format2(std::string_view bytes) {
   inst.attempt_base = r.u32();
   inst.uncertain = r.boolean();
   if (!r.ok() || !r.done()) return Status::data_loss("undecodable saga instance (format 2)");
-  try {
-    v.data = Json::from_msgpack(data.begin(), data.end());
-  } catch (const Json::exception& e) {
-    return Status::data_loss(std::string("undecodable saga data: ") + e.what());
-  }
+  StatusOr<Json> parsed = parse_msgpack(data);
+  if (!parsed.ok()) return Status::data_loss("undecodable saga data: " + parsed.status().message());
+  v.data = std::move(*parsed);
   inst.data_bytes = data;
   return inst;
 }
@@ -62,8 +62,12 @@ StatusOr<Instance> decode_format2(std::string_view bytes) {
 // Format 1: MessagePack of a JSON document (libsaga up to 0.x, before the
 // binary record). Read only.
 StatusOr<Instance> decode_format1(std::string_view bytes) {
+  StatusOr<Json> parsed = parse_msgpack(bytes);
+  if (!parsed.ok()) {
+    return Status::data_loss("undecodable saga instance: " + parsed.status().message());
+  }
   try {
-    Json j = Json::from_msgpack(bytes.begin(), bytes.end());
+    const Json& j = *parsed;
     Instance inst;
     SagaView& v = inst.view;
     v.id = j.at("id").get<std::string>();

@@ -6,6 +6,8 @@
 #include <string>
 #include <utility>
 
+#include "saga/json.h"
+
 namespace saga {
 namespace {
 
@@ -176,11 +178,12 @@ std::string encode_message(const Message& m) {
 }
 
 StatusOr<Message> decode_message(std::string_view bytes) {
+  StatusOr<Json> doc = parse_json(bytes);
+  if (!doc.ok()) {
+    return Status::invalid_argument("message envelope: malformed JSON: " + doc.status().message());
+  }
   try {
-    const Json doc = Json::parse(bytes.begin(), bytes.end());
-    return decode_object(doc);
-  } catch (const Json::parse_error& e) {
-    return Status::invalid_argument(std::string("message envelope: malformed JSON: ") + e.what());
+    return decode_object(*doc);
   } catch (const Json::exception& e) {
     // Type and range checks above should make this unreachable; it is here so
     // no nlohmann exception can cross the library boundary.

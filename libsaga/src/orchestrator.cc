@@ -29,6 +29,7 @@
 #include "instance.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "saga/json.h"
 #include "saga/shard.h"
 #include "store/store.h"
 
@@ -860,6 +861,11 @@ class OrchestratorImpl final : public Orchestrator {
     if (id.empty() || id.size() > 200 || id.find('\0') != std::string::npos) {
       return Status::invalid_argument("saga id must be 1..200 bytes without NUL");
     }
+    if (json_depth(r.data) > kMaxJsonDepth) {
+      return Status::invalid_argument("saga data is nested deeper than " +
+                                      std::to_string(kMaxJsonDepth) +
+                                      " levels of arrays and objects");
+    }
     if (sh.live.count(id)) return Status::already_exists("saga '" + id + "' exists");
     SAGA_ASSIGN_OR_RETURN(auto existing, sh.ks.get(store_->cf(kInstances), id));
     if (existing) return Status::already_exists("saga '" + id + "' exists");
@@ -922,7 +928,7 @@ class OrchestratorImpl final : public Orchestrator {
       if (forward && spec.action.on_reply) {
         Json reply = m.payload.empty()
                          ? Json()
-                         : Json::parse(m.payload, nullptr, /*allow_exceptions=*/false);
+                         : parse_json(m.payload).value_or(Json(Json::value_t::discarded));
         if (reply.is_discarded()) {
           log_->warn("saga {}: reply to {} has invalid JSON; merged as null", m.saga_id,
                      m.in_reply_to);
@@ -934,6 +940,14 @@ class OrchestratorImpl final : public Orchestrator {
           // A merge that throws is a bug in the definition; the step did
           // succeed at the participant, so the saga must go on (and undo it).
           log_->error("saga {}: on_reply of step {} threw: {}", m.saga_id, spec.name, e.what());
+        }
+        if (json_depth(inst->view.data) > kMaxJsonDepth) {
+          // Stored, it could never be read back: keep the data as last written.
+          log_->error("saga {}: on_reply of step {} nested the data deeper than {}; merge dropped",
+                      m.saga_id, spec.name, kMaxJsonDepth);
+          if (!inst->data_bytes.empty()) {
+            inst->view.data = parse_msgpack(inst->data_bytes).value_or(Json::object());
+          }
         }
         inst->data_changed();
       }
@@ -958,7 +972,7 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   static std::string reply_error(const Message& m) {
-    Json j = Json::parse(m.payload, nullptr, false);
+    Json j = parse_json(m.payload).value_or(Json(Json::value_t::discarded));
     if (j.is_object() && j.contains("error") && j["error"].is_string())
       return j["error"].get<std::string>();
     return std::string(to_string(m.outcome)) + " from participant";

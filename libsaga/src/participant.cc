@@ -17,6 +17,7 @@
 #include "background_loop.h"
 #include "inbox.h"
 #include "outbox.h"
+#include "saga/json.h"
 #include "saga/shard.h"
 #include "store/codec.h"
 #include "store/store.h"
@@ -42,7 +43,7 @@ void encode_inbox_record(const InboxRecord& r, std::string& out) {
 StatusOr<InboxRecord> decode_inbox_record(std::string_view bytes) {
   if (bytes.empty() || static_cast<uint8_t>(bytes[0]) != kBinaryInboxRecord) {
     // A JSON object written by an older version.
-    Json j = Json::parse(bytes, nullptr, false);
+    Json j = parse_json(bytes).value_or(Json(Json::value_t::discarded));
     if (!j.is_object() || !j.contains("o") || !j.contains("p") || !j["o"].is_number_integer() ||
         !j["p"].is_string()) {
       return Status::data_loss("undecodable inbox record");
@@ -384,7 +385,7 @@ class ParticipantImpl final : public Participant {
         remember(sh, cmd.id, {ReplyOutcome::kSuccess, "{}"});  // nothing was applied, nothing to undo
         return reply(sh, cmd, ReplyOutcome::kSuccess, "{}");
       }
-      action_reply = Json::parse((*action)->payload, nullptr, false);
+      action_reply = parse_json((*action)->payload).value_or(Json(Json::value_t::discarded));
       if (action_reply.is_discarded()) action_reply = Json();
     }
 
@@ -397,7 +398,9 @@ class ParticipantImpl final : public Participant {
       remember(sh, cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
       return reply(sh, cmd, ReplyOutcome::kFailure, error_payload(err));
     }
-    Json payload = cmd.payload.empty() ? Json() : Json::parse(cmd.payload, nullptr, false);
+    Json payload = cmd.payload.empty()
+                       ? Json()
+                       : parse_json(cmd.payload).value_or(Json(Json::value_t::discarded));
     if (payload.is_discarded()) {
       ++stats_.refused;
       const std::string err = "command " + cmd.id + " has a payload that is not JSON";

@@ -1,5 +1,7 @@
 #include "domain/state.h"
 
+#include "saga/json.h"
+
 namespace saga::domain {
 namespace {
 
@@ -7,11 +9,12 @@ StatusOr<std::optional<nlohmann::json>> parse_object(StatusOr<std::optional<std:
                                                      const std::string& key) {
   if (!v.ok()) return v.status();
   if (!*v) return std::optional<nlohmann::json>();
-  nlohmann::json j = nlohmann::json::parse(**v, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
-    return Status::data_loss("stored value at '" + key + "' is not a JSON object");
+  StatusOr<nlohmann::json> j = parse_json(**v);
+  if (!j.ok() || !j->is_object()) {
+    return Status::data_loss("stored value at '" + key + "' is not a JSON object" +
+                             (j.ok() ? "" : ": " + j.status().message()));
   }
-  return std::optional<nlohmann::json>(std::move(j));
+  return std::optional<nlohmann::json>(std::move(*j));
 }
 
 }  // namespace

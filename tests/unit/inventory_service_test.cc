@@ -347,6 +347,27 @@ TEST_CASE("POST /places validates its body with 400 problems") {
   check_problem(*raw, 400);
 }
 
+TEST_CASE("a body nested 100,000 deep is a 400 problem and the service keeps answering") {
+  Harness h;
+  // 200 KB, well under the 1 MiB body limit: it once overflowed the stack.
+  const std::string deep = std::string(100'000, '[') + std::string(100'000, ']');
+  for (const char* target : {"/reservationManagements", "/places"}) {
+    CAPTURE(target);
+    auto r = h.http->request("POST", target, {{"Content-Type", "application/json"}}, deep);
+    REQUIRE(r.ok());
+    check_problem(*r, 400, "nested deeper than 64");
+  }
+  auto objects = std::string();
+  for (int i = 0; i < 100'000; ++i) objects += "{\"a\":";
+  auto r = h.http->request("POST", "/places", {{"Content-Type", "application/json"}}, objects);
+  REQUIRE(r.ok());
+  check_problem(*r, 400, "nested deeper than 64");
+
+  h.stock("1", 2);
+  CHECK(h.night("1", "2024-01-02")["free"] == 2);
+  CHECK(h.get("/healthz").status == 200);
+}
+
 TEST_CASE("POST /reservationManagements creates a place or sets its stock") {
   Harness h;
   ClientResponse r = h.post("/reservationManagements", {{"placeId", 1}, {"stock", 3}});

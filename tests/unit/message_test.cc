@@ -262,5 +262,16 @@ TEST_CASE("decoding never throws, even on hostile input") {
   }
 }
 
+TEST_CASE("an envelope nested deeper than kMaxJsonDepth is an invalid argument") {
+  Json doc = valid_doc();
+  Json deep = Json::array();
+  for (int i = 1; i < 64; ++i) deep = Json::array({std::move(deep)});
+  doc["extra"] = deep;  // 65 levels with the envelope itself
+  check_invalid(doc.dump(), "nested deeper than 64");
+  doc["extra"] = deep[0];
+  CHECK(decode_message(doc.dump()).ok());  // unknown fields are ignored, 64 levels are fine
+  check_invalid(std::string(100'000, '[') + std::string(100'000, ']'), "nested deeper than 64");
+}
+
 }  // namespace
 }  // namespace saga

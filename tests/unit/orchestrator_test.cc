@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "saga/json.h"
 #include "saga/memory_transport.h"
 #include "saga/shard.h"
 #include "support/doctest_vectors.h"
@@ -289,6 +290,46 @@ TEST_CASE("a three-step booking completes and merges each reply into the saga da
   CHECK(h.inventory.applied(id + "/0/a") == 1);
   CHECK(h.payment.applied(id + "/1/a") == 1);
   CHECK(h.orch->stats().in_flight == 0);
+}
+
+// `depth` nested one-element arrays around 1 (json_depth == depth).
+Json nested(size_t depth) {
+  Json j = 1;
+  for (size_t i = 0; i < depth; ++i) j = Json::array({std::move(j)});
+  return j;
+}
+
+TEST_CASE("saga data stays within the JSON depth limit: a deep start is refused, a deep merge dropped") {
+  Harness h;
+  auto wrap = DefinitionBuilder("wrap", 1)
+                  .command("reserve", "inventory", "reserve")
+                  .on_reply([](Json& d, const Json& r) { d["wrapped"] = Json::array({r}); })
+                  .timeout(kTimeout)
+                  .retry(kQuickRetry)
+                  .build();
+  REQUIRE(wrap.ok());
+  h.open({booking(), *wrap});
+
+  SUBCASE("start") {
+    auto refused = h.orch->start("booking", Json{{"deep", nested(kMaxJsonDepth)}});
+    CHECK(refused.status().code() == StatusCode::kInvalidArgument);
+    CHECK_MESSAGE(refused.status().message().find("deeper than 64") != std::string::npos,
+                  refused.status().message());
+    CHECK(h.orch->list({}).value().items.empty());  // nothing was stored
+    h.start(Json{{"deep", nested(kMaxJsonDepth - 1)}});  // exactly the limit: accepted
+  }
+  SUBCASE("a merge that would nest too deep is dropped; the record stays readable") {
+    const Json reply = {{"r", nested(kMaxJsonDepth - 1)}};  // depth 64: a valid reply
+    h.inventory.script("reserve", {succeed(reply)});
+    auto id = h.orch->start("wrap", Json{{"qty", 1}});
+    REQUIRE(id.ok());
+    h.drive();
+    CHECK(h.state(*id) == SagaState::kCompleted);
+    CHECK(h.view(*id).data == Json{{"qty", 1}});
+    h.close();
+    h.open({booking(), *wrap});
+    CHECK(h.view(*id).data == Json{{"qty", 1}});
+  }
 }
 
 // --------------------------------------------------------------- compensation

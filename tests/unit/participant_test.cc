@@ -571,6 +571,20 @@ TEST_CASE("a command whose payload is not JSON is refused") {
   CHECK(h.p->stats().refused == 1);
 }
 
+TEST_CASE("a command whose payload nests 100,000 deep is refused like one that is not JSON") {
+  Harness h;
+  h.on("reserve", reserve);
+  REQUIRE(h.open().ok());
+  Message cmd = command("saga-1/reserve/a", "reserve");
+  cmd.payload = std::string(100'000, '[') + std::string(100'000, ']');
+  const Message r = h.roundtrip(cmd);
+  CHECK(r.outcome == ReplyOutcome::kFailure);
+  const std::string err = error_of(r).get<std::string>();
+  CHECK_MESSAGE(contains(err, "not JSON"), err);
+  CHECK(h.count("reserve") == 0);
+  CHECK(h.p->stats().refused == 1);
+}
+
 TEST_CASE("a handler that throws gets a retry reply and nothing it did is applied") {
   Harness h;
   int n = 0;

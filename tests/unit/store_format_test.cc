@@ -179,6 +179,30 @@ TEST_CASE("instance record: damaged records are DataLoss, never a crash") {
   CHECK(unknown.status().message().find("unknown record format") != std::string::npos);
 }
 
+TEST_CASE("instance record: saga data nested deeper than kMaxJsonDepth is DataLoss") {
+  Instance inst = sample();
+  // 100,000 one-element arrays: nlohmann's MessagePack reader recurses per level.
+  inst.data_bytes = std::string(100'000, '\x91') + '\xc0';
+  StatusOr<Instance> r = decode_instance(encode_instance(inst));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kDataLoss);
+  CHECK_MESSAGE(r.status().message().find("nested deeper than 64") != std::string::npos,
+                r.status().message());
+
+  inst.data_bytes = std::string(64, '\x91') + '\xc0';  // at the limit: fine
+  StatusOr<Instance> ok = decode_instance(encode_instance(inst));
+  REQUIRE(ok.ok());
+  CHECK(ok->view.data.is_array());
+
+  Json deep = Json::array();
+  for (int i = 1; i < 64; ++i) deep = Json::array({std::move(deep)});
+  inst = sample();
+  inst.view.data = {{"deep", deep}};  // 65 levels inside format 1's record (66 with it)
+  StatusOr<Instance> old = decode_instance(encode_format1(inst));
+  REQUIRE_FALSE(old.ok());
+  CHECK(old.status().code() == StatusCode::kDataLoss);
+}
+
 Message sample_message() {
   Message m;
   m.id = "saga-1/0/a.1";
@@ -223,6 +247,8 @@ TEST_CASE("outbox record: damaged records are errors, never a crash") {
     CHECK_FALSE(decode_outbox_record(bytes.substr(0, n)).ok());
   CHECK_FALSE(decode_outbox_record(bytes + "x").ok());
   CHECK_FALSE(decode_outbox_record("").ok());
+  // An old JSON envelope nested 100,000 deep.
+  CHECK_FALSE(decode_outbox_record("{\"id\":" + std::string(100'000, '[')).ok());
 }
 
 TEST_CASE("inbox record: binary round trip, exact bytes") {
@@ -263,6 +289,12 @@ TEST_CASE("inbox record: damaged records are errors, never a crash") {
   std::string bad = bytes;
   bad[1] = 9;  // outcome out of range
   CHECK_FALSE(decode_inbox_record(bad).ok());
+  // An old JSON record nested 100,000 deep.
+  std::string deep =
+      R"({"o":1,"p":"","x":)" + std::string(100'000, '[') + std::string(100'000, ']') + "}";
+  StatusOr<InboxRecord> r = decode_inbox_record(deep);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == StatusCode::kDataLoss);
 }
 
 // Holds send callbacks so the test decides which sends are confirmed.

@@ -148,6 +148,8 @@ class [[nodiscard]] StatusOr {
 
   /// The value, or `fallback` when this holds an error.
   T value_or(T fallback) const& { return ok() ? *value_ : std::move(fallback); }
+  /// The value moved out, or `fallback` when this holds an error.
+  T value_or(T fallback) && { return ok() ? std::move(*value_) : std::move(fallback); }
 
  private:
   Status status_;

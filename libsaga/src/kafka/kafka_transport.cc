@@ -33,6 +33,7 @@
 #include "kafka/kafka_options.h"
 #include "kafka/offset_tracker.h"
 #include "kafka/rdkafka_util.h"
+#include "saga/json.h"
 
 namespace saga {
 namespace internal::kafka {
@@ -750,8 +751,9 @@ void KafkaTransport::mark_up() {
 
 void KafkaTransport::on_stats(const std::string& json) {
   if (!is_down_.load(std::memory_order_relaxed)) return;
-  const nlohmann::json doc = nlohmann::json::parse(json, nullptr, false);
-  if (!doc.is_object()) return;
+  const StatusOr<nlohmann::json> parsed = parse_json(json);
+  if (!parsed.ok() || !parsed->is_object()) return;
+  const nlohmann::json& doc = *parsed;
   auto brokers = doc.find("brokers");
   if (brokers == doc.end() || !brokers->is_object()) return;
   for (const auto& [name, broker] : brokers->items()) {

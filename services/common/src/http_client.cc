@@ -10,6 +10,8 @@
 #include <boost/beast/http.hpp>
 #include <optional>
 
+#include "saga/json.h"
+
 namespace saga::service {
 
 namespace beast = boost::beast;
@@ -64,11 +66,11 @@ bool is_http_error(const beast::error_code& ec) {
 }  // namespace
 
 StatusOr<nlohmann::json> ClientResponse::json() const {
-  try {
-    return nlohmann::json::parse(body);
-  } catch (const nlohmann::json::parse_error& e) {
-    return Status::invalid_argument(std::string("response body is not JSON: ") + e.what());
+  StatusOr<nlohmann::json> parsed = parse_json(body);
+  if (!parsed.ok()) {
+    return Status::invalid_argument("response body is not JSON: " + parsed.status().message());
   }
+  return parsed;
 }
 
 HttpClient::HttpClient(std::string host, uint16_t port, ClientOptions options)

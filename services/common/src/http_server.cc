@@ -35,6 +35,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "beast_request.h"
 #include "message_access.h"
 
 namespace saga::service {
@@ -236,12 +237,7 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     state_ = State::kHandling;
     auto& breq = parser_->get();
-    Headers headers;
-    for (const auto& field : breq) {
-      headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
-    }
-    Request req(std::string(breq.method_string()), std::string(breq.target()), std::move(headers),
-                std::move(breq.body()));
+    Request req = internal::request_from_beast(breq);
     internal::MessageAccess::set_server_metrics(req, server_.metrics_source());
     Response res = server_.router().handle(req);
     route_ = req.route().empty() ? "unmatched" : req.route();

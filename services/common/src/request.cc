@@ -2,6 +2,7 @@
 #include <cctype>
 
 #include "message_access.h"
+#include "saga/json.h"
 #include "saga/service/http_message.h"
 
 namespace saga::service {
@@ -185,18 +186,11 @@ StatusOr<nlohmann::json> Request::json() const {
   if (body_.empty()) {
     return Status::invalid_argument("the request body is empty; expected a JSON document");
   }
-  try {
-    return nlohmann::json::parse(body_);
-  } catch (const nlohmann::json::parse_error& e) {
-    // what() is "[json.exception.parse_error.101] parse error at line 1, ...":
-    // the bracketed tag means nothing to an API client.
-    std::string_view what = e.what();
-    if (size_t tag_end = what.find("] ");
-        !what.empty() && what.front() == '[' && tag_end != what.npos) {
-      what.remove_prefix(tag_end + 2);
-    }
-    return Status::invalid_argument("malformed JSON body: " + std::string(what));
+  StatusOr<nlohmann::json> parsed = parse_json(body_);
+  if (!parsed.ok()) {
+    return Status::invalid_argument("malformed JSON body: " + parsed.status().message());
   }
+  return parsed;
 }
 
 }  // namespace saga::service

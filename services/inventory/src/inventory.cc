@@ -11,6 +11,7 @@
 #include "domain/fields.h"
 #include "domain/participant_service.h"
 #include "domain/state.h"
+#include "saga/json.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::inventory {
@@ -247,7 +248,7 @@ StatusOr<std::pair<int64_t, std::string>> peak_use(const Participant& p,
   Status err;
   const std::string prefix = night_prefix(place_id);
   SAGA_RETURN_IF_ERROR(p.scan(prefix, [&](std::string_view k, std::string_view v) {
-    Json j = Json::parse(v, nullptr, false);
+    const Json j = parse_json(v).value_or(Json());
     if (!j.is_object()) return true;
     const Night n = night_of(j);
     if (n.used() > peak) {

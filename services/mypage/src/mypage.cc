@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "domain/fields.h"
+#include "saga/json.h"
 #include "saga/service/http_message.h"
 #include "saga/service/standard_routes.h"
 
@@ -202,7 +203,7 @@ Status ReadModel::write_failed(Status s) {
 }
 
 Status ReadModel::apply(const Message& m) {
-  const Json ev = Json::parse(m.payload, nullptr, false);
+  const Json ev = parse_json(m.payload).value_or(Json());
   if (!ev.is_object()) {
     ++invalid_;
     return Status::invalid_argument("event " + m.id + ": payload is not a JSON object");
@@ -229,7 +230,7 @@ Status ReadModel::apply(const Message& m) {
     Json row;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), row_key(*id), &value);
     if (s.ok()) {
-      row = Json::parse(value, nullptr, false);
+      row = parse_json(value).value_or(Json());
       if (!row.is_object())
         return write_failed(Status::data_loss("stored row of " + *id + " is not a JSON object"));
     } else if (s.IsNotFound()) {
@@ -276,7 +277,7 @@ StatusOr<Json> ReadModel::get(std::string_view id) const {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), row_key(id), &value);
   if (s.IsNotFound()) return Status::not_found("no reservation '" + std::string(id) + "'");
   SAGA_RETURN_IF_ERROR(from_rocksdb(s, "read row"));
-  Json row = Json::parse(value, nullptr, false);
+  Json row = parse_json(value).value_or(Json());
   if (!row.is_object())
     return Status::data_loss("stored row of " + std::string(id) + " is corrupt");
   return row;
@@ -295,7 +296,7 @@ StatusOr<std::vector<Json>> ReadModel::list_by_user(std::string_view user_id) co
       std::string value;
       result = from_rocksdb(db_->Get(ro, row_key(id), &value), "read row " + id);
       if (!result.ok()) break;
-      Json row = Json::parse(value, nullptr, false);
+      Json row = parse_json(value).value_or(Json());
       if (row.is_object()) rows.push_back(std::move(row));
     }
     if (result.ok()) result = from_rocksdb(it->status(), "scan user index");

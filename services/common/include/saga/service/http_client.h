@@ -45,7 +45,8 @@ struct ClientResponse {
   std::optional<std::string_view> header(std::string_view name) const {
     return find_header(headers, name);
   }
-  /// The body parsed as JSON; InvalidArgument when it is not JSON.
+  /// The body parsed as JSON; InvalidArgument when it is not JSON or nests
+  /// deeper than saga::kMaxJsonDepth (saga/json.h).
   StatusOr<nlohmann::json> json() const;
 };
 

@@ -94,7 +94,8 @@ class Request {
   /// The body parsed as JSON. InvalidArgument, with a message saying what is
   /// wrong, when the Content-Type is not JSON (see has_json_content_type()),
   /// the body is empty, or it is not valid JSON (the message has the parser's
-  /// position). Use with_json_body() (router.h) to answer 415 for the first case.
+  /// position) or nests deeper than saga::kMaxJsonDepth (saga/json.h). Use
+  /// with_json_body() (router.h) to answer 415 for the first case.
   StatusOr<nlohmann::json> json() const;
 
   /// The serving HttpServer's own metrics (requests, latency, connections) in

@@ -66,6 +66,12 @@ struct Work {
   Status status;
 };
 
+// One shard's changelog; GUARDED_BY(MemoryBusImpl::mu_).
+struct LogShard {
+  uint64_t epoch = 0;  // of the latest claim
+  std::vector<ShardChange> records;
+};
+
 class MemoryBusImpl final : public MemoryBus {
  public:
   MemoryBusImpl(std::shared_ptr<Clock> clock, uint64_t seed)
@@ -162,6 +168,68 @@ class MemoryBusImpl final : public MemoryBus {
   }
 
   size_t poll(uint64_t endpoint_id, std::chrono::milliseconds max_wait);
+
+  // Fences every earlier claim of the shard; returns the new claim's epoch.
+  StatusOr<uint64_t> claim(const std::string& log, uint32_t shard, uint32_t shards) {
+    if (log.empty()) return Status::invalid_argument("claim_shard: empty log name");
+    if (shard >= shards) {
+      return Status::invalid_argument("claim_shard: shard " + std::to_string(shard) +
+                                      " of a log of " + std::to_string(shards));
+    }
+    std::lock_guard lock(mu_);
+    auto [it, created] = log_shards_.emplace(log, shards);
+    if (!created && it->second != shards) {
+      return Status::failed_precondition("changelog \"" + log + "\" has " +
+                                         std::to_string(it->second) + " shards, not " +
+                                         std::to_string(shards));
+    }
+    return ++logs_[{log, shard}].epoch;
+  }
+
+  void commit(const std::string& log, uint32_t shard, uint64_t epoch, ShardCommit c,
+              const ShardLog::CommitCallback& done) {
+    StatusOr<uint64_t> end = Status::internal("unset");
+    {
+      std::lock_guard lock(mu_);
+      LogShard& ls = logs_[{log, shard}];
+      if (ls.epoch != epoch) {
+        end = Status::aborted("fenced: shard " + std::to_string(shard) + " of changelog \"" +
+                              log + "\" was claimed again (epoch " + std::to_string(ls.epoch) +
+                              ", this claim " + std::to_string(epoch) + ")");
+      } else if (!available_) {
+        end = Status::unavailable("memory bus is unavailable");
+      } else {
+        for (ShardChange& ch : c.changes) ls.records.push_back(std::move(ch));
+        for (Message& m : c.messages) (void)enqueue_locked(std::move(m));
+        end = static_cast<uint64_t>(ls.records.size());
+      }
+    }
+    cv_.notify_all();
+    done(std::move(end));
+  }
+
+  Status read(const std::string& log, uint32_t shard, uint64_t from,
+              const std::function<void(const ShardChange&, uint64_t)>& fn) {
+    std::vector<ShardChange> tail;
+    {
+      std::lock_guard lock(mu_);
+      const auto& records = logs_[{log, shard}].records;
+      if (from > records.size()) {
+        return Status::out_of_range("changelog \"" + log + "\" shard " + std::to_string(shard) +
+                                    " ends at " + std::to_string(records.size()) +
+                                    ", before offset " + std::to_string(from));
+      }
+      tail.assign(records.begin() + static_cast<long>(from), records.end());
+    }
+    for (size_t i = 0; i < tail.size(); ++i) fn(tail[i], from + i);
+    return ok_status();
+  }
+
+  uint64_t log_end(const std::string& log, uint32_t shard) const override {
+    std::lock_guard lock(mu_);
+    auto it = logs_.find({log, shard});
+    return it == logs_.end() ? 0 : it->second.records.size();
+  }
 
   void ack(uint64_t endpoint_id, uint64_t delivery_id) {
     std::lock_guard lock(mu_);
@@ -277,6 +345,31 @@ class MemoryBusImpl final : public MemoryBus {
   std::map<uint64_t, EndpointState> endpoints_;                           // GUARDED_BY(mu_)
   uint64_t next_endpoint_id_ = 1;                                         // GUARDED_BY(mu_)
   uint64_t next_delivery_id_ = 1;                                         // GUARDED_BY(mu_)
+  std::map<std::pair<std::string, uint32_t>, LogShard> logs_;             // GUARDED_BY(mu_)
+  std::map<std::string, uint32_t> log_shards_;  // log -> shard count; GUARDED_BY(mu_)
+};
+
+// One claim of a shard's changelog on a MemoryBusImpl.
+class MemoryShardLog final : public ShardLog {
+ public:
+  MemoryShardLog(std::shared_ptr<MemoryBusImpl> bus, std::string log, uint32_t shard,
+                 uint64_t epoch)
+      : bus_(std::move(bus)), log_(std::move(log)), shard_(shard), epoch_(epoch) {}
+
+  void commit(ShardCommit c, CommitCallback done) override {
+    bus_->commit(log_, shard_, epoch_, std::move(c), done);
+  }
+  Status read(uint64_t from,
+              const std::function<void(const ShardChange&, uint64_t)>& fn) override {
+    return bus_->read(log_, shard_, from, fn);
+  }
+  uint64_t epoch() const override { return epoch_; }
+
+ private:
+  const std::shared_ptr<MemoryBusImpl> bus_;
+  const std::string log_;
+  const uint32_t shard_;
+  const uint64_t epoch_;
 };
 
 // One connection to a MemoryBusImpl. The bus owns the endpoint's state so
@@ -303,6 +396,13 @@ class MemoryEndpoint final : public Transport {
   size_t poll(std::chrono::milliseconds max_wait) override { return bus_->poll(id_, max_wait); }
 
   Status health() const override { return bus_->health(); }
+
+  StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
+                                                  uint32_t shards) override {
+    SAGA_ASSIGN_OR_RETURN(uint64_t epoch, bus_->claim(std::string(log), shard, shards));
+    return std::unique_ptr<ShardLog>(
+        std::make_unique<MemoryShardLog>(bus_, std::string(log), shard, epoch));
+  }
 
  private:
   const std::shared_ptr<MemoryBusImpl> bus_;

@@ -6,8 +6,10 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace saga {
@@ -500,6 +502,100 @@ TEST_CASE("producers and consumers on several threads lose nothing") {
     REQUIRE(seen[p].size() == kPerProducer);
     for (int i = 0; i < kPerProducer; ++i) CHECK(seen[p][i] == i);
   }
+}
+
+// ------------------------------------------------------------ changelogs
+
+ShardChange change(std::string key, std::optional<std::string> value, uint8_t family = 0) {
+  return ShardChange{family, std::move(key), std::move(value)};
+}
+
+// Commits `c` and returns what the callback got (the in-memory log answers at once).
+StatusOr<uint64_t> commit_now(ShardLog& log, ShardCommit c) {
+  std::optional<StatusOr<uint64_t>> got;
+  log.commit(std::move(c), [&](StatusOr<uint64_t> end) { got = std::move(end); });
+  REQUIRE(got.has_value());
+  return *got;
+}
+
+std::vector<std::pair<uint64_t, std::string>> read_all(ShardLog& log, uint64_t from = 0) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  REQUIRE(log.read(from, [&](const ShardChange& c, uint64_t offset) {
+                out.emplace_back(offset, c.key + "=" + c.value.value_or("<deleted>"));
+              }).ok());
+  return out;
+}
+
+TEST_CASE("a shard changelog appends commits in order and publishes their messages with them") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  auto owner = bus->connect("orchestrator");
+  auto reader = bus->connect("inventory");
+  Inbox inbox;
+  REQUIRE(reader->subscribe("inventory", inbox.handler()).ok());
+
+  auto log = owner->claim_shard("orch.changelog", 2, 4);
+  REQUIRE(log.ok());
+  CHECK((*log)->epoch() == 1);
+  auto end = commit_now(**log, {{change("a", "1"), change("b", "2")},
+                                {make_message("c1", "inventory")}});
+  REQUIRE(end.ok());
+  CHECK(*end == 2);
+  end = commit_now(**log, {{change("a", std::nullopt)}, {}});
+  CHECK(*end == 3);
+  CHECK(bus->log_end("orch.changelog", 2) == 3);
+  CHECK(bus->log_end("orch.changelog", 1) == 0);  // other shards are other logs
+
+  CHECK(read_all(**log) == std::vector<std::pair<uint64_t, std::string>>{
+                               {0, "a=1"}, {1, "b=2"}, {2, "a=<deleted>"}});
+  CHECK(read_all(**log, 2) == std::vector<std::pair<uint64_t, std::string>>{{2, "a=<deleted>"}});
+  CHECK(read_all(**log, 3).empty());
+  CHECK((*log)->read(4, [](const ShardChange&, uint64_t) {}).code() == StatusCode::kOutOfRange);
+
+  reader->poll(kNoWait);
+  CHECK(inbox.ids() == std::vector<std::string>{"c1"});
+}
+
+TEST_CASE("a later claim fences the earlier one: its commits fail and publish nothing") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  auto zombie = bus->connect("old");
+  auto fresh = bus->connect("new");
+  auto reader = bus->connect("inventory");
+  Inbox inbox;
+  REQUIRE(reader->subscribe("inventory", inbox.handler()).ok());
+
+  auto old_claim = zombie->claim_shard("orch.changelog", 0, 1);
+  REQUIRE(old_claim.ok());
+  REQUIRE(commit_now(**old_claim, {{change("a", "1")}, {}}).ok());
+  auto new_claim = fresh->claim_shard("orch.changelog", 0, 1);
+  REQUIRE(new_claim.ok());
+  CHECK((*new_claim)->epoch() == 2);
+
+  auto fenced = commit_now(**old_claim, {{change("a", "zombie")}, {make_message("z", "inventory")}});
+  CHECK(fenced.status().code() == StatusCode::kAborted);
+  CHECK_MESSAGE(fenced.status().message().find("fenced") != std::string::npos,
+                fenced.status().message());
+  REQUIRE(commit_now(**new_claim, {{change("a", "2")}, {make_message("n", "inventory")}}).ok());
+
+  CHECK(read_all(**new_claim) == std::vector<std::pair<uint64_t, std::string>>{{0, "a=1"}, {1, "a=2"}});
+  reader->poll(kNoWait);
+  CHECK(inbox.ids() == std::vector<std::string>{"n"});
+}
+
+TEST_CASE("a shard changelog keeps its shard count, and refuses commits while the bus is away") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  auto t = bus->connect("orchestrator");
+  REQUIRE(t->claim_shard("log", 0, 4).ok());
+  CHECK(t->claim_shard("log", 1, 8).status().code() == StatusCode::kFailedPrecondition);
+  CHECK(t->claim_shard("log", 4, 4).status().code() == StatusCode::kInvalidArgument);
+  CHECK(t->claim_shard("", 0, 4).status().code() == StatusCode::kInvalidArgument);
+
+  auto log = t->claim_shard("log", 3, 4);
+  REQUIRE(log.ok());
+  bus->set_available(false);
+  CHECK(commit_now(**log, {{change("a", "1")}, {}}).status().code() == StatusCode::kUnavailable);
+  CHECK(bus->log_end("log", 3) == 0);
+  bus->set_available(true);
+  CHECK(*commit_now(**log, {{change("a", "1")}, {}}) == 1);
 }
 
 }  // namespace

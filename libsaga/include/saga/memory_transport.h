@@ -39,7 +39,10 @@ struct BusStats {
 
 /// The shared fabric. Endpoints made by connect() exchange messages through
 /// it. Messages to a destination nobody subscribes to yet wait until someone
-/// does (like a topic). Thread-safe.
+/// does (like a topic). It also keeps shard changelogs in memory
+/// (Transport::claim_shard): each shard's records, and an epoch per claim so
+/// that a later claim fences an earlier one; a commit's messages go through
+/// the same faults as sends. Thread-safe.
 class MemoryBus : public std::enable_shared_from_this<MemoryBus> {
  public:
   /// `clock` decides when delayed messages become due; `seed` drives faults.
@@ -62,6 +65,9 @@ class MemoryBus : public std::enable_shared_from_this<MemoryBus> {
   virtual size_t pending() const = 0;
 
   virtual BusStats stats() const = 0;
+
+  /// Records in shard `shard` of changelog `log` (0 when it has none).
+  virtual uint64_t log_end(const std::string& log, uint32_t shard) const = 0;
 };
 
 }  // namespace saga

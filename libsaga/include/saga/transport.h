@@ -3,14 +3,62 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "saga/message.h"
 #include "saga/status.h"
 
 namespace saga {
+
+/// One key a shard commit changed, as the shard's changelog keeps it
+/// (docs/sharding.md, "The changelog").
+struct ShardChange {
+  /// The engine's number for the column family the key lives in.
+  uint8_t family = 0;
+  /// The key within the shard (without the store's shard prefix).
+  std::string key;
+  /// The new value; nullopt when the key was deleted.
+  std::optional<std::string> value;
+};
+
+/// What one shard commit makes durable and visible at once: its changes and
+/// the messages it causes.
+struct ShardCommit {
+  std::vector<ShardChange> changes;
+  std::vector<Message> messages;
+};
+
+/// A shard's changelog and transactional output, claimed by one owner at a
+/// time: a later claim of the same shard fences this one. Used by the one
+/// thread that drives the shard.
+class ShardLog {
+ public:
+  /// Receives the log's end offset after a commit, or its error.
+  using CommitCallback = std::function<void(StatusOr<uint64_t> end)>;
+
+  virtual ~ShardLog() = default;
+
+  /// Appends `commit.changes` to the log and publishes `commit.messages`,
+  /// atomically: both or neither. `done` gets the end offset after the
+  /// commit; Aborted when a later claim fenced this one (never emit for the
+  /// shard again); another error when nothing was appended or published.
+  /// `done` may run on any thread, even before commit() returns.
+  virtual void commit(ShardCommit commit, CommitCallback done) = 0;
+
+  /// Calls fn(change, offset) for every record from offset `from` up to the
+  /// end as of the call, in order.
+  virtual Status read(uint64_t from,
+                      const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
+
+  /// This claim's epoch: 1 for the first claim of the shard, one more for each later claim.
+  virtual uint64_t epoch() const = 0;
+};
 
 /// One endpoint's connection to the message fabric. Guarantees required of
 /// every implementation: at-least-once delivery of a message whose send was
@@ -48,6 +96,16 @@ class Transport {
 
   /// OK while the fabric is reachable (readiness).
   virtual Status health() const = 0;
+
+  /// Claims shard `shard` of the changelog named `log`, which has `shards`
+  /// shards (fixed when first claimed: another count is FailedPrecondition),
+  /// fencing every earlier claim of it. Unimplemented unless the transport
+  /// keeps changelogs.
+  virtual StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
+                                                          uint32_t shards) {
+    (void)log, (void)shard, (void)shards;
+    return Status::unimplemented("this transport keeps no shard changelogs");
+  }
 };
 
 }  // namespace saga

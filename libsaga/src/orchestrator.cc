@@ -98,6 +98,9 @@ namespace {
 enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
 const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies",
                                                   "index"};
+// Key of a shard's changelog checkpoint in the store's metadata family: the
+// changelog offset up to which the shard's families agree with it (be64).
+constexpr char kCheckpointKey[] = "saga.changelog";
 
 constexpr char kIdxAll = 'a';        // a <created be64> <id>
 constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>
@@ -303,6 +306,12 @@ struct Shard {
   Batch* batch = nullptr;  // the driving thread's batch, during an iteration
   // The outbox's counters, published for stats() by the driving thread.
   std::atomic<uint64_t> sent{0}, depth{0};
+  // With Options::changelog: the shard's claim of its changelog, the
+  // messages of the current iteration (they go out with the commit), and
+  // whether a later claim fenced this one (the shard then does nothing more).
+  std::unique_ptr<ShardLog> log;
+  std::vector<Message> commit_messages;
+  std::atomic<bool> lost{false};
 
   // The mailbox: filled by any thread (API callers, the transport's handlers
   // and send callbacks), emptied by the driving thread.
@@ -374,6 +383,10 @@ class OrchestratorImpl final : public Orchestrator {
     for (auto& sh : shards_) {
       single_.shards.push_back(sh.get());
       sh->driver = &single_;
+    }
+    if (opts_.changelog) {
+      changelog_families_ = {store_->cf(kInstances), store_->cf(kReplies), store_->cf(kIndex)};
+      for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(restore(*sh));
     }
     for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(recover(*sh));
     return transport_->subscribe(reply_endpoint_, [this](Message m, Transport::Ack ack) {
@@ -550,7 +563,13 @@ class OrchestratorImpl final : public Orchestrator {
   RandomSource& random() { return *opts_.random; }
   const std::string& reply_endpoint() const { return reply_endpoint_; }
 
-  void stage_send(Shard& sh, Message m) { sh.outbox->stage(*sh.batch, std::move(m)); }
+  void stage_send(Shard& sh, Message m) {
+    if (sh.log) {
+      sh.commit_messages.push_back(std::move(m));
+    } else {
+      sh.outbox->stage(*sh.batch, std::move(m));
+    }
+  }
 
   // Whether `participant`'s breaker lets a command through now; when not,
   // `retry_at` says when to try again.
@@ -578,6 +597,13 @@ class OrchestratorImpl final : public Orchestrator {
   int64_t now_ms() { return to_millis(clock().now()); }
 
  private:
+  // What an iteration releases for one shard once its batch is durable.
+  struct Release {
+    Shard* shard;
+    std::vector<Transport::Ack> acks;
+    std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
+  };
+
   // A background thread with nothing to do sleeps this long at most (work
   // for its shards wakes it at once; timers bound the wait too).
   static constexpr Duration kIdleWait{50};
@@ -653,6 +679,7 @@ class OrchestratorImpl final : public Orchestrator {
     bool busy = false;
     int64_t next_due = std::numeric_limits<int64_t>::max();
     for (Shard* sh : d.shards) {
+      if (sh->lost) continue;
       run_deferred(*sh);
       sh->outbox->retry_failed();
       std::lock_guard lock(sh->mu);
@@ -675,15 +702,14 @@ class OrchestratorImpl final : public Orchestrator {
     // Group commit: everything gathered goes into one write, up to max_batch
     // transitions; the rest waits for the next iteration (replies unacked).
     uint64_t staged_before = 0;  // by the shards done so far
-    struct Release {
-      Shard* shard;
-      std::vector<Transport::Ack> acks;
-      std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
-    };
     std::vector<Release> releases;
     releases.reserve(d.shards.size());
     for (Shard* shp : d.shards) {
       Shard& sh = *shp;
+      if (sh.lost) {
+        fail_requests(take(sh.requests, sh), lost_status(sh));
+        continue;
+      }
       run_deferred(sh);
       sh.batch = &d.batch;
       sh.staged = 0;
@@ -719,14 +745,20 @@ class OrchestratorImpl final : public Orchestrator {
       staged_before += sh.staged;
     }
 
-    if (!d.batch.empty()) {
-      bytes_written_ += d.batch.bytes();
-      Status s = store_->write(d.batch);
+    Status committed = opts_.changelog ? commit_changelogs(d, releases) : ok_status();
+    if (!committed.ok() || !d.batch.empty()) {
+      Status s = committed;
+      if (s.ok()) {
+        bytes_written_ += d.batch.bytes();
+        s = store_->write(d.batch);
+      }
       d.batch.clear();
       if (!s.ok()) {
         // Fail-stop: memory is now ahead of disk. Recovery from the store is
         // the only safe way on, so refuse everything until reopened.
-        const Status broken = s.with_context("store write failed; reopen the orchestrator");
+        const Status broken = s.with_context(committed.ok()
+                                                 ? "store write failed; reopen the orchestrator"
+                                                 : "changelog commit failed; reopen the orchestrator");
         {
           std::lock_guard lock(status_mu_);
           store_status_ = broken;
@@ -743,6 +775,7 @@ class OrchestratorImpl final : public Orchestrator {
     }
     for (Release& rel : releases) {
       Shard& sh = *rel.shard;
+      if (sh.lost) continue;  // fenced in this iteration: nothing leaves
       for (auto& ack : rel.acks) ack();
       for (auto& [done, result] : rel.answers) done(std::move(result));
       sh.outbox->release();
@@ -759,6 +792,172 @@ class OrchestratorImpl final : public Orchestrator {
     }
     update_gauges();
     return static_cast<size_t>(staged_before);
+  }
+
+  // ------------------------------------------------------ changelog
+  Status lost_status(const Shard& sh) const {
+    return Status::aborted("shard " + std::to_string(sh.index) + " of orchestrator '" +
+                           opts_.name + "' was claimed by another owner");
+  }
+
+  // Commits each shard's part of the iteration (its changes in `d.batch` and
+  // its messages) to the shard's changelog, all shards at once, and adds
+  // their checkpoints to the batch. A fenced shard is dropped: its part
+  // leaves the batch, its answers fail, its replies stay unacked, and it
+  // does nothing more. Any other commit error is returned.
+  Status commit_changelogs(Driver& d, std::vector<Release>& releases) {
+    const auto shards = static_cast<uint32_t>(shards_.size());
+    std::vector<std::vector<ShardChange>> changes;
+    SAGA_RETURN_IF_ERROR(changes_by_shard(d.batch, changelog_families_, shards, &changes));
+    std::mutex mu;
+    std::condition_variable all_done;
+    size_t outstanding = 0;  // GUARDED_BY(mu)
+    std::vector<std::optional<StatusOr<uint64_t>>> results(releases.size());
+    for (size_t i = 0; i < releases.size(); ++i) {
+      Shard& sh = *releases[i].shard;
+      if (changes[sh.index].empty() && sh.commit_messages.empty()) continue;
+      {
+        std::lock_guard lock(mu);
+        ++outstanding;
+      }
+      ShardCommit c{std::move(changes[sh.index]), std::move(sh.commit_messages)};
+      sh.commit_messages.clear();
+      sh.log->commit(std::move(c), [&, i](StatusOr<uint64_t> end) {
+        std::lock_guard lock(mu);
+        results[i] = std::move(end);
+        if (--outstanding == 0) all_done.notify_all();
+      });
+    }
+    {
+      std::unique_lock lock(mu);
+      all_done.wait(lock, [&] { return outstanding == 0; });
+    }
+    Status failure;
+    bool dropped = false;
+    for (size_t i = 0; i < releases.size(); ++i) {
+      if (!results[i] || results[i]->ok()) continue;
+      if (results[i]->status().code() == StatusCode::kAborted) {
+        lose(releases[i], results[i]->status());
+        dropped = true;
+      } else if (failure.ok()) {
+        failure = results[i]->status();
+      }
+    }
+    SAGA_RETURN_IF_ERROR(failure);
+    if (dropped) {
+      // Rebuild the batch from the shards that committed.
+      SAGA_RETURN_IF_ERROR(changes_by_shard(d.batch, changelog_families_, shards, &changes));
+      d.batch.clear();
+      for (Release& rel : releases) {
+        if (rel.shard->lost) continue;
+        for (const ShardChange& c : changes[rel.shard->index])
+          SAGA_RETURN_IF_ERROR(apply_change(rel.shard->ks, d.batch, changelog_families_, c));
+      }
+    }
+    for (size_t i = 0; i < releases.size(); ++i) {
+      if (!results[i] || !results[i]->ok()) continue;
+      releases[i].shard->ks.put(d.batch, store_->meta(), kCheckpointKey,
+                                be64(**results[i]));
+    }
+    return ok_status();
+  }
+
+  // A later claim fenced the shard: it answers nothing and sends nothing
+  // more; its replies stay unacked for the new owner.
+  void lose(Release& rel, const Status& why) {
+    Shard& sh = *rel.shard;
+    sh.lost = true;
+    log_->error("orchestrator '{}' shard {} stops: {}", opts_.name, sh.index, why.to_string());
+    for (auto& [done, result] : rel.answers) done(lost_status(sh));
+    rel.answers.clear();
+    rel.acks.clear();
+    in_flight_ -= std::min<uint64_t>(in_flight_, sh.live.size());
+    sh.live.clear();
+    sh.timers.clear();
+    sh.inbound.clear();
+    sh.settled.clear();
+    sh.finished.clear();
+    sh.batch = nullptr;
+  }
+
+  // Claims the shard's changelog (fencing earlier owners) and brings the
+  // shard's families up to its end, from the local checkpoint on (from the
+  // start when there is none). A store that ran without the changelog has
+  // data but no checkpoint: its state becomes the changelog's first commit,
+  // if the changelog is still empty.
+  Status restore(Shard& sh) {
+    const auto shards = static_cast<uint32_t>(shards_.size());
+    SAGA_ASSIGN_OR_RETURN(sh.log,
+                          transport_->claim_shard(opts_.name + ".changelog", sh.index, shards));
+    SAGA_ASSIGN_OR_RETURN(auto checkpoint, sh.ks.get(store_->meta(), kCheckpointKey));
+    uint64_t from = 0;
+    if (checkpoint) {
+      if (checkpoint->size() != 8) return Status::data_loss("undecodable changelog checkpoint");
+      from = read_be64(*checkpoint);
+    } else {
+      SAGA_RETURN_IF_ERROR(bootstrap_changelog(sh));
+      SAGA_ASSIGN_OR_RETURN(checkpoint, sh.ks.get(store_->meta(), kCheckpointKey));
+      if (checkpoint) return ok_status();  // the local state is the changelog
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    Batch b;
+    uint64_t records = 0, end = from;
+    Status bad;
+    SAGA_RETURN_IF_ERROR(sh.log->read(from, [&](const ShardChange& c, uint64_t offset) {
+      if (!bad.ok()) return;
+      bad = apply_change(sh.ks, b, changelog_families_, c);
+      end = offset + 1;
+      ++records;
+      if (bad.ok() && b.count() >= 4096) {
+        bad = store_->write(b);
+        b.clear();
+      }
+    }));
+    SAGA_RETURN_IF_ERROR(bad.with_context("restoring shard " + std::to_string(sh.index)));
+    sh.ks.put(b, store_->meta(), kCheckpointKey, be64(end));
+    SAGA_RETURN_IF_ERROR(store_->write(b));
+    if (records > 0) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count();
+      log_->info("orchestrator '{}' shard {} restored {} changelog records (offsets {}..{}) in {} ms",
+                 opts_.name, sh.index, records, from, end, ms);
+    }
+    return ok_status();
+  }
+
+  // A shard with local data and no checkpoint: written without the
+  // changelog. Its state becomes the changelog's first commit when the
+  // changelog is empty; FailedPrecondition when it is not (which is right
+  // cannot be told: remove the store to restore from the changelog).
+  Status bootstrap_changelog(Shard& sh) {
+    ShardCommit snapshot;
+    for (size_t f = 0; f < changelog_families_.size(); ++f) {
+      SAGA_RETURN_IF_ERROR(
+          sh.ks.scan(changelog_families_[f], "", "", [&](std::string_view k, std::string_view v) {
+            snapshot.changes.push_back(
+                ShardChange{static_cast<uint8_t>(f), std::string(k), std::string(v)});
+            return true;
+          }));
+    }
+    if (snapshot.changes.empty()) return ok_status();  // a new shard: restore from the start
+    bool changelog_empty = true;
+    SAGA_RETURN_IF_ERROR(
+        sh.log->read(0, [&](const ShardChange&, uint64_t) { changelog_empty = false; }));
+    if (!changelog_empty) {
+      return Status::failed_precondition(
+          "shard " + std::to_string(sh.index) + " of '" + store_->dir() +
+          "' has data but no changelog checkpoint, and changelog '" + opts_.name +
+          ".changelog' is not empty: remove the store to restore it from the changelog");
+    }
+    std::promise<StatusOr<uint64_t>> done;
+    sh.log->commit(std::move(snapshot), [&](StatusOr<uint64_t> end) { done.set_value(end); });
+    SAGA_ASSIGN_OR_RETURN(uint64_t end, done.get_future().get());
+    Batch b;
+    sh.ks.put(b, store_->meta(), kCheckpointKey, be64(end));
+    log_->info("orchestrator '{}' shard {}: local state written to its empty changelog ({} records)",
+               opts_.name, sh.index, end);
+    return store_->write(b);
   }
 
   std::deque<Request> take(std::deque<Request>& queue, Shard& sh) {
@@ -1303,6 +1502,7 @@ class OrchestratorImpl final : public Orchestrator {
   // background thread) or one of drivers_.
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<Keyspace> keyspaces_;  // shards_[k]->ks, for scans across shards
+  ChangelogFamilies changelog_families_;  // with Options::changelog
   std::mutex engine_mu_;
   Driver single_;
   std::atomic<uint64_t> parked_{0};

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -160,6 +161,8 @@ class Harness {
   std::function<bool()> reaches(const std::string& id, SagaState s) {
     return [this, id, s] { return state(id) == s; };
   }
+  /// The store's folder.
+  const std::filesystem::path& dir() const { return dir_.path(); }
 
  private:
   TempDir dir_;  // first member: removed after everything else is gone
@@ -330,6 +333,145 @@ TEST_CASE("saga data stays within the JSON depth limit: a deep start is refused,
     h.open({booking(), *wrap});
     CHECK(h.view(*id).data == Json{{"qty", 1}});
   }
+}
+
+
+// ------------------------------------------------------------- changelog
+
+// Everything of a saga that a restore must bring back.
+std::string summary(const SagaView& v) {
+  std::ostringstream o;
+  o << v.id << " " << to_string(v.state) << " " << v.data.dump() << " " << v.updated_ms;
+  for (const StepView& st : v.steps) o << " " << to_string(st.status) << "/" << st.attempts;
+  return o.str();
+}
+
+TEST_CASE("with the changelog, a lost store is restored from it and its sagas go on") {
+  Harness h;
+  h.options.changelog = true;
+  h.options.shards = 4;
+  h.open();
+  // Four charges are applied; the others vanish, so their sagas wait for a timeout.
+  h.payment.script("charge", {first(4, succeed({{"charge", "C"}})), swallow()});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) ids.push_back(h.start(Json{{"qty", i}}));
+  h.drive();
+  std::map<std::string, std::string> before;
+  int completed = 0;
+  for (const std::string& id : ids) {
+    before[id] = summary(h.view(id));
+    completed += h.state(id) == SagaState::kCompleted;
+  }
+  CHECK(completed == 4);
+  uint64_t records = 0;
+  for (uint32_t k = 0; k < 4; ++k) records += h.bus->log_end("orchestrator.changelog", k);
+  CHECK(records > 0);
+
+  h.close();
+  std::filesystem::remove_all(h.dir());  // the disk is gone
+  h.payment.script("charge", {succeed({{"charge", "C"}})});
+  h.open();
+  for (const std::string& id : ids) CHECK(summary(h.view(id)) == before[id]);
+  CHECK(list_all(*h.orch, {}).size() == ids.size());
+  CHECK(h.orch->stats().in_flight == 6);
+
+  // The timers came back with the records: the waiting sagas retry and finish.
+  REQUIRE(h.advance_until([&] {
+    return std::all_of(ids.begin(), ids.end(),
+                       [&](const std::string& id) { return h.state(id) == SagaState::kCompleted; });
+  }));
+  for (const std::string& id : ids) {
+    CHECK(h.inventory.applied(id + "/0/a") == 1);
+    CHECK(h.payment.applied(id + "/1/a") == 1);
+    CHECK(h.inventory.applied(id + "/2/a") == 1);
+  }
+}
+
+TEST_CASE("with the changelog, a fenced orchestrator stops its shards and emits nothing more") {
+  Harness h;
+  h.options.changelog = true;
+  h.options.shards = 2;
+  h.open();
+  h.payment.script("charge", {swallow()});  // every saga waits at its second step
+  const std::string a = h.start();
+  h.drive();
+  CHECK(h.payment.received("charge").size() == 1);
+
+  // A fresh owner on another disk claims both shards: it restores them.
+  TempDir other;
+  Options o = h.options;
+  o.data_dir = other.path().string();
+  auto fresh = Orchestrator::open(o, h.bus->connect("orchestrator-2"), {booking()});
+  REQUIRE_MESSAGE(fresh.ok(), fresh.status().to_string());
+  auto v = (*fresh)->get(a);
+  REQUIRE(v.ok());
+  CHECK(v->state == SagaState::kRunning);
+
+  // The old owner's next commit is fenced: the start fails, nothing is sent.
+  const size_t sent_before = h.bus->stats().sent;
+  auto refused = h.orch->start("booking", Json{{"qty", 1}}, {});
+  CHECK(refused.status().code() == StatusCode::kAborted);
+  CHECK_MESSAGE(refused.status().message().find("claimed by another owner") != std::string::npos,
+                refused.status().message());
+  h.clock->advance(Duration{5'000});  // the old owner's timer for `a` is due: it must stay quiet
+  h.orch->run_once();
+  CHECK(h.bus->stats().sent == sent_before);
+  CHECK(h.payment.received("charge").size() == 1);
+
+  // The fresh owner's timer re-sends the charge; the saga completes there.
+  h.close();
+  h.payment.script("charge", {succeed()});
+  bool completed = false;
+  for (int i = 0; i < 200 && !completed; ++i) {
+    h.clock->advance(Duration{100});
+    (*fresh)->run_once();
+    h.inventory.poll();
+    h.payment.poll();
+    (*fresh)->run_once();
+    completed = (*fresh)->get(a)->state == SagaState::kCompleted;
+  }
+  CHECK(completed);
+  CHECK(h.payment.applied(a + "/1/a") == 1);
+  CHECK(h.inventory.applied(a + "/0/a") == 1);
+}
+
+TEST_CASE("a store written without the changelog becomes its first commit; one with data is not overwritten") {
+  Harness h;
+  h.options.shards = 2;
+  h.open();
+  const std::string a = h.start();
+  h.drive();
+  REQUIRE(h.state(a) == SagaState::kCompleted);
+  h.close();
+
+  h.options.changelog = true;
+  h.open();  // bootstraps the changelog from the store
+  CHECK(h.bus->log_end("orchestrator.changelog", shard_of(a, 2)) > 0);
+  h.close();
+  std::filesystem::remove_all(h.dir());
+  h.open();  // restored from the changelog alone
+  CHECK(h.state(a) == SagaState::kCompleted);
+  h.close();
+
+  // Another store without a checkpoint, but with data, against a changelog
+  // that has records: which one is right cannot be told.
+  TempDir other;
+  Options plain = h.options;
+  plain.changelog = false;
+  plain.data_dir = other.path().string();
+  {
+    auto o = Orchestrator::open(plain, h.bus->connect("plain"), {booking()});
+    REQUIRE(o.ok());
+    StartOptions so;
+    so.id = a;  // same shard as `a`
+    auto id = (*o)->start("booking", Json{{"qty", 1}}, so);
+    REQUIRE(id.ok());
+  }
+  plain.changelog = true;
+  auto refused = Orchestrator::open(plain, h.bus->connect("plain"), {booking()});
+  CHECK(refused.status().code() == StatusCode::kFailedPrecondition);
+  CHECK_MESSAGE(refused.status().message().find("remove the store") != std::string::npos,
+                refused.status().message());
 }
 
 // --------------------------------------------------------------- compensation

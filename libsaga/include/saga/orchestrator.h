@@ -150,6 +150,15 @@ struct Options {
   /// of its own. run_once() always drives every shard on the calling thread.
   /// Default 0.
   uint32_t threads = 0;
+  /// Shard changelogs (docs/sharding.md, "The changelog"): each shard's
+  /// changes and the messages they cause are committed together to the
+  /// transport's changelog "<name>.changelog" (one per shard, fenced by later
+  /// claims) before the local write, and a shard whose local store is missing
+  /// or behind is restored from it by open(). The transport must keep
+  /// changelogs (MemoryBus today; Kafka comes next). A commit that fails
+  /// otherwise than fenced stops the orchestrator as a failed store write
+  /// does, for now. Default false.
+  bool changelog = false;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};
   /// How often retention runs. Default 60 s.

@@ -99,8 +99,8 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   // before shards existed); else, for a new store, the caller's.
   SAGA_ASSIGN_OR_RETURN(auto stored, store->get(store->handles_[0], kShardsKey));
   bool empty = !stored.has_value();
-  for (size_t i = 0; empty && i < column_families.size(); ++i) {
-    SAGA_ASSIGN_OR_RETURN(auto last, store->last_key(store->cf(i)));
+  for (size_t i = 0; empty && i <= column_families.size(); ++i) {  // default (metadata) too
+    SAGA_ASSIGN_OR_RETURN(auto last, store->last_key(store->handles_[i]));
     empty = !last.has_value();
   }
   if (empty) {
@@ -235,6 +235,84 @@ Status scan_merged(const std::vector<Keyspace>& shards, rocksdb::ColumnFamilyHan
     next->it->Next();
   }
   for (Head& h : heads) SAGA_RETURN_IF_ERROR(from_rocksdb(h.it->status(), "scan"));
+  return ok_status();
+}
+
+namespace {
+
+// Sorts the puts and deletes of a WriteBatch into shards' changes.
+class ChangeSplitter final : public rocksdb::WriteBatch::Handler {
+ public:
+  ChangeSplitter(const ChangelogFamilies& families, uint32_t shards,
+                 std::vector<std::vector<ShardChange>>* out)
+      : families_(families), shards_(shards), out_(out) {}
+
+  rocksdb::Status PutCF(uint32_t cf, const rocksdb::Slice& key,
+                        const rocksdb::Slice& value) override {
+    return add(cf, key, std::string(value.data(), value.size()));
+  }
+  rocksdb::Status DeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
+    return add(cf, key, std::nullopt);
+  }
+  rocksdb::Status SingleDeleteCF(uint32_t cf, const rocksdb::Slice& key) override {
+    return add(cf, key, std::nullopt);
+  }
+  rocksdb::Status DeleteRangeCF(uint32_t cf, const rocksdb::Slice&,
+                                const rocksdb::Slice&) override {
+    if (family(cf) < 0) return rocksdb::Status::OK();
+    return rocksdb::Status::InvalidArgument("a range deletion cannot go to a changelog");
+  }
+  rocksdb::Status MergeCF(uint32_t cf, const rocksdb::Slice&, const rocksdb::Slice&) override {
+    if (family(cf) < 0) return rocksdb::Status::OK();
+    return rocksdb::Status::InvalidArgument("a merge cannot go to a changelog");
+  }
+
+ private:
+  int family(uint32_t cf) const {
+    for (size_t i = 0; i < families_.size(); ++i)
+      if (families_[i]->GetID() == cf) return static_cast<int>(i);
+    return -1;
+  }
+  rocksdb::Status add(uint32_t cf, const rocksdb::Slice& key, std::optional<std::string> value) {
+    const int f = family(cf);
+    if (f < 0) return rocksdb::Status::OK();
+    std::string_view k(key.data(), key.size());
+    uint32_t shard = 0;
+    if (shards_ > 1) {
+      if (k.size() < 2) return rocksdb::Status::InvalidArgument("key without a shard prefix");
+      shard = (static_cast<uint32_t>(static_cast<uint8_t>(k[0])) << 8) |
+              static_cast<uint8_t>(k[1]);
+      if (shard >= shards_) return rocksdb::Status::InvalidArgument("key of an unknown shard");
+      k.remove_prefix(2);
+    }
+    (*out_)[shard].push_back(ShardChange{static_cast<uint8_t>(f), std::string(k), std::move(value)});
+    return rocksdb::Status::OK();
+  }
+
+  const ChangelogFamilies& families_;
+  const uint32_t shards_;
+  std::vector<std::vector<ShardChange>>* out_;
+};
+
+}  // namespace
+
+Status changes_by_shard(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
+                        std::vector<std::vector<ShardChange>>* out) {
+  out->resize(shards);
+  ChangeSplitter splitter(families, shards, out);
+  return from_rocksdb(batch.raw()->Iterate(&splitter), "changes of a batch");
+}
+
+Status apply_change(const Keyspace& ks, Batch& batch, const ChangelogFamilies& families,
+                    const ShardChange& change) {
+  if (change.family >= families.size())
+    return Status::invalid_argument("changelog record of unknown family " +
+                                    std::to_string(change.family));
+  if (change.value) {
+    ks.put(batch, families[change.family], change.key, *change.value);
+  } else {
+    ks.del(batch, families[change.family], change.key);
+  }
   return ok_status();
 }
 

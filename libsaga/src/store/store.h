@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "saga/status.h"
+#include "saga/transport.h"
 
 namespace saga::internal {
 
@@ -78,6 +79,9 @@ class Store {
 
   /// Handle of the i-th column family given to open().
   rocksdb::ColumnFamilyHandle* cf(size_t i) const { return handles_.at(i + 1); }
+  /// RocksDB's default family: the store's own metadata (the shard count,
+  /// the shards' changelog checkpoints), never user data.
+  rocksdb::ColumnFamilyHandle* meta() const { return handles_.at(0); }
   /// The shard count the store was written with.
   uint32_t shards() const { return shards_; }
 
@@ -158,6 +162,22 @@ class Keyspace {
 Status scan_merged(const std::vector<Keyspace>& shards, rocksdb::ColumnFamilyHandle* cf,
                    std::string_view prefix, std::string_view from,
                    const std::function<bool(std::string_view key, std::string_view value)>& fn);
+
+/// The column families a changelog carries: ShardChange::family i is
+/// families[i]. Those not listed (an outbox) stay local.
+using ChangelogFamilies = std::vector<rocksdb::ColumnFamilyHandle*>;
+
+/// The changes `batch` makes to `families` in a store of `shards` shards,
+/// split by shard: (*out)[k] receives shard k's, keys without the prefix.
+/// InvalidArgument for a range deletion in one of `families` (a changelog
+/// holds keys) or a key without a shard prefix.
+Status changes_by_shard(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
+                        std::vector<std::vector<ShardChange>>* out);
+
+/// Stages `change` into `batch` in the shard of `ks`. InvalidArgument for
+/// an unknown family.
+Status apply_change(const Keyspace& ks, Batch& batch, const ChangelogFamilies& families,
+                    const ShardChange& change);
 
 /// Converts a RocksDB status (OK stays OK).
 Status from_rocksdb(const rocksdb::Status& s, std::string_view what);

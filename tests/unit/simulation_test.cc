@@ -1,7 +1,9 @@
 // Randomised, seeded runs of the booking saga over the in-memory transport
 // while it drops, duplicates, delays and reorders messages, and while the
-// orchestrator and participants restart. Each seed must end with every saga
-// terminal and money and stock consistent. A failing seed replays exactly:
+// orchestrator and participants restart. Odd seeds run the orchestrator with
+// its changelog, and their crashes may also lose the local store of one
+// shard (restored from the changelog on reopen). Each seed must end with
+// every saga terminal and money and stock consistent. A failing seed replays exactly:
 //   SAGA_SIM_SEEDS=<seed> ./unit.simulation
 #include <doctest/doctest.h>
 
@@ -14,6 +16,7 @@
 #include "saga/memory_transport.h"
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
+#include "store/store.h"
 #include "support/booking.h"
 
 namespace saga {
@@ -24,6 +27,7 @@ using testing::BookingFaults;
 
 constexpr int64_t kCapacity = 6;
 constexpr int kSagas = 12;
+constexpr uint32_t kShards = 4;
 
 class World {
  public:
@@ -55,7 +59,8 @@ class World {
     Options o;
     o.data_dir = (dir_ / "orchestrator").string();
     o.sync = false;  // process restarts, not power loss, are simulated here
-    o.shards = 4;  // sagas spread over shards, driven by run_once on one thread
+    o.shards = kShards;  // sagas spread over shards, driven by run_once on one thread
+    o.changelog = changelog();
     o.clock = clock_;
     o.random = std::make_shared<SeededRandom>(rng_());
     o.breaker.enabled = false;
@@ -64,6 +69,29 @@ class World {
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
     orch_ = std::move(*r);
   }
+
+  bool changelog() const { return seed_ % 2 == 1; }
+
+  // The orchestrator "crashes" and the disk under one shard is lost: every
+  // key of the shard, its checkpoint included, is gone from the store.
+  void lose_shard_and_reopen(uint32_t shard) {
+    orch_.reset();
+    {
+      auto store = internal::Store::open((dir_ / "orchestrator").string(),
+                                         {"instances", "outbox", "timers", "replies", "index"},
+                                         false, {.wanted = kShards, .for_new_store = kShards});
+      REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+      const internal::Keyspace ks(**store, shard);
+      const std::string next = internal::Keyspace(**store, shard + 1).prefix();  // be16(shard + 1)
+      internal::Batch b;
+      for (size_t cf = 0; cf < 5; ++cf) b.del_range((*store)->cf(cf), ks.prefix(), next);
+      ks.del(b, (*store)->meta(), "saga.changelog");
+      REQUIRE((*store)->write(b).ok());
+    }
+    ++lost_shards_;
+    open_orchestrator();
+  }
+  int lost_shards() const { return lost_shards_; }
 
   std::unique_ptr<Participant> open_participant(const std::string& name) {
     ParticipantOptions o;
@@ -133,6 +161,8 @@ class World {
         open_inventory();
       } else if (r < 0.008) {
         open_payment();
+      } else if (r < 0.012 && changelog()) {
+        lose_shard_and_reopen(static_cast<uint32_t>(roll() * kShards));
       }
       if (tick == 4'000) bus_->set_faults(FaultOptions{});  // let the run drain
       if (next == kSagas && tick % 50 == 0 && all_terminal(ids)) break;
@@ -169,6 +199,7 @@ class World {
   std::unique_ptr<Orchestrator> orch_;
   std::unique_ptr<Participant> inventory_;
   std::unique_ptr<Participant> payment_;
+  int lost_shards_ = 0;
 };
 
 std::pair<uint64_t, uint64_t> seed_range() {
@@ -183,9 +214,11 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   const auto [first, last] = seed_range();
   std::map<SagaState, int> outcomes;
   BusStats faults_seen;
+  int lost_shards = 0;
   for (uint64_t seed = first; seed <= last; ++seed) {
     World world(seed);
     const auto views = world.run();
+    lost_shards += world.lost_shards();
     REQUIRE(views.size() == static_cast<size_t>(kSagas));
     const auto bad =
         testing::check_booking_invariants(views, world.inventory(), world.payment(), kCapacity);
@@ -202,7 +235,8 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   MESSAGE("seeds ", first, "-", last, ": completed ", outcomes[SagaState::kCompleted],
           ", compensated ", outcomes[SagaState::kCompensated], "; dropped ", faults_seen.dropped,
           ", duplicated ", faults_seen.duplicated, ", delayed ", faults_seen.delayed,
-          ", reordered ", faults_seen.reordered, ", redelivered ", faults_seen.redelivered);
+          ", reordered ", faults_seen.reordered, ", redelivered ", faults_seen.redelivered,
+          "; shard stores lost ", lost_shards);
   // The run must have exercised both outcomes and every fault, or it proves little.
   CHECK(outcomes[SagaState::kCompleted] > 0);
   CHECK(outcomes[SagaState::kCompensated] > 0);
@@ -210,6 +244,7 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   CHECK(faults_seen.duplicated > 0);
   CHECK(faults_seen.delayed > 0);
   CHECK(faults_seen.reordered > 0);
+  if (last - first >= 20) CHECK(lost_shards > 0);
 }
 
 }  // namespace

@@ -23,6 +23,8 @@
 // --threads T (engine workload) runs the orchestrator on T engine threads and
 // each participant on a thread of its own instead of pumping all three from
 // one thread (0, the default).
+// --changelog on (engine workload) commits the orchestrator's shards to the
+// MemoryBus's in-memory changelog before each local write (Options::changelog).
 // --fail-share F makes inventory refuse that share of confirmations, so those
 // sagas compensate (refund, release). Writes one JSON document (--json FILE,
 // default stdout). Every saga must end terminal and consistent, or the run
@@ -78,6 +80,7 @@ struct Args {
   bool sync = true;
   int shards = 0;   // orchestrator shards; 0 = libsaga's default
   int threads = 0;  // engine: 0 = one thread pumps everything; T = background threads
+  bool changelog = false;  // engine: the orchestrator's in-memory changelog
   std::vector<int> inflight = {1, 8, 32, 128, 512};
   bool inflight_given = false;
   std::vector<double> rates;  // open loop: sagas/s offered
@@ -94,7 +97,7 @@ struct Args {
 [[noreturn]] void usage(const std::string& err) {
   std::cerr << "saga-bench: " << err << "\n"
             << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
-               "                  [--shards S] [--threads T]\n"
+               "                  [--shards S] [--threads T] [--changelog on|off]\n"
                "                  [--inflight 1,8,32,...] [--sagas N]        closed loop\n"
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
@@ -149,6 +152,8 @@ Args parse(int argc, char** argv) {
         a.shards = std::stoi(value());
       } else if (k == "--threads") {
         a.threads = std::stoi(value());
+      } else if (k == "--changelog") {
+        a.changelog = on_off(k, value());
       } else if (k == "--inflight") {
         a.inflight = parse_list<int>(value(), to_int);
         a.inflight_given = true;
@@ -179,6 +184,8 @@ Args parse(int argc, char** argv) {
   }
   if (a.sagas <= 0) usage("--sagas must be positive");
   if (a.shards < 0 || a.threads < 0) usage("--shards and --threads must not be negative");
+  if (a.changelog && a.workload == "kafka")
+    usage("--changelog: the Kafka transport keeps no changelogs yet (engine workload only)");
   for (int k : a.inflight) {
     if (k <= 0) usage("--inflight values must be positive");
   }
@@ -330,6 +337,7 @@ Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& re
   o.sync = args.sync;
   o.shards = static_cast<uint32_t>(args.shards);
   o.threads = static_cast<uint32_t>(args.threads);
+  o.changelog = args.changelog;
   o.breaker.enabled = false;
   o.on_settled = [&rec](const SagaView& v) { rec.settled(v); };
   return o;
@@ -544,7 +552,8 @@ Json point_json(const char* workload, const Args& args, const Point& pt, const M
 
 std::string run_label(const char* workload, const Args& args) {
   return std::string(workload) + " sync=" + (args.sync ? "on" : "off") +
-         " shards=" + std::to_string(args.shards) + " threads=" + std::to_string(args.threads);
+         " shards=" + std::to_string(args.shards) + " threads=" + std::to_string(args.threads) +
+         (args.changelog ? " changelog=on" : "");
 }
 
 // engine: everything in this process over the in-memory transport, pumped by
@@ -1191,6 +1200,7 @@ int main(int argc, char** argv) {
         {"sync", args.sync},
         {"shards", args.shards},
         {"threads", args.threads},
+        {"changelog", args.changelog},
         {"fail_share", args.fail_share},
         {"open_loop_seconds", args.seconds},
         {"kafka_broker", args.workload != "kafka" ? "none"

@@ -25,6 +25,7 @@
 #include <unordered_set>
 
 #include "background_loop.h"
+#include "changelog.h"
 #include "fsm/saga_fsm.h"
 #include "instance.h"
 #include "metrics.h"
@@ -98,9 +99,6 @@ namespace {
 enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
 const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies",
                                                   "index"};
-// Key of a shard's changelog checkpoint in the store's metadata family: the
-// changelog offset up to which the shard's families agree with it (be64).
-constexpr char kCheckpointKey[] = "saga.changelog";
 
 constexpr char kIdxAll = 'a';        // a <created be64> <id>
 constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>
@@ -801,63 +799,20 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // Commits each shard's part of the iteration (its changes in `d.batch` and
-  // its messages) to the shard's changelog, all shards at once, and adds
-  // their checkpoints to the batch. A fenced shard is dropped: its part
-  // leaves the batch, its answers fail, its replies stay unacked, and it
-  // does nothing more. Any other commit error is returned.
+  // its messages) to the shard's changelog before the local write. A fenced
+  // shard is dropped (lose()); any other commit error is returned.
   Status commit_changelogs(Driver& d, std::vector<Release>& releases) {
-    const auto shards = static_cast<uint32_t>(shards_.size());
-    std::vector<std::vector<ShardChange>> changes;
-    SAGA_RETURN_IF_ERROR(changes_by_shard(d.batch, changelog_families_, shards, &changes));
-    std::mutex mu;
-    std::condition_variable all_done;
-    size_t outstanding = 0;  // GUARDED_BY(mu)
-    std::vector<std::optional<StatusOr<uint64_t>>> results(releases.size());
-    for (size_t i = 0; i < releases.size(); ++i) {
-      Shard& sh = *releases[i].shard;
-      if (changes[sh.index].empty() && sh.commit_messages.empty()) continue;
-      {
-        std::lock_guard lock(mu);
-        ++outstanding;
-      }
-      ShardCommit c{std::move(changes[sh.index]), std::move(sh.commit_messages)};
+    std::vector<ShardPart> parts;
+    parts.reserve(releases.size());
+    for (Release& rel : releases) {
+      Shard& sh = *rel.shard;
+      parts.push_back(ShardPart{&sh.ks, sh.index, sh.log.get(), std::move(sh.commit_messages), {}});
       sh.commit_messages.clear();
-      sh.log->commit(std::move(c), [&, i](StatusOr<uint64_t> end) {
-        std::lock_guard lock(mu);
-        results[i] = std::move(end);
-        if (--outstanding == 0) all_done.notify_all();
-      });
     }
-    {
-      std::unique_lock lock(mu);
-      all_done.wait(lock, [&] { return outstanding == 0; });
-    }
-    Status failure;
-    bool dropped = false;
-    for (size_t i = 0; i < releases.size(); ++i) {
-      if (!results[i] || results[i]->ok()) continue;
-      if (results[i]->status().code() == StatusCode::kAborted) {
-        lose(releases[i], results[i]->status());
-        dropped = true;
-      } else if (failure.ok()) {
-        failure = results[i]->status();
-      }
-    }
-    SAGA_RETURN_IF_ERROR(failure);
-    if (dropped) {
-      // Rebuild the batch from the shards that committed.
-      SAGA_RETURN_IF_ERROR(changes_by_shard(d.batch, changelog_families_, shards, &changes));
-      d.batch.clear();
-      for (Release& rel : releases) {
-        if (rel.shard->lost) continue;
-        for (const ShardChange& c : changes[rel.shard->index])
-          SAGA_RETURN_IF_ERROR(apply_change(rel.shard->ks, d.batch, changelog_families_, c));
-      }
-    }
-    for (size_t i = 0; i < releases.size(); ++i) {
-      if (!results[i] || !results[i]->ok()) continue;
-      releases[i].shard->ks.put(d.batch, store_->meta(), kCheckpointKey,
-                                be64(**results[i]));
+    SAGA_RETURN_IF_ERROR(commit_shards(d.batch, changelog_families_,
+                                       static_cast<uint32_t>(shards_.size()), parts));
+    for (size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i].result && !parts[i].result->ok()) lose(releases[i], parts[i].result->status());
     }
     return ok_status();
   }
@@ -881,83 +836,12 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // Claims the shard's changelog (fencing earlier owners) and brings the
-  // shard's families up to its end, from the local checkpoint on (from the
-  // start when there is none). A store that ran without the changelog has
-  // data but no checkpoint: its state becomes the changelog's first commit,
-  // if the changelog is still empty.
+  // shard's families up to its end.
   Status restore(Shard& sh) {
-    const auto shards = static_cast<uint32_t>(shards_.size());
-    SAGA_ASSIGN_OR_RETURN(sh.log,
-                          transport_->claim_shard(opts_.name + ".changelog", sh.index, shards));
-    SAGA_ASSIGN_OR_RETURN(auto checkpoint, sh.ks.get(store_->meta(), kCheckpointKey));
-    uint64_t from = 0;
-    if (checkpoint) {
-      if (checkpoint->size() != 8) return Status::data_loss("undecodable changelog checkpoint");
-      from = read_be64(*checkpoint);
-    } else {
-      SAGA_RETURN_IF_ERROR(bootstrap_changelog(sh));
-      SAGA_ASSIGN_OR_RETURN(checkpoint, sh.ks.get(store_->meta(), kCheckpointKey));
-      if (checkpoint) return ok_status();  // the local state is the changelog
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    Batch b;
-    uint64_t records = 0, end = from;
-    Status bad;
-    SAGA_RETURN_IF_ERROR(sh.log->read(from, [&](const ShardChange& c, uint64_t offset) {
-      if (!bad.ok()) return;
-      bad = apply_change(sh.ks, b, changelog_families_, c);
-      end = offset + 1;
-      ++records;
-      if (bad.ok() && b.count() >= 4096) {
-        bad = store_->write(b);
-        b.clear();
-      }
-    }));
-    SAGA_RETURN_IF_ERROR(bad.with_context("restoring shard " + std::to_string(sh.index)));
-    sh.ks.put(b, store_->meta(), kCheckpointKey, be64(end));
-    SAGA_RETURN_IF_ERROR(store_->write(b));
-    if (records > 0) {
-      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now() - t0)
-                          .count();
-      log_->info("orchestrator '{}' shard {} restored {} changelog records (offsets {}..{}) in {} ms",
-                 opts_.name, sh.index, records, from, end, ms);
-    }
-    return ok_status();
-  }
-
-  // A shard with local data and no checkpoint: written without the
-  // changelog. Its state becomes the changelog's first commit when the
-  // changelog is empty; FailedPrecondition when it is not (which is right
-  // cannot be told: remove the store to restore from the changelog).
-  Status bootstrap_changelog(Shard& sh) {
-    ShardCommit snapshot;
-    for (size_t f = 0; f < changelog_families_.size(); ++f) {
-      SAGA_RETURN_IF_ERROR(
-          sh.ks.scan(changelog_families_[f], "", "", [&](std::string_view k, std::string_view v) {
-            snapshot.changes.push_back(
-                ShardChange{static_cast<uint8_t>(f), std::string(k), std::string(v)});
-            return true;
-          }));
-    }
-    if (snapshot.changes.empty()) return ok_status();  // a new shard: restore from the start
-    bool changelog_empty = true;
-    SAGA_RETURN_IF_ERROR(
-        sh.log->read(0, [&](const ShardChange&, uint64_t) { changelog_empty = false; }));
-    if (!changelog_empty) {
-      return Status::failed_precondition(
-          "shard " + std::to_string(sh.index) + " of '" + store_->dir() +
-          "' has data but no changelog checkpoint, and changelog '" + opts_.name +
-          ".changelog' is not empty: remove the store to restore it from the changelog");
-    }
-    std::promise<StatusOr<uint64_t>> done;
-    sh.log->commit(std::move(snapshot), [&](StatusOr<uint64_t> end) { done.set_value(end); });
-    SAGA_ASSIGN_OR_RETURN(uint64_t end, done.get_future().get());
-    Batch b;
-    sh.ks.put(b, store_->meta(), kCheckpointKey, be64(end));
-    log_->info("orchestrator '{}' shard {}: local state written to its empty changelog ({} records)",
-               opts_.name, sh.index, end);
-    return store_->write(b);
+    SAGA_ASSIGN_OR_RETURN(sh.log, transport_->claim_shard(opts_.name + ".changelog", sh.index,
+                                                          static_cast<uint32_t>(shards_.size())));
+    return restore_shard(sh.ks, changelog_families_, *sh.log, *log_,
+                         "orchestrator '" + opts_.name + "' shard " + std::to_string(sh.index));
   }
 
   std::deque<Request> take(std::deque<Request>& queue, Shard& sh) {

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "background_loop.h"
+#include "changelog.h"
 #include "inbox.h"
 #include "outbox.h"
 #include "saga/json.h"
@@ -120,12 +121,22 @@ class Txn final : public StateTxn {
 
 // One shard's engine state, touched only by the engine thread.
 struct Shard {
-  Shard(Store& store, uint32_t i) : ks(store, i) {}
+  Shard(Store& store, uint32_t i) : ks(store, i), index_(i) {}
+  uint32_t index() const { return index_; }
   const Keyspace ks;
   std::unique_ptr<Outbox> outbox;
   // What earlier commands of the current batch wrote, not yet in the store.
   Overlay overlay;
   std::unordered_map<std::string, InboxRecord> inbox_overlay;
+  // With ParticipantOptions::changelog: the claim of the shard's changelog,
+  // the batch's replies and events (they go out with the commit), and
+  // whether a later claim fenced this one (the shard then does nothing more).
+  std::unique_ptr<ShardLog> log;
+  std::vector<Message> commit_messages;
+  bool lost = false;
+
+ private:
+  uint32_t index_;
 };
 
 class ParticipantImpl final : public Participant {
@@ -142,10 +153,19 @@ class ParticipantImpl final : public Participant {
     SAGA_ASSIGN_OR_RETURN(store_, Store::open(opts_.data_dir, kColumnFamilies, opts_.sync,
                                               {.wanted = opts_.shards,
                                                .for_new_store = kDefaultShards}));
+    if (opts_.changelog) changelog_families_ = {store_->cf(kState), store_->cf(kInbox)};
     for (uint32_t k = 0; k < store_->shards(); ++k) {
       auto sh = std::make_unique<Shard>(*store_, k);
       sh->outbox = std::make_unique<Outbox>(sh->ks, store_->cf(kOutbox), *transport_,
                                             *opts_.clock, log_);
+      if (opts_.changelog) {
+        SAGA_ASSIGN_OR_RETURN(sh->log,
+                              transport_->claim_shard(opts_.name + ".changelog", k,
+                                                      store_->shards()));
+        SAGA_RETURN_IF_ERROR(restore_shard(
+            sh->ks, changelog_families_, *sh->log, *log_,
+            "participant '" + opts_.name + "' shard " + std::to_string(k)));
+      }
       SAGA_RETURN_IF_ERROR(sh->outbox->recover());
       keyspaces_.push_back(sh->ks);
       shards_.push_back(std::move(sh));
@@ -202,15 +222,20 @@ class ParticipantImpl final : public Participant {
     }
     transport_->poll(unsent ? Duration{0} : max_wait);
     for (auto& sh : shards_) sh->outbox->stage_confirmed(batch_);
-    std::vector<Transport::Ack> acks;
-    const size_t handled = inbound_.size();
+    std::vector<std::pair<Shard*, Transport::Ack>> acks;
+    size_t handled = 0;
     for (auto& [msg, ack] : inbound_) {
-      handle(shard_for(msg.key.empty() ? msg.saga_id : msg.key), msg);
-      acks.push_back(std::move(ack));
+      Shard& sh = shard_for(msg.key.empty() ? msg.saga_id : msg.key);
+      if (sh.lost) continue;  // not ours any more: unacked, for the new owner
+      handle(sh, msg);
+      acks.emplace_back(&sh, std::move(ack));
+      ++handled;
     }
     inbound_.clear();
-    if (!batch_.empty()) {
-      Status s = store_->write(batch_);
+    Status committed = opts_.changelog ? commit_changelogs(batch_) : ok_status();
+    if (!committed.ok() || !batch_.empty()) {
+      Status s = committed.ok() ? store_->write(batch_)
+                                : committed.with_context("changelog commit failed");
       batch_.clear();
       for (auto& sh : shards_) {
         sh->overlay.clear();
@@ -226,7 +251,9 @@ class ParticipantImpl final : public Participant {
       ++writes_;
     }
     commit_stats();
-    for (auto& ack : acks) ack();
+    for (auto& [sh, ack] : acks) {
+      if (!sh->lost) ack();
+    }
     for (auto& sh : shards_) sh->outbox->release();
     return handled;
   }
@@ -269,6 +296,7 @@ class ParticipantImpl final : public Participant {
   Status write_in(Shard& sh, const std::function<Status(StateTxn&)>& fn) {
     std::lock_guard lock(engine_mu_);
     SAGA_RETURN_IF_ERROR(store_status_);
+    if (sh.lost) return lost_status(sh);
     // The nonce keeps event ids unique across restarts, even when the clock
     // has not moved (or moved back) since the last run.
     Txn txn(sh.ks, sh.overlay,
@@ -276,7 +304,18 @@ class ParticipantImpl final : public Participant {
     SAGA_RETURN_IF_ERROR(fn(txn));
     Batch batch;
     Overlay scratch;
-    for (Message& e : txn.commit(batch, scratch)) sh.outbox->stage(batch, std::move(e));
+    for (Message& e : txn.commit(batch, scratch)) stage_send(sh, batch, std::move(e));
+    if (sh.log) {
+      std::vector<ShardPart> parts;
+      parts.push_back(ShardPart{&sh.ks, sh.index(), sh.log.get(), std::move(sh.commit_messages), {}});
+      sh.commit_messages.clear();
+      SAGA_RETURN_IF_ERROR(
+          commit_shards(batch, changelog_families_, store_->shards(), parts));
+      if (parts[0].result && !parts[0].result->ok()) {
+        lose(sh, parts[0].result->status());
+        return lost_status(sh);
+      }
+    }
     Status s = store_->write(batch);
     if (!s.ok()) {
       sh.outbox->discard_staged();
@@ -332,7 +371,46 @@ class ParticipantImpl final : public Participant {
     r.outcome = outcome;
     r.traceparent = cmd.traceparent;
     r.payload = std::move(payload);
-    sh.outbox->stage(batch_, std::move(r));
+    stage_send(sh, batch_, std::move(r));
+  }
+
+  // Replies and events: with the changelog they go out with the shard's
+  // commit, else through the outbox.
+  void stage_send(Shard& sh, Batch& batch, Message m) {
+    if (sh.log) {
+      sh.commit_messages.push_back(std::move(m));
+    } else {
+      sh.outbox->stage(batch, std::move(m));
+    }
+  }
+
+  Status lost_status(const Shard& sh) const {
+    return Status::aborted("shard " + std::to_string(sh.index()) + " of participant '" +
+                           opts_.name + "' was claimed by another owner");
+  }
+
+  // A later claim fenced the shard: it handles, answers and sends nothing more.
+  void lose(Shard& sh, const Status& why) {
+    sh.lost = true;
+    sh.commit_messages.clear();
+    log_->error("participant '{}' shard {} stops: {}", opts_.name, sh.index(), why.to_string());
+  }
+
+  // Commits each shard's part of batch_ to its changelog before the local
+  // write. A fenced shard is dropped; any other error is returned.
+  Status commit_changelogs(Batch& batch) {
+    std::vector<ShardPart> parts;
+    for (auto& sh : shards_) {
+      if (sh->lost) continue;
+      parts.push_back(
+          ShardPart{&sh->ks, sh->index(), sh->log.get(), std::move(sh->commit_messages), {}});
+      sh->commit_messages.clear();
+    }
+    SAGA_RETURN_IF_ERROR(commit_shards(batch, changelog_families_, store_->shards(), parts));
+    for (ShardPart& part : parts) {
+      if (part.result && !part.result->ok()) lose(*shards_[part.shard], part.result->status());
+    }
+    return ok_status();
   }
 
   // Error texts may carry bytes from the wire or from handlers that are not
@@ -428,7 +506,7 @@ class ParticipantImpl final : public Participant {
           if (e.saga_id.empty()) e.saga_id = cmd.saga_id;
           if (e.key.empty()) e.key = cmd.key;
           if (e.traceparent.empty()) e.traceparent = cmd.traceparent;
-          sh.outbox->stage(batch_, std::move(e));
+          stage_send(sh, batch_, std::move(e));
         }
         std::string body = result.reply.is_null() ? "{}" : dump_lenient(result.reply);
         remember(sh, cmd.id, {ReplyOutcome::kSuccess, body});
@@ -450,6 +528,7 @@ class ParticipantImpl final : public Participant {
   std::unique_ptr<Store> store_;
   std::vector<std::unique_ptr<Shard>> shards_;  // fixed after init()
   std::vector<Keyspace> keyspaces_;             // shards_[k]->ks, for scans across shards
+  ChangelogFamilies changelog_families_;        // with ParticipantOptions::changelog
 
   std::mutex engine_mu_;
   std::unordered_map<std::string, CommandHandler> handlers_;

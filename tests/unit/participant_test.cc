@@ -129,6 +129,7 @@ class Harness {
     o.sync = false;
     o.clock = clock;
     o.shards = shards;
+    o.changelog = changelog;
     auto opened = Participant::open(o, std::shared_ptr<Transport>(bus->connect(kParticipant)));
     if (!opened.ok()) return opened.status();
     p = std::move(*opened);
@@ -197,8 +198,12 @@ class Harness {
     return it == calls.end() ? 0 : it->second;
   }
 
+  /// The store's folder.
+  const std::filesystem::path& dir() const { return dir_.path(); }
+
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
   std::shared_ptr<MemoryBus> bus = MemoryBus::create(clock, 1);
+  bool changelog = false;  // ParticipantOptions::changelog of every open()
   std::unique_ptr<Participant> p;
   std::vector<Message> replies;
   std::vector<Message> events;
@@ -902,6 +907,89 @@ TEST_CASE("a participant of one shard takes write() without a key") {
              })
               .ok());
   CHECK(h.state("k") == "v");
+}
+
+TEST_CASE("with the changelog, a lost store is restored: state, and duplicates still answered") {
+  Harness h;
+  h.changelog = true;
+  h.on("reserve", reserve);
+  REQUIRE(h.open().ok());
+  Message a = command("saga-1/reserve/a", "reserve", {{"sku", "a"}, {"qty", 2}});
+  Message b = command("saga-2/reserve/a", "reserve", {{"sku", "b"}, {"qty", 3}});
+  b.key = b.saga_id = "saga-2";
+  REQUIRE(h.roundtrip(a).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(b).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.p->write("saga-3", [](StateTxn& txn) {
+               txn.put("price/c", "7");
+               return ok_status();
+             })
+              .ok());
+  uint64_t records = 0;
+  for (uint32_t k = 0; k < kDefaultShards; ++k) records += h.bus->log_end("inventory.changelog", k);
+  CHECK(records > 0);
+
+  h.close();
+  std::filesystem::remove_all(h.dir());  // the disk is gone
+  REQUIRE(h.open().ok());
+  CHECK(h.state("stock/a") == "2");
+  CHECK(h.state("stock/b") == "3");
+  CHECK(h.state("price/c") == "7");
+  // The inbox came back too: the same command is a duplicate, not a second hold.
+  const Message again = h.roundtrip(a);
+  CHECK(again.outcome == ReplyOutcome::kSuccess);
+  CHECK(Json::parse(again.payload) == Json{{"hold", "h-a"}});
+  CHECK(h.count("reserve") == 2);
+  CHECK(h.p->stats().duplicates == 1);
+}
+
+TEST_CASE("with the changelog, a fenced participant handles nothing more for the shard it lost") {
+  Harness h;
+  h.changelog = true;
+  h.on("reserve", reserve);
+  REQUIRE(h.open().ok());
+
+  // A fresh owner on another disk claims every shard (and restores them).
+  TempDir other;
+  ParticipantOptions o;
+  o.name = kParticipant;
+  o.data_dir = other.path().string();
+  o.sync = false;
+  o.clock = h.clock;
+  o.changelog = true;
+  auto fresh = Participant::open(o, std::shared_ptr<Transport>(h.bus->connect("fresh")));
+  REQUIRE_MESSAGE(fresh.ok(), fresh.status().to_string());
+  int fresh_calls = 0;
+  REQUIRE((*fresh)
+              ->on("reserve",
+                   [&](CommandContext& ctx) {
+                     ++fresh_calls;
+                     return reserve(ctx);
+                   })
+              .ok());
+
+  // The old owner runs the handler, but its commit is fenced: no reply, no state, no ack.
+  h.send(command("saga-1/reserve/a", "reserve", {{"sku", "a"}}));
+  h.settle();
+  CHECK(h.count("reserve") == 1);
+  CHECK(h.replies.empty());
+  CHECK(h.state("stock/a") == std::nullopt);
+  Status w = h.p->write(kSaga, [](StateTxn& txn) {
+    txn.put("x", "1");
+    return ok_status();
+  });
+  CHECK(w.code() == StatusCode::kAborted);
+
+  // Closed, it gives the unacked command back; the new owner applies it once.
+  h.close();
+  REQUIRE(h.run_until(
+      [&] {
+        (*fresh)->run_once(Duration{0});
+        return !h.replies.empty();
+      },
+      false));
+  CHECK(h.replies.back().outcome == ReplyOutcome::kSuccess);
+  CHECK(fresh_calls == 1);
+  CHECK((*fresh)->get("stock/a")->value_or("") == "1");
 }
 
 TEST_CASE("events of local writes get distinct ids across a restart") {

@@ -1,8 +1,8 @@
 // Randomised, seeded runs of the booking saga over the in-memory transport
 // while it drops, duplicates, delays and reorders messages, and while the
-// orchestrator and participants restart. Odd seeds run the orchestrator with
-// its changelog, and their crashes may also lose the local store of one
-// shard (restored from the changelog on reopen). Each seed must end with
+// orchestrator and participants restart. Odd seeds run every engine with its
+// changelog, and their crashes may also lose the local store of one shard of
+// one of them (restored from the changelog on reopen). Each seed must end with
 // every saga terminal and money and stock consistent. A failing seed replays exactly:
 //   SAGA_SIM_SEEDS=<seed> ./unit.simulation
 #include <doctest/doctest.h>
@@ -16,6 +16,7 @@
 #include "saga/memory_transport.h"
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
+#include "saga/shard.h"
 #include "store/store.h"
 #include "support/booking.h"
 
@@ -72,24 +73,40 @@ class World {
 
   bool changelog() const { return seed_ % 2 == 1; }
 
-  // The orchestrator "crashes" and the disk under one shard is lost: every
-  // key of the shard, its checkpoint included, is gone from the store.
-  void lose_shard_and_reopen(uint32_t shard) {
-    orch_.reset();
-    {
-      auto store = internal::Store::open((dir_ / "orchestrator").string(),
-                                         {"instances", "outbox", "timers", "replies", "index"},
-                                         false, {.wanted = kShards, .for_new_store = kShards});
-      REQUIRE_MESSAGE(store.ok(), store.status().to_string());
-      const internal::Keyspace ks(**store, shard);
-      const std::string next = internal::Keyspace(**store, shard + 1).prefix();  // be16(shard + 1)
-      internal::Batch b;
-      for (size_t cf = 0; cf < 5; ++cf) b.del_range((*store)->cf(cf), ks.prefix(), next);
-      ks.del(b, (*store)->meta(), "saga.changelog");
-      REQUIRE((*store)->write(b).ok());
-    }
+  // A process "crashes" and the disk under one of its shards is lost: every
+  // key of the shard, its checkpoint included, is gone from its store.
+  void lose_shard(const std::string& name, const std::vector<std::string>& families,
+                  uint32_t shards, uint32_t shard) {
+    auto store = internal::Store::open((dir_ / name).string(), families, false,
+                                       {.wanted = shards, .for_new_store = shards});
+    REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+    const internal::Keyspace ks(**store, shard);
+    const std::string next = internal::Keyspace(**store, shard + 1).prefix();  // be16(shard + 1)
+    internal::Batch b;
+    for (size_t cf = 0; cf < families.size(); ++cf) b.del_range((*store)->cf(cf), ks.prefix(), next);
+    ks.del(b, (*store)->meta(), "saga.changelog");
+    REQUIRE((*store)->write(b).ok());
     ++lost_shards_;
-    open_orchestrator();
+  }
+  void lose_a_shard() {
+    const std::vector<std::string> participant_families = {"state", "inbox", "outbox"};
+    const double which = roll();
+    if (which < 0.5) {
+      orch_.reset();
+      lose_shard("orchestrator", {"instances", "outbox", "timers", "replies", "index"}, kShards,
+                 static_cast<uint32_t>(roll() * kShards));
+      open_orchestrator();
+    } else if (which < 0.75) {
+      inventory_.reset();
+      lose_shard("inventory", participant_families, kDefaultShards,
+                 shard_of(testing::kStockKey, kDefaultShards));  // the one that holds the stock
+      open_inventory();
+    } else {
+      payment_.reset();
+      lose_shard("payment", participant_families, kDefaultShards,
+                 static_cast<uint32_t>(roll() * kDefaultShards));
+      open_payment();
+    }
   }
   int lost_shards() const { return lost_shards_; }
 
@@ -98,6 +115,7 @@ class World {
     o.name = name;
     o.data_dir = (dir_ / name).string();
     o.sync = false;
+    o.changelog = changelog();
     o.clock = clock_;
     auto r = Participant::open(o, std::shared_ptr<Transport>(bus_->connect(name)));
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
@@ -162,7 +180,7 @@ class World {
       } else if (r < 0.008) {
         open_payment();
       } else if (r < 0.012 && changelog()) {
-        lose_shard_and_reopen(static_cast<uint32_t>(roll() * kShards));
+        lose_a_shard();
       }
       if (tick == 4'000) bus_->set_faults(FaultOptions{});  // let the run drain
       if (next == kSagas && tick % 50 == 0 && all_terminal(ids)) break;

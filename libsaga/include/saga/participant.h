@@ -91,6 +91,12 @@ struct ParticipantOptions {
   /// fails open() with FailedPrecondition (a store written before shards
   /// existed has 1). Default 0.
   uint32_t shards = 0;
+  /// Shard changelogs, as Options::changelog of the orchestrator: each
+  /// shard's state and inbox changes and the replies and events they cause
+  /// are committed to the transport's changelog "<name>.changelog" before the
+  /// local write, and open() restores a missing or lagging store from it, so
+  /// de-duplication survives a lost disk. Default false.
+  bool changelog = false;
   /// Time source; default the system clock.
   std::shared_ptr<Clock> clock;
   /// spdlog logger name. Default: the participant's name.

@@ -1,0 +1,138 @@
+#include "changelog.h"
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+
+namespace saga::internal {
+
+Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
+                     std::vector<ShardPart>& parts) {
+  std::vector<std::vector<ShardChange>> changes;
+  SAGA_RETURN_IF_ERROR(changes_by_shard(batch, families, shards, &changes));
+  std::mutex mu;
+  std::condition_variable all_done;
+  size_t outstanding = 0;  // GUARDED_BY(mu)
+  for (ShardPart& part : parts) {
+    part.result.reset();
+    if (changes[part.shard].empty() && part.messages.empty()) continue;
+    {
+      std::lock_guard lock(mu);
+      ++outstanding;
+    }
+    ShardCommit c{std::move(changes[part.shard]), std::move(part.messages)};
+    part.messages.clear();
+    part.log->commit(std::move(c), [&, p = &part](StatusOr<uint64_t> end) {
+      std::lock_guard lock(mu);
+      p->result = std::move(end);
+      if (--outstanding == 0) all_done.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    all_done.wait(lock, [&] { return outstanding == 0; });
+  }
+  Status failure;
+  bool failed = false;
+  for (const ShardPart& part : parts) {
+    if (!part.result || part.result->ok()) continue;
+    failed = true;
+    if (part.result->status().code() != StatusCode::kAborted && failure.ok())
+      failure = part.result->status();
+  }
+  SAGA_RETURN_IF_ERROR(failure);
+  if (failed) {
+    SAGA_RETURN_IF_ERROR(changes_by_shard(batch, families, shards, &changes));
+    batch.clear();
+    for (const ShardPart& part : parts) {
+      if (part.result && !part.result->ok()) continue;
+      for (const ShardChange& c : changes[part.shard])
+        SAGA_RETURN_IF_ERROR(apply_change(*part.ks, batch, families, c));
+    }
+  }
+  for (const ShardPart& part : parts) {
+    if (part.result && part.result->ok())
+      part.ks->put(batch, part.ks->store().meta(), kCheckpointKey, be64(**part.result));
+  }
+  return ok_status();
+}
+
+namespace {
+
+// A shard with local data and no checkpoint: its state becomes the log's
+// first commit when the log is empty. Sets `*bootstrapped` when it did.
+Status bootstrap(const Keyspace& ks, const ChangelogFamilies& families, ShardLog& log,
+                 spdlog::logger& logger, std::string_view owner, bool* bootstrapped) {
+  *bootstrapped = false;
+  ShardCommit snapshot;
+  for (size_t f = 0; f < families.size(); ++f) {
+    SAGA_RETURN_IF_ERROR(ks.scan(families[f], "", "", [&](std::string_view k, std::string_view v) {
+      snapshot.changes.push_back(ShardChange{static_cast<uint8_t>(f), std::string(k), std::string(v)});
+      return true;
+    }));
+  }
+  if (snapshot.changes.empty()) return ok_status();  // a new shard
+  bool log_empty = true;
+  SAGA_RETURN_IF_ERROR(log.read(0, [&](const ShardChange&, uint64_t) { log_empty = false; }));
+  if (!log_empty) {
+    return Status::failed_precondition(
+        std::string(owner) + ": a shard of store '" + ks.store().dir() +
+        "' has data but no changelog checkpoint, and its changelog is not empty: remove the "
+        "store to restore it from the changelog");
+  }
+  const size_t records = snapshot.changes.size();
+  std::promise<StatusOr<uint64_t>> done;
+  log.commit(std::move(snapshot), [&](StatusOr<uint64_t> end) { done.set_value(std::move(end)); });
+  SAGA_ASSIGN_OR_RETURN(uint64_t end, done.get_future().get());
+  Batch b;
+  ks.put(b, ks.store().meta(), kCheckpointKey, be64(end));
+  SAGA_RETURN_IF_ERROR(ks.store().write(b));
+  logger.info("{}: a shard's local state went to its empty changelog ({} records)", owner, records);
+  *bootstrapped = true;
+  return ok_status();
+}
+
+}  // namespace
+
+Status restore_shard(const Keyspace& ks, const ChangelogFamilies& families, ShardLog& log,
+                     spdlog::logger& logger, std::string_view owner) {
+  Store& store = ks.store();
+  SAGA_ASSIGN_OR_RETURN(auto checkpoint, ks.get(store.meta(), kCheckpointKey));
+  uint64_t from = 0;
+  if (checkpoint) {
+    if (checkpoint->size() != 8) return Status::data_loss("undecodable changelog checkpoint");
+    from = read_be64(*checkpoint);
+  } else {
+    bool bootstrapped = false;
+    SAGA_RETURN_IF_ERROR(bootstrap(ks, families, log, logger, owner, &bootstrapped));
+    if (bootstrapped) return ok_status();  // the local state is the changelog
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  Batch b;
+  uint64_t records = 0, end = from;
+  Status bad;
+  SAGA_RETURN_IF_ERROR(log.read(from, [&](const ShardChange& c, uint64_t offset) {
+    if (!bad.ok()) return;
+    bad = apply_change(ks, b, families, c);
+    end = offset + 1;
+    ++records;
+    if (bad.ok() && b.count() >= 4096) {
+      bad = store.write(b);
+      b.clear();
+    }
+  }));
+  SAGA_RETURN_IF_ERROR(bad);
+  ks.put(b, store.meta(), kCheckpointKey, be64(end));
+  SAGA_RETURN_IF_ERROR(store.write(b));
+  if (records > 0) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - t0)
+                        .count();
+    logger.info("{}: restored {} changelog records (offsets {}..{}) in {} ms", owner, records, from,
+                end, ms);
+  }
+  return ok_status();
+}
+
+}  // namespace saga::internal

@@ -1,0 +1,55 @@
+// The engine side of shard changelogs (docs/sharding.md, "The changelog"),
+// shared by the orchestrator and participants: committing a shard's part of
+// an iteration to its ShardLog before the local write, and restoring a
+// shard's families from its log.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "saga/status.h"
+#include "saga/transport.h"
+#include "store/store.h"
+
+namespace saga::internal {
+
+/// Key of a shard's changelog checkpoint in the store's metadata family: the
+/// changelog offset (be64) up to which the shard's families agree with it.
+inline constexpr char kCheckpointKey[] = "saga.changelog";
+
+/// One shard's part of an iteration's commit.
+struct ShardPart {
+  const Keyspace* ks = nullptr;
+  uint32_t shard = 0;
+  ShardLog* log = nullptr;
+  std::vector<Message> messages;  // what the part's transitions send
+  /// Set by commit_shards: the log's end after the commit, or its error
+  /// (Aborted: fenced). Unset when the part had nothing to commit.
+  std::optional<StatusOr<uint64_t>> result;
+};
+
+/// Commits every part (its shard's changes to `families` in `batch`, and its
+/// messages) to its log, all at once, and waits for them. Then, when a part
+/// failed, rebuilds `batch` with the committed parts' changes only (the
+/// families' changes; nothing else is in a batch of an engine that keeps a
+/// changelog), and adds each committed part's checkpoint to `batch`. Returns
+/// the first error other than Aborted (the caller stops); fenced parts are
+/// for the caller to drop.
+Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
+                     std::vector<ShardPart>& parts);
+
+/// Brings the shard of `ks` up to the end of `log`: applies its records
+/// from the local checkpoint on (from 0 without one), then writes the new
+/// checkpoint. A shard with data but no checkpoint ran without the
+/// changelog: its state becomes the log's first commit when the log is
+/// empty; FailedPrecondition when it is not. `owner` names the engine in
+/// messages.
+Status restore_shard(const Keyspace& ks, const ChangelogFamilies& families, ShardLog& log,
+                     spdlog::logger& logger, std::string_view owner);
+
+}  // namespace saga::internal

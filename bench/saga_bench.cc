@@ -62,6 +62,7 @@
 #include "saga/kafka_transport.h"
 #include "saga/memory_transport.h"
 #include "saga/orchestrator.h"
+#include "saga/shard.h"
 #include "saga/participant.h"
 #include "support/booking.h"
 #include "support/process.h"
@@ -556,6 +557,38 @@ std::string run_label(const char* workload, const Args& args) {
          (args.changelog ? " changelog=on" : "");
 }
 
+// With the changelog: the orchestrator's disk is lost after the run and a
+// new one restores every shard from the in-memory changelog; the time of
+// that open() is the restore figure. Every saga must come back as it ended.
+Json measure_restore(const Args& args, const fs::path& dir, MemoryBus& bus,
+                     std::unique_ptr<Orchestrator>& orch, Recorder& rec) {
+  orch.reset();
+  fs::remove_all(dir / "orchestrator");
+  const uint32_t shards = args.shards > 0 ? static_cast<uint32_t>(args.shards) : kDefaultShards;
+  uint64_t records = 0;
+  for (uint32_t k = 0; k < shards; ++k) records += bus.log_end("orchestrator.changelog", k);
+  const auto t0 = SteadyClock::now();
+  auto restored = must(Orchestrator::open(orchestrator_options(dir, args, rec),
+                                          std::shared_ptr<Transport>(bus.connect("restored")),
+                                          {testing::booking_definition(Duration{5000}, 5)}),
+                       "restore orchestrator");
+  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  size_t same = 0;
+  for (const auto& [id, v] : rec.outcomes()) {
+    auto back = restored->get(id);
+    same += back.ok() && back->state == v.state;
+  }
+  std::cerr << "  restore: " << rec.outcomes().size() << " sagas, " << records
+            << " changelog records in " << secs << " s" << (same == rec.outcomes().size() ? "" : " INCOMPLETE")
+            << "\n";
+  if (same != rec.outcomes().size()) {
+    std::cerr << "saga-bench: restore brought back " << same << " of " << rec.outcomes().size()
+              << " sagas\n";
+    std::exit(1);
+  }
+  return {{"sagas", rec.outcomes().size()}, {"records", records}, {"seconds", secs}};
+}
+
 // engine: everything in this process over the in-memory transport, pumped by
 // one thread, so the figures are the engine's own cost.
 Json run_engine_point(const Args& args, const Point& pt) {
@@ -618,6 +651,7 @@ Json run_engine_point(const Args& args, const Point& pt) {
   m.participant_store_bytes = bytes_on_disk(dir / "inventory") + bytes_on_disk(dir / "payment");
   Json point = point_json("engine", args, pt, m, rec, bad);
   driver.add_open_loop(point);
+  if (args.changelog) point["restore"] = measure_restore(args, dir, *bus, orch, rec);
   orch.reset();
   inventory.reset();
   payment.reset();

@@ -95,8 +95,10 @@ Status bootstrap(const Keyspace& ks, const ChangelogFamilies& families, ShardLog
 
 }  // namespace
 
-Status restore_shard(const Keyspace& ks, const ChangelogFamilies& families, ShardLog& log,
-                     spdlog::logger& logger, std::string_view owner) {
+StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies& families,
+                                     ShardLog& log, spdlog::logger& logger,
+                                     std::string_view owner) {
+  using Clock = std::chrono::steady_clock;
   Store& store = ks.store();
   SAGA_ASSIGN_OR_RETURN(auto checkpoint, ks.get(store.meta(), kCheckpointKey));
   uint64_t from = 0;
@@ -106,33 +108,38 @@ Status restore_shard(const Keyspace& ks, const ChangelogFamilies& families, Shar
   } else {
     bool bootstrapped = false;
     SAGA_RETURN_IF_ERROR(bootstrap(ks, families, log, logger, owner, &bootstrapped));
-    if (bootstrapped) return ok_status();  // the local state is the changelog
+    if (bootstrapped) return RestoreStats{};  // the local state is the changelog
   }
-  const auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = Clock::now();
+  auto next_report = t0 + std::chrono::seconds(5);
   Batch b;
-  uint64_t records = 0, end = from;
+  RestoreStats stats;
+  uint64_t end = from;
   Status bad;
   SAGA_RETURN_IF_ERROR(log.read(from, [&](const ShardChange& c, uint64_t offset) {
     if (!bad.ok()) return;
     bad = apply_change(ks, b, families, c);
     end = offset + 1;
-    ++records;
+    ++stats.records;
     if (bad.ok() && b.count() >= 4096) {
       bad = store.write(b);
       b.clear();
+      if (Clock::now() >= next_report) {
+        logger.info("{}: restoring, {} changelog records applied (offset {})", owner,
+                    stats.records, end);
+        next_report += std::chrono::seconds(5);
+      }
     }
   }));
   SAGA_RETURN_IF_ERROR(bad);
   ks.put(b, store.meta(), kCheckpointKey, be64(end));
   SAGA_RETURN_IF_ERROR(store.write(b));
-  if (records > 0) {
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now() - t0)
-                        .count();
-    logger.info("{}: restored {} changelog records (offsets {}..{}) in {} ms", owner, records, from,
-                end, ms);
+  stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (stats.records > 0) {
+    logger.info("{}: restored {} changelog records (offsets {}..{}) in {:.3f} s", owner,
+                stats.records, from, end, stats.seconds);
   }
-  return ok_status();
+  return stats;
 }
 
 }  // namespace saga::internal

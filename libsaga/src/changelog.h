@@ -43,13 +43,20 @@ struct ShardPart {
 Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
                      std::vector<ShardPart>& parts);
 
+/// What a restore did.
+struct RestoreStats {
+  uint64_t records = 0;  // changelog records applied
+  double seconds = 0;    // time it took
+};
+
 /// Brings the shard of `ks` up to the end of `log`: applies its records
 /// from the local checkpoint on (from 0 without one), then writes the new
 /// checkpoint. A shard with data but no checkpoint ran without the
 /// changelog: its state becomes the log's first commit when the log is
 /// empty; FailedPrecondition when it is not. `owner` names the engine in
-/// messages.
-Status restore_shard(const Keyspace& ks, const ChangelogFamilies& families, ShardLog& log,
-                     spdlog::logger& logger, std::string_view owner);
+/// messages and the log; progress is logged every 5 s.
+StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies& families,
+                                     ShardLog& log, spdlog::logger& logger,
+                                     std::string_view owner);
 
 }  // namespace saga::internal

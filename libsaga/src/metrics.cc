@@ -34,6 +34,14 @@ EngineMetrics::EngineMetrics()
                    .Name("saga_breaker_state")
                    .Help("Circuit breaker per participant: 0 closed, 1 open, 2 half-open")
                    .Register(*registry_)),
+      restore_records_(prometheus::BuildCounter()
+                           .Name("saga_restore_records_total")
+                           .Help("Changelog records applied by shard restores")
+                           .Register(*registry_)),
+      restore_seconds_(prometheus::BuildGauge()
+                           .Name("saga_restore_seconds")
+                           .Help("Duration of the last restore of a shard from its changelog")
+                           .Register(*registry_)),
       engine_gauges_(
           prometheus::BuildGauge().Name("saga_engine").Help("Engine gauges").Register(*registry_)),
       engine_counters_(prometheus::BuildCounter()

@@ -8,6 +8,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,15 @@ class EngineMetrics {
     return breaker_.Add({{"participant", participant}});
   }
 
+  /// Changelog records applied by restores of shard `shard` (docs/sharding.md).
+  prometheus::Counter& restore_records(uint32_t shard) {
+    return restore_records_.Add({{"shard", std::to_string(shard)}});
+  }
+  /// Seconds the last restore of shard `shard` took.
+  prometheus::Gauge& restore_seconds(uint32_t shard) {
+    return restore_seconds_.Add({{"shard", std::to_string(shard)}});
+  }
+
   /// All series in Prometheus text format.
   std::string text() const;
 
@@ -46,6 +56,8 @@ class EngineMetrics {
   prometheus::Family<prometheus::Counter>& aborted_;
   prometheus::Family<prometheus::Histogram>& step_latency_;
   prometheus::Family<prometheus::Gauge>& breaker_;
+  prometheus::Family<prometheus::Counter>& restore_records_;
+  prometheus::Family<prometheus::Gauge>& restore_seconds_;
   prometheus::Family<prometheus::Gauge>& engine_gauges_;
   prometheus::Family<prometheus::Counter>& engine_counters_;
 

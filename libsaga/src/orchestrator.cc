@@ -840,8 +840,12 @@ class OrchestratorImpl final : public Orchestrator {
   Status restore(Shard& sh) {
     SAGA_ASSIGN_OR_RETURN(sh.log, transport_->claim_shard(opts_.name + ".changelog", sh.index,
                                                           static_cast<uint32_t>(shards_.size())));
-    return restore_shard(sh.ks, changelog_families_, *sh.log, *log_,
-                         "orchestrator '" + opts_.name + "' shard " + std::to_string(sh.index));
+    SAGA_ASSIGN_OR_RETURN(RestoreStats r, restore_shard(sh.ks, changelog_families_, *sh.log, *log_,
+                                                        "orchestrator '" + opts_.name +
+                                                            "' shard " + std::to_string(sh.index)));
+    metrics_.restore_records(sh.index).Increment(static_cast<double>(r.records));
+    metrics_.restore_seconds(sh.index).Set(r.seconds);
+    return ok_status();
   }
 
   std::deque<Request> take(std::deque<Request>& queue, Shard& sh) {

@@ -162,9 +162,10 @@ class ParticipantImpl final : public Participant {
         SAGA_ASSIGN_OR_RETURN(sh->log,
                               transport_->claim_shard(opts_.name + ".changelog", k,
                                                       store_->shards()));
-        SAGA_RETURN_IF_ERROR(restore_shard(
-            sh->ks, changelog_families_, *sh->log, *log_,
-            "participant '" + opts_.name + "' shard " + std::to_string(k)));
+        SAGA_RETURN_IF_ERROR(restore_shard(sh->ks, changelog_families_, *sh->log, *log_,
+                                           "participant '" + opts_.name + "' shard " +
+                                               std::to_string(k))
+                                 .status());
       }
       SAGA_RETURN_IF_ERROR(sh->outbox->recover());
       keyspaces_.push_back(sh->ks);

@@ -373,6 +373,14 @@ TEST_CASE("with the changelog, a lost store is restored from it and its sagas go
   h.open();
   for (const std::string& id : ids) CHECK(summary(h.view(id)) == before[id]);
   CHECK(list_all(*h.orch, {}).size() == ids.size());
+  // Every record was applied, and the metrics say so, shard by shard.
+  double restored = 0;
+  std::istringstream metrics(h.orch->metrics_text());
+  for (std::string line; std::getline(metrics, line);) {
+    if (line.rfind("saga_restore_records_total{", 0) == 0)
+      restored += std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  CHECK(restored == static_cast<double>(records));
   CHECK(h.orch->stats().in_flight == 6);
 
   // The timers came back with the records: the waiting sagas retry and finish.

@@ -41,8 +41,8 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
 
   auto stocked = o1->post_json("/reservationManagements", {{"placeId", "atk-1"}, {"stock", 2}});
   expect_status(stocked, 201, "o1 stocks its place");
-  expect_status(o2->post_json("/reservationManagements", {{"placeId", "atk-2"}, {"stock", 1}}),
-                201, "o2 stocks its place");
+  expect_status(o2->post_json("/reservationManagements", {{"placeId", "atk-2"}, {"stock", 1}}), 201,
+                "o2 stocks its place");
   Booking a{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, 70.0};
   book(*alice, a);
   const auto status = settle_all(*alice, {a}, 60s);  // alice polls her own booking
@@ -65,9 +65,9 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
     expect_status(bob->get("/payments/" + pay_id), 404, "bob reads alice's payment");
     CHECK(get_json(*bob, "/payments?reservationId=" + a.id).empty());
     // A guest token plus forged identity headers is still bob.
-    expect_status(bob->get("/reservations/" + a.id, {{"X-Saga-Subject", "alice"},
-                                                     {"X-Saga-Roles", "admin"}}),
-                  404, "bob with forged identity headers");
+    expect_status(
+        bob->get("/reservations/" + a.id, {{"X-Saga-Subject", "alice"}, {"X-Saga-Roles", "admin"}}),
+        404, "bob with forged identity headers");
     check_all_alive(stack, "cross-user reads");
   }
 
@@ -79,8 +79,7 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
                   "bob books as alice");
     CHECK(get_json(*admin, "/reservations/" + a.id)["status"] == "CONFIRMED");
     CHECK(get_json(*admin, "/reservations?userId=alice").size() == 1);
-    const json night =
-        get_json(*admin, "/places/atk-1/availability?from=2030-09-01&to=2030-09-02");
+    const json night = get_json(*admin, "/places/atk-1/availability?from=2030-09-01&to=2030-09-02");
     CHECK(night[0]["confirmed"] == 1);
     CHECK(get_json(*admin, "/payments/" + pay_id)["status"] == "APPROVED");
     check_all_alive(stack, "cross-user cancel");
@@ -123,7 +122,8 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
     };
     for (const auto& [what, headers] : attempts) {
       CAPTURE(what);
-      for (const std::string& target : {"/reservations/" + a.id, std::string("/mypages?userId=alice")}) {
+      for (const std::string& target :
+           {"/reservations/" + a.id, std::string("/mypages?userId=alice")}) {
         auto r = anonymous->get(target, headers);
         expect_status(r, 401, what + " " + target);
         CHECK(r->header("WWW-Authenticate").has_value());

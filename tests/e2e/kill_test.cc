@@ -79,12 +79,11 @@ TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles n
         Booking& b = bookings[i];
         const auto deadline = Steady::now() + 180s;
         for (;;) {
-          auto r = gw.request(
-              "POST", "/reservations",
-              {{"Content-Type", "application/json"},
-               {"Idempotency-Key", "k-" + std::to_string(i)},
-               {"Authorization", "Bearer " + tokens.at(b.user)}},
-              request_body(b).dump());
+          auto r = gw.request("POST", "/reservations",
+                              {{"Content-Type", "application/json"},
+                               {"Idempotency-Key", "k-" + std::to_string(i)},
+                               {"Authorization", "Bearer " + tokens.at(b.user)}},
+                              request_body(b).dump());
           if (r.ok() && r->status == 202) {
             auto j = r->json();
             std::lock_guard lock(mu);

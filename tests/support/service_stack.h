@@ -242,9 +242,9 @@ class ServiceStack {
     auto http = client("gateway");
     auto r = http->post_json("/auth/dev-token", {{"sub", sub}, {"roles", roles}});
     if (!r.ok() || r->status != 200)
-      throw std::runtime_error("ServiceStack: no dev token for " + sub + ": " +
-                               (r.ok() ? std::to_string(r->status) + " " + r->body
-                                       : r.status().to_string()));
+      throw std::runtime_error(
+          "ServiceStack: no dev token for " + sub + ": " +
+          (r.ok() ? std::to_string(r->status) + " " + r->body : r.status().to_string()));
     auto j = r->json();
     if (!j.ok() || !j->contains("token")) throw std::runtime_error("ServiceStack: " + r->body);
     return (*j)["token"].get<std::string>();

@@ -92,8 +92,8 @@ TEST_CASE("valid RS256 and ES256 tokens, keys generated at test time") {
 
 TEST_CASE("expired, not yet valid and exp-less tokens are refused") {
   auto v = hs256();
-  CHECK(has(refusal(*v, t::sign_hs256({{"alg", "HS256"}}, claims("u1", -3600), kSecret)),
-            "xpired"));
+  CHECK(
+      has(refusal(*v, t::sign_hs256({{"alg", "HS256"}}, claims("u1", -3600), kSecret)), "xpired"));
   json early = claims();
   early["nbf"] = t::unix_now() + 3600;
   CHECK(refusal(*v, t::sign_hs256({{"alg", "HS256"}}, early, kSecret)) != "");
@@ -131,8 +131,8 @@ TEST_CASE("alg none is refused, with or without a signature") {
   CHECK(has(refusal(*v, input + "." + t::b64url("x")), "not accepted"));
   for (const char* spelling : {"None", "NONE", "nOnE"}) {
     CAPTURE(spelling);
-    CHECK(has(refusal(*v, t::signing_input({{"alg", spelling}}, claims()) + ".eA"),
-              "not accepted"));
+    CHECK(
+        has(refusal(*v, t::signing_input({{"alg", spelling}}, claims()) + ".eA"), "not accepted"));
   }
   CHECK(has(refusal(*v, t::sign_hs256({{"alg", "hs256"}}, claims(), kSecret)), "not accepted"));
   CHECK(has(refusal(*v, t::sign_hs256({{"typ", "JWT"}}, claims(), kSecret)), "alg"));
@@ -206,9 +206,9 @@ TEST_CASE("JWKS keys are picked by kid") {
 
   CHECK(!gw::jwks_to_pem("{}", gw::JwtAlgorithm::kRS256).ok());
   CHECK(!gw::jwks_to_pem(R"({"keys":[]})", gw::JwtAlgorithm::kRS256).ok());
-  CHECK(!gw::jwks_to_pem(R"({"keys":[{"kty":"RSA","n":"!!","e":"AQAB"}]})",
-                         gw::JwtAlgorithm::kRS256)
-             .ok());
+  CHECK(
+      !gw::jwks_to_pem(R"({"keys":[{"kty":"RSA","n":"!!","e":"AQAB"}]})", gw::JwtAlgorithm::kRS256)
+           .ok());
 }
 
 TEST_CASE("keys that do not fit the algorithm are refused at start") {
@@ -252,9 +252,9 @@ TEST_CASE("development tokens are HS256, expire, and verify") {
 }
 
 TEST_CASE("the key configuration from the environment") {
-  const char* vars[] = {"AUTH_HS256_SECRET", "AUTH_HS256_SECRET_FILE", "AUTH_PUBLIC_KEY_FILE",
-                        "AUTH_JWKS_FILE",    "AUTH_ALG",               "AUTH_CLOCK_SKEW",
-                        "AUTH_DEV_TOKENS"};
+  const char* vars[] = {
+      "AUTH_HS256_SECRET", "AUTH_HS256_SECRET_FILE", "AUTH_PUBLIC_KEY_FILE", "AUTH_JWKS_FILE",
+      "AUTH_ALG",          "AUTH_CLOCK_SKEW",        "AUTH_DEV_TOKENS"};
   for (const char* v : vars) ::unsetenv(v);
   auto none = gw::auth_config_from_env();
   REQUIRE(!none.ok());

@@ -637,8 +637,9 @@ TEST_CASE("parse_host_port") {
 }
 
 TEST_CASE("upstreams and options from the environment") {
-  for (const char* v : {"RESERVATION_ADDR", "PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR",
-                        "UPSTREAM_TIMEOUT_MS", "UPSTREAM_CONNECT_TIMEOUT_MS", "AUTH_HS256_SECRET"}) {
+  for (const char* v :
+       {"RESERVATION_ADDR", "PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR", "UPSTREAM_TIMEOUT_MS",
+        "UPSTREAM_CONNECT_TIMEOUT_MS", "AUTH_HS256_SECRET"}) {
     ::unsetenv(v);
   }
   ::setenv("AUTH_DEV_TOKENS", "1", 1);  // a key is required: here a random development one
@@ -708,23 +709,29 @@ TEST_CASE("without a token every route but the probes and the catalogue is 401, 
   Fixture f;
   HttpClient client = f.gateway.anonymous();
   const std::vector<std::pair<const char*, const char*>> closed = {
-      {"GET", "/reservations/r-1"},         {"GET", "/reservations?userId=u1"},
-      {"POST", "/reservations"},            {"POST", "/reservations/r-1/cancel"},
-      {"POST", "/accommodations"},          {"GET", "/payments/pay-1"},
-      {"POST", "/places"},                  {"PUT", "/places/p-1/rooms"},
-      {"GET", "/places"},                   {"GET", "/places/p-1/other"},
-      {"GET", "/owners/o-1/reservations"},  {"POST", "/reservationManagements"},
-      {"GET", "/mypages/r-1"},              {"GET", "/mypages?userId=u1"},
+      {"GET", "/reservations/r-1"},
+      {"GET", "/reservations?userId=u1"},
+      {"POST", "/reservations"},
+      {"POST", "/reservations/r-1/cancel"},
+      {"POST", "/accommodations"},
+      {"GET", "/payments/pay-1"},
+      {"POST", "/places"},
+      {"PUT", "/places/p-1/rooms"},
+      {"GET", "/places"},
+      {"GET", "/places/p-1/other"},
+      {"GET", "/owners/o-1/reservations"},
+      {"POST", "/reservationManagements"},
+      {"GET", "/mypages/r-1"},
+      {"GET", "/mypages?userId=u1"},
       {"GET", "/metrics"}};
   for (const auto& [method, target] : closed) {
     CAPTURE(method);
     CAPTURE(target);
     // A client's own identity headers change nothing.
-    check_unauthorized(client.request(method, target,
-                                      {{kSubjectHeader, "u1"},
-                                       {kRolesHeader, "admin"},
-                                       {"Content-Type", "application/json"}},
-                                      std::string(method) == "GET" ? "" : "{}"));
+    check_unauthorized(client.request(
+        method, target,
+        {{kSubjectHeader, "u1"}, {kRolesHeader, "admin"}, {"Content-Type", "application/json"}},
+        std::string(method) == "GET" ? "" : "{}"));
   }
   CHECK(seen_total(f) == 0);
   CHECK(client.get("/healthz")->status == 200);
@@ -785,7 +792,8 @@ TEST_CASE("expired, wrongly signed, alg none and garbled tokens are 401 with a c
   const t::TestKey rsa = t::generate_key("RSA");
   const std::vector<std::pair<const char*, std::string>> tokens = {
       {"expired", t::sign_hs256({{"alg", "HS256"}}, expired, kTestSecret)},
-      {"wrong secret", t::sign_hs256({{"alg", "HS256"}}, live, "some-other-secret-0123456789abcdef")},
+      {"wrong secret",
+       t::sign_hs256({{"alg", "HS256"}}, live, "some-other-secret-0123456789abcdef")},
       {"alg none", t::signing_input({{"alg", "none"}}, live) + "."},
       {"RS256 on an HS256 gateway", t::sign_token({{"alg", "RS256"}}, live, rsa)},
       {"garbled", "abc.def"},
@@ -804,9 +812,9 @@ TEST_CASE("expired, wrongly signed, alg none and garbled tokens are 401 with a c
   }
   CHECK(seen_total(f) == 0);
   // The same token, well signed, passes; the scheme is case-insensitive.
-  auto ok = client.get("/reservations/r-1",
-                       {{"Authorization", "bearer " + t::sign_hs256({{"alg", "HS256"}}, live,
-                                                                    kTestSecret)}});
+  auto ok = client.get(
+      "/reservations/r-1",
+      {{"Authorization", "bearer " + t::sign_hs256({{"alg", "HS256"}}, live, kTestSecret)}});
   REQUIRE(ok.ok());
   CHECK(ok->status == 200);
 }

@@ -376,8 +376,8 @@ TEST_CASE("a guest sees only its own rows; someone else's are 404 like missing o
     CHECK(r->body.find("u1") == std::string::npos);
   }
   // A malformed subject header is no identity either.
-  auto forged = anonymous.get("/mypages/r1", {{service::kSubjectHeader, "u1/x"},
-                                              {service::kRolesHeader, "admin"}});
+  auto forged = anonymous.get(
+      "/mypages/r1", {{service::kSubjectHeader, "u1/x"}, {service::kRolesHeader, "admin"}});
   REQUIRE(forged.ok());
   CHECK(forged->status == 401);
   CHECK(anonymous.get("/readyz")->status == 200);  // probes stay open

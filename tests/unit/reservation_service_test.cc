@@ -455,9 +455,12 @@ TEST_CASE("a guest books, reads, lists and cancels only as itself; others' booki
   REQUIRE(as_bob.ok());
   CHECK(as_bob->status == 403);
   CHECK(as_bob->header("Content-Type") == "application/problem+json");
-  auto seed_as_bob = alice->post_json(
-      "/accommodations", {{"placeId", "8"}, {"usrId", "bob"}, {"strDt", "20300501"},
-                          {"endDt", "20300502"}, {"qty", "1"}, {"amount", "10"}});
+  auto seed_as_bob = alice->post_json("/accommodations", {{"placeId", "8"},
+                                                          {"usrId", "bob"},
+                                                          {"strDt", "20300501"},
+                                                          {"endDt", "20300502"},
+                                                          {"qty", "1"},
+                                                          {"amount", "10"}});
   REQUIRE(seed_as_bob.ok());
   CHECK(seed_as_bob->status == 403);
   CHECK(w.get_json("/reservations?userId=bob").empty());  // nothing recorded

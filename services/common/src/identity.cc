@@ -29,7 +29,8 @@ std::optional<Identity> caller(const Request& req) {
 }
 
 Response missing_identity() {
-  return unauthenticated("authentication required: send Authorization: Bearer <JWT> through the gateway");
+  return unauthenticated(
+      "authentication required: send Authorization: Bearer <JWT> through the gateway");
 }
 
 }  // namespace
@@ -100,9 +101,8 @@ Status identity_required_from_env() {
 
 Response unauthenticated(std::string detail, bool invalid_token) {
   Response r = Response::problem(401, "Unauthorized", std::move(detail));
-  r.set_header("WWW-Authenticate",
-               invalid_token ? R"(Bearer realm="saga", error="invalid_token")"
-                             : R"(Bearer realm="saga")");
+  r.set_header("WWW-Authenticate", invalid_token ? R"(Bearer realm="saga", error="invalid_token")"
+                                                 : R"(Bearer realm="saga")");
   return r;
 }
 
@@ -143,13 +143,12 @@ Handler with_role(std::vector<std::string> roles, IdentityHandler handler) {
 }
 
 Handler with_role_json(std::vector<std::string> roles, IdentityJsonHandler handler) {
-  return with_role(std::move(roles),
-                   [handler = std::move(handler)](const Request& req, const Identity& who) {
-                     return with_json_body([&handler, &who](const Request& r,
-                                                            const nlohmann::json& body) {
-                       return handler(r, who, body);
-                     })(req);
-                   });
+  return with_role(
+      std::move(roles), [handler = std::move(handler)](const Request& req, const Identity& who) {
+        return with_json_body([&handler, &who](const Request& r, const nlohmann::json& body) {
+          return handler(r, who, body);
+        })(req);
+      });
 }
 
 }  // namespace saga::service

@@ -56,12 +56,18 @@ std::optional<std::string> base64url_decode(std::string_view in) {
   int bits = 0;
   for (char c : in) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '-') v = 62;
-    else if (c == '_') v = 63;
-    else return std::nullopt;
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '-')
+      v = 62;
+    else if (c == '_')
+      v = 63;
+    else
+      return std::nullopt;
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
@@ -75,8 +81,8 @@ std::optional<std::string> base64url_decode(std::string_view in) {
 // A base64url part decoded and parsed as a JSON object (depth-limited).
 StatusOr<json> json_part(std::string_view part, const char* what) {
   auto bytes = base64url_decode(part);
-  if (!bytes) return Status::invalid_argument(std::string("the token's ") + what +
-                                              " is not base64url");
+  if (!bytes)
+    return Status::invalid_argument(std::string("the token's ") + what + " is not base64url");
   auto doc = parse_json(*bytes);
   if (!doc.ok() || !doc->is_object())
     return Status::invalid_argument(std::string("the token's ") + what + " is not a JSON object");
@@ -104,8 +110,8 @@ Status check_public_key(const std::string& pem, JwtAlgorithm alg, const std::str
       return Status::invalid_argument(which + " is not an EC key, as ES256 needs");
     char group[64] = {0};
     size_t len = 0;
-    if (EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, group,
-                                       sizeof group, &len) != 1 ||
+    if (EVP_PKEY_get_utf8_string_param(key.get(), OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof group,
+                                       &len) != 1 ||
         std::string_view(group, len) != "prime256v1")
       return Status::invalid_argument(which + " is not on the P-256 curve, as ES256 needs");
   } else {
@@ -124,7 +130,8 @@ std::string pem_of(EVP_PKEY* key) {
 
 // A public key from OpenSSL parameters of key type `type` ("RSA", "EC").
 PkeyPtr key_from_params(const char* type, OSSL_PARAM* params) {
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
+  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(
+      EVP_PKEY_CTX_new_from_name(nullptr, type, nullptr));
   EVP_PKEY* key = nullptr;
   if (!ctx || EVP_PKEY_fromdata_init(ctx.get()) != 1 ||
       EVP_PKEY_fromdata(ctx.get(), &key, EVP_PKEY_PUBLIC_KEY, params) != 1)
@@ -217,7 +224,8 @@ StatusOr<std::map<std::string, std::string>> jwks_to_pem(std::string_view jwks, 
     if (!jwk.is_object() || jwk.value("kty", "") != kty) continue;
     if (jwk.contains("use") && jwk["use"] != "sig") continue;
     if (jwk.contains("alg") && jwk["alg"] != std::string(to_string(alg))) continue;
-    const std::string kid = jwk.contains("kid") && jwk["kid"].is_string() ? jwk["kid"].get<std::string>() : "";
+    const std::string kid =
+        jwk.contains("kid") && jwk["kid"].is_string() ? jwk["kid"].get<std::string>() : "";
     auto pem = jwk_to_pem(jwk, alg);
     if (!pem.ok())
       return Status::invalid_argument("JWKS key '" + kid + "': " + pem.status().message());
@@ -233,17 +241,17 @@ StatusOr<std::map<std::string, std::string>> jwks_to_pem(std::string_view jwks, 
 StatusOr<AuthConfig> auth_config_from_env() {
   AuthConfig c;
   SAGA_ASSIGN_OR_RETURN(c.dev_tokens, service::env_bool("AUTH_DEV_TOKENS", false));
-  SAGA_ASSIGN_OR_RETURN(auto skew, service::env_duration_ms("AUTH_CLOCK_SKEW", std::chrono::seconds(30),
-                                                            std::chrono::milliseconds(0),
-                                                            std::chrono::minutes(5)));
+  SAGA_ASSIGN_OR_RETURN(
+      auto skew, service::env_duration_ms("AUTH_CLOCK_SKEW", std::chrono::seconds(30),
+                                          std::chrono::milliseconds(0), std::chrono::minutes(5)));
   c.leeway = std::chrono::duration_cast<std::chrono::seconds>(skew);
   const std::string secret = service::env_string("AUTH_HS256_SECRET", "");
   const std::string secret_file = service::env_string("AUTH_HS256_SECRET_FILE", "");
   const std::string pem_file = service::env_string("AUTH_PUBLIC_KEY_FILE", "");
   const std::string jwks_file = service::env_string("AUTH_JWKS_FILE", "");
   const std::string alg = service::env_string("AUTH_ALG", "");
-  const int sources = !secret.empty() + !secret_file.empty() + !pem_file.empty() +
-                      !jwks_file.empty();
+  const int sources =
+      !secret.empty() + !secret_file.empty() + !pem_file.empty() + !jwks_file.empty();
   if (sources > 1)
     return Status::invalid_argument(
         "set only one of AUTH_HS256_SECRET, AUTH_HS256_SECRET_FILE, AUTH_PUBLIC_KEY_FILE and "
@@ -272,7 +280,8 @@ StatusOr<AuthConfig> auth_config_from_env() {
     return c;
   }
   if (!jwks_file.empty()) {
-    if (alg.empty()) return Status::invalid_argument("AUTH_JWKS_FILE needs AUTH_ALG (RS256 or ES256)");
+    if (alg.empty())
+      return Status::invalid_argument("AUTH_JWKS_FILE needs AUTH_ALG (RS256 or ES256)");
     SAGA_ASSIGN_OR_RETURN(c.algorithm, parse_alg(alg));
     SAGA_ASSIGN_OR_RETURN(std::string text, read_whole_file("AUTH_JWKS_FILE", jwks_file));
     auto keys = jwks_to_pem(text, c.algorithm);
@@ -369,8 +378,8 @@ StatusOr<service::Identity> TokenVerifier::verify(std::string_view token) const 
   std::error_code ec;
   try {
     using namespace jwt::params;
-    jwt::decode(token, algorithms({std::string(alg_name)}), ec, secret(key), jwt::params::verify(true),
-                leeway(static_cast<uint32_t>(config_.leeway.count())));
+    jwt::decode(token, algorithms({std::string(alg_name)}), ec, secret(key),
+                jwt::params::verify(true), leeway(static_cast<uint32_t>(config_.leeway.count())));
   } catch (const std::exception& e) {
     return Status::invalid_argument(std::string("the token is malformed: ") + e.what());
   }

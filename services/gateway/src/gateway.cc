@@ -226,8 +226,8 @@ struct Gateway {
     auto header = req.header("Authorization");
     if (!header) {
       if (public_route) return {};
-      return {std::nullopt,
-              service::unauthenticated("authentication required: send Authorization: Bearer <JWT>")};
+      return {std::nullopt, service::unauthenticated(
+                                "authentication required: send Authorization: Bearer <JWT>")};
     }
     std::string_view value = *header;
     constexpr std::string_view kScheme = "bearer ";
@@ -349,10 +349,10 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
   add("inventory", upstreams.inventory, {"/places", "/owners", "/reservationManagements"});
   add("mypage", upstreams.mypage, {"/mypages"});
   if (gateway->verifier && gateway->verifier->config().dev_tokens) {
-    router.post("/auth/dev-token", service::with_json_body([gateway](const Request&,
-                                                                     const nlohmann::json& body) {
-      return dev_token(*gateway->verifier, body);
-    }));
+    router.post("/auth/dev-token",
+                service::with_json_body([gateway](const Request&, const nlohmann::json& body) {
+                  return dev_token(*gateway->verifier, body);
+                }));
   }
 
   service::add_standard_routes(

@@ -500,9 +500,8 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
 
   router.post(
       "/reservations",
-      service::authenticated_json([&orch, now, options, index](const Request& req,
-                                                              const Identity& who,
-                                                              const Json& body) {
+      service::authenticated_json([&orch, now, options, index](
+                                      const Request& req, const Identity& who, const Json& body) {
         if (!body.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
         auto place = domain::id_field(body, "placeId");
@@ -533,9 +532,8 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   // amount, placeId}; numbers may come as text, as httpie sends them.
   router.post(
       "/accommodations",
-      service::authenticated_json([&orch, now, options, index](const Request& req,
-                                                              const Identity& who,
-                                                              const Json& json) {
+      service::authenticated_json([&orch, now, options, index](
+                                      const Request& req, const Identity& who, const Json& json) {
         if (!json.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
         Json body = json;
@@ -587,60 +585,63 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   router.get("/reservations/{id}", get_one);
   router.get("/accommodations/{id}", get_one);
 
-  router.get("/reservations", service::authenticated([&orch, index](const Request& req,
-                                                                     const Identity& who) {
-    // Without userId: the caller's own. Another user's list is 404 (admin: any).
-    const auto user = req.query("userId").value_or(who.subject);
-    if (user.empty())
-      return bad_request(Status::invalid_argument("query parameter 'userId' must not be empty"));
-    if (!who.may_act_as(user))
-      return Response::from_status(Status::not_found("no reservations of user " + user));
-    Json out = Json::array();
-    for (const std::string& id : index->ids(user)) {
-      auto b = load_booking(orch, id);
-      if (b.ok()) {
-        out.push_back(b->to_json());
-      } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
-        return Response::from_status(b.status());
-      }
-    }
-    return Response::json(200, out);
-  }));
+  router.get(
+      "/reservations",
+      service::authenticated([&orch, index](const Request& req, const Identity& who) {
+        // Without userId: the caller's own. Another user's list is 404 (admin: any).
+        const auto user = req.query("userId").value_or(who.subject);
+        if (user.empty())
+          return bad_request(
+              Status::invalid_argument("query parameter 'userId' must not be empty"));
+        if (!who.may_act_as(user))
+          return Response::from_status(Status::not_found("no reservations of user " + user));
+        Json out = Json::array();
+        for (const std::string& id : index->ids(user)) {
+          auto b = load_booking(orch, id);
+          if (b.ok()) {
+            out.push_back(b->to_json());
+          } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
+            return Response::from_status(b.status());
+          }
+        }
+        return Response::json(200, out);
+      }));
 
-  router.post("/reservations/{id}/cancel", service::authenticated([&orch](const Request& req,
-                                                                          const Identity& who) {
-    const std::string id(req.param("id"));
-    // Two rounds: the booking may complete between reading it and cancelling it.
-    for (int round = 0; round < 2; ++round) {
-      auto b = load_visible_booking(orch, id, who);
-      if (!b.ok()) return Response::from_status(b.status());
-      const SagaState state = b->saga.state;
-      if (state == SagaState::kCompleted) {
-        Json data = b->saga.data;
-        data["bookingId"] = id;
-        StartOptions so;
-        so.id = cancellation_id(id);
-        so.traceparent = req.traceparent();
-        auto started = orch.start(kCancelSagaType, std::move(data), so);
-        if (!started.ok() && started.status().code() != StatusCode::kAlreadyExists)
-          return Response::from_status(started.status());
-        auto after = load_booking(orch, id);
-        if (!after.ok()) return Response::from_status(after.status());
-        return Response::json(202, {{"id", id}, {"status", after->status()}});
-      }
-      if (state != SagaState::kRunning && state != SagaState::kCompensating)
-        return Response::problem(
-            409, "Conflict",
-            "reservation " + id + " can no longer be cancelled (" + b->status() + ")");
-      Status s = orch.cancel(id);
-      if (s.code() == StatusCode::kFailedPrecondition) continue;  // finished meanwhile
-      if (!s.ok()) return Response::from_status(s);
-      auto after = load_booking(orch, id);
-      return Response::json(202,
-                            {{"id", id}, {"status", after.ok() ? after->status() : "PENDING"}});
-    }
-    return Response::problem(409, "Conflict", "reservation " + id + " is changing; try again");
-  }));
+  router.post("/reservations/{id}/cancel",
+              service::authenticated([&orch](const Request& req, const Identity& who) {
+                const std::string id(req.param("id"));
+                // Two rounds: the booking may complete between reading it and cancelling it.
+                for (int round = 0; round < 2; ++round) {
+                  auto b = load_visible_booking(orch, id, who);
+                  if (!b.ok()) return Response::from_status(b.status());
+                  const SagaState state = b->saga.state;
+                  if (state == SagaState::kCompleted) {
+                    Json data = b->saga.data;
+                    data["bookingId"] = id;
+                    StartOptions so;
+                    so.id = cancellation_id(id);
+                    so.traceparent = req.traceparent();
+                    auto started = orch.start(kCancelSagaType, std::move(data), so);
+                    if (!started.ok() && started.status().code() != StatusCode::kAlreadyExists)
+                      return Response::from_status(started.status());
+                    auto after = load_booking(orch, id);
+                    if (!after.ok()) return Response::from_status(after.status());
+                    return Response::json(202, {{"id", id}, {"status", after->status()}});
+                  }
+                  if (state != SagaState::kRunning && state != SagaState::kCompensating)
+                    return Response::problem(
+                        409, "Conflict",
+                        "reservation " + id + " can no longer be cancelled (" + b->status() + ")");
+                  Status s = orch.cancel(id);
+                  if (s.code() == StatusCode::kFailedPrecondition) continue;  // finished meanwhile
+                  if (!s.ok()) return Response::from_status(s);
+                  auto after = load_booking(orch, id);
+                  return Response::json(
+                      202, {{"id", id}, {"status", after.ok() ? after->status() : "PENDING"}});
+                }
+                return Response::problem(409, "Conflict",
+                                         "reservation " + id + " is changing; try again");
+              }));
 
   service::add_standard_routes(
       router, {.readiness =

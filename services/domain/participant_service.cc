@@ -9,6 +9,7 @@
 #include "saga/kafka_transport.h"
 #include "saga/service/config.h"
 #include "saga/service/http_server.h"
+#include "saga/service/identity.h"
 #include "saga/service/logging.h"
 #include "saga/service/standard_routes.h"
 
@@ -37,6 +38,12 @@ int run_participant_service(const ParticipantService& spec) {
     spdlog::critical("{}", server_options.status().message());
     return 2;
   }
+  if (Status s = identity_required_from_env(); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return 2;
+  }
+  if (!identity_required())
+    spdlog::warn("AUTH_REQUIRED is off: requests without identity headers act as an admin");
   const std::string data_dir = env_string("DATA_DIR", "./data/" + spec.name);
 
   KafkaOptions kafka = kafka_options_from_env(spec.name);

@@ -40,9 +40,14 @@ TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles n
   start_or_fail(stack);
   const uint16_t gateway_port = stack.port("gateway");
   {
-    auto gw = stack.client("gateway");
+    auto gw = stack.admin_gateway();
     for (int p = 0; p < kPlaces; ++p) set_stock(*gw, "k" + std::to_string(p), kRooms);
   }
+
+  // Each user books with its own token (HS256, valid across gateway restarts).
+  std::map<std::string, std::string> tokens;
+  for (int u = 0; u < kUsers; ++u)
+    tokens["u" + std::to_string(u)] = stack.token("u" + std::to_string(u), {"guest"});
 
   std::mt19937_64 rng(test_seed("e2e.kill"));
   std::vector<Booking> bookings(kBookings);
@@ -74,10 +79,11 @@ TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles n
         Booking& b = bookings[i];
         const auto deadline = Steady::now() + 180s;
         for (;;) {
-          auto r = gw.request(
-              "POST", "/reservations",
-              {{"Content-Type", "application/json"}, {"Idempotency-Key", "k-" + std::to_string(i)}},
-              request_body(b).dump());
+          auto r = gw.request("POST", "/reservations",
+                              {{"Content-Type", "application/json"},
+                               {"Idempotency-Key", "k-" + std::to_string(i)},
+                               {"Authorization", "Bearer " + tokens.at(b.user)}},
+                              request_body(b).dump());
           if (r.ok() && r->status == 202) {
             auto j = r->json();
             std::lock_guard lock(mu);
@@ -128,7 +134,7 @@ TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles n
   MESSAGE(retries.load() << " POSTs retried");
   REQUIRE_MESSAGE(errors.empty(), errors.size() << " bookings failed, e.g. " << errors.front());
 
-  auto gw = stack.client("gateway");
+  auto gw = stack.admin_gateway();
   const auto status = settle_all(*gw, bookings, 600s);
   int confirmed = 0;
   int rejected = 0;

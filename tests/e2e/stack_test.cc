@@ -56,7 +56,7 @@ TEST_CASE("a booking through the gateway is confirmed, paid, published and survi
     CHECK_MESSAGE(r->status == 200, name << " /readyz: " << r->status << " " << r->body);
   }
 
-  auto gw = stack.client("gateway");
+  auto gw = stack.admin_gateway();
 
   // A place with two rooms.
   auto placed =

@@ -2,7 +2,8 @@
 // gateway of the five real services over a real broker: stock 1; a booking is
 // confirmed with the happy-path events in order; a second booking finds no
 // stock left and is compensated with the seed's events in order, its charge
-// refunded; mypage shows both.
+// refunded; mypage shows both. Each step with the token of whoever takes it:
+// the place's owner sets the stock, users 2 and 33 book and read their own.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -23,16 +24,19 @@ TEST_CASE("the seed's walkthrough through the gateway") {
   ServiceStack stack;
   start_or_fail(stack);
   EventTap tap(stack);
-  auto gw = stack.client("gateway");
+  auto owner = stack.gateway_as("owner-1", {"owner"});
+  auto user2 = stack.gateway_as("2", {"guest"});
+  auto user33 = stack.gateway_as("33", {"guest"});
+  auto admin = stack.admin_gateway();
 
   // //재고생성 (stock): http POST :8080/reservationManagements placeId=1 stock=1
-  auto stocked = gw->post_json("/reservationManagements", {{"placeId", "1"}, {"stock", "1"}});
+  auto stocked = owner->post_json("/reservationManagements", {{"placeId", "1"}, {"stock", "1"}});
   REQUIRE_MESSAGE(stocked.ok(), stocked.status().to_string());
   REQUIRE_MESSAGE(stocked->status == 201, stocked->status << " " << stocked->body);
   CHECK(body_of(*stocked)["stock"] == 1);
 
   // //숙소예약 (booking) by user 2.
-  auto first = gw->post_json("/accommodations", seed_booking("2"));
+  auto first = user2->post_json("/accommodations", seed_booking("2"));
   REQUIRE_MESSAGE(first.ok(), first.status().to_string());
   REQUIRE_MESSAGE(first->status == 201, first->status << " " << first->body);
   const json placed = body_of(*first);
@@ -48,10 +52,10 @@ TEST_CASE("the seed's walkthrough through the gateway") {
   CHECK_MESSAGE(tap.wait_for([&](const auto&) { return tap.types_for(a.id).size() >= 4; }, 60s),
                 "events of " << a.id << ": " << join_types(tap.types_for(a.id)));
   CHECK(tap.types_for(a.id) == happy);
-  CHECK(get_json(*gw, "/accommodations/" + a.id)["status"] == "CONFIRMED");
+  CHECK(get_json(*user2, "/accommodations/" + a.id)["status"] == "CONFIRMED");
 
   // //보상트랜젝션 확인 (compensation): user 33 books the same night, no stock left.
-  auto second = gw->post_json("/accommodations", seed_booking("33"));
+  auto second = user33->post_json("/accommodations", seed_booking("33"));
   REQUIRE_MESSAGE(second.ok(), second.status().to_string());
   REQUIRE_MESSAGE(second->status == 201, second->status << " " << second->body);
   Booking b{body_of(*second)["id"], "33", "1", "2024-02-21", "2024-02-22", 1, 5000.0};
@@ -63,22 +67,23 @@ TEST_CASE("the seed's walkthrough through the gateway") {
                 "events of " << b.id << ": " << join_types(tap.types_for(b.id)));
   CHECK(tap.types_for(b.id) == compensated);
 
-  const std::map<std::string, std::string> status = settle_all(*gw, {a, b}, 60s);
+  const std::map<std::string, std::string> status = settle_all(*admin, {a, b}, 60s);
   CHECK(status.at(a.id) == "CONFIRMED");
   CHECK(status.at(b.id) == "REJECTED");
-  const json refunded = get_json(*gw, "/payments?reservationId=" + b.id);
+  const json refunded = get_json(*user33, "/payments?reservationId=" + b.id);
   REQUIRE(refunded.size() == 1);
   CHECK(refunded[0]["status"] == "REFUNDED");  // charged, then refunded: nobody pays
 
   // //CQRS - mypage: both bookings, as the events told it.
-  check_consistency(*gw, {a, b}, status);
-  const json page = get_json(*gw, "/mypages/" + a.id);
+  check_consistency(*admin, {a, b}, status);
+  const json page = get_json(*user2, "/mypages/" + a.id);
   CHECK(page["status"] == "CONFIRMED");
   CHECK(page["placeNm"] == "test01");
   CHECK(page["amount"] == 5000.0);
   CHECK(page["userId"] == "2");
-  CHECK(get_json(*gw, "/mypages/" + b.id)["status"] == "REJECTED");
-  CHECK(get_json(*gw, "/mypages?userId=33").size() == 1);
+  CHECK(get_json(*user33, "/mypages/" + b.id)["status"] == "REJECTED");
+  CHECK(get_json(*user33, "/mypages?userId=33").size() == 1);
+  CHECK(get_json(*user2, "/mypages").size() == 1);  // one's own rows
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
+#include "support/identity.h"
 #include "support/temp_dir.h"
 
 namespace saga::testing {
@@ -73,7 +74,17 @@ class ParticipantServiceHarness {
     so.port = 0;
     server = std::make_unique<service::HttpServer>(so, std::move(router));
     REQUIRE(server->start().ok());
-    http = std::make_unique<service::HttpClient>("127.0.0.1", server->port());
+    // Acting as an admin: tests of who may do what use client_as().
+    http = testing::client_as(server->port(), admin_identity());
+  }
+
+  /// A client of this service whose requests come from `who`.
+  std::unique_ptr<service::HttpClient> client_as(const service::Identity& who) const {
+    return testing::client_as(server->port(), who);
+  }
+  /// A client sending no identity headers (as if the gateway were bypassed).
+  std::unique_ptr<service::HttpClient> anonymous() const {
+    return std::make_unique<service::HttpClient>("127.0.0.1", server->port());
   }
   ~ParticipantServiceHarness() {
     http->close();

@@ -5,7 +5,8 @@
 //   ServiceStack stack;                    // binaries from SAGA_E2E_BIN_<NAME>
 //   stack.start();                         // all, each ready (GET /readyz 200)
 //   EventTap tap(stack);                   // the stack's events topic, from the start
-//   auto gw = stack.client("gateway");
+//   auto gw = stack.gateway_as("u1", {"guest"});   // a dev token from the gateway
+//   auto admin = stack.admin_gateway();            // reads everyone's data (checks)
 //   ...
 //   stack.restart("reservation");          // same port, same data
 //
@@ -114,8 +115,10 @@ inline std::string tail_of(const std::string& path, size_t lines = 40) {
   return all.substr(pos);
 }
 
-/// The reference services as child processes against the test broker.
-/// Not thread-safe.
+/// The reference services as child processes against the test broker. The
+/// gateway runs with AUTH_DEV_TOKENS=1 and an HS256 secret of its own per
+/// stack (so tokens survive its restarts); token() gets one from POST
+/// /auth/dev-token. Not thread-safe.
 class ServiceStack {
  public:
   struct Options {
@@ -233,6 +236,38 @@ class ServiceStack {
       out += "---- " + log_path(name) + " ----\n" + log_tail(name, lines);
     return out;
   }
+  /// A token for `sub` with `roles` from the gateway's POST /auth/dev-token.
+  /// Throws when the gateway does not give one.
+  std::string token(const std::string& sub, const std::vector<std::string>& roles) {
+    auto http = client("gateway");
+    auto r = http->post_json("/auth/dev-token", {{"sub", sub}, {"roles", roles}});
+    if (!r.ok() || r->status != 200)
+      throw std::runtime_error(
+          "ServiceStack: no dev token for " + sub + ": " +
+          (r.ok() ? std::to_string(r->status) + " " + r->body : r.status().to_string()));
+    auto j = r->json();
+    if (!j.ok() || !j->contains("token")) throw std::runtime_error("ServiceStack: " + r->body);
+    return (*j)["token"].get<std::string>();
+  }
+  /// A client of the gateway sending `token` as its bearer token.
+  std::unique_ptr<service::HttpClient> gateway_with(const std::string& token,
+                                                    service::ClientOptions o = {}) {
+    o.default_headers.emplace_back("Authorization", "Bearer " + token);
+    return client("gateway", std::move(o));
+  }
+  /// A client of the gateway acting as `sub` with `roles`.
+  std::unique_ptr<service::HttpClient> gateway_as(const std::string& sub,
+                                                  const std::vector<std::string>& roles,
+                                                  service::ClientOptions o = {}) {
+    return gateway_with(token(sub, roles), std::move(o));
+  }
+  /// A client of the gateway acting as an admin (the checks read every user's data).
+  std::unique_ptr<service::HttpClient> admin_gateway(service::ClientOptions o = {}) {
+    return gateway_as("e2e-admin", {"admin"}, std::move(o));
+  }
+
+  /// The gateway's HS256 secret (to forge tokens in tests).
+  const std::string& gateway_secret() const { return secret_; }
   const std::string& brokers() const { return options_.brokers; }
   /// The stack's KAFKA_TOPIC_PREFIX (also the prefix of its groups and topics).
   const std::string& prefix() const { return prefix_; }
@@ -271,6 +306,8 @@ class ServiceStack {
     };
     if (name == "reservation") env["INVENTORY_ADDR"] = addr_of("inventory");  // place checks
     if (name == "gateway") {
+      env["AUTH_DEV_TOKENS"] = "1";
+      env["AUTH_HS256_SECRET"] = secret_;
       env["RESERVATION_ADDR"] = addr_of("reservation");
       env["PAYMENT_ADDR"] = addr_of("payment");
       env["INVENTORY_ADDR"] = addr_of("inventory");
@@ -310,6 +347,13 @@ class ServiceStack {
 
   Options options_;
   std::string prefix_;
+  // The gateway's HS256 secret: random per stack, kept across its restarts.
+  std::string secret_ = [] {
+    std::random_device rd;
+    std::string s = "e2e-secret-";
+    for (int i = 0; i < 32; ++i) s.push_back("0123456789abcdef"[rd() % 16]);
+    return s;
+  }();
   TempDir dir_{"saga-e2e"};
   std::map<std::string, Service> services_;
 };

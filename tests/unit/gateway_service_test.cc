@@ -20,12 +20,15 @@
 #include "saga/gateway/gateway.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
+#include "saga/service/identity.h"
 #include "saga/service/router.h"
+#include "support/jwt_forge.h"
 
 using namespace std::chrono_literals;
 using nlohmann::json;
 using saga::Status;
 using saga::StatusCode;
+using saga::StatusOr;
 using namespace saga::service;
 namespace gw = saga::gateway;
 
@@ -46,6 +49,10 @@ struct Seen {
   std::optional<std::string> accept;
   std::optional<std::string> request_id;
   std::optional<std::string> traceparent;
+  std::optional<std::string> subject;        // X-Saga-Subject
+  std::optional<std::string> roles;          // X-Saga-Roles
+  std::optional<std::string> authorization;  // never forwarded
+  size_t subject_headers = 0;                // how many X-Saga-Subject fields arrived
 };
 
 std::optional<std::string> header_copy(const Request& req, std::string_view name) {
@@ -98,9 +105,14 @@ class FakeUpstream {
       r.route(method, "/{rest...}", [this](const Request& req) {
         {
           std::lock_guard lock(mu_);
+          size_t subjects = 0;
+          for (const auto& field : req.headers())
+            if (find_header(Headers{field}, kSubjectHeader)) ++subjects;
           seen_.push_back({req.method(), req.target(), req.body(), header_copy(req, "Content-Type"),
                            header_copy(req, "Accept"), header_copy(req, "X-Request-Id"),
-                           header_copy(req, "traceparent")});
+                           header_copy(req, "traceparent"), header_copy(req, kSubjectHeader),
+                           header_copy(req, kRolesHeader), header_copy(req, "Authorization"),
+                           subjects});
         }
         return responder_ ? responder_(req) : echo(req);
       });
@@ -201,20 +213,52 @@ class Gate {
   bool open_ = false;
 };
 
-// The gateway under test.
+const std::string kTestSecret = "gateway-test-secret-0123456789abcdef";
+
+// An HS256 verifier with kTestSecret.
+std::shared_ptr<const gw::TokenVerifier> test_verifier(bool dev_tokens = false) {
+  gw::AuthConfig c;
+  c.secret = kTestSecret;
+  c.dev_tokens = dev_tokens;
+  auto v = gw::TokenVerifier::create(c);
+  REQUIRE(v.ok());
+  return *v;
+}
+
+// A valid token for `who`.
+std::string token_for(const Identity& who) {
+  auto token = test_verifier()->issue(who);
+  REQUIRE(token.ok());
+  return *token;
+}
+
+Headers bearer(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+
+const Identity kAdmin{"gw-admin", {kRoleAdmin}};
+
+// The gateway under test; its verifier is test_verifier() unless options has one.
 struct TestGateway {
   TestGateway(const gw::Upstreams& upstreams, gw::GatewayOptions options = {},
               ServerOptions server_options = {})
-      : server(loopback(std::move(server_options)), make_router(upstreams, options)) {
+      : server(loopback(std::move(server_options)), make_router(upstreams, std::move(options))) {
     Status s = server.start();
     REQUIRE_MESSAGE(s.ok(), s.to_string());
   }
   static Router make_router(const gw::Upstreams& upstreams, gw::GatewayOptions options) {
+    if (!options.verifier) options.verifier = test_verifier();
     Router r;
     gw::add_routes(r, upstreams, options);
     return r;
   }
-  HttpClient client() const { return HttpClient("127.0.0.1", server.port()); }
+  // A client sending an admin's token with every request.
+  HttpClient client() const { return client_as(kAdmin); }
+  HttpClient client_as(const Identity& who) const {
+    ClientOptions o;
+    o.default_headers = bearer(token_for(who));
+    return HttpClient("127.0.0.1", server.port(), o);
+  }
+  // A client sending no token.
+  HttpClient anonymous() const { return HttpClient("127.0.0.1", server.port()); }
   HttpServer server;
 };
 
@@ -593,10 +637,12 @@ TEST_CASE("parse_host_port") {
 }
 
 TEST_CASE("upstreams and options from the environment") {
-  for (const char* v : {"RESERVATION_ADDR", "PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR",
-                        "UPSTREAM_TIMEOUT_MS", "UPSTREAM_CONNECT_TIMEOUT_MS"}) {
+  for (const char* v :
+       {"RESERVATION_ADDR", "PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR", "UPSTREAM_TIMEOUT_MS",
+        "UPSTREAM_CONNECT_TIMEOUT_MS", "AUTH_HS256_SECRET"}) {
     ::unsetenv(v);
   }
+  ::setenv("AUTH_DEV_TOKENS", "1", 1);  // a key is required: here a random development one
   auto defaults = gw::upstreams_from_env();
   REQUIRE(defaults.ok());
   CHECK(defaults->reservation == gw::HostPort{"127.0.0.1", 8082});
@@ -631,8 +677,196 @@ TEST_CASE("upstreams and options from the environment") {
   REQUIRE(!bad_options.ok());
   CHECK(bad_options.status().message().find("UPSTREAM_TIMEOUT_MS") != std::string::npos);
 
+  ::setenv("UPSTREAM_TIMEOUT_MS", "250", 1);
+  ::unsetenv("AUTH_DEV_TOKENS");  // no key at all: the gateway must not start
+  auto no_key = gw::gateway_options_from_env();
+  REQUIRE(!no_key.ok());
+  CHECK(no_key.status().message().find("AUTH_HS256_SECRET") != std::string::npos);
+
   for (const char* v :
        {"INVENTORY_ADDR", "MYPAGE_ADDR", "UPSTREAM_TIMEOUT_MS", "UPSTREAM_CONNECT_TIMEOUT_MS"}) {
     ::unsetenv(v);
+  }
+}
+
+// ---- identity --------------------------------------------------------------
+
+// Checks a 401 from the gateway: problem+json with a Bearer challenge.
+void check_unauthorized(const StatusOr<ClientResponse>& res) {
+  REQUIRE_MESSAGE(res.ok(), res.status().to_string());
+  check_problem(*res, 401);
+  auto challenge = res->header("WWW-Authenticate");
+  REQUIRE(challenge.has_value());
+  CHECK(challenge->rfind("Bearer", 0) == 0);
+}
+
+size_t seen_total(const Fixture& f) {
+  return f.reservation.seen().size() + f.payment.seen().size() + f.inventory.seen().size() +
+         f.mypage.seen().size();
+}
+
+TEST_CASE("without a token every route but the probes and the catalogue is 401, never forwarded") {
+  Fixture f;
+  HttpClient client = f.gateway.anonymous();
+  const std::vector<std::pair<const char*, const char*>> closed = {
+      {"GET", "/reservations/r-1"},
+      {"GET", "/reservations?userId=u1"},
+      {"POST", "/reservations"},
+      {"POST", "/reservations/r-1/cancel"},
+      {"POST", "/accommodations"},
+      {"GET", "/payments/pay-1"},
+      {"POST", "/places"},
+      {"PUT", "/places/p-1/rooms"},
+      {"GET", "/places"},
+      {"GET", "/places/p-1/other"},
+      {"GET", "/owners/o-1/reservations"},
+      {"POST", "/reservationManagements"},
+      {"GET", "/mypages/r-1"},
+      {"GET", "/mypages?userId=u1"},
+      {"GET", "/metrics"}};
+  for (const auto& [method, target] : closed) {
+    CAPTURE(method);
+    CAPTURE(target);
+    // A client's own identity headers change nothing.
+    check_unauthorized(client.request(
+        method, target,
+        {{kSubjectHeader, "u1"}, {kRolesHeader, "admin"}, {"Content-Type", "application/json"}},
+        std::string(method) == "GET" ? "" : "{}"));
+  }
+  CHECK(seen_total(f) == 0);
+  CHECK(client.get("/healthz")->status == 200);
+  CHECK(client.get("/readyz")->status == 200);
+}
+
+TEST_CASE("the public catalogue answers without a token and without an identity upstream") {
+  Fixture f;
+  HttpClient client = f.gateway.anonymous();
+  for (const char* target :
+       {"/places/p-1", "/places/p-1/availability?from=2024-01-01&to=2024-01-02"}) {
+    CAPTURE(target);
+    auto res = client.get(target, {{kSubjectHeader, "u1"}, {kRolesHeader, "admin"}});
+    REQUIRE(res.ok());
+    CHECK(res->status == 200);
+    auto seen = f.inventory.seen();
+    REQUIRE(!seen.empty());
+    CHECK(!seen.back().subject.has_value());  // the client's header was not forwarded
+    CHECK(!seen.back().roles.has_value());
+  }
+  CHECK(client.request("HEAD", "/places/p-1")->status == 200);
+  // A token sent to a public route is verified too: a bad one is refused.
+  check_unauthorized(client.get("/places/p-1", bearer("not.a.token")));
+  // With a good one, the identity goes along.
+  auto res = client.get("/places/p-1", bearer(token_for({"o1", {kRoleOwner}})));
+  REQUIRE(res.ok());
+  CHECK(f.inventory.seen().back().subject == "o1");
+}
+
+TEST_CASE("the identity upstream comes from the token alone") {
+  Fixture f;
+  HttpClient client = f.gateway.client_as({"alice", {kRoleGuest}});
+  auto res = client.get("/reservations/r-1", {{kSubjectHeader, "bob"},
+                                              {kRolesHeader, "admin"},
+                                              {"x-saga-subject", "carol"},
+                                              {"X-SAGA-ROLES", "admin"}});
+  REQUIRE(res.ok());
+  CHECK(res->status == 200);
+  auto seen = f.reservation.seen();
+  REQUIRE(seen.size() == 1);
+  CHECK(seen[0].subject == "alice");
+  CHECK(seen[0].roles == "guest");
+  CHECK(seen[0].subject_headers == 1);
+  CHECK(!seen[0].authorization.has_value());  // the token stays at the gateway
+
+  HttpClient admin = f.gateway.client();
+  REQUIRE(admin.post_json("/mypages", json::object())->status == 200);
+  CHECK(f.mypage.seen().back().subject == "gw-admin");
+  CHECK(f.mypage.seen().back().roles == "admin");
+}
+
+TEST_CASE("expired, wrongly signed, alg none and garbled tokens are 401 with a challenge") {
+  Fixture f;
+  HttpClient client = f.gateway.anonymous();
+  namespace t = saga::testing;
+  const json live = {{"sub", "u1"}, {"roles", {"guest"}}, {"exp", t::unix_now() + 600}};
+  const json expired = {{"sub", "u1"}, {"roles", {"guest"}}, {"exp", t::unix_now() - 600}};
+  const t::TestKey rsa = t::generate_key("RSA");
+  const std::vector<std::pair<const char*, std::string>> tokens = {
+      {"expired", t::sign_hs256({{"alg", "HS256"}}, expired, kTestSecret)},
+      {"wrong secret",
+       t::sign_hs256({{"alg", "HS256"}}, live, "some-other-secret-0123456789abcdef")},
+      {"alg none", t::signing_input({{"alg", "none"}}, live) + "."},
+      {"RS256 on an HS256 gateway", t::sign_token({{"alg", "RS256"}}, live, rsa)},
+      {"garbled", "abc.def"},
+  };
+  for (const auto& [what, token] : tokens) {
+    CAPTURE(what);
+    auto res = client.get("/reservations/r-1", bearer(token));
+    check_unauthorized(res);
+    CHECK(res->header("WWW-Authenticate")->find("invalid_token") != std::string::npos);
+  }
+  for (const std::string& header :
+       {std::string("Basic dXNlcjpwYXNz"), std::string("Bearer"), std::string("Bearer "),
+        std::string("Token ") + t::sign_hs256({{"alg", "HS256"}}, live, kTestSecret)}) {
+    CAPTURE(header);
+    check_unauthorized(client.get("/reservations/r-1", {{"Authorization", header}}));
+  }
+  CHECK(seen_total(f) == 0);
+  // The same token, well signed, passes; the scheme is case-insensitive.
+  auto ok = client.get(
+      "/reservations/r-1",
+      {{"Authorization", "bearer " + t::sign_hs256({{"alg", "HS256"}}, live, kTestSecret)}});
+  REQUIRE(ok.ok());
+  CHECK(ok->status == 200);
+}
+
+TEST_CASE("/metrics needs an admin's token") {
+  Fixture f;
+  check_unauthorized(f.gateway.anonymous().get("/metrics"));
+  auto guest = f.gateway.client_as({"u1", {kRoleGuest}}).get("/metrics");
+  REQUIRE(guest.ok());
+  check_problem(*guest, 403);
+  auto admin = f.gateway.client().get("/metrics");
+  REQUIRE(admin.ok());
+  CHECK(admin->status == 200);
+  CHECK(admin->body.find("gateway_upstream_requests_total") != std::string::npos);
+}
+
+TEST_CASE("POST /auth/dev-token exists only with development tokens on") {
+  FakeUpstream up("any");
+  const gw::Upstreams all{up.address(), up.address(), up.address(), up.address()};
+  {
+    TestGateway plain(all);
+    auto res = plain.anonymous().post_json("/auth/dev-token", {{"sub", "u1"}});
+    REQUIRE(res.ok());
+    CHECK(res->status == 404);
+  }
+  gw::GatewayOptions options;
+  options.verifier = test_verifier(true);
+  TestGateway dev(all, options);
+  HttpClient client = dev.anonymous();
+  auto res = client.post_json("/auth/dev-token", {{"sub", "alice"}, {"roles", {"guest", "owner"}}});
+  REQUIRE(res.ok());
+  REQUIRE_MESSAGE(res->status == 200, res->body);
+  const std::string token = (*res->json())["token"];
+  CHECK((*res->json())["expiresIn"] == 3600);
+  auto used = client.get("/mypages", bearer(token));
+  REQUIRE(used.ok());
+  CHECK(used->status == 200);
+  CHECK(up.seen().back().subject == "alice");
+  CHECK(up.seen().back().roles == "guest,owner");
+  // Without roles: a guest.
+  auto plain = client.post_json("/auth/dev-token", {{"sub", "bob"}});
+  REQUIRE(plain.ok());
+  REQUIRE(plain->status == 200);
+  REQUIRE(client.get("/mypages", bearer((*plain->json())["token"]))->status == 200);
+  CHECK(up.seen().back().roles == "guest");
+
+  for (const json& bad : {json{{"roles", {"guest"}}}, json{{"sub", ""}}, json{{"sub", "a/b"}},
+                          json{{"sub", 5}}, json{{"sub", "u"}, {"roles", {"root"}}},
+                          json{{"sub", "u"}, {"roles", "admin"}}, json::array()}) {
+    CAPTURE(bad.dump());
+    auto r = client.post_json("/auth/dev-token", bad);
+    REQUIRE(r.ok());
+    check_problem(*r, 400);
   }
 }

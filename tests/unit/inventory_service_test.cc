@@ -332,7 +332,10 @@ TEST_CASE("POST /places validates its body with 400 problems") {
 
   check_problem(h.post("/places", {{"ownerId", "o1"}, {"rooms", 1}}), 400, "name");
   check_problem(h.post("/places", {{"name", 5}, {"ownerId", "o1"}, {"rooms", 1}}), 400, "name");
-  check_problem(h.post("/places", {{"name", "x"}, {"rooms", 1}}), 400, "ownerId");
+  // Without ownerId the place is the caller's.
+  ClientResponse mine = h.post("/places", {{"name", "x"}, {"rooms", 1}});
+  REQUIRE(mine.status == 201);
+  CHECK((*mine.json())["ownerId"] == "test-admin");
   check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "a/b"}, {"rooms", 1}}), 400,
                 "ownerId");
   check_problem(h.post("/places", {{"name", "x"}, {"ownerId", "o1"}}), 400, "rooms");
@@ -393,6 +396,64 @@ TEST_CASE("POST /reservationManagements creates a place or sets its stock") {
   check_problem(h.post("/reservationManagements", {{"placeId", 1}, {"stock", "x"}}), 400, "stock");
   check_problem(h.post("/reservationManagements", {{"placeId", true}, {"stock", 1}}), 400,
                 "placeId");
+}
+
+TEST_CASE("an owner manages only its own places, rooms and guest list") {
+  Harness h;
+  auto o1 = h.client_as(testing::owner_identity("o1"));
+  auto o2 = h.client_as(testing::owner_identity("o2"));
+  auto g1 = h.client_as(testing::guest_identity("g1"));
+  auto anonymous = h.anonymous();
+
+  // Places are created as oneself, by owners only.
+  auto created = o1->post_json("/places", {{"name", "Hanok"}, {"rooms", 2}});
+  REQUIRE(created.ok());
+  REQUIRE_MESSAGE(created->status == 201, created->body);
+  const std::string id = (*created->json())["id"];
+  CHECK((*created->json())["ownerId"] == "o1");
+  check_problem(*o1->post_json("/places", {{"name", "x"}, {"ownerId", "o2"}, {"rooms", 1}}), 403,
+                "yourself");
+  check_problem(*g1->post_json("/places", {{"name", "x"}, {"rooms", 1}}), 403, "owner");
+  check_problem(*anonymous->post_json("/places", {{"name", "x"}, {"rooms", 1}}), 401);
+
+  // Rooms: the owner's alone (an admin's too).
+  check_problem(*o2->put_json("/places/" + id + "/rooms", {{"rooms", 9}}), 403, "another owner");
+  check_problem(*g1->put_json("/places/" + id + "/rooms", {{"rooms", 9}}), 403);
+  check_problem(*anonymous->put_json("/places/" + id + "/rooms", {{"rooms", 9}}), 401);
+  CHECK(h.get_json("/places/" + id)["rooms"] == 2);
+  CHECK(o1->put_json("/places/" + id + "/rooms", {{"rooms", 3}})->status == 200);
+  CHECK(h.put("/places/" + id + "/rooms", {{"rooms", 4}}).status == 200);  // admin
+
+  // The seed's stock call: creates the place as the caller's, then only its owner sets it.
+  REQUIRE(o1->post_json("/reservationManagements", {{"placeId", "70"}, {"stock", 1}})->status ==
+          201);
+  CHECK(h.get_json("/places/70")["ownerId"] == "o1");
+  check_problem(*o2->post_json("/reservationManagements", {{"placeId", "70"}, {"stock", 0}}), 403,
+                "another owner");
+  check_problem(*g1->post_json("/reservationManagements", {{"placeId", "71"}, {"stock", 5}}), 403);
+  check_problem(*anonymous->post_json("/reservationManagements", {{"placeId", "71"}, {"stock", 5}}),
+                401);
+  CHECK(h.get_json("/places/70")["rooms"] == 1);
+  check_problem(h.get("/places/71"), 404);  // nothing created
+
+  // The guest list: a confirmed booking at o1's place is o1's to read.
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", "70", "2024-01-01", "2024-01-02", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s1", "confirm", Json::object(), {}, "70")).outcome ==
+          ReplyOutcome::kSuccess);
+  auto list = o1->get("/owners/o1/reservations");
+  REQUIRE(list.ok());
+  REQUIRE(list->status == 200);
+  CHECK(list->json()->size() == 1);
+  check_problem(*o2->get("/owners/o1/reservations"), 403);
+  check_problem(*g1->get("/owners/o1/reservations"), 403);
+  check_problem(*g1->get("/owners/g1/reservations"), 403);  // a guest is no owner
+  check_problem(*anonymous->get("/owners/o1/reservations"), 401);
+  CHECK(h.get_json("/owners/o1/reservations").size() == 1);  // admin
+
+  // The catalogue stays public.
+  CHECK(anonymous->get("/places/70")->status == 200);
+  CHECK(anonymous->get("/places/70/availability?from=2024-01-01&to=2024-01-02")->status == 200);
 }
 
 TEST_CASE("standard routes: healthz, readyz with the participant, metrics") {

@@ -19,6 +19,7 @@
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
 #include "support/eventually.h"
+#include "support/identity.h"
 #include "support/temp_dir.h"
 
 namespace saga {
@@ -260,7 +261,7 @@ struct Service {
     so.port = 0;
     server = std::make_unique<service::HttpServer>(so, std::move(router));
     REQUIRE(server->start().ok());
-    http = std::make_unique<service::HttpClient>("127.0.0.1", server->port());
+    http = testing::client_as(server->port(), testing::admin_identity());
   }
   ~Service() {
     http->close();
@@ -319,10 +320,10 @@ TEST_CASE("the runner applies bus events and HTTP serves the view") {
   const Json missing = svc.get_json("/mypages/nope", 404);
   CHECK(missing["status"] == 404);
   CHECK(svc.get("/mypages/nope").header("Content-Type") == "application/problem+json");
-  const Json no_user = svc.get_json("/mypages", 400);
+  CHECK(svc.get_json("/mypages", 200) == Json::array());  // the admin's own: none
+  const Json no_user = svc.get_json("/mypages?userId=", 400);
   CHECK(no_user["status"] == 400);
   CHECK(no_user["detail"].get<std::string>().find("userId") != std::string::npos);
-  CHECK(svc.get_json("/mypages?userId=", 400)["status"] == 400);
 
   const Json ready = svc.get_json("/readyz", 200);
   CHECK(ready["status"] == "ready");
@@ -336,6 +337,50 @@ TEST_CASE("the runner applies bus events and HTTP serves the view") {
   svc.runner->stop();
   const Json stopped = svc.get_json("/readyz", 503);
   CHECK(stopped["status"] == "not ready");
+}
+
+TEST_CASE("a guest sees only its own rows; someone else's are 404 like missing ones") {
+  testing::TempDir dir;
+  Service svc(dir);
+  svc.send({placed("r1"), pay_approved("r1")});
+  REQUIRE(eventually([&] { return svc.model->stats().applied >= 2; }));
+  auto u1 = testing::client_as(svc.server->port(), testing::guest_identity("u1"));
+  auto u2 = testing::client_as(svc.server->port(), testing::guest_identity("u2"));
+
+  auto own = u1->get("/mypages/r1");
+  REQUIRE(own.ok());
+  CHECK(own->status == 200);
+  auto own_list = u1->get("/mypages");  // no userId: the caller's own
+  REQUIRE(own_list.ok());
+  CHECK(own_list->json()->size() == 1);
+
+  auto other = u2->get("/mypages/r1");
+  auto missing = u2->get("/mypages/r404");
+  REQUIRE((other.ok() && missing.ok()));
+  CHECK(other->status == 404);
+  CHECK(other->header("Content-Type") == "application/problem+json");
+  CHECK((*other->json())["detail"] == "no reservation 'r1'");  // as for a missing one:
+  CHECK((*missing->json())["detail"] == "no reservation 'r404'");
+  auto other_list = u2->get("/mypages?userId=u1");
+  REQUIRE(other_list.ok());
+  CHECK(other_list->status == 404);
+  CHECK(u2->get("/mypages")->body == "[]");
+
+  // No identity headers (the gateway bypassed): 401, nothing served.
+  service::HttpClient anonymous("127.0.0.1", svc.server->port());
+  for (const char* target : {"/mypages/r1", "/mypages?userId=u1"}) {
+    auto r = anonymous.get(target);
+    REQUIRE(r.ok());
+    CHECK(r->status == 401);
+    CHECK(r->header("WWW-Authenticate").has_value());
+    CHECK(r->body.find("u1") == std::string::npos);
+  }
+  // A malformed subject header is no identity either.
+  auto forged = anonymous.get(
+      "/mypages/r1", {{service::kSubjectHeader, "u1/x"}, {service::kRolesHeader, "admin"}});
+  REQUIRE(forged.ok());
+  CHECK(forged->status == 401);
+  CHECK(anonymous.get("/readyz")->status == 200);  // probes stay open
 }
 
 TEST_CASE("a restarted runner on the same store drops redelivered events") {

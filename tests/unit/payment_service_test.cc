@@ -172,6 +172,24 @@ TEST_CASE("refund keeps the record as REFUNDED and emits PaymentCancelApproved o
   CHECK(h.events.size() == 2);
 }
 
+TEST_CASE("a payment is its customer's to see; someone else's is 404 or left out") {
+  Harness h;
+  REQUIRE(h.roundtrip(command("s1", "charge", charge_of("r1", 5000))).outcome ==
+          ReplyOutcome::kSuccess);  // user "2"
+  auto customer = h.client_as(testing::guest_identity("2"));
+  auto other = h.client_as(testing::guest_identity("3"));
+  CHECK(customer->get("/payments/pay-s1")->status == 200);
+  CHECK(customer->get("/payments?reservationId=r1")->json()->size() == 1);
+  auto r = other->get("/payments/pay-s1");
+  REQUIRE(r.ok());
+  CHECK(r->status == 404);
+  CHECK((*r->json())["detail"] == "payment pay-s1 not found");
+  CHECK(other->get("/payments?reservationId=r1")->body == "[]");
+  auto anonymous = h.anonymous();
+  CHECK(anonymous->get("/payments/pay-s1")->status == 401);
+  CHECK(anonymous->get("/payments?reservationId=r1")->status == 401);
+}
+
 TEST_CASE("GET endpoints: 404 for unknown payments, 400 without reservationId") {
   Harness h;
   CHECK(h.get("/payments/pay-nothing").status == 404);

@@ -30,6 +30,7 @@
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
 #include "support/eventually.h"
+#include "support/identity.h"
 #include "support/temp_dir.h"
 
 namespace saga {
@@ -105,7 +106,7 @@ struct World {
     so.threads = 4;
     server = std::make_unique<service::HttpServer>(so, std::move(router));
     REQUIRE(server->start().ok());
-    http = std::make_unique<service::HttpClient>("127.0.0.1", server->port());
+    http = testing::client_as(server->port(), testing::admin_identity());
     orch->start_background();
   }
   void stop_reservation() {
@@ -119,7 +120,7 @@ struct World {
 
   service::Response call(const service::Router& r, const std::string& method,
                          const std::string& target, const Json& body = nullptr) {
-    service::Headers h;
+    service::Headers h = service::identity_headers(testing::admin_identity());
     std::string text;
     if (!body.is_null()) {
       h.emplace_back("Content-Type", "application/json");
@@ -308,7 +309,8 @@ TEST_CASE("a booking is confirmed; the same night again is rejected without a ch
   CHECK(mine[0]["id"] == id);
   CHECK(w.get_json("/reservations?userId=u2").size() == 1);
   CHECK(w.get_json("/reservations?userId=nobody").empty());
-  CHECK(w.get("/reservations").status == 400);
+  CHECK(w.get_json("/reservations").empty());  // without userId: the caller's (an admin's) own
+  CHECK(w.get("/reservations?userId=").status == 400);
   CHECK(w.get("/reservations/r-unknown").status == 404);
 }
 
@@ -440,6 +442,73 @@ TEST_CASE("a confirmed booking cancelled by its customer: rooms released, money 
   CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
   // The room can be booked again.
   CHECK(w.settle(w.book(booking("5", "u6")))["status"] == "CONFIRMED");
+}
+
+TEST_CASE("a guest books, reads, lists and cancels only as itself; others' bookings are 404") {
+  World w;
+  w.add_place("8", 2);
+  auto alice = testing::client_as(w.server->port(), testing::guest_identity("alice"));
+  auto bob = testing::client_as(w.server->port(), testing::guest_identity("bob"));
+
+  // Booking as someone else is refused, whatever the body says.
+  auto as_bob = alice->post_json("/reservations", booking("8", "bob"));
+  REQUIRE(as_bob.ok());
+  CHECK(as_bob->status == 403);
+  CHECK(as_bob->header("Content-Type") == "application/problem+json");
+  auto seed_as_bob = alice->post_json("/accommodations", {{"placeId", "8"},
+                                                          {"usrId", "bob"},
+                                                          {"strDt", "20300501"},
+                                                          {"endDt", "20300502"},
+                                                          {"qty", "1"},
+                                                          {"amount", "10"}});
+  REQUIRE(seed_as_bob.ok());
+  CHECK(seed_as_bob->status == 403);
+  CHECK(w.get_json("/reservations?userId=bob").empty());  // nothing recorded
+
+  auto made = alice->post_json("/reservations", booking("8", "alice"));
+  REQUIRE(made.ok());
+  REQUIRE_MESSAGE(made->status == 202, made->body);
+  const std::string id = Json::parse(made->body)["id"];
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+
+  // Its customer sees it; another guest gets the very 404 of a missing id.
+  CHECK(alice->get("/reservations/" + id)->status == 200);
+  CHECK(alice->get("/accommodations/" + id)->status == 200);
+  CHECK(Json::parse(alice->get("/reservations")->body).size() == 1);  // no userId: one's own
+  for (const std::string& target : {"/reservations/" + id, "/accommodations/" + id}) {
+    auto r = bob->get(target);
+    REQUIRE(r.ok());
+    CHECK(r->status == 404);
+    CHECK(Json::parse(r->body)["detail"] == "reservation " + id + " not found");
+  }
+  CHECK(Json::parse(bob->get("/reservations/r-nope")->body)["detail"] ==
+        "reservation r-nope not found");
+  auto list = bob->get("/reservations?userId=alice");
+  REQUIRE(list.ok());
+  CHECK(list->status == 404);
+  CHECK(list->body.find(id) == std::string::npos);
+  CHECK(bob->get("/reservations")->body == "[]");
+
+  // Bob cannot cancel it: 404, and the rooms and the money stay as they were.
+  auto cancel = bob->post_json("/reservations/" + id + "/cancel", Json::object());
+  REQUIRE(cancel.ok());
+  CHECK(cancel->status == 404);
+  CHECK(w.get_json("/reservations/" + id)["status"] == "CONFIRMED");
+  CHECK(w.availability("8", "2030-05-01", "2030-05-02")[0]["confirmed"] == 1);
+  CHECK(w.payments_of(id)[0]["status"] == "APPROVED");
+
+  // Without identity headers nothing is served or changed.
+  service::HttpClient anonymous("127.0.0.1", w.server->port());
+  CHECK(anonymous.get("/reservations/" + id)->status == 401);
+  CHECK(anonymous.get("/reservations?userId=alice")->status == 401);
+  CHECK(anonymous.post_json("/reservations", booking("8", "alice"))->status == 401);
+  CHECK(anonymous.post_json("/reservations/" + id + "/cancel", Json::object())->status == 401);
+
+  // Alice cancels her own; an admin reads anyone's.
+  auto own_cancel = alice->post_json("/reservations/" + id + "/cancel", Json::object());
+  REQUIRE(own_cancel.ok());
+  CHECK(own_cancel->status == 202);
+  CHECK(eventually([&] { return w.get_json("/reservations/" + id)["status"] == "CANCELLED"; }));
 }
 
 TEST_CASE("the per-user list survives a restart of the reservation service") {

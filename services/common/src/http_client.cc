@@ -120,6 +120,8 @@ StatusOr<ClientResponse> HttpClient::request(std::string_view method, std::strin
   req.target(target);
   req.set(http::field::host, where);
   req.set(http::field::user_agent, "saga-service-client");
+  for (const auto& [name, value] : options_.default_headers)
+    if (!find_header(headers, name)) req.set(name, value);
   for (const auto& [name, value] : headers) req.set(name, value);
   if (!body.empty() && !find_header(headers, "Content-Type")) {
     req.set(http::field::content_type, "application/json");

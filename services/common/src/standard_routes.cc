@@ -1,6 +1,8 @@
 #include "saga/service/standard_routes.h"
 
 #include <memory>
+#include <optional>
+#include <utility>
 
 namespace saga::service {
 
@@ -28,6 +30,9 @@ void add_standard_routes(Router& router, StandardProbes probes) {
   });
 
   router.get("/metrics", [shared](const Request& req) {
+    if (shared->metrics_guard) {
+      if (std::optional<Response> refused = shared->metrics_guard(req)) return std::move(*refused);
+    }
     std::string text = shared->metrics ? shared->metrics() : std::string();
     if (!text.empty() && text.back() != '\n') text += '\n';
     text += req.server_metrics_text();

@@ -5,15 +5,19 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <charconv>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <set>
 #include <utility>
 
 #include "saga/service/config.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
+#include "saga/service/identity.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::gateway {
@@ -24,6 +28,7 @@ using service::ClientOptions;
 using service::ClientResponse;
 using service::Headers;
 using service::HttpClient;
+using service::Identity;
 using service::Request;
 using service::Response;
 
@@ -56,11 +61,17 @@ class Upstream {
 
   const std::string& name() const { return name_; }
 
-  // Sends `req` on and turns the answer (or the failure) into the response.
-  Response forward(const Request& req) {
+  // Sends `req` on, as `who` (nobody: a public route without a token), and
+  // turns the answer (or the failure) into the response.
+  Response forward(const Request& req, const std::optional<Identity>& caller) {
+    // An allow-list: Authorization and the identity headers a client sends
+    // never go upstream; the identity comes from the verified token alone.
     Headers headers;
     for (const char* name : {"Content-Type", "Accept", "tracestate", "Idempotency-Key"}) {
       if (auto value = req.header(name)) headers.emplace_back(name, std::string(*value));
+    }
+    if (caller) {
+      for (auto& h : service::identity_headers(*caller)) headers.push_back(std::move(h));
     }
     headers.emplace_back("X-Request-Id", req.request_id());
     headers.emplace_back("traceparent", req.trace().child().to_string());
@@ -185,9 +196,63 @@ class Upstream {
   std::array<std::atomic<uint64_t>, kOutcomeCount> counts_{};
 };
 
-// Every upstream, shared by the route handlers.
+// The public catalogue: GET (and HEAD) of /places/{id} and
+// /places/{id}/availability answer without a token.
+bool is_public(const Request& req) {
+  if (req.method() != "GET" && req.method() != "HEAD") return false;
+  std::string_view path = req.path();
+  constexpr std::string_view kPlaces = "/places/";
+  if (path.substr(0, kPlaces.size()) != kPlaces) return false;
+  path.remove_prefix(kPlaces.size());
+  const size_t slash = path.find('/');
+  if (slash == 0) return false;
+  return slash == std::string_view::npos || path.substr(slash) == "/availability";
+}
+
+// The caller of a request, or the 401 that refuses it.
+struct Caller {
+  std::optional<Identity> who;
+  std::optional<Response> refused;
+};
+
+// Every upstream and the token verifier, shared by the route handlers.
 struct Gateway {
   std::vector<std::unique_ptr<Upstream>> upstreams;
+  std::shared_ptr<const TokenVerifier> verifier;
+
+  // Who sends `req`: its verified bearer token; nobody for a public route
+  // without a token; else a 401. A bad token is refused even on a public route.
+  Caller authenticate(const Request& req, bool public_route) const {
+    auto header = req.header("Authorization");
+    if (!header) {
+      if (public_route) return {};
+      return {std::nullopt, service::unauthenticated(
+                                "authentication required: send Authorization: Bearer <JWT>")};
+    }
+    std::string_view value = *header;
+    constexpr std::string_view kScheme = "bearer ";
+    std::string scheme(value.substr(0, kScheme.size()));
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (scheme != kScheme) {
+      return {std::nullopt,
+              service::unauthenticated("the Authorization header must be 'Bearer <JWT>'", true)};
+    }
+    value.remove_prefix(kScheme.size());
+    while (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+    while (!value.empty() && value.back() == ' ') value.remove_suffix(1);
+    if (!verifier) {
+      return {std::nullopt,
+              service::unauthenticated("this gateway has no token key configured", true)};
+    }
+    auto who = verifier->verify(value);
+    if (!who.ok()) {
+      spdlog::debug("{} {}: token refused: {} (requestId {})", req.method(), req.path(),
+                    who.status().message(), req.request_id());
+      return {std::nullopt, service::unauthenticated(who.status().message(), true)};
+    }
+    return {std::move(*who), std::nullopt};
+  }
 };
 
 // Registers `prefix` and everything below it for every forwarded method.
@@ -195,10 +260,43 @@ void forward_prefix(service::Router& router, const std::string& prefix,
                     const std::shared_ptr<Gateway>& gateway, Upstream* upstream) {
   for (const std::string& pattern : {prefix, prefix + "/{rest...}"}) {
     for (const char* method : kMethods) {
-      router.route(method, pattern,
-                   [gateway, upstream](const Request& req) { return upstream->forward(req); });
+      router.route(method, pattern, [gateway, upstream](const Request& req) {
+        Caller caller = gateway->authenticate(req, is_public(req));
+        if (caller.refused) return std::move(*caller.refused);
+        return upstream->forward(req, caller.who);
+      });
     }
   }
+}
+
+// POST /auth/dev-token {"sub", "roles"}: a token for anyone, for local use.
+Response dev_token(const TokenVerifier& verifier, const nlohmann::json& body) {
+  auto bad = [](std::string detail) {
+    return Response::problem(400, "Bad Request", std::move(detail));
+  };
+  if (!body.is_object()) return bad("body must be an object {\"sub\", \"roles\"}");
+  auto sub = body.find("sub");
+  if (sub == body.end() || !sub->is_string()) return bad("'sub' must be a string");
+  Identity who{sub->get<std::string>(), {}};
+  if (Status s = service::check_subject(who.subject); !s.ok()) return bad("'sub': " + s.message());
+  std::vector<std::string> roles;
+  if (auto r = body.find("roles"); r != body.end()) {
+    if (!r->is_array()) return bad("'roles' must be an array of guest, owner, admin");
+    for (const auto& role : *r) {
+      if (!role.is_string()) return bad("'roles' must be an array of guest, owner, admin");
+      roles.push_back(role.get<std::string>());
+    }
+  } else {
+    roles.push_back(service::kRoleGuest);
+  }
+  who.roles = service::known_roles(roles);
+  if (who.roles.size() != std::set<std::string>(roles.begin(), roles.end()).size())
+    return bad("'roles' may hold only guest, owner and admin");
+  auto token = verifier.issue(who);
+  if (!token.ok()) return Response::from_status(token.status());
+  return Response::json(200, {{"token", *token},
+                              {"tokenType", "Bearer"},
+                              {"expiresIn", verifier.config().dev_token_ttl.count()}});
 }
 
 }  // namespace
@@ -228,11 +326,17 @@ StatusOr<GatewayOptions> gateway_options_from_env() {
                                           milliseconds(1), milliseconds(600'000));
   if (!connect.ok()) return connect.status();
   out.connect_timeout = *connect;
+  auto auth = auth_config_from_env();
+  if (!auth.ok()) return auth.status();
+  auto verifier = TokenVerifier::create(std::move(*auth));
+  if (!verifier.ok()) return verifier.status();
+  out.verifier = std::move(*verifier);
   return out;
 }
 
 void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOptions options) {
   auto gateway = std::make_shared<Gateway>();
+  gateway->verifier = options.verifier;
   auto add = [&](std::string name, const HostPort& address,
                  std::initializer_list<const char*> prefixes) {
     gateway->upstreams.push_back(std::make_unique<Upstream>(std::move(name), address, options));
@@ -244,6 +348,12 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
   add("payment", upstreams.payment, {"/payments"});
   add("inventory", upstreams.inventory, {"/places", "/owners", "/reservationManagements"});
   add("mypage", upstreams.mypage, {"/mypages"});
+  if (gateway->verifier && gateway->verifier->config().dev_tokens) {
+    router.post("/auth/dev-token",
+                service::with_json_body([gateway](const Request&, const nlohmann::json& body) {
+                  return dev_token(*gateway->verifier, body);
+                }));
+  }
 
   service::add_standard_routes(
       router,
@@ -268,7 +378,13 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
                  "outcome.\n# TYPE gateway_upstream_requests_total counter\n";
              for (const auto& upstream : gateway->upstreams) out += upstream->metrics_lines();
              return out;
-           }});
+           },
+       .metrics_guard = [gateway](const Request& req) -> std::optional<Response> {
+         Caller caller = gateway->authenticate(req, false);
+         if (caller.refused) return std::move(caller.refused);
+         if (!caller.who->is_admin()) return service::forbidden("/metrics needs the admin role");
+         return std::nullopt;
+       }});
 }
 
 }  // namespace saga::gateway

@@ -2,7 +2,8 @@
 //   PORT (8080), RESERVATION_ADDR (127.0.0.1:8082), PAYMENT_ADDR (127.0.0.1:8083),
 //   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086), UPSTREAM_TIMEOUT_MS
 //   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), LOG_LEVEL, HTTP_* (see http_server.h;
-//   at least 16 threads).
+//   at least 16 threads; HTTP_HOST 127.0.0.1), AUTH_* (token keys; see auth.h: the
+//   gateway does not start without one, or AUTH_DEV_TOKENS=1 for local use).
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -45,7 +46,15 @@ int main() {
   spdlog::info("upstreams: reservation {}, payment {}, inventory {}, mypage {}",
                upstreams->reservation.to_string(), upstreams->payment.to_string(),
                upstreams->inventory.to_string(), upstreams->mypage.to_string());
-  spdlog::info("gateway listening on port {}", server.port());
+  const auto& auth = options->verifier->config();
+  spdlog::info("tokens: {} ({} key(s)), clock skew {} s", gw::to_string(auth.algorithm),
+               auth.public_keys.empty() ? 1 : auth.public_keys.size(), auth.leeway.count());
+  if (auth.dev_tokens) {
+    spdlog::warn(
+        "AUTH_DEV_TOKENS is on: POST /auth/dev-token hands out tokens for anyone, admin "
+        "included. For local use only.");
+  }
+  spdlog::info("gateway listening on {}:{}", server_options->host, server.port());
   const int sig = stop_on_signal(server, signals);  // drains in-flight requests
   spdlog::info("signal {}: HTTP stopped", sig);
   return 0;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -12,12 +13,14 @@
 #include "domain/participant_service.h"
 #include "domain/state.h"
 #include "saga/json.h"
+#include "saga/service/identity.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::inventory {
 namespace {
 
 using domain::Date;
+using service::Identity;
 using service::Request;
 using service::Response;
 
@@ -295,13 +298,52 @@ Status register_handlers(Participant& p, Options options) {
   return ok_status();
 }
 
+namespace {
+
+// Writes `change` to place `id` unless the place exists and belongs to
+// someone `who` may not act for: then a 403 (places are public, so saying so
+// leaks nothing). The ownership check and the change are one write.
+Response write_own_place(Participant& p, const Identity& who, const std::string& id,
+                         const std::function<StatusOr<Json>(StateTxn&)>& change) {
+  bool denied = false;
+  Json result;
+  Status s = p.write(id, [&](StateTxn& txn) -> Status {
+    SAGA_ASSIGN_OR_RETURN(auto place, load(txn, place_key(id)));
+    if (place && !who.may_act_as(place->value("ownerId", ""))) {
+      denied = true;
+      return Status::aborted("not the owner");
+    }
+    SAGA_ASSIGN_OR_RETURN(result, change(txn));
+    return ok_status();
+  });
+  if (denied) return service::forbidden("place " + id + " belongs to another owner");
+  if (!s.ok()) return Response::from_status(s);
+  return Response::json(200, result);
+}
+
+// The roles that manage places.
+const std::vector<std::string>& owner_roles() {
+  static const std::vector<std::string> roles = {service::kRoleOwner};
+  return roles;
+}
+
+}  // namespace
+
 void add_routes(service::Router& router, Participant& p) {
   router.post(
-      "/places", service::with_json_body([&p](const Request&, const Json& body) {
+      "/places", service::with_role_json(owner_roles(), [&p](const Request&, const Identity& who,
+                                                             const Json& body) {
+        if (!body.is_object())
+          return bad_request(Status::invalid_argument("body must be an object"));
         auto name = domain::string_field(body, "name");
         if (!name.ok()) return bad_request(name.status());
-        auto owner = domain::id_field(body, "ownerId");
+        // An owner creates places as itself; ownerId may be left out.
+        auto owner = body.contains("ownerId") ? domain::id_field(body, "ownerId")
+                                              : StatusOr<std::string>(who.subject);
         if (!owner.ok()) return bad_request(owner.status());
+        if (!who.may_act_as(*owner))
+          return service::forbidden(
+              "ownerId must be your own user id: you create places as yourself");
         auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
         if (!rooms.ok()) return bad_request(rooms.status());
         const std::string id = "p-" + domain::random_hex(8);
@@ -327,20 +369,17 @@ void add_routes(service::Router& router, Participant& p) {
   });
 
   router.put("/places/{id}/rooms",
-             service::with_json_body([&p](const Request& req, const Json& body) {
-               const std::string id(req.param("id"));
-               if (!domain::check_id(id, "id").ok())
-                 return Response::from_status(Status::not_found("place " + id + " not found"));
-               auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
-               if (!rooms.ok()) return bad_request(rooms.status());
-               Json result;
-               Status s = p.write(id, [&](StateTxn& txn) -> Status {
-                 SAGA_ASSIGN_OR_RETURN(result, set_rooms(p, txn, id, *rooms, std::nullopt));
-                 return ok_status();
-               });
-               if (!s.ok()) return Response::from_status(s);
-               return Response::json(200, result);
-             }));
+             service::with_role_json(
+                 owner_roles(), [&p](const Request& req, const Identity& who, const Json& body) {
+                   const std::string id(req.param("id"));
+                   if (!domain::check_id(id, "id").ok())
+                     return Response::from_status(Status::not_found("place " + id + " not found"));
+                   auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
+                   if (!rooms.ok()) return bad_request(rooms.status());
+                   return write_own_place(p, who, id, [&](StateTxn& txn) {
+                     return set_rooms(p, txn, id, *rooms, std::nullopt);
+                   });
+                 }));
 
   router.get("/places/{id}/availability", [&p](const Request& req) {
     const std::string id(req.param("id"));
@@ -377,48 +416,57 @@ void add_routes(service::Router& router, Participant& p) {
     return Response::json(200, out);
   });
 
-  router.get("/owners/{ownerId}/reservations", [&p](const Request& req) {
-    const std::string owner(req.param("ownerId"));
-    if (!domain::check_id(owner, "ownerId").ok()) return Response::json(200, Json::array());
-    const std::string prefix = owner_prefix(owner);
-    std::vector<std::string> sagas;
-    Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
-      sagas.emplace_back(k.substr(prefix.size()));
-      return true;
-    });
-    if (!s.ok()) return Response::from_status(s);
-    Json out = Json::array();
-    for (const auto& saga : sagas) {
-      auto booking = load(p, booking_key(saga));
-      if (!booking.ok()) return Response::from_status(booking.status());
-      if (!*booking || (*booking)->value("status", "") != "CONFIRMED") continue;
-      Json b = **booking;
-      b["sagaId"] = saga;
-      out.push_back(std::move(b));
-    }
-    return Response::json(200, out);
-  });
+  // An owner's guest list: the owner itself, or an admin.
+  router.get("/owners/{ownerId}/reservations",
+             service::with_role(owner_roles(), [&p](const Request& req, const Identity& who) {
+               const std::string owner(req.param("ownerId"));
+               if (!who.may_act_as(owner))
+                 return service::forbidden("you may only read your own guest list");
+               if (!domain::check_id(owner, "ownerId").ok())
+                 return Response::json(200, Json::array());
+               const std::string prefix = owner_prefix(owner);
+               std::vector<std::string> sagas;
+               Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
+                 sagas.emplace_back(k.substr(prefix.size()));
+                 return true;
+               });
+               if (!s.ok()) return Response::from_status(s);
+               Json out = Json::array();
+               for (const auto& saga : sagas) {
+                 auto booking = load(p, booking_key(saga));
+                 if (!booking.ok()) return Response::from_status(booking.status());
+                 if (!*booking || (*booking)->value("status", "") != "CONFIRMED") continue;
+                 Json b = **booking;
+                 b["sagaId"] = saga;
+                 out.push_back(std::move(b));
+               }
+               return Response::json(200, out);
+             }));
 
-  // The seed's call: sets the stock (rooms per night) of a place, creating it.
+  // The seed's call: sets the stock (rooms per night) of a place, creating it
+  // as the caller's (an admin's as the seed's "owner-<placeId>"); an existing
+  // place only by its owner.
   router.post(
-      "/reservationManagements", service::with_json_body([&p](const Request&, const Json& json) {
-        Json body = json;
-        if (body.is_object() && body.contains("stock"))
-          body["stock"] = domain::number_from_text(body["stock"]);  // httpie sends "1"
-        auto id = domain::id_field(body, "placeId");
-        if (!id.ok()) return bad_request(id.status());
-        auto stock = domain::int_field(body, "stock", 0, kMaxRooms);
-        if (!stock.ok()) return bad_request(stock.status());
-        const Json create = {
-            {"id", *id}, {"name", "place-" + *id}, {"ownerId", "owner-" + *id}, {"rooms", *stock}};
-        Status s = p.write(*id, [&](StateTxn& txn) -> Status {
-          return set_rooms(p, txn, *id, *stock, create).status();
-        });
-        if (!s.ok()) return Response::from_status(s);
-        Response r = Response::json(201, {{"placeId", body.at("placeId")}, {"stock", *stock}});
-        r.set_header("Location", "/places/" + *id);
-        return r;
-      }));
+      "/reservationManagements",
+      service::with_role_json(
+          owner_roles(), [&p](const Request&, const Identity& who, const Json& json) {
+            Json body = json;
+            if (body.is_object() && body.contains("stock"))
+              body["stock"] = domain::number_from_text(body["stock"]);  // httpie sends "1"
+            auto id = domain::id_field(body, "placeId");
+            if (!id.ok()) return bad_request(id.status());
+            auto stock = domain::int_field(body, "stock", 0, kMaxRooms);
+            if (!stock.ok()) return bad_request(stock.status());
+            const std::string owner = who.is_admin() ? "owner-" + *id : who.subject;
+            const Json create = {
+                {"id", *id}, {"name", "place-" + *id}, {"ownerId", owner}, {"rooms", *stock}};
+            Response written = write_own_place(
+                p, who, *id, [&](StateTxn& txn) { return set_rooms(p, txn, *id, *stock, create); });
+            if (written.status() != 200) return written;
+            Response r = Response::json(201, {{"placeId", body.at("placeId")}, {"stock", *stock}});
+            r.set_header("Location", "/places/" + *id);
+            return r;
+          }));
 
   domain::add_participant_standard_routes(router, p, kParticipantName);
 }

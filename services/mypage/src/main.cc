@@ -12,6 +12,7 @@
 #include "saga/mypage/mypage.h"
 #include "saga/service/config.h"
 #include "saga/service/http_server.h"
+#include "saga/service/identity.h"
 #include "saga/service/logging.h"
 
 int main() {
@@ -24,6 +25,12 @@ int main() {
     spdlog::critical("{}", server_options.status().message());
     return 2;
   }
+  if (saga::Status s = identity_required_from_env(); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return 2;
+  }
+  if (!identity_required())
+    spdlog::warn("AUTH_REQUIRED is off: requests without identity headers act as an admin");
   const std::string data_dir = env_string("DATA_DIR", "./data/mypage");
 
   saga::KafkaOptions kafka = saga::kafka_options_from_env(mp::kServiceName);

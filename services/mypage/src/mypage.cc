@@ -16,6 +16,7 @@
 #include "domain/fields.h"
 #include "saga/json.h"
 #include "saga/service/http_message.h"
+#include "saga/service/identity.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::mypage {
@@ -402,19 +403,31 @@ Status EventRunner::health() const {
 
 void add_routes(service::Router& router, ReadModel& model,
                 std::function<Status()> consumer_health) {
-  router.get("/mypages/{id}", [&model](const Request& req) {
-    auto row = model.get(req.param("id"));
-    return row.ok() ? Response::json(200, *row) : Response::from_status(row.status());
-  });
-  router.get("/mypages", [&model](const Request& req) {
-    const std::optional<std::string> user = req.query("userId");
-    if (!user || user->empty())
-      return Response::problem(400, "Bad Request", "query parameter 'userId' is required");
-    if (Status s = domain::check_id(*user, "userId"); !s.ok()) return Response::from_status(s);
-    auto rows = model.list_by_user(*user);
-    if (!rows.ok()) return Response::from_status(rows.status());
-    return Response::json(200, Json(*rows));
-  });
+  // A row is its customer's (or an admin's) to see; anyone else's, and a row
+  // whose user no event has named yet, is 404 with the message of a missing one.
+  router.get("/mypages/{id}",
+             service::authenticated([&model](const Request& req, const service::Identity& who) {
+               const std::string id(req.param("id"));
+               auto row = model.get(id);
+               if (row.ok() && !who.may_act_as(row->value("userId", "")))
+                 return Response::from_status(Status::not_found("no reservation '" + id + "'"));
+               return row.ok() ? Response::json(200, *row) : Response::from_status(row.status());
+             }));
+  router.get("/mypages",
+             service::authenticated([&model](const Request& req, const service::Identity& who) {
+               // Without userId: the caller's own rows. Another user's are 404 (admin: any).
+               const std::string user = req.query("userId").value_or(who.subject);
+               if (user.empty())
+                 return Response::problem(400, "Bad Request",
+                                          "query parameter 'userId' must not be empty");
+               if (Status s = domain::check_id(user, "userId"); !s.ok())
+                 return Response::from_status(s);
+               if (!who.may_act_as(user))
+                 return Response::from_status(Status::not_found("no rows of user " + user));
+               auto rows = model.list_by_user(user);
+               if (!rows.ok()) return Response::from_status(rows.status());
+               return Response::json(200, Json(*rows));
+             }));
   service::add_standard_routes(
       router, {.readiness =
                    [&model, consumer_health = std::move(consumer_health)] {

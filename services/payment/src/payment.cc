@@ -16,6 +16,7 @@
 #include "domain/participant_service.h"
 #include "domain/state.h"
 #include "saga/service/config.h"
+#include "saga/service/identity.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::payment {
@@ -166,42 +167,47 @@ Status register_handlers(Participant& p, Options options) {
 }
 
 void add_routes(service::Router& router, Participant& p) {
-  router.get("/payments/{id}", [&p](const Request& req) {
-    const std::string id(req.param("id"));
-    auto not_found = [&] {
-      return Response::from_status(Status::not_found("payment " + id + " not found"));
-    };
-    if (id.size() <= kPayPrefix.size() || id.compare(0, kPayPrefix.size(), kPayPrefix) != 0)
-      return not_found();
-    auto record = load(p, payment_key(id.substr(kPayPrefix.size())));
-    if (!record.ok()) return Response::from_status(record.status());
-    if (!*record) return not_found();
-    return Response::json(200, public_view(**record));
-  });
+  // A payment is its customer's (or an admin's) to see; anyone else's is 404.
+  router.get(
+      "/payments/{id}",
+      service::authenticated([&p](const Request& req, const service::Identity& who) {
+        const std::string id(req.param("id"));
+        auto not_found = [&] {
+          return Response::from_status(Status::not_found("payment " + id + " not found"));
+        };
+        if (id.size() <= kPayPrefix.size() || id.compare(0, kPayPrefix.size(), kPayPrefix) != 0)
+          return not_found();
+        auto record = load(p, payment_key(id.substr(kPayPrefix.size())));
+        if (!record.ok()) return Response::from_status(record.status());
+        if (!*record || !who.may_act_as((*record)->value("userId", ""))) return not_found();
+        return Response::json(200, public_view(**record));
+      }));
 
-  router.get("/payments", [&p](const Request& req) {
-    const auto reservation = req.query("reservationId");
-    if (!reservation || reservation->empty())
-      return Response::from_status(
-          Status::invalid_argument("query parameter 'reservationId' is required"));
-    if (auto s = domain::check_id(*reservation, "reservationId"); !s.ok())
-      return Response::from_status(s);
-    const std::string prefix = byres_prefix(*reservation);
-    std::vector<std::string> ids;
-    Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
-      ids.emplace_back(k.substr(prefix.size()));
-      return true;
-    });
-    if (!s.ok()) return Response::from_status(s);
-    Json out = Json::array();
-    for (const auto& pay_id : ids) {
-      if (pay_id.size() <= kPayPrefix.size()) continue;
-      auto record = load(p, payment_key(pay_id.substr(kPayPrefix.size())));
-      if (!record.ok()) return Response::from_status(record.status());
-      if (*record) out.push_back(public_view(**record));
-    }
-    return Response::json(200, out);
-  });
+  router.get("/payments",
+             service::authenticated([&p](const Request& req, const service::Identity& who) {
+               const auto reservation = req.query("reservationId");
+               if (!reservation || reservation->empty())
+                 return Response::from_status(
+                     Status::invalid_argument("query parameter 'reservationId' is required"));
+               if (auto s = domain::check_id(*reservation, "reservationId"); !s.ok())
+                 return Response::from_status(s);
+               const std::string prefix = byres_prefix(*reservation);
+               std::vector<std::string> ids;
+               Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
+                 ids.emplace_back(k.substr(prefix.size()));
+                 return true;
+               });
+               if (!s.ok()) return Response::from_status(s);
+               Json out = Json::array();
+               for (const auto& pay_id : ids) {
+                 if (pay_id.size() <= kPayPrefix.size()) continue;
+                 auto record = load(p, payment_key(pay_id.substr(kPayPrefix.size())));
+                 if (!record.ok()) return Response::from_status(record.status());
+                 if (*record && who.may_act_as((*record)->value("userId", "")))
+                   out.push_back(public_view(**record));
+               }
+               return Response::json(200, out);
+             }));
 
   domain::add_participant_standard_routes(router, p, kParticipantName);
 }

@@ -15,6 +15,7 @@
 #include "saga/reservation/reservation.h"
 #include "saga/service/config.h"
 #include "saga/service/http_server.h"
+#include "saga/service/identity.h"
 #include "saga/service/logging.h"
 
 int main() {
@@ -29,6 +30,12 @@ int main() {
   }
   // Handlers block on durable starts: keep enough threads to serve meanwhile.
   server_options->threads = std::max(server_options->threads, 8);
+  if (saga::Status s = identity_required_from_env(); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return 2;
+  }
+  if (!identity_required())
+    spdlog::warn("AUTH_REQUIRED is off: requests without identity headers act as an admin");
   const std::string data_dir = env_string("DATA_DIR", "./data/reservation");
 
   saga::KafkaOptions kafka = saga::kafka_options_from_env(res::kServiceName);

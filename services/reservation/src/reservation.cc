@@ -18,11 +18,13 @@
 #include "saga/message.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
+#include "saga/service/identity.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::reservation {
 namespace {
 
+using service::Identity;
 using service::Request;
 using service::Response;
 
@@ -242,6 +244,26 @@ StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
     }
   }
   return b;
+}
+
+// The booking `id` when `who` may see it (its customer, or an admin). Someone
+// else's booking is NotFound with the very message of a missing one, so that
+// ids leak nothing.
+StatusOr<Booking> load_visible_booking(Orchestrator& orch, std::string_view id,
+                                       const Identity& who) {
+  auto b = load_booking(orch, id);
+  if (b.ok() && !who.may_act_as(str(b->saga.data, "userId")))
+    return Status::not_found("reservation " + std::string(id) + " not found");
+  return b;
+}
+
+// 403 unless `who` may book for `user`.
+std::optional<Response> refuse_other_user(const Identity& who, const std::string& user,
+                                          const char* field) {
+  if (who.may_act_as(user)) return std::nullopt;
+  return service::forbidden(std::string(field) +
+                            " must be your own user id (the token's sub): you may only book "
+                            "as yourself");
 }
 
 // Refuses an unknown place (422); accepts when the inventory cannot tell.
@@ -478,13 +500,15 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
 
   router.post(
       "/reservations",
-      service::with_json_body([&orch, now, options, index](const Request& req, const Json& body) {
+      service::authenticated_json([&orch, now, options, index](
+                                      const Request& req, const Identity& who, const Json& body) {
         if (!body.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
         auto place = domain::id_field(body, "placeId");
         if (!place.ok()) return bad_request(place.status());
         auto user = domain::id_field(body, "userId");
         if (!user.ok()) return bad_request(user.status());
+        if (auto refused = refuse_other_user(who, *user, "userId")) return *refused;
         auto stay = parse_stay(body, "checkIn", "checkOut", false);
         if (!stay.ok()) return bad_request(stay.status());
         if (auto refused = check_place(options, *place)) return *refused;
@@ -508,7 +532,8 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   // amount, placeId}; numbers may come as text, as httpie sends them.
   router.post(
       "/accommodations",
-      service::with_json_body([&orch, now, options, index](const Request& req, const Json& json) {
+      service::authenticated_json([&orch, now, options, index](
+                                      const Request& req, const Identity& who, const Json& json) {
         if (!json.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
         Json body = json;
@@ -518,6 +543,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         if (!place.ok()) return bad_request(place.status());
         auto user = domain::id_field(body, "usrId");
         if (!user.ok()) return bad_request(user.status());
+        if (auto refused = refuse_other_user(who, *user, "usrId")) return *refused;
         std::string place_name;
         if (body.contains("placeNm")) {
           auto name = domain::string_field(body, "placeNm");
@@ -551,63 +577,71 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         return r;
       }));
 
-  auto get_one = [&orch](const Request& req) {
-    auto b = load_booking(orch, req.param("id"));
+  auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {
+    auto b = load_visible_booking(orch, req.param("id"), who);
     if (!b.ok()) return Response::from_status(b.status());
     return Response::json(200, b->to_json());
-  };
+  });
   router.get("/reservations/{id}", get_one);
   router.get("/accommodations/{id}", get_one);
 
-  router.get("/reservations", [&orch, index](const Request& req) {
-    const auto user = req.query("userId");
-    if (!user || user->empty())
-      return bad_request(Status::invalid_argument("query parameter 'userId' is required"));
-    Json out = Json::array();
-    for (const std::string& id : index->ids(*user)) {
-      auto b = load_booking(orch, id);
-      if (b.ok()) {
-        out.push_back(b->to_json());
-      } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
-        return Response::from_status(b.status());
-      }
-    }
-    return Response::json(200, out);
-  });
+  router.get(
+      "/reservations",
+      service::authenticated([&orch, index](const Request& req, const Identity& who) {
+        // Without userId: the caller's own. Another user's list is 404 (admin: any).
+        const auto user = req.query("userId").value_or(who.subject);
+        if (user.empty())
+          return bad_request(
+              Status::invalid_argument("query parameter 'userId' must not be empty"));
+        if (!who.may_act_as(user))
+          return Response::from_status(Status::not_found("no reservations of user " + user));
+        Json out = Json::array();
+        for (const std::string& id : index->ids(user)) {
+          auto b = load_booking(orch, id);
+          if (b.ok()) {
+            out.push_back(b->to_json());
+          } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
+            return Response::from_status(b.status());
+          }
+        }
+        return Response::json(200, out);
+      }));
 
-  router.post("/reservations/{id}/cancel", [&orch](const Request& req) {
-    const std::string id(req.param("id"));
-    // Two rounds: the booking may complete between reading it and cancelling it.
-    for (int round = 0; round < 2; ++round) {
-      auto b = load_booking(orch, id);
-      if (!b.ok()) return Response::from_status(b.status());
-      const SagaState state = b->saga.state;
-      if (state == SagaState::kCompleted) {
-        Json data = b->saga.data;
-        data["bookingId"] = id;
-        StartOptions so;
-        so.id = cancellation_id(id);
-        so.traceparent = req.traceparent();
-        auto started = orch.start(kCancelSagaType, std::move(data), so);
-        if (!started.ok() && started.status().code() != StatusCode::kAlreadyExists)
-          return Response::from_status(started.status());
-        auto after = load_booking(orch, id);
-        if (!after.ok()) return Response::from_status(after.status());
-        return Response::json(202, {{"id", id}, {"status", after->status()}});
-      }
-      if (state != SagaState::kRunning && state != SagaState::kCompensating)
-        return Response::problem(
-            409, "Conflict",
-            "reservation " + id + " can no longer be cancelled (" + b->status() + ")");
-      Status s = orch.cancel(id);
-      if (s.code() == StatusCode::kFailedPrecondition) continue;  // finished meanwhile
-      if (!s.ok()) return Response::from_status(s);
-      auto after = load_booking(orch, id);
-      return Response::json(202,
-                            {{"id", id}, {"status", after.ok() ? after->status() : "PENDING"}});
-    }
-    return Response::problem(409, "Conflict", "reservation " + id + " is changing; try again");
-  });
+  router.post("/reservations/{id}/cancel",
+              service::authenticated([&orch](const Request& req, const Identity& who) {
+                const std::string id(req.param("id"));
+                // Two rounds: the booking may complete between reading it and cancelling it.
+                for (int round = 0; round < 2; ++round) {
+                  auto b = load_visible_booking(orch, id, who);
+                  if (!b.ok()) return Response::from_status(b.status());
+                  const SagaState state = b->saga.state;
+                  if (state == SagaState::kCompleted) {
+                    Json data = b->saga.data;
+                    data["bookingId"] = id;
+                    StartOptions so;
+                    so.id = cancellation_id(id);
+                    so.traceparent = req.traceparent();
+                    auto started = orch.start(kCancelSagaType, std::move(data), so);
+                    if (!started.ok() && started.status().code() != StatusCode::kAlreadyExists)
+                      return Response::from_status(started.status());
+                    auto after = load_booking(orch, id);
+                    if (!after.ok()) return Response::from_status(after.status());
+                    return Response::json(202, {{"id", id}, {"status", after->status()}});
+                  }
+                  if (state != SagaState::kRunning && state != SagaState::kCompensating)
+                    return Response::problem(
+                        409, "Conflict",
+                        "reservation " + id + " can no longer be cancelled (" + b->status() + ")");
+                  Status s = orch.cancel(id);
+                  if (s.code() == StatusCode::kFailedPrecondition) continue;  // finished meanwhile
+                  if (!s.ok()) return Response::from_status(s);
+                  auto after = load_booking(orch, id);
+                  return Response::json(
+                      202, {{"id", id}, {"status", after.ok() ? after->status() : "PENDING"}});
+                }
+                return Response::problem(409, "Conflict",
+                                         "reservation " + id + " is changing; try again");
+              }));
 
   service::add_standard_routes(
       router, {.readiness =

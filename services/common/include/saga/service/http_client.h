@@ -33,6 +33,9 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{10'000};
   /// Largest response body accepted. Default 8 MiB.
   size_t body_limit = 8 * 1024 * 1024;
+  /// Headers sent with every request unless the call passes one of the same
+  /// name (e.g. Authorization for a test client acting as one user). Default none.
+  Headers default_headers;
 };
 
 /// A response as received.

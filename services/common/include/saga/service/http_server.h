@@ -25,8 +25,9 @@ class SignalWaiter;
 
 /// Settings of an HttpServer.
 struct ServerOptions {
-  /// Address to listen on. Default "0.0.0.0" (tests use "127.0.0.1").
-  std::string host = "0.0.0.0";
+  /// Address to listen on. Default "127.0.0.1": only this host can connect
+  /// (HTTP_HOST=0.0.0.0 opens every interface; see docs/security.md).
+  std::string host = "127.0.0.1";
   /// TCP port; 0 picks a free one (see HttpServer::port()). Default 0.
   uint16_t port = 0;
   /// I/O threads; they also run the handlers. Default 2.

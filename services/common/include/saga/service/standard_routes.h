@@ -2,6 +2,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,9 @@ struct StandardProbes {
   /// Prometheus text for GET /metrics besides the server's own HTTP metrics
   /// (e.g. Orchestrator::metrics_text()). Empty function: none. Default empty.
   std::function<std::string()> metrics;
+  /// Runs before GET /metrics is answered; a response it returns (e.g. a 401)
+  /// is sent instead of the metrics. Empty function: /metrics is open. Default empty.
+  std::function<std::optional<Response>(const Request&)> metrics_guard = {};
 };
 
 /// Registers on `router`:

@@ -13,15 +13,27 @@
 //   not reachable (refused, reset)      -> 503 with Retry-After: 1
 //   no answer within the timeout        -> 504 (a POST may or may not have been applied)
 //   malformed or oversized response     -> 502
+//
+// Identity (docs/security.md): every route but /healthz, /readyz and the
+// public catalogue (GET /places/{id} and /places/{id}/availability) needs
+// `Authorization: Bearer <JWT>`, verified by a TokenVerifier (auth.h); a
+// missing, malformed, expired, wrongly signed or wrongly typed token is a 401
+// problem with WWW-Authenticate. The verified caller goes upstream in
+// X-Saga-Subject and X-Saga-Roles (saga/service/identity.h), set by the
+// gateway only: whatever a client sends under those names (and its
+// Authorization header) is never forwarded. /metrics needs the admin role.
+// POST /auth/dev-token exists only with AuthConfig::dev_tokens.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "saga/gateway/auth.h"
 #include "saga/service/config.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
@@ -67,15 +79,21 @@ struct GatewayOptions {
   /// so that it is not one the upstream has just timed out (the services'
   /// HTTP_READ_TIMEOUT_MS, 30 s by default, must be longer). Default 5 s.
   std::chrono::milliseconds max_idle_time{5'000};
+  /// Verifies bearer tokens (and issues development tokens when its config
+  /// says dev_tokens). Default null: every route that needs a token answers 401.
+  std::shared_ptr<const TokenVerifier> verifier;
 };
 
 /// GatewayOptions from UPSTREAM_TIMEOUT_MS (1..3600000) and
-/// UPSTREAM_CONNECT_TIMEOUT_MS (1..600000); the rest default.
+/// UPSTREAM_CONNECT_TIMEOUT_MS (1..600000), and the verifier from the AUTH_*
+/// variables (auth_config_from_env); the rest default.
 /// InvalidArgument naming the bad variable.
 StatusOr<GatewayOptions> gateway_options_from_env();
 
 /// Registers the forwarding routes (GET/HEAD, POST, PUT, PATCH, DELETE on each
-/// prefix and everything below it) and the standard routes: /healthz, /readyz
+/// prefix and everything below it), POST /auth/dev-token when the verifier's
+/// config has dev_tokens ({"sub", "roles"} -> 200 {"token", "expiresIn"}),
+/// and the standard routes: /healthz, /readyz
 /// (200 when every upstream's /readyz answers 200 within readiness_timeout, else
 /// 503; one check per upstream, named after it) and /metrics (the server's own
 /// metrics plus gateway_upstream_requests_total{upstream,outcome}).

@@ -44,7 +44,9 @@ Status register_handlers(Participant& p, Options options = {});
 /// Registers the HTTP API on `router` (places, rooms, availability, owner
 /// reservations, the seed's /reservationManagements) plus /healthz, /readyz
 /// (participant health: store and transport) and /metrics. `p` must outlive
-/// the router's server.
+/// the router's server. GET /places/{id}[/availability] are public; creating
+/// places and setting rooms or stock need the owner role, and an existing
+/// place, like a guest list, is only its owner's (or an admin's): else 403.
 void add_routes(service::Router& router, Participant& p);
 
 }  // namespace saga::inventory

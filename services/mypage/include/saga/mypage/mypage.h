@@ -139,7 +139,9 @@ class EventRunner {
 
 /// Registers the HTTP API on `router`:
 ///   GET /mypages/{id}        the row, or a 404 problem
-///   GET /mypages?userId=     the user's rows (400 problem without userId)
+///   GET /mypages[?userId=]   the user's rows (without userId: the caller's own)
+/// Both need the caller's identity (401 without); rows of other users are
+/// 404 (admins see all).
 /// plus /healthz, /readyz (checks "store" = model.health() and "consumer" =
 /// consumer_health()) and /metrics (model.metrics_text()). `model` and whatever
 /// consumer_health uses must outlive the router's server.

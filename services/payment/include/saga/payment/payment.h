@@ -56,6 +56,8 @@ Status register_handlers(Participant& p, Options options = {});
 
 /// Registers GET /payments/{id}, GET /payments?reservationId= and the standard
 /// routes (/healthz, /readyz with the participant's health, /metrics).
+/// Both need the caller's identity (401 without); a payment is its user's (or an
+/// admin's) to see: anyone else gets 404, and lists leave it out.
 void add_routes(service::Router& router, Participant& p);
 
 }  // namespace saga::payment

@@ -86,14 +86,19 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullp
 /// Registers the HTTP API on `router`:
 ///   POST /reservations              start a booking -> 202 {id, status} + Location
 ///   GET  /reservations/{id}         the reservation with its steps, or 404
-///   GET  /reservations?userId=      the user's reservations (in-memory index,
-///                                   rebuilt from the store when the routes are added)
+///   GET  /reservations[?userId=]    the user's reservations (in-memory index,
+///                                   rebuilt from the store when the routes are added);
+///                                   without userId the caller's own
 ///   POST /reservations/{id}/cancel  202 {id, status}: a running booking is
 ///                                   compensated, a confirmed one gets a
 ///                                   cancellation saga; 409 when rejected or cancelled
 ///   POST /accommodations            the seed's booking call (seed-booking saga) -> 201
 ///   GET  /accommodations/{id}       same as GET /reservations/{id}
 /// plus /healthz, /readyz (orchestrator health) and /metrics.
+/// Every booking route needs the caller's identity (service/identity.h; 401
+/// without): a booking is made only as oneself (userId / usrId = the caller,
+/// else 403) and read, listed and cancelled only by its user or an admin
+/// (anyone else: 404, as for a missing id).
 /// `orchestrator` must outlive the router's server.
 void add_routes(service::Router& router, Orchestrator& orchestrator, Options options = {});
 

@@ -1,0 +1,156 @@
+// Hostile callers through the gateway of the five real services: users
+// reaching for other users' bookings, owners for other owners' places, and
+// requests with missing, expired, wrongly signed or `alg: none` tokens or
+// forged identity headers. Every attack is refused, changes nothing, and
+// leaves every service alive. One stack for all of them, in blocks.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "e2e/e2e_support.h"
+#include "support/jwt_forge.h"
+
+namespace saga::testing::e2e {
+namespace {
+
+// Every service still runs and answers /healthz.
+void check_all_alive(ServiceStack& stack, const std::string& after) {
+  for (const std::string& name : all_services()) {
+    CHECK_MESSAGE(stack.running(name), name << " died after " << after);
+    auto r = stack.client(name)->get("/healthz");
+    CHECK_MESSAGE((r.ok() && r->status == 200), name << " /healthz after " << after);
+  }
+}
+
+// The status of `r`, and its body when it is not `want`.
+void expect_status(const StatusOr<ClientResponse>& r, int want, const std::string& what) {
+  REQUIRE_MESSAGE(r.ok(), what << ": " << r.status().to_string());
+  CHECK_MESSAGE(r->status == want, what << ": " << r->status << " " << r->body);
+  if (want >= 400) CHECK_MESSAGE(r->header("Content-Type") == "application/problem+json", what);
+}
+
+TEST_CASE("attacks through the gateway are refused, change nothing and kill nothing") {
+  ServiceStack stack;
+  start_or_fail(stack);
+  auto admin = stack.admin_gateway();
+  auto o1 = stack.gateway_as("o1", {"owner"});
+  auto o2 = stack.gateway_as("o2", {"owner"});
+  auto alice = stack.gateway_as("alice", {"guest"});
+  auto bob = stack.gateway_as("bob", {"guest"});
+
+  auto stocked = o1->post_json("/reservationManagements", {{"placeId", "atk-1"}, {"stock", 2}});
+  expect_status(stocked, 201, "o1 stocks its place");
+  expect_status(o2->post_json("/reservationManagements", {{"placeId", "atk-2"}, {"stock", 1}}), 201,
+                "o2 stocks its place");
+  Booking a{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, 70.0};
+  book(*alice, a);
+  const auto status = settle_all(*alice, {a}, 60s);  // alice polls her own booking
+  REQUIRE(status.at(a.id) == "CONFIRMED");
+  const json pays = get_json(*alice, "/payments?reservationId=" + a.id);
+  REQUIRE(pays.size() == 1);
+  const std::string pay_id = pays[0]["id"];
+  check_all_alive(stack, "the setup");
+
+  {  // cross-user read and list: 404, as if nothing were there
+    for (const std::string& target : {"/reservations/" + a.id, "/accommodations/" + a.id}) {
+      auto r = bob->get(target);
+      expect_status(r, 404, "bob reads " + target);
+      CHECK(body_of(*r)["detail"] == "reservation " + a.id + " not found");
+    }
+    expect_status(bob->get("/reservations?userId=alice"), 404, "bob lists alice's bookings");
+    CHECK(get_json(*bob, "/reservations").empty());
+    expect_status(bob->get("/mypages/" + a.id), 404, "bob reads alice's mypage row");
+    expect_status(bob->get("/mypages?userId=alice"), 404, "bob lists alice's mypage");
+    expect_status(bob->get("/payments/" + pay_id), 404, "bob reads alice's payment");
+    CHECK(get_json(*bob, "/payments?reservationId=" + a.id).empty());
+    // A guest token plus forged identity headers is still bob.
+    expect_status(
+        bob->get("/reservations/" + a.id, {{"X-Saga-Subject", "alice"}, {"X-Saga-Roles", "admin"}}),
+        404, "bob with forged identity headers");
+    check_all_alive(stack, "cross-user reads");
+  }
+
+  {  // cross-user cancel and booking as someone else are refused; nothing changes
+    expect_status(bob->post_json("/reservations/" + a.id + "/cancel", json::object()), 404,
+                  "bob cancels alice's booking");
+    Booking as_alice{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, 1.0};
+    expect_status(bob->post_json("/reservations", request_body(as_alice)), 403,
+                  "bob books as alice");
+    CHECK(get_json(*admin, "/reservations/" + a.id)["status"] == "CONFIRMED");
+    CHECK(get_json(*admin, "/reservations?userId=alice").size() == 1);
+    const json night = get_json(*admin, "/places/atk-1/availability?from=2030-09-01&to=2030-09-02");
+    CHECK(night[0]["confirmed"] == 1);
+    CHECK(get_json(*admin, "/payments/" + pay_id)["status"] == "APPROVED");
+    check_all_alive(stack, "cross-user cancel");
+  }
+
+  {  // an owner acting on another owner's place is refused
+    expect_status(o2->post_json("/reservationManagements", {{"placeId", "atk-1"}, {"stock", 0}}),
+                  403, "o2 sets the stock of o1's place");
+    expect_status(o2->put_json("/places/atk-1/rooms", {{"rooms", 0}}), 403,
+                  "o2 sets the rooms of o1's place");
+    expect_status(o2->get("/owners/o1/reservations"), 403, "o2 reads o1's guest list");
+    expect_status(bob->post_json("/reservationManagements", {{"placeId", "atk-1"}, {"stock", 0}}),
+                  403, "a guest sets stock");
+    expect_status(bob->get("/owners/o1/reservations"), 403, "a guest reads a guest list");
+    expect_status(o1->post_json("/places", {{"name", "x"}, {"ownerId", "o2"}, {"rooms", 1}}), 403,
+                  "o1 creates a place for o2");
+    CHECK(get_json(*admin, "/places/atk-1")["rooms"] == 2);
+    const json guests = get_json(*o1, "/owners/o1/reservations");  // o1's own: allowed
+    REQUIRE(guests.size() == 1);
+    CHECK(guests[0]["reservationId"] == a.id);
+    check_all_alive(stack, "owner attacks");
+  }
+
+  {  // missing, expired, wrongly signed and alg none tokens are 401
+    auto anonymous = stack.client("gateway");
+    const json live = {{"sub", "alice"}, {"roles", {"admin"}}, {"exp", unix_now() + 600}};
+    json expired = live;
+    expired["exp"] = unix_now() - 600;
+    const std::vector<std::pair<std::string, service::Headers>> attempts = {
+        {"no token", {}},
+        {"identity headers, no token", {{"X-Saga-Subject", "alice"}, {"X-Saga-Roles", "admin"}}},
+        {"expired",
+         {{"Authorization",
+           "Bearer " + sign_hs256({{"alg", "HS256"}}, expired, stack.gateway_secret())}}},
+        {"wrong signature",
+         {{"Authorization",
+           "Bearer " + sign_hs256({{"alg", "HS256"}}, live, "not-the-secret-0123456789abcdef")}}},
+        {"alg none", {{"Authorization", "Bearer " + signing_input({{"alg", "none"}}, live) + "."}}},
+        {"garbage", {{"Authorization", "Bearer x.y.z"}}},
+    };
+    for (const auto& [what, headers] : attempts) {
+      CAPTURE(what);
+      for (const std::string& target :
+           {"/reservations/" + a.id, std::string("/mypages?userId=alice")}) {
+        auto r = anonymous->get(target, headers);
+        expect_status(r, 401, what + " " + target);
+        CHECK(r->header("WWW-Authenticate").has_value());
+      }
+      auto cancel = anonymous->request(
+          "POST", "/reservations/" + a.id + "/cancel",
+          [&] {
+            service::Headers h = headers;
+            h.emplace_back("Content-Type", "application/json");
+            return h;
+          }(),
+          "{}");
+      expect_status(cancel, 401, what + " cancel");
+      check_all_alive(stack, what);
+    }
+    // The services themselves, reached without the gateway and without identity: 401.
+    expect_status(stack.client("reservation")->get("/reservations/" + a.id), 401,
+                  "reservation without identity");
+    expect_status(stack.client("mypage")->get("/mypages?userId=alice"), 401,
+                  "mypage without identity");
+    CHECK(get_json(*admin, "/reservations/" + a.id)["status"] == "CONFIRMED");
+    check_all_alive(stack, "bad tokens");
+  }
+
+  check_consistency(*admin, {a}, status);
+  check_all_alive(stack, "the consistency check");
+}
+
+}  // namespace
+}  // namespace saga::testing::e2e

@@ -33,15 +33,8 @@ Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t s
     std::unique_lock lock(mu);
     all_done.wait(lock, [&] { return outstanding == 0; });
   }
-  Status failure;
   bool failed = false;
-  for (const ShardPart& part : parts) {
-    if (!part.result || part.result->ok()) continue;
-    failed = true;
-    if (part.result->status().code() != StatusCode::kAborted && failure.ok())
-      failure = part.result->status();
-  }
-  SAGA_RETURN_IF_ERROR(failure);
+  for (const ShardPart& part : parts) failed = failed || (part.result && !part.result->ok());
   if (failed) {
     SAGA_RETURN_IF_ERROR(changes_by_shard(batch, families, shards, &changes));
     batch.clear();

@@ -37,9 +37,9 @@ struct ShardPart {
 /// messages) to its log, all at once, and waits for them. Then, when a part
 /// failed, rebuilds `batch` with the committed parts' changes only (the
 /// families' changes; nothing else is in a batch of an engine that keeps a
-/// changelog), and adds each committed part's checkpoint to `batch`. Returns
-/// the first error other than Aborted (the caller stops); fenced parts are
-/// for the caller to drop.
+/// changelog), and adds each committed part's checkpoint to `batch`. A
+/// failed part (Aborted: fenced; else transient) is for the caller to drop
+/// or roll back; the returned error is only one of reading the batch.
 Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
                      std::vector<ShardPart>& parts);
 

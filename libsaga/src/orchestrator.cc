@@ -310,6 +310,12 @@ struct Shard {
   std::unique_ptr<ShardLog> log;
   std::vector<Message> commit_messages;
   std::atomic<bool> lost{false};
+  // After a commit that failed otherwise (rolled back): rest until
+  // resume_ms, answering rest_status; the rest doubles while it fails.
+  bool rolled_back = false;  // in the current iteration
+  int64_t resume_ms = 0;
+  Duration commit_backoff{0};
+  Status rest_status;
 
   // The mailbox: filled by any thread (API callers, the transport's handlers
   // and send callbacks), emptied by the driving thread.
@@ -598,7 +604,7 @@ class OrchestratorImpl final : public Orchestrator {
   // What an iteration releases for one shard once its batch is durable.
   struct Release {
     Shard* shard;
-    std::vector<Transport::Ack> acks;
+    std::vector<std::pair<Message, Transport::Ack>> consumed;  // replies handled
     std::vector<std::pair<StartCallback, StatusOr<std::string>>> answers;
   };
 
@@ -678,6 +684,10 @@ class OrchestratorImpl final : public Orchestrator {
     int64_t next_due = std::numeric_limits<int64_t>::max();
     for (Shard* sh : d.shards) {
       if (sh->lost) continue;
+      if (sh->resume_ms > now_ms()) {
+        next_due = std::min(next_due, sh->resume_ms);
+        continue;
+      }
       run_deferred(*sh);
       sh->outbox->retry_failed();
       std::lock_guard lock(sh->mu);
@@ -708,6 +718,11 @@ class OrchestratorImpl final : public Orchestrator {
         fail_requests(take(sh.requests, sh), lost_status(sh));
         continue;
       }
+      sh.rolled_back = false;
+      if (sh.resume_ms > now_ms()) {  // resting after a failed commit
+        fail_requests(take(sh.requests, sh), sh.rest_status);
+        continue;
+      }
       run_deferred(sh);
       sh.batch = &d.batch;
       sh.staged = 0;
@@ -735,7 +750,7 @@ class OrchestratorImpl final : public Orchestrator {
       size_t replies = 0;
       for (; replies < sh.inbound.size() && !full(); ++replies) {
         handle_reply(sh, sh.inbound[replies].first);
-        rel.acks.push_back(std::move(sh.inbound[replies].second));
+        rel.consumed.push_back(std::move(sh.inbound[replies]));
       }
       sh.inbound.erase(sh.inbound.begin(), sh.inbound.begin() + static_cast<long>(replies));
       fire_due_timers(sh, full);
@@ -773,8 +788,8 @@ class OrchestratorImpl final : public Orchestrator {
     }
     for (Release& rel : releases) {
       Shard& sh = *rel.shard;
-      if (sh.lost) continue;  // fenced in this iteration: nothing leaves
-      for (auto& ack : rel.acks) ack();
+      if (sh.lost || sh.rolled_back) continue;  // its part was not committed: nothing leaves
+      for (auto& [reply, ack] : rel.consumed) ack();
       for (auto& [done, result] : rel.answers) done(std::move(result));
       sh.outbox->release();
       for (const std::string& id : sh.settled) {
@@ -812,9 +827,54 @@ class OrchestratorImpl final : public Orchestrator {
     SAGA_RETURN_IF_ERROR(commit_shards(d.batch, changelog_families_,
                                        static_cast<uint32_t>(shards_.size()), parts));
     for (size_t i = 0; i < parts.size(); ++i) {
-      if (parts[i].result && !parts[i].result->ok()) lose(releases[i], parts[i].result->status());
+      if (!parts[i].result) continue;
+      if (parts[i].result->ok()) {
+        releases[i].shard->commit_backoff = Duration{0};
+      } else if (parts[i].result->status().code() == StatusCode::kAborted) {
+        lose(releases[i], parts[i].result->status());
+      } else {
+        SAGA_RETURN_IF_ERROR(roll_back(releases[i], parts[i].result->status()));
+      }
     }
     return ok_status();
+  }
+
+  // A commit failed but the shard is still ours (the fabric is away): none
+  // of its part was written or sent. Its memory goes back to what the local
+  // store holds, the replies it consumed go back to the front of its queue,
+  // its callers get Unavailable, and it rests (100 ms, doubling up to 5 s)
+  // before trying again. An error here (reading the store) is fail-stop.
+  Status roll_back(Release& rel, const Status& why) {
+    Shard& sh = *rel.shard;
+    sh.rolled_back = true;
+    sh.commit_backoff = std::min(Duration{5'000}, std::max(Duration{100}, sh.commit_backoff * 2));
+    sh.resume_ms = now_ms() + sh.commit_backoff.count();
+    sh.rest_status = Status::unavailable("shard " + std::to_string(sh.index) + " of orchestrator '" +
+                                         opts_.name + "' cannot commit: " + why.message())
+                         .with_retry_after(sh.commit_backoff);
+    log_->warn("orchestrator '{}' shard {}: changelog commit failed ({}); rolled back, next try "
+               "in {} ms",
+               opts_.name, sh.index, why.to_string(), sh.commit_backoff.count());
+    for (auto& [done, result] : rel.answers) done(sh.rest_status);
+    rel.answers.clear();
+    sh.inbound.insert(sh.inbound.begin(), std::make_move_iterator(rel.consumed.begin()),
+                      std::make_move_iterator(rel.consumed.end()));
+    rel.consumed.clear();
+    unload(sh);
+    sh.batch = nullptr;
+    return load_instances(sh);
+  }
+
+  // Forgets the shard's instances and timers (they are reloaded, or owned elsewhere).
+  void unload(Shard& sh) {
+    uint64_t parked = 0;
+    for (const auto& [id, inst] : sh.live) parked += inst.view.state == SagaState::kFailed;
+    parked_ -= std::min<uint64_t>(parked_, parked);
+    in_flight_ -= std::min<uint64_t>(in_flight_, sh.live.size());
+    sh.live.clear();
+    sh.timers.clear();
+    sh.settled.clear();
+    sh.finished.clear();
   }
 
   // A later claim fenced the shard: it answers nothing and sends nothing
@@ -825,13 +885,9 @@ class OrchestratorImpl final : public Orchestrator {
     log_->error("orchestrator '{}' shard {} stops: {}", opts_.name, sh.index, why.to_string());
     for (auto& [done, result] : rel.answers) done(lost_status(sh));
     rel.answers.clear();
-    rel.acks.clear();
-    in_flight_ -= std::min<uint64_t>(in_flight_, sh.live.size());
-    sh.live.clear();
-    sh.timers.clear();
+    rel.consumed.clear();
+    unload(sh);
     sh.inbound.clear();
-    sh.settled.clear();
-    sh.finished.clear();
     sh.batch = nullptr;
   }
 
@@ -1291,7 +1347,28 @@ class OrchestratorImpl final : public Orchestrator {
 
   // ------------------------------------------------------- recovery
   Status recover(Shard& sh) {
-    // Unfinished instances, through the state index.
+    SAGA_RETURN_IF_ERROR(load_instances(sh));
+    // Stores written before timers were rebuilt from the records still hold
+    // timer keys: they duplicate the records, so they are dropped.
+    Batch legacy;
+    SAGA_RETURN_IF_ERROR(
+        sh.ks.scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
+          sh.ks.del(legacy, store_->cf(kTimers), key);
+          return true;
+        }));
+    SAGA_RETURN_IF_ERROR(store_->write(legacy));
+    SAGA_RETURN_IF_ERROR(sh.outbox->recover());
+    sh.depth = sh.outbox->depth();
+    if (!sh.live.empty() || sh.outbox->depth() > 0)
+      log_->info("orchestrator '{}' shard {} recovered {} unfinished sagas, {} timers, {} unsent "
+                 "commands",
+                 opts_.name, sh.index, sh.live.size(), sh.timers.size(), sh.outbox->depth());
+    return ok_status();
+  }
+
+  // Loads the shard's unfinished instances (through the state index) and
+  // arms their timers.
+  Status load_instances(Shard& sh) {
     for (SagaState st : {SagaState::kRunning, SagaState::kCompensating, SagaState::kFailed}) {
       const std::string prefix = std::string(1, kIdxState) + std::string(1, static_cast<char>(st));
       std::vector<std::string> ids;
@@ -1318,21 +1395,6 @@ class OrchestratorImpl final : public Orchestrator {
         ++in_flight_;
       }
     }
-    // Stores written before timers were rebuilt from the records still hold
-    // timer keys: they duplicate the records, so they are dropped.
-    Batch legacy;
-    SAGA_RETURN_IF_ERROR(
-        sh.ks.scan(store_->cf(kTimers), "", "", [&](std::string_view key, std::string_view) {
-          sh.ks.del(legacy, store_->cf(kTimers), key);
-          return true;
-        }));
-    SAGA_RETURN_IF_ERROR(store_->write(legacy));
-    SAGA_RETURN_IF_ERROR(sh.outbox->recover());
-    sh.depth = sh.outbox->depth();
-    if (!sh.live.empty() || sh.outbox->depth() > 0)
-      log_->info("orchestrator '{}' shard {} recovered {} unfinished sagas, {} timers, {} unsent "
-                 "commands",
-                 opts_.name, sh.index, sh.live.size(), sh.timers.size(), sh.outbox->depth());
     return ok_status();
   }
 

@@ -119,6 +119,11 @@ class Txn final : public StateTxn {
   std::vector<Message> events_;
 };
 
+// Per-batch counters, published only once the batch is durable.
+struct BatchStats {
+  uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0;
+};
+
 // One shard's engine state, touched only by the engine thread.
 struct Shard {
   Shard(Store& store, uint32_t i) : ks(store, i), index_(i) {}
@@ -134,6 +139,14 @@ struct Shard {
   std::unique_ptr<ShardLog> log;
   std::vector<Message> commit_messages;
   bool lost = false;
+  // The batch's commands and counts, released (acked, published) once the
+  // batch is durable, or put back when the shard's commit fails.
+  std::vector<std::pair<Message, Transport::Ack>> consumed;
+  BatchStats stats;
+  // After a commit that failed otherwise than fenced: rest until resume_ms;
+  // the rest doubles while it fails.
+  int64_t resume_ms = 0;
+  Duration commit_backoff{0};
 
  private:
   uint32_t index_;
@@ -223,39 +236,52 @@ class ParticipantImpl final : public Participant {
     }
     transport_->poll(unsent ? Duration{0} : max_wait);
     for (auto& sh : shards_) sh->outbox->stage_confirmed(batch_);
-    std::vector<std::pair<Shard*, Transport::Ack>> acks;
     size_t handled = 0;
-    for (auto& [msg, ack] : inbound_) {
-      Shard& sh = shard_for(msg.key.empty() ? msg.saga_id : msg.key);
+    const int64_t now = to_millis(opts_.clock->now());
+    std::vector<std::pair<Message, Transport::Ack>> resting;  // for shards resting after a failure
+    for (auto& in : inbound_) {
+      Shard& sh = shard_for(in.first.key.empty() ? in.first.saga_id : in.first.key);
       if (sh.lost) continue;  // not ours any more: unacked, for the new owner
-      handle(sh, msg);
-      acks.emplace_back(&sh, std::move(ack));
+      if (sh.resume_ms > now) {
+        resting.push_back(std::move(in));
+        continue;
+      }
+      handle(sh, in.first);
+      sh.consumed.push_back(std::move(in));
       ++handled;
     }
-    inbound_.clear();
+    inbound_ = std::move(resting);
     Status committed = opts_.changelog ? commit_changelogs(batch_) : ok_status();
+    // The batch is now written or gone (a rolled-back shard's part is dropped
+    // from it): either way its overlays are no longer what the store will hold.
+    for (auto& sh : shards_) {
+      sh->overlay.clear();
+      sh->inbox_overlay.clear();
+    }
     if (!committed.ok() || !batch_.empty()) {
       Status s = committed.ok() ? store_->write(batch_)
                                 : committed.with_context("changelog commit failed");
       batch_.clear();
-      for (auto& sh : shards_) {
-        sh->overlay.clear();
-        sh->inbox_overlay.clear();
-      }
       if (!s.ok()) {
         store_status_ = s.with_context("participant store write failed; reopen it");
         log_->critical("{}", store_status_.to_string());
-        for (auto& sh : shards_) sh->outbox->discard_staged();
-        stats_ = {};  // counts of this batch never happened
+        for (auto& sh : shards_) {
+          sh->outbox->discard_staged();
+          sh->stats = {};  // counts of this batch never happened
+          sh->consumed.clear();
+        }
         return 0;
       }
       ++writes_;
     }
-    commit_stats();
-    for (auto& [sh, ack] : acks) {
-      if (!sh->lost) ack();
+    for (auto& sh : shards_) {
+      if (sh->lost) continue;
+      commit_stats(sh->stats);
+      for (auto& [cmd, ack] : sh->consumed) ack();
+      sh->consumed.clear();
+      sh->outbox->release();
     }
-    for (auto& sh : shards_) sh->outbox->release();
+    outbox_depth_ = outbox_depth();
     return handled;
   }
 
@@ -285,10 +311,6 @@ class ParticipantImpl final : public Participant {
   uint32_t shards() const override { return static_cast<uint32_t>(shards_.size()); }
 
  private:
-  // Per-batch counters, published only once the batch is durable.
-  struct BatchStats {
-    uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0;
-  };
 
   Shard& shard_for(std::string_view key) const {
     return *shards_[shards_.size() == 1 ? 0 : shard_of(key, static_cast<uint32_t>(shards_.size()))];
@@ -313,7 +335,9 @@ class ParticipantImpl final : public Participant {
       SAGA_RETURN_IF_ERROR(
           commit_shards(batch, changelog_families_, store_->shards(), parts));
       if (parts[0].result && !parts[0].result->ok()) {
-        lose(sh, parts[0].result->status());
+        const Status failed = parts[0].result->status();
+        if (failed.code() != StatusCode::kAborted) return failed;  // nothing written or sent
+        lose(sh, failed);
         return lost_status(sh);
       }
     }
@@ -327,16 +351,18 @@ class ParticipantImpl final : public Participant {
     return ok_status();
   }
 
-  void commit_stats() {
-    applied_ += stats_.applied;
-    refused_ += stats_.refused;
-    retried_ += stats_.retried;
-    duplicates_ += stats_.duplicates;
-    voided_ += stats_.voided;
-    stats_ = {};
+  void commit_stats(BatchStats& b) {
+    applied_ += b.applied;
+    refused_ += b.refused;
+    retried_ += b.retried;
+    duplicates_ += b.duplicates;
+    voided_ += b.voided;
+    b = {};
+  }
+  uint64_t outbox_depth() const {
     uint64_t depth = 0;
     for (const auto& sh : shards_) depth += sh->outbox->depth();
-    outbox_depth_ = depth;
+    return depth;
   }
 
   StatusOr<std::optional<InboxRecord>> lookup(Shard& sh, const std::string& command_id) {
@@ -394,6 +420,8 @@ class ParticipantImpl final : public Participant {
   void lose(Shard& sh, const Status& why) {
     sh.lost = true;
     sh.commit_messages.clear();
+    sh.consumed.clear();  // unacked, for the new owner
+    sh.stats = {};
     log_->error("participant '{}' shard {} stops: {}", opts_.name, sh.index(), why.to_string());
   }
 
@@ -409,9 +437,32 @@ class ParticipantImpl final : public Participant {
     }
     SAGA_RETURN_IF_ERROR(commit_shards(batch, changelog_families_, store_->shards(), parts));
     for (ShardPart& part : parts) {
-      if (part.result && !part.result->ok()) lose(*shards_[part.shard], part.result->status());
+      if (!part.result) continue;
+      Shard& sh = *shards_[part.shard];
+      if (part.result->ok()) {
+        sh.commit_backoff = Duration{0};
+      } else if (part.result->status().code() == StatusCode::kAborted) {
+        lose(sh, part.result->status());
+      } else {
+        roll_back(sh, part.result->status());
+      }
     }
     return ok_status();
+  }
+
+  // A commit failed but the shard is still ours (the fabric is away): none of
+  // its part was written or sent. Its commands go back to the queue, unacked,
+  // and it rests (100 ms, doubling up to 5 s) before trying again.
+  void roll_back(Shard& sh, const Status& why) {
+    sh.commit_backoff = std::min(Duration{5'000}, std::max(Duration{100}, sh.commit_backoff * 2));
+    sh.resume_ms = to_millis(opts_.clock->now()) + sh.commit_backoff.count();
+    log_->warn("participant '{}' shard {}: changelog commit failed ({}); rolled back, next try in "
+               "{} ms",
+               opts_.name, sh.index(), why.to_string(), sh.commit_backoff.count());
+    inbound_.insert(inbound_.begin(), std::make_move_iterator(sh.consumed.begin()),
+                    std::make_move_iterator(sh.consumed.end()));
+    sh.consumed.clear();
+    sh.stats = {};
   }
 
   // Error texts may carry bytes from the wire or from handlers that are not
@@ -441,7 +492,7 @@ class ParticipantImpl final : public Participant {
       return reply(sh, cmd, ReplyOutcome::kRetry, error_payload(seen.status().to_string()));
     }
     if (*seen) {
-      ++stats_.duplicates;
+      ++sh.stats.duplicates;
       const InboxRecord& r = **seen;
       return reply(sh, cmd, r.outcome, r.payload);
     }
@@ -454,7 +505,7 @@ class ParticipantImpl final : public Participant {
       if (!*action) {
         // The compensation overtook its action: void the action so that it is
         // refused if it ever arrives, and report the undo as done.
-        ++stats_.voided;
+        ++sh.stats.voided;
         remember(sh, cmd.compensates, {ReplyOutcome::kFailure,
                                    error_payload("cancelled by compensation " + cmd.id), true});
         remember(sh, cmd.id, {ReplyOutcome::kSuccess, "{}"});
@@ -470,7 +521,7 @@ class ParticipantImpl final : public Participant {
 
     auto h = handlers_.find(cmd.type);
     if (h == handlers_.end()) {
-      ++stats_.refused;
+      ++sh.stats.refused;
       const std::string err =
           "participant '" + opts_.name + "' has no handler for command '" + cmd.type + "'";
       log_->error("{}", err);
@@ -481,7 +532,7 @@ class ParticipantImpl final : public Participant {
                        ? Json()
                        : parse_json(cmd.payload).value_or(Json(Json::value_t::discarded));
     if (payload.is_discarded()) {
-      ++stats_.refused;
+      ++sh.stats.refused;
       const std::string err = "command " + cmd.id + " has a payload that is not JSON";
       remember(sh, cmd.id, {ReplyOutcome::kFailure, error_payload(err)});
       return reply(sh, cmd, ReplyOutcome::kFailure, error_payload(err));
@@ -502,7 +553,7 @@ class ParticipantImpl final : public Participant {
     }
     switch (result.outcome) {
       case ReplyOutcome::kSuccess: {
-        ++stats_.applied;
+        ++sh.stats.applied;
         for (Message& e : txn.commit(batch_, sh.overlay)) {
           if (e.saga_id.empty()) e.saga_id = cmd.saga_id;
           if (e.key.empty()) e.key = cmd.key;
@@ -514,11 +565,11 @@ class ParticipantImpl final : public Participant {
         return reply(sh, cmd, ReplyOutcome::kSuccess, std::move(body));
       }
       case ReplyOutcome::kFailure:
-        ++stats_.refused;
+        ++sh.stats.refused;
         remember(sh, cmd.id, {ReplyOutcome::kFailure, error_payload(result.error)});
         return reply(sh, cmd, ReplyOutcome::kFailure, error_payload(result.error));
       case ReplyOutcome::kRetry:
-        ++stats_.retried;
+        ++sh.stats.retried;
         return reply(sh, cmd, ReplyOutcome::kRetry, error_payload(result.error));
     }
   }
@@ -536,7 +587,6 @@ class ParticipantImpl final : public Participant {
   std::vector<std::pair<Message, Transport::Ack>> inbound_;
   Batch batch_;
   std::string record_;  // scratch for encode_inbox_record
-  BatchStats stats_;
   uint64_t local_writes_ = 0;
   std::string instance_nonce_ = make_nonce();
   Status store_status_;

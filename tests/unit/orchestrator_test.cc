@@ -443,6 +443,36 @@ TEST_CASE("with the changelog, a fenced orchestrator stops its shards and emits 
   CHECK(h.inventory.applied(a + "/0/a") == 1);
 }
 
+TEST_CASE("with the changelog, a failed commit rolls the shard back; nothing is lost or applied twice") {
+  Harness h;
+  h.options.changelog = true;
+  h.options.shards = 2;
+  h.open();
+  const std::string a = h.start();  // its reserve command goes out with the first commit
+  REQUIRE(h.inventory.poll() == 1);  // ... and is answered while the fabric is there
+  h.bus->set_available(false);
+
+  // The reply is handled, but the commit fails: the shard rolls back and rests.
+  h.orch->run_once();
+  CHECK(h.view(a).steps[0].status == StepStatus::kRunning);
+  // A start is refused (in the resting shard, or its own commit fails), with a time to retry.
+  auto refused = h.orch->start("booking", Json{{"qty", 1}}, {});
+  CHECK(refused.status().code() == StatusCode::kUnavailable);
+  CHECK(refused.status().retry_after().count() > 0);
+  h.clock->advance(Duration{150});
+  h.orch->run_once();  // tries again, fails again
+  CHECK(h.view(a).steps[0].status == StepStatus::kRunning);
+
+  h.bus->set_available(true);
+  REQUIRE(h.advance_until(h.reaches(a, SagaState::kCompleted)));
+  CHECK(h.inventory.applied(a + "/0/a") == 1);
+  CHECK(h.payment.applied(a + "/1/a") == 1);
+  CHECK(h.inventory.applied(a + "/2/a") == 1);
+  CHECK(h.orch->stats().in_flight == 0);
+  CHECK(list_all(*h.orch, {}).size() == 1);  // the refused start left nothing behind
+  CHECK(h.orch->health().ok());
+}
+
 TEST_CASE("a store written without the changelog becomes its first commit; one with data is not overwritten") {
   Harness h;
   h.options.shards = 2;

@@ -942,6 +942,42 @@ TEST_CASE("with the changelog, a lost store is restored: state, and duplicates s
   CHECK(h.p->stats().duplicates == 1);
 }
 
+TEST_CASE("with the changelog, a failed commit puts the commands back; they apply once later") {
+  Harness h;
+  h.changelog = true;
+  bool first = true;
+  h.on("reserve", [&](CommandContext& ctx) {
+    if (first) h.bus->set_available(false);  // the fabric goes away while the command runs
+    first = false;
+    return reserve(ctx);
+  });
+  REQUIRE(h.open().ok());
+  h.send(command("saga-1/reserve/a", "reserve", {{"sku", "a"}, {"qty", 2}}));
+
+  h.p->run_once();  // handled, but the commit fails: nothing written, sent or acked
+  CHECK(h.count("reserve") == 1);
+  CHECK(h.state("stock/a") == std::nullopt);
+  CHECK(h.p->stats().applied == 0);
+  Status w = h.p->write(kSaga, [](StateTxn& txn) {
+    txn.put("x", "1");
+    return ok_status();
+  });
+  CHECK(w.code() == StatusCode::kUnavailable);
+  CHECK(h.state("x") == std::nullopt);
+  h.p->run_once();  // resting: the command waits
+  CHECK(h.count("reserve") == 1);
+
+  h.bus->set_available(true);
+  h.clock->advance(Duration{150});
+  REQUIRE(h.run_until([&] { return !h.replies.empty(); }));
+  CHECK(h.replies.back().outcome == ReplyOutcome::kSuccess);
+  CHECK(h.count("reserve") == 2);  // run again: the first run left nothing behind
+  CHECK(h.state("stock/a") == "2");
+  CHECK(h.p->stats().applied == 1);
+  CHECK(h.p->stats().duplicates == 0);
+  CHECK(h.p->health().ok());
+}
+
 TEST_CASE("with the changelog, a fenced participant handles nothing more for the shard it lost") {
   Harness h;
   h.changelog = true;

@@ -2,7 +2,8 @@
 // while it drops, duplicates, delays and reorders messages, and while the
 // orchestrator and participants restart. Odd seeds run every engine with its
 // changelog, and their crashes may also lose the local store of one shard of
-// one of them (restored from the changelog on reopen). Each seed must end with
+// one of them (restored from the changelog on reopen), and the fabric may go
+// away for a while (commits fail: the engines roll back and try again). Each seed must end with
 // every saga terminal and money and stock consistent. A failing seed replays exactly:
 //   SAGA_SIM_SEEDS=<seed> ./unit.simulation
 #include <doctest/doctest.h>
@@ -109,6 +110,7 @@ class World {
     }
   }
   int lost_shards() const { return lost_shards_; }
+  int outages() const { return outages_; }
 
   std::unique_ptr<Participant> open_participant(const std::string& name) {
     ParticipantOptions o;
@@ -153,16 +155,24 @@ class World {
 
     std::vector<std::string> ids;
     int next = 0;
+    int outage_ticks = 0;
     for (int tick = 0; tick < 20'000; ++tick) {
       if (next < kSagas && roll() < 0.2) {
-        const std::string id = "s" + std::to_string(seed_) + "-" + std::to_string(next++);
+        const std::string id = "s" + std::to_string(seed_) + "-" + std::to_string(next);
         Json data = {{"qty", 1 + static_cast<int>(roll() * 2)},
                      {"amount", 100 + static_cast<int>(roll() * 900)}};
         StartOptions so;
         so.id = id;
         auto r = orch_->start("booking", data, so);
-        REQUIRE_MESSAGE(r.ok(), "seed ", seed_, ": ", r.status().to_string());
-        ids.push_back(id);
+        // During an outage a start is refused, and the client tries again later.
+        if (r.ok()) {
+          ids.push_back(id);
+          ++next;
+        } else {
+          REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, "seed ", seed_, ": ",
+                          r.status().to_string());
+          REQUIRE(changelog());
+        }
       }
       if (!ids.empty() && roll() < 0.01) {
         (void)orch_->cancel(ids[static_cast<size_t>(roll() * static_cast<double>(ids.size()))]);
@@ -181,8 +191,17 @@ class World {
         open_payment();
       } else if (r < 0.012 && changelog()) {
         lose_a_shard();
+      } else if (r < 0.015 && changelog() && outage_ticks == 0 && tick < 4'000) {
+        bus_->set_available(false);  // commits fail: the engines roll back and rest
+        outage_ticks = 5 + static_cast<int>(roll() * 50);
+        ++outages_;
       }
-      if (tick == 4'000) bus_->set_faults(FaultOptions{});  // let the run drain
+      if (outage_ticks > 0 && --outage_ticks == 0) bus_->set_available(true);
+      if (tick == 4'000) {  // let the run drain
+        bus_->set_faults(FaultOptions{});
+        bus_->set_available(true);
+        outage_ticks = 0;
+      }
       if (next == kSagas && tick % 50 == 0 && all_terminal(ids)) break;
     }
     std::map<std::string, SagaView> views;
@@ -218,6 +237,7 @@ class World {
   std::unique_ptr<Participant> inventory_;
   std::unique_ptr<Participant> payment_;
   int lost_shards_ = 0;
+  int outages_ = 0;
 };
 
 std::pair<uint64_t, uint64_t> seed_range() {
@@ -232,11 +252,12 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   const auto [first, last] = seed_range();
   std::map<SagaState, int> outcomes;
   BusStats faults_seen;
-  int lost_shards = 0;
+  int lost_shards = 0, outages = 0;
   for (uint64_t seed = first; seed <= last; ++seed) {
     World world(seed);
     const auto views = world.run();
     lost_shards += world.lost_shards();
+    outages += world.outages();
     REQUIRE(views.size() == static_cast<size_t>(kSagas));
     const auto bad =
         testing::check_booking_invariants(views, world.inventory(), world.payment(), kCapacity);
@@ -254,7 +275,7 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
           ", compensated ", outcomes[SagaState::kCompensated], "; dropped ", faults_seen.dropped,
           ", duplicated ", faults_seen.duplicated, ", delayed ", faults_seen.delayed,
           ", reordered ", faults_seen.reordered, ", redelivered ", faults_seen.redelivered,
-          "; shard stores lost ", lost_shards);
+          "; shard stores lost ", lost_shards, ", fabric outages ", outages);
   // The run must have exercised both outcomes and every fault, or it proves little.
   CHECK(outcomes[SagaState::kCompleted] > 0);
   CHECK(outcomes[SagaState::kCompensated] > 0);
@@ -262,7 +283,10 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   CHECK(faults_seen.duplicated > 0);
   CHECK(faults_seen.delayed > 0);
   CHECK(faults_seen.reordered > 0);
-  if (last - first >= 20) CHECK(lost_shards > 0);
+  if (last - first >= 20) {
+    CHECK(lost_shards > 0);
+    CHECK(outages > 0);
+  }
 }
 
 }  // namespace

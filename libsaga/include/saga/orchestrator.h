@@ -155,9 +155,10 @@ struct Options {
   /// transport's changelog "<name>.changelog" (one per shard, fenced by later
   /// claims) before the local write, and a shard whose local store is missing
   /// or behind is restored from it by open(). The transport must keep
-  /// changelogs (MemoryBus today; Kafka comes next). A commit that fails
-  /// otherwise than fenced stops the orchestrator as a failed store write
-  /// does, for now. Default false.
+  /// changelogs (MemoryBus today; Kafka comes next). A fenced shard stops for
+  /// good; a commit that fails otherwise rolls the shard back to its local
+  /// store and retries after a rest (callers meanwhile get Unavailable with
+  /// a retry-after). Default false.
   bool changelog = false;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};

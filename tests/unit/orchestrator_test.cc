@@ -346,6 +346,14 @@ std::string summary(const SagaView& v) {
   return o.str();
 }
 
+// Every step of completed booking `id` was applied exactly once.
+void check_applied_once(Harness& h, const std::string& id) {
+  CAPTURE(id);
+  CHECK(h.inventory.applied(id + "/0/a") == 1);
+  CHECK(h.payment.applied(id + "/1/a") == 1);
+  CHECK(h.inventory.applied(id + "/2/a") == 1);
+}
+
 TEST_CASE("with the changelog, a lost store is restored from it and its sagas go on") {
   Harness h;
   h.options.changelog = true;
@@ -388,11 +396,7 @@ TEST_CASE("with the changelog, a lost store is restored from it and its sagas go
     return std::all_of(ids.begin(), ids.end(),
                        [&](const std::string& id) { return h.state(id) == SagaState::kCompleted; });
   }));
-  for (const std::string& id : ids) {
-    CHECK(h.inventory.applied(id + "/0/a") == 1);
-    CHECK(h.payment.applied(id + "/1/a") == 1);
-    CHECK(h.inventory.applied(id + "/2/a") == 1);
-  }
+  for (const std::string& id : ids) check_applied_once(h, id);
 }
 
 TEST_CASE("with the changelog, a fenced orchestrator stops its shards and emits nothing more") {
@@ -439,8 +443,7 @@ TEST_CASE("with the changelog, a fenced orchestrator stops its shards and emits 
     completed = (*fresh)->get(a)->state == SagaState::kCompleted;
   }
   CHECK(completed);
-  CHECK(h.payment.applied(a + "/1/a") == 1);
-  CHECK(h.inventory.applied(a + "/0/a") == 1);
+  check_applied_once(h, a);
 }
 
 TEST_CASE("with the changelog, a failed commit rolls the shard back; nothing is lost or applied twice") {
@@ -465,9 +468,7 @@ TEST_CASE("with the changelog, a failed commit rolls the shard back; nothing is 
 
   h.bus->set_available(true);
   REQUIRE(h.advance_until(h.reaches(a, SagaState::kCompleted)));
-  CHECK(h.inventory.applied(a + "/0/a") == 1);
-  CHECK(h.payment.applied(a + "/1/a") == 1);
-  CHECK(h.inventory.applied(a + "/2/a") == 1);
+  check_applied_once(h, a);
   CHECK(h.orch->stats().in_flight == 0);
   CHECK(list_all(*h.orch, {}).size() == 1);  // the refused start left nothing behind
   CHECK(h.orch->health().ok());

@@ -53,8 +53,22 @@ struct Booking {
   std::string place;
   std::string check_in, check_out;  // YYYY-MM-DD
   int qty = 1;
-  double amount = 0;
+  int64_t amount = 0;  // minor units, as the server computes it
 };
+
+/// The nightly price of the seed's places (inventory::kSeedPriceAmount, KRW).
+inline constexpr int64_t kSeedPrice = 5000;
+
+/// The amount of `qty` rooms at a seed place from `in` to `out` (YYYY-MM-DD).
+inline int64_t seed_amount(const std::string& in, const std::string& out, int qty) {
+  auto day = [](const std::string& d) {
+    const std::chrono::year_month_day ymd{std::chrono::year{std::stoi(d.substr(0, 4))},
+                                          std::chrono::month{unsigned(std::stoi(d.substr(5, 2)))},
+                                          std::chrono::day{unsigned(std::stoi(d.substr(8, 2)))}};
+    return std::chrono::sys_days{ymd};
+  };
+  return (day(out) - day(in)).count() * qty * kSeedPrice;
+}
 
 /// The body of POST /reservations for `b`.
 inline json request_body(const Booking& b) {

@@ -46,6 +46,24 @@ inline json get_json(HttpClient& http, const std::string& target) {
   return body_of(*r);
 }
 
+/// Every item of the paginated list at `target` (which has a query string):
+/// pages of 200, following Next-Page-Token.
+inline json get_all(HttpClient& http, const std::string& target) {
+  json out = json::array();
+  std::string token;
+  for (int page = 0; page < 10'000; ++page) {
+    std::string t = target + "&limit=200";
+    if (!token.empty()) t += "&pageToken=" + service::percent_encode(token);
+    auto r = http.get(t);
+    REQUIRE_MESSAGE(r.ok(), t << ": " << r.status().to_string());
+    REQUIRE_MESSAGE(r->status == 200, t << " -> " << r->status << " " << r->body);
+    for (json& item : body_of(*r)) out.push_back(std::move(item));
+    token = std::string(r->header("Next-Page-Token").value_or(""));
+    if (token.empty()) break;
+  }
+  return out;
+}
+
 /// A booking as the test asked for it.
 struct Booking {
   std::string id;
@@ -187,7 +205,7 @@ inline void check_consistency(HttpClient& gw, const std::vector<Booking>& bookin
     }
     const std::string owner = place_view["ownerId"];
     std::set<std::string> owner_sees;
-    for (const json& r : get_json(gw, "/owners/" + owner + "/reservations"))
+    for (const json& r : get_all(gw, "/owners/" + owner + "/reservations?"))
       if (r["placeId"] == place) owner_sees.insert(r["reservationId"].get<std::string>());
     CHECK_MESSAGE(owner_sees == confirmed_ids[place],
                   "owner " << owner << " of " << place << " sees " << owner_sees.size()

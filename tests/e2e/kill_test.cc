@@ -151,7 +151,7 @@ TEST_CASE("SIGKILL of any service during 1,000 bookings loses none and doubles n
   std::set<std::string> listed;
   size_t total = 0;
   for (int u = 0; u < kUsers; ++u) {
-    const json mine = get_json(*gw, "/reservations?userId=u" + std::to_string(u));
+    const json mine = get_all(*gw, "/reservations?userId=u" + std::to_string(u));
     total += mine.size();
     for (const json& r : mine) listed.insert(r["id"].get<std::string>());
   }

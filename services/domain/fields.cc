@@ -1,12 +1,16 @@
 #include "domain/fields.h"
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <mutex>
-#include <random>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
 #include <sstream>
+#include <stdexcept>
+#include <vector>
 
 namespace saga::domain {
 namespace {
@@ -89,35 +93,67 @@ StatusOr<int64_t> int_field(const nlohmann::json& obj, std::string_view name, in
   return range();
 }
 
-StatusOr<double> number_field(const nlohmann::json& obj, std::string_view name, double min) {
-  if (!obj.is_object()) return Status::invalid_argument("expected a JSON object");
-  auto it = obj.find(name);
-  if (it == obj.end() || it->is_null()) return missing(name);
-  if (!it->is_number())
-    return Status::invalid_argument("field '" + std::string(name) + "' must be a number, got " +
-                                    type_name(*it));
-  const double v = it->get<double>();
-  if (!std::isfinite(v) || v < min) {
-    std::ostringstream os;
-    os << "field '" << name << "' must be a number >= " << min << ", got " << it->dump();
-    return Status::invalid_argument(os.str());
-  }
-  return v;
+StatusOr<int64_t> money_field(const nlohmann::json& obj, std::string_view name) {
+  return int_field(obj, name, 0, kMaxMoney);
 }
 
-std::string random_hex(size_t bytes) {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
+StatusOr<Money> price_field(const nlohmann::json& obj, std::string_view name) {
+  const nlohmann::json* p = &obj;
+  if (!name.empty()) {
+    if (!obj.is_object()) return Status::invalid_argument("expected a JSON object");
+    auto it = obj.find(name);
+    if (it == obj.end() || it->is_null()) return missing(name);
+    p = &*it;
+  }
+  const std::string label = name.empty() ? "price" : std::string(name);
+  if (!p->is_object())
+    return Status::invalid_argument("field '" + label + "' must be an object {amount, currency}");
+  Money m;
+  SAGA_ASSIGN_OR_RETURN(m.amount, money_field(*p, "amount"));
+  auto cur = p->find("currency");
+  const std::string code = cur != p->end() && cur->is_string() ? cur->get<std::string>() : "";
+  const bool ok = code.size() == 3 && std::all_of(code.begin(), code.end(), [](char c) {
+                    return c >= 'A' && c <= 'Z';
+                  });
+  if (!ok)
+    return Status::invalid_argument("field '" + label +
+                                    ".currency' must be an ISO 4217 code (three capital letters)");
+  m.currency = code;
+  return m;
+}
+
+namespace {
+
+std::string to_hex(const unsigned char* data, size_t n) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  out.reserve(bytes * 2);
-  std::lock_guard lock(mu);
-  for (size_t i = 0; i < bytes; ++i) {
-    const auto b = static_cast<unsigned>(rng() & 0xff);
-    out += kHex[b >> 4];
-    out += kHex[b & 0xf];
+  out.reserve(n * 2);
+  for (size_t i = 0; i < n; ++i) {
+    out += kHex[data[i] >> 4];
+    out += kHex[data[i] & 0xf];
   }
   return out;
+}
+
+}  // namespace
+
+std::string random_hex(size_t bytes) {
+  std::vector<unsigned char> buf(bytes);
+  // OpenSSL's CSPRNG (seeded from the kernel); failing it is not recoverable:
+  // an id must never come from a weaker source.
+  if (bytes > 0 && RAND_bytes(buf.data(), static_cast<int>(bytes)) != 1)
+    throw std::runtime_error("RAND_bytes failed: no cryptographic randomness for an id");
+  return to_hex(buf.data(), bytes);
+}
+
+std::string new_id(std::string_view prefix) {
+  return std::string(prefix) + random_hex(kIdRandomBytes);
+}
+
+std::string sha256_hex(std::string_view text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return to_hex(digest, sizeof digest);
 }
 
 int64_t now_ms() {

@@ -43,7 +43,7 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
   expect_status(stocked, 201, "o1 stocks its place");
   expect_status(o2->post_json("/reservationManagements", {{"placeId", "atk-2"}, {"stock", 1}}), 201,
                 "o2 stocks its place");
-  Booking a{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, 70.0};
+  Booking a{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, kSeedPrice};
   book(*alice, a);
   const auto status = settle_all(*alice, {a}, 60s);  // alice polls her own booking
   REQUIRE(status.at(a.id) == "CONFIRMED");
@@ -74,7 +74,7 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
   {  // cross-user cancel and booking as someone else are refused; nothing changes
     expect_status(bob->post_json("/reservations/" + a.id + "/cancel", json::object()), 404,
                   "bob cancels alice's booking");
-    Booking as_alice{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, 1.0};
+    Booking as_alice{"", "alice", "atk-1", "2030-09-01", "2030-09-02", 1, kSeedPrice};
     expect_status(bob->post_json("/reservations", request_body(as_alice)), 403,
                   "bob books as alice");
     CHECK(get_json(*admin, "/reservations/" + a.id)["status"] == "CONFIRMED");
@@ -83,6 +83,30 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
     CHECK(night[0]["confirmed"] == 1);
     CHECK(get_json(*admin, "/payments/" + pay_id)["status"] == "APPROVED");
     check_all_alive(stack, "cross-user cancel");
+  }
+
+  {  // price tampering: the server sets the price; a guest cannot lower it or pay less
+    Booking cheap{"", "alice", "atk-2", "2030-09-01", "2030-09-03", 1, 0};
+    for (const json& amount : {json(0), json(1), json(kSeedPrice), json(2 * kSeedPrice - 1)}) {
+      json body = request_body(cheap);
+      body["amount"] = amount;
+      expect_status(alice->post_json("/reservations", body), 422,
+                    "alice states amount " + amount.dump() + " for 10000 of stay");
+    }
+    json fractional = request_body(cheap);
+    fractional["amount"] = 9999.99;
+    expect_status(alice->post_json("/reservations", fractional), 400, "a fractional amount");
+    json seed = {{"placeId", "atk-2"}, {"usrId", "alice"}, {"strDt", "20300901"},
+                 {"endDt", "20300903"}, {"qty", "1"},      {"amount", "1"}};
+    expect_status(alice->post_json("/accommodations", seed), 422, "the seed call with amount 1");
+    // Neither a guest nor another owner may change the price; the owner may.
+    const json free = {{"amount", 0}, {"currency", "KRW"}};
+    expect_status(alice->put_json("/places/atk-2/price", free), 403, "a guest sets a price");
+    expect_status(o1->put_json("/places/atk-2/price", free), 403, "o1 sets o2's price");
+    CHECK(get_json(*admin, "/places/atk-2")["price"] ==
+          json{{"amount", kSeedPrice}, {"currency", "KRW"}});
+    CHECK(get_json(*alice, "/reservations").size() == 1);  // nothing booked but `a`
+    check_all_alive(stack, "price tampering");
   }
 
   {  // an owner acting on another owner's place is refused

@@ -46,6 +46,24 @@ inline json get_json(HttpClient& http, const std::string& target) {
   return body_of(*r);
 }
 
+/// Every item of the paginated list at `target` (which has a query string):
+/// pages of 200, following Next-Page-Token.
+inline json get_all(HttpClient& http, const std::string& target) {
+  json out = json::array();
+  std::string token;
+  for (int page = 0; page < 10'000; ++page) {
+    std::string t = target + "&limit=200";
+    if (!token.empty()) t += "&pageToken=" + service::percent_encode(token);
+    auto r = http.get(t);
+    REQUIRE_MESSAGE(r.ok(), t << ": " << r.status().to_string());
+    REQUIRE_MESSAGE(r->status == 200, t << " -> " << r->status << " " << r->body);
+    for (json& item : body_of(*r)) out.push_back(std::move(item));
+    token = std::string(r->header("Next-Page-Token").value_or(""));
+    if (token.empty()) break;
+  }
+  return out;
+}
+
 /// A booking as the test asked for it.
 struct Booking {
   std::string id;
@@ -53,8 +71,22 @@ struct Booking {
   std::string place;
   std::string check_in, check_out;  // YYYY-MM-DD
   int qty = 1;
-  double amount = 0;
+  int64_t amount = 0;  // minor units, as the server computes it
 };
+
+/// The nightly price of the seed's places (inventory::kSeedPriceAmount, KRW).
+inline constexpr int64_t kSeedPrice = 5000;
+
+/// The amount of `qty` rooms at a seed place from `in` to `out` (YYYY-MM-DD).
+inline int64_t seed_amount(const std::string& in, const std::string& out, int qty) {
+  auto day = [](const std::string& d) {
+    const std::chrono::year_month_day ymd{std::chrono::year{std::stoi(d.substr(0, 4))},
+                                          std::chrono::month{unsigned(std::stoi(d.substr(5, 2)))},
+                                          std::chrono::day{unsigned(std::stoi(d.substr(8, 2)))}};
+    return std::chrono::sys_days{ymd};
+  };
+  return (day(out) - day(in)).count() * qty * kSeedPrice;
+}
 
 /// The body of POST /reservations for `b`.
 inline json request_body(const Booking& b) {
@@ -173,7 +205,7 @@ inline void check_consistency(HttpClient& gw, const std::vector<Booking>& bookin
     }
     const std::string owner = place_view["ownerId"];
     std::set<std::string> owner_sees;
-    for (const json& r : get_json(gw, "/owners/" + owner + "/reservations"))
+    for (const json& r : get_all(gw, "/owners/" + owner + "/reservations?"))
       if (r["placeId"] == place) owner_sees.insert(r["reservationId"].get<std::string>());
     CHECK_MESSAGE(owner_sees == confirmed_ids[place],
                   "owner " << owner << " of " << place << " sees " << owner_sees.size()

@@ -15,12 +15,13 @@
 namespace saga::testing::e2e {
 namespace {
 
+// A one-room stay at a seed place, at the amount the server computes (5000 a night).
 Booking stay(const std::string& place, const std::string& user, const std::string& in,
-             const std::string& out, double amount = 100) {
-  return Booking{"", user, place, in, out, 1, amount};
+             const std::string& out) {
+  return Booking{"", user, place, in, out, 1, seed_amount(in, out, 1)};
 }
 
-TEST_CASE("inventory stopped: bookings are still accepted and complete once it is back") {
+TEST_CASE("inventory stopped: bookings are refused 503 (no price) and succeed once it is back") {
   ServiceStack stack;
   start_or_fail(stack);
   auto gw = stack.admin_gateway();
@@ -30,11 +31,13 @@ TEST_CASE("inventory stopped: bookings are still accepted and complete once it i
   std::vector<Booking> bookings;
   for (int i = 0; i < 3; ++i) {
     bookings.push_back(stay("inv-1", "u" + std::to_string(i), "2030-03-01", "2030-03-03"));
-    book(*gw, bookings.back());  // 202: durably recorded, its saga waits for the inventory
+    // Without the inventory there is no price, so no amount: refused, to be retried.
+    auto r = gw->post_json("/reservations", request_body(bookings.back()));
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    CHECK_MESSAGE(r->status == 503, r->status << " " << r->body);
+    CHECK(r->header("Retry-After").has_value());
   }
-  // Nothing can move without the inventory.
-  for (const Booking& b : bookings)
-    CHECK(get_json(*gw, "/reservations/" + b.id)["status"] == "PENDING");
+  CHECK(get_json(*gw, "/reservations?userId=u0").empty());  // nothing recorded
   auto away = gw->get("/places/inv-1");
   REQUIRE(away.ok());
   CHECK(away->status == 503);  // the gateway: upstream unreachable
@@ -45,6 +48,7 @@ TEST_CASE("inventory stopped: bookings are still accepted and complete once it i
   } catch (const std::exception& e) {
     FAIL(e.what());
   }
+  for (Booking& b : bookings) book(*gw, b);
   const auto status = settle_all(*gw, bookings, 120s);
   for (const Booking& b : bookings) CHECK(status.at(b.id) == "CONFIRMED");
   check_consistency(*gw, bookings, status);
@@ -206,6 +210,8 @@ TEST_CASE("bad input gets a 4xx problem, never a 500, and nothing is recorded") 
   expect("POST", "/reservations", with("qty", 0), 400, "qty 0");
   expect("POST", "/reservations", with("qty", -3), 400, "qty negative");
   expect("POST", "/reservations", with("amount", -1), 400, "negative amount");
+  expect("POST", "/reservations", with("amount", 5000.5), 400, "amount not whole");
+  expect("POST", "/reservations", with("amount", 4999), 422, "amount not the price");
   expect("POST", "/reservations", with("placeId", "no-such-place"), 422, "unknown place");
   expect("POST", "/reservations", std::string(2 * 1024 * 1024, ' '), 413, "oversized body");
   expect("POST", "/accommodations", with("strDt", "2030-07-01"), 400, "seed call, our shape");

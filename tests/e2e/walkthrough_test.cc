@@ -43,8 +43,8 @@ TEST_CASE("the seed's walkthrough through the gateway") {
   CHECK(placed["strDt"] == "2024-02-21");  // a date, not 1970-01-01T05:37:20.221
   CHECK(placed["endDt"] == "2024-02-22");
   CHECK(placed["qty"] == 1);
-  CHECK(placed["amount"] == 5000.0);
-  Booking a{placed["id"], "2", "1", "2024-02-21", "2024-02-22", 1, 5000.0};
+  CHECK(placed["amount"] == 5000);  // computed by the server: 1 night x 1 x 5000 KRW
+  Booking a{placed["id"], "2", "1", "2024-02-21", "2024-02-22", 1, 5000};
   CHECK(first->header("Location") == "/accommodations/" + a.id);
 
   const std::vector<std::string> happy = {"ReservationPlaced", "PaymentApproved",
@@ -58,7 +58,7 @@ TEST_CASE("the seed's walkthrough through the gateway") {
   auto second = user33->post_json("/accommodations", seed_booking("33"));
   REQUIRE_MESSAGE(second.ok(), second.status().to_string());
   REQUIRE_MESSAGE(second->status == 201, second->status << " " << second->body);
-  Booking b{body_of(*second)["id"], "33", "1", "2024-02-21", "2024-02-22", 1, 5000.0};
+  Booking b{body_of(*second)["id"], "33", "1", "2024-02-21", "2024-02-22", 1, 5000};
 
   const std::vector<std::string> compensated = {"ReservationPlaced", "PaymentApproved",
                                                 "ReservationCancelConfirmed",
@@ -79,7 +79,7 @@ TEST_CASE("the seed's walkthrough through the gateway") {
   const json page = get_json(*user2, "/mypages/" + a.id);
   CHECK(page["status"] == "CONFIRMED");
   CHECK(page["placeNm"] == "test01");
-  CHECK(page["amount"] == 5000.0);
+  CHECK(page["amount"] == 5000);
   CHECK(page["userId"] == "2");
   CHECK(get_json(*user33, "/mypages/" + b.id)["status"] == "REJECTED");
   CHECK(get_json(*user33, "/mypages?userId=33").size() == 1);

@@ -377,7 +377,11 @@ TEST_CASE("POST /reservationManagements creates a place or sets its stock") {
   REQUIRE(r.status == 201);
   CHECK(*r.json() == Json{{"placeId", 1}, {"stock", 3}});
   Json place = h.get_json("/places/1");
-  CHECK(place == Json{{"id", "1"}, {"name", "place-1"}, {"ownerId", "owner-1"}, {"rooms", 3}});
+  CHECK(place == Json{{"id", "1"},
+                      {"name", "place-1"},
+                      {"ownerId", "owner-1"},
+                      {"rooms", 3},
+                      {"price", {{"amount", 5000}, {"currency", "KRW"}}}});  // the seed's price
 
   r = h.post("/reservationManagements", {{"placeId", "1"}, {"stock", 5}});
   REQUIRE(r.status == 201);
@@ -454,6 +458,89 @@ TEST_CASE("an owner manages only its own places, rooms and guest list") {
   // The catalogue stays public.
   CHECK(anonymous->get("/places/70")->status == 200);
   CHECK(anonymous->get("/places/70/availability?from=2024-01-01&to=2024-01-02")->status == 200);
+}
+
+TEST_CASE("a place's nightly price is set, read and changed by its owner only") {
+  Harness h;
+  auto o1 = h.client_as(testing::owner_identity("o1"));
+  auto o2 = h.client_as(testing::owner_identity("o2"));
+  auto g1 = h.client_as(testing::guest_identity("g1"));
+  auto anonymous = h.anonymous();
+
+  const Json price = {{"amount", 8000}, {"currency", "KRW"}};
+  auto created = o1->post_json("/places", {{"name", "Hanok"}, {"rooms", 2}, {"price", price}});
+  REQUIRE(created.ok());
+  REQUIRE_MESSAGE(created->status == 201, created->body);
+  const std::string id = (*created->json())["id"];
+  // Ids: "p-" and 128 random bits.
+  CHECK(id.size() == 2 + 32);
+  CHECK(id.find_first_not_of("0123456789abcdef", 2) == std::string::npos);
+  CHECK(h.get_json("/places/" + id)["price"] == Json{{"amount", 8000}, {"currency", "KRW"}});
+  CHECK(anonymous->get("/places/" + id)->status == 200);  // prices are public
+
+  const Json cheaper = {{"amount", 7000}, {"currency", "KRW"}};
+  check_problem(*o2->put_json("/places/" + id + "/price", cheaper), 403, "another owner");
+  check_problem(*g1->put_json("/places/" + id + "/price", cheaper), 403);
+  check_problem(*anonymous->put_json("/places/" + id + "/price", cheaper), 401);
+  CHECK(h.get_json("/places/" + id)["price"]["amount"] == 8000);
+  auto changed = o1->put_json("/places/" + id + "/price", cheaper);
+  REQUIRE(changed.ok());
+  CHECK_MESSAGE(changed->status == 200, changed->body);
+  CHECK(h.get_json("/places/" + id)["price"] == cheaper);
+  CHECK(h.get_json("/places/" + id)["rooms"] == 2);  // nothing else changes
+  check_problem(*o1->put_json("/places/p-none/price", cheaper), 404);
+
+  // Money is an integer of minor units with a currency code.
+  for (const Json& bad : {Json{{"amount", 70.5}, {"currency", "KRW"}},
+                          Json{{"amount", 7000.0}, {"currency", "KRW"}},
+                          Json{{"amount", -1}, {"currency", "KRW"}},
+                          Json{{"amount", "7000"}, {"currency", "KRW"}},
+                          Json{{"amount", 7000}, {"currency", "krw"}},
+                          Json{{"amount", 7000}}, Json{{"currency", "KRW"}}, Json(7000)}) {
+    check_problem(*o1->put_json("/places/" + id + "/price", bad), 400);
+    check_problem(*o1->post_json("/places", {{"name", "x"}, {"rooms", 1}, {"price", bad}}), 400);
+  }
+  CHECK(h.get_json("/places/" + id)["price"] == cheaper);
+
+  // A place made without a price has none; the seed's places cost 5000 KRW a night.
+  auto bare = o1->post_json("/places", {{"name", "Bare"}, {"rooms", 1}});
+  REQUIRE(bare.ok());
+  CHECK_FALSE(bare->json()->contains("price"));
+  h.stock("seed-1", 1);
+  CHECK(h.get_json("/places/seed-1")["price"] == Json{{"amount", 5000}, {"currency", "KRW"}});
+}
+
+TEST_CASE("an owner's guest list pages with limit and pageToken") {
+  Harness h;
+  h.stock("g", 10);
+  std::vector<std::string> sagas;
+  for (int i = 0; i < 5; ++i) {
+    const std::string saga = "s" + std::to_string(i);
+    sagas.push_back(saga);
+    REQUIRE(h.roundtrip(command(saga, "reserve", stay("r" + std::to_string(i), "g", "2024-01-01",
+                                                      "2024-01-02", 1)))
+                .outcome == ReplyOutcome::kSuccess);
+    REQUIRE(h.roundtrip(command(saga, "confirm", Json::object(), {}, "g")).outcome ==
+            ReplyOutcome::kSuccess);
+  }
+  const std::string owner = h.get_json("/places/g")["ownerId"];
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    ClientResponse r = h.get("/owners/" + owner + "/reservations?limit=2" +
+                             (token.empty() ? std::string() : "&pageToken=" + token));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const Json items = *r.json();
+    for (const Json& b : items) seen.push_back(b["sagaId"]);
+    token = std::string(r.header("Next-Page-Token").value_or(""));
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(seen == sagas);
+  CHECK(h.get_json("/owners/" + owner + "/reservations").size() == 5);
+  for (const char* bad : {"limit=0", "limit=201", "limit=two", "pageToken="})
+    check_problem(h.get("/owners/" + owner + "/reservations?" + bad), 400);
 }
 
 TEST_CASE("standard routes: healthz, readyz with the participant, metrics") {

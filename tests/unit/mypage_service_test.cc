@@ -46,7 +46,7 @@ Message event(const std::string& msg_id, const std::string& reservation, const s
 
 Json reservation_body(const std::string& id, const std::string& status) {
   return {{"orderId", id},         {"placeId", "p1"}, {"usrId", "u1"},    {"strDt", "2025-03-01"},
-          {"endDt", "2025-03-03"}, {"qty", 2},        {"amount", 5000.0}, {"status", status}};
+          {"endDt", "2025-03-03"}, {"qty", 2},        {"amount", 5000}, {"status", status}};
 }
 
 Message placed(const std::string& id, int64_t ts = 1000) {
@@ -65,13 +65,13 @@ Message pay_approved(const std::string& id, int64_t ts = 2000) {
                 {"orderId", id},
                 {"usrId", "u1"},
                 {"status", "APPROVED"},
-                {"amount", 5000.0}},
+                {"amount", 5000}},
                ts);
 }
 Message pay_refunded(const std::string& id, int64_t ts = 4500) {
   return event(
       "payment/" + id + "/e1", id, "PaymentCancelApproved",
-      {{"payId", "pay-" + id}, {"orderId", id}, {"status", "REFUNDED"}, {"amount", 5000.0}}, ts);
+      {{"payId", "pay-" + id}, {"orderId", id}, {"status", "REFUNDED"}, {"amount", 5000}}, ts);
 }
 Message rooms_confirmed(const std::string& id, int64_t ts = 3000) {
   return event("inventory/" + id + "/e0", id, "ReservationConfirmed",
@@ -90,7 +90,7 @@ Json confirmed_row(const std::string& id, const Json& events) {
           {"checkIn", "2025-03-01"},
           {"checkOut", "2025-03-03"},
           {"qty", 2},
-          {"amount", 5000.0},
+          {"amount", 5000},
           {"status", "CONFIRMED"},
           {"payment", {{"status", "APPROVED"}, {"payId", "pay-" + id}}},
           {"rooms", {{"status", "CONFIRMED"}, {"stock", 8}}},
@@ -337,6 +337,30 @@ TEST_CASE("the runner applies bus events and HTTP serves the view") {
   svc.runner->stop();
   const Json stopped = svc.get_json("/readyz", 503);
   CHECK(stopped["status"] == "not ready");
+}
+
+TEST_CASE("GET /mypages pages with limit and pageToken; a bad one is 400") {
+  testing::TempDir dir;
+  Service svc(dir);
+  svc.send({placed("r1"), placed("r2"), placed("r3"), placed("r4"), placed("r5")});
+  REQUIRE(eventually([&] { return svc.model->stats().applied >= 5; }));
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    service::ClientResponse r = svc.get("/mypages?userId=u1&limit=2" +
+                                        (token.empty() ? std::string() : "&pageToken=" + token));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const Json items = *r.json();
+    for (const Json& row : items) seen.push_back(row["id"]);
+    token = std::string(r.header("Next-Page-Token").value_or(""));
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(seen == std::vector<std::string>{"r1", "r2", "r3", "r4", "r5"});
+  CHECK(svc.get_json("/mypages?userId=u1", 200).size() == 5);
+  for (const char* bad : {"limit=0", "limit=201", "limit=ten", "pageToken="})
+    CHECK_MESSAGE(svc.get(std::string("/mypages?userId=u1&") + bad).status == 400, bad);
 }
 
 TEST_CASE("a guest sees only its own rows; someone else's are 404 like missing ones") {

@@ -36,7 +36,7 @@ Message command(const std::string& saga, const std::string& type, const Json& pa
   return testing::participant_command(payment::kParticipantName, saga, type, payload, compensates);
 }
 
-Json charge_of(const std::string& reservation, double amount) {
+Json charge_of(const std::string& reservation, int64_t amount) {
   return {{"reservationId", reservation}, {"userId", "2"}, {"amount", amount}};
 }
 
@@ -76,12 +76,12 @@ TEST_CASE("charge approves, stores the payment and emits PaymentApproved") {
                                        {"orderId", "r1"},
                                        {"usrId", "2"},
                                        {"status", "APPROVED"},
-                                       {"amount", 5000.0}});
+                                       {"amount", 5000}});
   const Json pay = h.get_json("/payments/pay-s1");
   CHECK(pay == Json{{"id", "pay-s1"},
                     {"reservationId", "r1"},
                     {"userId", "2"},
-                    {"amount", 5000.0},
+                    {"amount", 5000},
                     {"status", "APPROVED"}});
   const Json list = h.get_json("/payments?reservationId=r1");
   REQUIRE(list.size() == 1);
@@ -102,6 +102,15 @@ TEST_CASE("charge refuses bad payloads for good") {
   CHECK(r.outcome == ReplyOutcome::kFailure);
   CHECK(contains(error_of(r), "reservationId"));
   CHECK_FALSE(h.p->get("payment/s1")->has_value());
+  // Money is an integer: floats (even whole ones) and text are refused.
+  for (const Json& amount : {Json(10.5), Json(10.0), Json("10"), Json(true)}) {
+    Json c = charge_of("r5", 0);
+    c["amount"] = amount;
+    r = h.roundtrip(command("s5", "charge", c));
+    CHECK_MESSAGE(r.outcome == ReplyOutcome::kFailure, amount.dump());
+    CHECK(contains(error_of(r), "amount"));
+  }
+  CHECK_FALSE(h.p->get("payment/s5")->has_value());
   // Zero is a valid amount.
   CHECK(h.roundtrip(command("s4", "charge", charge_of("r4", 0))).outcome == ReplyOutcome::kSuccess);
 }
@@ -141,7 +150,7 @@ TEST_CASE("latency is spent inside the handler") {
 
 TEST_CASE("refund keeps the record as REFUNDED and emits PaymentCancelApproved once") {
   Harness h;
-  REQUIRE(h.roundtrip(command("s1", "charge", charge_of("r1", 70.5))).outcome ==
+  REQUIRE(h.roundtrip(command("s1", "charge", charge_of("r1", 7050))).outcome ==
           ReplyOutcome::kSuccess);
   const Message r = h.roundtrip(command("s1", "refund", Json::object(), "s1/charge/a"));
   REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
@@ -154,7 +163,7 @@ TEST_CASE("refund keeps the record as REFUNDED and emits PaymentCancelApproved o
                                                  {"payId", "pay-s1"},
                                                  {"orderId", "r1"},
                                                  {"status", "REFUNDED"},
-                                                 {"amount", 70.5}});
+                                                 {"amount", 7050}});
   CHECK(h.get_json("/payments/pay-s1")["status"] == "REFUNDED");
   CHECK(h.get_json("/payments?reservationId=r1").at(0)["status"] == "REFUNDED");
 
@@ -204,6 +213,35 @@ TEST_CASE("GET endpoints: 404 for unknown payments, 400 without reservationId") 
   CHECK(h.get("/readyz").status == 200);
   CHECK(
       contains(h.get("/metrics").body, "saga_participant_applied_total{participant=\"payment\"}"));
+}
+
+TEST_CASE("GET /payments pages with limit and pageToken; a bad one is 400") {
+  Harness h;
+  // Several payments of one reservation (as if several sagas charged it).
+  for (int i = 0; i < 5; ++i) {
+    Message c = command("s" + std::to_string(i), "charge", charge_of("r1", 100 + i));
+    REQUIRE(h.roundtrip(c).outcome == ReplyOutcome::kSuccess);
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    service::ClientResponse r = h.get("/payments?reservationId=r1&limit=2" +
+                                      (token.empty() ? std::string() : "&pageToken=" + token));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const Json items = *r.json();
+    for (const Json& p : items) {
+      seen.push_back(p["id"]);
+      CHECK(p["amount"].is_number_integer());
+    }
+    token = std::string(r.header("Next-Page-Token").value_or(""));
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(seen == std::vector<std::string>{"pay-s0", "pay-s1", "pay-s2", "pay-s3", "pay-s4"});
+  CHECK(h.get_json("/payments?reservationId=r1").size() == 5);
+  for (const char* bad : {"limit=0", "limit=201", "limit=1.5", "pageToken="})
+    CHECK_MESSAGE(h.get(std::string("/payments?reservationId=r1&") + bad).status == 400, bad);
 }
 
 TEST_CASE("configuration: rates are validated with clear errors") {

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,7 +57,9 @@ std::unique_ptr<Participant> open_participant(const std::string& name, const Tem
 }
 
 struct World {
-  explicit World(reservation::PlaceCheck place_check = {}) {
+  // `lookup`: where the reservation service learns prices; default: the real
+  // inventory's GET /places/{id} through its router.
+  explicit World(reservation::PlaceLookup lookup = {}) {
     REQUIRE(events_endpoint
                 ->subscribe(reservation::kEventDestination,
                             [this](Message m, Transport::Ack ack) {
@@ -76,7 +79,8 @@ struct World {
     inventory::add_routes(inv_router, *inventory);
     payment::add_routes(pay_router, *payment);
 
-    ro = {.now_ms = [] { return kNow; }, .place_exists = std::move(place_check)};
+    if (!lookup) lookup = [this](const std::string& id) { return inventory_lookup(id); };
+    ro = {.now_ms = [] { return kNow; }, .place_lookup = std::move(lookup)};
     inventory->start_background();
     payment->start_background();
     open_reservation();
@@ -129,6 +133,20 @@ struct World {
     service::Request req(method, target, h, text);
     return r.handle(req);
   }
+  StatusOr<std::optional<reservation::PlaceInfo>> inventory_lookup(const std::string& id) {
+    service::Response r = call(inv_router, "GET", "/places/" + id);
+    if (r.status() == 404) return std::optional<reservation::PlaceInfo>();
+    if (r.status() != 200) return Status::unavailable("inventory answered " + r.body());
+    const Json place = Json::parse(r.body());
+    reservation::PlaceInfo info;
+    if (place.contains("price")) {
+      info.priced = true;
+      info.price = place["price"]["amount"];
+      info.currency = place["price"]["currency"];
+    }
+    return std::optional<reservation::PlaceInfo>(info);
+  }
+  // Creates place `id` through the seed's call: `rooms` rooms at 5000 KRW a night.
   void add_place(const std::string& id, int rooms) {
     service::Response r =
         call(inv_router, "POST", "/reservationManagements", {{"placeId", id}, {"stock", rooms}});
@@ -239,7 +257,8 @@ struct World {
   std::unique_ptr<service::HttpClient> http;
 };
 
-Json booking(const std::string& place, const std::string& user, double amount = 120.5) {
+// One night, one room at the seed's price (5000 KRW): amount 5000.
+Json booking(const std::string& place, const std::string& user, int64_t amount = 5000) {
   return {{"placeId", place},         {"userId", user}, {"checkIn", "2030-05-01"},
           {"checkOut", "2030-05-02"}, {"qty", 1},       {"amount", amount}};
 }
@@ -257,7 +276,9 @@ TEST_CASE("a booking is confirmed; the same night again is rejected without a ch
   CHECK(r["checkIn"] == "2030-05-01");
   CHECK(r["checkOut"] == "2030-05-02");
   CHECK(r["qty"] == 1);
-  CHECK(r["amount"] == 120.5);
+  CHECK(r["amount"] == 5000);
+  CHECK(r["amount"].is_number_integer());
+  CHECK(r["currency"] == "KRW");
   CHECK_FALSE(r.contains("reason"));
   REQUIRE(r["steps"].size() == 3);
   CHECK(r["steps"][0] == Json{{"name", "reserve"}, {"status", "SUCCEEDED"}});
@@ -279,8 +300,9 @@ TEST_CASE("a booking is confirmed; the same night again is rejected without a ch
                       {"strDt", "2030-05-01"},
                       {"endDt", "2030-05-02"},
                       {"qty", 1},
-                      {"amount", 120.5},
-                      {"status", "PENDING"}});
+                      {"amount", 5000},
+                      {"status", "PENDING"},
+                      {"currency", "KRW"}});
   CHECK(ev[1]["eventType"] == "ReservationStatusChanged");
   CHECK(ev[1]["status"] == "CONFIRMED");
   CHECK(ev[1]["orderId"] == id);
@@ -530,23 +552,147 @@ TEST_CASE("the per-user list survives a restart of the reservation service") {
   CHECK(w.get_json("/reservations?userId=bob").size() == 1);
 }
 
-TEST_CASE("a booking of an unknown place is refused up front; the inventory being away is not") {
-  std::atomic<int> mode{0};  // 0: known, 1: unknown, 2: cannot ask
-  World w([&mode](const std::string&) -> StatusOr<bool> {
+TEST_CASE("an unknown or unpriced place is refused 422; an unreachable inventory is 503") {
+  std::atomic<int> mode{0};  // 0: priced, 1: unknown, 2: cannot ask, 3: no price
+  World w([&mode](const std::string&) -> StatusOr<std::optional<reservation::PlaceInfo>> {
     if (mode == 2) return Status::unavailable("inventory unreachable");
-    return mode == 0;
+    if (mode == 1) return std::optional<reservation::PlaceInfo>();
+    if (mode == 3) return std::optional<reservation::PlaceInfo>(reservation::PlaceInfo{});
+    return std::optional<reservation::PlaceInfo>(reservation::PlaceInfo{true, 5000, "KRW"});
   });
   w.add_place("9", 1);
   mode = 1;
   ClientResponse r = w.post("/reservations", booking("9", "u9"));
   CHECK_MESSAGE(r.status == 422, r.body);
   CHECK(r.header("Content-Type") == "application/problem+json");
+  mode = 3;
+  r = w.post("/reservations", booking("9", "u9"));
+  CHECK_MESSAGE(r.status == 422, r.body);
+  CHECK(r.body.find("no price") != std::string::npos);
+  mode = 2;  // no price, no amount: refused, to be tried again
+  for (const char* route : {"/reservations", "/accommodations"}) {
+    r = w.post(route, std::string(route) == "/reservations"
+                          ? booking("9", "u9")
+                          : Json{{"placeId", "9"}, {"usrId", "u9"}, {"strDt", "20300501"},
+                                 {"endDt", "20300502"}, {"qty", 1}});
+    CHECK_MESSAGE(r.status == 503, route << " " << r.body);
+    CHECK(r.header("Retry-After") == "5");
+    CHECK(r.header("Content-Type") == "application/problem+json");
+  }
   CHECK(w.get_json("/reservations?userId=u9").empty());  // nothing recorded
   ListQuery all;
   CHECK(w.orch->list(all)->items.empty());
-  mode = 2;
+  mode = 0;
   const std::string id = w.book(booking("9", "u9"));
   CHECK(w.settle(id)["status"] == "CONFIRMED");
+}
+
+TEST_CASE("the server prices a booking: nights x qty x the place's price; another amount is 422") {
+  World w;
+  w.add_place("p1", 10);
+  // The owner (here an admin) sets 12345 KRW a night.
+  service::Response set =
+      w.call(w.inv_router, "PUT", "/places/p1/price", {{"amount", 12345}, {"currency", "KRW"}});
+  REQUIRE_MESSAGE(set.status() == 200, set.body());
+  Json three_nights = booking("p1", "u1");
+  three_nights["checkOut"] = "2030-05-04";
+  three_nights["qty"] = 2;
+  SUBCASE("the right amount is charged as computed") {
+    three_nights["amount"] = 3 * 2 * 12345;
+    const std::string id = w.book(three_nights);
+    const Json r = w.settle(id);
+    CHECK(r["status"] == "CONFIRMED");
+    CHECK(r["amount"] == 74070);
+    CHECK(r["currency"] == "KRW");
+    const Json pays = w.payments_of(id);
+    REQUIRE(pays.size() == 1);
+    CHECK(pays[0]["amount"] == 74070);
+    CHECK(pays[0]["amount"].is_number_integer());
+    CHECK(pays[0]["currency"] == "KRW");
+  }
+  SUBCASE("a tampered amount is refused 422 and nothing is charged") {
+    for (int64_t amount : {int64_t{0}, int64_t{1}, int64_t{74069}, int64_t{74071}}) {
+      three_nights["amount"] = amount;
+      ClientResponse r = w.post("/reservations", three_nights);
+      CHECK_MESSAGE(r.status == 422, amount << " " << r.body);
+      CHECK(r.header("Content-Type") == "application/problem+json");
+    }
+    ListQuery all;
+    CHECK(w.orch->list(all)->items.empty());
+  }
+  SUBCASE("a non-integer amount is 400") {
+    for (const Json& amount : {Json(74070.0), Json(74070.5), Json("74070"), Json(true)}) {
+      three_nights["amount"] = amount;
+      CHECK_MESSAGE(w.post("/reservations", three_nights).status == 400, amount.dump());
+    }
+  }
+  SUBCASE("the seed's route may leave the amount out; a wrong one is 422, a float 400") {
+    Json seed = {{"placeId", "p1"},      {"usrId", "u1"}, {"strDt", "20300501"},
+                 {"endDt", "20300504"}, {"qty", "2"},    {"placeNm", "x"}};
+    ClientResponse r = w.post("/accommodations", seed);
+    REQUIRE_MESSAGE(r.status == 201, r.body);
+    CHECK(Json::parse(r.body)["amount"] == 74070);
+    CHECK(w.settle(Json::parse(r.body)["id"])["status"] == "CONFIRMED");
+    seed["amount"] = "5000";
+    CHECK(w.post("/accommodations", seed).status == 422);
+    seed["amount"] = "74070.5";
+    CHECK(w.post("/accommodations", seed).status == 400);
+    seed["amount"] = "74070";
+    CHECK(w.post("/accommodations", seed).status == 201);
+  }
+  SUBCASE("a changed price applies to the next booking") {
+    REQUIRE(w.call(w.inv_router, "PUT", "/places/p1/price", {{"amount", 100}, {"currency", "KRW"}})
+                .status() == 200);
+    three_nights["amount"] = 600;
+    CHECK(w.settle(w.book(three_nights))["amount"] == 600);
+  }
+}
+
+TEST_CASE("reservation ids are 128 random bits: 32 hex digits, never derived from the key") {
+  World w;
+  w.add_place("6", 100);
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    auto r = w.http->request(
+        "POST", "/reservations",
+        {{"Content-Type", "application/json"}, {"Idempotency-Key", "same-key"}},
+        booking("6", "user-" + std::to_string(i)).dump());
+    REQUIRE(r.ok());
+    REQUIRE_MESSAGE(r->status == 202, r->body);
+    const std::string id = Json::parse(r->body)["id"];
+    REQUIRE(id.size() == 2 + 32);
+    CHECK(id.rfind("r-", 0) == 0);
+    CHECK(id.find_first_not_of("0123456789abcdef", 2) == std::string::npos);
+    ids.insert(id);
+  }
+  CHECK(ids.size() == 20);
+}
+
+TEST_CASE("GET /reservations pages with limit and pageToken; a bad limit or token is 400") {
+  World w;
+  w.add_place("l", 100);
+  std::vector<std::string> made;
+  for (int i = 0; i < 5; ++i) made.push_back(w.book(booking("l", "u1")));
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    ClientResponse r = w.get("/reservations?userId=u1&limit=2" +
+                             (token.empty() ? std::string() : "&pageToken=" + token));
+    REQUIRE_MESSAGE(r.status == 200, r.body);
+    const Json page = Json::parse(r.body);
+    CHECK(page.size() <= 2);
+    for (const Json& b : page) seen.push_back(b["id"]);
+    token = std::string(r.header("Next-Page-Token").value_or(""));
+    ++pages;
+  } while (!token.empty() && pages < 10);
+  CHECK(pages == 3);
+  CHECK(seen == made);  // oldest first, each once
+  CHECK(w.get_json("/reservations?userId=u1").size() == 5);  // default limit 50
+  for (const char* bad : {"limit=0", "limit=201", "limit=x", "limit=-1", "limit=", "pageToken=nope",
+                          "pageToken="})
+    CHECK_MESSAGE(w.get(std::string("/reservations?userId=u1&") + bad).status == 400, bad);
+  CHECK(w.get("/reservations?userId=u1&limit=200").status == 200);
 }
 
 TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") {
@@ -568,6 +714,19 @@ TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") 
   CHECK(Json::parse(again.body) == Json{{"id", id}, {"status", "CONFIRMED"}});
   CHECK(w.payments_of(id).size() == 1);
   CHECK(w.get_json("/reservations?userId=u1").size() == 1);
+  // The same key with another body: 422 problem+json, nothing new.
+  Json changed = booking("3", "u1");
+  changed["qty"] = 2;
+  changed["amount"] = 10000;
+  ClientResponse different = post("k-1", changed);
+  CHECK_MESSAGE(different.status == 422, different.body);
+  CHECK(different.header("Content-Type") == "application/problem+json");
+  CHECK(w.get_json("/reservations?userId=u1").size() == 1);
+  // The key is kept across a restart of the service.
+  w.stop_reservation();
+  w.open_reservation();
+  CHECK(Json::parse(post("k-1", booking("3", "u1")).body)["id"] == id);
+  CHECK(post("k-1", changed).status == 422);
   // Another user's key is another booking; a malformed key is refused.
   ClientResponse other = post("k-1", booking("3", "u2"));
   CHECK(other.status == 202);
@@ -610,6 +769,8 @@ TEST_CASE("invalid bookings are refused with 400 problem+json") {
   expect_400(b.dump(), "qty 0");
   b = booking("1", "u1", -1);
   expect_400(b.dump(), "negative amount");
+  b["amount"] = 5000.0;
+  expect_400(b.dump(), "a float amount, even a whole one");
   CHECK(w.get_json("/healthz")["status"] == "ok");
   CHECK(w.get("/readyz").status == 200);
   ClientResponse m = w.get("/metrics");

@@ -10,6 +10,7 @@
 
 #include "domain/dates.h"
 #include "domain/fields.h"
+#include "domain/paging.h"
 #include "domain/participant_service.h"
 #include "domain/state.h"
 #include "saga/json.h"
@@ -346,8 +347,13 @@ void add_routes(service::Router& router, Participant& p) {
               "ownerId must be your own user id: you create places as yourself");
         auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
         if (!rooms.ok()) return bad_request(rooms.status());
-        const std::string id = "p-" + domain::random_hex(8);
-        const Json place = {{"id", id}, {"name", *name}, {"ownerId", *owner}, {"rooms", *rooms}};
+        const std::string id = domain::new_id("p-");
+        Json place = {{"id", id}, {"name", *name}, {"ownerId", *owner}, {"rooms", *rooms}};
+        if (body.contains("price")) {
+          auto price = domain::price_field(body, "price");
+          if (!price.ok()) return bad_request(price.status());
+          place["price"] = price->to_json();
+        }
         Status s = p.write(id, [&](StateTxn& txn) {
           txn.put(place_key(id), place.dump());
           return ok_status();
@@ -378,6 +384,24 @@ void add_routes(service::Router& router, Participant& p) {
                    if (!rooms.ok()) return bad_request(rooms.status());
                    return write_own_place(p, who, id, [&](StateTxn& txn) {
                      return set_rooms(p, txn, id, *rooms, std::nullopt);
+                   });
+                 }));
+
+  // The nightly price (per room) of a place: its owner's (or an admin's) to set.
+  router.put("/places/{id}/price",
+             service::with_role_json(
+                 owner_roles(), [&p](const Request& req, const Identity& who, const Json& body) {
+                   const std::string id(req.param("id"));
+                   if (!domain::check_id(id, "id").ok())
+                     return Response::from_status(Status::not_found("place " + id + " not found"));
+                   auto price = domain::price_field(body, "");
+                   if (!price.ok()) return bad_request(price.status());
+                   return write_own_place(p, who, id, [&](StateTxn& txn) -> StatusOr<Json> {
+                     SAGA_ASSIGN_OR_RETURN(auto place, load(txn, place_key(id)));
+                     if (!place) return Status::not_found("place " + id + " not found");
+                     (*place)["price"] = price->to_json();
+                     txn.put(place_key(id), place->dump());
+                     return *place;
                    });
                  }));
 
@@ -422,15 +446,26 @@ void add_routes(service::Router& router, Participant& p) {
                const std::string owner(req.param("ownerId"));
                if (!who.may_act_as(owner))
                  return service::forbidden("you may only read your own guest list");
+               auto page = domain::page_request(req);
+               if (!page.ok()) return bad_request(page.status());
                if (!domain::check_id(owner, "ownerId").ok())
                  return Response::json(200, Json::array());
+               // Keys in order: a page is the sagas after the token (the last
+               // saga id of the page before), one more read to know if more follow.
                const std::string prefix = owner_prefix(owner);
                std::vector<std::string> sagas;
                Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
-                 sagas.emplace_back(k.substr(prefix.size()));
-                 return true;
+                 std::string saga(k.substr(prefix.size()));
+                 if (!page->token.empty() && saga <= page->token) return true;
+                 sagas.push_back(std::move(saga));
+                 return sagas.size() <= page->limit;
                });
                if (!s.ok()) return Response::from_status(s);
+               std::string next;
+               if (sagas.size() > page->limit) {
+                 sagas.resize(page->limit);
+                 next = sagas.back();
+               }
                Json out = Json::array();
                for (const auto& saga : sagas) {
                  auto booking = load(p, booking_key(saga));
@@ -440,7 +475,9 @@ void add_routes(service::Router& router, Participant& p) {
                  b["sagaId"] = saga;
                  out.push_back(std::move(b));
                }
-               return Response::json(200, out);
+               Response r = Response::json(200, out);
+               domain::set_next_page_token(r, next);
+               return r;
              }));
 
   // The seed's call: sets the stock (rooms per night) of a place, creating it
@@ -459,7 +496,11 @@ void add_routes(service::Router& router, Participant& p) {
             if (!stock.ok()) return bad_request(stock.status());
             const std::string owner = who.is_admin() ? "owner-" + *id : who.subject;
             const Json create = {
-                {"id", *id}, {"name", "place-" + *id}, {"ownerId", owner}, {"rooms", *stock}};
+                {"id", *id},
+                {"name", "place-" + *id},
+                {"ownerId", owner},
+                {"rooms", *stock},
+                {"price", domain::Money{kSeedPriceAmount, kSeedPriceCurrency}.to_json()}};
             Response written = write_own_place(
                 p, who, *id, [&](StateTxn& txn) { return set_rooms(p, txn, *id, *stock, create); });
             if (written.status() != 200) return written;

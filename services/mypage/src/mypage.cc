@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "domain/fields.h"
+#include "domain/paging.h"
 #include "saga/json.h"
 #include "saga/service/http_message.h"
 #include "saga/service/identity.h"
@@ -102,6 +103,7 @@ void merge_reservation(Json& row, const std::string& type, const Json& ev) {
   copy_field(row, "checkOut", ev, "endDt");
   copy_field(row, "qty", ev, "qty");
   copy_field(row, "amount", ev, "amount");
+  copy_field(row, "currency", ev, "currency");
   if (auto user = user_of(ev)) row["userId"] = *user;
   std::string status = string_or(ev, "status");
   if (reservation_rank(status) == 0) {
@@ -128,6 +130,7 @@ void merge_payment(Json& row, const std::string& type, const Json& ev) {
     if (auto user = user_of(ev)) row["userId"] = *user;
   }
   fill_field(row, "amount", ev, "amount");
+  fill_field(row, "currency", ev, "currency");
 }
 
 // Merges an inventory event into `row["rooms"]`.
@@ -424,9 +427,26 @@ void add_routes(service::Router& router, ReadModel& model,
                  return Response::from_status(s);
                if (!who.may_act_as(user))
                  return Response::from_status(Status::not_found("no rows of user " + user));
+               auto page = domain::page_request(req);
+               if (!page.ok()) return Response::from_status(page.status());
                auto rows = model.list_by_user(user);
                if (!rows.ok()) return Response::from_status(rows.status());
-               return Response::json(200, Json(*rows));
+               // Rows come in id order: a page is the rows after the token (the
+               // last id of the page before).
+               Json out = Json::array();
+               std::string next;
+               for (Json& row : *rows) {
+                 const std::string id = row.value("id", "");
+                 if (!page->token.empty() && id <= page->token) continue;
+                 if (out.size() == page->limit) {
+                   next = out.back().value("id", "");
+                   break;
+                 }
+                 out.push_back(std::move(row));
+               }
+               Response r = Response::json(200, out);
+               domain::set_next_page_token(r, next);
+               return r;
              }));
   service::add_standard_routes(
       router, {.readiness =

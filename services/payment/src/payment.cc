@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "domain/fields.h"
+#include "domain/paging.h"
 #include "domain/participant_service.h"
 #include "domain/state.h"
 #include "saga/service/config.h"
@@ -45,8 +46,15 @@ HandlerResult charge(CommandContext& ctx, const Options& o) {
   if (!reservation.ok()) return HandlerResult::failure(reservation.status().message());
   auto user = domain::id_field(ctx.payload, "userId");
   if (!user.ok()) return HandlerResult::failure(user.status().message());
-  auto amount = domain::number_field(ctx.payload, "amount", 0);
+  // Integer minor units only: a float amount (even 5.0) is refused.
+  auto amount = domain::money_field(ctx.payload, "amount");
   if (!amount.ok()) return HandlerResult::failure(amount.status().message());
+  std::string currency;
+  if (ctx.payload.contains("currency")) {
+    auto c = domain::string_field(ctx.payload, "currency");
+    if (!c.ok()) return HandlerResult::failure(c.status().message());
+    currency = *c;
+  }
 
   auto existing = load(ctx.state, payment_key(saga));
   if (!existing.ok()) return HandlerResult::retry(existing.status().message());
@@ -64,17 +72,18 @@ HandlerResult charge(CommandContext& ctx, const Options& o) {
     return HandlerResult::failure("card declined");
 
   const std::string pay_id = std::string(kPayPrefix) + saga;
-  const Json record = {{"id", pay_id},      {"reservationId", *reservation}, {"userId", *user},
-                       {"amount", *amount}, {"status", "APPROVED"},          {"sagaId", saga}};
+  Json record = {{"id", pay_id},      {"reservationId", *reservation}, {"userId", *user},
+                 {"amount", *amount}, {"status", "APPROVED"},          {"sagaId", saga}};
+  if (!currency.empty()) record["currency"] = currency;
   ctx.state.put(payment_key(saga), record.dump());
   ctx.state.put(byres_prefix(*reservation) + pay_id, "{}");
-  ctx.state.emit(event("PaymentApproved", *reservation,
-                       {{"payId", pay_id},
-                        {"orderId", *reservation},
-                        {"usrId", *user},
-                        {"status", "APPROVED"},
-                        {"amount", *amount}},
-                       o.now_ms()));
+  Json approved = {{"payId", pay_id},
+                   {"orderId", *reservation},
+                   {"usrId", *user},
+                   {"status", "APPROVED"},
+                   {"amount", *amount}};
+  if (!currency.empty()) approved["currency"] = currency;
+  ctx.state.emit(event("PaymentApproved", *reservation, std::move(approved), o.now_ms()));
   return HandlerResult::success({{"paymentId", pay_id}});
 }
 
@@ -92,7 +101,7 @@ HandlerResult refund(CommandContext& ctx, const Options& o) {
                        {{"payId", record.value("id", "")},
                         {"orderId", reservation},
                         {"status", "REFUNDED"},
-                        {"amount", record.value("amount", 0.0)}},
+                        {"amount", record.value("amount", int64_t{0})}},
                        o.now_ms()));
   return HandlerResult::success({{"refunded", true}});
 }
@@ -191,13 +200,23 @@ void add_routes(service::Router& router, Participant& p) {
                      Status::invalid_argument("query parameter 'reservationId' is required"));
                if (auto s = domain::check_id(*reservation, "reservationId"); !s.ok())
                  return Response::from_status(s);
+               auto page = domain::page_request(req);
+               if (!page.ok()) return Response::from_status(page.status());
+               // Payment ids in key order after the token; one more to know if more follow.
                const std::string prefix = byres_prefix(*reservation);
                std::vector<std::string> ids;
                Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
-                 ids.emplace_back(k.substr(prefix.size()));
-                 return true;
+                 std::string id(k.substr(prefix.size()));
+                 if (!page->token.empty() && id <= page->token) return true;
+                 ids.push_back(std::move(id));
+                 return ids.size() <= page->limit;
                });
                if (!s.ok()) return Response::from_status(s);
+               std::string next;
+               if (ids.size() > page->limit) {
+                 ids.resize(page->limit);
+                 next = ids.back();
+               }
                Json out = Json::array();
                for (const auto& pay_id : ids) {
                  if (pay_id.size() <= kPayPrefix.size()) continue;
@@ -206,7 +225,9 @@ void add_routes(service::Router& router, Participant& p) {
                  if (*record && who.may_act_as((*record)->value("userId", "")))
                    out.push_back(public_view(**record));
                }
-               return Response::json(200, out);
+               Response r = Response::json(200, out);
+               domain::set_next_page_token(r, next);
+               return r;
              }));
 
   domain::add_participant_standard_routes(router, p, kParticipantName);

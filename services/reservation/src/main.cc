@@ -56,7 +56,7 @@ int main() {
     return 2;
   }
   res::Options options;
-  options.place_exists = res::inventory_place_check(inventory->host, inventory->port);
+  options.place_lookup = res::inventory_place_lookup(inventory->host, inventory->port);
   auto definitions = res::definitions(options);
   if (!definitions.ok()) {
     spdlog::critical("definitions: {}", definitions.status().to_string());

@@ -9,12 +9,14 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
-#include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "domain/dates.h"
 #include "domain/fields.h"
+#include "domain/paging.h"
+#include "saga/json.h"
 #include "saga/message.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
@@ -53,9 +55,11 @@ Json stay_payload(const Json& d) {
 }
 
 Json charge_payload(const Json& d) {
-  return {{"reservationId", d.at("reservationId")},
-          {"userId", d.at("userId")},
-          {"amount", d.at("amount")}};
+  Json out = {{"reservationId", d.at("reservationId")},
+              {"userId", d.at("userId")},
+              {"amount", d.at("amount")}};
+  if (d.contains("currency")) out["currency"] = d.at("currency");
+  return out;
 }
 
 Json booking_ref_payload(const Json& d) { return {{"bookingId", d.at("bookingId")}}; }
@@ -84,8 +88,9 @@ Json event_payload(const std::string& type, int64_t ts, const Json& d, const std
               {"strDt", str(d, "checkIn")},
               {"endDt", str(d, "checkOut")},
               {"qty", d.value("qty", int64_t{0})},
-              {"amount", d.value("amount", 0.0)},
+              {"amount", d.value("amount", int64_t{0})},
               {"status", status}};
+  if (d.contains("currency")) out["currency"] = str(d, "currency");
   if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
   return out;
 }
@@ -146,15 +151,17 @@ bool is_booking_type(std::string_view type) { return type == kSagaType || type =
 
 Response bad_request(const Status& s) { return Response::problem(400, "Bad Request", s.message()); }
 
-// The stay, quantity and amount of a booking request, validated.
+// The stay, quantity and stated amount of a booking request, validated.
 struct Stay {
   std::string check_in, check_out;
+  int64_t nights = 0;
   int64_t qty = 0;
-  double amount = 0;
+  std::optional<int64_t> amount;  // what the client says it expects to pay
 };
 
 // Our API takes dates as "YYYY-MM-DD" strings; the seed's call (`seed`)
-// takes "YYYYMMDD" (or ISO) as a string or a number.
+// takes "YYYYMMDD" (or ISO) as a string or a number, and may leave out the
+// amount. An amount is an integer (minor units): a float is refused.
 StatusOr<Stay> parse_stay(const Json& body, const char* in_field, const char* out_field,
                           bool seed) {
   auto date = [&](const char* field) -> StatusOr<domain::Date> {
@@ -176,13 +183,18 @@ StatusOr<Stay> parse_stay(const Json& body, const char* in_field, const char* ou
   Stay s;
   s.check_in = domain::format_date(in);
   s.check_out = domain::format_date(out);
+  s.nights = nights;
   SAGA_ASSIGN_OR_RETURN(s.qty, domain::int_field(body, "qty", 1, 1'000'000));
-  SAGA_ASSIGN_OR_RETURN(s.amount, domain::number_field(body, "amount", 0));
+  auto amount = body.find("amount");
+  if (!seed || (amount != body.end() && !amount->is_null())) {
+    SAGA_ASSIGN_OR_RETURN(s.amount, domain::money_field(body, "amount"));
+  }
   return s;
 }
 
-// Reservation ids per user, in memory: rebuilt from the orchestrator's store
-// when the routes are added, then kept up to date by the POST handlers.
+// Reservation ids per user, and the Idempotency-Keys per user, in memory:
+// rebuilt from the orchestrator's store (the sagas' data) when the routes are
+// added, then kept up to date by the POST handlers. Thread-safe.
 class UserIndex {
  public:
   void add(const std::string& user, const std::string& id) {
@@ -195,9 +207,40 @@ class UserIndex {
     return it == by_user_.end() ? std::vector<std::string>{} : it->second;
   }
 
+  // The booking a user's key names, with the hash of the request that made it.
+  struct Keyed {
+    std::string id;
+    std::string request_hash;
+    bool fresh = false;  // claimed by this call: the caller starts the booking
+  };
+  // The booking `user` made with `key`, or, when there is none, `new_id`
+  // claimed for it with `request_hash` (fresh): one lookup-or-insert, so two
+  // requests with one key never start two bookings.
+  Keyed claim(const std::string& user, const std::string& key, const std::string& request_hash,
+              const std::string& new_id) {
+    std::lock_guard lock(mu_);
+    auto [it, inserted] = by_key_.try_emplace(user + '\n' + key, Keyed{new_id, request_hash});
+    Keyed out = it->second;
+    out.fresh = inserted;
+    return out;
+  }
+  // Forgets a claim whose booking was not started.
+  void forget(const std::string& user, const std::string& key) {
+    std::lock_guard lock(mu_);
+    by_key_.erase(user + '\n' + key);
+  }
+  // Records a started booking's key (rebuild).
+  void add_key(const std::string& user, const std::string& key, const std::string& id,
+               const std::string& request_hash) {
+    std::lock_guard lock(mu_);
+    by_key_[user + '\n' + key] = Keyed{id, request_hash};
+  }
+
  private:
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::vector<std::string>> by_user_;
+  std::unordered_map<std::string, std::vector<std::string>> by_user_;  // GUARDED_BY(mu_)
+  // "<user>\n<key>" (neither holds a newline: check_id) -> booking.
+  std::unordered_map<std::string, Keyed> by_key_;  // GUARDED_BY(mu_)
 };
 
 Status rebuild(UserIndex& index, Orchestrator& orch) {
@@ -207,7 +250,12 @@ Status rebuild(UserIndex& index, Orchestrator& orch) {
     q.limit = 1000;
     for (;;) {
       SAGA_ASSIGN_OR_RETURN(auto page, orch.list(q));
-      for (const SagaView& v : page.items) index.add(str(v.data, "userId"), v.id);
+      for (const SagaView& v : page.items) {
+        index.add(str(v.data, "userId"), v.id);
+        if (v.data.contains("idempotencyKey"))
+          index.add_key(str(v.data, "userId"), str(v.data, "idempotencyKey"), v.id,
+                        str(v.data, "requestHash"));
+      }
       if (page.next_page_token.empty()) break;
       q.page_token = page.next_page_token;
     }
@@ -266,44 +314,94 @@ std::optional<Response> refuse_other_user(const Identity& who, const std::string
                             "as yourself");
 }
 
-// Refuses an unknown place (422); accepts when the inventory cannot tell.
-std::optional<Response> check_place(const Options& options, const std::string& place) {
-  if (!options.place_exists) return std::nullopt;
-  auto exists = options.place_exists(place);
-  if (!exists.ok()) {
-    spdlog::warn("cannot check place {} with the inventory ({}); accepting the booking", place,
-                 exists.status().message());
-    return std::nullopt;
-  }
-  if (*exists) return std::nullopt;
-  return Response::problem(422, "Unprocessable Content", "place " + place + " does not exist");
+Response unprocessable(const std::string& detail) {
+  return Response::problem(422, "Unprocessable Content", detail);
 }
 
-uint64_t fnv1a(std::string_view text, uint64_t seed) {
-  uint64_t h = seed;
-  for (char c : text) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 1099511628211ull;
+// The amount of a stay, priced by the server.
+struct Priced {
+  int64_t amount = 0;
+  int64_t nightly = 0;
+  std::string currency;
+};
+
+// Prices `stay` at `place` with the inventory's nightly price. A refusal:
+// 503 + Retry-After when the inventory cannot be asked (no price, no amount:
+// accepting would charge a guess), 422 for an unknown or unpriced place, a
+// total beyond kMaxMoney, or a client amount other than the server's.
+std::variant<Priced, Response> price_stay(const Options& options, const std::string& place,
+                                          const Stay& stay) {
+  auto unavailable = [](const std::string& why) {
+    Response r = Response::problem(503, "Service Unavailable",
+                                   "cannot price the booking now: " + why + "; try again");
+    r.set_header("Retry-After", std::to_string(kInventoryRetryAfterSeconds));
+    return r;
+  };
+  if (!options.place_lookup) return unavailable("no price source is configured");
+  auto info = options.place_lookup(place);
+  if (!info.ok()) {
+    spdlog::warn("cannot ask the inventory about place {} ({}); refusing the booking (503)",
+                 place, info.status().message());
+    return unavailable("the inventory cannot be reached");
   }
-  return h;
+  if (!*info) return unprocessable("place " + place + " does not exist");
+  if (!(*info)->priced) return unprocessable("place " + place + " has no price yet");
+  Priced p{0, (*info)->price, (*info)->currency};
+  int64_t per_night = 0;
+  if (__builtin_mul_overflow(stay.qty, p.nightly, &per_night) ||
+      __builtin_mul_overflow(per_night, stay.nights, &p.amount) || p.amount > domain::kMaxMoney)
+    return unprocessable("the amount of this booking is too large");
+  if (stay.amount && *stay.amount != p.amount)
+    return unprocessable("amount " + std::to_string(*stay.amount) + " does not match the price: " +
+                         std::to_string(stay.nights) + " nights x " + std::to_string(stay.qty) +
+                         " rooms x " + std::to_string(p.nightly) + " " + p.currency + " = " +
+                         std::to_string(p.amount));
+  return p;
 }
 
-// The id of a new reservation of `user`: random, or derived from the
-// request's Idempotency-Key so that a retried request finds the booking the
-// first one made. InvalidArgument for a malformed key.
-StatusOr<std::string> reservation_id_for(const Request& req, const std::string& user) {
+// The SHA-256 of a booking request: its route and its canonical JSON body
+// (parsed, keys sorted), so that spacing and key order do not matter.
+std::string request_hash(std::string_view route, const Json& body) {
+  return domain::sha256_hex(std::string(route) + '\n' + body.dump());
+}
+
+// How a booking request is to proceed with its Idempotency-Key, if any.
+struct Admission {
+  std::string id;                      // the reservation id to start (fresh) or answer
+  std::string key;                     // the Idempotency-Key ("" without)
+  bool replay = false;                 // the key's booking exists: answer it
+  std::optional<Response> refusal;     // 400 bad key, 422 other body
+};
+
+// A request without a key gets a new random id. With a key, the key's
+// booking when it was made by the same request (replay), 422 when it was made
+// by another, else a new random id claimed for the key. Ids never derive from keys.
+Admission admit(const Request& req, UserIndex& index, const std::string& user,
+                const std::string& hash) {
+  Admission a;
   auto key = req.header("Idempotency-Key");
-  if (!key) return "r-" + domain::random_hex(12);
-  SAGA_RETURN_IF_ERROR(domain::check_id(*key, "Idempotency-Key"));
-  const std::string text = user + '\n' + std::string(*key);
-  return fmt::format("r-{:016x}{:08x}", fnv1a(text, 14695981039346656037ull),
-                     static_cast<uint32_t>(fnv1a(text, 0x9e3779b97f4a7c15ull)));
+  if (!key) {
+    a.id = domain::new_id("r-");
+    return a;
+  }
+  if (Status s = domain::check_id(*key, "Idempotency-Key"); !s.ok()) {
+    a.refusal = bad_request(s);
+    return a;
+  }
+  a.key = std::string(*key);
+  UserIndex::Keyed k = index.claim(user, a.key, hash, domain::new_id("r-"));
+  a.id = k.id;
+  if (k.fresh) return a;
+  if (k.request_hash != hash) {
+    a.refusal = unprocessable("Idempotency-Key already used for a different request");
+    return a;
+  }
+  a.replay = true;
+  return a;
 }
 
 // Starts a booking of `type` with `data` (which holds reservationId and
-// userId) and records it in the user index. A reservation id that exists
-// already (a retried request with the same Idempotency-Key) answers the
-// booking made first, whatever this request's body says.
+// userId) and records it in the user index.
 StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const char* type,
                                     Json data, const Request& req) {
   StartOptions so;
@@ -311,16 +409,17 @@ StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const 
   so.traceparent = req.traceparent();
   const std::string user = str(data, "userId");
   auto started = orch.start(type, std::move(data), so);
-  if (started.ok()) {
-    index.add(user, *started);
-    return started;
-  }
-  if (started.status().code() != StatusCode::kAlreadyExists) return started.status();
-  auto existing = orch.get(so.id);
-  if (!existing.ok()) return existing.status();
-  if (existing->type != type || str(existing->data, "userId") != user)
-    return Status::already_exists("Idempotency-Key already used for another request");
-  return so.id;
+  if (started.ok()) index.add(user, *started);
+  return started;
+}
+
+// The answer to a replayed request whose booking is still being started by
+// the first one.
+Response in_progress() {
+  Response r = Response::problem(409, "Conflict",
+                                 "a request with this Idempotency-Key is in progress; try again");
+  r.set_header("Retry-After", "1");
+  return r;
 }
 
 // The payment step of both booking sagas: charge, undone by refund.
@@ -412,29 +511,31 @@ StatusOr<std::vector<DefinitionPtr>> definitions(Options options) {
   return out;
 }
 
-PlaceCheck inventory_place_check(std::string host, uint16_t port) {
-  struct Known {
-    std::mutex mu;
-    std::unordered_set<std::string> ids;
-  };
-  auto known = std::make_shared<Known>();
-  return [host = std::move(host), port, known](const std::string& id) -> StatusOr<bool> {
-    {
-      std::lock_guard lock(known->mu);
-      if (known->ids.count(id)) return true;
-    }
+PlaceLookup inventory_place_lookup(std::string host, uint16_t port) {
+  return [host = std::move(host), port](const std::string& id)
+             -> StatusOr<std::optional<PlaceInfo>> {
     service::ClientOptions co;
     co.connect_timeout = std::chrono::milliseconds(1'000);
     co.request_timeout = std::chrono::milliseconds(2'000);
     service::HttpClient client(host, port, co);
     auto r = client.get("/places/" + service::percent_encode(id));
     if (!r.ok()) return r.status();
-    if (r->status == 404) return false;
+    if (r->status == 404) return std::optional<PlaceInfo>();
     if (r->status != 200)
       return Status::unavailable("inventory answered " + std::to_string(r->status));
-    std::lock_guard lock(known->mu);
-    known->ids.insert(id);
-    return true;
+    auto place = parse_json(r->body);
+    if (!place.ok() || !place->is_object())
+      return Status::unavailable("inventory answered a place that is not a JSON object");
+    PlaceInfo info;
+    if (place->contains("price")) {
+      auto price = domain::price_field(*place, "price");
+      if (!price.ok())
+        return Status::unavailable("inventory answered a bad price: " + price.status().message());
+      info.priced = true;
+      info.price = price->amount;
+      info.currency = price->currency;
+    }
+    return std::optional<PlaceInfo>(std::move(info));
   };
 }
 
@@ -472,9 +573,10 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
               {"checkIn", str(d, "checkIn")},
               {"checkOut", str(d, "checkOut")},
               {"qty", d.value("qty", int64_t{0})},
-              {"amount", d.value("amount", 0.0)},
+              {"amount", d.value("amount", int64_t{0})},
               {"status", status},
               {"createdMs", d.value("createdMs", saga.created_ms)}};
+  if (d.contains("currency")) out["currency"] = str(d, "currency");
   if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
   if (status == "REJECTED" || status == "NEEDS_ATTENTION") {
     const std::string& error = cancellation && cancellation->state == SagaState::kFailed
@@ -511,21 +613,42 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         if (auto refused = refuse_other_user(who, *user, "userId")) return *refused;
         auto stay = parse_stay(body, "checkIn", "checkOut", false);
         if (!stay.ok()) return bad_request(stay.status());
-        if (auto refused = check_place(options, *place)) return *refused;
+        auto answer = [&orch](const std::string& id) {
+          auto now_status = load_booking(orch, id);  // not PENDING for a repeated request
+          Response r = Response::json(
+              202, {{"id", id}, {"status", now_status.ok() ? now_status->status() : "PENDING"}});
+          r.set_header("Location", "/reservations/" + id);
+          return r;
+        };
 
-        auto id = reservation_id_for(req, *user);
-        if (!id.ok()) return bad_request(id.status());
-        Json data = {{"reservationId", *id},      {"placeId", *place},           {"userId", *user},
+        const std::string hash = request_hash("POST /reservations", body);
+        Admission a = admit(req, *index, *user, hash);
+        if (a.refusal) return *a.refusal;
+        if (a.replay) {
+          auto existing = load_booking(orch, a.id);
+          if (!existing.ok()) return in_progress();
+          return answer(a.id);
+        }
+        auto priced = price_stay(options, *place, *stay);
+        if (auto* refused = std::get_if<Response>(&priced)) {
+          if (!a.key.empty()) index->forget(*user, a.key);
+          return *refused;
+        }
+        const Priced& p = std::get<Priced>(priced);
+        Json data = {{"reservationId", a.id},     {"placeId", *place},           {"userId", *user},
                      {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
-                     {"amount", stay->amount},    {"createdMs", now()}};
+                     {"amount", p.amount},        {"currency", p.currency},
+                     {"nightlyPrice", p.nightly}, {"createdMs", now()}};
+        if (!a.key.empty()) {
+          data["idempotencyKey"] = a.key;
+          data["requestHash"] = hash;
+        }
         auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
-        if (!started.ok()) return Response::from_status(started.status());
-        auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
-        Response r = Response::json(
-            202,
-            {{"id", *started}, {"status", now_status.ok() ? now_status->status() : "PENDING"}});
-        r.set_header("Location", "/reservations/" + *started);
-        return r;
+        if (!started.ok()) {
+          if (!a.key.empty()) index->forget(*user, a.key);
+          return Response::from_status(started.status());
+        }
+        return answer(*started);
       }));
 
   // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
@@ -552,29 +675,54 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         }
         auto stay = parse_stay(body, "strDt", "endDt", true);
         if (!stay.ok()) return bad_request(stay.status());
-        if (auto refused = check_place(options, *place)) return *refused;
+        // The answer echoes the booking as stored (a replay: as first made).
+        auto answer = [&orch](const std::string& id) {
+          auto b = load_booking(orch, id);
+          if (!b.ok()) return Response::from_status(b.status());
+          const Json& d = b->saga.data;
+          Response r = Response::json(201, {{"id", id},
+                                            {"placeNm", str(d, "placeNm")},
+                                            {"placeId", str(d, "placeId")},
+                                            {"usrId", str(d, "userId")},
+                                            {"strDt", str(d, "checkIn")},
+                                            {"endDt", str(d, "checkOut")},
+                                            {"qty", d.value("qty", int64_t{0})},
+                                            {"amount", d.value("amount", int64_t{0})},
+                                            {"currency", str(d, "currency")},
+                                            {"status", b->status()}});
+          r.set_header("Location", "/accommodations/" + id);
+          return r;
+        };
 
-        auto id = reservation_id_for(req, *user);
-        if (!id.ok()) return bad_request(id.status());
-        Json data = {
-            {"reservationId", *id}, {"placeId", *place},         {"placeNm", place_name},
-            {"userId", *user},      {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
-            {"qty", stay->qty},     {"amount", stay->amount},    {"createdMs", now()}};
+        const std::string hash = request_hash("POST /accommodations", body);
+        Admission a = admit(req, *index, *user, hash);
+        if (a.refusal) return *a.refusal;
+        if (a.replay) {
+          if (!load_booking(orch, a.id).ok()) return in_progress();
+          return answer(a.id);
+        }
+        auto priced = price_stay(options, *place, *stay);
+        if (auto* refused = std::get_if<Response>(&priced)) {
+          if (!a.key.empty()) index->forget(*user, a.key);
+          return *refused;
+        }
+        const Priced& p = std::get<Priced>(priced);
+        Json data = {{"reservationId", a.id},     {"placeId", *place},
+                     {"placeNm", place_name},     {"userId", *user},
+                     {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
+                     {"qty", stay->qty},          {"amount", p.amount},
+                     {"currency", p.currency},    {"nightlyPrice", p.nightly},
+                     {"createdMs", now()}};
+        if (!a.key.empty()) {
+          data["idempotencyKey"] = a.key;
+          data["requestHash"] = hash;
+        }
         auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
-        if (!started.ok()) return Response::from_status(started.status());
-        auto now_status = load_booking(orch, *started);  // not PENDING for a repeated request
-        Response r =
-            Response::json(201, {{"id", *started},
-                                 {"placeNm", place_name},
-                                 {"placeId", *place},
-                                 {"usrId", *user},
-                                 {"strDt", stay->check_in},
-                                 {"endDt", stay->check_out},
-                                 {"qty", stay->qty},
-                                 {"amount", stay->amount},
-                                 {"status", now_status.ok() ? now_status->status() : "PENDING"}});
-        r.set_header("Location", "/accommodations/" + *started);
-        return r;
+        if (!started.ok()) {
+          if (!a.key.empty()) index->forget(*user, a.key);
+          return Response::from_status(started.status());
+        }
+        return answer(*started);
       }));
 
   auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {
@@ -595,16 +743,36 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
               Status::invalid_argument("query parameter 'userId' must not be empty"));
         if (!who.may_act_as(user))
           return Response::from_status(Status::not_found("no reservations of user " + user));
+        auto page = domain::page_request(req);
+        if (!page.ok()) return bad_request(page.status());
+        // The user's bookings oldest first; the token is the last id of the
+        // page before, and must be one of this user's.
+        const std::vector<std::string> ids = index->ids(user);
+        size_t from = 0;
+        if (!page->token.empty()) {
+          auto it = std::find(ids.begin(), ids.end(), page->token);
+          if (it == ids.end())
+            return bad_request(
+                Status::invalid_argument("query parameter 'pageToken' is not a page token"));
+          from = static_cast<size_t>(it - ids.begin()) + 1;
+        }
         Json out = Json::array();
-        for (const std::string& id : index->ids(user)) {
-          auto b = load_booking(orch, id);
+        std::string next;
+        for (size_t i = from; i < ids.size(); ++i) {
+          if (out.size() == page->limit) {
+            next = ids[i - 1];
+            break;
+          }
+          auto b = load_booking(orch, ids[i]);
           if (b.ok()) {
             out.push_back(b->to_json());
           } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
             return Response::from_status(b.status());
           }
         }
-        return Response::json(200, out);
+        Response r = Response::json(200, out);
+        domain::set_next_page_token(r, next);
+        return r;
       }));
 
   router.post("/reservations/{id}/cancel",

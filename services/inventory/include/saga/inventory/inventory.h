@@ -2,7 +2,8 @@
 // and the owner's view of confirmed bookings.
 //
 // State (JSON values in the participant's store):
-//   place/<placeId>              {id, name, ownerId, rooms}
+//   place/<placeId>              {id, name, ownerId, rooms[, price {amount, currency}]}
+//                                (price: per room and night, integer minor units)
 //   night/<placeId>/<YYYY-MM-DD> {held, confirmed}
 //   booking/<sagaId>             {placeId, checkIn, checkOut, qty, status HELD|CONFIRMED,
 //                                 reservationId, userId[, ownerId]}
@@ -33,6 +34,11 @@ inline constexpr long kMaxNights = 366;
 /// Largest room count of a place.
 inline constexpr int64_t kMaxRooms = 1'000'000;
 
+/// The nightly price of the places the seed's POST /reservationManagements
+/// creates: 5000 KRW (the seed's walkthrough books one night at 5000).
+inline constexpr int64_t kSeedPriceAmount = 5000;
+inline constexpr char kSeedPriceCurrency[] = "KRW";
+
 struct Options {
   /// Event timestamps (ms since the epoch). Default: the system clock.
   std::function<int64_t()> now_ms = {};
@@ -47,6 +53,10 @@ Status register_handlers(Participant& p, Options options = {});
 /// the router's server. GET /places/{id}[/availability] are public; creating
 /// places and setting rooms or stock need the owner role, and an existing
 /// place, like a guest list, is only its owner's (or an admin's): else 403.
+/// Prices: POST /places takes an optional `price` {amount, currency} (a place
+/// without one cannot be booked until PUT /places/{id}/price sets it, owner
+/// only); the seed's places are created at kSeedPriceAmount kSeedPriceCurrency.
+/// GET /owners/{ownerId}/reservations is paginated (domain/paging.h).
 void add_routes(service::Router& router, Participant& p);
 
 }  // namespace saga::inventory

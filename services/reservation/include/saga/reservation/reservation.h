@@ -2,7 +2,12 @@
 // and payment participants and exposes reservations over HTTP.
 //
 // Saga `booking` v1, data = the reservation
-//   {reservationId (= saga id), placeId, userId, checkIn, checkOut, qty, amount, createdMs}:
+//   {reservationId (= saga id), placeId, userId, checkIn, checkOut, qty, amount,
+//    currency, nightlyPrice, createdMs[, idempotencyKey, requestHash]}:
+//   amount = nights x qty x nightlyPrice, integer minor units of `currency`,
+//   computed here from the inventory's price of the place (never the client's);
+//   idempotencyKey/requestHash: the caller's Idempotency-Key and the SHA-256
+//   of the request (route and canonical JSON body), see add_routes.
 //   reserve  inventory reserve  (compensation: inventory release)
 //   pay      payment charge     (compensation: payment refund)
 //   confirm  inventory confirm
@@ -23,6 +28,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,16 +51,28 @@ inline constexpr char kPayment[] = "payment";
 /// Longest stay, in nights.
 inline constexpr long kMaxNights = 366;
 
-/// Whether a place exists, as far as the inventory can tell: true, false, or
-/// an error when it cannot be asked (then the booking is accepted and its
-/// saga finds out).
-using PlaceCheck = std::function<StatusOr<bool>(const std::string& place_id)>;
+/// What the inventory says of an existing place: its nightly price per room,
+/// when its owner has set one (integer minor units of `currency`).
+struct PlaceInfo {
+  bool priced = false;
+  int64_t price = 0;
+  std::string currency;
+};
+
+/// The place `place_id` as the inventory knows it: nullopt when there is no
+/// such place; Unavailable when the inventory cannot be asked (then the
+/// booking is refused 503 with Retry-After: without the price there is no amount).
+using PlaceLookup = std::function<StatusOr<std::optional<PlaceInfo>>(const std::string& place_id)>;
+
+/// Seconds in the Retry-After of a 503 when the inventory cannot be asked.
+inline constexpr int kInventoryRetryAfterSeconds = 5;
 
 struct Options {
   /// Event timestamps and createdMs (ms since the epoch). Default: the system clock.
   std::function<int64_t()> now_ms = {};
-  /// Refuses bookings of unknown places up front (422). Default: no check.
-  PlaceCheck place_exists = {};
+  /// Where prices come from. Unknown place: 422; unpriced place: 422;
+  /// unreachable inventory: 503. Default: none, and every booking is 503.
+  PlaceLookup place_lookup = {};
 };
 
 /// The `booking` v1 saga definition.
@@ -66,9 +84,9 @@ StatusOr<DefinitionPtr> cancellation_definition(Options options = {});
 /// The three definitions the service registers.
 StatusOr<std::vector<DefinitionPtr>> definitions(Options options = {});
 
-/// A PlaceCheck asking the inventory's GET /places/{id} at host:port (timeout
-/// 2 s); places seen once are remembered (places are never deleted).
-PlaceCheck inventory_place_check(std::string host, uint16_t port);
+/// A PlaceLookup asking the inventory's GET /places/{id} at host:port (timeout
+/// 2 s) at every booking: prices change, so nothing is cached.
+PlaceLookup inventory_place_lookup(std::string host, uint16_t port);
 
 /// The id of the cancellation saga of reservation `id`.
 std::string cancellation_id(std::string_view id);
@@ -86,15 +104,23 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullp
 /// Registers the HTTP API on `router`:
 ///   POST /reservations              start a booking -> 202 {id, status} + Location
 ///   GET  /reservations/{id}         the reservation with its steps, or 404
-///   GET  /reservations[?userId=]    the user's reservations (in-memory index,
-///                                   rebuilt from the store when the routes are added);
-///                                   without userId the caller's own
+///   GET  /reservations[?userId=&limit=&pageToken=]  the user's reservations
+///                                   (in-memory index, rebuilt from the store when the
+///                                   routes are added), oldest first, paginated
+///                                   (domain/paging.h); without userId the caller's own
 ///   POST /reservations/{id}/cancel  202 {id, status}: a running booking is
 ///                                   compensated, a confirmed one gets a
 ///                                   cancellation saga; 409 when rejected or cancelled
 ///   POST /accommodations            the seed's booking call (seed-booking saga) -> 201
 ///   GET  /accommodations/{id}       same as GET /reservations/{id}
 /// plus /healthz, /readyz (orchestrator health) and /metrics.
+/// Prices: the amount of a booking is nights x qty x the place's nightly price
+/// (PlaceLookup); POST /reservations must state it as `amount` (an integer:
+/// floats 400, another value 422), the seed's POST /accommodations may leave
+/// it out. Idempotency-Key (1..128 printable characters): per user; the
+/// booking keeps the key and the request's SHA-256, a replay with the same
+/// body answers the same booking, with another body 422. Ids are "r-" and 32
+/// hex digits from a CSPRNG, unrelated to the key.
 /// Every booking route needs the caller's identity (service/identity.h; 401
 /// without): a booking is made only as oneself (userId / usrId = the caller,
 /// else 403) and read, listed and cancelled only by its user or an admin

@@ -110,6 +110,7 @@ class internal::ServerImpl {
   std::function<std::string()> metrics_source() {
     return [this] { return metrics_text(); };
   }
+  net::any_io_executor executor() const { return ioc_->get_executor(); }
   void record(const std::string& route, const std::string& method, int status, double seconds);
   void on_session_closed(Session* session);
 
@@ -121,6 +122,8 @@ class internal::ServerImpl {
 
   void do_accept();  // REQUIRES: mu_ held
   void on_accept(beast::error_code ec, tcp::socket socket);
+  // Answers a connection over max_connections with 503 and closes it.
+  void refuse(tcp::socket socket);
 
   const ServerOptions options_;
   const Router router_;
@@ -131,6 +134,7 @@ class internal::ServerImpl {
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Counter& connections_total_;
   prometheus::Gauge& open_connections_;
+  prometheus::Counter& connections_refused_;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, RouteMetrics> route_metrics_;  // guarded by metrics_mu_
 
@@ -156,7 +160,11 @@ class internal::ServerImpl {
 class internal::Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, internal::ServerImpl& server)
-      : stream_(std::move(socket)), server_(server), grace_timer_(stream_.get_executor()) {}
+      : stream_(std::move(socket)), server_(server), grace_timer_(stream_.get_executor()) {
+    beast::error_code ec;
+    auto peer = stream_.socket().remote_endpoint(ec);
+    if (!ec) remote_ = peer.address().to_string();
+  }
   ~Session() { server_.on_session_closed(this); }
 
   void start() {
@@ -237,13 +245,27 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     state_ = State::kHandling;
     auto& breq = parser_->get();
-    Request req = internal::request_from_beast(breq);
+    Request& req = request_.emplace(internal::request_from_beast(breq));
     internal::MessageAccess::set_server_metrics(req, server_.metrics_source());
-    Response res = server_.router().handle(req);
-    route_ = req.route().empty() ? "unmatched" : req.route();
-    method_ = method_label(req.method());
-    bool keep_alive = breq.keep_alive() && !stop_requested_ && !server_.stopping();
-    send(req, std::move(res), breq.version(), keep_alive, breq.method() == http::verb::head);
+    internal::MessageAccess::set_connection(req, remote_, server_.executor());
+    version_ = breq.version();
+    client_keep_alive_ = breq.keep_alive();
+    head_ = breq.method() == http::verb::head;
+    // A synchronous handler answers before dispatch() returns, an asynchronous
+    // one later from any thread: either way the answer comes back to this
+    // connection's strand. The session stays alive until then.
+    server_.router().dispatch(req, [self = shared_from_this()](Response res) {
+      net::post(self->stream_.get_executor(),
+                [self, res = std::move(res)]() mutable { self->on_response(std::move(res)); });
+    });
+  }
+
+  void on_response(Response res) {
+    if (state_ != State::kHandling || !request_) return;  // force-closed meanwhile
+    route_ = request_->route().empty() ? "unmatched" : request_->route();
+    method_ = method_label(request_->method());
+    bool keep_alive = client_keep_alive_ && !stop_requested_ && !server_.stopping();
+    send(*request_, std::move(res), version_, keep_alive, head_);
   }
 
   // Answers a request that could not be read whole; the connection then closes
@@ -358,12 +380,18 @@ class internal::Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream stream_;
+  std::string remote_;  // the client's IP address
   internal::ServerImpl& server_;
   net::steady_timer grace_timer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::empty_body>> continue_;
   std::optional<http::response<http::string_body>> response_;
+  // The request being handled (kept until its answer is sent).
+  std::optional<Request> request_;
+  unsigned version_ = 11;
+  bool client_keep_alive_ = false;
+  bool head_ = false;
   std::array<char, 4096> linger_buf_{};
   State state_ = State::kIdle;
   bool stop_requested_ = false;
@@ -398,6 +426,12 @@ internal::ServerImpl::ServerImpl(ServerOptions options, Router router)
                             .Help("TCP connections open now")
                             .Register(*registry_)
                             .Add({})),
+      connections_refused_(prometheus::BuildCounter()
+                               .Name("http_server_connections_refused_total")
+                               .Help("TCP connections answered 503 and closed at once because "
+                                     "HTTP_MAX_CONNECTIONS were open")
+                               .Register(*registry_)
+                               .Add({})),
       ioc_(std::make_unique<net::io_context>(std::max(1, options_.threads))) {}
 
 internal::ServerImpl::~ServerImpl() {
@@ -486,12 +520,70 @@ void internal::ServerImpl::on_accept(beast::error_code ec, tcp::socket socket) {
     });
     return;
   }
+  if (sessions_.size() >= options_.max_connections) {
+    refuse(std::move(socket));
+    do_accept();
+    return;
+  }
   session = std::make_shared<Session>(std::move(socket), *this);
   sessions_.emplace(session.get(), session);
   connections_total_.Increment();
   open_connections_.Increment();
   session->start();
   do_accept();
+}
+
+namespace {
+
+// A connection refused for want of room: answered 503 and closed. The client
+// may still be sending its request: we stop writing, then read and discard for
+// a moment so that closing does not reset the connection under the response.
+class Refusal : public std::enable_shared_from_this<Refusal> {
+ public:
+  explicit Refusal(tcp::socket socket) : stream_(std::move(socket)) {}
+  void start() {
+    stream_.expires_after(std::chrono::seconds(1));
+    net::async_write(stream_, net::buffer(kAnswer),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec) return self->close();
+                       self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+                       self->stream_.expires_after(std::chrono::seconds(1));
+                       self->drain();
+                     });
+  }
+
+ private:
+  static constexpr std::string_view kBody =
+      R"({"type":"about:blank","title":"Service Unavailable","status":503,)"
+      R"("detail":"too many open connections; try again later"})";
+  static inline const std::string kAnswer =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+      "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+      std::to_string(kBody.size()) + "\r\n\r\n" + std::string(kBody);
+
+  void drain() {
+    stream_.async_read_some(net::buffer(buf_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->close();
+                              self->drain();
+                            });
+  }
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  std::array<char, 1024> buf_{};
+};
+
+}  // namespace
+
+void internal::ServerImpl::refuse(tcp::socket socket) {
+  connections_refused_.Increment();
+  spdlog::debug("HTTP: {} connections open (HTTP_MAX_CONNECTIONS): refusing one", sessions_.size());
+  std::make_shared<Refusal>(std::move(socket))->start();
 }
 
 void internal::ServerImpl::on_session_closed(Session* session) {

@@ -36,12 +36,17 @@ struct ServerOptions {
   size_t header_limit = 8 * 1024;
   /// Largest request body; more is answered 413. Default 1 MiB.
   size_t body_limit = 1024 * 1024;
-  /// Longest wait for each read of a request, including the wait for the next
-  /// request on an idle keep-alive connection; then the connection closes.
+  /// Longest wait for a request's line and headers (counted from the end of
+  /// the previous response on a keep-alive connection), and again for its
+  /// whole body: a deadline, not an idle timeout, so a client trickling
+  /// bytes (slowloris) is cut off too. Then the connection closes.
   /// Default 30 s.
   std::chrono::milliseconds read_timeout{30'000};
   /// Longest time to write a response; then the connection closes. Default 30 s.
   std::chrono::milliseconds write_timeout{30'000};
+  /// Most connections open at once; a connection beyond is answered 503
+  /// problem+json with Retry-After: 1 and closed. Default 512.
+  size_t max_connections = 512;
   /// How long stop() lets in-flight requests finish before closing their
   /// connections. Default 10 s.
   std::chrono::milliseconds drain_timeout{10'000};
@@ -49,7 +54,8 @@ struct ServerOptions {
   /// Options from the environment, `default_port` when PORT is unset:
   ///   PORT (0..65535; 0 picks a free port, logged at start), HTTP_HOST, HTTP_THREADS (1..256),
   ///   HTTP_HEADER_LIMIT_BYTES, HTTP_BODY_LIMIT_BYTES, HTTP_READ_TIMEOUT_MS,
-  ///   HTTP_WRITE_TIMEOUT_MS, HTTP_DRAIN_TIMEOUT_MS (defaults as above).
+  ///   HTTP_WRITE_TIMEOUT_MS, HTTP_DRAIN_TIMEOUT_MS, HTTP_MAX_CONNECTIONS (1..1000000)
+  ///   (defaults as above).
   /// InvalidArgument naming the variable, the accepted range and the bad value.
   static StatusOr<ServerOptions> from_env(uint16_t default_port);
 };

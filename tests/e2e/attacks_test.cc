@@ -251,8 +251,8 @@ TEST_CASE(
     for (auto& t : flooders) t.join();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    MESSAGE("flood: " << ok << " answered, " << limited << " limited, " << other << " other in "
-                      << seconds << " s");
+    MESSAGE("flood: " << ok.load() << " answered, " << limited.load() << " limited, "
+                      << other.load() << " other in " << seconds << " s");
     CHECK(bob_ok == 10);
     CHECK(other.load() == 0);
     CHECK(limited.load() > 0);
@@ -266,7 +266,7 @@ TEST_CASE(
   {  // oversized headers: 431 at the gateway and at a service, nothing dies
     for (const std::string& name : {std::string("gateway"), std::string("reservation")}) {
       auto http = stack.client(name);
-      auto r = http->get("/reservations/" + a.id, {{"X-Padding", std::string(64 * 1024, 'h')}});
+      auto r = http->get("/reservations/" + a.id, {{"X-Padding", std::string(16 * 1024, 'h')}});
       if (r.ok()) {
         CHECK_MESSAGE((r->status == 431 || r->status == 400), name << ": " << r->status);
       }  // or the connection was closed under the rest of the headers: refused too

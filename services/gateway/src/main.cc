@@ -3,7 +3,8 @@
 //   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086), UPSTREAM_TIMEOUT_MS
 //   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), UPSTREAM_MAX_IN_FLIGHT (256),
 //   RATE_LIMIT_{IDENTITY,ADDRESS}_{RPS,BURST} (50/100, 500/1000), LOG_LEVEL, HTTP_*
-//   (see http_server.h; HTTP_HOST 127.0.0.1), AUTH_* (token keys; see auth.h: the
+//   (see http_server.h; HTTP_HOST 127.0.0.1), TLS_CERT_FILE + TLS_KEY_FILE (HTTPS; default
+//   plain HTTP), AUTH_* (token keys; see auth.h: the
 //   gateway does not start without one, or AUTH_DEV_TOKENS=1 for local use).
 #include <spdlog/spdlog.h>
 
@@ -57,7 +58,9 @@ int main() {
         "AUTH_DEV_TOKENS is on: POST /auth/dev-token hands out tokens for anyone, admin "
         "included. For local use only.");
   }
-  spdlog::info("gateway listening on {}:{}", server_options->host, server.port());
+  spdlog::info("gateway listening on {}:{} ({})", server_options->host, server.port(),
+               server_options->tls_cert_file.empty() ? "plain HTTP: TLS_CERT_FILE not set"
+                                                     : "HTTPS");
   const int sig = stop_on_signal(server, signals);  // drains in-flight requests
   spdlog::info("signal {}: HTTP stopped", sig);
   return 0;

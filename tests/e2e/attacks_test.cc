@@ -3,9 +3,18 @@
 // requests with missing, expired, wrongly signed or `alg: none` tokens or
 // forged identity headers. Every attack is refused, changes nothing, and
 // leaves every service alive. One stack for all of them, in blocks.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <memory>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "e2e/e2e_support.h"
@@ -170,6 +179,163 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
                   "mypage without identity");
     CHECK(get_json(*admin, "/reservations/" + a.id)["status"] == "CONFIRMED");
     check_all_alive(stack, "bad tokens");
+  }
+
+  check_consistency(*admin, {a}, status);
+  check_all_alive(stack, "the consistency check");
+}
+
+// A blocking socket to 127.0.0.1:`port`, for what HttpClient will not send
+// (a body trickled byte by byte).
+class RawSocket {
+ public:
+  explicit RawSocket(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  }
+  ~RawSocket() { ::close(fd_); }
+  RawSocket(const RawSocket&) = delete;
+  RawSocket& operator=(const RawSocket&) = delete;
+
+  bool connected() const { return connected_; }
+  bool send_all(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+TEST_CASE(
+    "floods, oversized headers and slow bodies through the gateway are cut off, kill nothing") {
+  ServiceStack stack;
+  // The per-identity limit at its defaults. Every e2e client comes from
+  // 127.0.0.1, so the per-address limit (unit-tested) stays off (ServiceStack).
+  stack.set_env("gateway", "RATE_LIMIT_IDENTITY_RPS", "50");
+  stack.set_env("gateway", "RATE_LIMIT_IDENTITY_BURST", "100");
+  stack.set_env("gateway", "HTTP_READ_TIMEOUT_MS", "2000");  // slow bodies are cut at 2 s
+  start_or_fail(stack);
+  auto admin = stack.admin_gateway();
+  auto owner = stack.gateway_as("fo1", {"owner"});
+  auto alice = stack.gateway_as("flood-alice", {"guest"});
+  auto bob = stack.gateway_as("flood-bob", {"guest"});
+  expect_status(owner->post_json("/reservationManagements", {{"placeId", "flood-1"}, {"stock", 2}}),
+                201, "the owner stocks its place");
+  Booking a{"", "flood-alice", "flood-1", "2030-10-01", "2030-10-02", 1, 80.0};
+  book(*alice, a);
+  const auto status = settle_all(*alice, {a}, 60s);
+  REQUIRE(status.at(a.id) == "CONFIRMED");
+
+  {  // 1,000 requests in a second from one identity: most 429, another identity unaffected
+    const std::string token = stack.token("flood-alice", {"guest"});
+    constexpr int kThreads = 10;
+    constexpr int kEach = 100;  // one every 10 ms per thread: 1,000/s together
+    std::atomic<int> ok{0};
+    std::atomic<int> limited{0};
+    std::atomic<int> other{0};
+    std::atomic<bool> retry_after_ok{true};
+    const auto started = std::chrono::steady_clock::now();
+    std::vector<std::thread> flooders;
+    for (int t = 0; t < kThreads; ++t) {
+      flooders.emplace_back([&] {
+        auto http = stack.gateway_with(token);
+        for (int i = 0; i < kEach; ++i) {
+          auto r = http->get("/reservations/" + a.id);
+          if (r.ok() && r->status == 200) {
+            ++ok;
+          } else if (r.ok() && r->status == 429) {
+            ++limited;
+            if (!r->header("Retry-After")) retry_after_ok = false;
+          } else {
+            ++other;
+          }
+          std::this_thread::sleep_until(started + std::chrono::milliseconds(10 * (i + 1)));
+        }
+      });
+    }
+    // Meanwhile bob reads his bookings, unaffected.
+    int bob_ok = 0;
+    for (int i = 0; i < 10; ++i) {
+      auto r = bob->get("/reservations?userId=flood-bob");
+      if (r.ok() && r->status == 200) ++bob_ok;
+    }
+    for (auto& t : flooders) t.join();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    MESSAGE("flood: " << ok.load() << " answered, " << limited.load() << " limited, "
+                      << other.load() << " other in " << seconds << " s");
+    CHECK(bob_ok == 10);
+    CHECK(other.load() == 0);
+    CHECK(limited.load() > 0);
+    CHECK(retry_after_ok.load());
+    // At most the burst (100) plus 50/s while it ran, with a margin for rounding.
+    CHECK(ok.load() <= 100 + static_cast<int>(50 * seconds) + 5);
+    CHECK(ok.load() + limited.load() == kThreads * kEach);
+    check_all_alive(stack, "the flood");
+  }
+
+  {  // oversized headers: 431 at the gateway and at a service, nothing dies
+    for (const std::string& name : {std::string("gateway"), std::string("reservation")}) {
+      auto http = stack.client(name);
+      auto r = http->get("/reservations/" + a.id, {{"X-Padding", std::string(16 * 1024, 'h')}});
+      if (r.ok()) {
+        CHECK_MESSAGE((r->status == 431 || r->status == 400), name << ": " << r->status);
+      }  // or the connection was closed under the rest of the headers: refused too
+      service::Headers many;
+      for (int i = 0; i < 400; ++i)
+        many.emplace_back("X-H" + std::to_string(i), "0123456789abcdef0123");
+      auto m = http->get("/reservations/" + a.id, many);
+      if (m.ok()) CHECK_MESSAGE((m->status == 431 || m->status == 400), name << ": " << m->status);
+    }
+    check_all_alive(stack, "oversized headers");
+  }
+
+  {  // slowloris: bodies trickled byte by byte are cut off; the gateway serves others meanwhile
+    constexpr int kSlow = 20;
+    std::vector<std::unique_ptr<RawSocket>> slow;
+    for (int i = 0; i < kSlow; ++i) {
+      auto s = std::make_unique<RawSocket>(stack.port("gateway"));
+      REQUIRE(s->connected());
+      REQUIRE(
+          s->send_all("POST /reservations HTTP/1.1\r\nHost: t\r\nContent-Type: "
+                      "application/json\r\nContent-Length: 100000\r\n\r\n{"));
+      slow.push_back(std::move(s));
+    }
+    const auto started = std::chrono::steady_clock::now();
+    std::vector<bool> cut(kSlow, false);
+    size_t cut_count = 0;
+    bool served_meanwhile = true;
+    while (cut_count < slow.size() && std::chrono::steady_clock::now() - started < 60s) {
+      for (size_t i = 0; i < slow.size(); ++i) {
+        if (!cut[i] && !slow[i]->send_all(" ")) {
+          cut[i] = true;
+          ++cut_count;
+        }
+      }
+      if (cut_count == 0) {
+        auto r = bob->get("/reservations?userId=flood-bob");
+        served_meanwhile = served_meanwhile && r.ok() && r->status == 200;
+      }
+      std::this_thread::sleep_for(50ms);  // the attacker's pace, not a synchronisation
+    }
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(cut_count == slow.size());
+    CHECK(took < 30s);  // 2 s read timeout; a trickle of 100,000 bytes would take 80 min
+    CHECK(served_meanwhile);
+    check_all_alive(stack, "slow bodies");
   }
 
   check_consistency(*admin, {a}, status);

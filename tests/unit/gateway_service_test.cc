@@ -6,10 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -22,6 +24,7 @@
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
 #include "saga/service/router.h"
+#include "support/eventually.h"
 #include "support/jwt_forge.h"
 
 using namespace std::chrono_literals;
@@ -346,8 +349,9 @@ TEST_CASE("each prefix goes to its upstream with method, path, query and body in
     if (!body.empty()) CHECK(seen.back().content_type == "application/vnd.test+json");
     CHECK((*doc)["target"] == c.target);
   }
-  // Keep-alive: every request to the reservation service went on one connection.
-  CHECK(f.reservation.metrics_text().find("http_server_connections_total 1\n") !=
+  // One connection per forwarded request (closed by the upstream after its answer).
+  CHECK(f.reservation.metrics_text().find("http_server_connections_total " +
+                                          std::to_string(f.reservation.seen().size()) + "\n") !=
         std::string::npos);
 }
 
@@ -869,4 +873,306 @@ TEST_CASE("POST /auth/dev-token exists only with development tokens on") {
     REQUIRE(r.ok());
     check_problem(*r, 400);
   }
+}
+
+// ---- limits ----------------------------------------------------------------
+
+namespace {
+
+// A TCP server on 127.0.0.1 that accepts connections and never answers, until
+// release() closes them all.
+class StallServer {
+ public:
+  StallServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(::listen(fd_, 128) == 0);
+    socklen_t len = sizeof addr;
+    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      while (true) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        std::lock_guard lock(mu_);
+        accepted_.push_back(c);
+      }
+    });
+  }
+  ~StallServer() {
+    ::shutdown(fd_, SHUT_RDWR);  // wakes accept()
+    thread_.join();
+    ::close(fd_);
+    release();
+  }
+  StallServer(const StallServer&) = delete;
+  StallServer& operator=(const StallServer&) = delete;
+
+  gw::HostPort address() const { return {"127.0.0.1", port_}; }
+  size_t accepted() const {
+    std::lock_guard lock(mu_);
+    return accepted_.size();
+  }
+  // Closes every connection accepted so far (their requests fail at once).
+  void release() {
+    std::lock_guard lock(mu_);
+    for (int c : accepted_) ::close(c);
+    released_ += accepted_.size();
+    accepted_.clear();
+  }
+
+ private:
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  mutable std::mutex mu_;
+  std::vector<int> accepted_;  // guarded by mu_
+  size_t released_ = 0;        // guarded by mu_
+};
+
+// GET `target` from source address `from` (another loopback address, e.g.
+// 127.0.0.2) to 127.0.0.1:`port`; the raw response ("" on failure).
+std::string raw_get_from(const char* from, uint16_t port, const std::string& target,
+                         const std::string& token) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  REQUIRE(::inet_pton(AF_INET, from, &src.sin_addr) == 1);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof src) == 0);
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(port);
+  dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string out;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof dst) == 0) {
+    std::string req = "GET " + target + " HTTP/1.1\r\nHost: t\r\nConnection: close\r\n" +
+                      "Authorization: Bearer " + token + "\r\n\r\n";
+    if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(req.size())) {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+int raw_status(const std::string& raw) {
+  return raw.size() >= 12 ? std::stoi(raw.substr(9, 3)) : 0;
+}
+
+// A clock the test moves.
+struct TestClock {
+  std::shared_ptr<std::atomic<int64_t>> ms = std::make_shared<std::atomic<int64_t>>(0);
+  gw::RateLimiter::Now now() const {
+    return [ms = ms] { return gw::RateClock::time_point(std::chrono::milliseconds(ms->load())); };
+  }
+  void advance(std::chrono::milliseconds d) { ms->fetch_add(d.count()); }
+};
+
+}  // namespace
+
+TEST_CASE("a token bucket refills at its rate up to its burst") {
+  using gw::RateClock;
+  const RateClock::time_point t0{};
+  gw::TokenBucket bucket({.rate = 2, .burst = 3}, t0);
+  CHECK(bucket.try_take(t0));
+  CHECK(bucket.try_take(t0));
+  CHECK(bucket.try_take(t0));
+  std::chrono::milliseconds wait{0};
+  CHECK(!bucket.try_take(t0, &wait));
+  CHECK(wait == 500ms);  // 2 tokens a second
+  CHECK(!bucket.try_take(t0 + 250ms, &wait));
+  CHECK(wait == 250ms);  // half a token is there already
+  CHECK(bucket.try_take(t0 + 500ms));
+  CHECK(!bucket.try_take(t0 + 500ms));
+  // A long quiet spell refills to the burst, not beyond.
+  CHECK(bucket.tokens(t0 + 1h) == doctest::Approx(3.0));
+  // A clock read out of order takes nothing back.
+  CHECK(bucket.tokens(t0) == doctest::Approx(3.0));
+
+  SUBCASE("a limiter keeps a bucket per key and forgets full ones when it has too many") {
+    TestClock clock;
+    gw::RateLimiter limiter({.rate = 1, .burst = 1}, clock.now(), 2);
+    CHECK(limiter.acquire("a") == 0ms);
+    CHECK(limiter.acquire("a") == 1000ms);
+    CHECK(limiter.acquire("b") == 0ms);
+    CHECK(limiter.size() == 2);
+    clock.advance(1s);  // both full again
+    CHECK(limiter.acquire("c") == 0ms);
+    CHECK(limiter.size() == 1);
+    gw::RateLimiter off({.rate = 0, .burst = 1});
+    CHECK(!off.enabled());
+    for (int i = 0; i < 10; ++i) CHECK(off.acquire("x") == 0ms);
+  }
+}
+
+TEST_CASE("one identity over its rate gets 429 with Retry-After; others and other addresses pass") {
+  Fixture upstreams_only;  // its own gateway is not used here
+  TestClock clock;
+  gw::GatewayOptions options;
+  options.rate_clock = clock.now();
+  options.identity_limit = {.rate = 1, .burst = 3};
+  options.address_limit = {.rate = 1, .burst = 6};
+  TestGateway gateway(upstreams_only.upstreams(), options);
+  HttpClient alice = gateway.client_as({"alice", {kRoleGuest}});
+  HttpClient bob = gateway.client_as({"bob", {kRoleGuest}});
+
+  for (int i = 0; i < 3; ++i) {
+    auto r = alice.get("/reservations/r-" + std::to_string(i));
+    REQUIRE(r.ok());
+    CHECK(r->status == 200);
+  }
+  auto limited = alice.get("/reservations/r-3");
+  REQUIRE(limited.ok());
+  json doc = check_problem(*limited, 429);
+  CHECK(contains(doc, "identity"));
+  CHECK(limited->header("Retry-After") == "1");
+  CHECK(upstreams_only.reservation.seen().size() == 3);  // the refused one never went up
+
+  auto other = bob.get("/reservations/r-b");  // another identity, same address
+  REQUIRE(other.ok());
+  CHECK(other->status == 200);
+
+  // 5 of 127.0.0.1's 6 tokens are spent: one more, then the address is over.
+  auto sixth = bob.get("/reservations/r-b2");
+  REQUIRE(sixth.ok());
+  CHECK(sixth->status == 200);
+  auto by_address = gateway.anonymous().get("/places/p-1");  // public, no token
+  REQUIRE(by_address.ok());
+  CHECK(contains(check_problem(*by_address, 429), "address"));
+  // Another address is unaffected, with any identity.
+  const std::string carol = token_for({"carol", {kRoleGuest}});
+  CHECK(raw_status(raw_get_from("127.0.0.2", gateway.server.port(), "/payments/x", carol)) == 200);
+
+  // Time refills the buckets.
+  clock.advance(1s);
+  auto again = alice.get("/reservations/r-4");
+  REQUIRE(again.ok());
+  CHECK(again->status == 200);
+  auto metrics = gateway.client().get("/metrics");
+  REQUIRE(metrics.ok());
+  CHECK(metrics->body.find("gateway_rate_limited_total{limit=\"identity\"} 1") !=
+        std::string::npos);
+  CHECK(metrics->body.find("gateway_rate_limited_total{limit=\"address\"} 1") != std::string::npos);
+}
+
+TEST_CASE("a stalled upstream holds neither the gateway's threads nor the other upstreams") {
+  StallServer stalled;
+  FakeUpstream other("other");
+  gw::GatewayOptions options;
+  options.request_timeout = 8s;  // far longer than the requests to the others take
+  ServerOptions two_threads;
+  two_threads.threads = 2;
+  TestGateway gateway({stalled.address(), other.address(), other.address(), other.address()},
+                      options, two_threads);
+
+  constexpr int kStalled = 24;  // more than the gateway's threads (and the old 16)
+  std::atomic<int> answered{0};
+  std::vector<std::future<StatusOr<ClientResponse>>> pending;
+  for (int i = 0; i < kStalled; ++i) {
+    pending.push_back(std::async(std::launch::async, [&gateway, &answered, i] {
+      auto r = gateway.client().get("/reservations/s-" + std::to_string(i));
+      ++answered;
+      return r;
+    }));
+  }
+  REQUIRE(saga::testing::eventually([&] { return stalled.accepted() == kStalled; }, 20s));
+
+  const auto started = std::chrono::steady_clock::now();
+  auto pay = gateway.client().get("/payments/p-1");
+  REQUIRE(pay.ok());
+  CHECK(pay->status == 200);
+  auto readyz = gateway.anonymous().get("/healthz");
+  REQUIRE(readyz.ok());
+  CHECK(readyz->status == 200);
+  CHECK(std::chrono::steady_clock::now() - started < 8s);
+  CHECK(answered.load() == 0);  // the stalled ones are all still waiting
+
+  // They time out with 504, each naming the upstream.
+  for (auto& f : pending) {
+    auto r = f.get();
+    REQUIRE(r.ok());
+    CHECK(contains(check_problem(*r, 504), "upstream reservation"));
+  }
+  auto metrics = gateway.client().get("/metrics");
+  REQUIRE(metrics.ok());
+  CHECK(metrics->body.find("gateway_upstream_in_flight{upstream=\"reservation\"} 0") !=
+        std::string::npos);
+}
+
+TEST_CASE("an upstream with max_in_flight requests out gets 503 with Retry-After, the others not") {
+  StallServer stalled;
+  FakeUpstream other("other");
+  gw::GatewayOptions options;
+  options.max_in_flight = 2;
+  TestGateway gateway({stalled.address(), other.address(), other.address(), other.address()},
+                      options);
+
+  std::vector<std::future<StatusOr<ClientResponse>>> pending;
+  for (int i = 0; i < 2; ++i) {
+    pending.push_back(std::async(std::launch::async, [&gateway, i] {
+      return gateway.client().get("/reservations/s-" + std::to_string(i));
+    }));
+  }
+  REQUIRE(saga::testing::eventually([&] { return stalled.accepted() == 2; }, 20s));
+  auto full = gateway.client().get("/reservations/s-2");
+  REQUIRE(full.ok());
+  json doc = check_problem(*full, 503);
+  CHECK(contains(doc, "in flight"));
+  CHECK(full->header("Retry-After") == "1");
+  CHECK(stalled.accepted() == 2);  // never sent
+  auto pay = gateway.client().get("/payments/p-1");
+  REQUIRE(pay.ok());
+  CHECK(pay->status == 200);
+
+  stalled.release();  // the two fail now: 503, and the slots are free again
+  for (auto& f : pending) {
+    auto r = f.get();
+    REQUIRE(r.ok());
+    CHECK(r->status == 503);
+  }
+  auto again = std::async(std::launch::async,
+                          [&gateway] { return gateway.client().get("/reservations/s-3"); });
+  REQUIRE(saga::testing::eventually([&] { return stalled.accepted() == 1; }, 20s));
+  stalled.release();
+  auto freed = again.get();
+  REQUIRE(freed.ok());
+  CHECK(freed->status == 503);
+  CHECK(contains(check_problem(*freed, 503), "not reachable"));
+}
+
+TEST_CASE("limits come from the environment") {
+  ::setenv("AUTH_DEV_TOKENS", "1", 1);
+  ::setenv("UPSTREAM_MAX_IN_FLIGHT", "9", 1);
+  ::setenv("RATE_LIMIT_IDENTITY_RPS", "0", 1);
+  ::setenv("RATE_LIMIT_ADDRESS_RPS", "7", 1);
+  ::setenv("RATE_LIMIT_ADDRESS_BURST", "70", 1);
+  auto o = gw::gateway_options_from_env();
+  REQUIRE(o.ok());
+  CHECK(o->max_in_flight == 9);
+  CHECK(o->identity_limit.rate == 0);
+  CHECK(o->identity_limit.burst == 100);
+  CHECK(o->address_limit.rate == 7);
+  CHECK(o->address_limit.burst == 70);
+  ::setenv("RATE_LIMIT_IDENTITY_BURST", "0", 1);
+  auto bad = gw::gateway_options_from_env();
+  REQUIRE(!bad.ok());
+  CHECK(bad.status().message().find("RATE_LIMIT_IDENTITY_BURST") != std::string::npos);
+  for (const char* v :
+       {"AUTH_DEV_TOKENS", "UPSTREAM_MAX_IN_FLIGHT", "RATE_LIMIT_IDENTITY_RPS",
+        "RATE_LIMIT_ADDRESS_RPS", "RATE_LIMIT_ADDRESS_BURST", "RATE_LIMIT_IDENTITY_BURST"}) {
+    ::unsetenv(v);
+  }
+  gw::GatewayOptions defaults;
+  CHECK(defaults.max_in_flight == 256);
+  CHECK(defaults.identity_limit.rate == 50);
+  CHECK(defaults.address_limit.rate == 500);
 }

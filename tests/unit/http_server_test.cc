@@ -14,10 +14,13 @@
 #include <csignal>
 #include <cstdlib>
 #include <future>
+#include <memory>
+#include <mutex>
 #include <regex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "saga/service/config.h"
 #include "saga/service/http_client.h"
@@ -923,4 +926,127 @@ TEST_CASE("configuration values come from the environment with clear errors") {
     CHECK(spdlog::get_level() == spdlog::level::warn);
     spdlog::set_level(spdlog::level::info);
   }
+}
+
+// ---- limits ----------------------------------------------------------------
+
+TEST_CASE("an asynchronous handler holds no thread: a one-thread server answers others meanwhile") {
+  std::mutex mu;
+  std::vector<Responder> waiting;
+  Router router;
+  router.route_async("GET", "/later", [&](const Request&, Responder done) {
+    std::lock_guard lock(mu);
+    waiting.push_back(std::move(done));
+  });
+  router.get("/now", [](const Request& req) {
+    return Response::json(200, {{"remote", req.remote_address()}});
+  });
+  ServerOptions one;
+  one.threads = 1;
+  TestServer ts(std::move(router), one);
+
+  auto later = std::async(std::launch::async, [&] { return ts.client().get("/later"); });
+  REQUIRE(eventually([&] {
+    std::lock_guard lock(mu);
+    return waiting.size() == 1;
+  }));
+  auto now = ts.client().get("/now");  // the only thread is free
+  REQUIRE(now.ok());
+  CHECK(now->status == 200);
+  CHECK((*now->json())["remote"] == "127.0.0.1");
+
+  std::thread answerer([&] {
+    std::lock_guard lock(mu);
+    waiting[0](Response::json(201, {{"late", true}}));
+    waiting[0](Response::json(500, {}));  // a second answer is ignored
+  });
+  answerer.join();
+  auto res = later.get();
+  REQUIRE(res.ok());
+  CHECK(res->status == 201);
+  CHECK((*res->json())["late"] == true);
+  std::lock_guard lock(mu);
+  waiting.clear();  // a Responder may not outlive the server
+}
+
+TEST_CASE("connections over max_connections are answered 503 and closed") {
+  Router router;
+  router.get("/ping", [](const Request&) { return Response::text(200, "pong"); });
+  ServerOptions capped;
+  capped.max_connections = 2;
+  TestServer ts(std::move(router), capped);
+
+  auto first = std::make_unique<RawConnection>(ts.server.port());
+  RawConnection second(ts.server.port());
+  REQUIRE(first->connected());
+  REQUIRE(second.connected());
+  // Both are served (and so counted) before the third arrives.
+  REQUIRE(first->send_all("GET /ping HTTP/1.1\r\nHost: t\r\n\r\n"));
+  REQUIRE(status_of(first->read_response()) == 200);
+  REQUIRE(second.send_all("GET /ping HTTP/1.1\r\nHost: t\r\n\r\n"));
+  REQUIRE(status_of(second.read_response()) == 200);
+
+  RawConnection third(ts.server.port());
+  REQUIRE(third.connected());
+  third.send_all("GET /ping HTTP/1.1\r\nHost: t\r\n\r\n");
+  std::string refused = third.read_response();
+  CHECK(status_of(refused) == 503);
+  CHECK(refused.find("Retry-After: 1") != std::string::npos);
+  CHECK(refused.find("application/problem+json") != std::string::npos);
+  CHECK(third.closed_by_peer());
+  CHECK(ts.server.metrics_text().find("http_server_connections_refused_total 1") !=
+        std::string::npos);
+
+  // A connection closes: room for a new one.
+  first.reset();
+  CHECK(eventually([&] {
+    auto res = ts.client().get("/ping");
+    return res.ok() && res->status == 200;
+  }));
+}
+
+TEST_CASE("a body sent byte by byte is cut off at the read timeout (slowloris)") {
+  Router router;
+  router.post("/upload", [](const Request& req) {
+    return Response::json(200, {{"bytes", req.body().size()}});
+  });
+  ServerOptions quick;
+  quick.read_timeout = 500ms;
+  TestServer ts(std::move(router), quick);
+
+  RawConnection raw(ts.server.port());
+  REQUIRE(raw.connected());
+  const auto started = std::chrono::steady_clock::now();
+  REQUIRE(raw.send_all(
+      "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: "
+      "100000\r\n\r\n"));
+  // One byte every 20 ms would take 2000 s; every byte is inside any idle
+  // timeout, but the deadline covers the whole body.
+  bool cut = false;
+  while (std::chrono::steady_clock::now() - started < kDeadline) {
+    if (!raw.send_all("x")) {
+      cut = true;
+      break;
+    }
+    std::this_thread::sleep_for(20ms);  // the attacker's pace, not a synchronisation
+  }
+  CHECK(cut);
+  CHECK(std::chrono::steady_clock::now() - started < 15s);
+  CHECK(raw.closed_by_peer());
+
+  // The server is fine.
+  auto ok = ts.client().post_json("/upload", {{"a", 1}});
+  REQUIRE(ok.ok());
+  CHECK(ok->status == 200);
+}
+
+TEST_CASE("HTTP_MAX_CONNECTIONS comes from the environment") {
+  ScopedEnv set("HTTP_MAX_CONNECTIONS", "7");
+  auto o = ServerOptions::from_env(8080);
+  REQUIRE(o.ok());
+  CHECK(o->max_connections == 7);
+  ScopedEnv bad("HTTP_MAX_CONNECTIONS", "0");
+  auto refused = ServerOptions::from_env(8080);
+  REQUIRE(!refused.ok());
+  CHECK(refused.status().message().find("HTTP_MAX_CONNECTIONS") != std::string::npos);
 }

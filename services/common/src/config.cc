@@ -163,6 +163,16 @@ StatusOr<ServerOptions> ServerOptions::from_env(uint16_t default_port) {
                                                          milliseconds(1), std::chrono::hours(1)));
   SAGA_ASSIGN_OR_RETURN(o.drain_timeout, env_duration_ms("HTTP_DRAIN_TIMEOUT_MS", o.drain_timeout,
                                                          milliseconds(0), std::chrono::hours(1)));
+  SAGA_ASSIGN_OR_RETURN(
+      int64_t max_connections,
+      env_int("HTTP_MAX_CONNECTIONS", static_cast<int64_t>(o.max_connections), 1, 1'000'000));
+  o.max_connections = static_cast<size_t>(max_connections);
+  o.tls_cert_file = env_string("TLS_CERT_FILE", "");
+  o.tls_key_file = env_string("TLS_KEY_FILE", "");
+  if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
+    return Status::invalid_argument(
+        "TLS_CERT_FILE and TLS_KEY_FILE must be set together (HTTPS) or not at all (HTTP)");
+  }
   return o;
 }
 

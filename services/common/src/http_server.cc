@@ -21,10 +21,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <cassert>
 #include <condition_variable>
 #include <csignal>
@@ -32,6 +34,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -87,6 +90,17 @@ bool is_http_error(const beast::error_code& ec) {
 }  // namespace
 
 namespace internal {
+// What the server keeps of a connection, whatever its transport.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void start() = 0;
+  // The server is stopping: close now if idle, else after the current response.
+  virtual void notify_stop() = 0;
+  // The drain timeout passed: close whatever is going on.
+  virtual void force_close() = 0;
+};
+template <class Stream>
 class Session;
 }  // namespace internal
 
@@ -110,8 +124,9 @@ class internal::ServerImpl {
   std::function<std::string()> metrics_source() {
     return [this] { return metrics_text(); };
   }
+  net::any_io_executor executor() const { return ioc_->get_executor(); }
   void record(const std::string& route, const std::string& method, int status, double seconds);
-  void on_session_closed(Session* session);
+  void on_session_closed(SessionBase* session);
 
  private:
   struct RouteMetrics {
@@ -121,6 +136,8 @@ class internal::ServerImpl {
 
   void do_accept();  // REQUIRES: mu_ held
   void on_accept(beast::error_code ec, tcp::socket socket);
+  // Answers a connection over max_connections with 503 and closes it.
+  void refuse(tcp::socket socket);
 
   const ServerOptions options_;
   const Router router_;
@@ -131,6 +148,7 @@ class internal::ServerImpl {
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Counter& connections_total_;
   prometheus::Gauge& open_connections_;
+  prometheus::Counter& connections_refused_;
   std::mutex metrics_mu_;
   std::unordered_map<std::string, RouteMetrics> route_metrics_;  // guarded by metrics_mu_
 
@@ -139,10 +157,12 @@ class internal::ServerImpl {
 
   std::mutex mu_;
   std::condition_variable sessions_cv_;
-  bool started_ = false;                                           // guarded by mu_
-  std::unordered_map<Session*, std::weak_ptr<Session>> sessions_;  // guarded by mu_
-  std::unique_ptr<tcp::acceptor> acceptor_;                        // guarded by mu_
-  std::unique_ptr<net::steady_timer> accept_retry_;                // guarded by mu_
+  bool started_ = false;                                                   // guarded by mu_
+  std::unordered_map<SessionBase*, std::weak_ptr<SessionBase>> sessions_;  // guarded by mu_
+  // Set by start() when options_ name a certificate and key: every connection is TLS.
+  std::optional<net::ssl::context> tls_;
+  std::unique_ptr<tcp::acceptor> acceptor_;          // guarded by mu_
+  std::unique_ptr<net::steady_timer> accept_retry_;  // guarded by mu_
 
   std::mutex stop_mu_;    // serialises stop()
   bool stopped_ = false;  // guarded by stop_mu_
@@ -152,26 +172,66 @@ class internal::ServerImpl {
   std::vector<std::thread> threads_;
 };
 
-// One client connection. Lives as long as an asynchronous operation holds it.
-class internal::Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket socket, internal::ServerImpl& server)
-      : stream_(std::move(socket)), server_(server), grace_timer_(stream_.get_executor()) {}
-  ~Session() { server_.on_session_closed(this); }
+// One client connection over `Stream`: beast::tcp_stream, or
+// beast::ssl_stream<beast::tcp_stream> for TLS (handshake first). Lives as
+// long as an asynchronous operation holds it.
+template <class Stream>
+class internal::Session final : public internal::SessionBase,
+                                public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = !std::is_same_v<Stream, beast::tcp_stream>;
 
-  void start() {
-    net::post(stream_.get_executor(), [self = shared_from_this()] { self->do_read(); });
+ public:
+  Session(tcp::socket socket, internal::ServerImpl& server, net::ssl::context* tls)
+      : stream_(make_stream(std::move(socket), tls)),
+        server_(server),
+        grace_timer_(stream_.get_executor()) {
+    beast::error_code ec;
+    auto peer = lowest().socket().remote_endpoint(ec);
+    if (!ec) remote_ = peer.address().to_string();
   }
-  // The server is stopping: close now if idle, else after the current response.
-  void notify_stop() {
-    net::post(stream_.get_executor(), [self = shared_from_this()] { self->on_stop(); });
+  ~Session() override { server_.on_session_closed(this); }
+
+  void start() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (kTls) {
+        self->handshake();
+      } else {
+        self->do_read();
+      }
+    });
   }
-  // The drain timeout passed: close whatever is going on.
-  void force_close() {
-    net::post(stream_.get_executor(), [self = shared_from_this()] { self->close_now(); });
+  void notify_stop() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->on_stop(); });
+  }
+  void force_close() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] { self->close_now(); });
   }
 
  private:
+  static Stream make_stream(tcp::socket socket, net::ssl::context* tls) {
+    if constexpr (kTls) {
+      return Stream(std::move(socket), *tls);
+    } else {
+      (void)tls;
+      return Stream(std::move(socket));
+    }
+  }
+  beast::tcp_stream& lowest() { return beast::get_lowest_layer(stream_); }
+
+  // TLS only: the handshake, within the read timeout. A client that does not
+  // speak TLS (plain HTTP on this port) fails it and is closed unanswered.
+  void handshake() {
+    lowest().expires_after(options().read_timeout);
+    stream_.async_handshake(
+        net::ssl::stream_base::server, [self = this->shared_from_this()](beast::error_code ec) {
+          if (ec) {
+            spdlog::debug("TLS handshake with {} failed: {}", self->remote_, ec.message());
+            return self->close_now();
+          }
+          self->do_read();
+        });
+  }
+
   enum class State { kIdle, kReading, kHandling, kWriting, kClosing, kClosed };
 
   const ServerOptions& options() const { return server_.options(); }
@@ -183,9 +243,10 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     parser_->header_limit(
         static_cast<uint32_t>(std::min<size_t>(options().header_limit, UINT32_MAX)));
     parser_->body_limit(options().body_limit);
-    stream_.expires_after(options().read_timeout);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&Session::on_header, shared_from_this()));
+    lowest().expires_after(options().read_timeout);
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&Session<Stream>::on_header, this->shared_from_this()));
   }
 
   void on_header(beast::error_code ec, size_t) {
@@ -195,9 +256,9 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     const auto& req = parser_->get();
     if (internal::iequals(req[http::field::expect], "100-continue") && !parser_->is_done()) {
       continue_.emplace(http::status::continue_, req.version());
-      stream_.expires_after(options().write_timeout);
+      lowest().expires_after(options().write_timeout);
       http::async_write(stream_, *continue_,
-                        [self = shared_from_this()](beast::error_code ec, size_t) {
+                        [self = this->shared_from_this()](beast::error_code ec, size_t) {
                           self->continue_.reset();
                           if (ec) return self->close_now();
                           self->read_body();
@@ -209,9 +270,10 @@ class internal::Session : public std::enable_shared_from_this<Session> {
 
   void read_body() {
     if (parser_->is_done()) return on_read({}, 0);
-    stream_.expires_after(options().read_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&Session::on_read, shared_from_this()));
+    lowest().expires_after(options().read_timeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&Session<Stream>::on_read, this->shared_from_this()));
   }
 
   void on_read_error(beast::error_code ec) {
@@ -237,13 +299,27 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     state_ = State::kHandling;
     auto& breq = parser_->get();
-    Request req = internal::request_from_beast(breq);
+    Request& req = request_.emplace(internal::request_from_beast(breq));
     internal::MessageAccess::set_server_metrics(req, server_.metrics_source());
-    Response res = server_.router().handle(req);
-    route_ = req.route().empty() ? "unmatched" : req.route();
-    method_ = method_label(req.method());
-    bool keep_alive = breq.keep_alive() && !stop_requested_ && !server_.stopping();
-    send(req, std::move(res), breq.version(), keep_alive, breq.method() == http::verb::head);
+    internal::MessageAccess::set_connection(req, remote_, server_.executor());
+    version_ = breq.version();
+    client_keep_alive_ = breq.keep_alive();
+    head_ = breq.method() == http::verb::head;
+    // A synchronous handler answers before dispatch() returns, an asynchronous
+    // one later from any thread: either way the answer comes back to this
+    // connection's strand. The session stays alive until then.
+    server_.router().dispatch(req, [self = this->shared_from_this()](Response res) {
+      net::post(self->stream_.get_executor(),
+                [self, res = std::move(res)]() mutable { self->on_response(std::move(res)); });
+    });
+  }
+
+  void on_response(Response res) {
+    if (state_ != State::kHandling || !request_) return;  // force-closed meanwhile
+    route_ = request_->route().empty() ? "unmatched" : request_->route();
+    method_ = method_label(request_->method());
+    bool keep_alive = client_keep_alive_ && !stop_requested_ && !server_.stopping();
+    send(*request_, std::move(res), version_, keep_alive, head_);
   }
 
   // Answers a request that could not be read whole; the connection then closes
@@ -302,9 +378,10 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     }
     close_after_write_ = !keep_alive;
     state_ = State::kWriting;
-    stream_.expires_after(options().write_timeout);
-    http::async_write(stream_, out,
-                      beast::bind_front_handler(&Session::on_write, shared_from_this()));
+    lowest().expires_after(options().write_timeout);
+    http::async_write(
+        stream_, out,
+        beast::bind_front_handler(&Session<Stream>::on_write, this->shared_from_this()));
   }
 
   void on_write(beast::error_code ec, size_t) {
@@ -324,7 +401,7 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     if (!nothing_received) return;  // closes after the response being built/written
     if (served_ > 0) return close_now();
     grace_timer_.expires_after(std::min(kNewConnectionGrace, options().drain_timeout));
-    grace_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    grace_timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
       bool still_nothing = self->state_ == State::kIdle && self->buffer_.size() == 0 &&
                            !(self->parser_ && self->parser_->got_some());
       if (!ec && still_nothing) self->close_now();
@@ -334,15 +411,15 @@ class internal::Session : public std::enable_shared_from_this<Session> {
   void linger_close() {
     state_ = State::kClosing;
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close_now();
-    stream_.expires_after(std::min(kLingerTimeout, options().read_timeout));
+    lowest().expires_after(std::min(kLingerTimeout, options().read_timeout));
     do_linger();
   }
 
   void do_linger() {
     stream_.async_read_some(net::buffer(linger_buf_),
-                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                            [self = this->shared_from_this()](beast::error_code ec, size_t) {
                               if (ec) return self->close_now();
                               self->do_linger();
                             });
@@ -353,17 +430,23 @@ class internal::Session : public std::enable_shared_from_this<Session> {
     state_ = State::kClosed;
     grace_timer_.cancel();
     beast::error_code ec;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
-    stream_.close();
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
+  std::string remote_;  // the client's IP address
   internal::ServerImpl& server_;
   net::steady_timer grace_timer_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::empty_body>> continue_;
   std::optional<http::response<http::string_body>> response_;
+  // The request being handled (kept until its answer is sent).
+  std::optional<Request> request_;
+  unsigned version_ = 11;
+  bool client_keep_alive_ = false;
+  bool head_ = false;
   std::array<char, 4096> linger_buf_{};
   State state_ = State::kIdle;
   bool stop_requested_ = false;
@@ -398,6 +481,12 @@ internal::ServerImpl::ServerImpl(ServerOptions options, Router router)
                             .Help("TCP connections open now")
                             .Register(*registry_)
                             .Add({})),
+      connections_refused_(prometheus::BuildCounter()
+                               .Name("http_server_connections_refused_total")
+                               .Help("TCP connections answered 503 and closed at once because "
+                                     "HTTP_MAX_CONNECTIONS were open")
+                               .Register(*registry_)
+                               .Add({})),
       ioc_(std::make_unique<net::io_context>(std::max(1, options_.threads))) {}
 
 internal::ServerImpl::~ServerImpl() {
@@ -427,6 +516,25 @@ Status internal::ServerImpl::start() {
   if (ec)
     return Status::invalid_argument("HTTP host must be an IP address, got '" + options_.host + "'");
   tcp::endpoint endpoint(address, options_.port);
+  if (options_.tls_cert_file.empty() != options_.tls_key_file.empty()) {
+    return Status::invalid_argument("TLS needs both a certificate file and a key file");
+  }
+  if (!options_.tls_cert_file.empty()) {
+    // TLS 1.2 and later. Errors name the file and OpenSSL's reason, never its content.
+    net::ssl::context tls(net::ssl::context::tls_server);
+    tls.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                    net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                    net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+    if (tls.use_certificate_chain_file(options_.tls_cert_file, ec); ec) {
+      return Status::invalid_argument("cannot load the TLS certificate chain from " +
+                                      options_.tls_cert_file + ": " + ec.message());
+    }
+    if (tls.use_private_key_file(options_.tls_key_file, net::ssl::context::pem, ec); ec) {
+      return Status::invalid_argument("cannot load the TLS private key from " +
+                                      options_.tls_key_file + ": " + ec.message());
+    }
+    tls_.emplace(std::move(tls));
+  }
   std::string where = options_.host + ":" + std::to_string(options_.port);
   auto acceptor = std::make_unique<tcp::acceptor>(*ioc_);
   if (acceptor->open(endpoint.protocol(), ec); ec) {
@@ -458,8 +566,8 @@ Status internal::ServerImpl::start() {
       }
     });
   }
-  spdlog::info("HTTP server listening on {}:{} with {} threads", options_.host, port_.load(),
-               options_.threads);
+  spdlog::info("HTTP{} server listening on {}:{} with {} threads", tls_ ? "S" : "", options_.host,
+               port_.load(), options_.threads);
   return ok_status();
 }
 
@@ -473,7 +581,7 @@ void internal::ServerImpl::on_accept(beast::error_code ec, tcp::socket socket) {
   // Declared before the lock so that it is released after it: if the session
   // has already finished on another thread, this is the last reference, and
   // ~Session takes mu_.
-  std::shared_ptr<Session> session;
+  std::shared_ptr<SessionBase> session;
   std::lock_guard lock(mu_);
   if (stopping_) return;  // `socket` closes as it goes out of scope
   if (ec) {
@@ -486,7 +594,17 @@ void internal::ServerImpl::on_accept(beast::error_code ec, tcp::socket socket) {
     });
     return;
   }
-  session = std::make_shared<Session>(std::move(socket), *this);
+  if (sessions_.size() >= options_.max_connections) {
+    refuse(std::move(socket));
+    do_accept();
+    return;
+  }
+  if (tls_) {
+    session = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(std::move(socket),
+                                                                              *this, &*tls_);
+  } else {
+    session = std::make_shared<Session<beast::tcp_stream>>(std::move(socket), *this, nullptr);
+  }
   sessions_.emplace(session.get(), session);
   connections_total_.Increment();
   open_connections_.Increment();
@@ -494,7 +612,60 @@ void internal::ServerImpl::on_accept(beast::error_code ec, tcp::socket socket) {
   do_accept();
 }
 
-void internal::ServerImpl::on_session_closed(Session* session) {
+namespace {
+
+// A connection refused for want of room: answered 503 and closed. The client
+// may still be sending its request: we stop writing, then read and discard for
+// a moment so that closing does not reset the connection under the response.
+class Refusal : public std::enable_shared_from_this<Refusal> {
+ public:
+  explicit Refusal(tcp::socket socket) : stream_(std::move(socket)) {}
+  void start() {
+    stream_.expires_after(std::chrono::seconds(1));
+    net::async_write(stream_, net::buffer(kAnswer),
+                     [self = shared_from_this()](beast::error_code ec, size_t) {
+                       if (ec) return self->close();
+                       self->stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+                       self->stream_.expires_after(std::chrono::seconds(1));
+                       self->drain();
+                     });
+  }
+
+ private:
+  static constexpr std::string_view kBody =
+      R"({"type":"about:blank","title":"Service Unavailable","status":503,)"
+      R"("detail":"too many open connections; try again later"})";
+  static inline const std::string kAnswer =
+      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+      "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+      std::to_string(kBody.size()) + "\r\n\r\n" + std::string(kBody);
+
+  void drain() {
+    stream_.async_read_some(net::buffer(buf_),
+                            [self = shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->close();
+                              self->drain();
+                            });
+  }
+  void close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  std::array<char, 1024> buf_{};
+};
+
+}  // namespace
+
+void internal::ServerImpl::refuse(tcp::socket socket) {
+  connections_refused_.Increment();
+  spdlog::debug("HTTP: {} connections open (HTTP_MAX_CONNECTIONS): refusing one", sessions_.size());
+  std::make_shared<Refusal>(std::move(socket))->start();
+}
+
+void internal::ServerImpl::on_session_closed(SessionBase* session) {
   std::lock_guard lock(mu_);
   sessions_.erase(session);
   open_connections_.Decrement();
@@ -523,7 +694,7 @@ void internal::ServerImpl::record(const std::string& route, const std::string& m
 }
 
 void internal::ServerImpl::stop_accepting() {
-  std::vector<std::weak_ptr<Session>> sessions;
+  std::vector<std::weak_ptr<SessionBase>> sessions;
   {
     std::lock_guard lock(mu_);
     if (stopping_.exchange(true)) return;
@@ -559,7 +730,7 @@ void internal::ServerImpl::stop() {
   auto wait_for_sessions = [this](Clock::time_point deadline) {
     std::unique_lock lock(mu_);
     sessions_cv_.wait_until(lock, deadline, [this] { return sessions_.empty(); });
-    std::vector<std::weak_ptr<Session>> left;
+    std::vector<std::weak_ptr<SessionBase>> left;
     for (const auto& [ptr, weak] : sessions_) left.push_back(weak);
     return left;
   };

@@ -20,6 +20,11 @@ struct MessageAccess {
   static void set_server_metrics(Request& req, std::function<std::string()> source) {
     req.server_metrics_ = std::move(source);
   }
+  static void set_connection(Request& req, std::string remote_address,
+                             boost::asio::any_io_executor executor) {
+    req.remote_address_ = std::move(remote_address);
+    req.io_executor_ = std::move(executor);
+  }
   static std::string& body(Response& res) { return res.body_; }
   static Headers& headers(Response& res) { return res.headers_; }
 

@@ -3,6 +3,10 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <stdexcept>
 
 #include "message_access.h"
@@ -58,11 +62,21 @@ Handler with_json_body(JsonHandler handler) {
 }
 
 Router& Router::route(std::string method, std::string pattern, Handler handler) {
+  if (!handler) throw std::invalid_argument("route " + method + " " + pattern + " has no handler");
+  return add(std::move(method), std::move(pattern), std::move(handler), {});
+}
+
+Router& Router::route_async(std::string method, std::string pattern, AsyncHandler handler) {
+  if (!handler) throw std::invalid_argument("route " + method + " " + pattern + " has no handler");
+  return add(std::move(method), std::move(pattern), {}, std::move(handler));
+}
+
+Router& Router::add(std::string method, std::string pattern, Handler handler,
+                    AsyncHandler async_handler) {
   if (pattern.empty() || pattern.front() != '/') {
     throw std::invalid_argument("route pattern must start with '/': '" + pattern + "'");
   }
-  if (!handler) throw std::invalid_argument("route " + method + " " + pattern + " has no handler");
-  Route r{std::move(method), pattern, {}, std::move(handler)};
+  Route r{std::move(method), pattern, {}, std::move(handler), std::move(async_handler)};
   std::string_view rest = std::string_view(pattern).substr(1);
   while (true) {
     size_t slash = rest.find('/');
@@ -107,6 +121,36 @@ Router& Router::route(std::string method, std::string pattern, Handler handler) 
 }
 
 Response Router::handle(Request& req) const {
+  std::promise<Response> answered;
+  std::future<Response> answer = answered.get_future();
+  dispatch(req, [&answered](Response res) { answered.set_value(std::move(res)); });
+  return answer.get();
+}
+
+void Router::dispatch(Request& req, Responder done) const {
+  // Exactly one answer, even when an asynchronous handler answers and then
+  // throws; `done` is let go once called, so that a handler that keeps its
+  // Responder does not keep what `done` holds (the server's connection).
+  struct Once {
+    std::mutex mu;
+    Responder done;
+  };
+  auto once = std::make_shared<Once>();
+  once->done = std::move(done);
+  Responder answer = [once](Response res) {
+    Responder first;
+    {
+      std::lock_guard lock(once->mu);
+      first = std::move(once->done);
+      once->done = nullptr;
+    }
+    if (first) first(std::move(res));
+  };
+  std::optional<Response> res = route_and_run(req, answer);
+  if (res) answer(std::move(*res));
+}
+
+std::optional<Response> Router::route_and_run(Request& req, const Responder& answer) const {
   try {
     if (!req.target_status().ok()) {
       return Response::problem(400, "Bad Request", req.target_status().message());
@@ -177,6 +221,10 @@ Response Router::handle(Request& req) const {
       return res;
     }
     internal::MessageAccess::set_route(req, best->pattern, std::move(best_params));
+    if (best->async_handler) {
+      best->async_handler(req, answer);
+      return std::nullopt;
+    }
     return best->handler(req);
   } catch (const std::exception& e) {
     spdlog::error("handler for {} {} threw: {} (requestId {})", req.method(), req.path(), e.what(),

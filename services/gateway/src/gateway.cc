@@ -5,13 +5,21 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <cctype>
 #include <charconv>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "saga/service/config.h"
@@ -23,6 +31,10 @@
 namespace saga::gateway {
 namespace {
 
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
 using Clock = std::chrono::steady_clock;
 using service::ClientOptions;
 using service::ClientResponse;
@@ -36,9 +48,16 @@ using service::Response;
 constexpr std::array<const char*, 5> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 // What became of one forwarded request (a metrics label).
-enum Outcome : size_t { kResponded = 0, kUnreachable, kTimedOut, kBadResponse, kOutcomeCount };
-constexpr std::array<const char*, kOutcomeCount> kOutcomeNames = {"response", "unavailable",
-                                                                  "timeout", "bad_response"};
+enum Outcome : size_t {
+  kResponded = 0,
+  kUnreachable,
+  kTimedOut,
+  kBadResponse,
+  kBusy,
+  kOutcomeCount
+};
+constexpr std::array<const char*, kOutcomeCount> kOutcomeNames = {
+    "response", "unavailable", "timeout", "bad_response", "busy"};
 
 // Response headers copied back from the upstream besides Content-Type.
 constexpr std::array<const char*, 3> kCopiedBack = {"Location", "Retry-After", "Allow"};
@@ -48,79 +67,211 @@ bool is_idempotent(std::string_view method) {
          method == "OPTIONS";
 }
 
-// One upstream service: its address, a pool of idle keep-alive clients and
-// counters. Thread-safe.
-class Upstream {
+// One forwarded request, on the HTTP server's io_context: resolve (for a host
+// name), connect within connect_timeout, then write the request and read the
+// whole response within request_timeout. Nothing blocks a thread: a stalled
+// upstream holds only its own calls (at most max_in_flight) and their sockets.
+// One connection per call, closed by the upstream after its response
+// (Connection: close), so no idle connection can outlive the io_context.
+class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
+ public:
+  using Done = std::function<void(StatusOr<ClientResponse>)>;
+
+  UpstreamCall(const net::any_io_executor& executor, HostPort address,
+               const GatewayOptions& options, http::request<http::string_body> request, Done done)
+      : address_(std::move(address)),
+        options_(options),
+        resolver_(net::make_strand(executor)),
+        stream_(resolver_.get_executor()),
+        timer_(resolver_.get_executor()),
+        request_(std::move(request)),
+        done_(std::move(done)) {
+    parser_.header_limit(64 * 1024);
+    parser_.body_limit(options_.response_body_limit);
+  }
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->resolve(); });
+  }
+
+ private:
+  std::string where() const { return address_.to_string(); }
+
+  void resolve() {
+    beast::error_code ec;
+    auto ip = net::ip::make_address(address_.host, ec);
+    if (!ec) {
+      return connect(tcp::resolver::results_type::create(
+          tcp::endpoint(ip, address_.port), address_.host, std::to_string(address_.port)));
+    }
+    timer_.expires_after(options_.connect_timeout);
+    timer_.async_wait([self = shared_from_this()](beast::error_code wait_ec) {
+      if (!wait_ec) self->resolver_.cancel();
+    });
+    resolver_.async_resolve(
+        address_.host, std::to_string(address_.port),
+        [self = shared_from_this()](beast::error_code e, tcp::resolver::results_type results) {
+          const bool timed_out = self->timer_.expiry() <= Clock::now();
+          self->timer_.cancel();
+          if (e == net::error::operation_aborted && timed_out) {
+            return self->finish(Status::deadline_exceeded(
+                "resolving " + self->address_.host + " timed out after " +
+                std::to_string(self->options_.connect_timeout.count()) + " ms"));
+          }
+          if (e) {
+            return self->finish(
+                Status::unavailable("cannot resolve " + self->address_.host + ": " + e.message()));
+          }
+          self->connect(results);
+        });
+  }
+
+  void connect(const tcp::resolver::results_type& endpoints) {
+    stream_.expires_after(options_.connect_timeout);
+    stream_.async_connect(
+        endpoints, [self = shared_from_this()](beast::error_code e, const tcp::endpoint&) {
+          if (e == beast::error::timeout) {
+            return self->finish(Status::deadline_exceeded(
+                "connecting to " + self->where() + " timed out after " +
+                std::to_string(self->options_.connect_timeout.count()) + " ms"));
+          }
+          if (e)
+            return self->finish(
+                Status::unavailable("cannot connect to " + self->where() + ": " + e.message()));
+          beast::error_code nodelay_ec;
+          self->stream_.socket().set_option(tcp::no_delay(true), nodelay_ec);
+          self->write();
+        });
+  }
+
+  void write() {
+    stream_.expires_after(options_.request_timeout);
+    http::async_write(stream_, request_, [self = shared_from_this()](beast::error_code e, size_t) {
+      if (e == beast::error::timeout) return self->finish(self->timed_out());
+      // An upstream may answer early and close while we still send (413 to a
+      // large body): read what it said before reporting the write error.
+      if (e && e != net::error::broken_pipe && e != net::error::connection_reset) {
+        return self->finish(Status::unavailable(self->describe() + " failed: " + e.message()));
+      }
+      self->read();
+    });
+  }
+
+  void read() {
+    http::async_read(
+        stream_, buffer_, parser_, [self = shared_from_this()](beast::error_code e, size_t) {
+          if (e == beast::error::timeout) return self->finish(self->timed_out());
+          if (e) {
+            const bool http_error =
+                e.category() == http::make_error_code(http::error::bad_method).category() &&
+                e != http::error::end_of_stream && e != http::error::partial_message;
+            if (http_error) {
+              return self->finish(
+                  Status::internal("bad response to " + self->describe() + ": " + e.message()));
+            }
+            return self->finish(Status::unavailable(self->describe() + " failed: " + e.message()));
+          }
+          auto& res = self->parser_.get();
+          ClientResponse out;
+          out.status = static_cast<int>(res.result_int());
+          for (const auto& field : res) {
+            out.headers.emplace_back(std::string(field.name_string()), std::string(field.value()));
+          }
+          out.body = std::move(res.body());
+          self->finish(std::move(out));
+        });
+  }
+
+  std::string describe() const {
+    return std::string(request_.method_string()) + " " + std::string(request_.target()) + " on " +
+           where();
+  }
+  Status timed_out() const {
+    return Status::deadline_exceeded(describe() + " timed out after " +
+                                     std::to_string(options_.request_timeout.count()) + " ms");
+  }
+
+  void finish(StatusOr<ClientResponse> result) {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+    if (done_) std::exchange(done_, nullptr)(std::move(result));
+  }
+
+  const HostPort address_;
+  const GatewayOptions& options_;  // the Upstream's, which outlives every call
+  tcp::resolver resolver_;
+  beast::tcp_stream stream_;
+  net::steady_timer timer_;
+  http::request<http::string_body> request_;
+  beast::flat_buffer buffer_;
+  http::response_parser<http::string_body> parser_;
+  Done done_;
+};
+
+// One upstream service: its address, its in-flight cap and counters.
+// Thread-safe.
+class Upstream : public std::enable_shared_from_this<Upstream> {
  public:
   Upstream(std::string name, HostPort address, const GatewayOptions& options)
-      : name_(std::move(name)), address_(std::move(address)), options_(options) {
-    client_options_.connect_timeout = options.connect_timeout;
-    client_options_.request_timeout = options.request_timeout;
-    client_options_.body_limit = options.response_body_limit;
-  }
+      : name_(std::move(name)), address_(std::move(address)), options_(options) {}
 
   const std::string& name() const { return name_; }
 
-  // Sends `req` on, as `who` (nobody: a public route without a token), and
-  // turns the answer (or the failure) into the response.
-  Response forward(const Request& req, const std::optional<Identity>& caller) {
+  // Sends `req` on, as `caller` (nobody: a public route without a token), and
+  // answers `done` with the upstream's response or the failure, later, from
+  // an I/O thread. 503 at once when max_in_flight calls are already out.
+  void forward(const Request& req, const std::optional<Identity>& caller, service::Responder done) {
+    if (!req.io_executor()) {
+      return done(Response::problem(500, "Internal Server Error",
+                                    "the gateway forwards only requests served by an HttpServer"));
+    }
+    if (in_flight_.fetch_add(1) >= options_.max_in_flight) {
+      in_flight_.fetch_sub(1);
+      count(kBusy);
+      Response out =
+          Response::problem(503, "Service Unavailable",
+                            "upstream " + name_ + " has " + std::to_string(options_.max_in_flight) +
+                                " requests in flight (UPSTREAM_MAX_IN_FLIGHT): try again later");
+      out.set_header("Retry-After", "1");
+      return done(std::move(out));
+    }
     // An allow-list: Authorization and the identity headers a client sends
     // never go upstream; the identity comes from the verified token alone.
-    Headers headers;
-    for (const char* name : {"Content-Type", "Accept", "tracestate", "Idempotency-Key"}) {
-      if (auto value = req.header(name)) headers.emplace_back(name, std::string(*value));
-    }
-    if (caller) {
-      for (auto& h : service::identity_headers(*caller)) headers.push_back(std::move(h));
-    }
-    headers.emplace_back("X-Request-Id", req.request_id());
-    headers.emplace_back("traceparent", req.trace().child().to_string());
+    http::request<http::string_body> up;
+    up.version(11);
     // HEAD goes up as GET so that the server can answer the real Content-Length.
     const std::string method = req.method() == "HEAD" ? "GET" : req.method();
+    if (http::verb v = http::string_to_verb(method); v != http::verb::unknown) {
+      up.method(v);
+    } else {
+      up.method_string(method);
+    }
     std::string target = req.path();
     if (auto q = req.target().find('?'); q != std::string::npos) target += req.target().substr(q);
-
-    std::unique_ptr<HttpClient> client = acquire();
-    StatusOr<ClientResponse> res = client->request(method, target, headers, req.body());
-    release(std::move(client));
-
-    if (res.ok()) {
-      count(kResponded);
-      auto content_type = res->header("Content-Type");
-      Response out = Response::text(
-          res->status, std::move(res->body),
-          content_type ? std::string(*content_type) : std::string("application/octet-stream"));
-      for (const char* name : kCopiedBack) {
-        if (auto value = res->header(name)) out.set_header(name, std::string(*value));
-      }
-      return out;
+    up.target(target);
+    up.set(http::field::host, address_.to_string());
+    up.set(http::field::user_agent, "saga-gateway");
+    for (const char* name : {"Content-Type", "Accept", "tracestate", "Idempotency-Key"}) {
+      if (auto value = req.header(name)) up.set(name, *value);
     }
-
-    const Status& s = res.status();
-    const std::string who = "upstream " + name_ + " (" + address_.to_string() + ")";
-    int status = 502;
-    std::string detail;
-    if (s.code() == StatusCode::kUnavailable) {
-      count(kUnreachable);
-      status = 503;
-      detail = who + " is not reachable: " + s.message();
-    } else if (s.code() == StatusCode::kDeadlineExceeded) {
-      count(kTimedOut);
-      status = 504;
-      detail = who + " did not answer in time: " + s.message();
-      if (!is_idempotent(req.method())) {
-        detail += "; the " + req.method() +
-                  " may or may not have been applied: check before sending it again";
-      }
-    } else {
-      count(kBadResponse);
-      detail = who + " sent a malformed or oversized response: " + s.message();
+    if (caller) {
+      for (auto& [name, value] : service::identity_headers(*caller)) up.set(name, value);
     }
-    spdlog::warn("{} {}: HTTP {}: {} (requestId {})", req.method(), target, status, detail,
-                 req.request_id());
-    Response out = Response::problem(status, std::string(service::reason_phrase(status)), detail);
-    if (status == 503) out.set_header("Retry-After", "1");
-    return out;
+    up.set("X-Request-Id", req.request_id());
+    up.set("traceparent", req.trace().child().to_string());
+    up.body() = req.body();
+    up.prepare_payload();
+    up.keep_alive(false);
+
+    auto call = std::make_shared<UpstreamCall>(
+        req.io_executor(), address_, options_, std::move(up),
+        [self = shared_from_this(), method = req.method(), target, request_id = req.request_id(),
+         done = std::move(done)](StatusOr<ClientResponse> res) {
+          self->in_flight_.fetch_sub(1);
+          done(self->answer(std::move(res), method, target, request_id));
+        });
+    call->start();
   }
 
   // OK when the upstream's /readyz answers 200 within readiness_timeout.
@@ -148,51 +299,60 @@ class Upstream {
     }
     return out;
   }
-
- private:
-  struct Idle {
-    std::unique_ptr<HttpClient> client;
-    Clock::time_point since;
-  };
-
-  void count(Outcome outcome) { counts_[outcome].fetch_add(1, std::memory_order_relaxed); }
-
-  // The most recently used idle client, or a new one. Clients idle for longer
-  // than max_idle_time are dropped: the upstream may have closed them.
-  std::unique_ptr<HttpClient> acquire() {
-    std::vector<Idle> stale;
-    std::unique_ptr<HttpClient> client;
-    {
-      std::lock_guard lock(mu_);
-      const auto now = Clock::now();
-      while (!idle_.empty()) {
-        Idle last = std::move(idle_.back());
-        idle_.pop_back();
-        if (now - last.since <= options_.max_idle_time) {
-          client = std::move(last.client);
-          break;
-        }
-        stale.push_back(std::move(last));  // closed outside the lock
-      }
-    }
-    if (!client)
-      client = std::make_unique<HttpClient>(address_.host, address_.port, client_options_);
-    return client;
+  // The gauge line of the calls out now.
+  std::string in_flight_line() const {
+    return "gateway_upstream_in_flight{upstream=\"" + name_ + "\"} " +
+           std::to_string(in_flight_.load()) + "\n";
   }
 
-  void release(std::unique_ptr<HttpClient> client) {
-    std::lock_guard lock(mu_);
-    if (idle_.size() < options_.max_idle_connections) {
-      idle_.push_back({std::move(client), Clock::now()});
+ private:
+  void count(Outcome outcome) { counts_[outcome].fetch_add(1, std::memory_order_relaxed); }
+
+  // The upstream's answer (or the failure) as the gateway's response.
+  Response answer(StatusOr<ClientResponse> res, const std::string& method,
+                  const std::string& target, const std::string& request_id) {
+    if (res.ok()) {
+      count(kResponded);
+      auto content_type = res->header("Content-Type");
+      Response out = Response::text(
+          res->status, std::move(res->body),
+          content_type ? std::string(*content_type) : std::string("application/octet-stream"));
+      for (const char* name : kCopiedBack) {
+        if (auto value = res->header(name)) out.set_header(name, std::string(*value));
+      }
+      return out;
     }
+
+    const Status& s = res.status();
+    const std::string who = "upstream " + name_ + " (" + address_.to_string() + ")";
+    int status = 502;
+    std::string detail;
+    if (s.code() == StatusCode::kUnavailable) {
+      count(kUnreachable);
+      status = 503;
+      detail = who + " is not reachable: " + s.message();
+    } else if (s.code() == StatusCode::kDeadlineExceeded) {
+      count(kTimedOut);
+      status = 504;
+      detail = who + " did not answer in time: " + s.message();
+      if (!is_idempotent(method)) {
+        detail +=
+            "; the " + method + " may or may not have been applied: check before sending it again";
+      }
+    } else {
+      count(kBadResponse);
+      detail = who + " sent a malformed or oversized response: " + s.message();
+    }
+    spdlog::warn("{} {}: HTTP {}: {} (requestId {})", method, target, status, detail, request_id);
+    Response out = Response::problem(status, std::string(service::reason_phrase(status)), detail);
+    if (status == 503) out.set_header("Retry-After", "1");
+    return out;
   }
 
   const std::string name_;
   const HostPort address_;
   const GatewayOptions options_;
-  ClientOptions client_options_;
-  std::mutex mu_;
-  std::vector<Idle> idle_;  // oldest first
+  std::atomic<size_t> in_flight_{0};
   std::array<std::atomic<uint64_t>, kOutcomeCount> counts_{};
 };
 
@@ -215,10 +375,44 @@ struct Caller {
   std::optional<Response> refused;
 };
 
-// Every upstream and the token verifier, shared by the route handlers.
+// 429 problem+json with Retry-After in whole seconds (at least 1).
+Response too_many_requests(std::string detail, std::chrono::milliseconds wait) {
+  Response out = Response::problem(429, "Too Many Requests", std::move(detail));
+  out.set_header("Retry-After", std::to_string(std::max<int64_t>(1, (wait.count() + 999) / 1000)));
+  return out;
+}
+
+// Every upstream, the token verifier and the rate limits, shared by the route
+// handlers.
 struct Gateway {
-  std::vector<std::unique_ptr<Upstream>> upstreams;
+  explicit Gateway(const GatewayOptions& options)
+      : verifier(options.verifier),
+        by_address(options.address_limit, options.rate_clock),
+        by_identity(options.identity_limit, options.rate_clock) {}
+
+  std::vector<std::shared_ptr<Upstream>> upstreams;
   std::shared_ptr<const TokenVerifier> verifier;
+  RateLimiter by_address;
+  RateLimiter by_identity;
+  std::atomic<uint64_t> limited_by_address{0};
+  std::atomic<uint64_t> limited_by_identity{0};
+
+  // The 429 for a client address over its rate, before anything else is done
+  // (a token guesser is limited by address).
+  std::optional<Response> limit_address(const Request& req) {
+    if (req.remote_address().empty()) return std::nullopt;
+    auto wait = by_address.acquire(req.remote_address());
+    if (wait.count() == 0) return std::nullopt;
+    limited_by_address.fetch_add(1, std::memory_order_relaxed);
+    return too_many_requests("too many requests from this address (RATE_LIMIT_ADDRESS_RPS)", wait);
+  }
+  // The 429 for a caller over its rate.
+  std::optional<Response> limit_identity(const Identity& who) {
+    auto wait = by_identity.acquire(who.subject);
+    if (wait.count() == 0) return std::nullopt;
+    limited_by_identity.fetch_add(1, std::memory_order_relaxed);
+    return too_many_requests("too many requests for this identity (RATE_LIMIT_IDENTITY_RPS)", wait);
+  }
 
   // Who sends `req`: its verified bearer token; nobody for a public route
   // without a token; else a 401. A bad token is refused even on a public route.
@@ -257,14 +451,24 @@ struct Gateway {
 
 // Registers `prefix` and everything below it for every forwarded method.
 void forward_prefix(service::Router& router, const std::string& prefix,
-                    const std::shared_ptr<Gateway>& gateway, Upstream* upstream) {
+                    const std::shared_ptr<Gateway>& gateway,
+                    const std::shared_ptr<Upstream>& upstream) {
   for (const std::string& pattern : {prefix, prefix + "/{rest...}"}) {
     for (const char* method : kMethods) {
-      router.route(method, pattern, [gateway, upstream](const Request& req) {
-        Caller caller = gateway->authenticate(req, is_public(req));
-        if (caller.refused) return std::move(*caller.refused);
-        return upstream->forward(req, caller.who);
-      });
+      router.route_async(method, pattern,
+                         [gateway, upstream](const Request& req, service::Responder done) {
+                           if (auto refused = gateway->limit_address(req)) {
+                             return done(std::move(*refused));
+                           }
+                           Caller caller = gateway->authenticate(req, is_public(req));
+                           if (caller.refused) return done(std::move(*caller.refused));
+                           if (caller.who) {
+                             if (auto refused = gateway->limit_identity(*caller.who)) {
+                               return done(std::move(*refused));
+                             }
+                           }
+                           upstream->forward(req, caller.who, std::move(done));
+                         });
     }
   }
 }
@@ -326,6 +530,21 @@ StatusOr<GatewayOptions> gateway_options_from_env() {
                                           milliseconds(1), milliseconds(600'000));
   if (!connect.ok()) return connect.status();
   out.connect_timeout = *connect;
+  SAGA_ASSIGN_OR_RETURN(int64_t in_flight,
+                        service::env_int("UPSTREAM_MAX_IN_FLIGHT",
+                                         static_cast<int64_t>(out.max_in_flight), 1, 1'000'000));
+  out.max_in_flight = static_cast<size_t>(in_flight);
+  for (auto [rate_var, burst_var, limit] :
+       {std::tuple{"RATE_LIMIT_IDENTITY_RPS", "RATE_LIMIT_IDENTITY_BURST", &out.identity_limit},
+        std::tuple{"RATE_LIMIT_ADDRESS_RPS", "RATE_LIMIT_ADDRESS_BURST", &out.address_limit}}) {
+    SAGA_ASSIGN_OR_RETURN(
+        int64_t rate, service::env_int(rate_var, static_cast<int64_t>(limit->rate), 0, 1'000'000));
+    SAGA_ASSIGN_OR_RETURN(
+        int64_t burst,
+        service::env_int(burst_var, static_cast<int64_t>(limit->burst), 1, 10'000'000));
+    limit->rate = static_cast<double>(rate);
+    limit->burst = static_cast<double>(burst);
+  }
   auto auth = auth_config_from_env();
   if (!auth.ok()) return auth.status();
   auto verifier = TokenVerifier::create(std::move(*auth));
@@ -335,13 +554,12 @@ StatusOr<GatewayOptions> gateway_options_from_env() {
 }
 
 void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOptions options) {
-  auto gateway = std::make_shared<Gateway>();
-  gateway->verifier = options.verifier;
+  auto gateway = std::make_shared<Gateway>(options);
   auto add = [&](std::string name, const HostPort& address,
                  std::initializer_list<const char*> prefixes) {
-    gateway->upstreams.push_back(std::make_unique<Upstream>(std::move(name), address, options));
+    gateway->upstreams.push_back(std::make_shared<Upstream>(std::move(name), address, options));
     for (const char* prefix : prefixes) {
-      forward_prefix(router, prefix, gateway, gateway->upstreams.back().get());
+      forward_prefix(router, prefix, gateway, gateway->upstreams.back());
     }
   };
   add("reservation", upstreams.reservation, {"/reservations", "/accommodations"});
@@ -350,7 +568,8 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
   add("mypage", upstreams.mypage, {"/mypages"});
   if (gateway->verifier && gateway->verifier->config().dev_tokens) {
     router.post("/auth/dev-token",
-                service::with_json_body([gateway](const Request&, const nlohmann::json& body) {
+                service::with_json_body([gateway](const Request& req, const nlohmann::json& body) {
+                  if (auto refused = gateway->limit_address(req)) return std::move(*refused);
                   return dev_token(*gateway->verifier, body);
                 }));
   }
@@ -377,6 +596,17 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
                  "# HELP gateway_upstream_requests_total Requests forwarded to each upstream, by "
                  "outcome.\n# TYPE gateway_upstream_requests_total counter\n";
              for (const auto& upstream : gateway->upstreams) out += upstream->metrics_lines();
+             out +=
+                 "# HELP gateway_upstream_in_flight Requests sent to each upstream and not yet "
+                 "answered.\n# TYPE gateway_upstream_in_flight gauge\n";
+             for (const auto& upstream : gateway->upstreams) out += upstream->in_flight_line();
+             out +=
+                 "# HELP gateway_rate_limited_total Requests refused with 429, by limit.\n"
+                 "# TYPE gateway_rate_limited_total counter\n"
+                 "gateway_rate_limited_total{limit=\"address\"} " +
+                 std::to_string(gateway->limited_by_address.load()) +
+                 "\ngateway_rate_limited_total{limit=\"identity\"} " +
+                 std::to_string(gateway->limited_by_identity.load()) + "\n";
              return out;
            },
        .metrics_guard = [gateway](const Request& req) -> std::optional<Response> {

@@ -1,12 +1,13 @@
 // saga-gateway: the single entry point; forwards by path prefix to the services.
 //   PORT (8080), RESERVATION_ADDR (127.0.0.1:8082), PAYMENT_ADDR (127.0.0.1:8083),
 //   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086), UPSTREAM_TIMEOUT_MS
-//   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), LOG_LEVEL, HTTP_* (see http_server.h;
-//   at least 16 threads; HTTP_HOST 127.0.0.1), AUTH_* (token keys; see auth.h: the
+//   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), UPSTREAM_MAX_IN_FLIGHT (256),
+//   RATE_LIMIT_{IDENTITY,ADDRESS}_{RPS,BURST} (50/100, 500/1000), LOG_LEVEL, HTTP_*
+//   (see http_server.h; HTTP_HOST 127.0.0.1), TLS_CERT_FILE + TLS_KEY_FILE (HTTPS; default
+//   plain HTTP), AUTH_* (token keys; see auth.h: the
 //   gateway does not start without one, or AUTH_DEV_TOKENS=1 for local use).
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <utility>
 
 #include "saga/gateway/gateway.h"
@@ -23,8 +24,6 @@ int main() {
     spdlog::critical("{}", server_options.status().message());
     return 2;
   }
-  // Each forwarded request holds a thread until its upstream answers.
-  server_options->threads = std::max(server_options->threads, 16);
   auto upstreams = gw::upstreams_from_env();
   if (!upstreams.ok()) {
     spdlog::critical("{}", upstreams.status().message());
@@ -46,6 +45,11 @@ int main() {
   spdlog::info("upstreams: reservation {}, payment {}, inventory {}, mypage {}",
                upstreams->reservation.to_string(), upstreams->payment.to_string(),
                upstreams->inventory.to_string(), upstreams->mypage.to_string());
+  spdlog::info(
+      "limits: {} req/s (burst {}) per identity, {} req/s (burst {}) per address (0: off), {} "
+      "in flight per upstream, {} connections",
+      options->identity_limit.rate, options->identity_limit.burst, options->address_limit.rate,
+      options->address_limit.burst, options->max_in_flight, server_options->max_connections);
   const auto& auth = options->verifier->config();
   spdlog::info("tokens: {} ({} key(s)), clock skew {} s", gw::to_string(auth.algorithm),
                auth.public_keys.empty() ? 1 : auth.public_keys.size(), auth.leeway.count());
@@ -54,7 +58,9 @@ int main() {
         "AUTH_DEV_TOKENS is on: POST /auth/dev-token hands out tokens for anyone, admin "
         "included. For local use only.");
   }
-  spdlog::info("gateway listening on {}:{}", server_options->host, server.port());
+  spdlog::info("gateway listening on {}:{} ({})", server_options->host, server.port(),
+               server_options->tls_cert_file.empty() ? "plain HTTP: TLS_CERT_FILE not set"
+                                                     : "HTTPS");
   const int sig = stop_on_signal(server, signals);  // drains in-flight requests
   spdlog::info("signal {}: HTTP stopped", sig);
   return 0;

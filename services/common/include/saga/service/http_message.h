@@ -7,6 +7,7 @@
 //   }
 #pragma once
 
+#include <boost/asio/any_io_executor.hpp>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -103,6 +104,13 @@ class Request {
   std::string server_metrics_text() const {
     return server_metrics_ ? server_metrics_() : std::string();
   }
+  /// The client's IP address as the server saw it (e.g. "127.0.0.1"); "" for a
+  /// request not served by an HttpServer.
+  const std::string& remote_address() const noexcept { return remote_address_; }
+  /// The serving HttpServer's I/O executor, for asynchronous work of an
+  /// AsyncHandler (router.h) that must end before the server does; null
+  /// (no target) for a request not served by an HttpServer.
+  const boost::asio::any_io_executor& io_executor() const noexcept { return io_executor_; }
 
  private:
   friend struct internal::MessageAccess;
@@ -119,6 +127,8 @@ class Request {
   std::string request_id_;
   TraceContext trace_;
   std::function<std::string()> server_metrics_;
+  std::string remote_address_;
+  boost::asio::any_io_executor io_executor_;
 };
 
 /// An HTTP response built by a handler. Content-Length, X-Request-Id,

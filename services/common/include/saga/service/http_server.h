@@ -36,12 +36,24 @@ struct ServerOptions {
   size_t header_limit = 8 * 1024;
   /// Largest request body; more is answered 413. Default 1 MiB.
   size_t body_limit = 1024 * 1024;
-  /// Longest wait for each read of a request, including the wait for the next
-  /// request on an idle keep-alive connection; then the connection closes.
+  /// Longest wait for a request's line and headers (counted from the end of
+  /// the previous response on a keep-alive connection), and again for its
+  /// whole body: a deadline, not an idle timeout, so a client trickling
+  /// bytes (slowloris) is cut off too. Then the connection closes.
   /// Default 30 s.
   std::chrono::milliseconds read_timeout{30'000};
   /// Longest time to write a response; then the connection closes. Default 30 s.
   std::chrono::milliseconds write_timeout{30'000};
+  /// Most connections open at once; a connection beyond is answered 503
+  /// problem+json with Retry-After: 1 and closed. Default 512.
+  size_t max_connections = 512;
+  /// PEM files of the certificate chain and of its private key. Both set: the
+  /// server speaks HTTPS only (TLS 1.2 or later; a plain HTTP client is closed
+  /// unanswered after a failed handshake); both empty: plain HTTP. Read at
+  /// start(); their content is never logged or quoted in errors.
+  /// TLS_CERT_FILE, TLS_KEY_FILE. Default empty.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   /// How long stop() lets in-flight requests finish before closing their
   /// connections. Default 10 s.
   std::chrono::milliseconds drain_timeout{10'000};
@@ -49,7 +61,8 @@ struct ServerOptions {
   /// Options from the environment, `default_port` when PORT is unset:
   ///   PORT (0..65535; 0 picks a free port, logged at start), HTTP_HOST, HTTP_THREADS (1..256),
   ///   HTTP_HEADER_LIMIT_BYTES, HTTP_BODY_LIMIT_BYTES, HTTP_READ_TIMEOUT_MS,
-  ///   HTTP_WRITE_TIMEOUT_MS, HTTP_DRAIN_TIMEOUT_MS (defaults as above).
+  ///   HTTP_WRITE_TIMEOUT_MS, HTTP_DRAIN_TIMEOUT_MS, HTTP_MAX_CONNECTIONS (1..1000000),
+  ///   TLS_CERT_FILE and TLS_KEY_FILE (both or neither) (defaults as above).
   /// InvalidArgument naming the variable, the accepted range and the bad value.
   static StatusOr<ServerOptions> from_env(uint16_t default_port);
 };
@@ -75,7 +88,8 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   /// Binds, listens and starts the I/O threads. Errors: InvalidArgument for a
-  /// host that is not an IP address, Unavailable when the address cannot be
+  /// host that is not an IP address, for one TLS file without the other or a
+  /// certificate or key that cannot be loaded (naming the file), Unavailable when the address cannot be
   /// bound (in use, not permitted), FailedPrecondition when called twice or
   /// after stop() (a stopped server does not restart; make a new one).
   Status start();

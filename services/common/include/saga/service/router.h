@@ -7,6 +7,7 @@
 
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,17 @@ namespace saga::service {
 /// Handles one request. Runs on a server I/O thread and may block briefly
 /// (e.g. on a durable write); an exception it throws becomes a 500 problem.
 using Handler = std::function<Response(const Request&)>;
+/// Delivers the response of an asynchronous handler. Call it exactly once,
+/// from any thread (later calls are ignored). Until called it holds the
+/// client's connection: call it, or drop it, before the server is destroyed
+/// (work on Request::io_executor() is dropped with the server's io_context).
+using Responder = std::function<void(Response)>;
+/// Handles one request without holding a server thread: starts the work and
+/// returns; the work calls `done` once with the response (e.g. the gateway's
+/// upstream calls). Copy from the request what the work needs: the request
+/// lives only until the handler returns. An exception thrown by the handler
+/// becomes a 500 problem (when `done` was not called yet).
+using AsyncHandler = std::function<void(const Request&, Responder done)>;
 /// A handler of a request whose body is a JSON document.
 using JsonHandler = std::function<Response(const Request&, const nlohmann::json& body)>;
 
@@ -44,6 +56,8 @@ class Router {
   /// for a malformed pattern or a method+pattern already registered (a
   /// programming error, found at startup).
   Router& route(std::string method, std::string pattern, Handler handler);
+  /// Registers an asynchronous handler (see AsyncHandler); same rules as route().
+  Router& route_async(std::string method, std::string pattern, AsyncHandler handler);
   Router& get(std::string pattern, Handler handler) {
     return route("GET", std::move(pattern), std::move(handler));
   }
@@ -64,7 +78,13 @@ class Router {
   /// returns its response; or returns the router's own 400/404/405 problem.
   /// Never throws: an exception from the handler is logged and becomes a 500
   /// problem. The response is not finalized (see HttpServer).
+  /// An asynchronous handler's answer is waited for (handle() then blocks
+  /// until it calls `done`: not from a thread its work needs).
   Response handle(Request& req) const;
+
+  /// As handle(), but delivers the response to `done` (exactly once), at once
+  /// for a synchronous handler or a refusal, later for an asynchronous one.
+  void dispatch(Request& req, Responder done) const;
 
  private:
   enum class SegmentKind { kTail = 0, kParam = 1, kLiteral = 2 };
@@ -76,8 +96,13 @@ class Router {
     std::string method;
     std::string pattern;
     std::vector<Segment> segments;
-    Handler handler;
+    Handler handler;  // one of these two
+    AsyncHandler async_handler;
   };
+
+  Router& add(std::string method, std::string pattern, Handler handler, AsyncHandler async_handler);
+  // The response, or nullopt when an asynchronous handler took `answer`.
+  std::optional<Response> route_and_run(Request& req, const Responder& answer) const;
 
   std::vector<Route> routes_;
 };

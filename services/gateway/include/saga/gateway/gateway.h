@@ -11,6 +11,7 @@
 // new span). Copied back: status, body, Content-Type, Location, Retry-After.
 // Upstream failures are application/problem+json naming the upstream:
 //   not reachable (refused, reset)      -> 503 with Retry-After: 1
+//   max_in_flight requests already out  -> 503 with Retry-After: 1
 //   no answer within the timeout        -> 504 (a POST may or may not have been applied)
 //   malformed or oversized response     -> 502
 //
@@ -34,6 +35,7 @@
 #include <vector>
 
 #include "saga/gateway/auth.h"
+#include "saga/gateway/rate_limit.h"
 #include "saga/service/config.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
@@ -73,20 +75,31 @@ struct GatewayOptions {
   std::chrono::milliseconds readiness_timeout{1'000};
   /// Largest upstream response body; more is answered 502. Default 8 MiB.
   size_t response_body_limit = 8 * 1024 * 1024;
-  /// Idle upstream connections kept per upstream for reuse. Default 16.
-  size_t max_idle_connections = 16;
-  /// An idle upstream connection older than this is closed rather than reused,
-  /// so that it is not one the upstream has just timed out (the services'
-  /// HTTP_READ_TIMEOUT_MS, 30 s by default, must be longer). Default 5 s.
-  std::chrono::milliseconds max_idle_time{5'000};
+  /// Most requests out to one upstream at once; more are answered 503 with
+  /// Retry-After: 1 without being sent. UPSTREAM_MAX_IN_FLIGHT, default 256.
+  size_t max_in_flight = 256;
+  /// Requests per second (and burst) each token subject may send; over it,
+  /// 429 with Retry-After. Counted after the token is verified, so only
+  /// authenticated routes. RATE_LIMIT_IDENTITY_RPS (0 = off) and
+  /// RATE_LIMIT_IDENTITY_BURST; default 50/s, burst 100.
+  RateLimit identity_limit{50, 100};
+  /// Requests per second (and burst) from one client IP address, on every
+  /// forwarded route and POST /auth/dev-token, before the token is looked at
+  /// (token guessing counts). RATE_LIMIT_ADDRESS_RPS (0 = off) and
+  /// RATE_LIMIT_ADDRESS_BURST; default 500/s, burst 1000.
+  RateLimit address_limit{500, 1000};
+  /// The rate limits' clock (tests inject one). Default the steady clock.
+  RateLimiter::Now rate_clock;
   /// Verifies bearer tokens (and issues development tokens when its config
   /// says dev_tokens). Default null: every route that needs a token answers 401.
   std::shared_ptr<const TokenVerifier> verifier;
 };
 
-/// GatewayOptions from UPSTREAM_TIMEOUT_MS (1..3600000) and
-/// UPSTREAM_CONNECT_TIMEOUT_MS (1..600000), and the verifier from the AUTH_*
-/// variables (auth_config_from_env); the rest default.
+/// GatewayOptions from UPSTREAM_TIMEOUT_MS (1..3600000),
+/// UPSTREAM_CONNECT_TIMEOUT_MS (1..600000), UPSTREAM_MAX_IN_FLIGHT
+/// (1..1000000), RATE_LIMIT_{IDENTITY,ADDRESS}_RPS (0..1000000, 0 = off) and
+/// RATE_LIMIT_{IDENTITY,ADDRESS}_BURST (1..10000000), and the verifier from
+/// the AUTH_* variables (auth_config_from_env); the rest default.
 /// InvalidArgument naming the bad variable.
 StatusOr<GatewayOptions> gateway_options_from_env();
 
@@ -97,9 +110,11 @@ StatusOr<GatewayOptions> gateway_options_from_env();
 /// (200 when every upstream's /readyz answers 200 within readiness_timeout, else
 /// 503; one check per upstream, named after it) and /metrics (the server's own
 /// metrics plus gateway_upstream_requests_total{upstream,outcome}).
-/// The handlers share a pool of keep-alive connections per upstream and are
-/// thread-safe. Throws std::invalid_argument (like Router::route) when one of
-/// the routes is already registered.
+/// Forwarding is asynchronous on the serving HttpServer's io_context (one
+/// connection per forwarded request): a slow upstream holds no thread, only
+/// its own in-flight slots (max_in_flight, then 503). Over a rate limit: 429
+/// problem+json with Retry-After. The handlers are thread-safe. Throws std::invalid_argument (like
+/// Router::route) when one of the routes is already registered.
 void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOptions options = {});
 
 }  // namespace saga::gateway

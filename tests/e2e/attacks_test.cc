@@ -234,7 +234,7 @@ TEST_CASE(
   auto bob = stack.gateway_as("flood-bob", {"guest"});
   expect_status(owner->post_json("/reservationManagements", {{"placeId", "flood-1"}, {"stock", 2}}),
                 201, "the owner stocks its place");
-  Booking a{"", "flood-alice", "flood-1", "2030-10-01", "2030-10-02", 1, 80.0};
+  Booking a{"", "flood-alice", "flood-1", "2030-10-01", "2030-10-02", 1, kSeedPrice};
   book(*alice, a);
   const auto status = settle_all(*alice, {a}, 60s);
   REQUIRE(status.at(a.id) == "CONFIRMED");

@@ -46,7 +46,9 @@ StatusOr<InboxRecord> decode_inbox_record(std::string_view bytes) {
     // A JSON object written by an older version.
     Json j = parse_json(bytes).value_or(Json(Json::value_t::discarded));
     if (!j.is_object() || !j.contains("o") || !j.contains("p") || !j["o"].is_number_integer() ||
-        !j["p"].is_string()) {
+        !j["p"].is_string() || j["o"].get<int64_t>() < static_cast<int>(ReplyOutcome::kSuccess) ||
+        j["o"].get<int64_t>() > static_cast<int>(ReplyOutcome::kRetry) ||
+        (j.contains("v") && !j["v"].is_boolean())) {
       return Status::data_loss("undecodable inbox record");
     }
     return InboxRecord{static_cast<ReplyOutcome>(j["o"].get<int>()), j["p"].get<std::string>(),

@@ -19,8 +19,9 @@ using Json = nlohmann::json;
 // (MessagePack may hold binary values, which print one or two levels deeper).
 void exercise(const Json& doc, bool from_text) {
   const Json copy = doc;  // recursive copy and compare
-  if (copy != doc) std::abort();
+  (void)(copy == doc);    // not asserted: NaN (MessagePack can carry one) is unequal to itself
   const std::string text = doc.dump(-1, ' ', false, Json::error_handler_t::replace);
+  if (copy.dump(-1, ' ', false, Json::error_handler_t::replace) != text) std::abort();
   if (from_text && !saga::parse_json(text).ok()) std::abort();
   const std::vector<uint8_t> packed = Json::to_msgpack(doc);
   auto back = saga::parse_msgpack(

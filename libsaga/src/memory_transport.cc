@@ -202,6 +202,11 @@ class MemoryBusImpl final : public MemoryBus {
         for (ShardChange& ch : c.changes) ls.records.push_back(std::move(ch));
         for (Message& m : c.messages) (void)enqueue_locked(std::move(m));
         end = static_cast<uint64_t>(ls.records.size());
+        // Drawn only when asked for, so that other faults replay unchanged.
+        if (faults_.commit_in_doubt > 0 && random_.uniform() < faults_.commit_in_doubt) {
+          end = Status::unavailable("memory bus: the commit's answer was lost (it was appended)");
+          ++stats_.commits_in_doubt;
+        }
       }
     }
     cv_.notify_all();

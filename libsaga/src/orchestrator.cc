@@ -312,7 +312,10 @@ struct Shard {
   std::atomic<bool> lost{false};
   // After a commit that failed otherwise (rolled back): rest until
   // resume_ms, answering rest_status; the rest doubles while it fails.
+  // The failed commit may have reached the log all the same (its answer was
+  // lost), so the shard catches up with its log before it works again.
   bool rolled_back = false;  // in the current iteration
+  bool resync = false;       // memory unloaded; catch up with the log first
   int64_t resume_ms = 0;
   Duration commit_backoff{0};
   Status rest_status;
@@ -691,8 +694,8 @@ class OrchestratorImpl final : public Orchestrator {
       run_deferred(*sh);
       sh->outbox->retry_failed();
       std::lock_guard lock(sh->mu);
-      busy = busy || !sh->requests.empty() || !sh->arrived.empty() || !sh->inbound.empty() ||
-             sh->outbox->has_unsent();
+      busy = busy || sh->resync || !sh->requests.empty() || !sh->arrived.empty() ||
+             !sh->inbound.empty() || sh->outbox->has_unsent();
       if (!sh->timers.empty()) next_due = std::min(next_due, sh->timers.begin()->first);
     }
     Duration wait{0};
@@ -722,6 +725,20 @@ class OrchestratorImpl final : public Orchestrator {
       if (sh.resume_ms > now_ms()) {  // resting after a failed commit
         fail_requests(take(sh.requests, sh), sh.rest_status);
         continue;
+      }
+      if (sh.resync) {
+        const Status s = resync(sh);
+        if (s.code() == StatusCode::kUnavailable) {
+          rest(sh, s);
+          fail_requests(take(sh.requests, sh), sh.rest_status);
+          continue;
+        }
+        if (!s.ok()) {  // reading the store failed: refuse everything from now on
+          fail_stop(s.with_context("shard " + std::to_string(sh.index) +
+                                   " cannot catch up with its changelog; reopen the orchestrator"));
+          fail_requests(take(sh.requests, sh), store_status());
+          continue;
+        }
       }
       run_deferred(sh);
       sh.batch = &d.batch;
@@ -772,11 +789,7 @@ class OrchestratorImpl final : public Orchestrator {
         const Status broken = s.with_context(committed.ok()
                                                  ? "store write failed; reopen the orchestrator"
                                                  : "changelog commit failed; reopen the orchestrator");
-        {
-          std::lock_guard lock(status_mu_);
-          store_status_ = broken;
-        }
-        log_->critical("{}", broken.to_string());
+        fail_stop(broken);
         for (Release& rel : releases) {
           for (auto& [done, result] : rel.answers) done(broken);
           rel.shard->outbox->discard_staged();
@@ -839,19 +852,16 @@ class OrchestratorImpl final : public Orchestrator {
     return ok_status();
   }
 
-  // A commit failed but the shard is still ours (the fabric is away): none
-  // of its part was written or sent. Its memory goes back to what the local
-  // store holds, the replies it consumed go back to the front of its queue,
-  // its callers get Unavailable, and it rests (100 ms, doubling up to 5 s)
-  // before trying again. An error here (reading the store) is fail-stop.
+  // A commit failed but the shard is still ours (the fabric is away, or the
+  // commit's answer was lost): none of its part was written locally, and
+  // perhaps none was appended or sent. Its memory is dropped, the replies it
+  // consumed go back to the front of its queue, its callers get Unavailable,
+  // and it rests (rest()) and then catches up with its log (resync()) before
+  // it works again.
   Status roll_back(Release& rel, const Status& why) {
     Shard& sh = *rel.shard;
     sh.rolled_back = true;
-    sh.commit_backoff = std::min(Duration{5'000}, std::max(Duration{100}, sh.commit_backoff * 2));
-    sh.resume_ms = now_ms() + sh.commit_backoff.count();
-    sh.rest_status = Status::unavailable("shard " + std::to_string(sh.index) + " of orchestrator '" +
-                                         opts_.name + "' cannot commit: " + why.message())
-                         .with_retry_after(sh.commit_backoff);
+    rest(sh, why);
     log_->warn("orchestrator '{}' shard {}: changelog commit failed ({}); rolled back, next try "
                "in {} ms",
                opts_.name, sh.index, why.to_string(), sh.commit_backoff.count());
@@ -861,8 +871,29 @@ class OrchestratorImpl final : public Orchestrator {
                       std::make_move_iterator(rel.consumed.end()));
     rel.consumed.clear();
     unload(sh);
+    sh.resync = true;
     sh.batch = nullptr;
-    return load_instances(sh);
+    return ok_status();
+  }
+
+  // The shard rests after `why`: 100 ms, doubling up to 5 s while it keeps
+  // failing; its callers get Unavailable with that retry-after meanwhile.
+  void rest(Shard& sh, const Status& why) {
+    sh.commit_backoff = std::min(Duration{5'000}, std::max(Duration{100}, sh.commit_backoff * 2));
+    sh.resume_ms = now_ms() + sh.commit_backoff.count();
+    sh.rest_status = Status::unavailable("shard " + std::to_string(sh.index) + " of orchestrator '" +
+                                         opts_.name + "' cannot commit: " + why.message())
+                         .with_retry_after(sh.commit_backoff);
+  }
+
+  // After a rollback: applies what the log holds past the local checkpoint
+  // (the failed commit, when it was appended after all), then reloads the
+  // shard's memory from the store. Unavailable while the log cannot be read.
+  Status resync(Shard& sh) {
+    SAGA_RETURN_IF_ERROR(catch_up(sh));
+    SAGA_RETURN_IF_ERROR(load_instances(sh));
+    sh.resync = false;
+    return ok_status();
   }
 
   // Forgets the shard's instances and timers (they are reloaded, or owned elsewhere).
@@ -896,6 +927,11 @@ class OrchestratorImpl final : public Orchestrator {
   Status restore(Shard& sh) {
     SAGA_ASSIGN_OR_RETURN(sh.log, transport_->claim_shard(opts_.name + ".changelog", sh.index,
                                                           static_cast<uint32_t>(shards_.size())));
+    return catch_up(sh);
+  }
+
+  // Brings the shard's families up to the end of its claimed log.
+  Status catch_up(Shard& sh) {
     SAGA_ASSIGN_OR_RETURN(RestoreStats r, restore_shard(sh.ks, changelog_families_, *sh.log, *log_,
                                                         "orchestrator '" + opts_.name +
                                                             "' shard " + std::to_string(sh.index)));
@@ -924,6 +960,15 @@ class OrchestratorImpl final : public Orchestrator {
     for (Request& r : requests) {
       if (r.done) r.done(s);
     }
+  }
+
+  // Refuses everything from now on: only reopening recovers.
+  void fail_stop(const Status& broken) {
+    {
+      std::lock_guard lock(status_mu_);
+      store_status_ = broken;
+    }
+    log_->critical("{}", broken.to_string());
   }
 
   bool store_status_ok() const {

@@ -146,8 +146,11 @@ struct Shard {
   std::vector<std::pair<Message, Transport::Ack>> consumed;
   BatchStats stats;
   // After a commit that failed otherwise than fenced: rest until resume_ms;
-  // the rest doubles while it fails.
+  // the rest doubles while it fails. The failed commit may have reached the
+  // log all the same (its answer was lost), so the shard then catches up
+  // with its log before it works again.
   int64_t resume_ms = 0;
+  bool resync = false;
   Duration commit_backoff{0};
 
  private:
@@ -244,7 +247,7 @@ class ParticipantImpl final : public Participant {
     for (auto& in : inbound_) {
       Shard& sh = shard_for(in.first.key.empty() ? in.first.saga_id : in.first.key);
       if (sh.lost) continue;  // not ours any more: unacked, for the new owner
-      if (sh.resume_ms > now) {
+      if (sh.resume_ms > now || !caught_up(sh)) {
         resting.push_back(std::move(in));
         continue;
       }
@@ -322,6 +325,11 @@ class ParticipantImpl final : public Participant {
     std::lock_guard lock(engine_mu_);
     SAGA_RETURN_IF_ERROR(store_status_);
     if (sh.lost) return lost_status(sh);
+    if (sh.resume_ms > to_millis(opts_.clock->now()) || !caught_up(sh)) {
+      return Status::unavailable("shard " + std::to_string(sh.index()) + " of participant '" +
+                                 opts_.name + "' rests after a failed changelog commit")
+          .with_retry_after(sh.commit_backoff);
+    }
     // The nonce keeps event ids unique across restarts, even when the clock
     // has not moved (or moved back) since the last run.
     Txn txn(sh.ks, sh.overlay,
@@ -338,7 +346,10 @@ class ParticipantImpl final : public Participant {
           commit_shards(batch, changelog_families_, store_->shards(), parts));
       if (parts[0].result && !parts[0].result->ok()) {
         const Status failed = parts[0].result->status();
-        if (failed.code() != StatusCode::kAborted) return failed;  // nothing written or sent
+        if (failed.code() != StatusCode::kAborted) {  // nothing written locally
+          roll_back(sh, failed);
+          return failed;
+        }
         lose(sh, failed);
         return lost_status(sh);
       }
@@ -452,12 +463,14 @@ class ParticipantImpl final : public Participant {
     return ok_status();
   }
 
-  // A commit failed but the shard is still ours (the fabric is away): none of
-  // its part was written or sent. Its commands go back to the queue, unacked,
-  // and it rests (100 ms, doubling up to 5 s) before trying again.
+  // A commit failed but the shard is still ours (the fabric is away, or the
+  // commit's answer was lost): none of its part was written locally, and
+  // perhaps none was appended or sent. Its commands go back to the queue,
+  // unacked, and it rests (100 ms, doubling up to 5 s), then catches up with
+  // its log (caught_up()) before it works again.
   void roll_back(Shard& sh, const Status& why) {
-    sh.commit_backoff = std::min(Duration{5'000}, std::max(Duration{100}, sh.commit_backoff * 2));
-    sh.resume_ms = to_millis(opts_.clock->now()) + sh.commit_backoff.count();
+    rest(sh);
+    sh.resync = true;
     log_->warn("participant '{}' shard {}: changelog commit failed ({}); rolled back, next try in "
                "{} ms",
                opts_.name, sh.index(), why.to_string(), sh.commit_backoff.count());
@@ -465,6 +478,35 @@ class ParticipantImpl final : public Participant {
                     std::make_move_iterator(sh.consumed.end()));
     sh.consumed.clear();
     sh.stats = {};
+  }
+
+  void rest(Shard& sh) {
+    sh.commit_backoff = std::min(Duration{5'000}, std::max(Duration{100}, sh.commit_backoff * 2));
+    sh.resume_ms = to_millis(opts_.clock->now()) + sh.commit_backoff.count();
+  }
+
+  // False while the shard must catch up with its log after a rollback and
+  // cannot (the log is unreadable: it rests again). Applying what the log
+  // holds past the local checkpoint brings in the failed commit when it was
+  // appended after all. A store error there is fail-stop.
+  bool caught_up(Shard& sh) {
+    if (!sh.resync) return true;
+    auto r = restore_shard(sh.ks, changelog_families_, *sh.log, *log_,
+                           "participant '" + opts_.name + "' shard " + std::to_string(sh.index()));
+    if (r.ok()) {
+      sh.resync = false;
+      return true;
+    }
+    if (r.status().code() == StatusCode::kUnavailable) {
+      rest(sh);
+      log_->warn("participant '{}' shard {}: cannot catch up with its changelog ({}); next try "
+                 "in {} ms",
+                 opts_.name, sh.index(), r.status().to_string(), sh.commit_backoff.count());
+    } else {
+      store_status_ = r.status().with_context("participant store broken; reopen it");
+      log_->critical("{}", store_status_.to_string());
+    }
+    return false;
   }
 
   // Error texts may carry bytes from the wire or from handlers that are not

@@ -24,6 +24,10 @@ struct FaultOptions {
   Duration max_delay{200};
   /// Chance a message is queued ahead of those already waiting. Default 0.
   double reorder = 0;
+  /// Chance a shard commit is appended (and its messages published) but
+  /// reported Unavailable, as when Kafka's answer to a commit is lost: the
+  /// committer cannot tell it from a commit that failed. Default 0.
+  double commit_in_doubt = 0;
 };
 
 /// Counters of what the bus did; for assertions in tests.
@@ -35,6 +39,7 @@ struct BusStats {
   uint64_t delayed = 0;
   uint64_t reordered = 0;
   uint64_t redelivered = 0;  ///< unacked messages requeued when an endpoint closed
+  uint64_t commits_in_doubt = 0;  ///< shard commits appended but reported Unavailable
 };
 
 /// The shared fabric. Endpoints made by connect() exchange messages through

@@ -368,8 +368,6 @@ class MemoryShardLog final : public ShardLog {
               const std::function<void(const ShardChange&, uint64_t)>& fn) override {
     return bus_->read(log_, shard_, from, fn);
   }
-  uint64_t epoch() const override { return epoch_; }
-
  private:
   const std::shared_ptr<MemoryBusImpl> bus_;
   const std::string log_;

@@ -46,18 +46,21 @@ class ShardLog {
 
   /// Appends `commit.changes` to the log and publishes `commit.messages`,
   /// atomically: both or neither. `done` gets the end offset after the
-  /// commit; Aborted when a later claim fenced this one (never emit for the
-  /// shard again); another error when nothing was appended or published.
-  /// `done` may run on any thread, even before commit() returns.
+  /// commit (the offset after its last change; unchanged when it had none);
+  /// Aborted when a later claim fenced this one (never emit for the shard
+  /// again); another error when the commit failed or its outcome is unknown
+  /// (an answer lost): it may have been appended all the same, which the
+  /// next read() shows. `done` may run on any thread, even before commit()
+  /// returns. At most one commit is outstanding at a time.
   virtual void commit(ShardCommit commit, CommitCallback done) = 0;
 
   /// Calls fn(change, offset) for every record from offset `from` up to the
-  /// end as of the call, in order.
+  /// end as of the call, in order (offsets may have gaps). Settles a commit
+  /// whose outcome was unknown first: Unavailable while it cannot, Aborted
+  /// when fenced meanwhile; OutOfRange when `from` is past the end. Not
+  /// while a commit is outstanding.
   virtual Status read(uint64_t from,
                       const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
-
-  /// This claim's epoch: 1 for the first claim of the shard, one more for each later claim.
-  virtual uint64_t epoch() const = 0;
 };
 
 /// One endpoint's connection to the message fabric. Guarantees required of
@@ -100,7 +103,7 @@ class Transport {
   /// Claims shard `shard` of the changelog named `log`, which has `shards`
   /// shards (fixed when first claimed: another count is FailedPrecondition),
   /// fencing every earlier claim of it. Unimplemented unless the transport
-  /// keeps changelogs.
+  /// keeps changelogs. The claim must be destroyed before the transport.
   virtual StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
                                                           uint32_t shards) {
     (void)log, (void)shard, (void)shards;

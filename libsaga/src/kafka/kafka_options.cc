@@ -22,9 +22,11 @@ constexpr std::string_view kPropertyPrefix = "KAFKA_PROPERTY_";
 // Properties the transport's guarantees rest on: offsets are stored only on
 // ack (and then auto-committed), sends are idempotent, and the ids come from
 // the options so that the defaults stay documented in one place.
-constexpr std::array<std::string_view, 6> kReservedProperties = {
+// Shard changelogs add their transactional id and read only committed records.
+constexpr std::array<std::string_view, 8> kReservedProperties = {
     "bootstrap.servers",        "group.id",           "client.id",
     "enable.auto.offset.store", "enable.auto.commit", "enable.idempotence",
+    "transactional.id",         "isolation.level",
 };
 
 // A positive count, or -1 for "the broker's default".

@@ -31,6 +31,7 @@
 
 #include "kafka/envelope_headers.h"
 #include "kafka/kafka_options.h"
+#include "kafka/kafka_shard_log.h"
 #include "kafka/offset_tracker.h"
 #include "kafka/rdkafka_util.h"
 #include "saga/json.h"
@@ -97,6 +98,8 @@ class KafkaTransport final : public Transport,
   void send(Message message, SendCallback on_sent) override;
   size_t poll(milliseconds max_wait) override;
   Status health() const override;
+  StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
+                                                  uint32_t shards) override;
 
  private:
   struct Subscription {
@@ -121,6 +124,9 @@ class KafkaTransport final : public Transport,
   void warm_topic(const std::string& topic);
   void ensure_topic_async(const std::string& topic);
   Status wait_until_visible(const std::string& topic, SteadyClock::time_point deadline);
+  // Creates the changelog topic `topic` with `shards` partitions when it is
+  // missing, and checks its partition count; once per topic.
+  Status ensure_changelog(const std::string& topic, uint32_t shards);
 
   // Queues the outcome of send `id` for the next poll().
   void complete(uint64_t id, Status status);
@@ -162,6 +168,9 @@ class KafkaTransport final : public Transport,
 
   mutable std::mutex subs_mu_;
   std::map<std::string, Subscription> subs_by_topic_;  // GUARDED_BY(subs_mu_)
+
+  std::mutex changelogs_mu_;
+  std::set<std::string> changelogs_;  // GUARDED_BY(changelogs_mu_): checked changelog topics
 
   // Set by subscribe() and the rebalance callback; read by the destructor.
   std::atomic<bool> subscribed_{false};
@@ -554,6 +563,81 @@ Status KafkaTransport::health() const {
   std::lock_guard lock(health_mu_);
   if (!fatal_.ok()) return fatal_;
   return down_;
+}
+
+// ------------------------------------------------------------------ changelogs
+
+Status KafkaTransport::ensure_changelog(const std::string& topic, uint32_t shards) {
+  std::lock_guard lock(changelogs_mu_);
+  if (changelogs_.count(topic)) return ok_status();
+  const auto deadline = SteadyClock::now() + opts_.startup_timeout;
+  if (opts_.create_topics) {
+    // Compacted: the topic is the shards' snapshot, one record per live key
+    // after compaction (docs/sharding.md, "Records").
+    const TopicConfig config = {{"cleanup.policy", "compact"},
+                                {"segment.bytes", std::to_string(64 << 20)},
+                                {"segment.ms", "3600000"},
+                                {"min.cleanable.dirty.ratio", "0.1"}};
+    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, static_cast<int>(shards),
+                                       opts_.replication_factor, opts_.startup_timeout, config));
+    SAGA_RETURN_IF_ERROR(wait_until_visible(topic, deadline));
+  }
+  RdKafka::Metadata* raw = nullptr;
+  const RdKafka::ErrorCode rc =
+      producer_->metadata(true, nullptr, &raw, to_ms(remaining_until(deadline)));
+  std::unique_ptr<RdKafka::Metadata> md(raw);
+  if (rc != RdKafka::ERR_NO_ERROR) return status_from_kafka(rc, "kafka: metadata of " + topic);
+  for (const RdKafka::TopicMetadata* t : *md->topics()) {
+    if (t->topic() != topic) continue;
+    if (t->err() != RdKafka::ERR_NO_ERROR)
+      return status_from_kafka(t->err(), "kafka: changelog topic " + topic);
+    if (t->partitions()->size() != shards) {
+      return Status::failed_precondition(
+          "kafka: changelog topic " + topic + " has " + std::to_string(t->partitions()->size()) +
+          " partitions, but the engine has " + std::to_string(shards) +
+          " shards: shards are fixed when a changelog is created (docs/storage.md: moving to "
+          "more shards)");
+    }
+    changelogs_.insert(topic);
+    return ok_status();
+  }
+  return Status::unavailable("kafka: changelog topic " + topic + " is not in the metadata");
+}
+
+StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view log,
+                                                                uint32_t shard, uint32_t shards) {
+  const std::string topic = topic_for(log);
+  const std::string context = "kafka transport \"" + endpoint_ + "\": claim shard " +
+                              std::to_string(shard) + " of " + topic;
+  if (!valid_topic_name(topic))
+    return Status::invalid_argument(context + ": not a valid Kafka topic name");
+  if (shards == 0 || shard >= shards)
+    return Status::invalid_argument(context + ": shard out of range");
+  SAGA_RETURN_IF_ERROR(ensure_changelog(topic, shards).with_context(context));
+
+  ShardLogSpec spec;
+  spec.topic = topic;
+  spec.partition = static_cast<int32_t>(shard);
+  spec.transactional_id = topic + ".shard-" + std::to_string(shard);
+  spec.producer_properties = {
+      {"bootstrap.servers", opts_.brokers},
+      {"client.id", opts_.client_id},
+      {"linger.ms", "2"},
+      {"partitioner", "murmur2_random"},
+      {"allow.auto.create.topics", "false"},
+  };
+  spec.consumer_properties = consumer_properties(opts_);
+  for (const auto& [key, value] : opts_.properties) {
+    spec.producer_properties[key] = value;
+    spec.consumer_properties[key] = value;
+  }
+  spec.topic_for = [this](std::string_view destination) { return topic_for(destination); };
+  spec.prepare_topic = [this](const std::string& t) { ensure_topic_async(t); };
+  spec.timeout = opts_.startup_timeout;
+  spec.log = log_;
+  auto claimed = claim_kafka_shard(std::move(spec));
+  if (!claimed.ok()) return claimed.status().with_context(context);
+  return claimed;
 }
 
 // ------------------------------------------------------------------ sends

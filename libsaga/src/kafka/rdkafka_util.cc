@@ -58,7 +58,7 @@ TopicPtr start_topic_lookup(rd_kafka_t* rk, const std::string& topic) {
 
 Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
                            int replication_factor, std::chrono::milliseconds timeout,
-                           rd_kafka_queue_t* queue) {
+                           rd_kafka_queue_t* queue, const TopicConfig& config) {
   char err[512] = {0};
   std::vector<NewTopicPtr> owned;
   std::vector<rd_kafka_NewTopic_t*> raw;
@@ -67,6 +67,12 @@ Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topic
         rd_kafka_NewTopic_new(topic.c_str(), partitions, replication_factor, err, sizeof err));
     if (!nt)
       return Status::invalid_argument("kafka: cannot describe topic \"" + topic + "\": " + err);
+    for (const auto& [name, value] : config) {
+      if (rd_kafka_NewTopic_set_config(nt.get(), name.c_str(), value.c_str()) !=
+          RD_KAFKA_RESP_ERR_NO_ERROR) {
+        return Status::invalid_argument("kafka: topic \"" + topic + "\": bad setting " + name);
+      }
+    }
     raw.push_back(nt.get());
     owned.push_back(std::move(nt));
   }
@@ -112,10 +118,11 @@ std::vector<std::pair<std::string, Status>> create_topics_results(
 }
 
 Status create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
-                     int replication_factor, std::chrono::milliseconds timeout) {
+                     int replication_factor, std::chrono::milliseconds timeout,
+                     const TopicConfig& config) {
   QueuePtr queue(rd_kafka_queue_new(rk));
-  SAGA_RETURN_IF_ERROR(
-      start_create_topics(rk, topics, partitions, replication_factor, timeout, queue.get()));
+  SAGA_RETURN_IF_ERROR(start_create_topics(rk, topics, partitions, replication_factor, timeout,
+                                           queue.get(), config));
   // The admin request times out by itself after `timeout`; the margin only
   // covers the result's trip through the queue.
   EventPtr event(rd_kafka_queue_poll(queue.get(), static_cast<int>(timeout.count()) + 5'000));

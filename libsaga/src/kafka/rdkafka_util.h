@@ -66,12 +66,15 @@ bool valid_topic_name(std::string_view name);
 /// Null when librdkafka refuses the handle (it then logs why).
 TopicPtr start_topic_lookup(rd_kafka_t* rk, const std::string& topic);
 
+/// Topic-level settings of a topic to create (e.g. cleanup.policy=compact).
+using TopicConfig = std::vector<std::pair<std::string, std::string>>;
+
 /// Asks the cluster behind `rk` to create `topics` without waiting; the result
 /// event (RD_KAFKA_EVENT_CREATETOPICS_RESULT) arrives on `queue`. Fails only
 /// when the request cannot be built (bad partition or replication numbers).
 Status start_create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
                            int replication_factor, std::chrono::milliseconds timeout,
-                           rd_kafka_queue_t* queue);
+                           rd_kafka_queue_t* queue, const TopicConfig& config = {});
 
 /// The outcome per topic of a CreateTopics result event; a topic that already
 /// exists counts as OK. A request-level failure is reported for every topic.
@@ -81,6 +84,7 @@ std::vector<std::pair<std::string, Status>> create_topics_results(
 /// Creates `topics` and waits up to `timeout` for the answer. OK when each one
 /// was created or already existed.
 Status create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int partitions,
-                     int replication_factor, std::chrono::milliseconds timeout);
+                     int replication_factor, std::chrono::milliseconds timeout,
+                     const TopicConfig& config = {});
 
 }  // namespace saga::internal::kafka

@@ -1,0 +1,396 @@
+// ShardLog over Kafka. Each shard log owns a transactional producer and a
+// worker thread: librdkafka 2.0.2's transactional calls block, and the
+// engine commits all its shards of an iteration at once, so each shard's
+// transaction runs on its own thread. Delivery reports and the producer's
+// events are served by those calls (commit_transaction flushes, and flush
+// serves callbacks) on the worker thread, or by read() on the engine's
+// thread; the engine never reads while a commit of the shard is outstanding,
+// and a mutex keeps the two apart in any case.
+#include "kafka/kafka_shard_log.h"
+
+#include <librdkafka/rdkafkacpp.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "kafka/envelope_headers.h"
+#include "kafka/rdkafka_util.h"
+
+namespace saga::internal::kafka {
+namespace {
+
+using std::chrono::milliseconds;
+using SteadyClock = std::chrono::steady_clock;
+
+// A transaction that does not end within this long is aborted by the
+// broker; records of one must be delivered within it too.
+constexpr char kTransactionTimeoutMs[] = "10000";
+
+// Tags of a produced record, passed as msg_opaque.
+void* const kChangeTag = reinterpret_cast<void*>(uintptr_t{1});
+void* const kMessageTag = reinterpret_cast<void*>(uintptr_t{2});
+
+bool is_fencing(RdKafka::ErrorCode code) {
+  return code == RdKafka::ERR_PRODUCER_FENCED || code == RdKafka::ERR__FENCED ||
+         code == RdKafka::ERR_INVALID_PRODUCER_EPOCH ||
+         code == RdKafka::ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+}
+
+class KafkaShardLog final : public ShardLog,
+                            private RdKafka::DeliveryReportCb,
+                            private RdKafka::EventCb {
+ public:
+  explicit KafkaShardLog(ShardLogSpec spec) : spec_(std::move(spec)) {}
+
+  ~KafkaShardLog() override {
+    {
+      std::lock_guard lock(queue_mu_);
+      stopping_ = true;
+    }
+    queue_cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+    for (auto& [c, done] : queue_) done(Status::unavailable(name() + ": closed before the commit"));
+    topics_.clear();  // before the producer they belong to
+    producer_.reset();
+  }
+
+  KafkaShardLog(const KafkaShardLog&) = delete;
+  KafkaShardLog& operator=(const KafkaShardLog&) = delete;
+
+  Status claim() {
+    std::map<std::string, std::string> props = spec_.producer_properties;
+    props["transactional.id"] = spec_.transactional_id;
+    props["enable.idempotence"] = "true";
+    props["acks"] = "all";
+    props["transaction.timeout.ms"] = kTransactionTimeoutMs;
+    props["message.timeout.ms"] = kTransactionTimeoutMs;  // may not exceed the transaction's
+    std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+    std::string err;
+    for (const auto& [key, value] : props) {
+      if (conf->set(key, value, err) != RdKafka::Conf::CONF_OK)
+        return Status::invalid_argument(name() + ": kafka property \"" + key + "\": " + err);
+    }
+    if (conf->set("dr_cb", static_cast<RdKafka::DeliveryReportCb*>(this), err) !=
+            RdKafka::Conf::CONF_OK ||
+        conf->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) !=
+            RdKafka::Conf::CONF_OK) {
+      return Status::internal(name() + ": cannot install callbacks: " + err);
+    }
+    producer_.reset(RdKafka::Producer::create(conf.get(), err));
+    if (!producer_) return Status::invalid_argument(name() + ": cannot create the producer: " + err);
+    // Fences every earlier producer of this id and completes or aborts the
+    // transaction it left open, so that what the log holds is settled.
+    std::unique_ptr<RdKafka::Error> e(
+        producer_->init_transactions(static_cast<int>(spec_.timeout.count())));
+    if (e) {
+      const Status s = (e->is_retriable() || e->code() == RdKafka::ERR__TIMED_OUT)
+                           ? Status::unavailable(name() + ": init_transactions: " + e->str())
+                           : Status::internal(name() + ": init_transactions: " + e->str());
+      return s;
+    }
+    worker_ = std::thread([this] { work(); });
+    spec_.log->info("{}: claimed (transactional id {})", name(), spec_.transactional_id);
+    return ok_status();
+  }
+
+  void commit(ShardCommit c, CommitCallback done) override {
+    {
+      std::lock_guard lock(queue_mu_);
+      queue_.emplace_back(std::move(c), std::move(done));
+    }
+    queue_cv_.notify_one();
+  }
+
+  Status read(uint64_t from,
+              const std::function<void(const ShardChange&, uint64_t)>& fn) override {
+    std::lock_guard lock(txn_mu_);
+    SAGA_RETURN_IF_ERROR(settle());
+    int64_t low = 0;
+    int64_t high = 0;
+    const RdKafka::ErrorCode wm = producer_->query_watermark_offsets(
+        spec_.topic, spec_.partition, &low, &high, static_cast<int>(spec_.timeout.count()));
+    if (wm != RdKafka::ERR_NO_ERROR) return status_from_kafka(wm, name() + ": watermarks");
+    if (from > static_cast<uint64_t>(high)) {
+      return Status::out_of_range(name() + " ends at " + std::to_string(high) +
+                                  ", before offset " + std::to_string(from) +
+                                  " (was the topic deleted or recreated?)");
+    }
+    if (from == static_cast<uint64_t>(high)) {
+      end_ = from;
+      return ok_status();
+    }
+    std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+    std::string err;
+    std::map<std::string, std::string> props = spec_.consumer_properties;
+    props["group.id"] = spec_.transactional_id + ".reader";  // never joins: assign() only
+    props["enable.auto.commit"] = "false";
+    props["enable.auto.offset.store"] = "false";
+    props["isolation.level"] = "read_committed";
+    props["enable.partition.eof"] = "true";
+    props["auto.offset.reset"] = "earliest";
+    props["fetch.wait.max.ms"] = "10";
+    for (const auto& [key, value] : props) {
+      if (conf->set(key, value, err) != RdKafka::Conf::CONF_OK)
+        return Status::invalid_argument(name() + ": kafka property \"" + key + "\": " + err);
+    }
+    if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) != RdKafka::Conf::CONF_OK)
+      return Status::internal(name() + ": cannot install the event callback: " + err);
+    std::unique_ptr<RdKafka::KafkaConsumer> consumer(RdKafka::KafkaConsumer::create(conf.get(), err));
+    if (!consumer) return Status::invalid_argument(name() + ": cannot create a reader: " + err);
+    std::unique_ptr<RdKafka::TopicPartition> tp(
+        RdKafka::TopicPartition::create(spec_.topic, spec_.partition, static_cast<int64_t>(from)));
+    std::vector<RdKafka::TopicPartition*> assignment{tp.get()};
+    Status result = status_from_kafka(consumer->assign(assignment), name() + ": assign");
+    auto last_progress = SteadyClock::now();
+    uint64_t end = from;
+    while (result.ok()) {
+      std::unique_ptr<RdKafka::Message> m(consumer->consume(100));
+      if (m->err() == RdKafka::ERR__PARTITION_EOF) {
+        end = std::max<uint64_t>(end, static_cast<uint64_t>(m->offset()));
+        break;
+      }
+      if (m->err() == RdKafka::ERR_NO_ERROR) {
+        last_progress = SteadyClock::now();
+        const auto* key = static_cast<const char*>(m->key_pointer());
+        if (!key || m->key_len() < 1) {
+          result = Status::data_loss(name() + ": a record at offset " +
+                                     std::to_string(m->offset()) + " has no family byte");
+          break;
+        }
+        ShardChange change;
+        change.family = static_cast<uint8_t>(key[0]);
+        change.key.assign(key + 1, m->key_len() - 1);
+        if (m->payload()) change.value.emplace(static_cast<const char*>(m->payload()), m->len());
+        const auto offset = static_cast<uint64_t>(m->offset());
+        fn(change, offset);
+        end = offset + 1;
+        continue;
+      }
+      if (m->err() != RdKafka::ERR__TIMED_OUT)
+        spec_.log->debug("{}: reading: {}", name(), m->errstr());
+      if (SteadyClock::now() - last_progress > spec_.timeout) {
+        result = Status::unavailable(name() + ": reading made no progress for " +
+                                     std::to_string(spec_.timeout.count()) + " ms at offset " +
+                                     std::to_string(end) + " (" + m->errstr() + ")");
+      }
+    }
+    consumer->close();
+    if (result.ok()) end_ = end;
+    return result;
+  }
+
+ private:
+  enum class State { kIdle, kCommitting, kAborting, kFenced };
+
+  std::string name() const {
+    return "changelog " + spec_.topic + "[" + std::to_string(spec_.partition) + "]";
+  }
+
+  void work() {
+    for (;;) {
+      std::pair<ShardCommit, CommitCallback> job;
+      {
+        std::unique_lock lock(queue_mu_);
+        queue_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (stopping_) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      StatusOr<uint64_t> end = Status::internal("unset");
+      {
+        std::lock_guard lock(txn_mu_);
+        end = run(job.first);
+      }
+      job.second(std::move(end));
+    }
+  }
+
+  // One transaction: the changes to the log's partition, the messages to
+  // their topics, committed together.
+  StatusOr<uint64_t> run(ShardCommit& c) {
+    SAGA_RETURN_IF_ERROR(settle());
+    std::unique_ptr<RdKafka::Error> e(producer_->begin_transaction());
+    if (e) return on_error(*e, "begin_transaction");
+    tally_ = Tally{};
+    std::string key;
+    for (ShardChange& ch : c.changes) {
+      key.assign(1, static_cast<char>(ch.family));
+      key += ch.key;
+      const char* value = ch.value ? ch.value->data() : nullptr;
+      const size_t len = ch.value ? ch.value->size() : 0;
+      SAGA_RETURN_IF_ERROR(produce(spec_.topic, spec_.partition, value, len, key, nullptr,
+                                   kChangeTag));
+    }
+    for (const Message& m : c.messages) {
+      const std::string topic = spec_.topic_for(m.destination);
+      if (!valid_topic_name(topic)) {
+        abort_quietly();
+        return Status::invalid_argument(name() + ": \"" + topic +
+                                        "\" is not a valid Kafka topic name");
+      }
+      prepare(topic);
+      std::unique_ptr<RdKafka::Headers> headers(RdKafka::Headers::create());
+      for (const auto& [hname, hvalue] : encode_headers(m))
+        headers->add(hname, hvalue.data(), hvalue.size());
+      const std::string& mkey = m.key.empty() ? m.saga_id : m.key;
+      SAGA_RETURN_IF_ERROR(produce(topic, RdKafka::Topic::PARTITION_UA, m.payload.data(),
+                                   m.payload.size(), mkey, &headers, kMessageTag));
+    }
+    e.reset(producer_->commit_transaction(-1));
+    if (e) return on_error(*e, "commit_transaction");
+    // commit_transaction flushed, which served the delivery reports; serve
+    // any still queued so that the tally is complete.
+    for (int i = 0; tally_.outstanding > 0 && i < 100; ++i) producer_->poll(10);
+    if (tally_.last_change >= 0) end_ = static_cast<uint64_t>(tally_.last_change) + 1;
+    return end_;
+  }
+
+  // Produces one record of the open transaction, waiting while librdkafka's
+  // queue is full. On failure the transaction is aborted.
+  Status produce(const std::string& topic, int32_t partition, const char* value, size_t len,
+                 const std::string& key, std::unique_ptr<RdKafka::Headers>* headers, void* tag) {
+    for (;;) {
+      const RdKafka::ErrorCode rc = producer_->produce(
+          topic, partition, RdKafka::Producer::RK_MSG_COPY, const_cast<char*>(value), len,
+          key.empty() ? nullptr : key.data(), key.size(), 0, headers ? headers->get() : nullptr,
+          tag);
+      if (rc == RdKafka::ERR_NO_ERROR) {
+        if (headers) (void)headers->release();  // librdkafka owns them now
+        ++tally_.outstanding;
+        return ok_status();
+      }
+      if (rc == RdKafka::ERR__QUEUE_FULL) {
+        producer_->poll(10);
+        continue;
+      }
+      if (rc == RdKafka::ERR__FATAL || is_fencing(rc)) return fence(RdKafka::err2str(rc));
+      abort_quietly();
+      return status_from_kafka(rc, name() + ": produce to " + topic);
+    }
+  }
+
+  // Brings the producer back to no open transaction after an earlier
+  // commit whose outcome was unknown: OK once settled, Unavailable while
+  // the broker cannot say, Aborted when fenced.
+  Status settle() {
+    while (state_ == State::kCommitting || state_ == State::kAborting) {
+      const bool committing = state_ == State::kCommitting;
+      std::unique_ptr<RdKafka::Error> e(committing ? producer_->commit_transaction(-1)
+                                                   : producer_->abort_transaction(-1));
+      if (!e) {
+        state_ = State::kIdle;
+        break;
+      }
+      const Status s = on_error(*e, committing ? "settling a commit" : "settling an abort")
+                           .status();
+      if (state_ == State::kFenced) return s;
+      if (state_ != State::kIdle && s.code() == StatusCode::kUnavailable) return s;
+    }
+    if (state_ == State::kFenced) return Status::aborted(name() + ": fenced: " + fenced_why_);
+    return ok_status();
+  }
+
+  // What a failed transactional call means for the shard (librdkafka's
+  // classes: fatal, abortable, retriable).
+  StatusOr<uint64_t> on_error(const RdKafka::Error& e, const char* call) {
+    const std::string what = name() + ": " + call + ": " + e.str();
+    if (e.is_fatal() || is_fencing(e.code())) return fence(e.str());
+    if (e.txn_requires_abort()) {
+      std::unique_ptr<RdKafka::Error> a(producer_->abort_transaction(-1));
+      if (!a) {
+        state_ = State::kIdle;
+        return Status::unavailable(what + " (aborted)");
+      }
+      if (a->is_fatal() || is_fencing(a->code())) return fence(a->str());
+      state_ = State::kAborting;
+      return Status::unavailable(what + "; the abort did not finish: " + a->str());
+    }
+    if (e.is_retriable()) {
+      // The commit goes on in the background: it may still take effect.
+      state_ = std::string_view(call) == "commit_transaction" ? State::kCommitting : state_;
+      return Status::unavailable(what + " (outcome unknown until settled)");
+    }
+    return fence(e.str());  // neither retriable nor abortable: librdkafka says treat as fatal
+  }
+
+  Status fence(const std::string& why) {
+    if (state_ != State::kFenced) {
+      state_ = State::kFenced;
+      fenced_why_ = why;
+      std::string fatal;
+      if (producer_->fatal_error(fatal) != RdKafka::ERR_NO_ERROR) fenced_why_ = fatal;
+      spec_.log->error("{}: this claim is over ({}); the shard is not ours any more", name(),
+                       fenced_why_);
+    }
+    return Status::aborted(name() + ": fenced: " + fenced_why_);
+  }
+
+  void abort_quietly() {
+    std::unique_ptr<RdKafka::Error> a(producer_->abort_transaction(-1));
+    if (a) state_ = (a->is_fatal() || is_fencing(a->code())) ? State::kFenced : State::kAborting;
+  }
+
+  void prepare(const std::string& topic) {
+    if (topics_.count(topic)) return;
+    if (spec_.prepare_topic) spec_.prepare_topic(topic);
+    if (TopicPtr handle = start_topic_lookup(producer_->c_ptr(), topic))
+      topics_.emplace(topic, std::move(handle));
+  }
+
+  // ---- librdkafka callbacks (inside flush/poll on the calling thread)
+  void dr_cb(RdKafka::Message& message) override {
+    if (tally_.outstanding > 0) --tally_.outstanding;
+    if (message.err() != RdKafka::ERR_NO_ERROR) return;  // the commit reports it
+    if (message.msg_opaque() == kChangeTag)
+      tally_.last_change = std::max<int64_t>(tally_.last_change, message.offset());
+  }
+
+  void event_cb(RdKafka::Event& event) override {
+    try {
+      if (event.type() == RdKafka::Event::EVENT_ERROR) {
+        spec_.log->warn("{}: {}: {}", name(), RdKafka::err2str(event.err()), event.str());
+      } else if (event.type() == RdKafka::Event::EVENT_LOG && event.fac() != "CONFWARN" &&
+                 event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
+        spec_.log->warn("librdkafka {} [{}]: {}", name(), event.fac(), event.str());
+      }
+    } catch (const std::exception&) {
+      // Nothing may unwind into librdkafka's C frames.
+    }
+  }
+
+  struct Tally {
+    int64_t last_change = -1;  // offset of the transaction's last changelog record
+    size_t outstanding = 0;    // records without a delivery report yet
+  };
+
+  ShardLogSpec spec_;
+  std::unique_ptr<RdKafka::Producer> producer_;
+  std::map<std::string, TopicPtr> topics_;  // the producer's handles (see prepare())
+
+  std::mutex txn_mu_;  // one transactional call sequence at a time
+  State state_ = State::kIdle;
+  std::string fenced_why_;
+  Tally tally_;
+  uint64_t end_ = 0;  // the log's end as of the last read or commit
+
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<std::pair<ShardCommit, CommitCallback>> queue_;  // GUARDED_BY(queue_mu_)
+  bool stopping_ = false;                                     // GUARDED_BY(queue_mu_)
+  std::thread worker_;
+};
+
+}  // namespace
+
+StatusOr<std::unique_ptr<ShardLog>> claim_kafka_shard(ShardLogSpec spec) {
+  auto log = std::make_unique<KafkaShardLog>(std::move(spec));
+  SAGA_RETURN_IF_ERROR(log->claim());
+  return std::unique_ptr<ShardLog>(std::move(log));
+}
+
+}  // namespace saga::internal::kafka

@@ -110,11 +110,8 @@ class KafkaShardLog final : public ShardLog,
               const std::function<void(const ShardChange&, uint64_t)>& fn) override {
     std::lock_guard lock(txn_mu_);
     SAGA_RETURN_IF_ERROR(settle());
-    int64_t low = 0;
     int64_t high = 0;
-    const RdKafka::ErrorCode wm = producer_->query_watermark_offsets(
-        spec_.topic, spec_.partition, &low, &high, static_cast<int>(spec_.timeout.count()));
-    if (wm != RdKafka::ERR_NO_ERROR) return status_from_kafka(wm, name() + ": watermarks");
+    SAGA_RETURN_IF_ERROR(end_offset(&high));
     if (from > static_cast<uint64_t>(high)) {
       return Status::out_of_range(name() + " ends at " + std::to_string(high) +
                                   ", before offset " + std::to_string(from) +
@@ -186,6 +183,24 @@ class KafkaShardLog final : public ShardLog,
 
  private:
   enum class State { kIdle, kCommitting, kAborting, kFenced };
+
+  // The partition's high watermark. A new topic's partition may have no
+  // leader for a moment (NOT_LEADER, LEADER_NOT_AVAILABLE): asked again
+  // until spec_.timeout.
+  Status end_offset(int64_t* high) {
+    const auto deadline = SteadyClock::now() + spec_.timeout;
+    for (;;) {
+      int64_t low = 0;
+      const RdKafka::ErrorCode rc = producer_->query_watermark_offsets(
+          spec_.topic, spec_.partition, &low, high,
+          wait_timeout_ms(std::max(deadline - SteadyClock::now(), SteadyClock::duration(0))));
+      if (rc == RdKafka::ERR_NO_ERROR) return ok_status();
+      if (SteadyClock::now() >= deadline)
+        return status_from_kafka(rc, name() + ": end offset").with_context("retried until timeout");
+      spec_.log->debug("{}: end offset: {}; asking again", name(), RdKafka::err2str(rc));
+      std::this_thread::sleep_for(milliseconds(50));  // the broker elects a leader meanwhile
+    }
+  }
 
   std::string name() const {
     return "changelog " + spec_.topic + "[" + std::to_string(spec_.partition) + "]";

@@ -562,6 +562,9 @@ class OrchestratorImpl final : public Orchestrator {
       std::lock_guard lock(status_mu_);
       if (!store_status_.ok()) return store_status_;
     }
+    for (const auto& sh : shards_) {
+      if (sh->lost) return lost_status(*sh);
+    }
     return transport_->health();
   }
 

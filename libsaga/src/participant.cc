@@ -140,7 +140,7 @@ struct Shard {
   // whether a later claim fenced this one (the shard then does nothing more).
   std::unique_ptr<ShardLog> log;
   std::vector<Message> commit_messages;
-  bool lost = false;
+  std::atomic<bool> lost{false};  // read by health() on any thread
   // The batch's commands and counts, released (acked, published) once the
   // batch is durable, or put back when the shard's commit fails.
   std::vector<std::pair<Message, Transport::Ack>> consumed;
@@ -310,6 +310,9 @@ class ParticipantImpl final : public Participant {
 
   Status health() const override {
     if (!store_status_.ok()) return store_status_;
+    for (const auto& sh : shards_) {
+      if (sh->lost) return lost_status(*sh);
+    }
     return transport_->health();
   }
 

@@ -5,17 +5,21 @@
 //                                         runs until SIGTERM or SIGINT
 //   saga_node orchestrator DIR N PACE_MS  starts the sagas k-0 .. k-(N-1) that do
 //                                         not exist yet (PACE_MS pause every 10),
-//                                         prints "started K", exits 0 once all are terminal
+//                                         prints "started K", exits 0 once all are terminal,
+//                                         4 when another process claimed its shards
 //   saga_node check DIR N                 offline: checks every saga terminal and
 //                                         the invariants over DIR/<name> stores
 //
 // Kafka settings come from the environment (kafka_options_from_env:
 // KAFKA_BROKERS, KAFKA_TOPIC_PREFIX, KAFKA_REPLICATION_FACTOR, ...); the
 // consumer group is prefixed with the topic prefix so runs never share one.
+// SAGA_CHANGELOG=1 turns every engine's changelog on (not in check mode, which
+// only reads the local stores).
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <random>
@@ -50,10 +54,12 @@ std::shared_ptr<Transport> kafka(const std::string& endpoint) {
 }
 
 std::unique_ptr<Participant> open_participant(const std::string& name, const std::string& dir,
-                                              std::shared_ptr<Transport> transport) {
+                                              std::shared_ptr<Transport> transport,
+                                              bool changelog = false) {
   ParticipantOptions po;
   po.name = name;
   po.data_dir = dir + "/" + name;
+  po.changelog = changelog;
   auto p = Participant::open(po, std::move(transport));
   if (!p.ok()) die("open " + name, p.status());
   return std::move(*p);
@@ -73,6 +79,11 @@ Status register_handlers(const std::string& name, Participant& p) {
 
 std::string saga_id(int k) { return "k-" + std::to_string(k); }
 
+bool changelog_from_env() {
+  const char* v = std::getenv("SAGA_CHANGELOG");
+  return v && std::string(v) == "1";
+}
+
 int run_participant(const std::string& name, const std::string& dir) {
   // Signals are taken synchronously by this thread; block them before any
   // other thread starts so that none of those gets them.
@@ -82,7 +93,7 @@ int run_participant(const std::string& name, const std::string& dir) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto p = open_participant(name, dir, kafka(name));
+  auto p = open_participant(name, dir, kafka(name), changelog_from_env());
   if (Status s = register_handlers(name, *p); !s.ok()) die("handlers", s);
   p->start_background();
   std::cout << "ready " << name << std::endl;
@@ -96,9 +107,11 @@ int run_participant(const std::string& name, const std::string& dir) {
 }
 
 std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir,
-                                                std::shared_ptr<Transport> transport) {
+                                                std::shared_ptr<Transport> transport,
+                                                bool changelog = false) {
   Options o;
   o.data_dir = dir + "/orchestrator";
+  o.changelog = changelog;
   o.breaker.enabled = false;
   auto orch = Orchestrator::open(
       o, std::move(transport), {testing::booking_definition(Duration{2000}, 20, /*loyalty=*/true)});
@@ -116,22 +129,39 @@ int count_terminal(const Orchestrator& o, int n) {
 }
 
 int run_orchestrator(const std::string& dir, int n, int pace_ms) {
-  auto orch = open_orchestrator(dir, kafka("orchestrator"));
+  auto orch = open_orchestrator(dir, kafka("orchestrator"), changelog_from_env());
   orch->start_background();
+  int existed = 0;  // starts that found their saga (started by an earlier run)
   for (int k = 0; k < n; ++k) {
     StartOptions so;
     so.id = saga_id(k);
     auto r = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so);
+    if (!r.ok() && r.status().code() == StatusCode::kUnavailable) {
+      // A shard resting after a failed changelog commit: as a client would, retry later.
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      --k;
+      continue;
+    }
+    if (!r.ok() && r.status().code() == StatusCode::kAborted) {
+      // Another process claimed our shards (we were a zombie): stop at once.
+      std::cout << "fenced: " << r.status().to_string() << std::endl;
+      return 4;
+    }
     if (!r.ok() && r.status().code() != StatusCode::kAlreadyExists)
       die("start " + so.id, r.status());
+    if (!r.ok()) ++existed;
     if (r.ok() && k % 10 == 9 && pace_ms > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
     if (k % 100 == 99) std::cout << "started " << k + 1 << std::endl;
   }
-  std::cout << "all started" << std::endl;
+  std::cout << "all started; already existed " << existed << std::endl;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
   int done = 0;
   while ((done = count_terminal(*orch, n)) < n) {
+    if (const Status h = orch->health(); h.code() == StatusCode::kAborted) {
+      std::cout << "fenced: " << h.to_string() << std::endl;
+      return 4;
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       std::cerr << "saga_node: only " << done << " of " << n << " sagas finished in time"
                 << std::endl;

@@ -80,6 +80,15 @@ class Process {
     return code_;
   }
 
+  /// SIGSTOP: the process stays, frozen (a paused VM, a long GC), until resume().
+  void pause() {
+    if (running()) ::kill(pid_, SIGSTOP);
+  }
+  /// SIGCONT after pause().
+  void resume() {
+    if (running()) ::kill(pid_, SIGCONT);
+  }
+
   /// SIGTERM, then wait up to `limit` (SIGKILL after that).
   int terminate(std::chrono::milliseconds limit = std::chrono::seconds(30)) {
     if (!running()) return code_;

@@ -169,6 +169,14 @@ struct World {
     REQUIRE(r.ok());
     return *r;
   }
+  /// POSTs `body` to `route` with an Idempotency-Key.
+  ClientResponse post_keyed(const std::string& route, const std::string& key, const Json& body) {
+    auto r = http->request("POST", route,
+                           {{"Content-Type", "application/json"}, {"Idempotency-Key", key}},
+                           body.dump());
+    REQUIRE(r.ok());
+    return *r;
+  }
   ClientResponse get(const std::string& target) {
     auto r = http->get(target);
     REQUIRE(r.ok());
@@ -699,11 +707,7 @@ TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") 
   World w;
   w.add_place("3", 5);
   auto post = [&](const std::string& key, const Json& body) {
-    auto r = w.http->request("POST", "/reservations",
-                             {{"Content-Type", "application/json"}, {"Idempotency-Key", key}},
-                             body.dump());
-    REQUIRE(r.ok());
-    return *r;
+    return w.post_keyed("/reservations", key, body);
   };
   ClientResponse first = post("k-1", booking("3", "u1"));
   REQUIRE_MESSAGE(first.status == 202, first.body);
@@ -732,6 +736,38 @@ TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") 
   CHECK(other.status == 202);
   CHECK(Json::parse(other.body)["id"] != id);
   CHECK(post("bad/key", booking("3", "u1")).status == 400);
+}
+
+TEST_CASE("the seed's POST /accommodations admits an Idempotency-Key as POST /reservations does") {
+  World w;
+  w.add_place("s", 5);
+  const Json seed = {{"placeNm", "test01"}, {"usrId", "u1"},  {"strDt", "20300501"},
+                     {"endDt", "20300502"}, {"qty", "1"},     {"placeId", "s"}};
+  ClientResponse first = w.post_keyed("/accommodations", "seed-1", seed);
+  REQUIRE_MESSAGE(first.status == 201, first.body);
+  const std::string id = Json::parse(first.body)["id"];
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+  // The same body (numbers as text or as numbers: one canonical request): the same booking.
+  Json same = seed;
+  same["qty"] = 1;
+  ClientResponse again = w.post_keyed("/accommodations", "seed-1", same);
+  CHECK_MESSAGE(again.status == 201, again.body);
+  CHECK(Json::parse(again.body)["id"] == id);
+  CHECK(Json::parse(again.body)["placeNm"] == "test01");
+  // Another body, or the same key on the other booking route: 422, nothing new.
+  Json other = seed;
+  other["placeNm"] = "test02";
+  CHECK(w.post_keyed("/accommodations", "seed-1", other).status == 422);
+  CHECK(w.post_keyed("/reservations", "seed-1", booking("s", "u1")).status == 422);
+  CHECK(w.get_json("/reservations?userId=u1").size() == 1);
+  CHECK(w.payments_of(id).size() == 1);
+  // A refused booking (unknown place) does not keep its key.
+  Json unknown = seed;
+  unknown["placeId"] = "nowhere";
+  CHECK(w.post_keyed("/accommodations", "seed-2", unknown).status == 422);
+  ClientResponse later = w.post_keyed("/accommodations", "seed-2", same);
+  CHECK_MESSAGE(later.status == 201, later.body);
+  CHECK(Json::parse(later.body)["id"] != id);
 }
 
 TEST_CASE("invalid bookings are refused with 400 problem+json") {

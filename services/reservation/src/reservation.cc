@@ -422,6 +422,60 @@ Response in_progress() {
   return r;
 }
 
+// A validated booking request, as both booking routes make one.
+struct BookingRequest {
+  const char* route;      // "POST /reservations": hashed with the body
+  const char* saga_type;  // kSagaType or kSeedSagaType
+  std::string user;
+  std::string place;
+  Stay stay;
+  Json fields = Json::object();  // the route's own saga data (placeNm)
+};
+
+// Starts the booking `b` with its Idempotency-Key (admit), or answers the
+// key's booking: the same body, the same booking (409 while its first request
+// still starts it); another body, 422. A fresh booking is priced (price_stay:
+// 503 / 422 refusals release the key) and started; `answer` makes the response
+// for the booking's id.
+Response book(Orchestrator& orch, UserIndex& index, const Options& options,
+              const std::function<int64_t()>& now, const Request& req, const Json& body,
+              const BookingRequest& b, const std::function<Response(const std::string&)>& answer) {
+  const std::string hash = request_hash(b.route, body);
+  Admission a = admit(req, index, b.user, hash);
+  if (a.refusal) return *a.refusal;
+  if (a.replay) {
+    if (!load_booking(orch, a.id).ok()) return in_progress();
+    return answer(a.id);
+  }
+  auto priced = price_stay(options, b.place, b.stay);
+  if (auto* refused = std::get_if<Response>(&priced)) {
+    if (!a.key.empty()) index.forget(b.user, a.key);
+    return *refused;
+  }
+  const Priced& p = std::get<Priced>(priced);
+  Json data = b.fields;
+  data.update({{"reservationId", a.id},
+               {"placeId", b.place},
+               {"userId", b.user},
+               {"checkIn", b.stay.check_in},
+               {"checkOut", b.stay.check_out},
+               {"qty", b.stay.qty},
+               {"amount", p.amount},
+               {"currency", p.currency},
+               {"nightlyPrice", p.nightly},
+               {"createdMs", now()}});
+  if (!a.key.empty()) {
+    data["idempotencyKey"] = a.key;
+    data["requestHash"] = hash;
+  }
+  auto started = start_booking(orch, index, b.saga_type, std::move(data), req);
+  if (!started.ok()) {
+    if (!a.key.empty()) index.forget(b.user, a.key);
+    return Response::from_status(started.status());
+  }
+  return answer(*started);
+}
+
 // The payment step of both booking sagas: charge, undone by refund.
 DefinitionBuilder& add_pay_step(DefinitionBuilder& b) {
   return b.command("pay", kPayment, "charge")
@@ -621,34 +675,13 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        const std::string hash = request_hash("POST /reservations", body);
-        Admission a = admit(req, *index, *user, hash);
-        if (a.refusal) return *a.refusal;
-        if (a.replay) {
-          auto existing = load_booking(orch, a.id);
-          if (!existing.ok()) return in_progress();
-          return answer(a.id);
-        }
-        auto priced = price_stay(options, *place, *stay);
-        if (auto* refused = std::get_if<Response>(&priced)) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return *refused;
-        }
-        const Priced& p = std::get<Priced>(priced);
-        Json data = {{"reservationId", a.id},     {"placeId", *place},           {"userId", *user},
-                     {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
-                     {"amount", p.amount},        {"currency", p.currency},
-                     {"nightlyPrice", p.nightly}, {"createdMs", now()}};
-        if (!a.key.empty()) {
-          data["idempotencyKey"] = a.key;
-          data["requestHash"] = hash;
-        }
-        auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
-        if (!started.ok()) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return Response::from_status(started.status());
-        }
-        return answer(*started);
+        return book(orch, *index, options, now, req, body,
+                    {.route = "POST /reservations",
+                     .saga_type = kSagaType,
+                     .user = *user,
+                     .place = *place,
+                     .stay = *stay},
+                    answer);
       }));
 
   // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
@@ -694,35 +727,14 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        const std::string hash = request_hash("POST /accommodations", body);
-        Admission a = admit(req, *index, *user, hash);
-        if (a.refusal) return *a.refusal;
-        if (a.replay) {
-          if (!load_booking(orch, a.id).ok()) return in_progress();
-          return answer(a.id);
-        }
-        auto priced = price_stay(options, *place, *stay);
-        if (auto* refused = std::get_if<Response>(&priced)) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return *refused;
-        }
-        const Priced& p = std::get<Priced>(priced);
-        Json data = {{"reservationId", a.id},     {"placeId", *place},
-                     {"placeNm", place_name},     {"userId", *user},
-                     {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
-                     {"qty", stay->qty},          {"amount", p.amount},
-                     {"currency", p.currency},    {"nightlyPrice", p.nightly},
-                     {"createdMs", now()}};
-        if (!a.key.empty()) {
-          data["idempotencyKey"] = a.key;
-          data["requestHash"] = hash;
-        }
-        auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
-        if (!started.ok()) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return Response::from_status(started.status());
-        }
-        return answer(*started);
+        return book(orch, *index, options, now, req, body,
+                    {.route = "POST /accommodations",
+                     .saga_type = kSeedSagaType,
+                     .user = *user,
+                     .place = *place,
+                     .stay = *stay,
+                     .fields = {{"placeNm", place_name}}},
+                    answer);
       }));
 
   auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {

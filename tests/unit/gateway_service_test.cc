@@ -131,35 +131,42 @@ class FakeUpstream {
   HttpServer server_;  // last: stopped first, while the rest is alive
 };
 
-// A port on 127.0.0.1 with nothing listening: bound, then closed.
-uint16_t closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+// A TCP socket bound to a free port on 127.0.0.1, listening with `backlog`
+// when it is positive. The caller closes `fd`.
+struct LoopbackSocket {
+  int fd = -1;
+  uint16_t port = 0;
+};
+LoopbackSocket bind_loopback(int backlog) {
+  LoopbackSocket out;
+  out.fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(out.fd >= 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::bind(out.fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  if (backlog > 0) REQUIRE(::listen(out.fd, backlog) == 0);
   socklen_t len = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  REQUIRE(::getsockname(out.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  out.port = ntohs(addr.sin_port);
+  return out;
+}
+
+// A port on 127.0.0.1 with nothing listening: bound, then closed.
+uint16_t closed_port() {
+  LoopbackSocket s = bind_loopback(0);
+  ::close(s.fd);
+  return s.port;
 }
 
 // A TCP server on 127.0.0.1 that reads a request head and answers junk.
 class JunkServer {
  public:
   JunkServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd_, 16) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    LoopbackSocket s = bind_loopback(16);
+    fd_ = s.fd;
+    port_ = s.port;
     thread_ = std::thread([this] { serve(); });
   }
   ~JunkServer() {
@@ -884,16 +891,9 @@ namespace {
 class StallServer {
  public:
   StallServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    LoopbackSocket s = bind_loopback(128);
+    fd_ = s.fd;
+    port_ = s.port;
     thread_ = std::thread([this] {
       while (true) {
         int c = ::accept(fd_, nullptr, nullptr);

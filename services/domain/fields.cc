@@ -1,11 +1,12 @@
 #include "domain/fields.h"
 
+#include "saga/service/random.h"
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include <sstream>
@@ -122,38 +123,14 @@ StatusOr<Money> price_field(const nlohmann::json& obj, std::string_view name) {
   return m;
 }
 
-namespace {
-
-std::string to_hex(const unsigned char* data, size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(n * 2);
-  for (size_t i = 0; i < n; ++i) {
-    out += kHex[data[i] >> 4];
-    out += kHex[data[i] & 0xf];
-  }
-  return out;
-}
-
-}  // namespace
-
-std::string random_hex(size_t bytes) {
-  std::vector<unsigned char> buf(bytes);
-  // OpenSSL's CSPRNG (seeded from the kernel); failing it is not recoverable:
-  // an id must never come from a weaker source.
-  if (bytes > 0 && RAND_bytes(buf.data(), static_cast<int>(bytes)) != 1)
-    throw std::runtime_error("RAND_bytes failed: no cryptographic randomness for an id");
-  return to_hex(buf.data(), bytes);
-}
-
 std::string new_id(std::string_view prefix) {
-  return std::string(prefix) + random_hex(kIdRandomBytes);
+  return std::string(prefix) + service::random_hex(kIdRandomBytes);
 }
 
 std::string sha256_hex(std::string_view text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
-  return to_hex(digest, sizeof digest);
+  return service::to_hex(digest, sizeof digest);
 }
 
 int64_t now_ms() {

@@ -46,12 +46,10 @@ nlohmann::json number_from_text(const nlohmann::json& v);
 /// OK when `id` is usable as a key segment (see id_field).
 Status check_id(std::string_view id, std::string_view name);
 
-/// `bytes` random bytes from a CSPRNG (OpenSSL RAND_bytes) as lower-case hex.
-/// Throws std::runtime_error if the CSPRNG fails (never falls back).
-std::string random_hex(size_t bytes);
 /// Random bytes in a new id: 16 (128 bits, 32 hex digits).
 inline constexpr size_t kIdRandomBytes = 16;
-/// A new unguessable id: `prefix` then 32 random hex digits ("r-" + 32 hex).
+/// A new unguessable id: `prefix` then 32 random hex digits ("r-" + 32 hex), from
+/// the services' CSPRNG (saga::service::random_hex).
 std::string new_id(std::string_view prefix);
 /// SHA-256 of `text` as 64 lower-case hex digits.
 std::string sha256_hex(std::string_view text);

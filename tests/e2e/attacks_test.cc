@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -340,6 +341,67 @@ TEST_CASE(
 
   check_consistency(*admin, {a}, status);
   check_all_alive(stack, "the consistency check");
+}
+
+TEST_CASE("X-Forwarded-For names the client only behind TRUSTED_PROXIES; forging it is no use") {
+  ServiceStack stack;
+  // Every e2e client comes from 127.0.0.1: a small per-address limit.
+  stack.set_env("gateway", "RATE_LIMIT_ADDRESS_RPS", "1");
+  stack.set_env("gateway", "RATE_LIMIT_ADDRESS_BURST", "5");
+  start_or_fail(stack);
+  auto http = stack.client("gateway");  // no token: the public catalogue, only the address limit
+  struct Tally {
+    int passed = 0;
+    int limited = 0;
+    int other = 0;
+  };
+  auto send = [&](int n, const std::function<std::string(int)>& xff) {
+    Tally t;
+    for (int i = 0; i < n; ++i) {
+      auto r = http->get("/places/xff-unknown", {{"X-Forwarded-For", xff(i)}});
+      if (r.ok() && r->status == 404) {
+        ++t.passed;  // the inventory's answer: forwarded
+      } else if (r.ok() && r->status == 429) {
+        ++t.limited;
+      } else {
+        ++t.other;
+      }
+    }
+    return t;
+  };
+  auto started = std::chrono::steady_clock::now();
+  auto most_passing = [&](int burst) {  // the burst, a token a second since, and one to spare
+    return burst + 1 +
+           static_cast<int>(std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                          started)
+                                .count());
+  };
+
+  {  // Without TRUSTED_PROXIES: a new forged address each time, all counted on 127.0.0.1.
+    Tally forged = send(20, [](int i) { return "203.0.113." + std::to_string(i + 1); });
+    CHECK(forged.other == 0);
+    CHECK(forged.limited > 0);
+    CHECK(forged.passed <= most_passing(5));
+    check_all_alive(stack, "forged X-Forwarded-For");
+  }
+
+  stack.restart("gateway", {{"TRUSTED_PROXIES", "127.0.0.1"}});  // fresh buckets
+  started = std::chrono::steady_clock::now();
+  {  // Behind the trusted proxy: each forwarded client has its own bucket.
+    Tally clients = send(30, [](int i) { return "198.51.100." + std::to_string(i % 10 + 1); });
+    CHECK(clients.other == 0);
+    CHECK(clients.limited == 0);
+    CHECK(clients.passed == 30);
+    // One of them over its burst; addresses it writes left of its own change nothing.
+    Tally one = send(10, [](int i) { return "192.0.2." + std::to_string(i) + ", 198.51.100.1"; });
+    CHECK(one.limited > 0);
+    CHECK(one.passed <= most_passing(5) - 3);
+    // A malformed header counts against the proxy itself, not a client's bucket.
+    Tally malformed = send(10, [](int) { return std::string("not-an-address"); });
+    CHECK(malformed.limited > 0);
+    CHECK(send(1, [](int) { return std::string("198.51.100.77"); }).passed == 1);
+    check_all_alive(stack, "X-Forwarded-For behind a trusted proxy");
+  }
 }
 
 }  // namespace

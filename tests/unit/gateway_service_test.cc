@@ -131,35 +131,42 @@ class FakeUpstream {
   HttpServer server_;  // last: stopped first, while the rest is alive
 };
 
-// A port on 127.0.0.1 with nothing listening: bound, then closed.
-uint16_t closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
+// A TCP socket bound to a free port on 127.0.0.1, listening with `backlog`
+// when it is positive. The caller closes `fd`.
+struct LoopbackSocket {
+  int fd = -1;
+  uint16_t port = 0;
+};
+LoopbackSocket bind_loopback(int backlog) {
+  LoopbackSocket out;
+  out.fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(out.fd >= 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   addr.sin_port = 0;
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::bind(out.fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  if (backlog > 0) REQUIRE(::listen(out.fd, backlog) == 0);
   socklen_t len = sizeof addr;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  REQUIRE(::getsockname(out.fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
+  out.port = ntohs(addr.sin_port);
+  return out;
+}
+
+// A port on 127.0.0.1 with nothing listening: bound, then closed.
+uint16_t closed_port() {
+  LoopbackSocket s = bind_loopback(0);
+  ::close(s.fd);
+  return s.port;
 }
 
 // A TCP server on 127.0.0.1 that reads a request head and answers junk.
 class JunkServer {
  public:
   JunkServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd_, 16) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    LoopbackSocket s = bind_loopback(16);
+    fd_ = s.fd;
+    port_ = s.port;
     thread_ = std::thread([this] { serve(); });
   }
   ~JunkServer() {
@@ -289,6 +296,14 @@ json check_problem(const ClientResponse& res, int status) {
   CHECK((*doc)["title"] == std::string(reason_phrase(status)));
   REQUIRE((*doc)["detail"].is_string());
   return *doc;
+}
+
+// Checks that a setting was refused: InvalidArgument, its message naming `what`.
+template <typename T>
+void check_invalid_argument(const StatusOr<T>& r, std::string_view what) {
+  REQUIRE(!r.ok());
+  CHECK(r.status().code() == StatusCode::kInvalidArgument);
+  CHECK(r.status().message().find(what) != std::string::npos);
 }
 
 bool contains(const json& doc, std::string_view what) {
@@ -633,9 +648,7 @@ TEST_CASE("parse_host_port") {
         "host:+80", "::1:8082", "[::1]8082", "[::1", "ho st:80", "host:123456", "http://host:80"}) {
     CAPTURE(bad);
     auto r = gw::parse_host_port("PAYMENT_ADDR", bad);
-    REQUIRE(!r.ok());
-    CHECK(r.status().code() == StatusCode::kInvalidArgument);
-    CHECK(r.status().message().find("PAYMENT_ADDR") != std::string::npos);
+    check_invalid_argument(r, "PAYMENT_ADDR");
     CHECK(r.status().message().find(std::string("'") + bad + "'") != std::string::npos);
   }
 }
@@ -665,10 +678,7 @@ TEST_CASE("upstreams and options from the environment") {
   CHECK(set->payment == gw::HostPort{"127.0.0.1", 8083});
 
   ::setenv("MYPAGE_ADDR", "mypage", 1);
-  auto bad = gw::upstreams_from_env();
-  REQUIRE(!bad.ok());
-  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
-  CHECK(bad.status().message().find("MYPAGE_ADDR") != std::string::npos);
+  check_invalid_argument(gw::upstreams_from_env(), "MYPAGE_ADDR");
 
   ::setenv("UPSTREAM_TIMEOUT_MS", "250", 1);
   ::setenv("UPSTREAM_CONNECT_TIMEOUT_MS", "100", 1);
@@ -884,16 +894,9 @@ namespace {
 class StallServer {
  public:
   StallServer() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    REQUIRE(fd_ >= 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-    REQUIRE(::listen(fd_, 128) == 0);
-    socklen_t len = sizeof addr;
-    REQUIRE(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) == 0);
-    port_ = ntohs(addr.sin_port);
+    LoopbackSocket s = bind_loopback(128);
+    fd_ = s.fd;
+    port_ = s.port;
     thread_ = std::thread([this] {
       while (true) {
         int c = ::accept(fd_, nullptr, nullptr);
@@ -1175,4 +1178,106 @@ TEST_CASE("limits come from the environment") {
   CHECK(defaults.max_in_flight == 256);
   CHECK(defaults.identity_limit.rate == 50);
   CHECK(defaults.address_limit.rate == 500);
+}
+
+TEST_CASE("client_address reads X-Forwarded-For only from a trusted proxy, from the right") {
+  using V = std::vector<std::string_view>;
+  const std::vector<std::string> proxies = {"10.0.0.1", "10.0.0.2"};
+  auto from_proxy = [&](V xff) { return gw::client_address("10.0.0.1", xff, proxies); };
+  // A trusted peer: the rightmost address that is not a trusted proxy.
+  CHECK(from_proxy({}) == "10.0.0.1");
+  CHECK(from_proxy({"203.0.113.7"}) == "203.0.113.7");
+  CHECK(from_proxy({"198.51.100.1, 203.0.113.7"}) == "203.0.113.7");  // the left is the client's
+  CHECK(from_proxy({"198.51.100.1,203.0.113.7 , 10.0.0.2"}) == "203.0.113.7");
+  CHECK(from_proxy({"198.51.100.1", "203.0.113.7"}) == "203.0.113.7");  // two header fields
+  CHECK(from_proxy({"10.0.0.2, 10.0.0.1"}) == "10.0.0.2");  // every hop trusted: the leftmost
+  CHECK(from_proxy({"2001:db8::1"}) == "2001:db8::1");
+  CHECK(from_proxy({"::ffff:203.0.113.7"}) == "203.0.113.7");
+  CHECK(gw::client_address("::ffff:10.0.0.1", {"203.0.113.7"}, proxies) == "203.0.113.7");
+  // An untrusted peer's header is ignored, whatever it says.
+  CHECK(gw::client_address("192.0.2.5", {"203.0.113.7"}, proxies) == "192.0.2.5");
+  CHECK(gw::client_address("192.0.2.5", {"10.0.0.1"}, proxies) == "192.0.2.5");
+  CHECK(gw::client_address("127.0.0.1", {"203.0.113.7"}, {}) == "127.0.0.1");
+  // Malformed where it is read: the peer.
+  for (const char* bad : {"not-an-ip", "203.0.113.7:443", "", " ", "203.0.113.7,",
+                          "203.0.113.7, garbage", "10.0.0.0/8", "[2001:db8::1]",
+                          "203.0.113.7 198.51.100.1", "unknown"}) {
+    CAPTURE(bad);
+    CHECK(from_proxy({bad}) == "10.0.0.1");
+  }
+  // Left of the client, nothing is read: garbage there changes nothing.
+  CHECK(from_proxy({"garbage, 203.0.113.7"}) == "203.0.113.7");
+
+  auto parsed = gw::parse_trusted_proxies(" 10.0.0.1 ,::1,::ffff:10.0.0.3");
+  REQUIRE(parsed.ok());
+  CHECK(*parsed == std::vector<std::string>{"10.0.0.1", "::1", "10.0.0.3"});
+  CHECK(gw::parse_trusted_proxies("")->empty());
+  CHECK(gw::parse_trusted_proxies("  ")->empty());
+  for (const char* bad :
+       {"10.0.0.0/8", "proxy.local", "10.0.0.1,,10.0.0.2", "10.0.0.1,", "10.0.0.1:80"}) {
+    CAPTURE(bad);
+    check_invalid_argument(gw::parse_trusted_proxies(bad), "TRUSTED_PROXIES");
+  }
+  ::setenv("AUTH_DEV_TOKENS", "1", 1);
+  ::setenv("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.9", 1);
+  auto o = gw::gateway_options_from_env();
+  REQUIRE(o.ok());
+  CHECK(o->trusted_proxies == std::vector<std::string>{"127.0.0.1", "10.0.0.9"});
+  ::setenv("TRUSTED_PROXIES", "everyone", 1);
+  check_invalid_argument(gw::gateway_options_from_env(), "TRUSTED_PROXIES");
+  ::unsetenv("TRUSTED_PROXIES");
+  ::unsetenv("AUTH_DEV_TOKENS");
+  CHECK(gw::GatewayOptions{}.trusted_proxies.empty());
+}
+
+TEST_CASE("behind a trusted proxy each forwarded client has its own address limit") {
+  Fixture upstreams_only;  // its own gateway is not used here
+  TestClock clock;         // never advanced: no bucket refills
+  gw::GatewayOptions options;
+  options.rate_clock = clock.now();
+  options.address_limit = {.rate = 1, .burst = 2};
+  auto status_with = [](const TestGateway& gateway, std::optional<std::string> xff) {
+    Headers h;
+    if (xff) h.emplace_back("X-Forwarded-For", *xff);
+    auto r = gateway.anonymous().get("/places/p-1", h);  // public: only the address limit
+    REQUIRE(r.ok());
+    return r->status;
+  };
+
+  SUBCASE("a trusted proxy: the rightmost untrusted address is the client") {
+    options.trusted_proxies = {"127.0.0.1"};
+    TestGateway gateway(upstreams_only.upstreams(), options);
+    CHECK(status_with(gateway, "203.0.113.7") == 200);
+    CHECK(status_with(gateway, "198.51.100.1, 203.0.113.7") == 200);  // the same client
+    CHECK(status_with(gateway, "203.0.113.7") == 429);
+    CHECK(status_with(gateway, "203.0.113.8") == 200);  // another client, another bucket
+    CHECK(status_with(gateway, "203.0.113.8, 127.0.0.1") == 200);  // through two proxies
+    CHECK(status_with(gateway, "203.0.113.8") == 429);
+    // A client forging addresses left of its own gains nothing.
+    CHECK(status_with(gateway, "192.0.2.1, 203.0.113.7") == 429);
+    CHECK(status_with(gateway, std::nullopt) == 200);  // the proxy's own requests: its bucket
+  }
+  SUBCASE("an untrusted peer forging the header is limited by its own address") {
+    options.trusted_proxies = {"192.0.2.1"};
+    TestGateway gateway(upstreams_only.upstreams(), options);
+    CHECK(status_with(gateway, "203.0.113.1") == 200);
+    CHECK(status_with(gateway, "203.0.113.2") == 200);
+    CHECK(status_with(gateway, "203.0.113.3") == 429);  // all three counted on 127.0.0.1
+    CHECK(status_with(gateway, "192.0.2.1") == 429);
+  }
+  SUBCASE("without TRUSTED_PROXIES the header is never read") {
+    TestGateway gateway(upstreams_only.upstreams(), options);
+    CHECK(status_with(gateway, "203.0.113.1") == 200);
+    CHECK(status_with(gateway, "203.0.113.2") == 200);
+    CHECK(status_with(gateway, "203.0.113.3") == 429);
+  }
+  SUBCASE("a malformed header from a trusted proxy counts against the proxy") {
+    options.trusted_proxies = {"127.0.0.1"};
+    TestGateway gateway(upstreams_only.upstreams(), options);
+    CHECK(status_with(gateway, "not-an-address") == 200);
+    CHECK(status_with(gateway, "203.0.113.7:443") == 200);
+    CHECK(status_with(gateway, "203.0.113.7, ") == 429);  // the proxy's bucket is spent
+    CHECK(status_with(gateway, std::nullopt) == 429);
+    CHECK(status_with(gateway, "203.0.113.7") == 200);  // a well-formed one is its client's
+  }
 }

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -461,6 +462,43 @@ TEST_CASE("traceparent is parsed strictly") {
   CHECK(child.trace_id == ctx->trace_id);
   CHECK(child.parent_id != ctx->parent_id);
   CHECK(TraceContext::parse(TraceContext::generate().to_string()).has_value());
+}
+
+TEST_CASE("trace and request ids come from the CSPRNG: a forked process does not repeat them") {
+  // A per-thread generator seeded once (the mt19937 these ids came from) is copied
+  // by fork(): parent and child then draw the same "random" ids. The CSPRNG reseeds.
+  (void)generate_request_id();  // the parent's generator is in use before the fork
+  (void)TraceContext::generate();
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const std::string ids = generate_request_id() + TraceContext::generate().to_string();
+    const ssize_t n = ::write(fds[1], ids.data(), ids.size());
+    ::_exit(n == static_cast<ssize_t>(ids.size()) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  const std::string mine = generate_request_id() + TraceContext::generate().to_string();
+  std::string childs(mine.size() + 1, '\0');
+  size_t got = 0;
+  for (ssize_t n; got < childs.size() && (n = ::read(fds[0], childs.data() + got,
+                                                      childs.size() - got)) > 0;) {
+    got += static_cast<size_t>(n);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(got == mine.size());
+  childs.resize(got);
+  const std::string child_request_id = childs.substr(0, 32);
+  const std::string child_trace_id = childs.substr(35, 32);
+  CHECK(child_request_id != mine.substr(0, 32));
+  CHECK(child_trace_id != mine.substr(35, 32));
+  CHECK(TraceContext::parse(childs.substr(32)).has_value());
+  CHECK(child_request_id.find_first_not_of("0123456789abcdef") == std::string::npos);
 }
 
 TEST_CASE("traceparent is propagated when valid and generated otherwise") {

@@ -3,6 +3,8 @@
 // inventory), and the HTTP API through HttpClient against an in-process server.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -361,6 +363,70 @@ TEST_CASE("GET /mypages pages with limit and pageToken; a bad one is 400") {
   CHECK(svc.get_json("/mypages?userId=u1", 200).size() == 5);
   for (const char* bad : {"limit=0", "limit=201", "limit=ten", "pageToken="})
     CHECK_MESSAGE(svc.get(std::string("/mypages?userId=u1&") + bad).status == 400, bad);
+}
+
+// A placed booking of `user` (reservation_body is u1's).
+Message placed_by(const std::string& user, const std::string& id) {
+  Json body = reservation_body(id, "PENDING");
+  body["usrId"] = user;
+  return event(id + "/placed", id, "ReservationPlaced", body, 1000);
+}
+
+TEST_CASE("list_by_user reads from the cursor and no further than the limit") {
+  testing::TempDir dir;
+  auto model = open_model(dir);
+  // Ids whose order is not their number's, and a user whose id starts with u1's.
+  for (const char* id : {"r1", "r10", "r2", "r20", "r3"}) REQUIRE(model->apply(placed(id)).ok());
+  REQUIRE(model->apply(placed_by("u10", "r15")).ok());
+  auto ids = [](const StatusOr<std::vector<Json>>& rows) {
+    REQUIRE(rows.ok());
+    std::vector<std::string> out;
+    for (const Json& r : *rows) out.push_back(r["id"]);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  CHECK(ids(model->list_by_user("u1")) == V{"r1", "r10", "r2", "r20", "r3"});
+  CHECK(ids(model->list_by_user("u1", "", 2)) == V{"r1", "r10"});
+  CHECK(ids(model->list_by_user("u1", "r10", 2)) == V{"r2", "r20"});
+  CHECK(ids(model->list_by_user("u1", "r1", 1)) == V{"r10"});
+  CHECK(ids(model->list_by_user("u1", "r15", 10)) == V{"r2", "r20", "r3"});  // not a u1 id
+  CHECK(ids(model->list_by_user("u1", "r3", 10)).empty());
+  CHECK(ids(model->list_by_user("u1", "", 0)).empty());
+  CHECK(ids(model->list_by_user("u10")) == V{"r15"});
+}
+
+TEST_CASE("GET /mypages pages return every row exactly once, whatever the page size") {
+  testing::TempDir dir;
+  Service svc(dir);
+  std::vector<Message> events;
+  std::vector<std::string> all;
+  for (int i = 1; i <= 12; ++i) {
+    const std::string id = "r" + std::to_string(i);
+    all.push_back(id);
+    events.push_back(placed(id));
+    events.push_back(placed_by("u10", "x" + std::to_string(i)));  // another user, interleaved
+  }
+  svc.send(events);
+  REQUIRE(eventually([&] { return svc.model->stats().applied >= events.size(); }));
+  std::sort(all.begin(), all.end());  // id order: r1, r10, r11, r12, r2, ...
+  for (size_t limit : {1, 2, 5, 11, 12, 13, 200}) {
+    std::vector<std::string> seen;
+    std::string token;
+    size_t pages = 0;
+    do {
+      service::ClientResponse r =
+          svc.get("/mypages?userId=u1&limit=" + std::to_string(limit) +
+                  (token.empty() ? std::string() : "&pageToken=" + token));
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      const Json items = *r.json();
+      CHECK(items.size() <= limit);
+      for (const Json& row : items) seen.push_back(row["id"]);
+      token = std::string(r.header("Next-Page-Token").value_or(""));
+      ++pages;
+    } while (!token.empty() && pages < 20);
+    CHECK_MESSAGE(seen == all, "limit " << limit);
+    CHECK_MESSAGE(pages == (all.size() + limit - 1) / limit, "limit " << limit);
+  }
 }
 
 TEST_CASE("a guest sees only its own rows; someone else's are 404 like missing ones") {

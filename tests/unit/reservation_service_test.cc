@@ -33,6 +33,7 @@
 #include "support/eventually.h"
 #include "support/identity.h"
 #include "support/temp_dir.h"
+#include "user_index.h"
 
 namespace saga {
 namespace {
@@ -166,6 +167,14 @@ struct World {
 
   ClientResponse post(const std::string& target, const Json& body) {
     auto r = http->post_json(target, body);
+    REQUIRE(r.ok());
+    return *r;
+  }
+  /// POSTs `body` to `route` with an Idempotency-Key.
+  ClientResponse post_keyed(const std::string& route, const std::string& key, const Json& body) {
+    auto r = http->request("POST", route,
+                           {{"Content-Type", "application/json"}, {"Idempotency-Key", key}},
+                           body.dump());
     REQUIRE(r.ok());
     return *r;
   }
@@ -699,11 +708,7 @@ TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") 
   World w;
   w.add_place("3", 5);
   auto post = [&](const std::string& key, const Json& body) {
-    auto r = w.http->request("POST", "/reservations",
-                             {{"Content-Type", "application/json"}, {"Idempotency-Key", key}},
-                             body.dump());
-    REQUIRE(r.ok());
-    return *r;
+    return w.post_keyed("/reservations", key, body);
   };
   ClientResponse first = post("k-1", booking("3", "u1"));
   REQUIRE_MESSAGE(first.status == 202, first.body);
@@ -732,6 +737,144 @@ TEST_CASE("a request repeated with the same Idempotency-Key makes one booking") 
   CHECK(other.status == 202);
   CHECK(Json::parse(other.body)["id"] != id);
   CHECK(post("bad/key", booking("3", "u1")).status == 400);
+}
+
+TEST_CASE("the seed's POST /accommodations admits an Idempotency-Key as POST /reservations does") {
+  World w;
+  w.add_place("s", 5);
+  const Json seed = {{"placeNm", "test01"}, {"usrId", "u1"},  {"strDt", "20300501"},
+                     {"endDt", "20300502"}, {"qty", "1"},     {"placeId", "s"}};
+  ClientResponse first = w.post_keyed("/accommodations", "seed-1", seed);
+  REQUIRE_MESSAGE(first.status == 201, first.body);
+  const std::string id = Json::parse(first.body)["id"];
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+  // The same body (numbers as text or as numbers: one canonical request): the same booking.
+  Json same = seed;
+  same["qty"] = 1;
+  ClientResponse again = w.post_keyed("/accommodations", "seed-1", same);
+  CHECK_MESSAGE(again.status == 201, again.body);
+  CHECK(Json::parse(again.body)["id"] == id);
+  CHECK(Json::parse(again.body)["placeNm"] == "test01");
+  // Another body, or the same key on the other booking route: 422, nothing new.
+  Json other = seed;
+  other["placeNm"] = "test02";
+  CHECK(w.post_keyed("/accommodations", "seed-1", other).status == 422);
+  CHECK(w.post_keyed("/reservations", "seed-1", booking("s", "u1")).status == 422);
+  CHECK(w.get_json("/reservations?userId=u1").size() == 1);
+  CHECK(w.payments_of(id).size() == 1);
+  // A refused booking (unknown place) does not keep its key.
+  Json unknown = seed;
+  unknown["placeId"] = "nowhere";
+  CHECK(w.post_keyed("/accommodations", "seed-2", unknown).status == 422);
+  ClientResponse later = w.post_keyed("/accommodations", "seed-2", same);
+  CHECK_MESSAGE(later.status == 201, later.body);
+  CHECK(Json::parse(later.body)["id"] != id);
+}
+
+TEST_CASE("the idempotency index keeps at most its bound of keys; a forgotten key is read back") {
+  reservation::UserIndex index(2);
+  // The store: each started booking's key and request hash.
+  std::map<std::string, reservation::UserIndex::StoredKey> store;
+  int reads = 0;
+  auto stored = [&](const std::string& id)
+      -> StatusOr<std::optional<reservation::UserIndex::StoredKey>> {
+    ++reads;
+    auto it = store.find(id);
+    if (it == store.end()) return std::optional<reservation::UserIndex::StoredKey>();
+    return std::optional<reservation::UserIndex::StoredKey>(it->second);
+  };
+  auto start = [&](const std::string& user, const std::string& key, const std::string& hash) {
+    auto k = index.claim(user, key, hash, "r-" + key, stored);
+    REQUIRE(k.ok());
+    REQUIRE(k->fresh);
+    store[k->id] = {key, hash};
+    index.add(user, k->id);
+    index.started(user, key);
+    return k->id;
+  };
+  for (int i = 1; i <= 5; ++i) start("u1", "k" + std::to_string(i), "h" + std::to_string(i));
+  CHECK(index.keys_in_memory_for_test() == 2);
+
+  // k1 left memory: found again in the store, as the same booking with its hash.
+  reads = 0;
+  auto again = index.claim("u1", "k1", "other-hash", "r-new", stored);
+  REQUIRE(again.ok());
+  CHECK_FALSE(again->fresh);
+  CHECK(again->id == "r-k1");
+  CHECK(again->request_hash == "h1");
+  CHECK(reads > 0);
+  CHECK(index.keys_in_memory_for_test() == 2);
+  // Another user's same key is not theirs; a user none of whose keys left
+  // memory is not looked for in the store.
+  index.add("u2", "r-u2-old");
+  reads = 0;
+  auto other = index.claim("u2", "k1", "h1", "r-u2", stored);
+  REQUIRE(other.ok());
+  CHECK(other->fresh);
+  CHECK(other->id == "r-u2");
+  CHECK(reads == 0);
+
+  // A claim whose booking is not started yet is never forgotten, however many
+  // keys come after it: its key cannot be claimed twice.
+  reservation::UserIndex small(1);
+  auto pending = small.claim("u1", "p", "hp", "r-p", stored);
+  REQUIRE(pending.ok());
+  REQUIRE(pending->fresh);
+  for (int i = 0; i < 3; ++i) {
+    const std::string key = "q" + std::to_string(i);
+    auto k = small.claim("u1", key, "hq", "r-" + key, stored);
+    REQUIRE(k.ok());
+    store[k->id] = {key, "hq"};
+    small.add("u1", k->id);
+    small.started("u1", key);
+  }
+  CHECK(small.keys_in_memory_for_test() == 1);  // only the pending one
+  auto twice = small.claim("u1", "p", "hp", "r-other", stored);
+  REQUIRE(twice.ok());
+  CHECK_FALSE(twice->fresh);
+  CHECK(twice->id == "r-p");
+  // A store that cannot be read fails the claim (no second booking is guessed).
+  auto broken =
+      [](const std::string&) -> StatusOr<std::optional<reservation::UserIndex::StoredKey>> {
+    return Status::unavailable("store away");
+  };
+  CHECK(small.claim("u1", "q0", "hq", "r-x", broken).status().code() == StatusCode::kUnavailable);
+}
+
+TEST_CASE("an Idempotency-Key answers its booking after leaving the bounded index and a restart") {
+  World w;
+  w.add_place("b", 10);
+  w.stop_reservation();
+  w.ro.idempotency_keys_in_memory = 1;
+  w.open_reservation();
+  auto post = [&](const std::string& key, const Json& body) {
+    return w.post_keyed("/reservations", key, body);
+  };
+  Json changed = booking("b", "u1");
+  changed["qty"] = 2;
+  changed["amount"] = 10000;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ClientResponse r = post("key-" + std::to_string(i), booking("b", "u1"));
+    REQUIRE_MESSAGE(r.status == 202, r.body);
+    ids.push_back(Json::parse(r.body)["id"]);
+  }
+  auto check_keys = [&] {
+    for (int i = 0; i < 3; ++i) {
+      const std::string key = "key-" + std::to_string(i);
+      ClientResponse same = post(key, booking("b", "u1"));
+      CHECK_MESSAGE(same.status == 202, same.body);
+      CHECK(Json::parse(same.body)["id"] == ids[static_cast<size_t>(i)]);
+      CHECK_MESSAGE(post(key, changed).status == 422, key);
+    }
+    CHECK(w.get_json("/reservations?userId=u1").size() == 3);
+  };
+  check_keys();
+  for (const std::string& id : ids) CHECK(w.settle(id)["status"] == "CONFIRMED");
+  w.stop_reservation();
+  w.open_reservation();
+  check_keys();
+  for (const std::string& id : ids) CHECK(w.payments_of(id).size() == 1);
 }
 
 TEST_CASE("invalid bookings are refused with 400 problem+json") {

@@ -1,37 +1,19 @@
 #include "saga/service/trace.h"
 
-#include <array>
-#include <random>
+#include "saga/service/random.h"
 
 namespace saga::service {
 namespace {
 
 constexpr std::string_view kHex = "0123456789abcdef";
 
-// Ids only need to be unique, not unpredictable: a per-thread generator seeded
-// once from the OS avoids locking on the request path.
-std::mt19937_64& rng() {
-  thread_local std::mt19937_64 gen{[] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }()};
-  return gen;
-}
-
-// `digits` random lowercase hex digits, never all zero.
-std::string random_hex(size_t digits) {
-  std::string out;
-  out.reserve(digits);
-  bool nonzero = false;
-  while (out.size() < digits) {
-    uint64_t bits = rng()();
-    for (int i = 0; i < 16 && out.size() < digits; ++i, bits >>= 4) {
-      out.push_back(kHex[bits & 0xf]);
-      nonzero = nonzero || (bits & 0xf) != 0;
-    }
-  }
-  if (!nonzero) out.back() = '1';
+// `bytes` random bytes from the CSPRNG as hex, never all zero (W3C Trace Context
+// forbids all-zero ids). Trace and request ids come from the same generator as
+// the services' object ids: a seeded mt19937 could be predicted from a few ids
+// and repeats its sequence in a forked process.
+std::string nonzero_random_hex(size_t bytes) {
+  std::string out = random_hex(bytes);
+  if (out.find_first_not_of('0') == std::string::npos) out.back() = '1';
   return out;
 }
 
@@ -73,15 +55,15 @@ std::optional<TraceContext> TraceContext::parse(std::string_view h) {
 
 TraceContext TraceContext::generate() {
   TraceContext ctx;
-  ctx.trace_id = random_hex(32);
-  ctx.parent_id = random_hex(16);
+  ctx.trace_id = nonzero_random_hex(16);
+  ctx.parent_id = nonzero_random_hex(8);
   ctx.flags = 0x01;
   return ctx;
 }
 
 TraceContext TraceContext::child() const {
   TraceContext ctx = *this;
-  ctx.parent_id = random_hex(16);
+  ctx.parent_id = nonzero_random_hex(8);
   return ctx;
 }
 
@@ -104,6 +86,6 @@ bool is_valid_request_id(std::string_view id) noexcept {
   return true;
 }
 
-std::string generate_request_id() { return random_hex(32); }
+std::string generate_request_id() { return nonzero_random_hex(16); }
 
 }  // namespace saga::service

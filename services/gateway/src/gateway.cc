@@ -388,7 +388,8 @@ struct Gateway {
   explicit Gateway(const GatewayOptions& options)
       : verifier(options.verifier),
         by_address(options.address_limit, options.rate_clock),
-        by_identity(options.identity_limit, options.rate_clock) {}
+        by_identity(options.identity_limit, options.rate_clock),
+        trusted_proxies(options.trusted_proxies) {}
 
   std::vector<std::shared_ptr<Upstream>> upstreams;
   std::shared_ptr<const TokenVerifier> verifier;
@@ -396,12 +397,19 @@ struct Gateway {
   RateLimiter by_identity;
   std::atomic<uint64_t> limited_by_address{0};
   std::atomic<uint64_t> limited_by_identity{0};
+  const std::vector<std::string> trusted_proxies;  // whose X-Forwarded-For is read
 
   // The 429 for a client address over its rate, before anything else is done
   // (a token guesser is limited by address).
   std::optional<Response> limit_address(const Request& req) {
     if (req.remote_address().empty()) return std::nullopt;
-    auto wait = by_address.acquire(req.remote_address());
+    std::vector<std::string_view> forwarded_for;
+    if (!trusted_proxies.empty()) {
+      for (const auto& [name, value] : req.headers())
+        if (boost::beast::iequals(name, "X-Forwarded-For")) forwarded_for.push_back(value);
+    }
+    auto wait = by_address.acquire(client_address(req.remote_address(), forwarded_for,
+                                                  trusted_proxies));
     if (wait.count() == 0) return std::nullopt;
     limited_by_address.fetch_add(1, std::memory_order_relaxed);
     return too_many_requests("too many requests from this address (RATE_LIMIT_ADDRESS_RPS)", wait);
@@ -519,6 +527,71 @@ StatusOr<Upstreams> upstreams_from_env() {
   return out;
 }
 
+namespace {
+
+// `text` (blanks around it trimmed) as an IP address in normal form; nullopt
+// when it is not one.
+std::optional<std::string> normal_address(std::string_view text) {
+  const auto blank = [](char c) { return c == ' ' || c == '\t'; };
+  while (!text.empty() && blank(text.front())) text.remove_prefix(1);
+  while (!text.empty() && blank(text.back())) text.remove_suffix(1);
+  if (text.empty()) return std::nullopt;
+  boost::system::error_code ec;
+  net::ip::address ip = net::ip::make_address(std::string(text), ec);
+  if (ec) return std::nullopt;
+  if (ip.is_v6() && ip.to_v6().is_v4_mapped())
+    ip = net::ip::make_address_v4(net::ip::v4_mapped, ip.to_v6());
+  return ip.to_string();
+}
+
+// The comma-separated entries of `values`, in order.
+std::vector<std::string_view> list_entries(const std::vector<std::string_view>& values) {
+  std::vector<std::string_view> out;
+  for (std::string_view v : values) {
+    for (size_t from = 0;;) {
+      const size_t comma = v.find(',', from);
+      out.push_back(v.substr(from, comma == v.npos ? v.npos : comma - from));
+      if (comma == v.npos) break;
+      from = comma + 1;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+StatusOr<std::vector<std::string>> parse_trusted_proxies(std::string_view list) {
+  std::vector<std::string> out;
+  if (list.find_first_not_of(" \t") == std::string_view::npos) return out;
+  for (std::string_view entry : list_entries({list})) {
+    auto ip = normal_address(entry);
+    if (!ip)
+      return Status::invalid_argument("TRUSTED_PROXIES: '" + std::string(entry) +
+                                      "' is not an IP address");
+    out.push_back(std::move(*ip));
+  }
+  return out;
+}
+
+std::string client_address(std::string_view peer,
+                           const std::vector<std::string_view>& forwarded_for,
+                           const std::vector<std::string>& trusted_proxies) {
+  auto trusted = [&](const std::string& ip) {
+    return std::find(trusted_proxies.begin(), trusted_proxies.end(), ip) != trusted_proxies.end();
+  };
+  const std::string self = normal_address(peer).value_or(std::string(peer));
+  if (forwarded_for.empty() || !trusted(self)) return self;
+  const std::vector<std::string_view> hops = list_entries(forwarded_for);
+  std::string client;
+  for (auto hop = hops.rbegin(); hop != hops.rend(); ++hop) {
+    auto ip = normal_address(*hop);
+    if (!ip) return self;  // written by a proxy we trust, yet not an address
+    client = std::move(*ip);
+    if (!trusted(client)) break;
+  }
+  return client;
+}
+
 StatusOr<GatewayOptions> gateway_options_from_env() {
   using std::chrono::milliseconds;
   GatewayOptions out;
@@ -545,6 +618,8 @@ StatusOr<GatewayOptions> gateway_options_from_env() {
     limit->rate = static_cast<double>(rate);
     limit->burst = static_cast<double>(burst);
   }
+  SAGA_ASSIGN_OR_RETURN(out.trusted_proxies,
+                        parse_trusted_proxies(service::env_string("TRUSTED_PROXIES", "")));
   auto auth = auth_config_from_env();
   if (!auth.ok()) return auth.status();
   auto verifier = TokenVerifier::create(std::move(*auth));

@@ -2,7 +2,8 @@
 //   PORT (8080), RESERVATION_ADDR (127.0.0.1:8082), PAYMENT_ADDR (127.0.0.1:8083),
 //   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086), UPSTREAM_TIMEOUT_MS
 //   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), UPSTREAM_MAX_IN_FLIGHT (256),
-//   RATE_LIMIT_{IDENTITY,ADDRESS}_{RPS,BURST} (50/100, 500/1000), LOG_LEVEL, HTTP_*
+//   RATE_LIMIT_{IDENTITY,ADDRESS}_{RPS,BURST} (50/100, 500/1000), TRUSTED_PROXIES (none:
+//   comma-separated IPs whose X-Forwarded-For the per-address limit reads), LOG_LEVEL, HTTP_*
 //   (see http_server.h; HTTP_HOST 127.0.0.1), TLS_CERT_FILE + TLS_KEY_FILE (HTTPS; default
 //   plain HTTP), AUTH_* (token keys; see auth.h: the
 //   gateway does not start without one, or AUTH_DEV_TOKENS=1 for local use).
@@ -50,6 +51,13 @@ int main() {
       "in flight per upstream, {} connections",
       options->identity_limit.rate, options->identity_limit.burst, options->address_limit.rate,
       options->address_limit.burst, options->max_in_flight, server_options->max_connections);
+  if (options->trusted_proxies.empty()) {
+    spdlog::info("X-Forwarded-For is not read (TRUSTED_PROXIES not set)");
+  } else {
+    std::string proxies;
+    for (const auto& ip : options->trusted_proxies) proxies += (proxies.empty() ? "" : ", ") + ip;
+    spdlog::info("X-Forwarded-For is read from the trusted proxies {}", proxies);
+  }
   const auto& auth = options->verifier->config();
   spdlog::info("tokens: {} ({} key(s)), clock skew {} s", gw::to_string(auth.algorithm),
                auth.public_keys.empty() ? 1 : auth.public_keys.size(), auth.leeway.count());

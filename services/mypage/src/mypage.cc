@@ -287,15 +287,21 @@ StatusOr<Json> ReadModel::get(std::string_view id) const {
   return row;
 }
 
-StatusOr<std::vector<Json>> ReadModel::list_by_user(std::string_view user_id) const {
+StatusOr<std::vector<Json>> ReadModel::list_by_user(std::string_view user_id,
+                                                     std::string_view after, size_t limit) const {
   const std::string prefix = user_prefix(user_id);
+  const std::string cursor = prefix + std::string(after);
   rocksdb::ReadOptions ro;
   ro.snapshot = db_->GetSnapshot();
   std::vector<Json> rows;
   Status result;
   {
+    // From the cursor on, and no further than `limit` rows: a page costs its
+    // own rows, not all of the user's.
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
-    for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    it->Seek(cursor);
+    if (!after.empty() && it->Valid() && it->key() == cursor) it->Next();
+    for (; rows.size() < limit && it->Valid() && it->key().starts_with(prefix); it->Next()) {
       const std::string id = it->key().ToString().substr(prefix.size());
       std::string value;
       result = from_rocksdb(db_->Get(ro, row_key(id), &value), "read row " + id);
@@ -429,15 +435,14 @@ void add_routes(service::Router& router, ReadModel& model,
                  return Response::from_status(Status::not_found("no rows of user " + user));
                auto page = domain::page_request(req);
                if (!page.ok()) return Response::from_status(page.status());
-               auto rows = model.list_by_user(user);
-               if (!rows.ok()) return Response::from_status(rows.status());
                // Rows come in id order: a page is the rows after the token (the
-               // last id of the page before).
+               // last id of the page before); one more row than the page says
+               // whether there is a next one.
+               auto rows = model.list_by_user(user, page->token, page->limit + 1);
+               if (!rows.ok()) return Response::from_status(rows.status());
                Json out = Json::array();
                std::string next;
                for (Json& row : *rows) {
-                 const std::string id = row.value("id", "");
-                 if (!page->token.empty() && id <= page->token) continue;
                  if (out.size() == page->limit) {
                    next = out.back().value("id", "");
                    break;

@@ -5,10 +5,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -22,6 +20,7 @@
 #include "saga/service/http_message.h"
 #include "saga/service/identity.h"
 #include "saga/service/standard_routes.h"
+#include "user_index.h"
 
 namespace saga::reservation {
 namespace {
@@ -192,57 +191,6 @@ StatusOr<Stay> parse_stay(const Json& body, const char* in_field, const char* ou
   return s;
 }
 
-// Reservation ids per user, and the Idempotency-Keys per user, in memory:
-// rebuilt from the orchestrator's store (the sagas' data) when the routes are
-// added, then kept up to date by the POST handlers. Thread-safe.
-class UserIndex {
- public:
-  void add(const std::string& user, const std::string& id) {
-    std::lock_guard lock(mu_);
-    by_user_[user].push_back(id);
-  }
-  std::vector<std::string> ids(const std::string& user) const {
-    std::lock_guard lock(mu_);
-    auto it = by_user_.find(user);
-    return it == by_user_.end() ? std::vector<std::string>{} : it->second;
-  }
-
-  // The booking a user's key names, with the hash of the request that made it.
-  struct Keyed {
-    std::string id;
-    std::string request_hash;
-    bool fresh = false;  // claimed by this call: the caller starts the booking
-  };
-  // The booking `user` made with `key`, or, when there is none, `new_id`
-  // claimed for it with `request_hash` (fresh): one lookup-or-insert, so two
-  // requests with one key never start two bookings.
-  Keyed claim(const std::string& user, const std::string& key, const std::string& request_hash,
-              const std::string& new_id) {
-    std::lock_guard lock(mu_);
-    auto [it, inserted] = by_key_.try_emplace(user + '\n' + key, Keyed{new_id, request_hash});
-    Keyed out = it->second;
-    out.fresh = inserted;
-    return out;
-  }
-  // Forgets a claim whose booking was not started.
-  void forget(const std::string& user, const std::string& key) {
-    std::lock_guard lock(mu_);
-    by_key_.erase(user + '\n' + key);
-  }
-  // Records a started booking's key (rebuild).
-  void add_key(const std::string& user, const std::string& key, const std::string& id,
-               const std::string& request_hash) {
-    std::lock_guard lock(mu_);
-    by_key_[user + '\n' + key] = Keyed{id, request_hash};
-  }
-
- private:
-  mutable std::mutex mu_;
-  std::unordered_map<std::string, std::vector<std::string>> by_user_;  // GUARDED_BY(mu_)
-  // "<user>\n<key>" (neither holds a newline: check_id) -> booking.
-  std::unordered_map<std::string, Keyed> by_key_;  // GUARDED_BY(mu_)
-};
-
 Status rebuild(UserIndex& index, Orchestrator& orch) {
   for (const char* type : {kSagaType, kSeedSagaType}) {
     ListQuery q;
@@ -376,8 +324,8 @@ struct Admission {
 // A request without a key gets a new random id. With a key, the key's
 // booking when it was made by the same request (replay), 422 when it was made
 // by another, else a new random id claimed for the key. Ids never derive from keys.
-Admission admit(const Request& req, UserIndex& index, const std::string& user,
-                const std::string& hash) {
+Admission admit(const Request& req, const Orchestrator& orch, UserIndex& index,
+                const std::string& user, const std::string& hash) {
   Admission a;
   auto key = req.header("Idempotency-Key");
   if (!key) {
@@ -389,7 +337,25 @@ Admission admit(const Request& req, UserIndex& index, const std::string& user,
     return a;
   }
   a.key = std::string(*key);
-  UserIndex::Keyed k = index.claim(user, a.key, hash, domain::new_id("r-"));
+  // A key no longer in memory is looked for in the user's bookings in the store.
+  auto stored_key = [&orch](const std::string& id)
+      -> StatusOr<std::optional<UserIndex::StoredKey>> {
+    auto view = orch.get(id);
+    std::optional<UserIndex::StoredKey> none;
+    if (!view.ok()) {
+      if (view.status().code() == StatusCode::kNotFound) return none;  // past retention
+      return view.status();
+    }
+    if (!view->data.contains("idempotencyKey")) return none;
+    return std::optional<UserIndex::StoredKey>(
+        {str(view->data, "idempotencyKey"), str(view->data, "requestHash")});
+  };
+  auto claimed = index.claim(user, a.key, hash, domain::new_id("r-"), stored_key);
+  if (!claimed.ok()) {
+    a.refusal = Response::from_status(claimed.status());
+    return a;
+  }
+  const UserIndex::Keyed& k = *claimed;
   a.id = k.id;
   if (k.fresh) return a;
   if (k.request_hash != hash) {
@@ -420,6 +386,61 @@ Response in_progress() {
                                  "a request with this Idempotency-Key is in progress; try again");
   r.set_header("Retry-After", "1");
   return r;
+}
+
+// A validated booking request, as both booking routes make one.
+struct BookingRequest {
+  const char* route;      // "POST /reservations": hashed with the body
+  const char* saga_type;  // kSagaType or kSeedSagaType
+  std::string user;
+  std::string place;
+  Stay stay;
+  Json fields = Json::object();  // the route's own saga data (placeNm)
+};
+
+// Starts the booking `b` with its Idempotency-Key (admit), or answers the
+// key's booking: the same body, the same booking (409 while its first request
+// still starts it); another body, 422. A fresh booking is priced (price_stay:
+// 503 / 422 refusals release the key) and started; `answer` makes the response
+// for the booking's id.
+Response book(Orchestrator& orch, UserIndex& index, const Options& options,
+              const std::function<int64_t()>& now, const Request& req, const Json& body,
+              const BookingRequest& b, const std::function<Response(const std::string&)>& answer) {
+  const std::string hash = request_hash(b.route, body);
+  Admission a = admit(req, orch, index, b.user, hash);
+  if (a.refusal) return *a.refusal;
+  if (a.replay) {
+    if (!load_booking(orch, a.id).ok()) return in_progress();
+    return answer(a.id);
+  }
+  auto priced = price_stay(options, b.place, b.stay);
+  if (auto* refused = std::get_if<Response>(&priced)) {
+    if (!a.key.empty()) index.forget(b.user, a.key);
+    return *refused;
+  }
+  const Priced& p = std::get<Priced>(priced);
+  Json data = b.fields;
+  data.update({{"reservationId", a.id},
+               {"placeId", b.place},
+               {"userId", b.user},
+               {"checkIn", b.stay.check_in},
+               {"checkOut", b.stay.check_out},
+               {"qty", b.stay.qty},
+               {"amount", p.amount},
+               {"currency", p.currency},
+               {"nightlyPrice", p.nightly},
+               {"createdMs", now()}});
+  if (!a.key.empty()) {
+    data["idempotencyKey"] = a.key;
+    data["requestHash"] = hash;
+  }
+  auto started = start_booking(orch, index, b.saga_type, std::move(data), req);
+  if (!started.ok()) {
+    if (!a.key.empty()) index.forget(b.user, a.key);
+    return Response::from_status(started.status());
+  }
+  if (!a.key.empty()) index.started(b.user, a.key);
+  return answer(*started);
 }
 
 // The payment step of both booking sagas: charge, undone by refund.
@@ -596,7 +617,7 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
 
 void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   auto now = clock_of(options);
-  auto index = std::make_shared<UserIndex>();
+  auto index = std::make_shared<UserIndex>(options.idempotency_keys_in_memory);
   if (Status s = rebuild(*index, orch); !s.ok())
     spdlog::error("reservation: rebuilding the per-user index failed: {}", s.to_string());
 
@@ -621,34 +642,13 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        const std::string hash = request_hash("POST /reservations", body);
-        Admission a = admit(req, *index, *user, hash);
-        if (a.refusal) return *a.refusal;
-        if (a.replay) {
-          auto existing = load_booking(orch, a.id);
-          if (!existing.ok()) return in_progress();
-          return answer(a.id);
-        }
-        auto priced = price_stay(options, *place, *stay);
-        if (auto* refused = std::get_if<Response>(&priced)) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return *refused;
-        }
-        const Priced& p = std::get<Priced>(priced);
-        Json data = {{"reservationId", a.id},     {"placeId", *place},           {"userId", *user},
-                     {"checkIn", stay->check_in}, {"checkOut", stay->check_out}, {"qty", stay->qty},
-                     {"amount", p.amount},        {"currency", p.currency},
-                     {"nightlyPrice", p.nightly}, {"createdMs", now()}};
-        if (!a.key.empty()) {
-          data["idempotencyKey"] = a.key;
-          data["requestHash"] = hash;
-        }
-        auto started = start_booking(orch, *index, kSagaType, std::move(data), req);
-        if (!started.ok()) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return Response::from_status(started.status());
-        }
-        return answer(*started);
+        return book(orch, *index, options, now, req, body,
+                    {.route = "POST /reservations",
+                     .saga_type = kSagaType,
+                     .user = *user,
+                     .place = *place,
+                     .stay = *stay},
+                    answer);
       }));
 
   // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
@@ -694,35 +694,14 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        const std::string hash = request_hash("POST /accommodations", body);
-        Admission a = admit(req, *index, *user, hash);
-        if (a.refusal) return *a.refusal;
-        if (a.replay) {
-          if (!load_booking(orch, a.id).ok()) return in_progress();
-          return answer(a.id);
-        }
-        auto priced = price_stay(options, *place, *stay);
-        if (auto* refused = std::get_if<Response>(&priced)) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return *refused;
-        }
-        const Priced& p = std::get<Priced>(priced);
-        Json data = {{"reservationId", a.id},     {"placeId", *place},
-                     {"placeNm", place_name},     {"userId", *user},
-                     {"checkIn", stay->check_in}, {"checkOut", stay->check_out},
-                     {"qty", stay->qty},          {"amount", p.amount},
-                     {"currency", p.currency},    {"nightlyPrice", p.nightly},
-                     {"createdMs", now()}};
-        if (!a.key.empty()) {
-          data["idempotencyKey"] = a.key;
-          data["requestHash"] = hash;
-        }
-        auto started = start_booking(orch, *index, kSeedSagaType, std::move(data), req);
-        if (!started.ok()) {
-          if (!a.key.empty()) index->forget(*user, a.key);
-          return Response::from_status(started.status());
-        }
-        return answer(*started);
+        return book(orch, *index, options, now, req, body,
+                    {.route = "POST /accommodations",
+                     .saga_type = kSeedSagaType,
+                     .user = *user,
+                     .place = *place,
+                     .stay = *stay,
+                     .fields = {{"placeNm", place_name}}},
+                    answer);
       }));
 
   auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {

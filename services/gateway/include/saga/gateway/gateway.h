@@ -88,6 +88,12 @@ struct GatewayOptions {
   /// (token guessing counts). RATE_LIMIT_ADDRESS_RPS (0 = off) and
   /// RATE_LIMIT_ADDRESS_BURST; default 500/s, burst 1000.
   RateLimit address_limit{500, 1000};
+  /// The proxies in front of the gateway, by IP address (normalized, as
+  /// parse_trusted_proxies returns them). Only a request whose TCP peer is one
+  /// of them has its X-Forwarded-For read, for the per-address limit (see
+  /// client_address); from anyone else the header is ignored. TRUSTED_PROXIES
+  /// (comma-separated IP addresses); default none: X-Forwarded-For is never read.
+  std::vector<std::string> trusted_proxies;
   /// The rate limits' clock (tests inject one). Default the steady clock.
   RateLimiter::Now rate_clock;
   /// Verifies bearer tokens (and issues development tokens when its config
@@ -95,10 +101,29 @@ struct GatewayOptions {
   std::shared_ptr<const TokenVerifier> verifier;
 };
 
+/// The IP addresses of a comma-separated list ("10.0.0.1, ::1"), each in its
+/// normal text form (an IPv4-mapped IPv6 address as IPv4). Blanks around the
+/// commas are allowed; an empty list is none. InvalidArgument naming the first
+/// entry that is not an IP address (no names, ports or CIDR ranges).
+StatusOr<std::vector<std::string>> parse_trusted_proxies(std::string_view list);
+
+/// The address the per-address rate limit counts a request against. `peer` (the
+/// TCP peer) unless it is one of `trusted_proxies`; then X-Forwarded-For
+/// (`forwarded_for`: the values of every such header field, in order, read as
+/// one comma-separated list) is read from the right: the rightmost address that
+/// is not a trusted proxy is the client (every address trusted: the leftmost).
+/// Addresses left of it are the client's to write and are not read. No
+/// header, an empty entry or one that is not an IP address where it is read:
+/// `peer`. Addresses come back in the normal form of parse_trusted_proxies.
+std::string client_address(std::string_view peer,
+                           const std::vector<std::string_view>& forwarded_for,
+                           const std::vector<std::string>& trusted_proxies);
+
 /// GatewayOptions from UPSTREAM_TIMEOUT_MS (1..3600000),
 /// UPSTREAM_CONNECT_TIMEOUT_MS (1..600000), UPSTREAM_MAX_IN_FLIGHT
 /// (1..1000000), RATE_LIMIT_{IDENTITY,ADDRESS}_RPS (0..1000000, 0 = off) and
-/// RATE_LIMIT_{IDENTITY,ADDRESS}_BURST (1..10000000), and the verifier from
+/// RATE_LIMIT_{IDENTITY,ADDRESS}_BURST (1..10000000), TRUSTED_PROXIES
+/// (parse_trusted_proxies), and the verifier from
 /// the AUTH_* variables (auth_config_from_env); the rest default.
 /// InvalidArgument naming the bad variable.
 StatusOr<GatewayOptions> gateway_options_from_env();

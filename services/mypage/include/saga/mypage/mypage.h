@@ -19,8 +19,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -75,8 +77,12 @@ class ReadModel {
 
   /// The row of reservation `id`; NotFound when no event named it yet.
   StatusOr<nlohmann::json> get(std::string_view id) const;
-  /// The rows of user `user_id`, ordered by reservation id (empty when none).
-  StatusOr<std::vector<nlohmann::json>> list_by_user(std::string_view user_id) const;
+  /// The rows of user `user_id`, ordered by reservation id (empty when none):
+  /// only those whose id sorts after `after` ("" = from the first), and at
+  /// most `limit` of them. Reads only the rows it returns, from one snapshot.
+  StatusOr<std::vector<nlohmann::json>> list_by_user(
+      std::string_view user_id, std::string_view after = {},
+      size_t limit = std::numeric_limits<size_t>::max()) const;
 
   ReadModelStats stats() const;
   /// OK while the store is open and its last write succeeded.

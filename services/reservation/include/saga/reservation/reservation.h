@@ -26,6 +26,7 @@
 // go to the "reserveplace" destination, keyed by the reservation id.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -73,6 +74,10 @@ struct Options {
   /// Where prices come from. Unknown place: 422; unpriced place: 422;
   /// unreachable inventory: 503. Default: none, and every booking is 503.
   PlaceLookup place_lookup = {};
+  /// Idempotency-Keys held in memory at the most (the least recently used of
+  /// started bookings are dropped first; a dropped key is found again in the
+  /// booking it made, in the store). Default 100,000; at least 1.
+  size_t idempotency_keys_in_memory = 100'000;
 };
 
 /// The `booking` v1 saga definition.
@@ -119,7 +124,9 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullp
 /// floats 400, another value 422), the seed's POST /accommodations may leave
 /// it out. Idempotency-Key (1..128 printable characters): per user; the
 /// booking keeps the key and the request's SHA-256, a replay with the same
-/// body answers the same booking, with another body 422. Ids are "r-" and 32
+/// body answers the same booking, with another body 422, also after a restart
+/// and after the key has left the bounded in-memory index
+/// (Options::idempotency_keys_in_memory). Ids are "r-" and 32
 /// hex digits from a CSPRNG, unrelated to the key.
 /// Every booking route needs the caller's identity (service/identity.h; 401
 /// without): a booking is made only as oneself (userId / usrId = the caller,

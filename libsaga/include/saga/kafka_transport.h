@@ -100,7 +100,9 @@ KafkaOptions kafka_options_from_env(std::string endpoint);
 /// consumer in group options.group_id. Returns once a broker answered.
 ///
 /// Fails with InvalidArgument for bad options or a property librdkafka refuses,
-/// and with Unavailable when no broker answers within options.startup_timeout.
+/// with Unavailable when no broker answers within options.startup_timeout, and
+/// with Internal, at once, when a broker refuses the SASL credentials
+/// ("authentication failed") or the TLS handshake fails.
 /// The caller owns the result.
 ///
 /// The transport follows Transport's threading rules: send() and health() from

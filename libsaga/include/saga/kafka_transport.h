@@ -74,6 +74,12 @@ struct KafkaOptions {
   /// enable.auto.offset.store, enable.auto.commit, enable.idempotence.
   /// Default empty.
   std::map<std::string, std::string> properties;
+  /// A file holding the SASL password (e.g. a mounted secret), read by
+  /// make_kafka_transport and used as properties["sasl.password"] (one trailing
+  /// newline is dropped). Setting both is InvalidArgument, as is a file that
+  /// cannot be read or is empty; errors name the file, never its content.
+  /// Default "" = none.
+  std::string sasl_password_file;
   /// How long make_kafka_transport waits for a broker to answer, and subscribe()
   /// for its topic to exist. Default 30 s.
   std::chrono::milliseconds startup_timeout{30'000};
@@ -91,6 +97,7 @@ struct KafkaOptions {
 ///   KAFKA_REPLICATION_FACTOR   replication_factor
 ///   KAFKA_PROPERTY_<NAME>      properties[name], NAME lower-cased with '_' -> '.'
 ///                              (KAFKA_PROPERTY_SECURITY_PROTOCOL -> security.protocol)
+///   KAFKA_SASL_PASSWORD_FILE   sasl_password_file
 /// client_id and group_id are `endpoint` unless their variables are set. A
 /// number that does not parse sets its field to 0, which make_kafka_transport
 /// rejects with InvalidArgument naming the variable.

@@ -55,23 +55,36 @@ class SaslBroker {
       : dir_(std::filesystem::temp_directory_path() /
              ("saga-kafka-sasl-" + std::to_string(::getpid()))) {
     std::filesystem::remove_all(dir_);
-    if (run("start --sasl-ssl") != 0)
+    if (run("start --sasl-ssl") != 0) {
+      std::filesystem::remove_all(dir_);
       throw std::runtime_error("scripts/kafka start --sasl-ssl failed");
-    bootstrap_ = read_first_line(dir_ / "bootstrap.sasl_ssl");
-    ca_file_ = (dir_ / "tls" / "ca.pem").string();
-    password_file_ = (dir_ / "sasl" / "saga.password").string();
-    password_ = read_first_line(password_file_);
+    }
+    try {
+      bootstrap_ = read_first_line(dir_ / "bootstrap.sasl_ssl");
+      ca_file_ = (dir_ / "tls" / "ca.pem").string();
+      password_file_ = (dir_ / "sasl" / "saga.password").string();
+      password_ = read_first_line(password_file_);
+    } catch (...) {
+      stop();  // the destructor does not run for a constructor that throws
+      throw;
+    }
   }
-  ~SaslBroker() {
-    (void)run("stop");
-    std::filesystem::remove_all(dir_);
-  }
+  ~SaslBroker() { stop(); }
   SaslBroker(const SaslBroker&) = delete;
   SaslBroker& operator=(const SaslBroker&) = delete;
 
+  // The broker, started on first use. A start that failed fails every later
+  // case at once instead of trying (and waiting) again.
   static SaslBroker& get() {
-    static SaslBroker broker;
-    return broker;
+    static std::string failed;
+    if (!failed.empty()) throw std::runtime_error(failed);
+    try {
+      static SaslBroker broker;
+      return broker;
+    } catch (const std::exception& e) {
+      failed = e.what();
+      throw;
+    }
   }
 
   const std::string& bootstrap() const { return bootstrap_; }
@@ -80,6 +93,10 @@ class SaslBroker {
   const std::string& password() const { return password_; }
 
  private:
+  void stop() const {
+    (void)run("stop");
+    std::filesystem::remove_all(dir_);
+  }
   int run(const std::string& verb) const {
     const std::string cmd = std::string("'") + SAGA_SOURCE_DIR + "/scripts/kafka' " + verb +
                             " --dir '" + dir_.string() + "' >/dev/null";

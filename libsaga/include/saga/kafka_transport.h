@@ -74,6 +74,12 @@ struct KafkaOptions {
   /// enable.auto.offset.store, enable.auto.commit, enable.idempotence.
   /// Default empty.
   std::map<std::string, std::string> properties;
+  /// A file holding the SASL password (e.g. a mounted secret), read by
+  /// make_kafka_transport and used as properties["sasl.password"] (one trailing
+  /// newline is dropped). Setting both is InvalidArgument, as is a file that
+  /// cannot be read or is empty; errors name the file, never its content.
+  /// Default "" = none.
+  std::string sasl_password_file;
   /// How long make_kafka_transport waits for a broker to answer, and subscribe()
   /// for its topic to exist. Default 30 s.
   std::chrono::milliseconds startup_timeout{30'000};
@@ -91,6 +97,7 @@ struct KafkaOptions {
 ///   KAFKA_REPLICATION_FACTOR   replication_factor
 ///   KAFKA_PROPERTY_<NAME>      properties[name], NAME lower-cased with '_' -> '.'
 ///                              (KAFKA_PROPERTY_SECURITY_PROTOCOL -> security.protocol)
+///   KAFKA_SASL_PASSWORD_FILE   sasl_password_file
 /// client_id and group_id are `endpoint` unless their variables are set. A
 /// number that does not parse sets its field to 0, which make_kafka_transport
 /// rejects with InvalidArgument naming the variable.
@@ -100,7 +107,9 @@ KafkaOptions kafka_options_from_env(std::string endpoint);
 /// consumer in group options.group_id. Returns once a broker answered.
 ///
 /// Fails with InvalidArgument for bad options or a property librdkafka refuses,
-/// and with Unavailable when no broker answers within options.startup_timeout.
+/// with Unavailable when no broker answers within options.startup_timeout, and
+/// with Internal, at once, when a broker refuses the SASL credentials
+/// ("authentication failed") or the TLS handshake fails.
 /// The caller owns the result.
 ///
 /// The transport follows Transport's threading rules: send() and health() from

@@ -5,8 +5,12 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -47,6 +51,31 @@ int env_int(const char* name, int fallback) {
   auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (text.empty() || ec != std::errc() || ptr != text.data() + text.size()) return 0;
   return value;
+}
+
+// Reads the SASL password from `path` into `password`. Errors name the file
+// (and the variable that sets it), never its content.
+Status read_password_file(const std::string& path, std::string& password) {
+  const std::string where =
+      "KafkaOptions::sasl_password_file \"" + path + "\" (environment: KAFKA_SASL_PASSWORD_FILE)";
+  errno = 0;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    const int err = errno;
+    return Status::invalid_argument(
+        where + ": cannot open: " + (err ? std::strerror(err) : "unknown error"));
+  }
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return Status::invalid_argument(where + ": cannot read");
+  if (!content.empty() && content.back() == '\n') content.pop_back();
+  if (!content.empty() && content.back() == '\r') content.pop_back();
+  if (content.empty()) return Status::invalid_argument(where + ": is empty");
+  if (content.find_first_of("\r\n") != std::string::npos ||
+      content.find('\0') != std::string::npos) {
+    return Status::invalid_argument(where + ": holds more than one line");
+  }
+  password = std::move(content);
+  return ok_status();
 }
 
 }  // namespace
@@ -95,6 +124,16 @@ StatusOr<KafkaOptions> resolve_options(const std::string& endpoint, KafkaOptions
                                       "\": the Kafka transport manages it (see kafka_transport.h)");
     }
   }
+  if (!options.sasl_password_file.empty()) {
+    if (options.properties.count("sasl.password")) {
+      return Status::invalid_argument(
+          "KafkaOptions: set either sasl_password_file (environment: KAFKA_SASL_PASSWORD_FILE) "
+          "or properties[\"sasl.password\"] (KAFKA_PROPERTY_SASL_PASSWORD), not both");
+    }
+    std::string password;
+    SAGA_RETURN_IF_ERROR(read_password_file(options.sasl_password_file, password));
+    options.properties["sasl.password"] = std::move(password);
+  }
   if (options.client_id.empty()) options.client_id = endpoint;
   if (options.group_id.empty()) options.group_id = endpoint;
   if (options.logger.empty()) options.logger = "kafka";
@@ -111,6 +150,7 @@ KafkaOptions kafka_options_from_env(std::string endpoint) {
   if (const char* v = std::getenv("KAFKA_CLIENT_ID")) o.client_id = v;
   if (const char* v = std::getenv("KAFKA_GROUP_ID")) o.group_id = v;
   if (const char* v = std::getenv("KAFKA_TOPIC_PREFIX")) o.topic_prefix = v;
+  if (const char* v = std::getenv("KAFKA_SASL_PASSWORD_FILE")) o.sasl_password_file = v;
   o.partitions = internal::kafka::env_int("KAFKA_PARTITIONS", o.partitions);
   o.replication_factor = internal::kafka::env_int("KAFKA_REPLICATION_FACTOR", o.replication_factor);
   for (char** e = environ; e && *e; ++e) {

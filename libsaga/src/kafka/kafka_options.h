@@ -10,7 +10,8 @@
 namespace saga::internal::kafka {
 
 /// Checks `options` for `endpoint` and fills the defaults that depend on it
-/// (client_id, group_id). InvalidArgument naming the field (and the
+/// (client_id, group_id); reads sasl_password_file into
+/// properties["sasl.password"]. InvalidArgument naming the field (and the
 /// environment variable that sets it) when something is wrong.
 StatusOr<KafkaOptions> resolve_options(const std::string& endpoint, KafkaOptions options);
 

@@ -268,11 +268,27 @@ Status KafkaTransport::init() {
         return status_from_kafka(rc, "kafka: offsets_store");
       });
 
-  // Prove a broker answers before anyone relies on this transport.
-  RdKafka::Metadata* raw_md = nullptr;
-  const RdKafka::ErrorCode rc =
-      producer_->metadata(false, nullptr, &raw_md, to_ms(opts_.startup_timeout));
-  std::unique_ptr<RdKafka::Metadata> md(raw_md);
+  // Prove a broker answers before anyone relies on this transport. Asked in
+  // slices, serving error events in between, so that a broker refusing the
+  // credentials (event_cb: an authentication error, which librdkafka would
+  // retry until the timeout) fails at once rather than after startup_timeout.
+  const auto deadline = SteadyClock::now() + opts_.startup_timeout;
+  RdKafka::ErrorCode rc = RdKafka::ERR__TIMED_OUT;
+  while (true) {
+    RdKafka::Metadata* raw_md = nullptr;
+    rc = producer_->metadata(
+        false, nullptr, &raw_md,
+        std::max(1, to_ms(std::min<milliseconds>(remaining_until(deadline), milliseconds(200)))));
+    std::unique_ptr<RdKafka::Metadata> md(raw_md);
+    if (rc == RdKafka::ERR_NO_ERROR) break;
+    producer_->poll(0);  // error events -> event_cb
+    {
+      std::lock_guard lock(health_mu_);
+      // Connection errors are Unavailable; an authentication failure is not.
+      if (!down_.ok() && down_.code() != StatusCode::kUnavailable) return down_;
+    }
+    if (SteadyClock::now() >= deadline) break;
+  }
   if (rc != RdKafka::ERR_NO_ERROR) {
     producer_->poll(0);  // collect the error events that say why (connection refused, ...)
     std::string why = RdKafka::err2str(rc);
@@ -846,6 +862,15 @@ void KafkaTransport::on_stats(const std::string& json) {
 }
 
 void KafkaTransport::event_cb(RdKafka::Event& event) {
+  // An authentication or TLS failure (below) says more than the connection
+  // errors that follow it ("all brokers down"), which do not replace it.
+  const auto mark_down_unless_refused = [this](Status status) {
+    {
+      std::lock_guard lock(health_mu_);
+      if (!down_.ok() && down_.code() != StatusCode::kUnavailable) return;
+    }
+    mark_down(std::move(status));
+  };
   try {
     switch (event.type()) {
       case RdKafka::Event::EVENT_ERROR:
@@ -859,11 +884,23 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
               Status::internal("kafka: fatal error, the transport must be recreated: " + reason);
           log_->critical("kafka transport \"{}\": {}", endpoint_, fatal_.message());
         } else if (event.err() == RdKafka::ERR__ALL_BROKERS_DOWN) {
-          mark_down(Status::unavailable("kafka: all brokers down: " + event.str()));
+          mark_down_unless_refused(Status::unavailable("kafka: all brokers down: " + event.str()));
           log_->warn("kafka transport \"{}\": {}", endpoint_, event.str());
         } else if (event.err() == RdKafka::ERR__TRANSPORT) {
-          mark_down(Status::unavailable("kafka: broker connection failed: " + event.str()));
+          mark_down_unless_refused(
+              Status::unavailable("kafka: broker connection failed: " + event.str()));
           log_->warn("kafka transport \"{}\": {}", endpoint_, event.str());
+        } else if (event.err() == RdKafka::ERR__AUTHENTICATION ||
+                   event.err() == RdKafka::ERR__SSL) {
+          // The broker refused the credentials or the SASL mechanism, or TLS
+          // failed (e.g. a certificate the CA file does not vouch for): no retry
+          // fixes that, so init() fails at once. librdkafka's text names the
+          // broker, mechanism and reason, never the password.
+          const char* what =
+              event.err() == RdKafka::ERR__SSL ? "TLS handshake failed" : "authentication failed";
+          mark_down(
+              status_from_kafka(event.err(), std::string("kafka: ") + what + ": " + event.str()));
+          log_->error("kafka transport \"{}\": {}: {}", endpoint_, what, event.str());
         } else {
           log_->warn("kafka transport \"{}\": {}: {}", endpoint_, RdKafka::err2str(event.err()),
                      event.str());

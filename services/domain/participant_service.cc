@@ -58,9 +58,16 @@ int run_participant_service(const ParticipantService& spec) {
     spdlog::critical("kafka: {}", transport.status().to_string());
     return 1;
   }
+  auto engine = service::engine_settings_from_env();
+  if (!engine.ok()) {
+    spdlog::critical("{}", engine.status().message());
+    return 2;
+  }
   ParticipantOptions po;
   po.name = spec.name;
   po.data_dir = data_dir;
+  po.shards = engine->shards;
+  po.changelog = engine->changelog;
   auto participant = Participant::open(po, std::shared_ptr<Transport>(std::move(*transport)));
   if (!participant.ok()) {
     spdlog::critical("participant: {}", participant.status().to_string());

@@ -911,6 +911,26 @@ TEST_CASE("configuration values come from the environment with clear errors") {
     CHECK(flag.status().message() ==
           "SAGA_TEST_FLAG must be a boolean (true/false, 1/0, yes/no, on/off), got 'maybe'");
   }
+  SUBCASE("engine settings") {
+    {
+      ScopedEnv a("SAGA_SHARDS", nullptr), b("SAGA_THREADS", nullptr), c("SAGA_CHANGELOG", nullptr);
+      auto e = engine_settings_from_env();
+      REQUIRE(e.ok());
+      CHECK(e->shards == 0);
+      CHECK(e->threads == 0);
+      CHECK_FALSE(e->changelog);
+    }
+    {
+      ScopedEnv a("SAGA_SHARDS", "4"), b("SAGA_THREADS", "2"), c("SAGA_CHANGELOG", "on");
+      auto e = engine_settings_from_env();
+      REQUIRE(e.ok());
+      CHECK(e->shards == 4);
+      CHECK(e->threads == 2);
+      CHECK(e->changelog);
+    }
+    ScopedEnv a("SAGA_SHARDS", "-1");
+    CHECK(engine_settings_from_env().status().message().find("SAGA_SHARDS") == 0);
+  }
   SUBCASE("durations") {
     const std::pair<const char*, std::chrono::milliseconds> good[] = {
         {"250", 250ms}, {"250ms", 250ms}, {"30s", 30s}, {"5m", 5min}, {"1h", 1h}, {"0", 0ms}};

@@ -112,6 +112,16 @@ StatusOr<bool> env_bool(std::string_view name, bool fallback) {
   return bad_value(name, "a boolean (true/false, 1/0, yes/no, on/off)", *v);
 }
 
+StatusOr<EngineSettings> engine_settings_from_env() {
+  EngineSettings e;
+  SAGA_ASSIGN_OR_RETURN(auto shards, env_int("SAGA_SHARDS", 0, 0, 4096));
+  SAGA_ASSIGN_OR_RETURN(auto threads, env_int("SAGA_THREADS", 0, 0, 256));
+  SAGA_ASSIGN_OR_RETURN(e.changelog, env_bool("SAGA_CHANGELOG", false));
+  e.shards = static_cast<uint32_t>(shards);
+  e.threads = static_cast<uint32_t>(threads);
+  return e;
+}
+
 StatusOr<std::chrono::milliseconds> env_duration_ms(std::string_view name,
                                                     std::chrono::milliseconds fallback,
                                                     std::chrono::milliseconds min,

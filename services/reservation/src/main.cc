@@ -62,10 +62,18 @@ int main() {
     spdlog::critical("definitions: {}", definitions.status().to_string());
     return 1;
   }
+  auto engine = engine_settings_from_env();
+  if (!engine.ok()) {
+    spdlog::critical("{}", engine.status().message());
+    return 2;
+  }
   saga::Options o;
   o.name = res::kServiceName;
   o.data_dir = data_dir;
   o.breaker.enabled = true;
+  o.shards = engine->shards;
+  o.threads = engine->threads;
+  o.changelog = engine->changelog;
   auto orchestrator = saga::Orchestrator::open(
       std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), *definitions);
   if (!orchestrator.ok()) {

@@ -54,4 +54,15 @@ StatusOr<std::chrono::milliseconds> env_duration_ms(
     std::chrono::milliseconds min = std::chrono::milliseconds(0),
     std::chrono::milliseconds max = std::chrono::hours(24 * 365));
 
+/// How a service's saga engine runs (docs/sharding.md), from the environment:
+///   SAGA_SHARDS     shards of a new store (0 or unset: the store's, 12 for a new one)
+///   SAGA_THREADS    engine threads of an orchestrator (0 or unset: the library's default)
+///   SAGA_CHANGELOG  keep every shard's state in a Kafka changelog too (default off)
+struct EngineSettings {
+  uint32_t shards = 0;
+  uint32_t threads = 0;
+  bool changelog = false;
+};
+StatusOr<EngineSettings> engine_settings_from_env();
+
 }  // namespace saga::service

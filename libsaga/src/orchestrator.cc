@@ -736,6 +736,13 @@ class OrchestratorImpl final : public Orchestrator {
           fail_requests(take(sh.requests, sh), sh.rest_status);
           continue;
         }
+        if (s.code() == StatusCode::kAborted) {  // fenced meanwhile: not ours any more
+          sh.lost = true;
+          sh.inbound.clear();
+          log_->error("orchestrator '{}' shard {} stops: {}", opts_.name, sh.index, s.to_string());
+          fail_requests(take(sh.requests, sh), lost_status(sh));
+          continue;
+        }
         if (!s.ok()) {  // reading the store failed: refuse everything from now on
           fail_stop(s.with_context("shard " + std::to_string(sh.index) +
                                    " cannot catch up with its changelog; reopen the orchestrator"));

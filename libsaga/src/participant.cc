@@ -500,7 +500,9 @@ class ParticipantImpl final : public Participant {
       sh.resync = false;
       return true;
     }
-    if (r.status().code() == StatusCode::kUnavailable) {
+    if (r.status().code() == StatusCode::kAborted) {  // fenced meanwhile
+      lose(sh, r.status());
+    } else if (r.status().code() == StatusCode::kUnavailable) {
       rest(sh);
       log_->warn("participant '{}' shard {}: cannot catch up with its changelog ({}); next try "
                  "in {} ms",

@@ -7,6 +7,14 @@
 
 namespace saga::internal {
 
+std::string checkpoint_value(uint64_t offset) {
+  std::string v = be64(offset);
+  append_be64(v, static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           std::chrono::system_clock::now().time_since_epoch())
+                                           .count()));
+  return v;
+}
+
 Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t shards,
                      std::vector<ShardPart>& parts) {
   std::vector<std::vector<ShardChange>> changes;
@@ -46,7 +54,8 @@ Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t s
   }
   for (const ShardPart& part : parts) {
     if (part.result && part.result->ok())
-      part.ks->put(batch, part.ks->store().meta(), kCheckpointKey, be64(**part.result));
+      part.ks->put(batch, part.ks->store().meta(), kCheckpointKey,
+                   checkpoint_value(**part.result));
   }
   return ok_status();
 }
@@ -79,11 +88,30 @@ Status bootstrap(const Keyspace& ks, const ChangelogFamilies& families, ShardLog
   log.commit(std::move(snapshot), [&](StatusOr<uint64_t> end) { done.set_value(std::move(end)); });
   SAGA_ASSIGN_OR_RETURN(uint64_t end, done.get_future().get());
   Batch b;
-  ks.put(b, ks.store().meta(), kCheckpointKey, be64(end));
+  ks.put(b, ks.store().meta(), kCheckpointKey, checkpoint_value(end));
   SAGA_RETURN_IF_ERROR(ks.store().write(b));
   logger.info("{}: a shard's local state went to its empty changelog ({} records)", owner, records);
   *bootstrapped = true;
   return ok_status();
+}
+
+// Deletes every key of the shard in `families` (its checkpoint stays until
+// the restore writes the new one).
+Status empty_shard(const Keyspace& ks, const ChangelogFamilies& families) {
+  Batch b;
+  for (rocksdb::ColumnFamilyHandle* cf : families) {
+    Status bad;
+    SAGA_RETURN_IF_ERROR(ks.scan(cf, "", "", [&](std::string_view k, std::string_view) {
+      ks.del(b, cf, k);
+      if (b.count() >= 4096) {
+        bad = ks.store().write(b);
+        b.clear();
+      }
+      return bad.ok();
+    }));
+    SAGA_RETURN_IF_ERROR(bad);
+  }
+  return ks.store().write(b);
 }
 
 }  // namespace
@@ -96,8 +124,22 @@ StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies
   SAGA_ASSIGN_OR_RETURN(auto checkpoint, ks.get(store.meta(), kCheckpointKey));
   uint64_t from = 0;
   if (checkpoint) {
-    if (checkpoint->size() != 8) return Status::data_loss("undecodable changelog checkpoint");
+    // 8 bytes: written before checkpoints carried their time (taken as fresh).
+    if (checkpoint->size() != 8 && checkpoint->size() != 16)
+      return Status::data_loss("undecodable changelog checkpoint");
     from = read_be64(*checkpoint);
+    if (checkpoint->size() == 16) {
+      const auto written = std::chrono::system_clock::time_point(
+          std::chrono::milliseconds(read_be64(std::string_view(*checkpoint).substr(8))));
+      const auto age = std::chrono::system_clock::now() - written;
+      if (age > kCheckpointHorizon) {
+        logger.warn("{}: the local checkpoint (offset {}) is {} h old, older than the changelog "
+                    "keeps its tombstones: the shard is emptied and restored from offset 0",
+                    owner, from, std::chrono::duration_cast<std::chrono::hours>(age).count());
+        SAGA_RETURN_IF_ERROR(empty_shard(ks, families));
+        from = 0;
+      }
+    }
   } else {
     bool bootstrapped = false;
     SAGA_RETURN_IF_ERROR(bootstrap(ks, families, log, logger, owner, &bootstrapped));

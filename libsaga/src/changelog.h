@@ -6,6 +6,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,8 +20,19 @@
 namespace saga::internal {
 
 /// Key of a shard's changelog checkpoint in the store's metadata family: the
-/// changelog offset (be64) up to which the shard's families agree with it.
+/// changelog offset (be64) up to which the shard's families agree with it,
+/// then the wall-clock time it was written (be64 ms since the epoch).
 inline constexpr char kCheckpointKey[] = "saga.changelog";
+
+/// A checkpoint older than this is not trusted: compaction may since have
+/// removed a tombstone written after it (Kafka keeps tombstones for the
+/// topic's delete.retention.ms, which the Kafka transport sets to 7 days), so
+/// replaying from it could leave a deleted key behind. Such a shard is
+/// emptied and restored from offset 0.
+inline constexpr std::chrono::hours kCheckpointHorizon{24 * 6};
+
+/// The checkpoint value for `offset`, stamped with the current wall-clock time.
+std::string checkpoint_value(uint64_t offset);
 
 /// One shard's part of an iteration's commit.
 struct ShardPart {

@@ -29,6 +29,8 @@
 #include "saga/status.h"
 #include "support/doctest_vectors.h"
 #include "support/temp_dir.h"
+#include "changelog.h"
+#include "store/store.h"
 
 namespace saga {
 namespace {
@@ -940,6 +942,51 @@ TEST_CASE("with the changelog, a lost store is restored: state, and duplicates s
   CHECK(Json::parse(again.payload) == Json{{"hold", "h-a"}});
   CHECK(h.count("reserve") == 2);
   CHECK(h.p->stats().duplicates == 1);
+}
+
+TEST_CASE("with the changelog, a checkpoint older than the tombstone horizon restores from 0") {
+  for (const bool old : {false, true}) {
+    CAPTURE(old);
+    Harness h;
+    h.changelog = true;
+    REQUIRE(h.open().ok());
+    REQUIRE(h.p->write("k", [](StateTxn& txn) {
+                 txn.put("kept", "1");
+                 return ok_status();
+               })
+                .ok());
+    h.close();
+    {
+      // Behind the changelog's back: a key it holds no record of, as when
+      // compaction removed the tombstone that deleted it; and, when `old`,
+      // a checkpoint written 7 days ago.
+      auto store = internal::Store::open(h.dir().string(), {"state", "inbox", "outbox"}, false,
+                                         {.wanted = kDefaultShards, .for_new_store = kDefaultShards});
+      REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+      const internal::Keyspace ks(**store, shard_of("k", kDefaultShards));
+      auto checkpoint = ks.get((*store)->meta(), internal::kCheckpointKey);
+      REQUIRE(checkpoint.ok());
+      REQUIRE(*checkpoint);
+      REQUIRE((*checkpoint)->size() == 16);
+      internal::Batch b;
+      ks.put(b, (*store)->cf(0), "ghost", "stale");
+      if (old) {
+        std::string v = (*checkpoint)->substr(0, 8);
+        const auto week_ago = std::chrono::system_clock::now() - std::chrono::hours(24 * 7);
+        internal::append_be64(v, static_cast<uint64_t>(
+                                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                                         week_ago.time_since_epoch())
+                                         .count()));
+        ks.put(b, (*store)->meta(), internal::kCheckpointKey, v);
+      }
+      REQUIRE((*store)->write(b).ok());
+    }
+    REQUIRE(h.open().ok());
+    CHECK(h.state("kept") == "1");
+    // A fresh checkpoint is trusted (the replay starts there); an old one is
+    // not: the shard is emptied and rebuilt from the whole changelog.
+    CHECK(h.state("ghost") == (old ? std::nullopt : std::optional<std::string>("stale")));
+  }
 }
 
 TEST_CASE("with the changelog, a failed commit puts the commands back; they apply once later") {

@@ -593,7 +593,10 @@ Status KafkaTransport::ensure_changelog(const std::string& topic, uint32_t shard
     const TopicConfig config = {{"cleanup.policy", "compact"},
                                 {"segment.bytes", std::to_string(64 << 20)},
                                 {"segment.ms", "3600000"},
-                                {"min.cleanable.dirty.ratio", "0.1"}};
+                                {"min.cleanable.dirty.ratio", "0.1"},
+                                // Tombstones outlive every checkpoint a restore trusts
+                                // (kCheckpointHorizon in src/changelog.h: 6 days).
+                                {"delete.retention.ms", std::to_string(7 * 24 * 3600 * 1000LL)}};
     SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, static_cast<int>(shards),
                                        opts_.replication_factor, opts_.startup_timeout, config));
     SAGA_RETURN_IF_ERROR(wait_until_visible(topic, deadline));

@@ -81,6 +81,7 @@ using SteadyClock = std::chrono::steady_clock;
 struct Args {
   std::string workload = "engine";
   std::string brokers;      // kafka: bootstrap servers ("" = start a broker)
+  long broker_pid = 0;      // kafka with --brokers: the broker's PID, read for its CPU only
   std::string participant;  // internal: run as this participant (kafka children)
   std::string prefix;       // internal: topic prefix of the run
   bool sync = true;
@@ -108,7 +109,8 @@ struct Args {
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
                "N]\n"
-               "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n";
+               "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n"
+               "                  [--broker-pid PID]   (with --brokers: report its CPU)\n";
   std::exit(2);
 }
 
@@ -146,6 +148,8 @@ Args parse(int argc, char** argv) {
           usage("unknown workload '" + a.workload + "' (engine, kafka)");
       } else if (k == "--brokers") {
         a.brokers = value();
+      } else if (k == "--broker-pid") {
+        a.broker_pid = std::stol(value());
       } else if (k == "--participant") {
         a.participant = value();
         if (a.participant != "inventory" && a.participant != "payment")
@@ -190,6 +194,8 @@ Args parse(int argc, char** argv) {
   }
   if (a.sagas <= 0) usage("--sagas must be positive");
   if (a.shards < 0 || a.threads < 0) usage("--shards and --threads must not be negative");
+  if (a.broker_pid < 0 || (a.broker_pid > 0 && a.brokers.empty()))
+    usage("--broker-pid goes with --brokers (a broker saga-bench starts is measured anyway)");
   for (int k : a.inflight) {
     if (k <= 0) usage("--inflight values must be positive");
   }
@@ -1355,7 +1361,7 @@ int main(int argc, char** argv) {
                                                   : "given (--brokers)"}}},
       {"points", Json::array()}};
   if (args.baselines) out["baselines"] = run_baselines(args);
-  const pid_t broker_pid = broker ? broker->pid() : 0;
+  const pid_t broker_pid = broker ? broker->pid() : static_cast<pid_t>(args.broker_pid);
   bool ok = true;
   for (const Point& pt : points_of(args)) {
     Json p = args.workload == "kafka" ? run_kafka_point(args, pt, self, broker_pid)

@@ -23,8 +23,12 @@
 // --threads T (engine workload) runs the orchestrator on T engine threads and
 // each participant on a thread of its own instead of pumping all three from
 // one thread (0, the default).
-// --changelog on (engine workload) commits the orchestrator's shards to the
-// MemoryBus's in-memory changelog before each local write (Options::changelog).
+// --changelog on commits the shards to a changelog before each local write
+// (Options::changelog): engine workload, the orchestrator's shards to the
+// MemoryBus's in-memory changelog; kafka workload, the orchestrator's and both
+// participants' shards to their Kafka changelog topics, one transaction per
+// shard commit. Each point then also measures a restore: the orchestrator's
+// data directory deleted, a new orchestrator restores it from the changelog.
 // --fail-share F makes inventory refuse that share of confirmations, so those
 // sagas compensate (refund, release). Writes one JSON document (--json FILE,
 // default stdout). Every saga must end terminal and consistent, or the run
@@ -54,6 +58,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -76,12 +81,13 @@ using SteadyClock = std::chrono::steady_clock;
 struct Args {
   std::string workload = "engine";
   std::string brokers;      // kafka: bootstrap servers ("" = start a broker)
+  long broker_pid = 0;      // kafka with --brokers: the broker's PID, read for its CPU only
   std::string participant;  // internal: run as this participant (kafka children)
   std::string prefix;       // internal: topic prefix of the run
   bool sync = true;
   int shards = 0;   // orchestrator shards; 0 = libsaga's default
   int threads = 0;  // engine: 0 = one thread pumps everything; T = background threads
-  bool changelog = false;  // engine: the orchestrator's in-memory changelog
+  bool changelog = false;  // engine: the orchestrator's; kafka: all three engines' (Kafka topics)
   std::vector<int> inflight = {1, 8, 32, 128, 512};
   bool inflight_given = false;
   std::vector<double> rates;  // open loop: sagas/s offered
@@ -103,7 +109,8 @@ struct Args {
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
                "N]\n"
-               "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n";
+               "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n"
+               "                  [--broker-pid PID]   (with --brokers: report its CPU)\n";
   std::exit(2);
 }
 
@@ -141,6 +148,8 @@ Args parse(int argc, char** argv) {
           usage("unknown workload '" + a.workload + "' (engine, kafka)");
       } else if (k == "--brokers") {
         a.brokers = value();
+      } else if (k == "--broker-pid") {
+        a.broker_pid = std::stol(value());
       } else if (k == "--participant") {
         a.participant = value();
         if (a.participant != "inventory" && a.participant != "payment")
@@ -185,8 +194,8 @@ Args parse(int argc, char** argv) {
   }
   if (a.sagas <= 0) usage("--sagas must be positive");
   if (a.shards < 0 || a.threads < 0) usage("--shards and --threads must not be negative");
-  if (a.changelog && a.workload == "kafka")
-    usage("--changelog: the Kafka transport keeps no changelogs yet (engine workload only)");
+  if (a.broker_pid < 0 || (a.broker_pid > 0 && a.brokers.empty()))
+    usage("--broker-pid goes with --brokers (a broker saga-bench starts is measured anyway)");
   for (int k : a.inflight) {
     if (k <= 0) usage("--inflight values must be positive");
   }
@@ -242,11 +251,13 @@ void register_handlers(const std::string& name, Participant& p, double fail_shar
 }
 
 std::unique_ptr<Participant> open_participant(const std::string& name, const fs::path& dir,
-                                              bool sync, std::shared_ptr<Transport> transport) {
+                                              bool sync, std::shared_ptr<Transport> transport,
+                                              bool changelog = false) {
   ParticipantOptions po;
   po.name = name;
   po.data_dir = (dir / name).string();
   po.sync = sync;
+  po.changelog = changelog;
   return must(Participant::open(po, std::move(transport)), "open " + name);
 }
 
@@ -521,6 +532,7 @@ Json point_json(const char* workload, const Args& args, const Point& pt, const M
       {"workload", workload},
       {"loop", pt.open ? "open" : "closed"},
       {"sync", args.sync},
+      {"changelog", args.changelog},
       {"sagas", pt.total},
       {"seconds", m.secs},
       {"sagas_per_s", n / m.secs},
@@ -669,6 +681,110 @@ std::shared_ptr<Transport> kafka_transport(const std::string& endpoint, const st
       must(make_kafka_transport(endpoint, o), "kafka transport for " + endpoint));
 }
 
+// The committed records of every partition of `topic` (read_committed, so
+// aborted transactions and commit markers do not count): what a restore from
+// offset 0 reads. A plain consumer on assign(): it joins no group and claims
+// nothing, so it fences no shard.
+uint64_t count_committed_records(const std::string& brokers, const std::string& topic) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string err;
+  for (const auto& [k, v] : std::map<std::string, std::string>{
+           {"bootstrap.servers", brokers},
+           {"group.id", topic + ".bench-count"},
+           {"enable.auto.commit", "false"},
+           {"enable.auto.offset.store", "false"},
+           {"isolation.level", "read_committed"},
+           {"enable.partition.eof", "true"},
+           {"auto.offset.reset", "earliest"},
+           {"fetch.wait.max.ms", "10"}}) {
+    if (conf->set(k, v, err) != RdKafka::Conf::CONF_OK) {
+      std::cerr << "saga-bench: count " << topic << ": property " << k << ": " << err << "\n";
+      std::exit(1);
+    }
+  }
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(RdKafka::KafkaConsumer::create(conf.get(), err));
+  if (!consumer) {
+    std::cerr << "saga-bench: count " << topic << ": " << err << "\n";
+    std::exit(1);
+  }
+  std::string topic_err;
+  std::unique_ptr<RdKafka::Topic> t(
+      RdKafka::Topic::create(consumer.get(), topic, nullptr, topic_err));
+  RdKafka::Metadata* raw = nullptr;
+  if (!t || consumer->metadata(false, t.get(), &raw, 10'000) != RdKafka::ERR_NO_ERROR ||
+      raw->topics()->empty() || raw->topics()->at(0)->err() != RdKafka::ERR_NO_ERROR) {
+    delete raw;
+    std::cerr << "saga-bench: count " << topic << ": no metadata\n";
+    std::exit(1);
+  }
+  std::unique_ptr<RdKafka::Metadata> md(raw);
+  std::vector<std::unique_ptr<RdKafka::TopicPartition>> owned;
+  std::vector<RdKafka::TopicPartition*> assignment;
+  for (const auto* p : *md->topics()->at(0)->partitions()) {
+    owned.emplace_back(RdKafka::TopicPartition::create(topic, p->id(), 0));
+    assignment.push_back(owned.back().get());
+  }
+  if (consumer->assign(assignment) != RdKafka::ERR_NO_ERROR) {
+    std::cerr << "saga-bench: count " << topic << ": assign failed\n";
+    std::exit(1);
+  }
+  uint64_t records = 0;
+  std::set<int32_t> at_end;
+  const auto deadline = SteadyClock::now() + std::chrono::minutes(2);
+  while (at_end.size() < assignment.size()) {
+    if (SteadyClock::now() > deadline) {
+      std::cerr << "saga-bench: count " << topic << ": not at the end after 2 minutes\n";
+      std::exit(1);
+    }
+    std::unique_ptr<RdKafka::Message> m(consumer->consume(100));
+    if (m->err() == RdKafka::ERR__PARTITION_EOF) {
+      at_end.insert(m->partition());
+    } else if (m->err() == RdKafka::ERR_NO_ERROR) {
+      ++records;
+    }
+  }
+  consumer->close();
+  return records;
+}
+
+// With the changelog over Kafka: after the run, the orchestrator's data
+// directory is deleted and a new orchestrator on the same topics restores
+// every shard from its Kafka changelog; the time of that open() (claims:
+// init_transactions per shard, then the reads) is the restore figure.
+// Every saga must come back as it ended.
+Json measure_kafka_restore(const Args& args, const fs::path& dir, const std::string& prefix,
+                           Recorder& rec) {
+  fs::remove_all(dir / "orchestrator");
+  const std::string topic = prefix + "orchestrator.changelog";
+  const uint64_t records = count_committed_records(args.brokers, topic);
+  const auto t0 = SteadyClock::now();
+  auto restored = must(Orchestrator::open(orchestrator_options(dir, args, rec),
+                                          kafka_transport("orchestrator", args.brokers, prefix),
+                                          {testing::booking_definition(Duration{5000}, 5)}),
+                       "restore orchestrator from Kafka");
+  const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
+  size_t same = 0;
+  for (const auto& [id, v] : rec.outcomes()) {
+    auto back = restored->get(id);
+    same += back.ok() && back->state == v.state;
+  }
+  restored.reset();
+  std::cerr << "  restore: " << rec.outcomes().size() << " sagas, " << records
+            << " changelog records (" << topic << ") in " << secs << " s"
+            << (same == rec.outcomes().size() ? "" : " INCOMPLETE") << "\n";
+  if (same != rec.outcomes().size()) {
+    std::cerr << "saga-bench: restore brought back " << same << " of " << rec.outcomes().size()
+              << " sagas\n";
+    std::exit(1);
+  }
+  return {{"sagas", rec.outcomes().size()},
+          {"records", records},
+          {"seconds", secs},
+          {"records_per_s", secs > 0 ? static_cast<double>(records) / secs : 0},
+          {"note", "open() of a new orchestrator on an empty data directory: a claim "
+                   "(init_transactions) and a read_committed read of each shard's partition"}};
+}
+
 // kafka: this process is the orchestrator; inventory and payment run as
 // child processes of this binary (--participant), all over the real broker.
 // `broker_pid` (0 = not ours) is only read for its CPU time.
@@ -684,7 +800,8 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
     children.push_back(std::make_unique<testing::Process>(
         std::vector<std::string>{self, "--participant", name, "--dir", dir.string(), "--brokers",
                                  args.brokers, "--prefix", prefix, "--sync",
-                                 args.sync ? "on" : "off", "--fail-share",
+                                 args.sync ? "on" : "off", "--changelog",
+                                 args.changelog ? "on" : "off", "--fail-share",
                                  std::to_string(args.fail_share)},
         log));
     if (!testing::wait_for_text(log, "ready", std::chrono::seconds(60))) {
@@ -748,6 +865,7 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
       testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
   Json point = point_json("kafka", args, pt, m, rec, bad);
   driver.add_open_loop(point);
+  if (args.changelog) point["restore"] = measure_kafka_restore(args, dir, prefix, rec);
   const double n = static_cast<double>(pt.total);
   point["orchestrator_cpu_seconds_per_saga"] = orch_cpu / n;
   point["participants_cpu_seconds_per_saga"] = part_cpu / n;
@@ -768,7 +886,8 @@ int run_participant(const Args& args) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   auto p = open_participant(args.participant, args.dir, args.sync,
-                            kafka_transport(args.participant, args.brokers, args.prefix));
+                            kafka_transport(args.participant, args.brokers, args.prefix),
+                            args.changelog);
   register_handlers(args.participant, *p, args.fail_share);
   p->start_background();
   std::cout << "ready" << std::endl;
@@ -1242,7 +1361,7 @@ int main(int argc, char** argv) {
                                                   : "given (--brokers)"}}},
       {"points", Json::array()}};
   if (args.baselines) out["baselines"] = run_baselines(args);
-  const pid_t broker_pid = broker ? broker->pid() : 0;
+  const pid_t broker_pid = broker ? broker->pid() : static_cast<pid_t>(args.broker_pid);
   bool ok = true;
   for (const Point& pt : points_of(args)) {
     Json p = args.workload == "kafka" ? run_kafka_point(args, pt, self, broker_pid)

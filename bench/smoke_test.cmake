@@ -1,6 +1,9 @@
 # cmake -P script: a short saga-bench run whose JSON must parse and report
 # consistent points: two closed-loop points and one brief open-loop point.
 # Baselines stay off (they take seconds each) unless -DBASELINES=on.
+# -DCHANGELOG=on runs with --changelog on and checks each point's restore; its
+# open-loop point lasts 3 s (a changelog's first commits over Kafka can take
+# more than the 1 s the point has otherwise).
 # No speed is asserted, only that the figures exist.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
@@ -11,12 +14,17 @@ if(NOT BASELINES)
   set(BASELINES off)
 endif()
 set(extra)
+set(open_seconds 1)
+if(CHANGELOG STREQUAL "on")
+  list(APPEND extra --changelog on)
+  set(open_seconds 3)
+endif()
 if(BOOTSTRAP_FILE)
   file(STRINGS ${BOOTSTRAP_FILE} brokers LIMIT_COUNT 1)
-  set(extra --brokers ${brokers})
+  list(APPEND extra --brokers ${brokers})
 endif()
 execute_process(COMMAND ${BENCH} --workload ${WORKLOAD} --sync off --sagas 300 --inflight 1,16
-                        --rate 200 --seconds 1 --baselines ${BASELINES} --baseline-seconds 1
+                        --rate 200 --seconds ${open_seconds} --baselines ${BASELINES} --baseline-seconds 1
                         --json ${WORK_DIR}/smoke.json --dir ${WORK_DIR}/stores ${extra}
                 RESULT_VARIABLE rc ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
@@ -51,6 +59,17 @@ foreach(i RANGE ${last})
   if(rate LESS_EQUAL 0 OR p99 LESS_EQUAL 0 OR cpu LESS_EQUAL 0)
     message(FATAL_ERROR "point ${i} has no figures: rate ${rate}, p99 ${p99}, cpu ${cpu}")
   endif()
+  if(CHANGELOG STREQUAL "on")
+    string(JSON changelog GET "${json}" points ${i} changelog)
+    string(JSON records GET "${json}" points ${i} restore records)
+    string(JSON restore_s GET "${json}" points ${i} restore seconds)
+    if(NOT changelog STREQUAL "ON" AND NOT changelog STREQUAL "true")
+      message(FATAL_ERROR "point ${i} does not say changelog on")
+    endif()
+    if(records LESS_EQUAL 0 OR restore_s LESS_EQUAL 0)
+      message(FATAL_ERROR "point ${i}: restore of ${records} records in ${restore_s} s")
+    endif()
+  endif()
   if(loop STREQUAL "open")
     string(JSON offered GET "${json}" points ${i} offered_per_s)
     string(JSON achieved GET "${json}" points ${i} achieved_per_s)
@@ -64,4 +83,4 @@ string(JSON last_loop GET "${json}" points ${last} loop)
 if(NOT last_loop STREQUAL "open")
   message(FATAL_ERROR "the last point should be the open-loop one, got ${last_loop}")
 endif()
-message(STATUS "saga-bench ${WORKLOAD} smoke: ${points} consistent points")
+message(STATUS "saga-bench ${WORKLOAD} smoke (changelog ${CHANGELOG}): ${points} consistent points")

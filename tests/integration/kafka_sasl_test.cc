@@ -12,7 +12,6 @@
 // trip runs over PLAIN (on the same TLS listener).
 #include <doctest/doctest.h>
 #include <librdkafka/rdkafkacpp.h>
-#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -31,6 +30,7 @@
 
 #include "saga/kafka_transport.h"
 #include "support/eventually.h"
+#include "support/line_sink.h"
 
 namespace saga {
 namespace {
@@ -130,25 +130,7 @@ KafkaOptions sasl_options(const std::string& prefix, const std::string& endpoint
   return o;
 }
 
-// Keeps every line logged to it.
-class LineSink final : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  std::vector<std::string> lines() {
-    std::lock_guard lock(mutex_);
-    return lines_;
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    spdlog::memory_buf_t out;
-    formatter_->format(msg, out);
-    lines_.emplace_back(out.data(), out.size());
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::string> lines_;  // GUARDED_BY(mutex_)
-};
+using testing::LineSink;
 
 // A logger that captures what the transport (and librdkafka through it) logs.
 struct CapturedLog {

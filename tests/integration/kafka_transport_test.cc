@@ -8,7 +8,6 @@
 #include <doctest/doctest.h>
 #include <librdkafka/rdkafkacpp.h>
 #include <netinet/in.h>
-#include <spdlog/sinks/base_sink.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,6 +33,7 @@
 #include "kafka/offset_tracker.h"
 #include "kafka/rdkafka_util.h"
 #include "support/kafka_test_env.h"
+#include "support/line_sink.h"
 
 namespace saga {
 namespace {
@@ -134,32 +134,7 @@ int unused_port() {
   return ntohs(addr.sin_port);
 }
 
-// Keeps every line logged to it, in order, with the time it was logged.
-class LineSink final : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  size_t size() {
-    std::lock_guard lock(mutex_);
-    return lines_.size();
-  }
-  // Lines [from, to).
-  std::vector<std::string> lines(size_t from, size_t to = SIZE_MAX) {
-    std::lock_guard lock(mutex_);
-    to = std::min(to, lines_.size());
-    return {lines_.begin() + static_cast<ptrdiff_t>(std::min(from, to)),
-            lines_.begin() + static_cast<ptrdiff_t>(to)};
-  }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    spdlog::memory_buf_t out;
-    formatter_->format(msg, out);
-    lines_.emplace_back(out.data(), out.size());
-  }
-  void flush_() override {}
-
- private:
-  std::vector<std::string> lines_;  // GUARDED_BY(mutex_)
-};
+using testing::LineSink;
 
 // ---------------------------------------------------------------- no broker needed
 

@@ -3,7 +3,9 @@
 // mechanisms SCRAM-SHA-512 and PLAIN, user "saga"): a saga message goes and
 // comes back with the right credentials; a wrong password, TLS without the
 // test CA and a plaintext client on the SASL_SSL port all fail, clearly, the
-// first two at once; no error or log line shows a password.
+// first two at once; no error or log line shows a password; and booking sagas
+// (orchestrator, inventory and payment each on their own transport) run end
+// to end over that listener.
 //
 // SCRAM-SHA-512 against Kafka 4 needs librdkafka 2.6.1 or later (older ones
 // repeat their nonce in the client-final message, which Kafka 4 refuses:
@@ -15,6 +17,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -29,6 +32,9 @@
 #include <vector>
 
 #include "saga/kafka_transport.h"
+#include "saga/orchestrator.h"
+#include "saga/participant.h"
+#include "support/booking.h"
 #include "support/eventually.h"
 #include "support/line_sink.h"
 
@@ -202,6 +208,94 @@ TEST_CASE("SASL_SSL with PLAIN: a saga message goes and comes back") {
   const std::string prefix = unique_prefix();
   round_trip("PLAIN", sasl_options(prefix, "sender", "PLAIN", broker.password()),
              sasl_options(prefix, "participant", "PLAIN", broker.password()));
+}
+
+TEST_CASE("SASL_SSL with PLAIN: booking sagas run end to end and finish consistent") {
+  namespace fs = std::filesystem;
+  constexpr int kSagas = 30;
+  constexpr int64_t kCapacity = 25;  // below kSagas: some bookings find no room and compensate
+  const SaslBroker& broker = SaslBroker::get();
+  const std::string prefix = unique_prefix();
+  const fs::path dir = fs::temp_directory_path() /
+                       ("saga-kafka-sasl-bookings-" + std::to_string(::getpid()) + "-" + prefix);
+  fs::remove_all(dir);
+  auto connect = [&](const std::string& endpoint) {
+    auto t =
+        make_kafka_transport(endpoint, sasl_options(prefix, endpoint, "PLAIN", broker.password()));
+    REQUIRE_MESSAGE(t.ok(), t.status().to_string());
+    return std::shared_ptr<Transport>(std::move(*t));
+  };
+  auto open_participant = [&](const std::string& name) {
+    ParticipantOptions o;
+    o.name = name;
+    o.data_dir = (dir / name).string();
+    o.sync = false;
+    auto p = Participant::open(o, connect(name));
+    REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+    return std::move(*p);
+  };
+  const testing::BookingFaults no_faults;
+  const auto never = [] { return 1.0; };  // no injected faults
+  std::unique_ptr<Participant> inventory = open_participant("inventory");
+  REQUIRE(testing::register_inventory(*inventory, kCapacity, no_faults, never).ok());
+  std::unique_ptr<Participant> payment = open_participant("payment");
+  REQUIRE(testing::register_payment(*payment, no_faults, never).ok());
+
+  std::atomic<int> settled{0};
+  Options oo;
+  oo.data_dir = (dir / "orchestrator").string();
+  oo.sync = false;
+  oo.breaker.enabled = false;
+  oo.on_settled = [&](const SagaView&) { ++settled; };
+  // A generous step timeout: consumers joining their groups take a moment at
+  // the start, and a timeout there would only turn bookings into compensations.
+  auto opened =
+      Orchestrator::open(oo, connect("orchestrator"), {testing::booking_definition(10'000ms)});
+  REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+  std::unique_ptr<Orchestrator> orch = std::move(*opened);
+
+  inventory->start_background();
+  payment->start_background();
+  orch->start_background();
+
+  const auto t0 = Steady::now();
+  std::vector<std::string> ids;
+  for (int i = 0; i < kSagas; ++i) {
+    StartOptions so;
+    so.id = prefix + "booking-" + std::to_string(i);
+    auto id = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + i}}, so);
+    REQUIRE_MESSAGE(id.ok(), id.status().to_string());
+    ids.push_back(*id);
+  }
+  REQUIRE_MESSAGE(testing::eventually([&] { return settled >= kSagas; }, 180s, 20ms), "only ",
+                  settled.load(), " of ", kSagas, " sagas settled");
+  const auto took = Steady::now() - t0;
+
+  std::map<std::string, SagaView> views;
+  std::map<SagaState, int> outcomes;
+  for (const std::string& id : ids) {
+    auto v = orch->get(id);
+    REQUIRE_MESSAGE(v.ok(), v.status().to_string());
+    CHECK_MESSAGE(is_terminal(v->state), id, " is ", to_string(v->state));
+    ++outcomes[v->state];
+    views.emplace(id, std::move(*v));
+  }
+  MESSAGE(kSagas, " sagas over SASL_SSL settled in ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms: completed ",
+          outcomes[SagaState::kCompleted], ", compensated ", outcomes[SagaState::kCompensated]);
+  CHECK(outcomes[SagaState::kCompleted] > 0);
+  CHECK(outcomes[SagaState::kCompensated] >= kSagas - kCapacity);  // no room for them
+  for (const std::string& bad :
+       testing::check_booking_invariants(views, *inventory, *payment, kCapacity)) {
+    FAIL_CHECK(bad);
+  }
+  CHECK(orch->health().ok());
+  CHECK(inventory->health().ok());
+  CHECK(payment->health().ok());
+  orch.reset();
+  inventory.reset();
+  payment.reset();
+  fs::remove_all(dir);
 }
 
 TEST_CASE(

@@ -3,18 +3,23 @@
 // mechanisms SCRAM-SHA-512 and PLAIN, user "saga"): a saga message goes and
 // comes back with the right credentials; a wrong password, TLS without the
 // test CA and a plaintext client on the SASL_SSL port all fail, clearly, the
-// first two at once; no error or log line shows a password.
+// first two at once; no error or log line shows a password; and booking sagas
+// (orchestrator, inventory and payment each on their own transport) run end
+// to end over that listener.
 //
 // SCRAM-SHA-512 against Kafka 4 needs librdkafka 2.6.1 or later (older ones
 // repeat their nonce in the client-final message, which Kafka 4 refuses:
-// librdkafka PR #4895). With an older librdkafka (Debian 12's 2.0.2) the SCRAM
-// case checks that the failure is that authentication failure, and the round
-// trip runs over PLAIN (on the same TLS listener).
+// librdkafka PR #4895). Kafka 3.9 accepts it, so SCRAM is proven on a second
+// broker of the release in scripts/broker/kafka-scram.version
+// (SAGA_KAFKA_SCRAM_VERSION, 3.9.1): a round trip, and a wrong password that
+// fails at once. On the Kafka 4 broker an older librdkafka (Debian 12's 2.0.2)
+// must fail SCRAM as that authentication failure.
 #include <doctest/doctest.h>
 #include <librdkafka/rdkafkacpp.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -29,6 +34,9 @@
 #include <vector>
 
 #include "saga/kafka_transport.h"
+#include "saga/orchestrator.h"
+#include "saga/participant.h"
+#include "support/booking.h"
 #include "support/eventually.h"
 #include "support/line_sink.h"
 
@@ -48,16 +56,20 @@ std::string read_first_line(const std::filesystem::path& path) {
   return line;
 }
 
-// The test's own SASL_SSL broker, started once for all cases and stopped at exit.
+// A SASL_SSL broker of the test's own, started once for all cases and stopped
+// at exit: of the pom's Kafka version (get) or of SAGA_KAFKA_SCRAM_VERSION (scram).
 class SaslBroker {
  public:
-  SaslBroker()
-      : dir_(std::filesystem::temp_directory_path() /
-             ("saga-kafka-sasl-" + std::to_string(::getpid()))) {
+  explicit SaslBroker(std::string kafka_version)
+      : kafka_version_(std::move(kafka_version)),
+        dir_(std::filesystem::temp_directory_path() /
+             ("saga-kafka-sasl-" + std::to_string(::getpid()) +
+              (kafka_version_.empty() ? "" : "-" + kafka_version_))) {
     std::filesystem::remove_all(dir_);
     if (run("start --sasl-ssl") != 0) {
       std::filesystem::remove_all(dir_);
-      throw std::runtime_error("scripts/kafka start --sasl-ssl failed");
+      throw std::runtime_error("scripts/kafka start --sasl-ssl failed" +
+                               (kafka_version_.empty() ? "" : " (Kafka " + kafka_version_ + ")"));
     }
     try {
       bootstrap_ = read_first_line(dir_ / "bootstrap.sasl_ssl");
@@ -73,19 +85,10 @@ class SaslBroker {
   SaslBroker(const SaslBroker&) = delete;
   SaslBroker& operator=(const SaslBroker&) = delete;
 
-  // The broker, started on first use. A start that failed fails every later
-  // case at once instead of trying (and waiting) again.
-  static SaslBroker& get() {
-    static std::string failed;
-    if (!failed.empty()) throw std::runtime_error(failed);
-    try {
-      static SaslBroker broker;
-      return broker;
-    } catch (const std::exception& e) {
-      failed = e.what();
-      throw;
-    }
-  }
+  // The Kafka 4 broker (scripts/broker/pom.xml's version).
+  static SaslBroker& get() { return instance<0>(""); }
+  // The Kafka SAGA_KAFKA_SCRAM_VERSION broker, whose SCRAM any librdkafka can use.
+  static SaslBroker& scram() { return instance<1>(SAGA_KAFKA_SCRAM_VERSION); }
 
   const std::string& bootstrap() const { return bootstrap_; }
   const std::string& ca_file() const { return ca_file_; }
@@ -93,15 +96,31 @@ class SaslBroker {
   const std::string& password() const { return password_; }
 
  private:
+  // A broker, started on first use. A start that failed fails every later
+  // case at once instead of trying (and waiting) again.
+  template <int N>
+  static SaslBroker& instance(const char* kafka_version) {
+    static std::string failed;
+    if (!failed.empty()) throw std::runtime_error(failed);
+    try {
+      static SaslBroker broker(kafka_version);
+      return broker;
+    } catch (const std::exception& e) {
+      failed = e.what();
+      throw;
+    }
+  }
   void stop() const {
     (void)run("stop");
     std::filesystem::remove_all(dir_);
   }
   int run(const std::string& verb) const {
-    const std::string cmd = std::string("'") + SAGA_SOURCE_DIR + "/scripts/kafka' " + verb +
-                            " --dir '" + dir_.string() + "' >/dev/null";
+    // An empty SAGA_KAFKA_VERSION is the pom's version (whatever the environment says).
+    const std::string cmd = "SAGA_KAFKA_VERSION='" + kafka_version_ + "' '" + SAGA_SOURCE_DIR +
+                            "/scripts/kafka' " + verb + " --dir '" + dir_.string() + "' >/dev/null";
     return std::system(cmd.c_str());
   }
+  std::string kafka_version_;
   std::filesystem::path dir_;
   std::string bootstrap_, ca_file_, password_file_, password_;
 };
@@ -111,10 +130,10 @@ std::string unique_prefix() {
   return "sasl" + std::to_string(rng() % 1'000'000'000) + ".";
 }
 
-// Options for `endpoint` on the SASL_SSL listener as user "saga".
-KafkaOptions sasl_options(const std::string& prefix, const std::string& endpoint,
-                          const std::string& mechanism, const std::string& password) {
-  const SaslBroker& broker = SaslBroker::get();
+// Options for `endpoint` on `broker`'s SASL_SSL listener as user "saga".
+KafkaOptions sasl_options(const SaslBroker& broker, const std::string& prefix,
+                          const std::string& endpoint, const std::string& mechanism,
+                          const std::string& password) {
   KafkaOptions o;
   o.brokers = broker.bootstrap();
   o.topic_prefix = prefix;
@@ -200,8 +219,96 @@ void round_trip(const std::string& mechanism, KafkaOptions sender_options,
 TEST_CASE("SASL_SSL with PLAIN: a saga message goes and comes back") {
   const SaslBroker& broker = SaslBroker::get();
   const std::string prefix = unique_prefix();
-  round_trip("PLAIN", sasl_options(prefix, "sender", "PLAIN", broker.password()),
-             sasl_options(prefix, "participant", "PLAIN", broker.password()));
+  round_trip("PLAIN", sasl_options(broker, prefix, "sender", "PLAIN", broker.password()),
+             sasl_options(broker, prefix, "participant", "PLAIN", broker.password()));
+}
+
+TEST_CASE("SASL_SSL with PLAIN: booking sagas run end to end and finish consistent") {
+  namespace fs = std::filesystem;
+  constexpr int kSagas = 30;
+  constexpr int64_t kCapacity = 25;  // below kSagas: some bookings find no room and compensate
+  const SaslBroker& broker = SaslBroker::get();
+  const std::string prefix = unique_prefix();
+  const fs::path dir = fs::temp_directory_path() /
+                       ("saga-kafka-sasl-bookings-" + std::to_string(::getpid()) + "-" + prefix);
+  fs::remove_all(dir);
+  auto connect = [&](const std::string& endpoint) {
+    auto t = make_kafka_transport(
+        endpoint, sasl_options(broker, prefix, endpoint, "PLAIN", broker.password()));
+    REQUIRE_MESSAGE(t.ok(), t.status().to_string());
+    return std::shared_ptr<Transport>(std::move(*t));
+  };
+  auto open_participant = [&](const std::string& name) {
+    ParticipantOptions o;
+    o.name = name;
+    o.data_dir = (dir / name).string();
+    o.sync = false;
+    auto p = Participant::open(o, connect(name));
+    REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+    return std::move(*p);
+  };
+  const testing::BookingFaults no_faults;
+  const auto never = [] { return 1.0; };  // no injected faults
+  std::unique_ptr<Participant> inventory = open_participant("inventory");
+  REQUIRE(testing::register_inventory(*inventory, kCapacity, no_faults, never).ok());
+  std::unique_ptr<Participant> payment = open_participant("payment");
+  REQUIRE(testing::register_payment(*payment, no_faults, never).ok());
+
+  std::atomic<int> settled{0};
+  Options oo;
+  oo.data_dir = (dir / "orchestrator").string();
+  oo.sync = false;
+  oo.breaker.enabled = false;
+  oo.on_settled = [&](const SagaView&) { ++settled; };
+  // A generous step timeout: consumers joining their groups take a moment at
+  // the start, and a timeout there would only turn bookings into compensations.
+  auto opened =
+      Orchestrator::open(oo, connect("orchestrator"), {testing::booking_definition(10'000ms)});
+  REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+  std::unique_ptr<Orchestrator> orch = std::move(*opened);
+
+  inventory->start_background();
+  payment->start_background();
+  orch->start_background();
+
+  const auto t0 = Steady::now();
+  std::vector<std::string> ids;
+  for (int i = 0; i < kSagas; ++i) {
+    StartOptions so;
+    so.id = prefix + "booking-" + std::to_string(i);
+    auto id = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + i}}, so);
+    REQUIRE_MESSAGE(id.ok(), id.status().to_string());
+    ids.push_back(*id);
+  }
+  REQUIRE_MESSAGE(testing::eventually([&] { return settled >= kSagas; }, 180s, 20ms), "only ",
+                  settled.load(), " of ", kSagas, " sagas settled");
+  const auto took = Steady::now() - t0;
+
+  std::map<std::string, SagaView> views;
+  std::map<SagaState, int> outcomes;
+  for (const std::string& id : ids) {
+    auto v = orch->get(id);
+    REQUIRE_MESSAGE(v.ok(), v.status().to_string());
+    CHECK_MESSAGE(is_terminal(v->state), id, " is ", to_string(v->state));
+    ++outcomes[v->state];
+    views.emplace(id, std::move(*v));
+  }
+  MESSAGE(kSagas, " sagas over SASL_SSL settled in ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms: completed ",
+          outcomes[SagaState::kCompleted], ", compensated ", outcomes[SagaState::kCompensated]);
+  CHECK(outcomes[SagaState::kCompleted] > 0);
+  CHECK(outcomes[SagaState::kCompensated] >= kSagas - kCapacity);  // no room for them
+  for (const std::string& bad :
+       testing::check_booking_invariants(views, *inventory, *payment, kCapacity)) {
+    FAIL_CHECK(bad);
+  }
+  CHECK(orch->health().ok());
+  CHECK(inventory->health().ok());
+  CHECK(payment->health().ok());
+  orch.reset();
+  inventory.reset();
+  payment.reset();
+  fs::remove_all(dir);
 }
 
 TEST_CASE(
@@ -228,25 +335,35 @@ TEST_CASE(
   round_trip("PLAIN-file", std::move(sender), std::move(receiver));
 }
 
+TEST_CASE("SASL_SSL with SCRAM-SHA-512 on Kafka " SAGA_KAFKA_SCRAM_VERSION
+          ": a saga message goes and comes back") {
+  const SaslBroker& broker = SaslBroker::scram();
+  const std::string prefix = unique_prefix();
+  MESSAGE("librdkafka ", RdKafka::version_str(), ", Kafka " SAGA_KAFKA_SCRAM_VERSION);
+  round_trip("SCRAM", sasl_options(broker, prefix, "sender", "SCRAM-SHA-512", broker.password()),
+             sasl_options(broker, prefix, "participant", "SCRAM-SHA-512", broker.password()));
+}
+
 TEST_CASE(
-    "SASL_SSL with SCRAM-SHA-512: works with librdkafka 2.6.1+, else fails as authentication") {
+    "SASL_SSL with SCRAM-SHA-512 on Kafka 4: works with librdkafka 2.6.1+, else fails as "
+    "authentication") {
   const SaslBroker& broker = SaslBroker::get();
   const std::string prefix = unique_prefix();
   MESSAGE("librdkafka ", RdKafka::version_str());
   if (RdKafka::version() >= kScramFixedVersion) {
-    round_trip("SCRAM", sasl_options(prefix, "sender", "SCRAM-SHA-512", broker.password()),
-               sasl_options(prefix, "participant", "SCRAM-SHA-512", broker.password()));
+    round_trip("SCRAM", sasl_options(broker, prefix, "sender", "SCRAM-SHA-512", broker.password()),
+               sasl_options(broker, prefix, "participant", "SCRAM-SHA-512", broker.password()));
     return;
   }
   const auto start = Steady::now();
-  auto t = make_kafka_transport("sender",
-                                sasl_options(prefix, "sender", "SCRAM-SHA-512", broker.password()));
+  auto t = make_kafka_transport(
+      "sender", sasl_options(broker, prefix, "sender", "SCRAM-SHA-512", broker.password()));
   const auto took = Steady::now() - start;
   if (t.ok()) {
     // A librdkafka with the fix backported: then SCRAM must work all the way.
     t->reset();
-    round_trip("SCRAM", sasl_options(prefix, "sender", "SCRAM-SHA-512", broker.password()),
-               sasl_options(prefix, "participant", "SCRAM-SHA-512", broker.password()));
+    round_trip("SCRAM", sasl_options(broker, prefix, "sender", "SCRAM-SHA-512", broker.password()),
+               sasl_options(broker, prefix, "participant", "SCRAM-SHA-512", broker.password()));
     return;
   }
   MESSAGE("librdkafka ", RdKafka::version_str(), " with SCRAM-SHA-512 on Kafka 4 (known, fixed",
@@ -258,14 +375,23 @@ TEST_CASE(
 }
 
 TEST_CASE("a wrong password fails at once, says authentication failed, and shows no password") {
-  const SaslBroker& broker = SaslBroker::get();
+  // SCRAM on the broker where it works with any librdkafka: a real password check.
   std::string mechanism;
-  SUBCASE("PLAIN") { mechanism = "PLAIN"; }
-  SUBCASE("SCRAM-SHA-512") { mechanism = "SCRAM-SHA-512"; }
+  const SaslBroker* chosen = nullptr;
+  SUBCASE("PLAIN") {
+    mechanism = "PLAIN";
+    chosen = &SaslBroker::get();
+  }
+  SUBCASE("SCRAM-SHA-512 on Kafka " SAGA_KAFKA_SCRAM_VERSION) {
+    mechanism = "SCRAM-SHA-512";
+    chosen = &SaslBroker::scram();
+  }
+  REQUIRE(chosen != nullptr);
+  const SaslBroker& broker = *chosen;
   const std::string prefix = unique_prefix();
   const std::string wrong = "Wr0ng-" + broker.password().substr(0, 6) + "-pw";
   CapturedLog log(prefix + "log");
-  KafkaOptions o = sasl_options(prefix, "sender", mechanism, wrong);
+  KafkaOptions o = sasl_options(broker, prefix, "sender", mechanism, wrong);
   o.logger = log.name;
   REQUIRE(o.startup_timeout == 30s);  // the default: failing fast must not rely on a short one
   const auto start = Steady::now();
@@ -287,7 +413,7 @@ TEST_CASE("a wrong password fails at once, says authentication failed, and shows
 
 TEST_CASE("TLS without the test CA fails at once as a TLS handshake failure") {
   const SaslBroker& broker = SaslBroker::get();
-  KafkaOptions o = sasl_options(unique_prefix(), "sender", "PLAIN", broker.password());
+  KafkaOptions o = sasl_options(broker, unique_prefix(), "sender", "PLAIN", broker.password());
   o.properties.erase("ssl.ca.location");  // the system's CAs do not vouch for the test CA
   const auto start = Steady::now();
   auto t = make_kafka_transport("sender", o);

@@ -109,10 +109,7 @@ class Run {
   Process& participant(const std::string& name) { return *participants_.at(name); }
 
   Process& start_orchestrator(int sagas, int pace_ms) {
-    orchestrator_ = std::make_unique<Process>(
-        std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas),
-                                 std::to_string(pace_ms)},
-        log("orchestrator"), child_env());
+    orchestrator_ = orchestrator_process(dir_, "orchestrator", sagas, pace_ms);
     return *orchestrator_;
   }
   Process& orchestrator() { return *orchestrator_; }
@@ -121,10 +118,7 @@ class Run {
   // DIR/zombie/orchestrator and its log in DIR/zombie.log.
   Process& start_zombie(int sagas, int pace_ms) {
     fs::create_directories(dir_ / "zombie");
-    zombie_ = std::make_unique<Process>(
-        std::vector<std::string>{SAGA_NODE, "orchestrator", (dir_ / "zombie").string(),
-                                 std::to_string(sagas), std::to_string(pace_ms)},
-        log("zombie"), child_env());
+    zombie_ = orchestrator_process(dir_ / "zombie", "zombie", sagas, pace_ms);
     return *zombie_;
   }
   // The run's random source (kill moments), seeded by SAGA_TEST_SEED.
@@ -153,6 +147,15 @@ class Run {
   }
 
  private:
+  // A saga_node orchestrator with its store under `root` and its output in log(`name`).
+  std::unique_ptr<Process> orchestrator_process(const fs::path& root, const std::string& name,
+                                                int sagas, int pace_ms) {
+    return std::make_unique<Process>(
+        std::vector<std::string>{SAGA_NODE, "orchestrator", root.string(), std::to_string(sagas),
+                                 std::to_string(pace_ms)},
+        log(name), child_env());
+  }
+
   // The environment of a child process: the run's, with a seed of its own.
   std::map<std::string, std::string> child_env() {
     auto env = env_;

@@ -20,6 +20,7 @@
 
 #include "e2e/e2e_support.h"
 #include "support/jwt_forge.h"
+#include "support/raw_connection.h"
 
 namespace saga::testing::e2e {
 namespace {
@@ -186,39 +187,6 @@ TEST_CASE("attacks through the gateway are refused, change nothing and kill noth
   check_all_alive(stack, "the consistency check");
 }
 
-// A blocking socket to 127.0.0.1:`port`, for what HttpClient will not send
-// (a body trickled byte by byte).
-class RawSocket {
- public:
-  explicit RawSocket(uint16_t port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    timeval tv{10, 0};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(port);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~RawSocket() { ::close(fd_); }
-  RawSocket(const RawSocket&) = delete;
-  RawSocket& operator=(const RawSocket&) = delete;
-
-  bool connected() const { return connected_; }
-  bool send_all(std::string_view data) {
-    while (!data.empty()) {
-      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      data.remove_prefix(static_cast<size_t>(n));
-    }
-    return true;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
 
 TEST_CASE(
     "floods, oversized headers and slow bodies through the gateway are cut off, kill nothing") {
@@ -306,9 +274,9 @@ TEST_CASE(
 
   {  // slowloris: bodies trickled byte by byte are cut off; the gateway serves others meanwhile
     constexpr int kSlow = 20;
-    std::vector<std::unique_ptr<RawSocket>> slow;
+    std::vector<std::unique_ptr<RawConnection>> slow;
     for (int i = 0; i < kSlow; ++i) {
-      auto s = std::make_unique<RawSocket>(stack.port("gateway"));
+      auto s = std::make_unique<RawConnection>(stack.port("gateway"));
       REQUIRE(s->connected());
       REQUIRE(
           s->send_all("POST /reservations HTTP/1.1\r\nHost: t\r\nContent-Type: "

@@ -24,6 +24,7 @@
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
 #include "support/booking.h"
+#include "support/booking_run.h"
 #include "support/eventually.h"
 #include "support/kafka_test_env.h"
 
@@ -155,27 +156,13 @@ void run_bookings(bool changelog) {
   orch->start_background();
 
   const auto t0 = Steady::now();
-  std::vector<std::string> ids;
-  for (int i = 0; i < kSagas; ++i) {
-    StartOptions so;
-    so.id = prefix + "booking-" + std::to_string(i);
-    auto id = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + i}}, so);
-    REQUIRE_MESSAGE(id.ok(), id.status().to_string());
-    ids.push_back(*id);
-  }
+  const std::vector<std::string> ids = testing::start_bookings(*orch, prefix, kSagas);
   REQUIRE_MESSAGE(settled.wait_for(kSagas, 240s), "only ", settled.count, " of ", kSagas,
                   " sagas settled");
   const auto took = Steady::now() - t0;
 
-  std::map<std::string, SagaView> views;
   std::map<SagaState, int> outcomes;
-  for (const std::string& id : ids) {
-    auto v = orch->get(id);
-    REQUIRE_MESSAGE(v.ok(), v.status().to_string());
-    CHECK_MESSAGE(is_terminal(v->state), id, " is ", to_string(v->state));
-    ++outcomes[v->state];
-    views.emplace(id, std::move(*v));
-  }
+  const std::map<std::string, SagaView> views = testing::terminal_views(*orch, ids, outcomes);
   MESSAGE(kSagas, " sagas settled in ",
           std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms: completed ",
           outcomes[SagaState::kCompleted], ", compensated ", outcomes[SagaState::kCompensated]);

@@ -37,6 +37,7 @@
 #include "saga/orchestrator.h"
 #include "saga/participant.h"
 #include "support/booking.h"
+#include "support/booking_run.h"
 #include "support/eventually.h"
 #include "support/line_sink.h"
 
@@ -272,27 +273,13 @@ TEST_CASE("SASL_SSL with PLAIN: booking sagas run end to end and finish consiste
   orch->start_background();
 
   const auto t0 = Steady::now();
-  std::vector<std::string> ids;
-  for (int i = 0; i < kSagas; ++i) {
-    StartOptions so;
-    so.id = prefix + "booking-" + std::to_string(i);
-    auto id = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + i}}, so);
-    REQUIRE_MESSAGE(id.ok(), id.status().to_string());
-    ids.push_back(*id);
-  }
+  const std::vector<std::string> ids = testing::start_bookings(*orch, prefix, kSagas);
   REQUIRE_MESSAGE(testing::eventually([&] { return settled >= kSagas; }, 180s, 20ms), "only ",
                   settled.load(), " of ", kSagas, " sagas settled");
   const auto took = Steady::now() - t0;
 
-  std::map<std::string, SagaView> views;
   std::map<SagaState, int> outcomes;
-  for (const std::string& id : ids) {
-    auto v = orch->get(id);
-    REQUIRE_MESSAGE(v.ok(), v.status().to_string());
-    CHECK_MESSAGE(is_terminal(v->state), id, " is ", to_string(v->state));
-    ++outcomes[v->state];
-    views.emplace(id, std::move(*v));
-  }
+  const std::map<std::string, SagaView> views = testing::terminal_views(*orch, ids, outcomes);
   MESSAGE(kSagas, " sagas over SASL_SSL settled in ",
           std::chrono::duration_cast<std::chrono::milliseconds>(took).count(), " ms: completed ",
           outcomes[SagaState::kCompleted], ", compensated ", outcomes[SagaState::kCompensated]);

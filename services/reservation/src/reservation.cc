@@ -78,17 +78,20 @@ void merge_payment(Json& d, const Json& r) {
   if (r.is_object() && r.contains("paymentId")) d["paymentId"] = r["paymentId"];
 }
 
+// A booking's saga data under the seed's field names, as its events and its
+// booking route show them.
+Json seed_fields(const Json& d) {
+  return {{"placeId", str(d, "placeId")},   {"usrId", str(d, "userId")},
+          {"strDt", str(d, "checkIn")},     {"endDt", str(d, "checkOut")},
+          {"qty", d.value("qty", int64_t{0})}, {"amount", d.value("amount", int64_t{0})}};
+}
+
 Json event_payload(const std::string& type, int64_t ts, const Json& d, const std::string& status) {
-  Json out = {{"eventType", type},
-              {"timestamp", ts},
-              {"orderId", str(d, "reservationId")},
-              {"placeId", str(d, "placeId")},
-              {"usrId", str(d, "userId")},
-              {"strDt", str(d, "checkIn")},
-              {"endDt", str(d, "checkOut")},
-              {"qty", d.value("qty", int64_t{0})},
-              {"amount", d.value("amount", int64_t{0})},
-              {"status", status}};
+  Json out = seed_fields(d);
+  out["eventType"] = type;
+  out["timestamp"] = ts;
+  out["orderId"] = str(d, "reservationId");
+  out["status"] = status;
   if (d.contains("currency")) out["currency"] = str(d, "currency");
   if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
   return out;
@@ -398,6 +401,32 @@ struct BookingRequest {
   Json fields = Json::object();  // the route's own saga data (placeNm)
 };
 
+// How a route names the fields every booking has.
+struct BookingFieldNames {
+  const char* user;       // "userId" / the seed's "usrId"
+  const char* check_in;   // "checkIn" / "strDt"
+  const char* check_out;  // "checkOut" / "endDt"
+  bool compact_dates;     // YYYYMMDD (the seed) rather than YYYY-MM-DD
+};
+
+// The place, the user (the caller itself only: 403 otherwise) and the stay
+// of a booking body, or the response that refuses them.
+std::variant<Response, BookingRequest> read_booking(const Json& body, const Identity& who,
+                                                    const BookingFieldNames& names) {
+  BookingRequest b{};
+  auto place = domain::id_field(body, "placeId");
+  if (!place.ok()) return bad_request(place.status());
+  auto user = domain::id_field(body, names.user);
+  if (!user.ok()) return bad_request(user.status());
+  if (auto refused = refuse_other_user(who, *user, names.user)) return *refused;
+  auto stay = parse_stay(body, names.check_in, names.check_out, names.compact_dates);
+  if (!stay.ok()) return bad_request(stay.status());
+  b.place = std::move(*place);
+  b.user = std::move(*user);
+  b.stay = *stay;
+  return b;
+}
+
 // Starts the booking `b` with its Idempotency-Key (admit), or answers the
 // key's booking: the same body, the same booking (409 while its first request
 // still starts it); another body, 422. A fresh booking is priced (price_stay:
@@ -627,13 +656,11 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
                                       const Request& req, const Identity& who, const Json& body) {
         if (!body.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
-        auto place = domain::id_field(body, "placeId");
-        if (!place.ok()) return bad_request(place.status());
-        auto user = domain::id_field(body, "userId");
-        if (!user.ok()) return bad_request(user.status());
-        if (auto refused = refuse_other_user(who, *user, "userId")) return *refused;
-        auto stay = parse_stay(body, "checkIn", "checkOut", false);
-        if (!stay.ok()) return bad_request(stay.status());
+        auto read = read_booking(body, who, {"userId", "checkIn", "checkOut", false});
+        if (auto* refused = std::get_if<Response>(&read)) return *refused;
+        BookingRequest& b = std::get<BookingRequest>(read);
+        b.route = "POST /reservations";
+        b.saga_type = kSagaType;
         auto answer = [&orch](const std::string& id) {
           auto now_status = load_booking(orch, id);  // not PENDING for a repeated request
           Response r = Response::json(
@@ -642,13 +669,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        return book(orch, *index, options, now, req, body,
-                    {.route = "POST /reservations",
-                     .saga_type = kSagaType,
-                     .user = *user,
-                     .place = *place,
-                     .stay = *stay},
-                    answer);
+        return book(orch, *index, options, now, req, body, b, answer);
       }));
 
   // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
@@ -662,46 +683,34 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         Json body = json;
         for (const char* field : {"qty", "amount"})
           if (body.contains(field)) body[field] = domain::number_from_text(body[field]);
-        auto place = domain::id_field(body, "placeId");
-        if (!place.ok()) return bad_request(place.status());
-        auto user = domain::id_field(body, "usrId");
-        if (!user.ok()) return bad_request(user.status());
-        if (auto refused = refuse_other_user(who, *user, "usrId")) return *refused;
+        auto read = read_booking(body, who, {"usrId", "strDt", "endDt", true});
+        if (auto* refused = std::get_if<Response>(&read)) return *refused;
+        BookingRequest& b = std::get<BookingRequest>(read);
+        b.route = "POST /accommodations";
+        b.saga_type = kSeedSagaType;
         std::string place_name;
         if (body.contains("placeNm")) {
           auto name = domain::string_field(body, "placeNm");
           if (!name.ok()) return bad_request(name.status());
           place_name = *name;
         }
-        auto stay = parse_stay(body, "strDt", "endDt", true);
-        if (!stay.ok()) return bad_request(stay.status());
+        b.fields = {{"placeNm", place_name}};
         // The answer echoes the booking as stored (a replay: as first made).
         auto answer = [&orch](const std::string& id) {
           auto b = load_booking(orch, id);
           if (!b.ok()) return Response::from_status(b.status());
           const Json& d = b->saga.data;
-          Response r = Response::json(201, {{"id", id},
-                                            {"placeNm", str(d, "placeNm")},
-                                            {"placeId", str(d, "placeId")},
-                                            {"usrId", str(d, "userId")},
-                                            {"strDt", str(d, "checkIn")},
-                                            {"endDt", str(d, "checkOut")},
-                                            {"qty", d.value("qty", int64_t{0})},
-                                            {"amount", d.value("amount", int64_t{0})},
-                                            {"currency", str(d, "currency")},
-                                            {"status", b->status()}});
+          Json out = seed_fields(d);
+          out["id"] = id;
+          out["placeNm"] = str(d, "placeNm");
+          out["currency"] = str(d, "currency");
+          out["status"] = b->status();
+          Response r = Response::json(201, out);
           r.set_header("Location", "/accommodations/" + id);
           return r;
         };
 
-        return book(orch, *index, options, now, req, body,
-                    {.route = "POST /accommodations",
-                     .saga_type = kSeedSagaType,
-                     .user = *user,
-                     .place = *place,
-                     .stay = *stay,
-                     .fields = {{"placeNm", place_name}}},
-                    answer);
+        return book(orch, *index, options, now, req, body, b, answer);
       }));
 
   auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {

@@ -856,7 +856,7 @@ class OrchestratorImpl final : public Orchestrator {
       } else if (parts[i].result->status().code() == StatusCode::kAborted) {
         lose(releases[i], parts[i].result->status());
       } else {
-        SAGA_RETURN_IF_ERROR(roll_back(releases[i], parts[i].result->status()));
+        roll_back(releases[i], parts[i].result->status());
       }
     }
     return ok_status();
@@ -868,7 +868,7 @@ class OrchestratorImpl final : public Orchestrator {
   // consumed go back to the front of its queue, its callers get Unavailable,
   // and it rests (rest()) and then catches up with its log (resync()) before
   // it works again.
-  Status roll_back(Release& rel, const Status& why) {
+  void roll_back(Release& rel, const Status& why) {
     Shard& sh = *rel.shard;
     sh.rolled_back = true;
     rest(sh, why);
@@ -883,7 +883,6 @@ class OrchestratorImpl final : public Orchestrator {
     unload(sh);
     sh.resync = true;
     sh.batch = nullptr;
-    return ok_status();
   }
 
   // The shard rests after `why`: 100 ms, doubling up to 5 s while it keeps

@@ -230,7 +230,7 @@ class KafkaShardLog final : public ShardLog,
   StatusOr<uint64_t> run(ShardCommit& c) {
     SAGA_RETURN_IF_ERROR(settle());
     std::unique_ptr<RdKafka::Error> e(producer_->begin_transaction());
-    if (e) return on_error(*e, "begin_transaction");
+    if (e) return on_error(*e, "begin_transaction", State::kIdle);
     tally_ = Tally{};
     std::string key;
     for (ShardChange& ch : c.changes) {
@@ -257,7 +257,8 @@ class KafkaShardLog final : public ShardLog,
                                    m.payload.size(), mkey, &headers, kMessageTag));
     }
     e.reset(producer_->commit_transaction(-1));
-    if (e) return on_error(*e, "commit_transaction");
+    // A retriable error leaves the commit going on in the background: in doubt.
+    if (e) return on_error(*e, "commit_transaction", State::kCommitting);
     // commit_transaction flushed, which served the delivery reports; serve
     // any still queued so that the tally is complete.
     for (int i = 0; tally_.outstanding > 0 && i < 100; ++i) producer_->poll(10);
@@ -301,8 +302,8 @@ class KafkaShardLog final : public ShardLog,
         state_ = State::kIdle;
         break;
       }
-      const Status s = on_error(*e, committing ? "settling a commit" : "settling an abort")
-                           .status();
+      const Status s =
+          on_error(*e, committing ? "settling a commit" : "settling an abort", state_).status();
       if (state_ == State::kFenced) return s;
       if (state_ != State::kIdle && s.code() == StatusCode::kUnavailable) return s;
     }
@@ -311,8 +312,9 @@ class KafkaShardLog final : public ShardLog,
   }
 
   // What a failed transactional call means for the shard (librdkafka's
-  // classes: fatal, abortable, retriable).
-  StatusOr<uint64_t> on_error(const RdKafka::Error& e, const char* call) {
+  // classes: fatal, abortable, retriable); a retriable error leaves the log
+  // in `if_retriable`.
+  StatusOr<uint64_t> on_error(const RdKafka::Error& e, const char* call, State if_retriable) {
     const std::string what = name() + ": " + call + ": " + e.str();
     if (e.is_fatal() || is_fencing(e.code())) return fence(e.str());
     if (e.txn_requires_abort()) {
@@ -326,9 +328,10 @@ class KafkaShardLog final : public ShardLog,
       return Status::unavailable(what + "; the abort did not finish: " + a->str());
     }
     if (e.is_retriable()) {
-      // The commit goes on in the background: it may still take effect.
-      state_ = std::string_view(call) == "commit_transaction" ? State::kCommitting : state_;
-      return Status::unavailable(what + " (outcome unknown until settled)");
+      state_ = if_retriable;
+      return Status::unavailable(what + (state_ == State::kIdle
+                                             ? std::string()
+                                             : std::string(" (outcome unknown until settled)")));
     }
     return fence(e.str());  // neither retriable nor abortable: librdkafka says treat as fatal
   }

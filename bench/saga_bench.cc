@@ -21,8 +21,9 @@
 // group commit) and, for kafka, a raw librdkafka produce -> consume trip.
 // --shards S sets the orchestrator's shard count (0 = its default, 12);
 // --threads T (engine workload) runs the orchestrator on T engine threads and
-// each participant on a thread of its own instead of pumping all three from
-// one thread (0, the default).
+// each participant on threads of its own (--participant-threads P of them,
+// ParticipantOptions::threads; 0 = one) instead of pumping all three from one
+// thread (0, the default).
 // --changelog on commits the shards to a changelog before each local write
 // (Options::changelog): engine workload, the orchestrator's shards to the
 // MemoryBus's in-memory changelog; kafka workload, the orchestrator's and both
@@ -87,6 +88,7 @@ struct Args {
   bool sync = true;
   int shards = 0;   // orchestrator shards; 0 = libsaga's default
   int threads = 0;  // engine: 0 = one thread pumps everything; T = background threads
+  int participant_threads = 0;  // engine, with --threads: each participant's threads
   bool changelog = false;  // engine: the orchestrator's; kafka: all three engines' (Kafka topics)
   std::vector<int> inflight = {1, 8, 32, 128, 512};
   bool inflight_given = false;
@@ -104,7 +106,8 @@ struct Args {
 [[noreturn]] void usage(const std::string& err) {
   std::cerr << "saga-bench: " << err << "\n"
             << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
-               "                  [--shards S] [--threads T] [--changelog on|off]\n"
+               "                  [--shards S] [--threads T] [--participant-threads P]\n"
+               "                  [--changelog on|off]\n"
                "                  [--inflight 1,8,32,...] [--sagas N]        closed loop\n"
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
@@ -162,6 +165,8 @@ Args parse(int argc, char** argv) {
         a.shards = std::stoi(value());
       } else if (k == "--threads") {
         a.threads = std::stoi(value());
+      } else if (k == "--participant-threads") {
+        a.participant_threads = std::stoi(value());
       } else if (k == "--changelog") {
         a.changelog = on_off(k, value());
       } else if (k == "--inflight") {
@@ -193,7 +198,8 @@ Args parse(int argc, char** argv) {
     }
   }
   if (a.sagas <= 0) usage("--sagas must be positive");
-  if (a.shards < 0 || a.threads < 0) usage("--shards and --threads must not be negative");
+  if (a.shards < 0 || a.threads < 0 || a.participant_threads < 0)
+    usage("--shards, --threads and --participant-threads must not be negative");
   if (a.broker_pid < 0 || (a.broker_pid > 0 && a.brokers.empty()))
     usage("--broker-pid goes with --brokers (a broker saga-bench starts is measured anyway)");
   for (int k : a.inflight) {
@@ -252,12 +258,13 @@ void register_handlers(const std::string& name, Participant& p, double fail_shar
 
 std::unique_ptr<Participant> open_participant(const std::string& name, const fs::path& dir,
                                               bool sync, std::shared_ptr<Transport> transport,
-                                              bool changelog = false) {
+                                              bool changelog = false, int threads = 0) {
   ParticipantOptions po;
   po.name = name;
   po.data_dir = (dir / name).string();
   po.sync = sync;
   po.changelog = changelog;
+  po.threads = static_cast<uint32_t>(threads);
   return must(Participant::open(po, std::move(transport)), "open " + name);
 }
 
@@ -613,9 +620,11 @@ Json run_engine_point(const Args& args, const Point& pt) {
                                       {testing::booking_definition(Duration{5000}, 5)}),
                    "open orchestrator");
   auto inventory = open_participant("inventory", dir, args.sync,
-                                    std::shared_ptr<Transport>(bus->connect("inventory")));
+                                    std::shared_ptr<Transport>(bus->connect("inventory")), false,
+                                    args.participant_threads);
   auto payment = open_participant("payment", dir, args.sync,
-                                  std::shared_ptr<Transport>(bus->connect("payment")));
+                                  std::shared_ptr<Transport>(bus->connect("payment")), false,
+                                  args.participant_threads);
   register_handlers("inventory", *inventory, args.fail_share);
   register_handlers("payment", *payment, args.fail_share);
 
@@ -1353,6 +1362,7 @@ int main(int argc, char** argv) {
         {"sync", args.sync},
         {"shards", args.shards},
         {"threads", args.threads},
+        {"participant_threads", args.participant_threads},
         {"changelog", args.changelog},
         {"fail_share", args.fail_share},
         {"open_loop_seconds", args.seconds},

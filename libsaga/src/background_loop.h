@@ -1,10 +1,14 @@
-// Runs an engine's iteration over and over on a thread of its own.
+// Runs an engine's iteration over and over on a thread of its own, and the
+// bell that wakes an engine thread when work arrives for it.
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <thread>
+
+#include "saga/clock.h"
 
 namespace saga::internal {
 
@@ -35,6 +39,30 @@ class BackgroundLoop {
   std::mutex mu_;
   std::thread thread_;  // GUARDED_BY(mu_)
   std::atomic<bool> stopping_{false};
+};
+
+/// Wakes a waiting engine thread. A ring while nobody waits is kept, so the
+/// next wait() returns at once: no wake-up is lost. Thread-safe.
+class Bell {
+ public:
+  void ring() {
+    {
+      std::lock_guard lock(mu_);
+      rung_ = true;
+    }
+    wake_.notify_one();
+  }
+  /// Waits until rung or `limit` passed; clears the bell.
+  void wait(Duration limit) {
+    std::unique_lock lock(mu_);
+    wake_.wait_for(lock, limit, [this] { return rung_; });
+    rung_ = false;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable wake_;
+  bool rung_ = false;  // GUARDED_BY(mu_)
 };
 
 }  // namespace saga::internal

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <deque>
 #include <future>
@@ -334,24 +333,8 @@ struct Shard {
 struct Driver {
   std::vector<Shard*> shards;
   Batch batch;
-  std::mutex mu;
-  std::condition_variable wake;
-  bool rung = false;  // GUARDED_BY(mu)
+  Bell bell;
   std::thread thread;
-
-  void ring() {
-    {
-      std::lock_guard lock(mu);
-      rung = true;
-    }
-    wake.notify_one();
-  }
-  // Waits until rung or `limit` passed; clears the bell.
-  void wait(Duration limit) {
-    std::unique_lock lock(mu);
-    wake.wait_for(lock, limit, [this] { return rung; });
-    rung = false;
-  }
 };
 
 class OrchestratorImpl final : public Orchestrator {
@@ -522,7 +505,7 @@ class OrchestratorImpl final : public Orchestrator {
     if (!background_) return;
     loop_.stop();
     stopping_ = true;
-    for (auto& d : drivers_) d->ring();
+    for (auto& d : drivers_) d->bell.ring();
     for (auto& d : drivers_)
       if (d->thread.joinable()) d->thread.join();
     if (pump_.joinable()) pump_.join();
@@ -631,7 +614,7 @@ class OrchestratorImpl final : public Orchestrator {
   // cannot destroy that thread's driver meanwhile.
   void ring(Shard& sh) {
     std::lock_guard lock(sh.mu);
-    if (sh.driver != &single_) sh.driver->ring();
+    if (sh.driver != &single_) sh.driver->bell.ring();
   }
 
   // Runs `fn` on the shard's driving thread in its next iteration (transport
@@ -683,7 +666,7 @@ class OrchestratorImpl final : public Orchestrator {
     if (!store_status_ok()) {
       const Status broken = store_status();
       for (Shard* sh : d.shards) fail_requests(take(sh->requests, *sh), broken);
-      if (!poll) d.wait(max_wait);
+      if (!poll) d.bell.wait(max_wait);
       return 0;
     }
     bool busy = false;
@@ -710,7 +693,7 @@ class OrchestratorImpl final : public Orchestrator {
     if (poll) {
       transport_->poll(wait);  // replies -> mailboxes, send confirmations -> deferred
     } else if (wait.count() > 0) {
-      d.wait(wait);
+      d.bell.wait(wait);
     }
 
     // Group commit: everything gathered goes into one write, up to max_batch

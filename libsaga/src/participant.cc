@@ -1,11 +1,13 @@
-// The participant engine: one iteration takes the commands the transport
-// delivered, runs each through the inbox rules and its handler, stages state
-// changes + inbox records + replies in one batch, writes it, and only then
-// acks the commands and sends the replies.
+// The participant engine: one iteration of a driver (an engine thread's
+// shards) takes the commands the transport delivered to them, runs each
+// through the inbox rules and its handler, stages state changes + inbox
+// records + replies in one batch, writes it, and only then acks the commands
+// and sends the replies.
 #include "saga/participant.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <map>
@@ -126,12 +128,21 @@ struct BatchStats {
   uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0;
 };
 
-// One shard's engine state, touched only by the engine thread.
+struct Driver;
+
+// One shard's engine state. Everything but the mailbox is touched only by the
+// thread driving the shard, holding its driver's lock.
 struct Shard {
   Shard(Store& store, uint32_t i) : ks(store, i), index_(i) {}
   uint32_t index() const { return index_; }
   const Keyspace ks;
+  Driver* driver = nullptr;  // fixed after init()
   std::unique_ptr<Outbox> outbox;
+  std::atomic<uint64_t> depth{0};  // the outbox's, published for stats()
+  Batch* batch = nullptr;          // the driver's batch, during an iteration
+  // Commands taken from the mailbox, in arrival order, not yet handled (the
+  // shard rests, or catches up with its log first).
+  std::vector<std::pair<Message, Transport::Ack>> inbound;
   // What earlier commands of the current batch wrote, not yet in the store.
   Overlay overlay;
   std::unordered_map<std::string, InboxRecord> inbox_overlay;
@@ -153,8 +164,26 @@ struct Shard {
   bool resync = false;
   Duration commit_backoff{0};
 
+  // The mailbox: filled by the thread polling the transport (commands, send
+  // confirmations), emptied by the driving thread.
+  std::mutex mu;
+  std::vector<std::pair<Message, Transport::Ack>> arrived;  // GUARDED_BY(mu)
+  std::vector<std::function<void()>> deferred;              // GUARDED_BY(mu)
+
  private:
   uint32_t index_;
+};
+
+// An engine thread's share of the shards (shard k on driver k % T): one
+// batch and one write per iteration for all of them. `mu` is held for an
+// iteration, and by write() for a local transaction in one of its shards.
+struct Driver {
+  std::vector<Shard*> shards;
+  std::mutex mu;
+  Batch batch;         // GUARDED_BY(mu)
+  std::string record;  // GUARDED_BY(mu): scratch for encode_inbox_record
+  Bell bell;
+  std::thread thread;
 };
 
 class ParticipantImpl final : public Participant {
@@ -172,10 +201,16 @@ class ParticipantImpl final : public Participant {
                                               {.wanted = opts_.shards,
                                                .for_new_store = kDefaultShards}));
     if (opts_.changelog) changelog_families_ = {store_->cf(kState), store_->cf(kInbox)};
+    const uint32_t threads = std::clamp<uint32_t>(opts_.threads, 1, store_->shards());
+    for (uint32_t t = 0; t < threads; ++t) drivers_.push_back(std::make_unique<Driver>());
     for (uint32_t k = 0; k < store_->shards(); ++k) {
       auto sh = std::make_unique<Shard>(*store_, k);
-      sh->outbox = std::make_unique<Outbox>(sh->ks, store_->cf(kOutbox), *transport_,
-                                            *opts_.clock, log_);
+      sh->driver = drivers_[k % threads].get();
+      sh->driver->shards.push_back(sh.get());
+      Shard* raw = sh.get();
+      sh->outbox = std::make_unique<Outbox>(
+          sh->ks, store_->cf(kOutbox), *transport_, *opts_.clock, log_,
+          [this, raw](std::function<void()> fn) { post(*raw, std::move(fn)); });
       if (opts_.changelog) {
         SAGA_ASSIGN_OR_RETURN(sh->log,
                               transport_->claim_shard(opts_.name + ".changelog", k,
@@ -186,18 +221,24 @@ class ParticipantImpl final : public Participant {
                                  .status());
       }
       SAGA_RETURN_IF_ERROR(sh->outbox->recover());
+      sh->depth = sh->outbox->depth();
       keyspaces_.push_back(sh->ks);
       shards_.push_back(std::move(sh));
     }
     return transport_->subscribe(opts_.name, [this](Message m, Transport::Ack ack) {
-      inbound_.emplace_back(std::move(m), std::move(ack));
+      Shard& sh = shard_for(m.key.empty() ? m.saga_id : m.key);
+      {
+        std::lock_guard lock(sh.mu);
+        sh.arrived.emplace_back(std::move(m), std::move(ack));
+      }
+      if (threaded_) sh.driver->bell.ring();
     });
   }
 
   Status on(std::string command_type, CommandHandler handler) override {
     if (command_type.empty() || !handler)
       return Status::invalid_argument("a handler needs a command type and a function");
-    std::lock_guard lock(engine_mu_);
+    std::lock_guard lock(handlers_mu_);
     if (!handlers_.emplace(command_type, std::move(handler)).second) {
       return Status::invalid_argument("handler for '" + command_type + "' registered twice");
     }
@@ -231,70 +272,58 @@ class ParticipantImpl final : public Participant {
     return scan_merged(keyspaces_, store_->cf(kState), prefix, prefix, fn);
   }
 
+  // Polls the transport, then runs one iteration of every driver.
   size_t run_once(Duration max_wait) override {
-    std::lock_guard lock(engine_mu_);
-    if (!store_status_.ok()) return 0;
-    bool unsent = false;
-    for (auto& sh : shards_) {
-      sh->outbox->retry_failed();
-      unsent = unsent || sh->outbox->has_unsent();
+    if (!store_status().ok()) return 0;
+    bool busy = false;
+    for (auto& d : drivers_) {
+      std::lock_guard lock(d->mu);
+      busy = busy || has_work(*d);
     }
-    transport_->poll(unsent ? Duration{0} : max_wait);
-    for (auto& sh : shards_) sh->outbox->stage_confirmed(batch_);
+    transport_->poll(busy ? Duration{0} : max_wait);
     size_t handled = 0;
-    const int64_t now = to_millis(opts_.clock->now());
-    std::vector<std::pair<Message, Transport::Ack>> resting;  // for shards resting after a failure
-    for (auto& in : inbound_) {
-      Shard& sh = shard_for(in.first.key.empty() ? in.first.saga_id : in.first.key);
-      if (sh.lost) continue;  // not ours any more: unacked, for the new owner
-      if (sh.resume_ms > now || !caught_up(sh)) {
-        resting.push_back(std::move(in));
-        continue;
-      }
-      handle(sh, in.first);
-      sh.consumed.push_back(std::move(in));
-      ++handled;
+    for (auto& d : drivers_) {
+      std::lock_guard lock(d->mu);
+      handled += iterate(*d);
     }
-    inbound_ = std::move(resting);
-    Status committed = opts_.changelog ? commit_changelogs(batch_) : ok_status();
-    // The batch is now written or gone (a rolled-back shard's part is dropped
-    // from it): either way its overlays are no longer what the store will hold.
-    for (auto& sh : shards_) {
-      sh->overlay.clear();
-      sh->inbox_overlay.clear();
-    }
-    if (!committed.ok() || !batch_.empty()) {
-      Status s = committed.ok() ? store_->write(batch_)
-                                : committed.with_context("changelog commit failed");
-      batch_.clear();
-      if (!s.ok()) {
-        store_status_ = s.with_context("participant store write failed; reopen it");
-        log_->critical("{}", store_status_.to_string());
-        for (auto& sh : shards_) {
-          sh->outbox->discard_staged();
-          sh->stats = {};  // counts of this batch never happened
-          sh->consumed.clear();
-        }
-        return 0;
-      }
-      ++writes_;
-    }
-    for (auto& sh : shards_) {
-      if (sh->lost) continue;
-      commit_stats(sh->stats);
-      for (auto& [cmd, ack] : sh->consumed) ack();
-      sh->consumed.clear();
-      sh->outbox->release();
-    }
-    outbox_depth_ = outbox_depth();
     return handled;
   }
 
+  // One driver: one thread that polls and iterates, as run_once. Several:
+  // a thread per driver, woken by its bell, and a pump thread that polls
+  // the transport and routes what arrives to the shards' mailboxes.
   void start_background() override {
-    loop_.start([this] { run_once(Duration{2}); });
+    std::lock_guard lock(background_mu_);
+    if (background_) return;
+    background_ = true;
+    if (drivers_.size() == 1) {
+      loop_.start([this] { run_once(Duration{2}); });
+      return;
+    }
+    stopping_ = false;
+    threaded_ = true;
+    for (auto& d : drivers_) {
+      d->thread = std::thread([this, driver = d.get()] {
+        while (!stopping_) drive(*driver);
+      });
+    }
+    pump_ = std::thread([this] {
+      while (!stopping_) transport_->poll(kIdleWait);
+    });
   }
 
-  void stop() override { loop_.stop(); }
+  void stop() override {
+    std::lock_guard lock(background_mu_);
+    if (!background_) return;
+    loop_.stop();
+    stopping_ = true;
+    for (auto& d : drivers_) d->bell.ring();
+    for (auto& d : drivers_)
+      if (d->thread.joinable()) d->thread.join();
+    if (pump_.joinable()) pump_.join();
+    threaded_ = false;
+    background_ = false;
+  }
 
   ParticipantStats stats() const override {
     ParticipantStats s;
@@ -304,12 +333,12 @@ class ParticipantImpl final : public Participant {
     s.duplicates = duplicates_;
     s.voided = voided_;
     s.writes = writes_;
-    s.outbox_depth = outbox_depth_;
+    for (const auto& sh : shards_) s.outbox_depth += sh->depth;
     return s;
   }
 
   Status health() const override {
-    if (!store_status_.ok()) return store_status_;
+    if (Status s = store_status(); !s.ok()) return s;
     for (const auto& sh : shards_) {
       if (sh->lost) return lost_status(*sh);
     }
@@ -324,9 +353,149 @@ class ParticipantImpl final : public Participant {
     return *shards_[shards_.size() == 1 ? 0 : shard_of(key, static_cast<uint32_t>(shards_.size()))];
   }
 
+  // A background thread with nothing to do sleeps this long at most.
+  static constexpr Duration kIdleWait{50};
+
+  Status store_status() const {
+    std::lock_guard lock(status_mu_);
+    return store_status_;
+  }
+  // The store failed: refuse everything from now on (reopen to recover).
+  void fail_stop(const Status& s, std::string_view what) {
+    std::lock_guard lock(status_mu_);
+    store_status_ = s.with_context(std::string(what));
+    log_->critical("{}", store_status_.to_string());
+  }
+
+  // Runs `fn` on the shard's driving thread in its next iteration (send
+  // confirmations: they arrive on whichever thread polls).
+  void post(Shard& sh, std::function<void()> fn) {
+    {
+      std::lock_guard lock(sh.mu);
+      sh.deferred.push_back(std::move(fn));
+    }
+    if (threaded_) sh.driver->bell.ring();
+  }
+
+  void run_deferred(Shard& sh) {
+    std::vector<std::function<void()>> fns;
+    {
+      std::lock_guard lock(sh.mu);
+      fns.swap(sh.deferred);
+    }
+    for (auto& fn : fns) fn();
+  }
+
+  // Moves the mailbox's commands behind the ones already queued.
+  void take_arrived(Shard& sh) {
+    std::lock_guard lock(sh.mu);
+    if (sh.inbound.empty()) {
+      sh.inbound.swap(sh.arrived);
+    } else {
+      sh.inbound.insert(sh.inbound.end(), std::make_move_iterator(sh.arrived.begin()),
+                        std::make_move_iterator(sh.arrived.end()));
+      sh.arrived.clear();
+    }
+  }
+
+  // Whether an iteration of `d` would do something now. REQUIRES: d.mu.
+  bool has_work(Driver& d) {
+    const int64_t now = to_millis(opts_.clock->now());
+    for (Shard* sh : d.shards) {
+      if (sh->lost) continue;
+      if (sh->outbox->has_unsent()) return true;
+      if (!sh->inbound.empty() && sh->resume_ms <= now) return true;
+      std::lock_guard lock(sh->mu);
+      if (!sh->arrived.empty() || !sh->deferred.empty()) return true;
+    }
+    return false;
+  }
+
+  // One pass of a driver's own thread: waits for its bell while there is
+  // nothing to do (bounded by the end of a shard's rest), then iterates.
+  void drive(Driver& d) {
+    Duration wait{0};
+    {
+      std::lock_guard lock(d.mu);
+      if (!has_work(d)) {
+        wait = kIdleWait;
+        const int64_t now = to_millis(opts_.clock->now());
+        for (Shard* sh : d.shards) {
+          if (!sh->lost && !sh->inbound.empty())
+            wait = std::min(wait, Duration{std::max<int64_t>(1, sh->resume_ms - now)});
+        }
+      }
+    }
+    if (wait.count() > 0) d.bell.wait(wait);
+    std::lock_guard lock(d.mu);
+    iterate(d);
+  }
+
+  // One iteration of `d`: handles its shards' queued commands into one
+  // batch, commits it (with the changelog: each shard's part to its log
+  // first), then acks the commands and releases the replies. REQUIRES: d.mu.
+  size_t iterate(Driver& d) {
+    if (!store_status().ok()) return 0;
+    const int64_t now = to_millis(opts_.clock->now());
+    for (Shard* sh : d.shards) {
+      run_deferred(*sh);
+      take_arrived(*sh);
+      sh->outbox->retry_failed();
+      sh->batch = &d.batch;
+      sh->outbox->stage_confirmed(d.batch);
+    }
+    size_t handled = 0;
+    for (Shard* shp : d.shards) {
+      Shard& sh = *shp;
+      if (sh.lost) {
+        sh.inbound.clear();  // not ours any more: unacked, for the new owner
+        continue;
+      }
+      if (sh.inbound.empty() || sh.resume_ms > now || !caught_up(sh)) continue;
+      for (auto& in : sh.inbound) {
+        handle(sh, in.first);
+        sh.consumed.push_back(std::move(in));
+        ++handled;
+      }
+      sh.inbound.clear();
+    }
+    Status committed = opts_.changelog ? commit_changelogs(d) : ok_status();
+    // The batch is now written or gone (a rolled-back shard's part is dropped
+    // from it): either way its overlays are no longer what the store will hold.
+    for (Shard* sh : d.shards) {
+      sh->overlay.clear();
+      sh->inbox_overlay.clear();
+      sh->batch = nullptr;
+    }
+    if (!committed.ok() || !d.batch.empty()) {
+      Status s = committed.ok() ? store_->write(d.batch)
+                                : committed.with_context("changelog commit failed");
+      d.batch.clear();
+      if (!s.ok()) {
+        fail_stop(s, "participant store write failed; reopen it");
+        for (Shard* sh : d.shards) {
+          sh->outbox->discard_staged();
+          sh->stats = {};  // counts of this batch never happened
+          sh->consumed.clear();
+        }
+        return 0;
+      }
+      ++writes_;
+    }
+    for (Shard* sh : d.shards) {
+      if (sh->lost) continue;
+      commit_stats(sh->stats);
+      for (auto& [cmd, ack] : sh->consumed) ack();
+      sh->consumed.clear();
+      sh->outbox->release();
+      sh->depth = sh->outbox->depth();
+    }
+    return handled;
+  }
+
   Status write_in(Shard& sh, const std::function<Status(StateTxn&)>& fn) {
-    std::lock_guard lock(engine_mu_);
-    SAGA_RETURN_IF_ERROR(store_status_);
+    std::lock_guard lock(sh.driver->mu);
+    SAGA_RETURN_IF_ERROR(store_status());
     if (sh.lost) return lost_status(sh);
     if (sh.resume_ms > to_millis(opts_.clock->now()) || !caught_up(sh)) {
       return Status::unavailable("shard " + std::to_string(sh.index()) + " of participant '" +
@@ -364,6 +533,7 @@ class ParticipantImpl final : public Participant {
     }
     ++writes_;
     sh.outbox->release();
+    sh.depth = sh.outbox->depth();
     return ok_status();
   }
 
@@ -374,11 +544,6 @@ class ParticipantImpl final : public Participant {
     duplicates_ += b.duplicates;
     voided_ += b.voided;
     b = {};
-  }
-  uint64_t outbox_depth() const {
-    uint64_t depth = 0;
-    for (const auto& sh : shards_) depth += sh->outbox->depth();
-    return depth;
   }
 
   StatusOr<std::optional<InboxRecord>> lookup(Shard& sh, const std::string& command_id) {
@@ -391,8 +556,9 @@ class ParticipantImpl final : public Participant {
   }
 
   void remember(Shard& sh, const std::string& command_id, InboxRecord r) {
-    encode_inbox_record(r, record_);
-    sh.ks.put(batch_, store_->cf(kInbox), command_id, record_);
+    std::string& record = sh.driver->record;
+    encode_inbox_record(r, record);
+    sh.ks.put(*sh.batch, store_->cf(kInbox), command_id, record);
     sh.inbox_overlay[command_id] = std::move(r);
   }
 
@@ -414,7 +580,7 @@ class ParticipantImpl final : public Participant {
     r.outcome = outcome;
     r.traceparent = cmd.traceparent;
     r.payload = std::move(payload);
-    stage_send(sh, batch_, std::move(r));
+    stage_send(sh, *sh.batch, std::move(r));
   }
 
   // Replies and events: with the changelog they go out with the shard's
@@ -441,17 +607,17 @@ class ParticipantImpl final : public Participant {
     log_->error("participant '{}' shard {} stops: {}", opts_.name, sh.index(), why.to_string());
   }
 
-  // Commits each shard's part of batch_ to its changelog before the local
+  // Commits each shard's part of d.batch to its changelog before the local
   // write. A fenced shard is dropped; any other error is returned.
-  Status commit_changelogs(Batch& batch) {
+  Status commit_changelogs(Driver& d) {
     std::vector<ShardPart> parts;
-    for (auto& sh : shards_) {
+    for (Shard* sh : d.shards) {
       if (sh->lost) continue;
       parts.push_back(
           ShardPart{&sh->ks, sh->index(), sh->log.get(), std::move(sh->commit_messages), {}});
       sh->commit_messages.clear();
     }
-    SAGA_RETURN_IF_ERROR(commit_shards(batch, changelog_families_, store_->shards(), parts));
+    SAGA_RETURN_IF_ERROR(commit_shards(d.batch, changelog_families_, store_->shards(), parts));
     for (ShardPart& part : parts) {
       if (!part.result) continue;
       Shard& sh = *shards_[part.shard];
@@ -477,8 +643,8 @@ class ParticipantImpl final : public Participant {
     log_->warn("participant '{}' shard {}: changelog commit failed ({}); rolled back, next try in "
                "{} ms",
                opts_.name, sh.index(), why.to_string(), sh.commit_backoff.count());
-    inbound_.insert(inbound_.begin(), std::make_move_iterator(sh.consumed.begin()),
-                    std::make_move_iterator(sh.consumed.end()));
+    sh.inbound.insert(sh.inbound.begin(), std::make_move_iterator(sh.consumed.begin()),
+                      std::make_move_iterator(sh.consumed.end()));
     sh.consumed.clear();
     sh.stats = {};
   }
@@ -508,8 +674,7 @@ class ParticipantImpl final : public Participant {
                  "in {} ms",
                  opts_.name, sh.index(), r.status().to_string(), sh.commit_backoff.count());
     } else {
-      store_status_ = r.status().with_context("participant store broken; reopen it");
-      log_->critical("{}", store_status_.to_string());
+      fail_stop(r.status(), "participant store broken; reopen it");
     }
     return false;
   }
@@ -603,11 +768,11 @@ class ParticipantImpl final : public Participant {
     switch (result.outcome) {
       case ReplyOutcome::kSuccess: {
         ++sh.stats.applied;
-        for (Message& e : txn.commit(batch_, sh.overlay)) {
+        for (Message& e : txn.commit(*sh.batch, sh.overlay)) {
           if (e.saga_id.empty()) e.saga_id = cmd.saga_id;
           if (e.key.empty()) e.key = cmd.key;
           if (e.traceparent.empty()) e.traceparent = cmd.traceparent;
-          stage_send(sh, batch_, std::move(e));
+          stage_send(sh, *sh.batch, std::move(e));
         }
         std::string body = result.reply.is_null() ? "{}" : dump_lenient(result.reply);
         remember(sh, cmd.id, {ReplyOutcome::kSuccess, body});
@@ -631,19 +796,24 @@ class ParticipantImpl final : public Participant {
   std::vector<Keyspace> keyspaces_;             // shards_[k]->ks, for scans across shards
   ChangelogFamilies changelog_families_;        // with ParticipantOptions::changelog
 
-  std::mutex engine_mu_;
-  std::unordered_map<std::string, CommandHandler> handlers_;
-  std::vector<std::pair<Message, Transport::Ack>> inbound_;
-  Batch batch_;
-  std::string record_;  // scratch for encode_inbox_record
-  uint64_t local_writes_ = 0;
-  std::string instance_nonce_ = make_nonce();
-  Status store_status_;
+  std::vector<std::unique_ptr<Driver>> drivers_;  // fixed after init()
 
-  BackgroundLoop loop_;
+  std::mutex handlers_mu_;  // on(): handlers are registered before the engine runs
+  std::unordered_map<std::string, CommandHandler> handlers_;
+  std::atomic<uint64_t> local_writes_{0};
+  const std::string instance_nonce_ = make_nonce();
+  mutable std::mutex status_mu_;
+  Status store_status_;  // GUARDED_BY(status_mu_)
+
+  std::mutex background_mu_;  // start_background() and stop()
+  bool background_ = false;   // GUARDED_BY(background_mu_)
+  BackgroundLoop loop_;       // one driver
+  std::thread pump_;          // several drivers: polls the transport
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> threaded_{false};  // drivers run on threads of their own: ring them
 
   std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0},
-      writes_{0}, outbox_depth_{0};
+      writes_{0};
 };
 
 }  // namespace

@@ -91,6 +91,13 @@ struct ParticipantOptions {
   /// fails open() with FailedPrecondition (a store written before shards
   /// existed has 1). Default 0.
   uint32_t shards = 0;
+  /// Engine threads, as Options::threads of the orchestrator: shard k is
+  /// driven by thread k % threads (each thread one write per iteration for
+  /// its shards), and with more than one, start_background() adds a thread
+  /// that polls the transport and routes commands to their shard's thread.
+  /// Never more than the shards. 0 = one. run_once() runs every thread's
+  /// iteration in turn on the calling thread. Default 0.
+  uint32_t threads = 0;
   /// Shard changelogs, as Options::changelog of the orchestrator: each
   /// shard's state and inbox changes and the replies and events they cause
   /// are committed to the transport's changelog "<name>.changelog" before the
@@ -120,7 +127,8 @@ struct ParticipantStats {
 /// - a compensation whose action never arrived records a tombstone for the
 ///   action (which is then refused if it comes late) and succeeds at once;
 /// - a compensation whose action was refused succeeds at once (nothing to undo).
-/// Thread-safe; handlers run on the engine thread (run_once or background).
+/// Thread-safe; a handler runs on the thread driving its command's shard
+/// (run_once's caller, or a background thread), never on two at once per shard.
 class Participant {
  public:
   /// Opens (or creates) the store and subscribes to commands for options.name.
@@ -150,9 +158,13 @@ class Participant {
       std::string_view prefix,
       const std::function<bool(std::string_view key, std::string_view value)>& fn) const = 0;
 
-  /// One iteration on the calling thread; returns commands handled.
+  /// One iteration on the calling thread (polls the transport, waiting up to
+  /// `max_wait` when idle); returns commands handled.
   virtual size_t run_once(Duration max_wait = Duration{0}) = 0;
+  /// Runs the engine on ParticipantOptions::threads threads of its own (plus
+  /// a polling thread when more than one) until stop().
   virtual void start_background() = 0;
+  /// Stops the background threads after their current iteration.
   virtual void stop() = 0;
 
   virtual ParticipantStats stats() const = 0;

@@ -325,7 +325,7 @@ struct Shard {
   std::deque<Request> requests;                              // GUARDED_BY(mu)
   std::vector<std::pair<Message, Transport::Ack>> arrived;   // GUARDED_BY(mu)
   std::vector<std::function<void()>> deferred;               // GUARDED_BY(mu)
-  struct Driver* driver = nullptr;                           // GUARDED_BY(mu): whom to wake
+  struct Driver* driver = nullptr;  // the driver of its thread, fixed after init()
 };
 
 // A thread driving some shards: one batch, one write per iteration for all
@@ -369,10 +369,12 @@ class OrchestratorImpl final : public Orchestrator {
       keyspaces_.push_back(sh->ks);
       shards_.push_back(std::move(sh));
     }
-    single_.shards.clear();
+    const size_t threads = std::min<size_t>(thread_count(), shards_.size());
+    for (size_t t = 0; t < threads; ++t) drivers_.push_back(std::make_unique<Driver>());
     for (auto& sh : shards_) {
-      single_.shards.push_back(sh.get());
-      sh->driver = &single_;
+      Driver& d = *drivers_[sh->index % threads];
+      d.shards.push_back(sh.get());
+      sh->driver = &d;
     }
     if (opts_.changelog) {
       changelog_families_ = {store_->cf(kInstances), store_->cf(kReplies), store_->cf(kIndex)};
@@ -464,9 +466,23 @@ class OrchestratorImpl final : public Orchestrator {
     return page;
   }
 
+  // One driver: its iteration, polling the transport itself. Several: the
+  // transport is polled once, then every driver iterates in turn, as their
+  // threads would (each its own batch and write).
   size_t run_once(Duration max_wait) override {
     std::lock_guard engine(engine_mu_);
-    return iterate(single_, max_wait, /*poll=*/true);
+    if (drivers_.size() == 1) return iterate(*drivers_[0], max_wait, /*poll=*/true);
+    Duration wait = max_wait;
+    for (auto& d : drivers_) {
+      int64_t next_due = std::numeric_limits<int64_t>::max();
+      if (has_work(*d, next_due)) wait = Duration{0};
+      if (next_due != std::numeric_limits<int64_t>::max())
+        wait = std::min(wait, Duration{std::max<int64_t>(0, next_due - now_ms())});
+    }
+    transport_->poll(wait);
+    size_t done = 0;
+    for (auto& d : drivers_) done += iterate(*d, Duration{0}, /*poll=*/false);
+    return done;
   }
 
   // One thread over every shard polls the transport itself, as run_once
@@ -477,19 +493,11 @@ class OrchestratorImpl final : public Orchestrator {
     if (background_) return;
     background_ = true;
     stopping_ = false;
-    const size_t threads = std::min<size_t>(thread_count(), shards_.size());
-    if (threads <= 1) {
+    if (drivers_.size() == 1) {
       loop_.start([this] { run_once(Duration{2}); });
       return;
     }
-    drivers_.clear();
-    for (size_t t = 0; t < threads; ++t) drivers_.push_back(std::make_unique<Driver>());
-    for (auto& sh : shards_) {
-      Driver& d = *drivers_[sh->index % threads];
-      d.shards.push_back(sh.get());
-      std::lock_guard shard_lock(sh->mu);
-      sh->driver = &d;
-    }
+    threaded_ = true;
     for (auto& d : drivers_) {
       d->thread = std::thread([this, driver = d.get()] {
         while (!stopping_) iterate(*driver, kIdleWait, /*poll=*/false);
@@ -509,11 +517,7 @@ class OrchestratorImpl final : public Orchestrator {
     for (auto& d : drivers_)
       if (d->thread.joinable()) d->thread.join();
     if (pump_.joinable()) pump_.join();
-    for (auto& sh : shards_) {
-      std::lock_guard shard_lock(sh->mu);
-      sh->driver = &single_;
-    }
-    drivers_.clear();
+    threaded_ = false;
     background_ = false;
   }
 
@@ -610,11 +614,9 @@ class OrchestratorImpl final : public Orchestrator {
     return *shards_[shards_.size() == 1 ? 0 : shard_of(id, static_cast<uint32_t>(shards_.size()))];
   }
 
-  // Wakes the thread driving `sh`. Under the shard's lock, so that stop()
-  // cannot destroy that thread's driver meanwhile.
+  // Wakes the thread driving `sh`, when it has one of its own.
   void ring(Shard& sh) {
-    std::lock_guard lock(sh.mu);
-    if (sh.driver != &single_) sh.driver->bell.ring();
+    if (threaded_) sh.driver->bell.ring();
   }
 
   // Runs `fn` on the shard's driving thread in its next iteration (transport
@@ -660,17 +662,11 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // ------------------------------------------------------ iteration
-  // One iteration over the driver's shards: one batch, one write. `poll`:
-  // this thread polls the transport (else a pump does, and rings).
-  size_t iterate(Driver& d, Duration max_wait, bool poll) {
-    if (!store_status_ok()) {
-      const Status broken = store_status();
-      for (Shard* sh : d.shards) fail_requests(take(sh->requests, *sh), broken);
-      if (!poll) d.bell.wait(max_wait);
-      return 0;
-    }
+  // Whether the driver's shards have work now (after running their deferred
+  // callbacks and due resends); lowers `next_due` to the earliest timer or
+  // end of a rest. Called by the driving thread.
+  bool has_work(Driver& d, int64_t& next_due) {
     bool busy = false;
-    int64_t next_due = std::numeric_limits<int64_t>::max();
     for (Shard* sh : d.shards) {
       if (sh->lost) continue;
       if (sh->resume_ms > now_ms()) {
@@ -684,6 +680,20 @@ class OrchestratorImpl final : public Orchestrator {
              !sh->inbound.empty() || sh->outbox->has_unsent();
       if (!sh->timers.empty()) next_due = std::min(next_due, sh->timers.begin()->first);
     }
+    return busy;
+  }
+
+  // One iteration over the driver's shards: one batch, one write. `poll`:
+  // this thread polls the transport (else a pump does, and rings).
+  size_t iterate(Driver& d, Duration max_wait, bool poll) {
+    if (!store_status_ok()) {
+      const Status broken = store_status();
+      for (Shard* sh : d.shards) fail_requests(take(sh->requests, *sh), broken);
+      if (!poll) d.bell.wait(max_wait);
+      return 0;
+    }
+    int64_t next_due = std::numeric_limits<int64_t>::max();
+    const bool busy = has_work(d, next_due);
     Duration wait{0};
     if (!busy) {
       wait = max_wait;
@@ -1484,14 +1494,15 @@ class OrchestratorImpl final : public Orchestrator {
   std::map<std::string, std::map<uint32_t, DefinitionPtr>> definitions_;
   mutable EngineMetrics metrics_;
 
-  // The shards, fixed after init(). A shard's engine state is touched only
-  // by the thread driving it: single_ (run_once, under engine_mu_, and one
-  // background thread) or one of drivers_.
+  // The shards and drivers, fixed after init(). A shard's engine state is
+  // touched only by the thread driving it: run_once's caller (under
+  // engine_mu_; one background thread calls run_once too) or, with several
+  // drivers in the background, its driver's own thread.
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<Keyspace> keyspaces_;  // shards_[k]->ks, for scans across shards
   ChangelogFamilies changelog_families_;  // with Options::changelog
   std::mutex engine_mu_;
-  Driver single_;
+  std::vector<std::unique_ptr<Driver>> drivers_;
   std::atomic<uint64_t> parked_{0};
 
   mutable std::mutex status_mu_;
@@ -1501,11 +1512,11 @@ class OrchestratorImpl final : public Orchestrator {
   mutable std::map<std::string, CircuitBreaker> breakers_;  // GUARDED_BY(breakers_mu_)
 
   std::mutex background_mu_;  // start_background and stop
-  BackgroundLoop loop_;       // one background thread
-  std::vector<std::unique_ptr<Driver>> drivers_;  // several: GUARDED_BY(background_mu_)
-  std::thread pump_;
+  BackgroundLoop loop_;       // one driver: one background thread
+  std::thread pump_;          // several drivers: polls the transport
   std::atomic<bool> stopping_{false};
   std::atomic<bool> background_{false};
+  std::atomic<bool> threaded_{false};  // drivers run on threads of their own: ring them
 
   std::atomic<uint64_t> transitions_{0}, writes_{0}, bytes_written_{0}, stale_replies_{0},
       timers_fired_{0}, in_flight_{0};

@@ -67,6 +67,7 @@ int run_participant_service(const ParticipantService& spec) {
   po.name = spec.name;
   po.data_dir = data_dir;
   po.shards = engine->shards;
+  po.threads = engine->threads;
   po.changelog = engine->changelog;
   auto participant = Participant::open(po, std::shared_ptr<Transport>(std::move(*transport)));
   if (!participant.ok()) {

@@ -147,8 +147,8 @@ struct Options {
   /// than the shards. 0 = one for now: on a small machine shared with the
   /// participants and a broker, several threads cost about 20% more CPU per
   /// saga (bench/README.md, "Shards"); set the number of cores on a machine
-  /// of its own. run_once() always drives every shard on the calling thread.
-  /// Default 0.
+  /// of its own. run_once() always drives every shard on the calling thread,
+  /// one iteration (and write) per engine thread's share in turn. Default 0.
   uint32_t threads = 0;
   /// Shard changelogs (docs/sharding.md, "The changelog"): each shard's
   /// changes and the messages they cause are committed together to the

@@ -56,7 +56,7 @@ StatusOr<std::chrono::milliseconds> env_duration_ms(
 
 /// How a service's saga engine runs (docs/sharding.md), from the environment:
 ///   SAGA_SHARDS     shards of a new store (0 or unset: the store's, 12 for a new one)
-///   SAGA_THREADS    engine threads of an orchestrator (0 or unset: the library's default)
+///   SAGA_THREADS    engine threads of an orchestrator or participant (0 or unset: one)
 ///   SAGA_CHANGELOG  keep every shard's state in a Kafka changelog too (default off)
 struct EngineSettings {
   uint32_t shards = 0;

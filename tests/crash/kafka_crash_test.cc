@@ -66,7 +66,8 @@ class Brokers {
 // The processes of one run and the folder they share.
 class Run {
  public:
-  // `changelog`: every engine keeps its shards' changelog in Kafka.
+  // `changelog`: every engine keeps its shards' changelog in Kafka, on two
+  // engine threads.
   Run(const std::string& name, int brokers = 1, bool changelog = false)
       : dir_(fs::temp_directory_path() /
              ("saga-kafka-" + name + "-" + std::to_string(::getpid()))),
@@ -78,7 +79,10 @@ class Run {
     env_ = {{"KAFKA_BROKERS", brokers_->bootstrap()},
             {"KAFKA_TOPIC_PREFIX", "r" + std::to_string(rng() % 1'000'000'000) + "."},
             {"KAFKA_REPLICATION_FACTOR", std::to_string(brokers == 1 ? 1 : 3)}};
-    if (changelog) env_["SAGA_CHANGELOG"] = "1";
+    if (changelog) {  // and every engine on two threads, committing their shards in parallel
+      env_["SAGA_CHANGELOG"] = "1";
+      env_["SAGA_THREADS"] = "2";
+    }
   }
   ~Run() {
     for (auto& [name, p] : participants_) p->terminate(10s);

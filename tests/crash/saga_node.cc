@@ -14,7 +14,8 @@
 // KAFKA_BROKERS, KAFKA_TOPIC_PREFIX, KAFKA_REPLICATION_FACTOR, ...); the
 // consumer group is prefixed with the topic prefix so runs never share one.
 // SAGA_CHANGELOG=1 turns every engine's changelog on (not in check mode, which
-// only reads the local stores).
+// only reads the local stores); SAGA_THREADS=T runs every engine on T engine
+// threads (default one).
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -53,6 +54,11 @@ std::shared_ptr<Transport> kafka(const std::string& endpoint) {
   return std::shared_ptr<Transport>(std::move(*t));
 }
 
+uint32_t threads_from_env() {
+  const char* v = std::getenv("SAGA_THREADS");
+  return v ? static_cast<uint32_t>(std::stoul(v)) : 0;
+}
+
 std::unique_ptr<Participant> open_participant(const std::string& name, const std::string& dir,
                                               std::shared_ptr<Transport> transport,
                                               bool changelog = false) {
@@ -60,6 +66,7 @@ std::unique_ptr<Participant> open_participant(const std::string& name, const std
   po.name = name;
   po.data_dir = dir + "/" + name;
   po.changelog = changelog;
+  po.threads = threads_from_env();
   auto p = Participant::open(po, std::move(transport));
   if (!p.ok()) die("open " + name, p.status());
   return std::move(*p);
@@ -112,6 +119,7 @@ std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir,
   Options o;
   o.data_dir = dir + "/orchestrator";
   o.changelog = changelog;
+  o.threads = threads_from_env();
   o.breaker.enabled = false;
   auto orch = Orchestrator::open(
       o, std::move(transport), {testing::booking_definition(Duration{2000}, 20, /*loyalty=*/true)});

@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "saga/shard.h"
+
 namespace saga {
 namespace internal {
 namespace {
@@ -40,6 +42,28 @@ struct QueuedMessage {
 struct InFlight {
   std::string destination;
   Message message;
+  int64_t partition = -1;  // of a partitioned destination, else -1
+};
+
+using ListenerPtr = std::shared_ptr<const PartitionListener>;
+
+// A change of an endpoint's partitions, reported by its next poll().
+struct OwnershipEvent {
+  enum Kind { kAssigned, kRevoked, kLost } kind = kAssigned;
+  std::string destination;
+  std::vector<uint32_t> partitions;
+};
+
+// A partitioned destination and the consumer group that owns its
+// partitions; GUARDED_BY(MemoryBusImpl::mu_).
+struct Group {
+  uint32_t partitions = 0;
+  std::vector<uint64_t> members;  // endpoint ids, in join order
+  std::vector<uint64_t> owner;    // per partition: its owner, 0 = none
+  // Per partition: the member it is being handed to once its owner's
+  // `revoked` returned (0 = no handover). Not delivered meanwhile.
+  std::vector<uint64_t> incoming;
+  std::vector<std::deque<QueuedMessage>> queues;  // per partition
 };
 
 struct Confirmation {
@@ -49,7 +73,10 @@ struct Confirmation {
 
 // Bus-side state of one endpoint; GUARDED_BY(MemoryBusImpl::mu_).
 struct EndpointState {
+  std::string name;
   std::map<std::string, HandlerPtr, std::less<>> handlers;
+  std::map<std::string, ListenerPtr, std::less<>> listeners;  // partitioned subscriptions
+  std::deque<OwnershipEvent> events;                           // not yet reported
   std::deque<Confirmation> confirmations;
   // Keyed by delivery id, which increases with each delivery, so iteration
   // order is delivery order (what requeueing at close needs).
@@ -58,7 +85,10 @@ struct EndpointState {
 
 // One unit of work poll() performs outside the lock.
 struct Work {
-  // Either a delivery (handler set) or a confirmation (callback set).
+  // A delivery (handler set), a confirmation (callback set) or an ownership
+  // change (listener set).
+  ListenerPtr listener;
+  OwnershipEvent event;
   HandlerPtr handler;
   Message message;
   uint64_t delivery_id = 0;
@@ -96,6 +126,8 @@ class MemoryBusImpl final : public MemoryBus {
     std::lock_guard lock(mu_);
     size_t n = 0;
     for (const auto& [destination, queue] : queues_) n += queue.size();
+    for (const auto& [destination, g] : groups_)
+      for (const auto& queue : g.queues) n += queue.size();
     return n;
   }
 
@@ -110,10 +142,10 @@ class MemoryBusImpl final : public MemoryBus {
     return ok_status();
   }
 
-  uint64_t add_endpoint() {
+  uint64_t add_endpoint(const std::string& name) {
     std::lock_guard lock(mu_);
     const uint64_t id = next_endpoint_id_++;
-    endpoints_.emplace(id, EndpointState{});
+    endpoints_.emplace(id, EndpointState{}).first->second.name = name;
     return id;
   }
 
@@ -124,14 +156,133 @@ class MemoryBusImpl final : public MemoryBus {
       std::lock_guard lock(mu_);
       auto it = endpoints_.find(endpoint_id);
       if (it == endpoints_.end()) return;
-      const int64_t now_ms = to_millis(clock_->now());
-      auto& in_flight = it->second.in_flight;
-      for (auto rit = in_flight.rbegin(); rit != in_flight.rend(); ++rit) {
-        queues_[rit->second.destination].push_front(
-            QueuedMessage{std::move(rit->second.message), now_ms});
-        ++stats_.redelivered;
-      }
+      requeue_locked(it->second, [](const InFlight&) { return true; });
+      for (auto& [destination, g] : groups_) leave_locked(destination, g, endpoint_id);
       endpoints_.erase(it);
+    }
+    cv_.notify_all();
+  }
+
+  Status subscribe_partitioned(uint64_t endpoint_id, std::string_view destination,
+                               Transport::Handler handler, PartitionedSubscription how) {
+    if (how.partitions == 0)
+      return Status::invalid_argument("subscribe_partitioned: zero partitions");
+    if (!how.listener.assigned || !how.listener.revoked || !how.listener.lost)
+      return Status::invalid_argument("subscribe_partitioned: every listener callback is required");
+    {
+      std::lock_guard lock(mu_);
+      auto git = groups_.find(destination);
+      if (git != groups_.end() && git->second.partitions != how.partitions) {
+        return Status::failed_precondition(
+            "subscribe_partitioned: \"" + std::string(destination) + "\" has " +
+            std::to_string(git->second.partitions) + " partitions, not " +
+            std::to_string(how.partitions));
+      }
+      if (endpoints_.at(endpoint_id).handlers.count(destination) != 0) {
+        return Status::already_exists("subscribe: already subscribed to \"" +
+                                      std::string(destination) + "\"");
+      }
+      if (git == groups_.end()) {
+        Group g;
+        g.partitions = how.partitions;
+        g.owner.assign(how.partitions, 0);
+        g.incoming.assign(how.partitions, 0);
+        g.queues.resize(how.partitions);
+        git = groups_.emplace(std::string(destination), std::move(g)).first;
+        // Messages that waited for a subscriber go to their partitions.
+        if (auto qit = queues_.find(destination); qit != queues_.end()) {
+          for (QueuedMessage& q : qit->second)
+            git->second.queues[partition_of(git->second, q.message)].push_back(std::move(q));
+          queues_.erase(qit);
+        }
+      }
+      EndpointState& ep = endpoints_.at(endpoint_id);
+      ep.handlers.emplace(std::string(destination),
+                          std::make_shared<const Transport::Handler>(std::move(handler)));
+      ep.listeners.emplace(std::string(destination),
+                           std::make_shared<const PartitionListener>(std::move(how.listener)));
+      git->second.members.push_back(endpoint_id);
+      rebalance_locked(git->first, git->second);
+    }
+    cv_.notify_all();
+    return ok_status();
+  }
+
+  void expire(std::string_view name) override {
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, ep] : endpoints_) {
+        if (ep.name != name) continue;
+        for (auto& [destination, g] : groups_) {
+          if (std::find(g.members.begin(), g.members.end(), id) == g.members.end()) continue;
+          std::vector<uint32_t> lost;
+          for (uint32_t p = 0; p < g.partitions; ++p)
+            if (g.owner[p] == id) lost.push_back(p);
+          const std::string& dest = destination;
+          requeue_locked(ep, [&](const InFlight& f) { return f.destination == dest; });
+          leave_locked(destination, g, id);
+          ep.events.push_back({OwnershipEvent::kLost, destination, std::move(lost)});
+        }
+      }
+    }
+    cv_.notify_all();
+  }
+
+  std::vector<std::string> owners(std::string_view destination) const override {
+    std::lock_guard lock(mu_);
+    std::vector<std::string> out;
+    auto git = groups_.find(destination);
+    if (git == groups_.end()) return out;
+    for (uint32_t p = 0; p < git->second.partitions; ++p) {
+      const uint64_t o = git->second.incoming[p] == 0 ? git->second.owner[p] : 0;
+      out.push_back(o == 0 ? std::string() : endpoints_.at(o).name);
+    }
+    return out;
+  }
+
+  // After `endpoint_id`'s `revoked` for these partitions returned: its
+  // unacked messages of them are requeued and each goes to its new owner.
+  void revocation_done(uint64_t endpoint_id, const OwnershipEvent& e) {
+    {
+      std::lock_guard lock(mu_);
+      auto eit = endpoints_.find(endpoint_id);
+      auto git = groups_.find(e.destination);
+      if (eit == endpoints_.end() || git == groups_.end()) return;
+      Group& g = git->second;
+      std::vector<uint32_t> done;
+      for (uint32_t p : e.partitions)
+        if (g.owner[p] == endpoint_id) done.push_back(p);
+      requeue_locked(eit->second, [&](const InFlight& f) {
+        return f.destination == e.destination &&
+               std::find(done.begin(), done.end(), static_cast<uint32_t>(f.partition)) !=
+                   done.end();
+      });
+      std::map<uint64_t, std::vector<uint32_t>> assigned;
+      for (uint32_t p : done) {
+        g.owner[p] = g.incoming[p];
+        g.incoming[p] = 0;
+        if (g.owner[p] != 0) {
+          ++stats_.rebalances;
+          assigned[g.owner[p]].push_back(p);
+        }
+      }
+      for (auto& [id, ps] : assigned)
+        endpoints_.at(id).events.push_back({OwnershipEvent::kAssigned, e.destination, ps});
+      rebalance_locked(git->first, g);  // partitions whose target left meanwhile
+    }
+    cv_.notify_all();
+  }
+
+  // After an endpoint's `lost` returned: it joins its group again.
+  void rejoin(uint64_t endpoint_id, const std::string& destination) {
+    {
+      std::lock_guard lock(mu_);
+      auto git = groups_.find(destination);
+      if (endpoints_.count(endpoint_id) == 0 || git == groups_.end()) return;
+      Group& g = git->second;
+      if (std::find(g.members.begin(), g.members.end(), endpoint_id) == g.members.end())
+        g.members.push_back(endpoint_id);
+      rebalance_locked(git->first, g);
     }
     cv_.notify_all();
   }
@@ -236,6 +387,109 @@ class MemoryBusImpl final : public MemoryBus {
     return it == logs_.end() ? 0 : it->second.records.size();
   }
 
+  static uint32_t partition_of(const Group& g, const Message& m) {
+    return shard_of(m.key.empty() ? m.saga_id : m.key, g.partitions);
+  }
+
+  // Puts the endpoint's unacked messages that `which` selects back at the
+  // front of their queues, in their original order; their acks are then
+  // ignored. REQUIRES: mu_ held.
+  template <typename Pred>
+  void requeue_locked(EndpointState& ep, Pred which) {
+    const int64_t now_ms = to_millis(clock_->now());
+    for (auto rit = ep.in_flight.rbegin(); rit != ep.in_flight.rend();) {
+      InFlight& f = rit->second;
+      if (!which(f)) {
+        ++rit;
+        continue;
+      }
+      QueuedMessage q{std::move(f.message), now_ms};
+      auto git = groups_.find(f.destination);
+      if (f.partition >= 0 && git != groups_.end()) {
+        git->second.queues[static_cast<size_t>(f.partition)].push_front(std::move(q));
+      } else {
+        queues_[f.destination].push_front(std::move(q));
+      }
+      ++stats_.redelivered;
+      rit = decltype(rit)(ep.in_flight.erase(std::next(rit).base()));
+    }
+  }
+
+  // `id` leaves the group: what it owned goes to the others (or waits for
+  // a member). REQUIRES: mu_ held.
+  void leave_locked(const std::string& destination, Group& g, uint64_t id) {
+    auto mit = std::find(g.members.begin(), g.members.end(), id);
+    if (mit == g.members.end()) return;
+    g.members.erase(mit);
+    std::map<uint64_t, std::vector<uint32_t>> assigned;
+    for (uint32_t p = 0; p < g.partitions; ++p) {
+      if (g.incoming[p] == id) g.incoming[p] = 0;  // its owner's revocation finds no target
+      if (g.owner[p] == id) {
+        g.owner[p] = g.incoming[p];  // a handover in progress completes at once
+        g.incoming[p] = 0;
+        if (g.owner[p] != 0) {
+          ++stats_.rebalances;
+          assigned[g.owner[p]].push_back(p);
+        }
+      }
+    }
+    for (auto& [owner, ps] : assigned)
+      endpoints_.at(owner).events.push_back({OwnershipEvent::kAssigned, destination, ps});
+    rebalance_locked(destination, g);
+  }
+
+  // Cooperative-sticky: every member holds its fair share (partitions / n,
+  // the first members one more); a partition keeps its holder while that
+  // holder is within its share. Unowned partitions are assigned at once;
+  // owned ones that must move are revoked first (their new owner gets them
+  // in revocation_done). REQUIRES: mu_ held.
+  void rebalance_locked(const std::string& destination, Group& g) {
+    const size_t n = g.members.size();
+    if (n == 0) return;
+    std::map<uint64_t, size_t> quota, held;
+    for (size_t i = 0; i < n; ++i)
+      quota[g.members[i]] = g.partitions / n + (i < g.partitions % n ? 1 : 0);
+    // Who holds each partition (its handover target counts as its holder).
+    std::vector<uint64_t> target(g.partitions, 0);
+    std::vector<uint32_t> free;
+    for (uint32_t p = 0; p < g.partitions; ++p) {
+      const uint64_t h = g.incoming[p] != 0 ? g.incoming[p] : g.owner[p];
+      if (h != 0 && quota.count(h) != 0 && held[h] < quota[h]) {
+        target[p] = h;
+        ++held[h];
+      } else {
+        free.push_back(p);
+      }
+    }
+    size_t next = 0;
+    for (uint64_t m : g.members) {
+      while (held[m] < quota[m] && next < free.size()) {
+        target[free[next++]] = m;
+        ++held[m];
+      }
+    }
+    std::map<uint64_t, std::vector<uint32_t>> assigned, revoked;
+    for (uint32_t p = 0; p < g.partitions; ++p) {
+      const uint64_t t = target[p];
+      if (g.incoming[p] != 0) {
+        g.incoming[p] = t;  // a handover in progress goes to the new target
+      } else if (g.owner[p] == 0) {
+        g.owner[p] = t;
+        if (t != 0) {
+          assigned[t].push_back(p);
+          ++stats_.rebalances;
+        }
+      } else if (g.owner[p] != t) {
+        g.incoming[p] = t;
+        revoked[g.owner[p]].push_back(p);
+      }
+    }
+    for (auto& [id, ps] : revoked)
+      endpoints_.at(id).events.push_back({OwnershipEvent::kRevoked, destination, ps});
+    for (auto& [id, ps] : assigned)
+      endpoints_.at(id).events.push_back({OwnershipEvent::kAssigned, destination, ps});
+  }
+
   void ack(uint64_t endpoint_id, uint64_t delivery_id) {
     std::lock_guard lock(mu_);
     // After the endpoint closed its unacked messages were already requeued;
@@ -272,7 +526,10 @@ class MemoryBusImpl final : public MemoryBus {
     if (duplicate) ++stats_.duplicated;
     if (reorder) ++stats_.reordered;
 
-    auto& queue = queues_[message.destination];
+    auto git = groups_.find(message.destination);
+    auto& queue = git != groups_.end()
+                      ? git->second.queues[partition_of(git->second, message)]
+                      : queues_[message.destination];
     if (duplicate) {
       if (reorder) {
         queue.push_front(QueuedMessage{message, due_ms});
@@ -290,7 +547,14 @@ class MemoryBusImpl final : public MemoryBus {
 
   // Moves up to kMaxItemsPerPoll items due for the endpoint into `out`, registering
   // deliveries as in flight. REQUIRES: mu_ held.
-  void take_ready_locked(EndpointState& ep, std::vector<Work>& out) {
+  void take_ready_locked(uint64_t ep_id, EndpointState& ep, std::vector<Work>& out) {
+    while (!ep.events.empty() && out.size() < kMaxItemsPerPoll) {
+      Work w;
+      w.listener = ep.listeners.at(ep.events.front().destination);
+      w.event = std::move(ep.events.front());
+      ep.events.pop_front();
+      out.push_back(std::move(w));
+    }
     while (!ep.confirmations.empty() && out.size() < kMaxItemsPerPoll) {
       Work w;
       w.callback = std::move(ep.confirmations.front().callback);
@@ -301,40 +565,63 @@ class MemoryBusImpl final : public MemoryBus {
     if (!available_) return;
     const int64_t now_ms = to_millis(clock_->now());
     for (const auto& [destination, handler] : ep.handlers) {
+      if (ep.listeners.count(destination) != 0) {
+        Group& g = groups_.find(destination)->second;
+        for (uint32_t p = 0; p < g.partitions; ++p) {
+          if (g.owner[p] == ep_id && g.incoming[p] == 0)
+            take_due_locked(ep, destination, handler, g.queues[p], p, now_ms, out);
+        }
+        continue;
+      }
       auto qit = queues_.find(destination);
       if (qit == queues_.end()) continue;
-      auto& queue = qit->second;
-      // A message still delayed stays where it is; later ones that are due
-      // overtake it, as a retried produce overtakes on a real broker.
-      for (auto it = queue.begin(); it != queue.end() && out.size() < kMaxItemsPerPoll;) {
-        if (it->due_ms > now_ms) {
-          ++it;
-          continue;
-        }
-        const uint64_t delivery_id = next_delivery_id_++;
-        ep.in_flight.emplace(delivery_id, InFlight{destination, it->message});
-        Work w;
-        w.handler = handler;
-        w.message = std::move(it->message);
-        w.delivery_id = delivery_id;
-        out.push_back(std::move(w));
-        ++stats_.delivered;
-        it = queue.erase(it);
+      take_due_locked(ep, destination, handler, qit->second, -1, now_ms, out);
+      if (qit->second.empty()) queues_.erase(qit);
+    }
+  }
+
+  // Moves the due messages of `queue` into `out` as deliveries to `ep`.
+  // A message still delayed stays where it is; later ones that are due
+  // overtake it, as a retried produce overtakes on a real broker.
+  // REQUIRES: mu_ held.
+  void take_due_locked(EndpointState& ep, const std::string& destination,
+                       const HandlerPtr& handler, std::deque<QueuedMessage>& queue,
+                       int64_t partition, int64_t now_ms, std::vector<Work>& out) {
+    for (auto it = queue.begin(); it != queue.end() && out.size() < kMaxItemsPerPoll;) {
+      if (it->due_ms > now_ms) {
+        ++it;
+        continue;
       }
-      if (queue.empty()) queues_.erase(qit);
+      const uint64_t delivery_id = next_delivery_id_++;
+      ep.in_flight.emplace(delivery_id, InFlight{destination, it->message, partition});
+      Work w;
+      w.handler = handler;
+      w.message = std::move(it->message);
+      w.delivery_id = delivery_id;
+      out.push_back(std::move(w));
+      ++stats_.delivered;
+      it = queue.erase(it);
     }
   }
 
   // The earliest due time among delayed messages the endpoint could receive,
   // or nullopt. REQUIRES: mu_ held.
-  std::optional<int64_t> earliest_due_locked(const EndpointState& ep) const {
+  std::optional<int64_t> earliest_due_locked(uint64_t ep_id, const EndpointState& ep) const {
     std::optional<int64_t> earliest;
-    for (const auto& [destination, handler] : ep.handlers) {
-      auto qit = queues_.find(destination);
-      if (qit == queues_.end()) continue;
-      for (const auto& q : qit->second) {
+    auto consider = [&](const std::deque<QueuedMessage>& queue) {
+      for (const auto& q : queue) {
         if (!earliest || q.due_ms < *earliest) earliest = q.due_ms;
       }
+    };
+    for (const auto& [destination, handler] : ep.handlers) {
+      if (ep.listeners.count(destination) != 0) {
+        const Group& g = groups_.find(destination)->second;
+        for (uint32_t p = 0; p < g.partitions; ++p)
+          if (g.owner[p] == ep_id && g.incoming[p] == 0) consider(g.queues[p]);
+        continue;
+      }
+      auto qit = queues_.find(destination);
+      if (qit != queues_.end()) consider(qit->second);
     }
     return earliest;
   }
@@ -351,6 +638,7 @@ class MemoryBusImpl final : public MemoryBus {
   uint64_t next_endpoint_id_ = 1;                                         // GUARDED_BY(mu_)
   uint64_t next_delivery_id_ = 1;                                         // GUARDED_BY(mu_)
   std::map<std::pair<std::string, uint32_t>, LogShard> logs_;             // GUARDED_BY(mu_)
+  std::map<std::string, Group, std::less<>> groups_;  // partitioned destinations; GUARDED_BY(mu_)
   std::map<std::string, uint32_t> log_shards_;  // log -> shard count; GUARDED_BY(mu_)
 };
 
@@ -380,7 +668,7 @@ class MemoryShardLog final : public ShardLog {
 class MemoryEndpoint final : public Transport {
  public:
   MemoryEndpoint(std::shared_ptr<MemoryBusImpl> bus, std::string name)
-      : bus_(std::move(bus)), name_(std::move(name)), id_(bus_->add_endpoint()) {}
+      : bus_(std::move(bus)), name_(std::move(name)), id_(bus_->add_endpoint(name_)) {}
 
   ~MemoryEndpoint() override { bus_->remove_endpoint(id_); }
 
@@ -389,6 +677,12 @@ class MemoryEndpoint final : public Transport {
 
   Status subscribe(std::string_view destination, Handler handler) override {
     return bus_->subscribe(id_, destination, std::move(handler))
+        .with_context("endpoint \"" + name_ + "\"");
+  }
+
+  Status subscribe_partitioned(std::string_view destination, Handler handler,
+                               PartitionedSubscription how) override {
+    return bus_->subscribe_partitioned(id_, destination, std::move(handler), std::move(how))
         .with_context("endpoint \"" + name_ + "\"");
   }
 
@@ -425,13 +719,13 @@ size_t MemoryBusImpl::poll(uint64_t endpoint_id, std::chrono::milliseconds max_w
     std::unique_lock lock(mu_);
     EndpointState& ep = endpoints_.at(endpoint_id);  // std::map: stable while we wait
     for (;;) {
-      take_ready_locked(ep, work);
+      take_ready_locked(endpoint_id, ep, work);
       if (!work.empty()) break;
       const auto now = SteadyClock::now();
       if (now >= deadline) break;
       auto wake = deadline;
       if (available_) {
-        if (auto due = earliest_due_locked(ep)) {
+        if (auto due = earliest_due_locked(endpoint_id, ep)) {
           const auto until_due =
               std::chrono::milliseconds(std::max<int64_t>(*due - to_millis(clock_->now()), 1));
           wake = std::min(wake, now + std::min(until_due, kDelayedRecheck));
@@ -447,7 +741,21 @@ size_t MemoryBusImpl::poll(uint64_t endpoint_id, std::chrono::milliseconds max_w
   const auto self = std::static_pointer_cast<MemoryBusImpl>(shared_from_this());
   const std::weak_ptr<MemoryBusImpl> weak_bus = self;
   for (Work& w : work) {
-    if (w.handler) {
+    if (w.listener) {
+      switch (w.event.kind) {
+        case OwnershipEvent::kAssigned:
+          w.listener->assigned(w.event.partitions);
+          break;
+        case OwnershipEvent::kRevoked:
+          w.listener->revoked(w.event.partitions);
+          revocation_done(endpoint_id, w.event);
+          break;
+        case OwnershipEvent::kLost:
+          w.listener->lost(w.event.partitions);
+          rejoin(endpoint_id, w.event.destination);
+          break;
+      }
+    } else if (w.handler) {
       Transport::Ack ack = [weak_bus, endpoint_id, delivery_id = w.delivery_id] {
         if (auto bus = weak_bus.lock()) bus->ack(endpoint_id, delivery_id);
       };

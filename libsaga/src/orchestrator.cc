@@ -309,6 +309,12 @@ struct Shard {
   std::unique_ptr<ShardLog> log;
   std::vector<Message> commit_messages;
   std::atomic<bool> lost{false};
+  // With Options::replicas: whether the group assigned the shard to this
+  // process, and whether it is claimed, restored and recovered (it then
+  // runs). Without replicas every shard is both, always.
+  bool assigned = true;
+  std::atomic<bool> owned{true};
+  bool outbox_recovered = false;
   // After a commit that failed otherwise (rolled back): rest until
   // resume_ms, answering rest_status; the rest doubles while it fails.
   // The failed commit may have reached the log all the same (its answer was
@@ -376,19 +382,44 @@ class OrchestratorImpl final : public Orchestrator {
       d.shards.push_back(sh.get());
       sh->driver = &d;
     }
-    if (opts_.changelog) {
+    if (opts_.changelog)
       changelog_families_ = {store_->cf(kInstances), store_->cf(kReplies), store_->cf(kIndex)};
-      for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(restore(*sh));
+    if (opts_.replicas) {
+      if (!opts_.changelog) {
+        return Status::invalid_argument("orchestrator '" + opts_.name +
+                                        "': replicas need the changelog (Options::changelog)");
+      }
+      for (auto& sh : shards_) {  // claimed when the group assigns them
+        sh->assigned = false;
+        sh->owned = false;
+      }
+    } else {
+      for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(activate(*sh));
     }
-    for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(recover(*sh));
-    return transport_->subscribe(reply_endpoint_, [this](Message m, Transport::Ack ack) {
+    auto handler = [this](Message m, Transport::Ack ack) {
       Shard& sh = shard_for(m.saga_id);
       {
         std::lock_guard lock(sh.mu);
         sh.arrived.emplace_back(std::move(m), std::move(ack));
       }
       ring(sh);
-    });
+    };
+    if (!opts_.replicas) return transport_->subscribe(reply_endpoint_, handler);
+    PartitionedSubscription how;
+    how.partitions = store_->shards();
+    how.listener.assigned = [this](const std::vector<uint32_t>& ps) {
+      on_driving_threads(ps, [](Shard& sh) {
+        sh.assigned = true;  // claimed and restored by its thread's next iteration
+        sh.resume_ms = 0;
+      });
+    };
+    how.listener.revoked = [this](const std::vector<uint32_t>& ps) {
+      on_driving_threads(ps, [this](Shard& sh) { release(sh, "revoked"); });
+    };
+    how.listener.lost = [this](const std::vector<uint32_t>& ps) {
+      on_driving_threads(ps, [this](Shard& sh) { release(sh, "lost"); });
+    };
+    return transport_->subscribe_partitioned(reply_endpoint_, handler, std::move(how));
   }
 
   // ---------------------------------------------------------------- API
@@ -539,6 +570,7 @@ class OrchestratorImpl final : public Orchestrator {
     s.stale_replies = stale_replies_;
     s.timers_fired = timers_fired_;
     s.in_flight = in_flight_;
+    for (const auto& sh : shards_) s.shards_owned += sh->owned ? 1 : 0;
     return s;
   }
 
@@ -674,6 +706,11 @@ class OrchestratorImpl final : public Orchestrator {
         continue;
       }
       run_deferred(*sh);
+      if (!sh->owned) {
+        std::lock_guard lock(sh->mu);
+        busy = busy || sh->assigned || !sh->requests.empty();
+        continue;
+      }
       sh->outbox->retry_failed();
       std::lock_guard lock(sh->mu);
       busy = busy || sh->resync || !sh->requests.empty() || !sh->arrived.empty() ||
@@ -717,6 +754,21 @@ class OrchestratorImpl final : public Orchestrator {
         fail_requests(take(sh.requests, sh), lost_status(sh));
         continue;
       }
+      if (!sh.owned && sh.assigned && sh.resume_ms <= now_ms()) {
+        if (Status s = activate(sh); !s.ok()) {
+          rest(sh, s);
+          log_->warn("{}: cannot take the shard ({}); next try in {} ms", shard_name(sh),
+                     s.to_string(), sh.commit_backoff.count());
+        }
+      }
+      if (!sh.owned) {
+        sh.inbound.clear();  // unacked, for the owner
+        fail_requests(take(sh.requests, sh),
+                      sh.assigned ? Status::unavailable(shard_name(sh) + " is being restored")
+                                        .with_retry_after(Duration{200})
+                                  : not_owned_status(sh));
+        continue;
+      }
       sh.rolled_back = false;
       if (sh.resume_ms > now_ms()) {  // resting after a failed commit
         fail_requests(take(sh.requests, sh), sh.rest_status);
@@ -727,6 +779,13 @@ class OrchestratorImpl final : public Orchestrator {
         if (s.code() == StatusCode::kUnavailable) {
           rest(sh, s);
           fail_requests(take(sh.requests, sh), sh.rest_status);
+          continue;
+        }
+        if (s.code() == StatusCode::kAborted && opts_.replicas) {  // another replica has it
+          drop(sh);
+          sh.assigned = false;
+          log_->warn("{}: fenced ({}); dropped until assigned again", shard_name(sh),
+                     s.to_string());
           continue;
         }
         if (s.code() == StatusCode::kAborted) {  // fenced meanwhile: not ours any more
@@ -744,6 +803,7 @@ class OrchestratorImpl final : public Orchestrator {
         }
       }
       run_deferred(sh);
+      if (!sh.owned) continue;  // released by a deferred call of the group's
       sh.batch = &d.batch;
       sh.staged = 0;
       const auto full = [&] { return staged_before + sh.staged >= opts_.max_batch; };
@@ -914,6 +974,16 @@ class OrchestratorImpl final : public Orchestrator {
   // more; its replies stay unacked for the new owner.
   void lose(Release& rel, const Status& why) {
     Shard& sh = *rel.shard;
+    if (opts_.replicas) {  // another replica has it: dropped until assigned here again
+      log_->warn("{}: fenced ({}); dropped until assigned again", shard_name(sh), why.to_string());
+      for (auto& [done, result] : rel.answers) done(not_owned_status(sh));
+      rel.answers.clear();
+      rel.consumed.clear();
+      drop(sh);
+      sh.assigned = false;
+      sh.batch = nullptr;
+      return;
+    }
     sh.lost = true;
     log_->error("orchestrator '{}' shard {} stops: {}", opts_.name, sh.index, why.to_string());
     for (auto& [done, result] : rel.answers) done(lost_status(sh));
@@ -922,6 +992,88 @@ class OrchestratorImpl final : public Orchestrator {
     unload(sh);
     sh.inbound.clear();
     sh.batch = nullptr;
+  }
+
+  // Runs fn on each shard of `ps` on the thread driving it, and returns once
+  // it ran: at once when this thread drives every shard (one driver, or
+  // run_once: the transport is polled inside the iteration, before anything
+  // is staged), else posted to each shard's own thread.
+  void on_driving_threads(const std::vector<uint32_t>& ps, const std::function<void(Shard&)>& fn) {
+    if (!threaded_) {
+      for (uint32_t k : ps) fn(*shards_.at(k));
+      return;
+    }
+    std::vector<std::future<void>> done;
+    for (uint32_t k : ps) {
+      Shard& sh = *shards_.at(k);
+      auto promise = std::make_shared<std::promise<void>>();
+      done.push_back(promise->get_future());
+      post(sh, [fn, &sh, promise] {
+        fn(sh);
+        promise->set_value();
+      });
+    }
+    for (auto& f : done) {
+      // A stopping engine's threads may not run it any more.
+      while (f.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+        if (stopping_) return;
+      }
+    }
+  }
+
+  std::string shard_name(const Shard& sh) const {
+    return "orchestrator '" + opts_.name + "' shard " + std::to_string(sh.index);
+  }
+
+  // Makes the shard this process's: with the changelog, claims it (fencing
+  // earlier owners) and restores what others wrote since the local
+  // checkpoint; then loads its unfinished sagas, timers and unsent commands.
+  // On the shard's driving thread (or in init()).
+  Status activate(Shard& sh) {
+    if (opts_.changelog) {
+      Status s = restore(sh);
+      if (!s.ok()) {
+        sh.log.reset();
+        return s;
+      }
+    }
+    unload(sh);
+    SAGA_RETURN_IF_ERROR(recover(sh));
+    sh.resync = false;
+    sh.commit_backoff = Duration{0};
+    sh.owned = true;
+    if (opts_.replicas) log_->info("{}: owned", shard_name(sh));
+    return ok_status();
+  }
+
+  // The group took the shard away (revoked: another member gets it once this
+  // returns; lost: another may have it already). Nothing more is done or
+  // emitted for it here: its callers get Unavailable, its replies stay
+  // unacked for the next owner, its local data stays (the next restore
+  // starts from it). On the shard's driving thread, between two commits.
+  void release(Shard& sh, const char* why) {
+    drop(sh);
+    sh.assigned = false;
+    log_->info("{}: {}", shard_name(sh), why);
+  }
+
+  void drop(Shard& sh) {
+    sh.owned = false;
+    sh.log.reset();
+    unload(sh);
+    sh.inbound.clear();
+    sh.commit_messages.clear();
+    sh.resync = false;
+    {
+      std::lock_guard lock(sh.mu);
+      sh.arrived.clear();
+    }
+    fail_requests(take(sh.requests, sh), not_owned_status(sh));
+  }
+
+  Status not_owned_status(const Shard& sh) const {
+    return Status::unavailable(shard_name(sh) + " is not owned by this replica")
+        .with_retry_after(Duration{1000});
   }
 
   // Claims the shard's changelog (fencing earlier owners) and brings the
@@ -1404,7 +1556,10 @@ class OrchestratorImpl final : public Orchestrator {
           return true;
         }));
     SAGA_RETURN_IF_ERROR(store_->write(legacy));
-    SAGA_RETURN_IF_ERROR(sh.outbox->recover());
+    if (!sh.outbox_recovered) {
+      SAGA_RETURN_IF_ERROR(sh.outbox->recover());
+      sh.outbox_recovered = true;
+    }
     sh.depth = sh.outbox->depth();
     if (!sh.live.empty() || sh.outbox->depth() > 0)
       log_->info("orchestrator '{}' shard {} recovered {} unfinished sagas, {} timers, {} unsent "

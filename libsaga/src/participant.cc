@@ -139,6 +139,13 @@ struct Shard {
   Driver* driver = nullptr;  // fixed after init()
   std::unique_ptr<Outbox> outbox;
   std::atomic<uint64_t> depth{0};  // the outbox's, published for stats()
+  // With ParticipantOptions::replicas: whether the group assigned the shard
+  // to this process (set by the transport's listener, under the driver's
+  // lock), and whether it is claimed and restored (it then handles commands).
+  // Without replicas every shard is both, always.
+  bool assigned = true;
+  std::atomic<bool> owned{true};
+  bool outbox_recovered = false;
   Batch* batch = nullptr;          // the driver's batch, during an iteration
   // Commands taken from the mailbox, in arrival order, not yet handled (the
   // shard rests, or catches up with its log first).
@@ -203,6 +210,10 @@ class ParticipantImpl final : public Participant {
     if (opts_.changelog) changelog_families_ = {store_->cf(kState), store_->cf(kInbox)};
     const uint32_t threads = std::clamp<uint32_t>(opts_.threads, 1, store_->shards());
     for (uint32_t t = 0; t < threads; ++t) drivers_.push_back(std::make_unique<Driver>());
+    if (opts_.replicas && !opts_.changelog) {
+      return Status::invalid_argument("participant '" + opts_.name +
+                                      "': replicas need the changelog (ParticipantOptions::changelog)");
+    }
     for (uint32_t k = 0; k < store_->shards(); ++k) {
       auto sh = std::make_unique<Shard>(*store_, k);
       sh->driver = drivers_[k % threads].get();
@@ -211,28 +222,38 @@ class ParticipantImpl final : public Participant {
       sh->outbox = std::make_unique<Outbox>(
           sh->ks, store_->cf(kOutbox), *transport_, *opts_.clock, log_,
           [this, raw](std::function<void()> fn) { post(*raw, std::move(fn)); });
-      if (opts_.changelog) {
-        SAGA_ASSIGN_OR_RETURN(sh->log,
-                              transport_->claim_shard(opts_.name + ".changelog", k,
-                                                      store_->shards()));
-        SAGA_RETURN_IF_ERROR(restore_shard(sh->ks, changelog_families_, *sh->log, *log_,
-                                           "participant '" + opts_.name + "' shard " +
-                                               std::to_string(k))
-                                 .status());
+      if (opts_.replicas) {  // claimed when the group assigns it
+        sh->assigned = false;
+        sh->owned = false;
+      } else {
+        SAGA_RETURN_IF_ERROR(activate(*sh));
       }
-      SAGA_RETURN_IF_ERROR(sh->outbox->recover());
-      sh->depth = sh->outbox->depth();
       keyspaces_.push_back(sh->ks);
       shards_.push_back(std::move(sh));
     }
-    return transport_->subscribe(opts_.name, [this](Message m, Transport::Ack ack) {
+    auto handler = [this](Message m, Transport::Ack ack) {
       Shard& sh = shard_for(m.key.empty() ? m.saga_id : m.key);
       {
         std::lock_guard lock(sh.mu);
         sh.arrived.emplace_back(std::move(m), std::move(ack));
       }
       if (threaded_) sh.driver->bell.ring();
-    });
+    };
+    if (!opts_.replicas) return transport_->subscribe(opts_.name, handler);
+    PartitionedSubscription how;
+    how.partitions = store_->shards();
+    how.listener.assigned = [this](const std::vector<uint32_t>& ps) {
+      for (uint32_t k : ps) {
+        Shard& sh = *shards_.at(k);
+        std::lock_guard lock(sh.driver->mu);
+        sh.assigned = true;  // claimed and restored by its thread's next iteration
+        sh.resume_ms = 0;
+        if (threaded_) sh.driver->bell.ring();
+      }
+    };
+    how.listener.revoked = [this](const std::vector<uint32_t>& ps) { release(ps, "revoked"); };
+    how.listener.lost = [this](const std::vector<uint32_t>& ps) { release(ps, "lost"); };
+    return transport_->subscribe_partitioned(opts_.name, handler, std::move(how));
   }
 
   Status on(std::string command_type, CommandHandler handler) override {
@@ -333,7 +354,10 @@ class ParticipantImpl final : public Participant {
     s.duplicates = duplicates_;
     s.voided = voided_;
     s.writes = writes_;
-    for (const auto& sh : shards_) s.outbox_depth += sh->depth;
+    for (const auto& sh : shards_) {
+      s.outbox_depth += sh->depth;
+      if (sh->owned) ++s.shards_owned;
+    }
     return s;
   }
 
@@ -386,6 +410,77 @@ class ParticipantImpl final : public Participant {
     for (auto& fn : fns) fn();
   }
 
+  std::string shard_name(const Shard& sh) const {
+    return "participant '" + opts_.name + "' shard " + std::to_string(sh.index());
+  }
+
+  // Makes the shard this process's: claims its changelog (fencing earlier
+  // owners), restores what others wrote since the local checkpoint, loads
+  // what the outbox left unsent. REQUIRES: the shard's driver lock (or init).
+  Status activate(Shard& sh) {
+    if (opts_.changelog) {
+      SAGA_ASSIGN_OR_RETURN(sh.log, transport_->claim_shard(opts_.name + ".changelog",
+                                                            sh.index(), store_->shards()));
+      auto restored = restore_shard(sh.ks, changelog_families_, *sh.log, *log_, shard_name(sh));
+      if (!restored.ok()) {
+        sh.log.reset();
+        return restored.status();
+      }
+    }
+    if (!sh.outbox_recovered) {
+      SAGA_RETURN_IF_ERROR(sh.outbox->recover());
+      sh.outbox_recovered = true;
+    }
+    sh.depth = sh.outbox->depth();
+    sh.resync = false;
+    sh.commit_backoff = Duration{0};
+    sh.owned = true;
+    if (opts_.replicas) log_->info("{}: owned", shard_name(sh));
+    return ok_status();
+  }
+
+  // With replicas: claims and restores the assigned shards that are not
+  // owned yet; one that fails rests and is tried again. REQUIRES: d.mu.
+  void activate_assigned(Driver& d, int64_t now) {
+    for (Shard* sh : d.shards) {
+      if (sh->owned || !sh->assigned || sh->resume_ms > now) continue;
+      Status s = activate(*sh);
+      if (!s.ok()) {
+        rest(*sh);
+        log_->warn("{}: cannot take the shard ({}); next try in {} ms", shard_name(*sh),
+                   s.to_string(), sh->commit_backoff.count());
+      }
+    }
+  }
+
+  // The group took these shards away (revoked: another member gets them once
+  // this returns; lost: another may have them already). Nothing more is done
+  // or emitted for them here; their queued commands stay unacked for the
+  // next owner; their local data stays (the next restore starts from it).
+  void release(const std::vector<uint32_t>& ps, const char* why) {
+    for (uint32_t k : ps) {
+      Shard& sh = *shards_.at(k);
+      std::lock_guard lock(sh.driver->mu);
+      drop(sh);
+      sh.assigned = false;
+      log_->info("{}: {}", shard_name(sh), why);
+    }
+  }
+
+  // Forgets the shard's work in memory. REQUIRES: the shard's driver lock.
+  void drop(Shard& sh) {
+    sh.owned = false;
+    sh.log.reset();
+    sh.inbound.clear();
+    sh.consumed.clear();
+    sh.commit_messages.clear();
+    sh.overlay.clear();
+    sh.inbox_overlay.clear();
+    sh.stats = {};
+    std::lock_guard lock(sh.mu);
+    sh.arrived.clear();
+  }
+
   // Moves the mailbox's commands behind the ones already queued.
   void take_arrived(Shard& sh) {
     std::lock_guard lock(sh.mu);
@@ -403,6 +498,10 @@ class ParticipantImpl final : public Participant {
     const int64_t now = to_millis(opts_.clock->now());
     for (Shard* sh : d.shards) {
       if (sh->lost) continue;
+      if (!sh->owned) {
+        if (sh->assigned && sh->resume_ms <= now) return true;
+        continue;
+      }
       if (sh->outbox->has_unsent()) return true;
       if (!sh->inbound.empty() && sh->resume_ms <= now) return true;
       std::lock_guard lock(sh->mu);
@@ -421,7 +520,7 @@ class ParticipantImpl final : public Participant {
         wait = kIdleWait;
         const int64_t now = to_millis(opts_.clock->now());
         for (Shard* sh : d.shards) {
-          if (!sh->lost && !sh->inbound.empty())
+          if (!sh->lost && (!sh->inbound.empty() || (sh->assigned && !sh->owned)))
             wait = std::min(wait, Duration{std::max<int64_t>(1, sh->resume_ms - now)});
         }
       }
@@ -437,6 +536,7 @@ class ParticipantImpl final : public Participant {
   size_t iterate(Driver& d) {
     if (!store_status().ok()) return 0;
     const int64_t now = to_millis(opts_.clock->now());
+    if (opts_.replicas) activate_assigned(d, now);
     for (Shard* sh : d.shards) {
       run_deferred(*sh);
       take_arrived(*sh);
@@ -447,10 +547,11 @@ class ParticipantImpl final : public Participant {
     size_t handled = 0;
     for (Shard* shp : d.shards) {
       Shard& sh = *shp;
-      if (sh.lost) {
+      if (sh.lost || (!sh.owned && !sh.assigned)) {
         sh.inbound.clear();  // not ours any more: unacked, for the new owner
         continue;
       }
+      if (!sh.owned) continue;  // assigned, not restored yet: its commands wait
       if (sh.inbound.empty() || sh.resume_ms > now || !caught_up(sh)) continue;
       for (auto& in : sh.inbound) {
         handle(sh, in.first);
@@ -497,6 +598,10 @@ class ParticipantImpl final : public Participant {
     std::lock_guard lock(sh.driver->mu);
     SAGA_RETURN_IF_ERROR(store_status());
     if (sh.lost) return lost_status(sh);
+    if (!sh.owned) {
+      return Status::unavailable(shard_name(sh) + " is not owned by this replica")
+          .with_retry_after(Duration{1000});
+    }
     if (sh.resume_ms > to_millis(opts_.clock->now()) || !caught_up(sh)) {
       return Status::unavailable("shard " + std::to_string(sh.index()) + " of participant '" +
                                  opts_.name + "' rests after a failed changelog commit")
@@ -598,8 +703,15 @@ class ParticipantImpl final : public Participant {
                            opts_.name + "' was claimed by another owner");
   }
 
-  // A later claim fenced the shard: it handles, answers and sends nothing more.
+  // A later claim fenced the shard: it handles, answers and sends nothing more
+  // (with replicas: until the group assigns it here again).
   void lose(Shard& sh, const Status& why) {
+    if (opts_.replicas) {
+      drop(sh);
+      sh.assigned = false;  // claimed again only when the group assigns it again
+      log_->warn("{}: fenced ({}); dropped until assigned again", shard_name(sh), why.to_string());
+      return;
+    }
     sh.lost = true;
     sh.commit_messages.clear();
     sh.consumed.clear();  // unacked, for the new owner
@@ -612,7 +724,7 @@ class ParticipantImpl final : public Participant {
   Status commit_changelogs(Driver& d) {
     std::vector<ShardPart> parts;
     for (Shard* sh : d.shards) {
-      if (sh->lost) continue;
+      if (sh->lost || !sh->owned) continue;
       parts.push_back(
           ShardPart{&sh->ks, sh->index(), sh->log.get(), std::move(sh->commit_messages), {}});
       sh->commit_messages.clear();

@@ -7,10 +7,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "saga/shard.h"
 
 namespace saga {
 namespace {
@@ -594,6 +597,173 @@ TEST_CASE("a shard changelog keeps its shard count, and refuses commits while th
   CHECK(bus->log_end("log", 3) == 0);
   bus->set_available(true);
   CHECK(*commit_now(**log, {{change("a", "1")}, {}}) == 1);
+}
+
+
+// ---- consumer groups (subscribe_partitioned) ----
+
+constexpr uint32_t kPartitions = 4;
+constexpr char kReplies[] = "orch.replies";
+
+// A member of the kReplies group: what it owns, what it was told (in a log
+// shared by the members of a test, so the order across members shows), and
+// what it received.
+struct Member {
+  Member(MemoryBus& bus, std::string name, std::vector<std::string>& log)
+      : name(std::move(name)), t(bus.connect(this->name)), log_(log) {}
+
+  Status join() {
+    PartitionedSubscription how;
+    how.partitions = kPartitions;
+    how.listener.assigned = [this](const std::vector<uint32_t>& ps) { note("assigned", ps, true); };
+    how.listener.revoked = [this](const std::vector<uint32_t>& ps) { note("revoked", ps, false); };
+    how.listener.lost = [this](const std::vector<uint32_t>& ps) { note("lost", ps, false); };
+    return t->subscribe_partitioned(kReplies, inbox.handler(), std::move(how));
+  }
+
+  void note(const std::string& what, const std::vector<uint32_t>& ps, bool add) {
+    std::string line = name + " " + what;
+    for (uint32_t p : ps) {
+      line += " " + std::to_string(p);
+      if (add) {
+        owned.insert(p);
+      } else {
+        owned.erase(p);
+      }
+    }
+    log_.push_back(line);
+  }
+
+  std::string name;
+  std::unique_ptr<Transport> t;
+  std::set<uint32_t> owned;
+  Inbox inbox;
+
+ private:
+  std::vector<std::string>& log_;
+};
+
+// A message to kReplies whose key falls in `partition`.
+Message to_partition(uint32_t partition, const std::string& id) {
+  Message m = make_message(id, kReplies);
+  for (int i = 0;; ++i) {
+    m.key = m.saga_id = "saga-" + std::to_string(i);
+    if (shard_of(m.key, kPartitions) == partition) return m;
+  }
+}
+
+TEST_CASE("a consumer group splits the partitions; each member gets only its partitions' messages") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  std::vector<std::string> log;
+  Member a(*bus, "a", log), b(*bus, "b", log);
+  auto sender = bus->connect("sender");
+  // Sent before anyone subscribed: waits in its partition.
+  sender->send(to_partition(3, "early"), nullptr);
+  REQUIRE(a.join().ok());
+  a.t->poll(kNoWait);
+  CHECK(a.owned == std::set<uint32_t>{0, 1, 2, 3});
+  CHECK(a.inbox.ids() == std::vector<std::string>{"early"});
+  a.inbox.ack_all();
+
+  REQUIRE(b.join().ok());
+  b.t->poll(kNoWait);
+  CHECK(b.owned.empty());  // nothing is handed over before a's revocation returned
+  CHECK(bus->owners(kReplies) == std::vector<std::string>{"a", "a", "", ""});
+  a.t->poll(kNoWait);
+  b.t->poll(kNoWait);
+  CHECK(log == std::vector<std::string>{"a assigned 0 1 2 3", "a revoked 2 3", "b assigned 2 3"});
+  CHECK(a.owned == std::set<uint32_t>{0, 1});
+  CHECK(b.owned == std::set<uint32_t>{2, 3});
+  CHECK(bus->owners(kReplies) == std::vector<std::string>{"a", "a", "b", "b"});
+
+  for (uint32_t p = 0; p < kPartitions; ++p) sender->send(to_partition(p, "m" + std::to_string(p)), nullptr);
+  a.t->poll(kNoWait);
+  b.t->poll(kNoWait);
+  CHECK(a.inbox.ids() == std::vector<std::string>{"early", "m0", "m1"});
+  CHECK(b.inbox.ids() == std::vector<std::string>{"m2", "m3"});
+  CHECK(bus->stats().rebalances == 6);
+
+  Member c(*bus, "c", log);
+  PartitionedSubscription other;
+  other.partitions = kPartitions + 1;
+  other.listener = {[](const auto&) {}, [](const auto&) {}, [](const auto&) {}};
+  CHECK(c.t->subscribe_partitioned(kReplies, c.inbox.handler(), other).code() ==
+        StatusCode::kFailedPrecondition);
+  CHECK(c.t->subscribe_partitioned(kReplies, c.inbox.handler(), {}).code() ==
+        StatusCode::kInvalidArgument);
+}
+
+TEST_CASE("unacked messages of a revoked partition go to its next owner; late acks change nothing") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  std::vector<std::string> log;
+  Member a(*bus, "a", log), b(*bus, "b", log);
+  auto sender = bus->connect("sender");
+  REQUIRE(a.join().ok());
+  a.t->poll(kNoWait);
+  sender->send(to_partition(0, "kept"), nullptr);
+  sender->send(to_partition(3, "moves"), nullptr);
+  a.t->poll(kNoWait);
+  REQUIRE(a.inbox.ids() == std::vector<std::string>{"kept", "moves"});
+
+  REQUIRE(b.join().ok());
+  a.t->poll(kNoWait);  // revokes 2 and 3 from a
+  a.inbox.ack_all();   // too late for "moves": its partition is gone
+  b.t->poll(kNoWait);
+  b.t->poll(kNoWait);
+  CHECK(b.inbox.ids() == std::vector<std::string>{"moves"});
+  CHECK(bus->stats().redelivered == 1);
+  a.t->poll(kNoWait);
+  CHECK(a.inbox.ids() == std::vector<std::string>{"kept", "moves"});  // nothing again for a
+}
+
+TEST_CASE("a member that closes hands its partitions and unacked messages to the others at once") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  std::vector<std::string> log;
+  Member b(*bus, "b", log);
+  auto sender = bus->connect("sender");
+  {
+    Member a(*bus, "a", log);
+    REQUIRE(a.join().ok());
+    REQUIRE(b.join().ok());
+    a.t->poll(kNoWait);
+    b.t->poll(kNoWait);
+    REQUIRE(a.owned == std::set<uint32_t>{0, 1});
+    sender->send(to_partition(1, "unacked"), nullptr);
+    a.t->poll(kNoWait);
+    REQUIRE(a.inbox.ids() == std::vector<std::string>{"unacked"});
+  }  // a closes without acking
+  b.t->poll(kNoWait);
+  CHECK(b.owned == std::set<uint32_t>{0, 1, 2, 3});
+  CHECK(b.inbox.ids() == std::vector<std::string>{"unacked"});
+  CHECK(log.back() == "b assigned 0 1");
+}
+
+TEST_CASE("an expired member is told its partitions are lost and joins again; the others own them meanwhile") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  std::vector<std::string> log;
+  Member a(*bus, "a", log), b(*bus, "b", log);
+  auto sender = bus->connect("sender");
+  REQUIRE(a.join().ok());
+  REQUIRE(b.join().ok());
+  a.t->poll(kNoWait);
+  b.t->poll(kNoWait);
+  sender->send(to_partition(0, "in-flight"), nullptr);
+  a.t->poll(kNoWait);
+  REQUIRE(a.inbox.ids() == std::vector<std::string>{"in-flight"});
+  log.clear();
+
+  bus->expire("a");  // a is paused past its session
+  CHECK(bus->owners(kReplies) == std::vector<std::string>{"b", "b", "b", "b"});
+  b.t->poll(kNoWait);
+  CHECK(b.inbox.ids() == std::vector<std::string>{"in-flight"});  // redelivered to the new owner
+  a.inbox.ack_all();  // the zombie's ack is ignored: b still holds its own copy unacked
+  a.t->poll(kNoWait);  // resumes: lost, then joins again
+  CHECK(a.owned.empty());
+  b.t->poll(kNoWait);
+  a.t->poll(kNoWait);
+  CHECK(log == std::vector<std::string>{"b assigned 0 1", "a lost 0 1", "b revoked 2 3",
+                                        "a assigned 2 3"});
+  CHECK(bus->owners(kReplies) == std::vector<std::string>{"b", "b", "a", "a"});
 }
 
 }  // namespace

@@ -1883,5 +1883,102 @@ TEST_CASE("a store keeps its shard count: reopened without one it has it, with a
   CHECK_MESSAGE(s.message().find("1 shard(s), not 4") != std::string::npos, s.to_string());
 }
 
+
+// Replicas of one orchestrator over one MemoryBus, each with its own store
+// and all with the changelog, while the group moves shards between them:
+// a join, a leave and an expiry with sagas waiting for replies.
+TEST_CASE("replicas: sagas move with their shards between replicas and each settles once") {
+  Harness h;
+  TempDir dirs;
+  std::mutex mu;
+  std::map<std::string, int> settled;  // saga id -> on_settled calls, on any replica
+  std::map<int, std::unique_ptr<Orchestrator>> replicas;
+  auto open_replica = [&](int i) {
+    Options o = h.options;
+    o.data_dir = (dirs.path() / ("replica-" + std::to_string(i))).string();
+    o.shards = 4;
+    o.changelog = true;
+    o.replicas = true;
+    o.on_settled = [&](const SagaView& v) {
+      std::lock_guard lock(mu);
+      ++settled[v.id];
+    };
+    auto r = Orchestrator::open(
+        o, std::shared_ptr<Transport>(h.bus->connect("orchestrator-" + std::to_string(i))),
+        {booking()});
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    replicas[i] = std::move(*r);
+  };
+  auto owned = [&](int i) { return replicas.at(i)->stats().shards_owned; };
+  auto run = [&](const std::function<bool()>& done) {
+    for (int round = 0; round < 20'000 && !done(); ++round) {
+      for (auto& [i, o] : replicas) o->run_once();
+      h.inventory.poll();
+      h.payment.poll();
+      if (round % 10 == 9) h.clock->advance(Duration{50});  // timeouts resend what moved
+    }
+    return done();
+  };
+  // Starts a saga on whichever replica owns its shard.
+  std::vector<std::string> ids;
+  auto start = [&](int n) {
+    for (int k = 0; k < n; ++k) {
+      StartOptions so;
+      so.id = "b-" + std::to_string(ids.size());
+      bool started = false;
+      for (auto& [i, o] : replicas) {
+        auto r = o->start("booking", Json{{"qty", 1}}, so);
+        if (r.ok()) {
+          started = true;
+          break;
+        }
+        REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, r.status().to_string());
+      }
+      REQUIRE_MESSAGE(started, so.id << " found no owner");
+      ids.push_back(so.id);
+    }
+  };
+  auto all_settled = [&] {
+    std::lock_guard lock(mu);
+    return settled.size() == ids.size();
+  };
+
+  open_replica(1);
+  REQUIRE(run([&] { return owned(1) == 4; }));
+  h.payment.set_paused(true);  // sagas wait for their charge's reply
+  start(40);
+  run([&] { return h.inventory.received("reserve").size() >= 40; });
+
+  open_replica(2);  // takes two shards, with their waiting sagas
+  REQUIRE(run([&] { return owned(1) == 2 && owned(2) == 2; }));
+  h.payment.set_paused(false);
+  start(40);
+  REQUIRE(run(all_settled));
+
+  h.payment.set_paused(true);
+  start(40);
+  run([&] { return h.inventory.received("reserve").size() >= 120; });
+  replicas.erase(1);  // leaves: the other takes its shards
+  REQUIRE(run([&] { return owned(2) == 4; }));
+  h.bus->expire("orchestrator-2");  // presumed dead, then back
+  h.payment.set_paused(false);
+  REQUIRE(run([&] { return owned(2) == 4 && all_settled(); }));
+
+  for (const auto& [id, n] : settled) CHECK_MESSAGE(n == 1, id << " settled " << n << " times");
+  for (const std::string& id : ids) {
+    auto v = replicas.at(2)->get(id);
+    REQUIRE_MESSAGE(v.ok(), v.status().to_string());
+    CHECK_MESSAGE(v->state == SagaState::kCompleted, id << " is " << to_string(v->state));
+  }
+  CHECK(replicas.at(2)->stats().in_flight == 0);
+
+  Options plain = h.options;
+  plain.data_dir = (dirs.path() / "plain").string();
+  plain.replicas = true;
+  auto refused = Orchestrator::open(plain, std::shared_ptr<Transport>(h.bus->connect("x")),
+                                    {booking()});
+  CHECK(refused.status().code() == StatusCode::kInvalidArgument);  // replicas need the changelog
+}
+
 }  // namespace
 }  // namespace saga

@@ -1348,5 +1348,118 @@ TEST_CASE("four shards on two engine threads: every command applied once, in its
   }
 }
 
+
+// Replicas of one participant over one MemoryBus, each with its own store
+// and all with the changelog, while the test's orchestrator endpoint sends
+// commands (and copies of earlier ones) and the group moves the shards.
+TEST_CASE("replicas: the group decides which replica handles a shard; moves lose and double nothing") {
+  auto clock = std::make_shared<ManualClock>();
+  auto bus = MemoryBus::create(clock, 7);
+  TempDir dirs;
+  std::vector<Message> replies;
+  auto orch = bus->connect("orch");
+  REQUIRE(orch->subscribe(kReplyTo, [&](Message m, Transport::Ack ack) {
+                replies.push_back(std::move(m));
+                ack();
+              }).ok());
+  std::mutex mu;
+  std::map<std::string, int> calls;  // command id -> handler calls, on any replica
+  auto add = [&](CommandContext& ctx) {
+    {
+      std::lock_guard lock(mu);
+      ++calls[ctx.command.id];
+    }
+    const std::string key = "count/" + ctx.command.key;
+    auto v = ctx.state.get(key);
+    if (!v.ok()) return HandlerResult::retry(v.status().to_string());
+    ctx.state.put(key, std::to_string((*v ? std::stoi(**v) : 0) + 1));
+    return HandlerResult::success();
+  };
+  auto open_replica = [&](int i) {
+    ParticipantOptions o;
+    o.name = kParticipant;
+    o.data_dir = (dirs.path() / ("replica-" + std::to_string(i))).string();
+    o.sync = false;
+    o.clock = clock;
+    o.shards = 4;
+    o.changelog = true;
+    o.replicas = true;
+    auto p = Participant::open(
+        o, std::shared_ptr<Transport>(bus->connect("inventory-" + std::to_string(i))));
+    REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+    REQUIRE((*p)->on("add", add).ok());
+    return std::move(*p);
+  };
+  std::map<int, std::unique_ptr<Participant>> replicas;
+  auto owned = [&](int i) { return replicas.at(i)->stats().shards_owned; };
+  auto drive = [&](const std::function<bool()>& done) {
+    const auto deadline = steady_clock::now() + kPatience;
+    while (!done() && steady_clock::now() < deadline) {
+      for (auto& [i, p] : replicas) p->run_once(Duration{0});
+      orch->poll(Duration{0});
+    }
+    return done();
+  };
+  constexpr int kKeys = 6;
+  auto send = [&](int from, int to) {
+    for (int n = from; n < to; ++n) {
+      Message m = command("saga-" + std::to_string(n) + "/add", "add");
+      m.key = "place-" + std::to_string(n % kKeys);
+      m.saga_id = "saga-" + std::to_string(n);
+      orch->send(std::move(m), nullptr);
+    }
+  };
+  size_t expected_replies = 0;
+  auto send_and_wait = [&](int from, int to) {
+    send(from, to);
+    expected_replies += static_cast<size_t>(to - from);
+    REQUIRE_MESSAGE(drive([&] { return replies.size() >= expected_replies; }),
+                    replies.size() << " of " << expected_replies << " replies");
+  };
+
+  replicas[1] = open_replica(1);
+  REQUIRE(drive([&] { return owned(1) == 4; }));
+  send_and_wait(0, 120);
+
+  // A second replica joins: half the shards move to it, restored from their changelogs.
+  replicas[2] = open_replica(2);
+  REQUIRE(drive([&] { return owned(1) == 2 && owned(2) == 2; }));
+  send_and_wait(0, 60);     // copies of earlier commands: answered from the inboxes
+  send_and_wait(120, 240);
+
+  // The first one goes away: the second takes every shard.
+  replicas.erase(1);
+  REQUIRE(drive([&] { return owned(2) == 4; }));
+  send_and_wait(60, 180);   // copies again
+  send_and_wait(240, 300);
+
+  // The second one is presumed dead (its session expired) and comes back.
+  bus->expire("inventory-2");
+  REQUIRE(drive([&] { return owned(2) == 4; }));
+  send_and_wait(300, 360);
+
+  CHECK(calls.size() == 360);
+  for (const auto& [id, n] : calls) CHECK_MESSAGE(n == 1, id << " handled " << n << " times");
+  CHECK(replies.size() == expected_replies);
+  for (const Message& r : replies) CHECK(r.outcome == ReplyOutcome::kSuccess);
+  for (int k = 0; k < kKeys; ++k) {
+    auto v = replicas.at(2)->get("count/place-" + std::to_string(k));
+    REQUIRE(v.ok());
+    CHECK(*v == std::to_string(360 / kKeys));
+  }
+  CHECK(bus->stats().rebalances >= 10);
+}
+
+TEST_CASE("replicas need the changelog") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  TempDir dir;
+  ParticipantOptions o;
+  o.name = kParticipant;
+  o.data_dir = dir.path().string();
+  o.replicas = true;
+  auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect("p")));
+  CHECK(p.status().code() == StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace saga

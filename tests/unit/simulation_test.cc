@@ -2,7 +2,9 @@
 // while it drops, duplicates, delays and reorders messages, and while the
 // orchestrator and participants restart. Every engine has two engine
 // threads' shares of its shards (4 for the orchestrator, 12 for each
-// participant), run in turn by run_once. Odd seeds run every engine with its
+// participant), run in turn by run_once. Seeds 3, 7, 11, ... run two
+// replicas of every engine, which the bus's consumer groups assign shards
+// to as replicas restart, expire and come back. Odd seeds run every engine with its
 // changelog, and their crashes may also lose the local store of one shard of
 // one of them (restored from the changelog on reopen), and the fabric may go
 // away for a while (commits fail: the engines roll back and try again), or
@@ -52,35 +54,51 @@ class World {
     faults_.decline = 0.15;
     faults_.payment_retry = 0.15;
     faults_.confirm_failure = 0.1;
-    open_orchestrator();
-    open_inventory();
-    open_payment();
+    orchs_.resize(static_cast<size_t>(replicas()));
+    inventories_.resize(orchs_.size());
+    payments_.resize(orchs_.size());
+    for (int i = 0; i < replicas(); ++i) {
+      open_orchestrator(i);
+      open_inventory(i);
+      open_payment(i);
+    }
   }
   ~World() {
-    orch_.reset();
-    inventory_.reset();
-    payment_.reset();
+    orchs_.clear();
+    inventories_.clear();
+    payments_.clear();
     fs::remove_all(dir_);
   }
 
-  void open_orchestrator() {
-    orch_.reset();
+  bool changelog() const { return seed_ % 2 == 1; }
+  // Seeds 3, 7, 11, ... run two replicas of every engine (docs/replicas.md),
+  // whose shards the bus's consumer groups move as replicas restart, expire
+  // and come back.
+  int replicas() const { return seed_ % 4 == 3 ? 2 : 1; }
+
+  // The bus endpoint (and data folder) of replica i of `engine`.
+  static std::string endpoint(const std::string& engine, int i) {
+    return i == 0 ? engine : engine + "-" + std::to_string(i + 1);
+  }
+
+  void open_orchestrator(int i) {
+    orchs_.at(static_cast<size_t>(i)).reset();
     Options o;
-    o.data_dir = (dir_ / "orchestrator").string();
+    o.data_dir = (dir_ / endpoint("orchestrator", i)).string();
     o.sync = false;  // process restarts, not power loss, are simulated here
     o.shards = kShards;  // sagas spread over shards
     o.threads = kThreads;
     o.changelog = changelog();
+    o.replicas = replicas() > 1;
     o.clock = clock_;
     o.random = std::make_shared<SeededRandom>(rng_());
     o.breaker.enabled = false;
-    auto r = Orchestrator::open(o, std::shared_ptr<Transport>(bus_->connect("orchestrator")),
-                                {testing::booking_definition()});
+    auto r = Orchestrator::open(
+        o, std::shared_ptr<Transport>(bus_->connect(endpoint("orchestrator", i))),
+        {testing::booking_definition()});
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-    orch_ = std::move(*r);
+    orchs_[static_cast<size_t>(i)] = std::move(*r);
   }
-
-  bool changelog() const { return seed_ % 2 == 1; }
 
   // A process "crashes" and the disk under one of its shards is lost: every
   // key of the shard, its checkpoint included, is gone from its store.
@@ -100,35 +118,39 @@ class World {
   void lose_a_shard() {
     const std::vector<std::string> participant_families = {"state", "inbox", "outbox"};
     const double which = roll();
+    const int i = pick_replica();
     if (which < 0.5) {
-      orch_.reset();
-      lose_shard("orchestrator", {"instances", "outbox", "timers", "replies", "index"}, kShards,
-                 static_cast<uint32_t>(roll() * kShards));
-      open_orchestrator();
+      orchs_[static_cast<size_t>(i)].reset();
+      lose_shard(endpoint("orchestrator", i), {"instances", "outbox", "timers", "replies", "index"},
+                 kShards, static_cast<uint32_t>(roll() * kShards));
+      open_orchestrator(i);
     } else if (which < 0.75) {
-      inventory_.reset();
-      lose_shard("inventory", participant_families, kDefaultShards,
+      inventories_[static_cast<size_t>(i)].reset();
+      lose_shard(endpoint("inventory", i), participant_families, kDefaultShards,
                  shard_of(testing::kStockKey, kDefaultShards));  // the one that holds the stock
-      open_inventory();
+      open_inventory(i);
     } else {
-      payment_.reset();
-      lose_shard("payment", participant_families, kDefaultShards,
+      payments_[static_cast<size_t>(i)].reset();
+      lose_shard(endpoint("payment", i), participant_families, kDefaultShards,
                  static_cast<uint32_t>(roll() * kDefaultShards));
-      open_payment();
+      open_payment(i);
     }
   }
+
   int lost_shards() const { return lost_shards_; }
   int outages() const { return outages_; }
+  int expiries() const { return expiries_; }
 
-  std::unique_ptr<Participant> open_participant(const std::string& name) {
+  std::unique_ptr<Participant> open_participant(const std::string& name, int i) {
     ParticipantOptions o;
     o.name = name;
-    o.data_dir = (dir_ / name).string();
+    o.data_dir = (dir_ / endpoint(name, i)).string();
     o.sync = false;
     o.changelog = changelog();
+    o.replicas = replicas() > 1;
     o.threads = kThreads;
     o.clock = clock_;
-    auto r = Participant::open(o, std::shared_ptr<Transport>(bus_->connect(name)));
+    auto r = Participant::open(o, std::shared_ptr<Transport>(bus_->connect(endpoint(name, i))));
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
     return std::move(*r);
   }
@@ -138,19 +160,31 @@ class World {
     return [rng] { return std::uniform_real_distribution<double>(0, 1)(*rng); };
   }
 
-  void open_inventory() {
-    inventory_.reset();
-    inventory_ = open_participant("inventory");
-    REQUIRE(testing::register_inventory(*inventory_, kCapacity, faults_, chance()).ok());
+  void open_inventory(int i) {
+    auto& p = inventories_.at(static_cast<size_t>(i));
+    p.reset();
+    p = open_participant("inventory", i);
+    REQUIRE(testing::register_inventory(*p, kCapacity, faults_, chance()).ok());
   }
 
-  void open_payment() {
-    payment_.reset();
-    payment_ = open_participant("payment");
-    REQUIRE(testing::register_payment(*payment_, faults_, chance()).ok());
+  void open_payment(int i) {
+    auto& p = payments_.at(static_cast<size_t>(i));
+    p.reset();
+    p = open_participant("payment", i);
+    REQUIRE(testing::register_payment(*p, faults_, chance()).ok());
   }
 
   double roll() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
+  // Which replica an event hits (no draw with one replica, so that those
+  // seeds replay as before).
+  int pick_replica() { return replicas() > 1 ? static_cast<int>(roll() * replicas()) : 0; }
+
+  // Runs every engine once.
+  void run_engines() {
+    for (auto& o : orchs_) o->run_once();
+    for (auto& p : inventories_) p->run_once();
+    for (auto& p : payments_) p->run_once();
+  }
 
   // Runs the scenario; returns the final views of every saga started.
   std::map<std::string, SagaView> run() {
@@ -174,40 +208,48 @@ class World {
                      {"amount", 100 + static_cast<int>(roll() * 900)}};
         StartOptions so;
         so.id = id;
-        auto r = orch_->start("booking", data, so);
         // During an outage a start is refused, and the client tries again later
         // with the same id; when the refused start had been committed after all
-        // (its answer was lost), the retry finds the saga there.
-        if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) {
-          ids.push_back(id);
-          ++next;
-        } else {
+        // (its answer was lost), the retry finds the saga there. With
+        // replicas, only the owner of the saga's shard takes it.
+        for (auto& o : orchs_) {
+          auto r = o->start("booking", data, so);
+          if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) {
+            ids.push_back(id);
+            ++next;
+            break;
+          }
           REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, "seed ", seed_, ": ",
                           r.status().to_string());
           REQUIRE(changelog());
         }
       }
       if (!ids.empty() && roll() < 0.01) {
-        (void)orch_->cancel(ids[static_cast<size_t>(roll() * static_cast<double>(ids.size()))]);
+        const std::string& id = ids[static_cast<size_t>(roll() * static_cast<double>(ids.size()))];
+        for (auto& o : orchs_) (void)o->cancel(id);
       }
-      orch_->run_once();
-      inventory_->run_once();
-      payment_->run_once();
+      run_engines();
       clock_->advance(Duration{static_cast<int64_t>(roll() * 40)});
 
       const double r = roll();
       if (r < 0.004) {
-        open_orchestrator();
+        open_orchestrator(pick_replica());
       } else if (r < 0.006) {
-        open_inventory();
+        open_inventory(pick_replica());
       } else if (r < 0.008) {
-        open_payment();
+        open_payment(pick_replica());
       } else if (r < 0.012 && changelog()) {
         lose_a_shard();
       } else if (r < 0.015 && changelog() && outage_ticks == 0 && tick < 4'000) {
         bus_->set_available(false);  // commits fail: the engines roll back and rest
         outage_ticks = 5 + static_cast<int>(roll() * 50);
         ++outages_;
+      } else if (r < 0.018 && replicas() > 1) {
+        // A replica is presumed dead (paused past its session): its shards
+        // go to the other at once; it is told they are lost and joins again.
+        static const char* kEngines[] = {"orchestrator", "inventory", "payment"};
+        bus_->expire(endpoint(kEngines[static_cast<int>(roll() * 3)], pick_replica()));
+        ++expiries_;
       }
       if (outage_ticks > 0 && --outage_ticks == 0) bus_->set_available(true);
       if (tick == 4'000) {  // let the run drain
@@ -217,25 +259,50 @@ class World {
       }
       if (next == kSagas && tick % 50 == 0 && all_terminal(ids)) break;
     }
+    consolidate();
     std::map<std::string, SagaView> views;
     for (const std::string& id : ids) {
-      auto v = orch_->get(id);
+      auto v = orchs_[0]->get(id);
       REQUIRE_MESSAGE(v.ok(), "seed ", seed_, ": ", v.status().to_string());
       views.emplace(id, std::move(*v));
     }
     return views;
   }
 
+  // With replicas: every replica but the first leaves, and the first takes
+  // (and restores) every shard, so that its stores hold the whole truth.
+  void consolidate() {
+    if (replicas() == 1) return;
+    orchs_.resize(1);
+    inventories_.resize(1);
+    payments_.resize(1);
+    for (int round = 0; round < 1'000; ++round) {
+      run_engines();
+      if (orchs_[0]->stats().shards_owned == kShards &&
+          inventories_[0]->stats().shards_owned == kDefaultShards &&
+          payments_[0]->stats().shards_owned == kDefaultShards)
+        return;
+    }
+    FAIL("seed ", seed_, ": the last replicas never took every shard");
+  }
+
+  // Whether every saga is terminal in some replica's store (a store is a
+  // prefix of its shard's changelog, so no store shows a terminal state
+  // that is not final).
   bool all_terminal(const std::vector<std::string>& ids) const {
     for (const std::string& id : ids) {
-      auto v = orch_->get(id);
-      if (!v.ok() || !is_terminal(v->state)) return false;
+      bool terminal = false;
+      for (const auto& o : orchs_) {
+        auto v = o->get(id);
+        terminal = terminal || (v.ok() && is_terminal(v->state));
+      }
+      if (!terminal) return false;
     }
     return true;
   }
 
-  const Participant& inventory() const { return *inventory_; }
-  const Participant& payment() const { return *payment_; }
+  const Participant& inventory() const { return *inventories_[0]; }
+  const Participant& payment() const { return *payments_[0]; }
   const MemoryBus& bus() const { return *bus_; }
 
  private:
@@ -246,11 +313,12 @@ class World {
   std::mt19937_64 rng_;
   std::shared_ptr<std::mt19937_64> chance_rng_;
   BookingFaults faults_;
-  std::unique_ptr<Orchestrator> orch_;
-  std::unique_ptr<Participant> inventory_;
-  std::unique_ptr<Participant> payment_;
+  std::vector<std::unique_ptr<Orchestrator>> orchs_;
+  std::vector<std::unique_ptr<Participant>> inventories_;
+  std::vector<std::unique_ptr<Participant>> payments_;
   int lost_shards_ = 0;
   int outages_ = 0;
+  int expiries_ = 0;
 };
 
 std::pair<uint64_t, uint64_t> seed_range() {
@@ -265,12 +333,14 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   const auto [first, last] = seed_range();
   std::map<SagaState, int> outcomes;
   BusStats faults_seen;
-  int lost_shards = 0, outages = 0;
+  int lost_shards = 0, outages = 0, expiries = 0, rebalances = 0;
   for (uint64_t seed = first; seed <= last; ++seed) {
     World world(seed);
     const auto views = world.run();
     lost_shards += world.lost_shards();
     outages += world.outages();
+    expiries += world.expiries();
+    rebalances += static_cast<int>(world.bus().stats().rebalances);
     REQUIRE(views.size() == static_cast<size_t>(kSagas));
     const auto bad =
         testing::check_booking_invariants(views, world.inventory(), world.payment(), kCapacity);
@@ -290,7 +360,8 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
           ", duplicated ", faults_seen.duplicated, ", delayed ", faults_seen.delayed,
           ", reordered ", faults_seen.reordered, ", redelivered ", faults_seen.redelivered,
           ", commits in doubt ", faults_seen.commits_in_doubt,
-          "; shard stores lost ", lost_shards, ", fabric outages ", outages);
+          "; shard stores lost ", lost_shards, ", fabric outages ", outages,
+          "; replicas expired ", expiries, ", shards moved ", rebalances);
   // The run must have exercised both outcomes and every fault, or it proves little.
   CHECK(outcomes[SagaState::kCompleted] > 0);
   CHECK(outcomes[SagaState::kCompensated] > 0);
@@ -302,6 +373,8 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
     CHECK(lost_shards > 0);
     CHECK(outages > 0);
     CHECK(faults_seen.commits_in_doubt > 0);
+    CHECK(expiries > 0);
+    CHECK(rebalances > 0);
   }
 }
 

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "saga/clock.h"
 #include "saga/transport.h"
@@ -40,6 +42,7 @@ struct BusStats {
   uint64_t reordered = 0;
   uint64_t redelivered = 0;  ///< unacked messages requeued when an endpoint closed
   uint64_t commits_in_doubt = 0;  ///< shard commits appended but reported Unavailable
+  uint64_t rebalances = 0;        ///< partitions that changed owner in a consumer group
 };
 
 /// The shared fabric. Endpoints made by connect() exchange messages through
@@ -47,7 +50,12 @@ struct BusStats {
 /// does (like a topic). It also keeps shard changelogs in memory
 /// (Transport::claim_shard): each shard's records, and an epoch per claim so
 /// that a later claim fences an earlier one; a commit's messages go through
-/// the same faults as sends. Thread-safe.
+/// the same faults as sends. Consumer groups (Transport::subscribe_partitioned):
+/// the endpoints that subscribe to one destination that way share its
+/// partitions, as Kafka's cooperative-sticky assignor would: a member that
+/// joins takes a fair share, revoked from the others first (their `revoked`
+/// returns before the new owner's `assigned` is called); the partitions of a
+/// member that closes or expires go to the others at once. Thread-safe.
 class MemoryBus : public std::enable_shared_from_this<MemoryBus> {
  public:
   /// `clock` decides when delayed messages become due; `seed` drives faults.
@@ -73,6 +81,16 @@ class MemoryBus : public std::enable_shared_from_this<MemoryBus> {
 
   /// Records in shard `shard` of changelog `log` (0 when it has none).
   virtual uint64_t log_end(const std::string& log, uint32_t shard) const = 0;
+
+  /// Simulates the consumer-group session of every endpoint named `endpoint`
+  /// expiring (a paused or cut-off process): its partitions go to the other
+  /// members at once, it is told they are `lost` at its next poll(), and it
+  /// then joins again like a new member.
+  virtual void expire(std::string_view endpoint) = 0;
+
+  /// Owner of each partition of the partitioned `destination`, by endpoint
+  /// name ("" while a partition has none or is being handed over).
+  virtual std::vector<std::string> owners(std::string_view destination) const = 0;
 };
 
 }  // namespace saga

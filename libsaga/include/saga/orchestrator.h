@@ -123,6 +123,7 @@ struct EngineStats {
   uint64_t timers_fired = 0;
   uint64_t in_flight = 0;     ///< instances not terminal
   uint64_t outbox_depth = 0;  ///< outbox records not yet confirmed
+  uint64_t shards_owned = 0;  ///< shards this process drives now (all, without replicas)
 };
 
 /// Settings of an orchestrator.
@@ -160,6 +161,16 @@ struct Options {
   /// store and retries after a rest (callers meanwhile get Unavailable with
   /// a retry-after). Default false.
   bool changelog = false;
+  /// One of several replicas of this orchestrator (docs/replicas.md): the
+  /// transport's consumer group of "<name>.replies" (one partition per shard)
+  /// decides which shards this process owns; an assigned shard is claimed and
+  /// restored from its changelog, then its sagas, timers and unsent commands
+  /// are recovered; a revoked or lost one is dropped (its local data kept, as
+  /// the start of the next restore). start() and the admin calls for a saga
+  /// of a shard owned elsewhere are Unavailable; get() and list() read the
+  /// local copy, which may be behind for such shards. Requires `changelog`
+  /// and a transport with consumer groups. Default false.
+  bool replicas = false;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};
   /// How often retention runs. Default 60 s.

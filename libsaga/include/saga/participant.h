@@ -104,6 +104,16 @@ struct ParticipantOptions {
   /// local write, and open() restores a missing or lagging store from it, so
   /// de-duplication survives a lost disk. Default false.
   bool changelog = false;
+  /// One of several replicas of this participant (docs/replicas.md): the
+  /// transport's consumer group decides which shards this process owns (its
+  /// command destination has one partition per shard); an assigned shard is
+  /// claimed and restored from its changelog before its commands are handled,
+  /// a revoked or lost one is dropped (its local data kept, as the start of
+  /// the next restore). Requires `changelog` and a transport with consumer
+  /// groups. write() to a shard owned elsewhere is Unavailable; get() and
+  /// scan() read the local copy, which may be behind for such shards.
+  /// Default false.
+  bool replicas = false;
   /// Time source; default the system clock.
   std::shared_ptr<Clock> clock;
   /// spdlog logger name. Default: the participant's name.
@@ -119,6 +129,7 @@ struct ParticipantStats {
   uint64_t voided = 0;      ///< actions cancelled by a compensation that arrived first
   uint64_t writes = 0;      ///< RocksDB batches
   uint64_t outbox_depth = 0;
+  uint64_t shards_owned = 0;  ///< shards this process drives now (all, without replicas)
 };
 
 /// One participant. Delivery rules it implements:

@@ -63,6 +63,32 @@ class ShardLog {
                       const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
 };
 
+/// What a consumer group decides about the partitions of one subscription
+/// (docs/replicas.md): which of them this member owns. Partition k of an
+/// engine's inbound destination is its shard k. Every callback runs inside
+/// poll(), on the polling thread, with the partitions concerned.
+struct PartitionListener {
+  /// Now this member's: their messages are delivered after the call returns.
+  std::function<void(const std::vector<uint32_t>& partitions)> assigned;
+  /// Going to another member: return only once nothing more will be done or
+  /// emitted for them. Their unacked messages go to the next owner.
+  std::function<void(const std::vector<uint32_t>& partitions)> revoked;
+  /// Taken without a revocation (this member was presumed dead): another
+  /// member may own them already; stop at once. Their unacked messages go to
+  /// the next owner and acks of them are ignored.
+  std::function<void(const std::vector<uint32_t>& partitions)> lost;
+};
+
+/// How to subscribe to a destination that is split into partitions owned by
+/// members of a consumer group.
+struct PartitionedSubscription {
+  /// Partitions of the destination: a message with key K (its saga id when
+  /// the key is empty) goes to partition shard_of(K, partitions). Required.
+  uint32_t partitions = 0;
+  /// Told which partitions this member owns. Required.
+  PartitionListener listener;
+};
+
 /// One endpoint's connection to the message fabric. Guarantees required of
 /// every implementation: at-least-once delivery of a message whose send was
 /// confirmed; messages with the same key to the same destination arrive in
@@ -88,6 +114,17 @@ class Transport {
 
   /// Routes every message whose destination is `destination` to `handler`.
   virtual Status subscribe(std::string_view destination, Handler handler) = 0;
+
+  /// As subscribe(destination, handler), but `handler` receives only the
+  /// messages of the partitions the group assigned to this member, as
+  /// `how.listener` is told. Every member of a destination must give the same
+  /// partition count (FailedPrecondition otherwise). Unimplemented unless the
+  /// transport has consumer groups.
+  virtual Status subscribe_partitioned(std::string_view destination, Handler handler,
+                                       PartitionedSubscription how) {
+    (void)destination, (void)handler, (void)how;
+    return Status::unimplemented("this transport has no consumer groups");
+  }
 
   /// Sends `message` to `message.destination`. Never blocks for long; the
   /// outcome arrives through `on_sent` during a later poll().

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -556,6 +557,76 @@ TEST_CASE("standard routes: healthz, readyz with the participant, metrics") {
   h.bus->set_available(false);
   CHECK(h.get("/readyz").status == 503);
   h.bus->set_available(true);
+}
+
+}  // namespace
+}  // namespace saga
+
+namespace saga {
+namespace {
+
+// Reads a state key of the old store for inventory::shard_key.
+struct MapSource final : ReshardSource {
+  std::map<std::string, std::string> keys;
+  StatusOr<std::optional<std::string>> get(std::string_view key) const override {
+    auto it = keys.find(std::string(key));
+    if (it == keys.end()) return std::optional<std::string>();
+    return std::optional<std::string>(it->second);
+  }
+};
+
+TEST_CASE("inventory's shard key: the place of every key it writes, an error for others") {
+  MapSource src;
+  src.keys["booking/s1"] = Json{{"placeId", "p7"}, {"status", "CONFIRMED"}}.dump();
+  CHECK(*inventory::shard_key("place/p7", "{}", src) == "p7");
+  CHECK(*inventory::shard_key("night/p7/2024-05-01", "{}", src) == "p7");
+  CHECK(*inventory::shard_key("booking/s1", src.keys["booking/s1"], src) == "p7");
+  CHECK(*inventory::shard_key("owner/own-1/s1", "{}", src) == "p7");
+  CHECK(inventory::shard_key("owner/own-1/s2", "{}", src).status().code() ==
+        StatusCode::kFailedPrecondition);  // no booking/s2
+  CHECK(inventory::shard_key("booking/s3", "{}", src).status().code() == StatusCode::kDataLoss);
+  for (const char* other : {"weird", "place/", "night/p7", "owner/x"})
+    CHECK_MESSAGE(!inventory::shard_key(other, "{}", src).ok(), other);
+}
+
+TEST_CASE("an inventory resharded from 12 to 5 shards keeps its places, holds, owner index and inbox") {
+  Harness h;
+  ClientResponse created =
+      h.post("/places", {{"name", "Sea view"}, {"ownerId", "own-1"}, {"rooms", 2}});
+  REQUIRE(created.status == 201);
+  const std::string a = (*created.json())["id"];
+  h.stock("b", 1);
+  const Message confirm_s1 = command("s1", "confirm", Json::object(), {}, a);
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", a, "2024-05-01", "2024-05-03", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(confirm_s1).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s2", "reserve", stay("r2", a, "2024-05-01", "2024-05-02", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s3", "allocate", stay("r3", "b", "2024-05-01", "2024-05-02", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+
+  h.reshard(5, inventory::shard_key);
+  h.settle();  // replies whose send was not yet confirmed go out again
+
+  // Every command below finds the state of its place in the place's new shard.
+  // A duplicate is answered from the inbox.
+  const uint64_t dups = h.p->stats().duplicates;
+  CHECK(h.roundtrip(confirm_s1).outcome == ReplyOutcome::kSuccess);
+  CHECK(h.p->stats().duplicates == dups + 1);
+  // Place a is full on May 1st (s1 confirmed, s2 held): its nights came along.
+  CHECK(h.roundtrip(command("s4", "reserve", stay("r4", a, "2024-05-01", "2024-05-02", 1)))
+            .outcome == ReplyOutcome::kFailure);
+  CHECK(h.roundtrip(command("s5", "reserve", stay("r5", "b", "2024-05-01", "2024-05-02", 1)))
+            .outcome == ReplyOutcome::kFailure);
+  CHECK(h.get_json("/owners/own-1/reservations").size() == 1);
+  // The release of s1 finds its booking and owner entry in place a's shard.
+  REQUIRE(h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a", a)).outcome ==
+          ReplyOutcome::kSuccess);
+  CHECK(h.get_json("/owners/own-1/reservations").empty());
+  CHECK_FALSE(h.p->get("booking/s1")->has_value());
+  CHECK(h.night(a, "2024-05-02")["free"] == 2);
+  CHECK(h.roundtrip(command("s6", "reserve", stay("r6", a, "2024-05-01", "2024-05-02", 1)))
+            .outcome == ReplyOutcome::kSuccess);
 }
 
 }  // namespace

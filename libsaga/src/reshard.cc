@@ -167,14 +167,17 @@ StatusOr<ReshardStats> run(const ReshardOptions& o, const std::vector<std::strin
                                        " (is its engine still running?): " +
                                        src.status().to_string());
   Store& source = **src;
-  for (uint32_t k = 0; k < source.shards(); ++k) {
+  // The metadata family (shard count, checkpoints) is never copied: the new
+  // store gets its own count, and no checkpoint, whatever the source had.
+  for (uint32_t k = 0; k < source.shards() && !o.drop_changelog; ++k) {
     SAGA_ASSIGN_OR_RETURN(auto checkpoint, Keyspace(source, k).get(source.meta(), kCheckpointKey));
     if (checkpoint) {
       return Status::failed_precondition(
           "source store " + o.from + " ran with the changelog (shard " + std::to_string(k) +
-          " has a checkpoint): a new shard count needs a new changelog; stop the service, "
-          "reshard a copy of the store with the changelog's checkpoints removed, or restore "
-          "it from the changelog first (docs/storage.md, \"Changing the shard count\")");
+          " has a checkpoint): its changelog topic cannot serve another shard count. Start "
+          "the service once so that it catches up with the changelog, stop it, then reshard "
+          "with --drop-changelog and recreate the topic (docs/storage.md, \"Changing the shard "
+          "count\")");
     }
   }
 
@@ -392,6 +395,11 @@ StatusOr<ReshardCommand> parse_reshard_command(const std::vector<std::string>& a
       c.help = true;
       return c;
     }
+    if (flag == "--drop-changelog") {
+      if (!seen.insert(flag).second) return Status::invalid_argument(flag + " given twice");
+      c.options.drop_changelog = true;
+      continue;
+    }
     if (flag != "--from" && flag != "--to" && flag != "--shards" && flag != "--kind")
       return Status::invalid_argument("unknown argument '" + flag + "'");
     if (!seen.insert(flag).second) return Status::invalid_argument(flag + " given twice");
@@ -424,11 +432,13 @@ StatusOr<ReshardCommand> parse_reshard_command(const std::vector<std::string>& a
 std::string reshard_usage(std::string_view program) {
   return "usage: " + std::string(program) +
          " --from DIR --to NEW_DIR --shards N [--kind orchestrator|participant]\n"
+         "       [--drop-changelog]\n"
          "Copies the store of a STOPPED engine in DIR into a new store in NEW_DIR (which must\n"
          "not exist or be empty) with N shards (1.." +
          std::to_string(kMaxShards) +
-         "). The procedure around it (topics, changelog) is in\n"
-         "docs/storage.md, \"Changing the shard count\".\n";
+         "). A store that ran with the changelog is refused\n"
+         "unless --drop-changelog: its topic must then be deleted and recreated. The whole\n"
+         "procedure is in docs/storage.md, \"Changing the shard count\".\n";
 }
 
 }  // namespace saga

@@ -427,10 +427,11 @@ TEST_CASE("a participant moves from 3 to 5 shards: state by command key, inbox e
 
 // ------------------------------------------------------------------- refusals
 
-// A small orchestrator store with one saga, in `dir`, with `shards`.
-void make_orchestrator_store(const std::string& dir, uint32_t shards, bool changelog = false) {
+// A small orchestrator store with `sagas` sagas, in `dir`, with `shards`.
+void make_orchestrator_store(const std::string& dir, uint32_t shards, bool changelog = false,
+                             std::shared_ptr<MemoryBus> bus = nullptr, int sagas = 1) {
   auto clock = std::make_shared<ManualClock>();
-  auto bus = MemoryBus::create(clock, 1);
+  if (!bus) bus = MemoryBus::create(clock, 1);
   Options o;
   o.data_dir = dir;
   o.sync = false;
@@ -440,8 +441,23 @@ void make_orchestrator_store(const std::string& dir, uint32_t shards, bool chang
   auto orch = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect("orchestrator")),
                                  {testing::booking_definition()});
   REQUIRE_MESSAGE(orch.ok(), orch.status().to_string());
-  REQUIRE((*orch)->start("booking", Json{{"qty", 1}, {"amount", 5}}, {}).ok());
+  for (int i = 0; i < sagas; ++i)
+    REQUIRE((*orch)->start("booking", Json{{"qty", 1}, {"amount", 5}}, {}).ok());
   (*orch)->run_once();
+}
+
+// An orchestrator on `dir` with the changelog on `bus`, or its error.
+StatusOr<std::unique_ptr<Orchestrator>> open_with_changelog(const std::string& dir,
+                                                           uint32_t shards,
+                                                           std::shared_ptr<MemoryBus> bus) {
+  Options o;
+  o.data_dir = dir;
+  o.sync = false;
+  o.shards = shards;
+  o.changelog = true;
+  o.clock = std::make_shared<ManualClock>();
+  return Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect("orchestrator")),
+                            {testing::booking_definition()});
 }
 
 bool contains(const std::string& text, const std::string& part) {
@@ -518,6 +534,44 @@ TEST_CASE("reshard refuses a bad count, a missing source, a used destination, an
   }
 }
 
+TEST_CASE("a store that ran with the changelog moves only with drop_changelog, without its "
+          "checkpoints, and the new store fills a recreated changelog") {
+  TempDir dir;
+  const std::string src = (dir.path() / "src").string();
+  const std::string dst = (dir.path() / "dst").string();
+  auto old_bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  make_orchestrator_store(src, 2, /*changelog=*/true, old_bus, 6);
+
+  auto refused = reshard_orchestrator({.from = src, .to = dst, .shards = 4});
+  CHECK(refused.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(contains(refused.status().message(), "--drop-changelog"));
+  CHECK_FALSE(fs::exists(dst));
+
+  auto moved = reshard_orchestrator({.from = src, .to = dst, .shards = 4, .drop_changelog = true});
+  REQUIRE_MESSAGE(moved.ok(), moved.status().to_string());
+  CHECK(moved->records["instances"] == 6);
+  {
+    auto store = internal::Store::open(dst, internal::kOrchestratorFamilies, false, {.wanted = 4});
+    REQUIRE(store.ok());
+    for (uint32_t k = 0; k < 4; ++k) {
+      auto checkpoint = internal::Keyspace(**store, k).get((*store)->meta(), internal::kCheckpointKey);
+      REQUIRE(checkpoint.ok());
+      CHECK_FALSE(checkpoint->has_value());
+    }
+  }
+  // The old changelog (2 partitions) cannot serve 4 shards...
+  auto stale = open_with_changelog(dst, 4, old_bus);
+  CHECK(stale.status().code() == StatusCode::kFailedPrecondition);
+  // ... a recreated one can: each shard's state becomes its first commit.
+  auto fresh_bus = MemoryBus::create(std::make_shared<ManualClock>(), 2);
+  auto reopened = open_with_changelog(dst, 4, fresh_bus);
+  REQUIRE_MESSAGE(reopened.ok(), reopened.status().to_string());
+  CHECK(list_all(**reopened).size() == 6);
+  uint64_t records = 0;
+  for (uint32_t k = 0; k < 4; ++k) records += fresh_bus->log_end("orchestrator.changelog", k);
+  CHECK(records >= 6 * 4);  // each saga's instance and its three index keys at least
+}
+
 TEST_CASE("a participant key the callback cannot place fails the reshard and leaves no destination") {
   // The booking payment keeps a per-shard "balance": no key function can merge those.
   World w;
@@ -565,6 +619,8 @@ TEST_CASE("the command line: flags, counts and kinds") {
                                "participant"})
             ->kind == "participant");
   CHECK(parse_reshard_command({"-h"})->help);
+  CHECK(parse_reshard_command({"--drop-changelog", "--from", "a", "--to", "b", "--shards", "2"})
+            ->options.drop_changelog);
   for (const std::vector<std::string>& bad : std::vector<std::vector<std::string>>{
            {},
            {"--from", "a", "--to", "b"},

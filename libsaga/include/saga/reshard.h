@@ -30,6 +30,14 @@ struct ReshardOptions {
   std::string to;
   /// Shard count of the new store: 1..kMaxShards. Required (default 0 is refused).
   uint32_t shards = 0;
+  /// The source ran with the changelog (it has checkpoints): copy it all the
+  /// same, without them. Only for a store whose engine was last stopped
+  /// cleanly after a start that caught up with its changelog (so the store
+  /// holds all the changelog does), and whose changelog topic is then deleted
+  /// and recreated with the new count: the new store, having no checkpoint,
+  /// writes its state to the empty changelog when it opens. Default false:
+  /// such a source is refused.
+  bool drop_changelog = false;
   /// spdlog logger name for progress (every 5 s) and the summary. Default "saga-reshard".
   std::string logger = "saga-reshard";
 };
@@ -56,7 +64,7 @@ struct ReshardStats {
 /// Errors (nothing is left in `to`): InvalidArgument for an empty folder name
 /// or a count outside 1..kMaxShards; NotFound when `from` holds no store;
 /// FailedPrecondition when `from` is not an orchestrator store, is in use,
-/// ran with the changelog (a checkpoint: see docs/storage.md), or `to`
+/// ran with the changelog (a checkpoint) unless `drop_changelog`, or `to`
 /// exists and is not empty; DataLoss for an undecodable key.
 StatusOr<ReshardStats> reshard_orchestrator(const ReshardOptions& options);
 
@@ -92,7 +100,8 @@ StatusOr<ReshardStats> reshard_participant(const ReshardOptions& options,
                                            const ShardKeyFn& shard_key);
 
 /// The command line of saga-reshard and of the services' `reshard`
-/// subcommand: `--from DIR --to DIR2 --shards N [--kind orchestrator|participant]`.
+/// subcommand: `--from DIR --to DIR2 --shards N [--kind orchestrator|participant]
+/// [--drop-changelog]`.
 struct ReshardCommand {
   ReshardOptions options;
   /// "orchestrator" (default) or "participant".

@@ -340,7 +340,8 @@ Status copy_participant(Store& src, Copier& out, const ShardKeyFn& shard_key) {
     SAGA_RETURN_IF_ERROR(bad);
   }
   // Inbox: a record does not name its command's key, so it goes everywhere
-  // (once: a store resharded before holds copies of it in several shards).
+  // (once: a store resharded before holds copies of it in several shards,
+  // all equal, since a shard writes a command's record only when it has none).
   {
     Status bad;
     std::string last;

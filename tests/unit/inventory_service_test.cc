@@ -25,6 +25,8 @@
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
 #include "support/participant_service_harness.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
 
 namespace saga {
 namespace {
@@ -628,6 +630,65 @@ TEST_CASE("an inventory resharded from 12 to 5 shards keeps its places, holds, o
   CHECK(h.roundtrip(command("s6", "reserve", stay("r6", a, "2024-05-01", "2024-05-02", 1)))
             .outcome == ReplyOutcome::kSuccess);
 }
+
+#ifdef SAGA_INVENTORY_BIN
+// A stopped inventory store of 4 shards holding `keys` (written in the shard of place p1).
+void make_inventory_store(const std::string& dir, const std::map<std::string, std::string>& keys) {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  ParticipantOptions o;
+  o.name = inventory::kParticipantName;
+  o.data_dir = dir;
+  o.sync = false;
+  o.shards = 4;
+  auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect(o.name)));
+  REQUIRE(p.ok());
+  REQUIRE((*p)->write("p1", [&](StateTxn& txn) {
+                 for (const auto& [k, v] : keys) txn.put(k, v);
+                 return ok_status();
+               }).ok());
+}
+
+int run_inventory(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv = {SAGA_INVENTORY_BIN, "reshard"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::Process p(argv, log);
+  return p.wait(std::chrono::seconds(60));
+}
+
+TEST_CASE("saga-inventory reshard moves a stopped store with the inventory's key function") {
+  testing::TempDir dir;
+  const std::string src = (dir.path() / "src").string();
+  const std::string dst = (dir.path() / "dst").string();
+  const std::string log = (dir.path() / "reshard.log").string();
+  make_inventory_store(src, {{"place/p1", R"({"id":"p1","rooms":2})"},
+                             {"night/p1/2024-05-01", R"({"held":1,"confirmed":0})"},
+                             {"booking/s1", R"({"placeId":"p1","status":"HELD"})"}});
+  CHECK(run_inventory({"--from", src, "--to", dst}, log) == 2);
+  CHECK(run_inventory({"--from", src, "--to", dst, "--shards", "3", "--kind", "orchestrator"},
+                      log) == 2);
+  REQUIRE(run_inventory({"--from", src, "--to", dst, "--shards", "3"}, log) == 0);
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  ParticipantOptions o;
+  o.name = inventory::kParticipantName;
+  o.data_dir = dst;
+  o.shards = 3;
+  auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect(o.name)));
+  REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+  for (const char* key : {"place/p1", "night/p1/2024-05-01", "booking/s1"}) {
+    auto v = (*p)->get(key);
+    REQUIRE(v.ok());
+    CHECK_MESSAGE(v->has_value(), key);
+  }
+
+  // A key the inventory does not write: the reshard fails and leaves nothing.
+  const std::string odd = (dir.path() / "odd").string();
+  const std::string odd_dst = (dir.path() / "odd-dst").string();
+  make_inventory_store(odd, {{"place/p1", "{}"}, {"stray", "x"}});
+  CHECK(run_inventory({"--from", odd, "--to", odd_dst, "--shards", "3"}, log) == 1);
+  CHECK(contains(testing::read_file(log), "'stray'"));
+  CHECK_FALSE(std::filesystem::exists(odd_dst));
+}
+#endif
 
 }  // namespace
 }  // namespace saga

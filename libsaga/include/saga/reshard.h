@@ -2,8 +2,9 @@
 // the procedure is in docs/storage.md, "Changing the shard count"). The
 // engine that owns the store must be stopped: these functions read the old
 // store and write every record into the shard of a NEW store that the new
-// count gives it. The old store is not changed. Not thread-safe with respect
-// to the two folders (nothing else may use them meanwhile).
+// count gives it. The old store's data is not changed (RocksDB still rewrites
+// its own bookkeeping files when it opens it). Nothing else may use either
+// folder meanwhile (RocksDB's lock refuses a running engine).
 #pragma once
 
 #include <cstdint>

@@ -62,12 +62,12 @@ Status check_source(const std::string& dir, const std::vector<std::string>& fami
   return ok_status();
 }
 
-// The destination must not exist or be an empty folder. Sets *existed.
-Status check_destination(const std::string& dir, bool* existed) {
+// The destination must not exist or be an empty folder.
+Status check_destination(const std::string& dir) {
   std::error_code ec;
-  *existed = fs::exists(dir, ec);
+  const bool exists = fs::exists(dir, ec);
   if (ec) return Status::failed_precondition("cannot inspect destination " + dir + ": " + ec.message());
-  if (!*existed) return ok_status();
+  if (!exists) return ok_status();
   if (!fs::is_directory(dir, ec))
     return Status::failed_precondition("destination " + dir + " exists and is not a folder");
   if (!fs::is_empty(dir, ec) || ec)
@@ -103,7 +103,7 @@ class Copier {
     SAGA_RETURN_IF_ERROR(dst_.write(batch_));
     batch_.clear();
     if (SteadyClock::now() >= next_report_) {
-      log_.info("resharding into {}: {} so far, {:.1f} s", dst_.dir(), counts(), seconds());
+      log_.info("resharding: {} records so far, {:.1f} s", counts(), seconds());
       next_report_ += std::chrono::seconds(5);
     }
     return ok_status();
@@ -146,8 +146,8 @@ Status each(const Keyspace& ks, rocksdb::ColumnFamilyHandle* cf,
 }
 
 // The part common to both kinds: checks, opening both stores, `copy`, the
-// final sync; on failure the destination is removed (or emptied, when it was
-// an empty folder before).
+// final sync and the rename into place; on failure nothing is left at the
+// destination (an empty folder given as one stays as it was).
 StatusOr<ReshardStats> run(const ReshardOptions& o, const std::vector<std::string>& families,
                            std::string_view kind,
                            const std::function<Status(Store& src, Copier& out)>& copy) {
@@ -158,14 +158,15 @@ StatusOr<ReshardStats> run(const ReshardOptions& o, const std::vector<std::strin
                                     std::to_string(kMaxShards) + ", not " +
                                     std::to_string(o.shards));
   SAGA_RETURN_IF_ERROR(check_source(o.from, families, kind));
-  bool existed = false;
-  SAGA_RETURN_IF_ERROR(check_destination(o.to, &existed));
+  SAGA_RETURN_IF_ERROR(check_destination(o.to));
 
   auto src = Store::open(o.from, families, /*sync=*/false, {.wanted = 0, .for_new_store = 1});
-  if (!src.ok())
+  if (!src.ok()) {
+    if (src.status().code() == StatusCode::kDataLoss) return src.status();
     return Status::failed_precondition("cannot open source store " + o.from +
                                        " (is its engine still running?): " +
                                        src.status().to_string());
+  }
   Store& source = **src;
   // The metadata family (shard count, checkpoints) is never copied: the new
   // store gets its own count, and no checkpoint, whatever the source had.
@@ -181,18 +182,21 @@ StatusOr<ReshardStats> run(const ReshardOptions& o, const std::vector<std::strin
     }
   }
 
+  // The copy is written beside the destination and renamed to it once
+  // complete and synced, so that an interrupted run (a kill) never leaves a
+  // store at `to` that an engine would open with part of the data.
+  fs::path to = fs::path(o.to).lexically_normal();
+  if (!to.has_filename()) to = to.parent_path();
+  const std::string partial = to.string() + ".saga-reshard-partial";
+  std::error_code ec;
+  if (fs::exists(partial, ec))
+    return Status::failed_precondition(partial + " exists, left by an interrupted reshard: "
+                                       "remove it and run the reshard again");
   auto log = logger_named(o.logger);
-  const auto cleanup = [&](std::unique_ptr<Store>& dst) {
-    dst.reset();
-    std::error_code ec;
-    fs::remove_all(o.to, ec);
-    if (existed) fs::create_directories(o.to, ec);
-  };
-  auto opened = Store::open(o.to, families, /*sync=*/false,
+  auto opened = Store::open(partial, families, /*sync=*/false,
                             {.wanted = o.shards, .for_new_store = o.shards});
   if (!opened.ok()) {
-    std::unique_ptr<Store> none;
-    cleanup(none);
+    fs::remove_all(partial, ec);
     return opened.status();
   }
   std::unique_ptr<Store> dst = std::move(*opened);
@@ -202,9 +206,15 @@ StatusOr<ReshardStats> run(const ReshardOptions& o, const std::vector<std::strin
   Status s = copy(source, out);
   if (s.ok()) s = out.flush();
   if (s.ok()) s = dst->sync_wal();
+  dst.reset();  // closed before the rename
+  if (s.ok()) {
+    // rename(2) replaces an empty folder: `to` may be one.
+    fs::rename(partial, to, ec);
+    if (ec) s = Status::unavailable("cannot rename " + partial + " to " + o.to + ": " + ec.message());
+  }
   if (!s.ok()) {
-    cleanup(dst);
-    log->error("resharding {} failed, {} removed: {}", o.from, o.to, s.to_string());
+    fs::remove_all(partial, ec);
+    log->error("resharding {} failed, nothing written to {}: {}", o.from, o.to, s.to_string());
     return s;
   }
   const std::string counts = out.counts();

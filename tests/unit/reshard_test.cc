@@ -493,11 +493,22 @@ TEST_CASE("reshard refuses a bad count, a missing source, a used destination, an
     fs::remove_all(dst);
   }
   {
-    // An empty folder is fine.
+    // An empty folder is fine, and holds the store afterwards.
     fs::create_directories(dst);
     auto r = reshard_orchestrator({.from = src, .to = dst, .shards = 2});
     CHECK_MESSAGE(r.ok(), r.status().to_string());
+    CHECK(fs::exists(dst + "/CURRENT"));
+    CHECK_FALSE(fs::exists(dst + ".saga-reshard-partial"));
     fs::remove_all(dst);
+  }
+  {
+    // What a killed run left is not taken over silently.
+    fs::create_directories(dst + ".saga-reshard-partial");
+    auto r = reshard_orchestrator({.from = src, .to = dst, .shards = 2});
+    CHECK(r.status().code() == StatusCode::kFailedPrecondition);
+    CHECK(contains(r.status().message(), "interrupted"));
+    CHECK_FALSE(fs::exists(dst));
+    fs::remove_all(dst + ".saga-reshard-partial");
   }
   {
     // A participant's store is not an orchestrator's, and is left as it was.
@@ -595,6 +606,7 @@ TEST_CASE("a participant key the callback cannot place fails the reshard and lea
   CHECK(contains(r.status().message(), "'balance'"));
   CHECK(contains(r.status().message(), "a per-shard total"));
   CHECK_FALSE(fs::exists(dst));
+  CHECK_FALSE(fs::exists(dst + ".saga-reshard-partial"));
 
   // Placing each copy of "balance" in one shard would merge them: refused too.
   auto merge = [&](std::string_view key, std::string_view v,

@@ -27,7 +27,10 @@ struct ReshardOptions {
   /// Folder of the stopped engine's store. Required; must hold a store.
   std::string from;
   /// Folder of the new store. Required; must not exist, or be an empty folder.
-  /// Removed again when the reshard fails.
+  /// The copy is written to `<to>.saga-reshard-partial` and renamed to `to`
+  /// only when complete and synced: a failed or killed run leaves nothing at
+  /// `to` (a failed one removes the partial folder; a killed one leaves it,
+  /// and the next run asks for its removal).
   std::string to;
   /// Shard count of the new store: 1..kMaxShards. Required (default 0 is refused).
   uint32_t shards = 0;
@@ -62,11 +65,12 @@ struct ReshardStats {
 /// its saga id, as do the legacy timer and reply keys. The new store is
 /// synced before this returns; Orchestrator::open with the new count then
 /// loads every live saga, its timer and its unsent commands.
-/// Errors (nothing is left in `to`): InvalidArgument for an empty folder name
+/// Errors (nothing is left at `to`): InvalidArgument for an empty folder name
 /// or a count outside 1..kMaxShards; NotFound when `from` holds no store;
 /// FailedPrecondition when `from` is not an orchestrator store, is in use,
 /// ran with the changelog (a checkpoint) unless `drop_changelog`, or `to`
-/// exists and is not empty; DataLoss for an undecodable key.
+/// exists and is not empty, or a partial folder of an interrupted run exists;
+/// DataLoss for an undecodable key or store.
 StatusOr<ReshardStats> reshard_orchestrator(const ReshardOptions& options);
 
 /// Read access to the state of the participant store being moved, for a

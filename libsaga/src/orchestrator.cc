@@ -31,6 +31,7 @@
 #include "outbox.h"
 #include "saga/json.h"
 #include "saga/shard.h"
+#include "store/families.h"
 #include "store/store.h"
 
 namespace saga {
@@ -96,8 +97,7 @@ namespace {
 // longer written (timers are rebuilt from the instance records) but stays
 // in the list: RocksDB refuses to open a store without all of its families.
 enum Cf : size_t { kInstances = 0, kOutbox, kTimers, kReplies, kIndex };
-const std::vector<std::string> kColumnFamilies = {"instances", "outbox", "timers", "replies",
-                                                  "index"};
+const std::vector<std::string>& kColumnFamilies = kOrchestratorFamilies;
 
 constexpr char kIdxAll = 'a';        // a <created be64> <id>
 constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>

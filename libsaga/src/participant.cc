@@ -23,6 +23,7 @@
 #include "saga/json.h"
 #include "saga/shard.h"
 #include "store/codec.h"
+#include "store/families.h"
 #include "store/store.h"
 
 namespace saga {
@@ -74,7 +75,7 @@ StatusOr<InboxRecord> decode_inbox_record(std::string_view bytes) {
 namespace {
 
 enum Cf : size_t { kState = 0, kInbox, kOutbox };
-const std::vector<std::string> kColumnFamilies = {"state", "inbox", "outbox"};
+const std::vector<std::string>& kColumnFamilies = kParticipantFamilies;
 
 using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <memory>
 #include <utility>
 
@@ -93,6 +95,33 @@ int run_participant_service(const ParticipantService& spec) {
   const int sig = stop_on_signal(server, signals);  // drains in-flight requests
   spdlog::info("signal {}: HTTP stopped, stopping the participant", sig);
   p.stop();
+  return 0;
+}
+
+int run_participant_reshard(const std::string& name, const std::vector<std::string>& args,
+                            const ShardKeyFn& shard_key) {
+  const std::string program = "saga-" + name + " reshard";
+  auto command = parse_reshard_command(args);
+  if (!command.ok()) {
+    std::fprintf(stderr, "%s: %s\n%s", program.c_str(), command.status().message().c_str(),
+                 reshard_usage(program).c_str());
+    return 2;
+  }
+  if (command->help) {
+    std::fputs(reshard_usage(program).c_str(), stdout);
+    return 0;
+  }
+  if (command->kind != "participant" && std::find(args.begin(), args.end(), "--kind") != args.end()) {
+    std::fprintf(stderr, "%s: this is a participant's store; orchestrator stores go through "
+                 "saga-reshard\n", program.c_str());
+    return 2;
+  }
+  command->options.logger = name;
+  auto done = reshard_participant(command->options, shard_key);
+  if (!done.ok()) {
+    spdlog::error("{}", done.status().to_string());
+    return 1;
+  }
   return 0;
 }
 

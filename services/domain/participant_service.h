@@ -5,8 +5,10 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "saga/participant.h"
+#include "saga/reshard.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
 
@@ -39,5 +41,14 @@ void add_participant_standard_routes(service::Router& router, Participant& p,
 /// Environment: PORT, DATA_DIR (./data/<name>), KAFKA_BROKERS (required),
 /// KAFKA_* (kafka_transport.h), EVENTS_TOPIC, LOG_LEVEL, HTTP_* (http_server.h).
 int run_participant_service(const ParticipantService& spec);
+
+/// The `reshard` command of participant service `name` (`saga-<name> reshard
+/// --from DIR --to NEW_DIR --shards N`; `args` without "reshard"): moves its
+/// STOPPED store to N shards with the service's `shard_key` (saga/reshard.h,
+/// docs/storage.md "Changing the shard count"). Returns the exit code: 0
+/// done, 1 the reshard failed (nothing left in NEW_DIR), 2 bad usage
+/// (`--kind orchestrator` included).
+int run_participant_reshard(const std::string& name, const std::vector<std::string>& args,
+                            const ShardKeyFn& shard_key);
 
 }  // namespace saga::domain

@@ -14,6 +14,7 @@
 #include "saga/clock.h"
 #include "saga/memory_transport.h"
 #include "saga/participant.h"
+#include "saga/reshard.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
@@ -48,7 +49,7 @@ class ParticipantServiceHarness {
   ParticipantServiceHarness(const std::string& name, const std::string& event_destination,
                             const std::function<Status(Participant&)>& register_handlers,
                             const std::function<void(service::Router&, Participant&)>& add_routes)
-      : name_(name) {
+      : name_(name), register_handlers_(register_handlers), add_routes_(add_routes) {
     for (const std::string& d : {std::string(kReplyTo), event_destination}) {
       std::vector<Message>* sink = d == kReplyTo ? &replies : &events;
       REQUIRE(orch->subscribe(d,
@@ -58,24 +59,22 @@ class ParticipantServiceHarness {
                               })
                   .ok());
     }
-    ParticipantOptions o;
-    o.name = name;
-    o.data_dir = dir.path().string();
-    o.sync = false;
-    o.clock = clock;
-    auto opened = Participant::open(o, std::shared_ptr<Transport>(bus->connect(name)));
-    REQUIRE(opened.ok());
-    p = std::move(*opened);
-    REQUIRE(register_handlers(*p).ok());
-    service::Router router;
-    add_routes(router, *p);
-    service::ServerOptions so;
-    so.host = "127.0.0.1";
-    so.port = 0;
-    server = std::make_unique<service::HttpServer>(so, std::move(router));
-    REQUIRE(server->start().ok());
-    // Acting as an admin: tests of who may do what use client_as().
-    http = testing::client_as(server->port(), admin_identity());
+    open_participant(dir.path().string(), 0);
+  }
+
+  /// Stops the participant and its HTTP server, moves its store to `shards`
+  /// shards with `shard_key` (saga/reshard.h) into `moved`, and starts both
+  /// again on the new store (the HTTP port changes; clients are made anew).
+  void reshard(uint32_t shards, const ShardKeyFn& shard_key) {
+    http->close();
+    server->stop();
+    p->stop();
+    p.reset();
+    const std::string to = (moved.path() / "store").string();
+    auto done = reshard_participant({.from = dir.path().string(), .to = to, .shards = shards},
+                                    shard_key);
+    REQUIRE_MESSAGE(done.ok(), done.status().to_string());
+    open_participant(to, shards);
   }
 
   /// A client of this service whose requests come from `who`.
@@ -157,10 +156,37 @@ class ParticipantServiceHarness {
   }
 
  private:
+  // Opens the participant on `data_dir` (`shards`: 0 = the store's or the
+  // default), registers its handlers and starts its HTTP server.
+  void open_participant(const std::string& data_dir, uint32_t shards) {
+    ParticipantOptions o;
+    o.name = name_;
+    o.data_dir = data_dir;
+    o.sync = false;
+    o.shards = shards;
+    o.clock = clock;
+    auto opened = Participant::open(o, std::shared_ptr<Transport>(bus->connect(name_)));
+    REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+    p = std::move(*opened);
+    REQUIRE(register_handlers_(*p).ok());
+    service::Router router;
+    add_routes_(router, *p);
+    service::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = 0;
+    server = std::make_unique<service::HttpServer>(so, std::move(router));
+    REQUIRE(server->start().ok());
+    // Acting as an admin: tests of who may do what use client_as().
+    http = testing::client_as(server->port(), admin_identity());
+  }
+
   std::string name_;
+  std::function<Status(Participant&)> register_handlers_;
+  std::function<void(service::Router&, Participant&)> add_routes_;
 
  public:
   TempDir dir;
+  TempDir moved;  // the store after reshard()
   std::shared_ptr<ManualClock> clock = std::make_shared<ManualClock>();
   std::shared_ptr<MemoryBus> bus = MemoryBus::create(clock, 7);
   std::unique_ptr<Transport> orch = bus->connect("orch");

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -24,6 +25,8 @@
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
 #include "support/participant_service_harness.h"
+#include "support/process.h"
+#include "support/temp_dir.h"
 
 namespace saga {
 namespace {
@@ -557,6 +560,135 @@ TEST_CASE("standard routes: healthz, readyz with the participant, metrics") {
   CHECK(h.get("/readyz").status == 503);
   h.bus->set_available(true);
 }
+
+}  // namespace
+}  // namespace saga
+
+namespace saga {
+namespace {
+
+// Reads a state key of the old store for inventory::shard_key.
+struct MapSource final : ReshardSource {
+  std::map<std::string, std::string> keys;
+  StatusOr<std::optional<std::string>> get(std::string_view key) const override {
+    auto it = keys.find(std::string(key));
+    if (it == keys.end()) return std::optional<std::string>();
+    return std::optional<std::string>(it->second);
+  }
+};
+
+TEST_CASE("inventory's shard key: the place of every key it writes, an error for others") {
+  MapSource src;
+  src.keys["booking/s1"] = Json{{"placeId", "p7"}, {"status", "CONFIRMED"}}.dump();
+  CHECK(*inventory::shard_key("place/p7", "{}", src) == "p7");
+  CHECK(*inventory::shard_key("night/p7/2024-05-01", "{}", src) == "p7");
+  CHECK(*inventory::shard_key("booking/s1", src.keys["booking/s1"], src) == "p7");
+  CHECK(*inventory::shard_key("owner/own-1/s1", "{}", src) == "p7");
+  CHECK(inventory::shard_key("owner/own-1/s2", "{}", src).status().code() ==
+        StatusCode::kFailedPrecondition);  // no booking/s2
+  CHECK(inventory::shard_key("booking/s3", "{}", src).status().code() == StatusCode::kDataLoss);
+  for (const char* other : {"weird", "place/", "night/p7", "owner/x"})
+    CHECK_MESSAGE(!inventory::shard_key(other, "{}", src).ok(), other);
+}
+
+TEST_CASE("an inventory resharded from 12 to 5 shards keeps its places, holds, owner index and inbox") {
+  Harness h;
+  ClientResponse created =
+      h.post("/places", {{"name", "Sea view"}, {"ownerId", "own-1"}, {"rooms", 2}});
+  REQUIRE(created.status == 201);
+  const std::string a = (*created.json())["id"];
+  h.stock("b", 1);
+  const Message confirm_s1 = command("s1", "confirm", Json::object(), {}, a);
+  REQUIRE(h.roundtrip(command("s1", "reserve", stay("r1", a, "2024-05-01", "2024-05-03", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(confirm_s1).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s2", "reserve", stay("r2", a, "2024-05-01", "2024-05-02", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s3", "allocate", stay("r3", "b", "2024-05-01", "2024-05-02", 1)))
+              .outcome == ReplyOutcome::kSuccess);
+
+  h.reshard(5, inventory::shard_key);
+  h.settle();  // replies whose send was not yet confirmed go out again
+
+  // Every command below finds the state of its place in the place's new shard.
+  // A duplicate is answered from the inbox.
+  const uint64_t dups = h.p->stats().duplicates;
+  CHECK(h.roundtrip(confirm_s1).outcome == ReplyOutcome::kSuccess);
+  CHECK(h.p->stats().duplicates == dups + 1);
+  // Place a is full on May 1st (s1 confirmed, s2 held): its nights came along.
+  CHECK(h.roundtrip(command("s4", "reserve", stay("r4", a, "2024-05-01", "2024-05-02", 1)))
+            .outcome == ReplyOutcome::kFailure);
+  CHECK(h.roundtrip(command("s5", "reserve", stay("r5", "b", "2024-05-01", "2024-05-02", 1)))
+            .outcome == ReplyOutcome::kFailure);
+  CHECK(h.get_json("/owners/own-1/reservations").size() == 1);
+  // The release of s1 finds its booking and owner entry in place a's shard.
+  REQUIRE(h.roundtrip(command("s1", "release", Json::object(), "s1/reserve/a", a)).outcome ==
+          ReplyOutcome::kSuccess);
+  CHECK(h.get_json("/owners/own-1/reservations").empty());
+  CHECK_FALSE(h.p->get("booking/s1")->has_value());
+  CHECK(h.night(a, "2024-05-02")["free"] == 2);
+  CHECK(h.roundtrip(command("s6", "reserve", stay("r6", a, "2024-05-01", "2024-05-02", 1)))
+            .outcome == ReplyOutcome::kSuccess);
+}
+
+#ifdef SAGA_INVENTORY_BIN
+// A stopped inventory store of 4 shards holding `keys` (written in the shard of place p1).
+void make_inventory_store(const std::string& dir, const std::map<std::string, std::string>& keys) {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  ParticipantOptions o;
+  o.name = inventory::kParticipantName;
+  o.data_dir = dir;
+  o.sync = false;
+  o.shards = 4;
+  auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect(o.name)));
+  REQUIRE(p.ok());
+  REQUIRE((*p)->write("p1", [&](StateTxn& txn) {
+                 for (const auto& [k, v] : keys) txn.put(k, v);
+                 return ok_status();
+               }).ok());
+}
+
+int run_inventory(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv = {SAGA_INVENTORY_BIN, "reshard"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  testing::Process p(argv, log);
+  return p.wait(std::chrono::seconds(60));
+}
+
+TEST_CASE("saga-inventory reshard moves a stopped store with the inventory's key function") {
+  testing::TempDir dir;
+  const std::string src = (dir.path() / "src").string();
+  const std::string dst = (dir.path() / "dst").string();
+  const std::string log = (dir.path() / "reshard.log").string();
+  make_inventory_store(src, {{"place/p1", R"({"id":"p1","rooms":2})"},
+                             {"night/p1/2024-05-01", R"({"held":1,"confirmed":0})"},
+                             {"booking/s1", R"({"placeId":"p1","status":"HELD"})"}});
+  CHECK(run_inventory({"--from", src, "--to", dst}, log) == 2);
+  CHECK(run_inventory({"--from", src, "--to", dst, "--shards", "3", "--kind", "orchestrator"},
+                      log) == 2);
+  REQUIRE(run_inventory({"--from", src, "--to", dst, "--shards", "3"}, log) == 0);
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  ParticipantOptions o;
+  o.name = inventory::kParticipantName;
+  o.data_dir = dst;
+  o.shards = 3;
+  auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect(o.name)));
+  REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+  for (const char* key : {"place/p1", "night/p1/2024-05-01", "booking/s1"}) {
+    auto v = (*p)->get(key);
+    REQUIRE(v.ok());
+    CHECK_MESSAGE(v->has_value(), key);
+  }
+
+  // A key the inventory does not write: the reshard fails and leaves nothing.
+  const std::string odd = (dir.path() / "odd").string();
+  const std::string odd_dst = (dir.path() / "odd-dst").string();
+  make_inventory_store(odd, {{"place/p1", "{}"}, {"stray", "x"}});
+  CHECK(run_inventory({"--from", odd, "--to", odd_dst, "--shards", "3"}, log) == 1);
+  CHECK(contains(testing::read_file(log), "'stray'"));
+  CHECK_FALSE(std::filesystem::exists(odd_dst));
+}
+#endif
 
 }  // namespace
 }  // namespace saga

@@ -294,3 +294,59 @@ TEST_CASE("configuration: rates are validated with clear errors") {
 
 }  // namespace
 }  // namespace saga
+
+namespace saga {
+namespace {
+
+struct NoSource final : ReshardSource {
+  StatusOr<std::optional<std::string>> get(std::string_view) const override {
+    return std::optional<std::string>();
+  }
+};
+
+TEST_CASE("payment's shard key: the booking's saga id of every key it writes, an error for others") {
+  const NoSource src;
+  CHECK(*payment::shard_key("payment/s1", "{}", src) == "s1");
+  CHECK(*payment::shard_key("byres/r1/pay-s1", "{}", src) == "s1");
+  for (const char* other : {"balance", "payment/", "byres/r1", "byres/r1/other", "byres/r1/pay-"})
+    CHECK_MESSAGE(!payment::shard_key(other, "{}", src).ok(), other);
+}
+
+TEST_CASE("a payment store resharded from 12 to 5 shards: duplicates answered, refunds find their charge") {
+  Harness h;
+  const Message charge_s1 = command("s1", "charge", charge_of("r1", 5000));
+  REQUIRE(h.roundtrip(charge_s1).outcome == ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s2", "charge", charge_of("r2", 700))).outcome ==
+          ReplyOutcome::kSuccess);
+  REQUIRE(h.roundtrip(command("s3", "charge", charge_of("r3", 900))).outcome ==
+          ReplyOutcome::kSuccess);
+
+  h.reshard(5, payment::shard_key);
+  h.settle();  // replies whose send was not yet confirmed go out again
+
+  const uint64_t dups = h.p->stats().duplicates;
+  const Message again = h.roundtrip(charge_s1);
+  CHECK(again.outcome == ReplyOutcome::kSuccess);
+  CHECK(h.p->stats().duplicates == dups + 1);
+  // The booking's own compensation (keyed by its saga id) and a cancellation's
+  // refund (keyed by the booking id) find the charge in its new shard.
+  REQUIRE(h.roundtrip(command("s2", "refund", Json::object(), "s2/charge/a")).outcome ==
+          ReplyOutcome::kSuccess);
+  Message cancel = command("s3.cancel", "refund", {{"bookingId", "s3"}});
+  cancel.key = "s3";
+  const Message refunded = h.roundtrip(cancel);
+  REQUIRE(refunded.outcome == ReplyOutcome::kSuccess);
+  CHECK(Json::parse(refunded.payload) == Json{{"refunded", true}});
+  for (const char* saga : {"s2", "s3"}) {
+    auto record = h.p->get(std::string("payment/") + saga);
+    REQUIRE(record.ok());
+    REQUIRE(record->has_value());
+    CHECK(Json::parse(**record)["status"] == "REFUNDED");
+  }
+  CHECK(Json::parse(**h.p->get("payment/s1"))["status"] == "APPROVED");
+  const Json listed = h.get_json("/payments?reservationId=r1");
+  CHECK(listed.dump().find("pay-s1") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace saga

@@ -154,6 +154,8 @@ Status Store::write(Batch& batch) {
   return from_rocksdb(db_->Write(wo, batch.raw()), "write batch");
 }
 
+Status Store::sync_wal() { return from_rocksdb(db_->FlushWAL(/*sync=*/true), "sync WAL of " + dir_); }
+
 StatusOr<std::optional<std::string>> Store::get(rocksdb::ColumnFamilyHandle* cf,
                                                 std::string_view key) const {
   disable_perf_counters();

@@ -87,6 +87,9 @@ class Store {
 
   /// Applies `batch` atomically (synced per the open option).
   Status write(Batch& batch);
+  /// Makes every write so far durable (fsyncs the WAL), whatever the open
+  /// option: for a store written with sync off in bulk (saga/reshard.h).
+  Status sync_wal();
   /// The value of `key`, nullopt when absent.
   StatusOr<std::optional<std::string>> get(rocksdb::ColumnFamilyHandle* cf,
                                            std::string_view key) const;

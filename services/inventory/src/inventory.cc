@@ -287,6 +287,40 @@ StatusOr<Json> set_rooms(const Participant& p, StateTxn& txn, const std::string&
 
 }  // namespace
 
+StatusOr<std::string> shard_key(std::string_view key, std::string_view value,
+                                const ReshardSource& source) {
+  // Every command is keyed by place id (services/reservation: reserve,
+  // confirm, allocate and release), and the routes write a place in its own
+  // shard; ids hold no '/' (domain::id_field).
+  const auto rest = [&](std::string_view prefix) { return key.substr(prefix.size()); };
+  const auto place_of_booking = [](std::string_view record,
+                                   std::string_view what) -> StatusOr<std::string> {
+    const Json b = Json::parse(record, nullptr, false);
+    if (!b.is_object() || !b.contains("placeId") || !b["placeId"].is_string() ||
+        b["placeId"].get_ref<const std::string&>().empty())
+      return Status::data_loss(std::string(what) + " has no placeId");
+    return b["placeId"].get<std::string>();
+  };
+  if (key.starts_with("place/") && key.size() > 6) return std::string(rest("place/"));
+  if (key.starts_with("night/")) {
+    const size_t slash = key.rfind('/');
+    if (slash > 6) return std::string(key.substr(6, slash - 6));
+  }
+  if (key.starts_with("booking/")) return place_of_booking(value, "booking record");
+  if (key.starts_with("owner/")) {
+    // owner/<owner>/<saga>: the booking of that saga names the place.
+    const size_t slash = key.rfind('/');
+    if (slash > 6 && slash + 1 < key.size()) {
+      const std::string booking = booking_key(key.substr(slash + 1));
+      SAGA_ASSIGN_OR_RETURN(auto record, source.get(booking));
+      if (!record)
+        return Status::failed_precondition("its booking record " + booking + " is missing");
+      return place_of_booking(*record, booking);
+    }
+  }
+  return Status::invalid_argument("not a key the inventory writes");
+}
+
 Status register_handlers(Participant& p, Options options) {
   if (!options.now_ms) options.now_ms = domain::now_ms;
   SAGA_RETURN_IF_ERROR(p.on("reserve", guarded(reserve)));

@@ -2,13 +2,22 @@
 //   PORT (8083), DATA_DIR (./data/payment), KAFKA_BROKERS (required), KAFKA_* (see
 //   kafka_transport.h), PAYMENT_LATENCY_MS, PAYMENT_DECLINE_RATE, PAYMENT_FAILURE_RATE,
 //   LOG_LEVEL, HTTP_* (see http_server.h).
+// `saga-payment reshard --from DIR --to NEW_DIR --shards N` moves the STOPPED
+// service's store to N shards instead (docs/storage.md, "Changing the shard count").
 #include <spdlog/spdlog.h>
+
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "domain/participant_service.h"
 #include "saga/payment/payment.h"
 
-int main() {
+int main(int argc, char** argv) {
   namespace pay = saga::payment;
+  if (argc > 1 && std::string_view(argv[1]) == "reshard")
+    return saga::domain::run_participant_reshard(
+        pay::kParticipantName, std::vector<std::string>(argv + 2, argv + argc), pay::shard_key);
   auto config = pay::Config::from_env();
   if (!config.ok()) {
     spdlog::critical("{}", config.status().message());

@@ -150,6 +150,22 @@ StatusOr<Config> Config::from_env() {
   return c;
 }
 
+StatusOr<std::string> shard_key(std::string_view key, std::string_view,
+                                const ReshardSource&) {
+  // charge and its refund are keyed by the booking's saga id (the step's
+  // default key), the cancellation's refund by the booking id, which is that
+  // saga id: payment/<saga> and byres/<reservation>/pay-<saga> are both of it.
+  if (key.starts_with("payment/") && key.size() > 8) return std::string(key.substr(8));
+  if (key.starts_with("byres/")) {
+    const size_t slash = key.find('/', 6);  // reservation ids hold no '/'
+    if (slash != std::string_view::npos && slash > 6 &&
+        key.substr(slash + 1).starts_with(kPayPrefix) &&
+        slash + 1 + kPayPrefix.size() < key.size())
+      return std::string(key.substr(slash + 1 + kPayPrefix.size()));
+  }
+  return Status::invalid_argument("not a key the payment service writes");
+}
+
 Status register_handlers(Participant& p, Options options) {
   for (auto [name, rate] : {std::pair{"decline_rate", options.config.decline_rate},
                             std::pair{"failure_rate", options.config.failure_rate}}) {

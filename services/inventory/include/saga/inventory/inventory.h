@@ -20,8 +20,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 
 #include "saga/participant.h"
+#include "saga/reshard.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
 
@@ -46,6 +49,15 @@ struct Options {
 
 /// Registers reserve, release, confirm and allocate on `p`. Call before its engine runs.
 Status register_handlers(Participant& p, Options options = {});
+
+/// Where an inventory state key goes when the store is resharded
+/// (saga/reshard.h): the place id its commands are keyed by. place/<id> and
+/// night/<id>/<date>: the id; booking/<saga>: the record's placeId;
+/// owner/<owner>/<saga>: the placeId of booking/<saga> in the old store.
+/// InvalidArgument for another key, DataLoss or FailedPrecondition when the
+/// booking record needed is unreadable or missing.
+StatusOr<std::string> shard_key(std::string_view key, std::string_view value,
+                                const ReshardSource& source);
 
 /// Registers the HTTP API on `router` (places, rooms, availability, owner
 /// reservations, the seed's /reservationManagements) plus /healthz, /readyz

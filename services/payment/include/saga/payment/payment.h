@@ -15,8 +15,11 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <string_view>
 
 #include "saga/participant.h"
+#include "saga/reshard.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
 
@@ -53,6 +56,13 @@ struct Options {
 
 /// Registers charge and refund on `p`. InvalidArgument for rates outside 0..1.
 Status register_handlers(Participant& p, Options options = {});
+
+/// Where a payment state key goes when the store is resharded
+/// (saga/reshard.h): the booking's saga id, which keys charge and refund.
+/// payment/<saga>: saga; byres/<reservation>/pay-<saga>: saga. InvalidArgument
+/// for another key.
+StatusOr<std::string> shard_key(std::string_view key, std::string_view value,
+                                const ReshardSource& source);
 
 /// Registers GET /payments/{id}, GET /payments?reservationId= and the standard
 /// routes (/healthz, /readyz with the participant's health, /metrics).

@@ -3,8 +3,10 @@
 //   kafka_transport.h), LOG_LEVEL, HTTP_* (see http_server.h).
 #include "domain/participant_service.h"
 #include "saga/inventory/inventory.h"
+#include "saga/service/command_line.h"
 
-int main() {
+int main(int argc, char** argv) {
+  if (auto rc = saga::service::handle_command_line("saga-inventory", argc, argv)) return *rc;
   namespace inv = saga::inventory;
   return saga::domain::run_participant_service({
       .name = inv::kParticipantName,

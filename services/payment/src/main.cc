@@ -6,8 +6,10 @@
 
 #include "domain/participant_service.h"
 #include "saga/payment/payment.h"
+#include "saga/service/command_line.h"
 
-int main() {
+int main(int argc, char** argv) {
+  if (auto rc = saga::service::handle_command_line("saga-payment", argc, argv)) return *rc;
   namespace pay = saga::payment;
   auto config = pay::Config::from_env();
   if (!config.ok()) {

@@ -82,7 +82,35 @@ foreach(svc IN LISTS SERVICES)
   message(STATUS "${last_output}")
 endforeach()
 
-# 3. examples/ against the extracted libsaga-dev only.
+# 3. The Dockerfile's runtime stages install every runtime library a service package
+#    depends on (dpkg-shlibdeps' list; no container engine here to try the images).
+#    libc6, libgcc-s1 and libstdc++6 are in every Debian image; adduser is for postinst.
+file(READ ${DOCKERFILE} dockerfile_all)
+# The gateway's image is the stage "runtime" alone; the others add "runtime-kafka".
+string(FIND "${dockerfile_all}" " AS runtime-kafka" kafka_stage)
+string(SUBSTRING "${dockerfile_all}" 0 ${kafka_stage} dockerfile_runtime)
+foreach(svc IN LISTS SERVICES)
+  if(svc STREQUAL "gateway")
+    set(dockerfile "${dockerfile_runtime}")
+  else()
+    set(dockerfile "${dockerfile_all}")
+  endif()
+  string(REGEX REPLACE "^.*\nDepends: ([^\n]*).*$" "\\1" depends "${depends_saga-${svc}}")
+  string(REPLACE ", " ";" depends "${depends}")
+  foreach(dep IN LISTS depends)
+    string(REGEX REPLACE " .*$" "" dep "${dep}")
+    string(REGEX REPLACE "-fmt[0-9]+$" "" dep "${dep}")  # libspdlog1.10-fmt9: a Provides
+    if(dep MATCHES "^(adduser|libc6|libgcc-s1|libstdc\\+\\+6)$")
+      continue()
+    endif()
+    string(REPLACE "+" "\\+" dep_re "${dep}")
+    if(NOT dockerfile MATCHES "[ \n]${dep_re}[ \n\\]")
+      message(FATAL_ERROR "Dockerfile: no runtime stage installs ${dep}, which saga-${svc} needs")
+    endif()
+  endforeach()
+endforeach()
+
+# 4. examples/ against the extracted libsaga-dev only.
 set(examples
   "quickstart|saga_quickstart|parse_rooms\\(3\\): 3"
   "two_participants|saga_two_participants|booking confirmed, declined booking compensated")

@@ -12,10 +12,12 @@
 #include <utility>
 
 #include "saga/gateway/gateway.h"
+#include "saga/service/command_line.h"
 #include "saga/service/http_server.h"
 #include "saga/service/logging.h"
 
-int main() {
+int main(int argc, char** argv) {
+  if (auto rc = saga::service::handle_command_line("saga-gateway", argc, argv)) return *rc;
   using namespace saga::service;
   namespace gw = saga::gateway;
   ShutdownSignal signals;

@@ -9,12 +9,14 @@
 
 #include "domain/participant_service.h"
 #include "saga/inventory/inventory.h"
+#include "saga/service/command_line.h"
 
 int main(int argc, char** argv) {
   namespace inv = saga::inventory;
   if (argc > 1 && std::string_view(argv[1]) == "reshard")
     return saga::domain::run_participant_reshard(
         inv::kParticipantName, std::vector<std::string>(argv + 2, argv + argc), inv::shard_key);
+  if (auto rc = saga::service::handle_command_line("saga-inventory", argc, argv)) return *rc;
   return saga::domain::run_participant_service({
       .name = inv::kParticipantName,
       .default_port = 8084,

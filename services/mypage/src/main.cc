@@ -10,12 +10,14 @@
 #include "domain/participant_service.h"
 #include "saga/kafka_transport.h"
 #include "saga/mypage/mypage.h"
+#include "saga/service/command_line.h"
 #include "saga/service/config.h"
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
 #include "saga/service/logging.h"
 
-int main() {
+int main(int argc, char** argv) {
+  if (auto rc = saga::service::handle_command_line("saga-mypage", argc, argv)) return *rc;
   using namespace saga::service;
   namespace mp = saga::mypage;
   ShutdownSignal signals;

@@ -12,12 +12,14 @@
 
 #include "domain/participant_service.h"
 #include "saga/payment/payment.h"
+#include "saga/service/command_line.h"
 
 int main(int argc, char** argv) {
   namespace pay = saga::payment;
   if (argc > 1 && std::string_view(argv[1]) == "reshard")
     return saga::domain::run_participant_reshard(
         pay::kParticipantName, std::vector<std::string>(argv + 2, argv + argc), pay::shard_key);
+  if (auto rc = saga::service::handle_command_line("saga-payment", argc, argv)) return *rc;
   auto config = pay::Config::from_env();
   if (!config.ok()) {
     spdlog::critical("{}", config.status().message());

@@ -13,12 +13,14 @@
 #include "saga/kafka_transport.h"
 #include "saga/orchestrator.h"
 #include "saga/reservation/reservation.h"
+#include "saga/service/command_line.h"
 #include "saga/service/config.h"
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
 #include "saga/service/logging.h"
 
-int main() {
+int main(int argc, char** argv) {
+  if (auto rc = saga::service::handle_command_line("saga-reservation", argc, argv)) return *rc;
   using namespace saga::service;
   namespace res = saga::reservation;
   ShutdownSignal signals;

@@ -762,7 +762,7 @@ class OrchestratorImpl final : public Orchestrator {
         }
       }
       if (!sh.owned) {
-        sh.inbound.clear();  // unacked, for the owner
+        if (!sh.assigned) sh.inbound.clear();  // unacked, for the owner; else they wait
         fail_requests(take(sh.requests, sh),
                       sh.assigned ? Status::unavailable(shard_name(sh) + " is being restored")
                                         .with_retry_after(Duration{200})

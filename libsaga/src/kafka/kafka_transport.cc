@@ -95,6 +95,8 @@ class KafkaTransport final : public Transport,
   Status init();
 
   Status subscribe(std::string_view destination, Handler handler) override;
+  Status subscribe_partitioned(std::string_view destination, Handler handler,
+                               PartitionedSubscription how) override;
   void send(Message message, SendCallback on_sent) override;
   size_t poll(milliseconds max_wait) override;
   Status health() const override;
@@ -105,6 +107,8 @@ class KafkaTransport final : public Transport,
   struct Subscription {
     std::string destination;
     std::shared_ptr<const Handler> handler;
+    // subscribe_partitioned: told of the group's decisions on the topic.
+    std::shared_ptr<const PartitionListener> listener;
   };
   struct Completion {
     SendCallback callback;
@@ -127,6 +131,15 @@ class KafkaTransport final : public Transport,
   // Creates the changelog topic `topic` with `shards` partitions when it is
   // missing, and checks its partition count; once per topic.
   Status ensure_changelog(const std::string& topic, uint32_t shards);
+  // FailedPrecondition unless `topic` has `partitions` partitions.
+  Status check_partitions(const std::string& topic, uint32_t partitions, const std::string& what,
+                          SteadyClock::time_point deadline);
+  // subscribe() and subscribe_partitioned(): `partitions` 0 = the options'.
+  Status subscribe_topic(std::string_view destination, Handler handler, uint32_t partitions,
+                         std::shared_ptr<const PartitionListener> listener);
+  // Tells the partitioned subscriptions what the group decided.
+  void notify(const std::vector<RdKafka::TopicPartition*>& partitions,
+              void (*call)(const PartitionListener&, const std::vector<uint32_t>&));
 
   // Queues the outcome of send `id` for the next poll().
   void complete(uint64_t id, Status status);
@@ -175,6 +188,8 @@ class KafkaTransport final : public Transport,
   // Set by subscribe() and the rebalance callback; read by the destructor.
   std::atomic<bool> subscribed_{false};
   std::atomic<bool> assigned_once_{false};
+  // Set by the destructor: the group's last decisions are not reported.
+  std::atomic<bool> closing_{false};
 
   // health(): fatal wins over down; both are set from callbacks.
   mutable std::mutex health_mu_;
@@ -306,6 +321,7 @@ Status KafkaTransport::init() {
 }
 
 KafkaTransport::~KafkaTransport() {
+  closing_ = true;
   if (consumer_) {
     if (subscribed_ && !assigned_once_) {
       // Records consumed here are neither handled nor acked: redelivered later.
@@ -442,6 +458,22 @@ Status KafkaTransport::wait_until_visible(const std::string& topic,
 // ------------------------------------------------------------------ API
 
 Status KafkaTransport::subscribe(std::string_view destination, Handler handler) {
+  return subscribe_topic(destination, std::move(handler), 0, nullptr);
+}
+
+Status KafkaTransport::subscribe_partitioned(std::string_view destination, Handler handler,
+                                             PartitionedSubscription how) {
+  if (how.partitions == 0)
+    return Status::invalid_argument("kafka: subscribe_partitioned: zero partitions");
+  if (!how.listener.assigned || !how.listener.revoked || !how.listener.lost)
+    return Status::invalid_argument("kafka: subscribe_partitioned: every listener callback is required");
+  return subscribe_topic(destination, std::move(handler), how.partitions,
+                         std::make_shared<const PartitionListener>(std::move(how.listener)));
+}
+
+Status KafkaTransport::subscribe_topic(std::string_view destination, Handler handler,
+                                       uint32_t partitions,
+                                       std::shared_ptr<const PartitionListener> listener) {
   const std::string context = "kafka transport \"" + endpoint_ + "\": subscribe";
   if (destination.empty()) return Status::invalid_argument(context + ": empty destination");
   if (!handler) return Status::invalid_argument(context + ": empty handler");
@@ -463,9 +495,11 @@ Status KafkaTransport::subscribe(std::string_view destination, Handler handler) 
                                       "\" would share topic \"" + topic + "\"");
     }
   }
+  const auto deadline = SteadyClock::now() + opts_.startup_timeout;
   if (opts_.create_topics) {
-    const auto deadline = SteadyClock::now() + opts_.startup_timeout;
-    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, opts_.partitions,
+    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic},
+                                       partitions != 0 ? static_cast<int>(partitions)
+                                                       : opts_.partitions,
                                        opts_.replication_factor, opts_.startup_timeout)
                              .with_context(context));
     {
@@ -474,12 +508,16 @@ Status KafkaTransport::subscribe(std::string_view destination, Handler handler) 
     }
     SAGA_RETURN_IF_ERROR(wait_until_visible(topic, deadline).with_context(context));
   }
+  // Partition k is shard k: the count must be the engine's.
+  if (partitions != 0)
+    SAGA_RETURN_IF_ERROR(check_partitions(topic, partitions, "topic", deadline).with_context(context));
   std::vector<std::string> topics;
   {
     std::lock_guard lock(subs_mu_);
     subs_by_topic_.emplace(topic,
                            Subscription{std::string(destination),
-                                        std::make_shared<const Handler>(std::move(handler))});
+                                        std::make_shared<const Handler>(std::move(handler)),
+                                        std::move(listener)});
     for (const auto& [t, sub] : subs_by_topic_) topics.push_back(t);
   }
   const RdKafka::ErrorCode rc = consumer_->subscribe(topics);
@@ -601,6 +639,14 @@ Status KafkaTransport::ensure_changelog(const std::string& topic, uint32_t shard
                                        opts_.replication_factor, opts_.startup_timeout, config));
     SAGA_RETURN_IF_ERROR(wait_until_visible(topic, deadline));
   }
+  SAGA_RETURN_IF_ERROR(check_partitions(topic, shards, "changelog topic", deadline));
+  changelogs_.insert(topic);
+  return ok_status();
+}
+
+Status KafkaTransport::check_partitions(const std::string& topic, uint32_t partitions,
+                                        const std::string& what,
+                                        SteadyClock::time_point deadline) {
   RdKafka::Metadata* raw = nullptr;
   const RdKafka::ErrorCode rc =
       producer_->metadata(true, nullptr, &raw, to_ms(remaining_until(deadline)));
@@ -609,18 +655,16 @@ Status KafkaTransport::ensure_changelog(const std::string& topic, uint32_t shard
   for (const RdKafka::TopicMetadata* t : *md->topics()) {
     if (t->topic() != topic) continue;
     if (t->err() != RdKafka::ERR_NO_ERROR)
-      return status_from_kafka(t->err(), "kafka: changelog topic " + topic);
-    if (t->partitions()->size() != shards) {
+      return status_from_kafka(t->err(), "kafka: " + what + " " + topic);
+    if (t->partitions()->size() != partitions) {
       return Status::failed_precondition(
-          "kafka: changelog topic " + topic + " has " + std::to_string(t->partitions()->size()) +
-          " partitions, but the engine has " + std::to_string(shards) +
-          " shards: shards are fixed when a changelog is created (docs/storage.md: moving to "
-          "more shards)");
+          "kafka: " + what + " " + topic + " has " + std::to_string(t->partitions()->size()) +
+          " partitions, but the engine has " + std::to_string(partitions) +
+          " shards: partition k is shard k (docs/storage.md: changing the shard count)");
     }
-    changelogs_.insert(topic);
     return ok_status();
   }
-  return Status::unavailable("kafka: changelog topic " + topic + " is not in the metadata");
+  return Status::unavailable("kafka: " + what + " " + topic + " is not in the metadata");
 }
 
 StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view log,
@@ -809,7 +853,21 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
     }
     assigned_once_ = true;
     log_->info("kafka transport \"{}\": assigned {} partition(s)", endpoint_, partitions.size());
+    notify(partitions, [](const PartitionListener& l, const std::vector<uint32_t>& ps) {
+      l.assigned(ps);
+    });
   } else if (err == RdKafka::ERR__REVOKE_PARTITIONS) {
+    // The engines stop for these partitions first (their last acks count),
+    // then the acked offsets are committed and the partitions let go.
+    if (consumer->assignment_lost()) {
+      notify(partitions, [](const PartitionListener& l, const std::vector<uint32_t>& ps) {
+        l.lost(ps);
+      });
+    } else {
+      notify(partitions, [](const PartitionListener& l, const std::vector<uint32_t>& ps) {
+        l.revoked(ps);
+      });
+    }
     if (!consumer->assignment_lost()) {
       // What was acked so far is durable: commit it before someone else takes over.
       const RdKafka::ErrorCode commit = consumer->commitSync();
@@ -827,6 +885,9 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
     log_->info("kafka transport \"{}\": revoked {} partition(s)", endpoint_, partitions.size());
   } else {
     log_->error("kafka transport \"{}\": rebalance failed: {}", endpoint_, RdKafka::err2str(err));
+    notify(partitions, [](const PartitionListener& l, const std::vector<uint32_t>& ps) {
+      l.lost(ps);
+    });
     tracker_->revoke(ids_of(partitions));
     rc = consumer->unassign();
   }
@@ -834,6 +895,21 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
   if (rc != RdKafka::ERR_NO_ERROR) {
     log_->error("kafka transport \"{}\": rebalance: {}", endpoint_, RdKafka::err2str(rc));
   }
+}
+
+void KafkaTransport::notify(const std::vector<RdKafka::TopicPartition*>& partitions,
+                            void (*call)(const PartitionListener&, const std::vector<uint32_t>&)) {
+  if (closing_) return;  // the engine that listens is being destroyed
+  std::map<std::shared_ptr<const PartitionListener>, std::vector<uint32_t>> by_listener;
+  {
+    std::lock_guard lock(subs_mu_);
+    for (const RdKafka::TopicPartition* tp : partitions) {
+      auto it = subs_by_topic_.find(tp->topic());
+      if (it == subs_by_topic_.end() || !it->second.listener) continue;
+      by_listener[it->second.listener].push_back(static_cast<uint32_t>(tp->partition()));
+    }
+  }
+  for (auto& [listener, ps] : by_listener) call(*listener, ps);
 }
 
 // ------------------------------------------------------------------ health and logs

@@ -68,7 +68,9 @@ class Run {
  public:
   // `changelog`: every engine keeps its shards' changelog in Kafka, on two
   // engine threads.
-  Run(const std::string& name, int brokers = 1, bool changelog = false)
+  // `participant_replicas`: participants run as replicas (SAGA_REPLICAS=1).
+  Run(const std::string& name, int brokers = 1, bool changelog = false,
+      bool participant_replicas = false)
       : dir_(fs::temp_directory_path() /
              ("saga-kafka-" + name + "-" + std::to_string(::getpid()))),
         rng_(test_seed("crash.kafka " + name)) {
@@ -83,6 +85,7 @@ class Run {
       env_["SAGA_CHANGELOG"] = "1";
       env_["SAGA_THREADS"] = "2";
     }
+    if (participant_replicas) env_["SAGA_REPLICAS"] = "1";
   }
   ~Run() {
     for (auto& [name, p] : participants_) p->terminate(10s);
@@ -97,13 +100,16 @@ class Run {
   const fs::path& dir() const { return dir_; }
   std::string log(const std::string& name) const { return (dir_ / (name + ".log")).string(); }
 
-  // Starts a participant process and waits until it consumes.
-  void start_participant(const std::string& name) {
+  // Starts a participant process and waits until it consumes. `suffix`
+  // names another replica of it (SAGA_REPLICA_SUFFIX): participant(name + suffix).
+  void start_participant(const std::string& name, const std::string& suffix = "") {
+    const std::string replica = name + suffix;
     const std::string log_file =
-        (dir_ / (name + "-" + std::to_string(++starts_[name]) + ".log")).string();
-    participants_[name] = std::make_unique<Process>(
-        std::vector<std::string>{SAGA_NODE, "participant", name, dir_.string()}, log_file,
-        child_env());
+        (dir_ / (replica + "-" + std::to_string(++starts_[replica]) + ".log")).string();
+    auto env = child_env();
+    if (!suffix.empty()) env["SAGA_REPLICA_SUFFIX"] = suffix;
+    participants_[replica] = std::make_unique<Process>(
+        std::vector<std::string>{SAGA_NODE, "participant", name, dir_.string()}, log_file, env);
     REQUIRE_MESSAGE(wait_for_text(log_file, "ready " + name, 60s), name, " did not start; see ",
                     log_file);
   }
@@ -111,6 +117,11 @@ class Run {
     for (const char* name : {"inventory", "payment", "loyalty"}) start_participant(name);
   }
   Process& participant(const std::string& name) { return *participants_.at(name); }
+  // SIGKILLs a participant process for good (not restarted, not checked).
+  void kill_participant(const std::string& name) {
+    participants_.at(name)->kill_now();
+    participants_.erase(name);
+  }
 
   Process& start_orchestrator(int sagas, int pace_ms) {
     orchestrator_ = orchestrator_process(dir_, "orchestrator", sagas, pace_ms);
@@ -310,6 +321,33 @@ TEST_CASE(
   CHECK_MESSAGE(code == 4, "the zombie exited ", code, "; see ", run.log("zombie"));
   CHECK(read_file(run.log("zombie")).find("fenced") != std::string::npos);
   run.finish_and_check(kSagas);
+}
+
+TEST_CASE(
+    "participant replicas: one replica of inventory and one of payment SIGKILLed for good during "
+    "2000 sagas: the others take their shards over and nothing is lost or done twice") {
+  constexpr int kSagas = 2000;
+  Run run("replicas", 1, /*changelog=*/true, /*participant_replicas=*/true);
+  run.start_participants();
+  run.start_participant("inventory", "-b");
+  run.start_participant("payment", "-b");
+  run.start_orchestrator(kSagas, 10);
+  std::uniform_int_distribution<int> at(300, 900);
+  const int first_kill = at(run.rng()) / 100 * 100;
+  run.wait_started(first_kill);
+  run.kill_participant("inventory-b");  // its shards move after the group's session timeout
+  run.wait_started(first_kill + 500);
+  run.kill_participant("payment-b");
+  // The survivors own every shard at the end (restored from the changelogs),
+  // so their stores are what the offline check reads.
+  run.finish_and_check(kSagas);
+  // Every shard (saga_node's participants have libsaga's default 12) when they stopped.
+  for (const char* survivor : {"inventory-1", "payment-1"}) {
+    const std::string log = read_file(run.log(survivor));
+    CHECK_MESSAGE(log.find("shards owned 12\n") !=
+                      std::string::npos,
+                  log);
+  }
 }
 
 TEST_CASE("no saga is lost when one broker of a three-node cluster is killed mid-run") {

@@ -15,7 +15,10 @@
 // consumer group is prefixed with the topic prefix so runs never share one.
 // SAGA_CHANGELOG=1 turns every engine's changelog on (not in check mode, which
 // only reads the local stores); SAGA_THREADS=T runs every engine on T engine
-// threads (default one).
+// threads (default one). SAGA_REPLICAS=1 runs participants as replicas (one
+// consumer group per participant, shards owned as it assigns them; needs the
+// changelog), and SAGA_REPLICA_SUFFIX=S names this replica: its store is
+// DIR/<name>S and its endpoint <name>S.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -44,9 +47,10 @@ constexpr int64_t kCapacity = 1'000'000;
   std::exit(2);
 }
 
-std::shared_ptr<Transport> kafka(const std::string& endpoint) {
+// `group`: the consumer group's name (default: the endpoint's).
+std::shared_ptr<Transport> kafka(const std::string& endpoint, const std::string& group = "") {
   KafkaOptions o = kafka_options_from_env(endpoint);
-  o.group_id = o.topic_prefix + endpoint;
+  o.group_id = o.topic_prefix + (group.empty() ? endpoint : group);
   o.properties.emplace("session.timeout.ms", "6000");
   o.properties.emplace("heartbeat.interval.ms", "500");
   auto t = make_kafka_transport(endpoint, o);
@@ -61,12 +65,15 @@ uint32_t threads_from_env() {
 
 std::unique_ptr<Participant> open_participant(const std::string& name, const std::string& dir,
                                               std::shared_ptr<Transport> transport,
-                                              bool changelog = false) {
+                                              bool changelog = false,
+                                              const std::string& suffix = "") {
   ParticipantOptions po;
   po.name = name;
-  po.data_dir = dir + "/" + name;
+  po.data_dir = dir + "/" + name + suffix;
   po.changelog = changelog;
   po.threads = threads_from_env();
+  const char* replicas = std::getenv("SAGA_REPLICAS");
+  po.replicas = replicas && std::string(replicas) == "1";
   auto p = Participant::open(po, std::move(transport));
   if (!p.ok()) die("open " + name, p.status());
   return std::move(*p);
@@ -100,7 +107,9 @@ int run_participant(const std::string& name, const std::string& dir) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto p = open_participant(name, dir, kafka(name), changelog_from_env());
+  const char* suffix_env = std::getenv("SAGA_REPLICA_SUFFIX");
+  const std::string suffix = suffix_env ? suffix_env : "";
+  auto p = open_participant(name, dir, kafka(name + suffix, name), changelog_from_env(), suffix);
   if (Status s = register_handlers(name, *p); !s.ok()) die("handlers", s);
   p->start_background();
   std::cout << "ready " << name << std::endl;
@@ -109,7 +118,7 @@ int run_participant(const std::string& name, const std::string& dir) {
   p->stop();
   const ParticipantStats st = p->stats();
   std::cout << name << " stopping: applied " << st.applied << " duplicates " << st.duplicates
-            << std::endl;
+            << " shards owned " << st.shards_owned << std::endl;
   return 0;
 }
 

@@ -3,7 +3,9 @@
 // engine thread, one consumer group) share the shards as the group assigns
 // the command topic's partitions; when one leaves, the other takes its shards,
 // restores them from their changelogs and answers copies of commands the
-// first one applied from the restored inbox. The test plays the orchestrator.
+// first one applied from the restored inbox (the test plays the orchestrator).
+// Two replicas of an orchestrator share the booking sagas' shards the same
+// way; one leaves with sagas in flight and the other finishes them.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -16,8 +18,11 @@
 #include <vector>
 
 #include "saga/kafka_transport.h"
+#include "saga/orchestrator.h"
 #include "saga/participant.h"
 #include "saga/shard.h"
+#include "support/booking.h"
+#include "support/booking_run.h"
 #include "support/eventually.h"
 #include "support/kafka_test_env.h"
 #include "support/temp_dir.h"
@@ -153,6 +158,100 @@ TEST_CASE("participant replicas over Kafka: shards move with the group, every co
     REQUIRE(v.ok());
     CHECK(*v == std::to_string(180 / kKeys));
   }
+}
+
+
+TEST_CASE("orchestrator replicas over Kafka: sagas move with their shards when a replica leaves") {
+  constexpr int kSagas = 160;
+  const std::string prefix = unique_prefix();
+  testing::TempDir dirs;
+  auto open_participant = [&](const std::string& name) {
+    ParticipantOptions o;
+    o.name = name;
+    o.data_dir = (dirs.path() / name).string();
+    o.sync = false;
+    auto p = Participant::open(o, std::shared_ptr<Transport>(connect(prefix, name, name)));
+    REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+    return std::move(*p);
+  };
+  testing::BookingFaults faults;
+  faults.confirm_failure = 0.1;
+  auto inventory = open_participant("inventory");
+  auto payment = open_participant("payment");
+  REQUIRE(testing::register_inventory(*inventory, kSagas, faults, [] { return 0.5; }).ok());
+  REQUIRE(testing::register_payment(*payment, faults, [] { return 0.5; }).ok());
+  inventory->start_background();
+  payment->start_background();
+
+  std::mutex mu;
+  std::map<std::string, int> settled;  // saga id -> on_settled calls, on either replica
+  auto open_replica = [&](int i) {
+    Options o;
+    o.data_dir = (dirs.path() / ("orchestrator-" + std::to_string(i))).string();
+    o.sync = false;
+    o.shards = kShards;
+    o.changelog = true;
+    o.replicas = true;
+    o.breaker.enabled = false;
+    o.on_settled = [&](const SagaView& v) {
+      std::lock_guard lock(mu);
+      ++settled[v.id];
+    };
+    auto r = Orchestrator::open(
+        o,
+        std::shared_ptr<Transport>(
+            connect(prefix, "orchestrator-" + std::to_string(i), "orchestrator")),
+        {testing::booking_definition(Duration{10'000})});
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    (*r)->start_background();
+    return std::move(*r);
+  };
+  std::map<int, std::unique_ptr<Orchestrator>> replicas;
+  replicas[1] = open_replica(1);
+  replicas[2] = open_replica(2);
+  auto owned = [&](int i) { return replicas.at(i)->stats().shards_owned; };
+  REQUIRE(testing::eventually([&] { return owned(1) + owned(2) == kShards && owned(1) > 0 && owned(2) > 0; },
+                              120s));
+  // Starts saga `n` on whichever replica owns its shard (the other says Unavailable).
+  std::vector<std::string> ids;
+  auto start = [&](int from, int to) {
+    for (int n = from; n < to; ++n) {
+      StartOptions so;
+      so.id = prefix + "booking-" + std::to_string(n);
+      REQUIRE(testing::eventually(
+          [&] {
+            for (auto& [i, o] : replicas) {
+              auto r = o->start("booking", Json{{"qty", 1}, {"amount", 100 + n}}, so);
+              if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) return true;
+              REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, r.status().to_string());
+            }
+            return false;
+          },
+          60s));
+      ids.push_back(so.id);
+    }
+  };
+  auto settled_count = [&] {
+    std::lock_guard lock(mu);
+    return settled.size();
+  };
+  start(0, kSagas / 2);
+  REQUIRE(testing::eventually([&] { return settled_count() >= kSagas / 4; }, 120s));
+  replicas.erase(1);  // leaves with sagas in flight: the other takes its shards
+  REQUIRE(testing::eventually([&] { return owned(2) == kShards; }, 120s));
+  start(kSagas / 2, kSagas);
+  REQUIRE_MESSAGE(testing::eventually([&] { return settled_count() == ids.size(); }, 180s),
+                  settled_count(), " of ", ids.size(), " settled");
+  replicas.at(2)->stop();
+  inventory->stop();
+  payment->stop();
+
+  for (const auto& [id, n] : settled) CHECK_MESSAGE(n == 1, id << " settled " << n << " times");
+  std::map<SagaState, int> outcomes;
+  const auto views = testing::terminal_views(*replicas.at(2), ids, outcomes);
+  const auto bad = testing::check_booking_invariants(views, *inventory, *payment, kSagas);
+  for (const std::string& b : bad) FAIL_CHECK(b);
+  CHECK(outcomes[SagaState::kCompleted] > 0);
 }
 
 }  // namespace

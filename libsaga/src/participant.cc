@@ -234,6 +234,10 @@ class ParticipantImpl final : public Participant {
     }
     auto handler = [this](Message m, Transport::Ack ack) {
       Shard& sh = shard_for(m.key.empty() ? m.saga_id : m.key);
+      if (inline_callbacks()) {
+        sh.inbound.emplace_back(std::move(m), std::move(ack));
+        return;
+      }
       {
         std::lock_guard lock(sh.mu);
         sh.arrived.emplace_back(std::move(m), std::move(ack));
@@ -246,7 +250,7 @@ class ParticipantImpl final : public Participant {
     how.listener.assigned = [this](const std::vector<uint32_t>& ps) {
       for (uint32_t k : ps) {
         Shard& sh = *shards_.at(k);
-        std::lock_guard lock(sh.driver->mu);
+        auto lock = lock_for_callback(sh);
         sh.assigned = true;  // claimed and restored by its thread's next iteration
         sh.resume_ms = 0;
         if (threaded_) sh.driver->bell.ring();
@@ -294,20 +298,19 @@ class ParticipantImpl final : public Participant {
     return scan_merged(keyspaces_, store_->cf(kState), prefix, prefix, fn);
   }
 
-  // Polls the transport, then runs one iteration of every driver.
+  // Polls the transport, then runs one iteration of every driver, holding
+  // every driver's lock throughout: the transport's callbacks, which run
+  // inside poll(), then act on the shards at once (see inline_callbacks()).
   size_t run_once(Duration max_wait) override {
+    std::lock_guard run(run_mu_);
     if (!store_status().ok()) return 0;
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& d : drivers_) locks.emplace_back(d->mu);
     bool busy = false;
-    for (auto& d : drivers_) {
-      std::lock_guard lock(d->mu);
-      busy = busy || has_work(*d);
-    }
+    for (auto& d : drivers_) busy = busy || has_work(*d);
     transport_->poll(busy ? Duration{0} : max_wait);
     size_t handled = 0;
-    for (auto& d : drivers_) {
-      std::lock_guard lock(d->mu);
-      handled += iterate(*d);
-    }
+    for (auto& d : drivers_) handled += iterate(*d);
     return handled;
   }
 
@@ -378,6 +381,17 @@ class ParticipantImpl final : public Participant {
     return *shards_[shards_.size() == 1 ? 0 : shard_of(key, static_cast<uint32_t>(shards_.size()))];
   }
 
+  // Whether the transport's callbacks run inside run_once(), which holds
+  // every driver's lock while it polls, rather than on the pump thread of
+  // several background drivers (they then go through the shards' mailboxes).
+  bool inline_callbacks() const { return !threaded_; }
+  // The lock a transport callback needs to touch `sh`: none inside run_once
+  // (it holds them all), else the shard's driver's.
+  std::unique_lock<std::mutex> lock_for_callback(Shard& sh) {
+    if (inline_callbacks()) return {};
+    return std::unique_lock<std::mutex>(sh.driver->mu);
+  }
+
   // A background thread with nothing to do sleeps this long at most.
   static constexpr Duration kIdleWait{50};
 
@@ -395,6 +409,7 @@ class ParticipantImpl final : public Participant {
   // Runs `fn` on the shard's driving thread in its next iteration (send
   // confirmations: they arrive on whichever thread polls).
   void post(Shard& sh, std::function<void()> fn) {
+    if (inline_callbacks()) return fn();
     {
       std::lock_guard lock(sh.mu);
       sh.deferred.push_back(std::move(fn));
@@ -461,7 +476,7 @@ class ParticipantImpl final : public Participant {
   void release(const std::vector<uint32_t>& ps, const char* why) {
     for (uint32_t k : ps) {
       Shard& sh = *shards_.at(k);
-      std::lock_guard lock(sh.driver->mu);
+      auto lock = lock_for_callback(sh);
       drop(sh);
       sh.assigned = false;
       log_->info("{}: {}", shard_name(sh), why);
@@ -918,6 +933,7 @@ class ParticipantImpl final : public Participant {
   mutable std::mutex status_mu_;
   Status store_status_;  // GUARDED_BY(status_mu_)
 
+  std::mutex run_mu_;         // run_once(): one caller at a time (poll() is not re-entrant)
   std::mutex background_mu_;  // start_background() and stop()
   bool background_ = false;   // GUARDED_BY(background_mu_)
   BackgroundLoop loop_;       // one driver

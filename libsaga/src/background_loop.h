@@ -7,6 +7,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "saga/clock.h"
 
@@ -63,6 +64,73 @@ class Bell {
   std::mutex mu_;
   std::condition_variable wake_;
   bool rung_ = false;  // GUARDED_BY(mu_)
+};
+
+/// How an engine runs in the background (docs/sharding.md, "Threads"): with
+/// one driver, one thread calls `single` (an iteration that polls the
+/// transport itself) over and over; with several, each driver's own thread
+/// calls `drive(i)` over and over and a pump thread calls `pump` (one poll of
+/// the transport), until stop(), which calls `wake` to end their waits.
+/// Thread-safe.
+class EngineThreads {
+ public:
+  struct Work {
+    std::function<void()> single;
+    std::function<void(size_t driver)> drive;
+    std::function<void()> pump;
+    std::function<void()> wake;
+  };
+
+  ~EngineThreads() { stop(); }
+
+  /// Starts the threads for `drivers` drivers; does nothing if running.
+  void start(size_t drivers, Work work) {
+    std::lock_guard lock(mu_);
+    if (running_) return;
+    running_ = true;
+    stopping_ = false;
+    if (drivers == 1) {
+      loop_.start(std::move(work.single));
+      return;
+    }
+    threaded_ = true;
+    wake_ = std::move(work.wake);
+    for (size_t i = 0; i < drivers; ++i) {
+      threads_.emplace_back([this, i, drive = work.drive] {
+        while (!stopping_) drive(i);
+      });
+    }
+    threads_.emplace_back([this, pump = std::move(work.pump)] {
+      while (!stopping_) pump();
+    });
+  }
+
+  /// Stops after the current passes; does nothing if not running.
+  void stop() {
+    std::lock_guard lock(mu_);
+    if (!running_) return;
+    loop_.stop();
+    stopping_ = true;
+    if (wake_) wake_();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    threaded_ = false;
+    running_ = false;
+  }
+
+  /// Between start() and stop().
+  bool running() const { return running_; }
+  /// Running on a thread per driver (transport callbacks then run on the pump).
+  bool threaded() const { return threaded_; }
+  /// stop() was called and the threads are ending.
+  bool stopping() const { return stopping_; }
+
+ private:
+  std::mutex mu_;
+  BackgroundLoop loop_;
+  std::vector<std::thread> threads_;  // GUARDED_BY(mu_): drivers' and the pump
+  std::function<void()> wake_;        // GUARDED_BY(mu_)
+  std::atomic<bool> running_{false}, threaded_{false}, stopping_{false};
 };
 
 }  // namespace saga::internal

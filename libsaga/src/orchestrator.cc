@@ -340,7 +340,6 @@ struct Driver {
   std::vector<Shard*> shards;
   Batch batch;
   Bell bell;
-  std::thread thread;
 };
 
 class OrchestratorImpl final : public Orchestrator {
@@ -520,37 +519,16 @@ class OrchestratorImpl final : public Orchestrator {
   // does. Several threads share the shards (shard k on thread k % T), and a
   // pump thread polls the transport and routes what arrives to the shards.
   void start_background() override {
-    std::lock_guard lock(background_mu_);
-    if (background_) return;
-    background_ = true;
-    stopping_ = false;
-    if (drivers_.size() == 1) {
-      loop_.start([this] { run_once(Duration{2}); });
-      return;
-    }
-    threaded_ = true;
-    for (auto& d : drivers_) {
-      d->thread = std::thread([this, driver = d.get()] {
-        while (!stopping_) iterate(*driver, kIdleWait, /*poll=*/false);
-      });
-    }
-    pump_ = std::thread([this] {
-      while (!stopping_) transport_->poll(std::chrono::milliseconds(kIdleWait.count()));
-    });
+    threads_.start(drivers_.size(),
+                   {[this] { run_once(Duration{2}); },
+                    [this](size_t i) { iterate(*drivers_[i], kIdleWait, /*poll=*/false); },
+                    [this] { transport_->poll(kIdleWait); },
+                    [this] {
+                      for (auto& d : drivers_) d->bell.ring();
+                    }});
   }
 
-  void stop() override {
-    std::lock_guard lock(background_mu_);
-    if (!background_) return;
-    loop_.stop();
-    stopping_ = true;
-    for (auto& d : drivers_) d->bell.ring();
-    for (auto& d : drivers_)
-      if (d->thread.joinable()) d->thread.join();
-    if (pump_.joinable()) pump_.join();
-    threaded_ = false;
-    background_ = false;
-  }
+  void stop() override { threads_.stop(); }
 
   BreakerState breaker_state(std::string_view participant) const override {
     std::lock_guard lock(breakers_mu_);
@@ -648,7 +626,7 @@ class OrchestratorImpl final : public Orchestrator {
 
   // Wakes the thread driving `sh`, when it has one of its own.
   void ring(Shard& sh) {
-    if (threaded_) sh.driver->bell.ring();
+    if (threads_.threaded()) sh.driver->bell.ring();
   }
 
   // Runs `fn` on the shard's driving thread in its next iteration (transport
@@ -667,7 +645,7 @@ class OrchestratorImpl final : public Orchestrator {
     auto future = promise->get_future();
     r.done = [promise](StatusOr<std::string> result) { promise->set_value(std::move(result)); };
     enqueue(std::move(r));
-    if (!background_) {
+    if (!threads_.running()) {
       // Nobody else drives the engine: do it here until our request is answered.
       while (future.wait_for(std::chrono::seconds(0)) != std::future_status::ready)
         run_once(Duration{0});
@@ -999,7 +977,7 @@ class OrchestratorImpl final : public Orchestrator {
   // run_once: the transport is polled inside the iteration, before anything
   // is staged), else posted to each shard's own thread.
   void on_driving_threads(const std::vector<uint32_t>& ps, const std::function<void(Shard&)>& fn) {
-    if (!threaded_) {
+    if (!threads_.threaded()) {
       for (uint32_t k : ps) fn(*shards_.at(k));
       return;
     }
@@ -1016,7 +994,7 @@ class OrchestratorImpl final : public Orchestrator {
     for (auto& f : done) {
       // A stopping engine's threads may not run it any more.
       while (f.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
-        if (stopping_) return;
+        if (threads_.stopping()) return;
       }
     }
   }
@@ -1666,12 +1644,7 @@ class OrchestratorImpl final : public Orchestrator {
   mutable std::mutex breakers_mu_;
   mutable std::map<std::string, CircuitBreaker> breakers_;  // GUARDED_BY(breakers_mu_)
 
-  std::mutex background_mu_;  // start_background and stop
-  BackgroundLoop loop_;       // one driver: one background thread
-  std::thread pump_;          // several drivers: polls the transport
-  std::atomic<bool> stopping_{false};
-  std::atomic<bool> background_{false};
-  std::atomic<bool> threaded_{false};  // drivers run on threads of their own: ring them
+  EngineThreads threads_;  // start_background() .. stop()
 
   std::atomic<uint64_t> transitions_{0}, writes_{0}, bytes_written_{0}, stale_replies_{0},
       timers_fired_{0}, in_flight_{0};

@@ -191,7 +191,6 @@ struct Driver {
   Batch batch;         // GUARDED_BY(mu)
   std::string record;  // GUARDED_BY(mu): scratch for encode_inbox_record
   Bell bell;
-  std::thread thread;
 };
 
 class ParticipantImpl final : public Participant {
@@ -242,7 +241,7 @@ class ParticipantImpl final : public Participant {
         std::lock_guard lock(sh.mu);
         sh.arrived.emplace_back(std::move(m), std::move(ack));
       }
-      if (threaded_) sh.driver->bell.ring();
+      if (threads_.threaded()) sh.driver->bell.ring();
     };
     if (!opts_.replicas) return transport_->subscribe(opts_.name, handler);
     PartitionedSubscription how;
@@ -253,7 +252,7 @@ class ParticipantImpl final : public Participant {
         auto lock = lock_for_callback(sh);
         sh.assigned = true;  // claimed and restored by its thread's next iteration
         sh.resume_ms = 0;
-        if (threaded_) sh.driver->bell.ring();
+        if (threads_.threaded()) sh.driver->bell.ring();
       }
     };
     how.listener.revoked = [this](const std::vector<uint32_t>& ps) { release(ps, "revoked"); };
@@ -318,37 +317,15 @@ class ParticipantImpl final : public Participant {
   // a thread per driver, woken by its bell, and a pump thread that polls
   // the transport and routes what arrives to the shards' mailboxes.
   void start_background() override {
-    std::lock_guard lock(background_mu_);
-    if (background_) return;
-    background_ = true;
-    if (drivers_.size() == 1) {
-      loop_.start([this] { run_once(Duration{2}); });
-      return;
-    }
-    stopping_ = false;
-    threaded_ = true;
-    for (auto& d : drivers_) {
-      d->thread = std::thread([this, driver = d.get()] {
-        while (!stopping_) drive(*driver);
-      });
-    }
-    pump_ = std::thread([this] {
-      while (!stopping_) transport_->poll(kIdleWait);
-    });
+    threads_.start(drivers_.size(), {[this] { run_once(Duration{2}); },
+                                     [this](size_t i) { drive(*drivers_[i]); },
+                                     [this] { transport_->poll(kIdleWait); },
+                                     [this] {
+                                       for (auto& d : drivers_) d->bell.ring();
+                                     }});
   }
 
-  void stop() override {
-    std::lock_guard lock(background_mu_);
-    if (!background_) return;
-    loop_.stop();
-    stopping_ = true;
-    for (auto& d : drivers_) d->bell.ring();
-    for (auto& d : drivers_)
-      if (d->thread.joinable()) d->thread.join();
-    if (pump_.joinable()) pump_.join();
-    threaded_ = false;
-    background_ = false;
-  }
+  void stop() override { threads_.stop(); }
 
   ParticipantStats stats() const override {
     ParticipantStats s;
@@ -384,7 +361,7 @@ class ParticipantImpl final : public Participant {
   // Whether the transport's callbacks run inside run_once(), which holds
   // every driver's lock while it polls, rather than on the pump thread of
   // several background drivers (they then go through the shards' mailboxes).
-  bool inline_callbacks() const { return !threaded_; }
+  bool inline_callbacks() const { return !threads_.threaded(); }
   // The lock a transport callback needs to touch `sh`: none inside run_once
   // (it holds them all), else the shard's driver's.
   std::unique_lock<std::mutex> lock_for_callback(Shard& sh) {
@@ -414,7 +391,7 @@ class ParticipantImpl final : public Participant {
       std::lock_guard lock(sh.mu);
       sh.deferred.push_back(std::move(fn));
     }
-    if (threaded_) sh.driver->bell.ring();
+    if (threads_.threaded()) sh.driver->bell.ring();
   }
 
   void run_deferred(Shard& sh) {
@@ -934,12 +911,7 @@ class ParticipantImpl final : public Participant {
   Status store_status_;  // GUARDED_BY(status_mu_)
 
   std::mutex run_mu_;         // run_once(): one caller at a time (poll() is not re-entrant)
-  std::mutex background_mu_;  // start_background() and stop()
-  bool background_ = false;   // GUARDED_BY(background_mu_)
-  BackgroundLoop loop_;       // one driver
-  std::thread pump_;          // several drivers: polls the transport
-  std::atomic<bool> stopping_{false};
-  std::atomic<bool> threaded_{false};  // drivers run on threads of their own: ring them
+  EngineThreads threads_;  // start_background() .. stop()
 
   std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0},
       writes_{0};

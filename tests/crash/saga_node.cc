@@ -2,7 +2,8 @@
 // kafka_crash_test.cc starts, kills and restarts these):
 //
 //   saga_node participant NAME DIR        NAME: inventory | payment | loyalty;
-//                                         runs until SIGTERM or SIGINT
+//                                         runs until SIGTERM or SIGINT, printing
+//                                         "owned N at T" when its shard count changes
 //   saga_node orchestrator DIR N PACE_MS  starts the sagas k-0 .. k-(N-1) that do
 //                                         not exist yet (PACE_MS pause every 10),
 //                                         prints "started K", exits 0 once all are terminal,
@@ -113,8 +114,20 @@ int run_participant(const std::string& name, const std::string& dir) {
   if (Status s = register_handlers(name, *p); !s.ok()) die("handlers", s);
   p->start_background();
   std::cout << "ready " << name << std::endl;
-  int sig = 0;
-  sigwait(&signals, &sig);
+  // Until SIGTERM or SIGINT: reports the shards this process owns whenever
+  // their number changes ("owned N at T", T in steady-clock ms, the clock
+  // the test shares), so that a test can time a failover.
+  const timespec tick{0, 50'000'000};
+  uint64_t owned = ~uint64_t{0};
+  while (sigtimedwait(&signals, nullptr, &tick) < 0) {
+    const uint64_t now = p->stats().shards_owned;
+    if (now == owned) continue;
+    owned = now;
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count();
+    std::cout << "owned " << owned << " at " << ms << std::endl;
+  }
   p->stop();
   const ParticipantStats st = p->stats();
   std::cout << name << " stopping: applied " << st.applied << " duplicates " << st.duplicates

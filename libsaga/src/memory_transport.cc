@@ -81,6 +81,9 @@ struct EndpointState {
   // Keyed by delivery id, which increases with each delivery, so iteration
   // order is delivery order (what requeueing at close needs).
   std::map<uint64_t, InFlight> in_flight;
+  // Tables read (Transport::subscribe_table): the handler and the index of
+  // the next message of the table's log to deliver.
+  std::map<std::string, std::pair<HandlerPtr, size_t>, std::less<>> tables;
 };
 
 // One unit of work poll() performs outside the lock.
@@ -285,6 +288,33 @@ class MemoryBusImpl final : public MemoryBus {
       rebalance_locked(git->first, g);
     }
     cv_.notify_all();
+  }
+
+  // The table keeps every message sent to it, in order; each reader has its
+  // own position. Messages that waited for a subscriber become its start.
+  Status subscribe_table(uint64_t endpoint_id, std::string_view destination,
+                         Transport::Handler handler) {
+    if (destination.empty()) return Status::invalid_argument("subscribe_table: empty destination");
+    if (!handler) return Status::invalid_argument("subscribe_table: empty handler");
+    {
+      std::lock_guard lock(mu_);
+      auto& tables = endpoints_.at(endpoint_id).tables;
+      if (tables.find(destination) != tables.end()) {
+        return Status::already_exists("subscribe_table: already reading \"" +
+                                      std::string(destination) + "\"");
+      }
+      if (tables_.find(destination) == tables_.end()) {
+        auto& log = tables_[std::string(destination)];
+        if (auto qit = queues_.find(destination); qit != queues_.end()) {
+          for (QueuedMessage& q : qit->second) log.push_back(std::move(q.message));
+          queues_.erase(qit);
+        }
+      }
+      tables.emplace(std::string(destination),
+                     std::pair{std::make_shared<const Transport::Handler>(std::move(handler)), 0});
+    }
+    cv_.notify_all();
+    return ok_status();
   }
 
   Status subscribe(uint64_t endpoint_id, std::string_view destination, Transport::Handler handler) {
@@ -503,6 +533,10 @@ class MemoryBusImpl final : public MemoryBus {
   // Applies the fault options to one accepted message. REQUIRES: mu_ held.
   Status enqueue_locked(Message message) {
     ++stats_.sent;
+    if (auto table = tables_.find(message.destination); table != tables_.end()) {
+      table->second.push_back(std::move(message));  // no faults: a table is the truth
+      return ok_status();
+    }
     // Always draw the same number of values per send, so changing one
     // probability does not shift the random sequence every other fault sees.
     const double drop_roll = random_.uniform();
@@ -563,6 +597,16 @@ class MemoryBusImpl final : public MemoryBus {
       out.push_back(std::move(w));
     }
     if (!available_) return;
+    for (auto& [destination, reader] : ep.tables) {
+      const std::vector<Message>& log = tables_.at(destination);
+      for (; reader.second < log.size() && out.size() < kMaxItemsPerPoll; ++reader.second) {
+        Work w;
+        w.handler = reader.first;
+        w.message = log[reader.second];
+        out.push_back(std::move(w));  // delivery id 0: nothing to ack
+        ++stats_.delivered;
+      }
+    }
     const int64_t now_ms = to_millis(clock_->now());
     for (const auto& [destination, handler] : ep.handlers) {
       if (ep.listeners.count(destination) != 0) {
@@ -639,6 +683,7 @@ class MemoryBusImpl final : public MemoryBus {
   uint64_t next_delivery_id_ = 1;                                         // GUARDED_BY(mu_)
   std::map<std::pair<std::string, uint32_t>, LogShard> logs_;             // GUARDED_BY(mu_)
   std::map<std::string, Group, std::less<>> groups_;  // partitioned destinations; GUARDED_BY(mu_)
+  std::map<std::string, std::vector<Message>, std::less<>> tables_;  // GUARDED_BY(mu_)
   std::map<std::string, uint32_t> log_shards_;  // log -> shard count; GUARDED_BY(mu_)
 };
 
@@ -683,6 +728,11 @@ class MemoryEndpoint final : public Transport {
   Status subscribe_partitioned(std::string_view destination, Handler handler,
                                PartitionedSubscription how) override {
     return bus_->subscribe_partitioned(id_, destination, std::move(handler), std::move(how))
+        .with_context("endpoint \"" + name_ + "\"");
+  }
+
+  Status subscribe_table(std::string_view destination, Handler handler) override {
+    return bus_->subscribe_table(id_, destination, std::move(handler))
         .with_context("endpoint \"" + name_ + "\"");
   }
 

@@ -25,6 +25,7 @@
 
 #include "background_loop.h"
 #include "changelog.h"
+#include "owners.h"
 #include "fsm/saga_fsm.h"
 #include "instance.h"
 #include "metrics.h"
@@ -315,6 +316,9 @@ struct Shard {
   bool assigned = true;
   std::atomic<bool> owned{true};
   bool outbox_recovered = false;
+  // With replicas: this process's ownership record still has to go out
+  // (docs/replicas.md, "Routing"), with the shard's next commit.
+  bool publish_owner = false;
   // After a commit that failed otherwise (rolled back): rest until
   // resume_ms, answering rest_status; the rest doubles while it fails.
   // The failed commit may have reached the log all the same (its answer was
@@ -392,6 +396,8 @@ class OrchestratorImpl final : public Orchestrator {
         sh->assigned = false;
         sh->owned = false;
       }
+      owners_ = std::make_unique<OwnerTable>(opts_.name, store_->shards(), opts_.advertised_address);
+      SAGA_RETURN_IF_ERROR(owners_->subscribe(*transport_));
     } else {
       for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(activate(*sh));
     }
@@ -553,6 +559,12 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   std::string metrics_text() const override { return metrics_.text(); }
+
+  ShardOwner owner_of(std::string_view id) const override {
+    const Shard& sh = shard_for(id);
+    if (!owners_) return ShardOwner{ShardOwner::Where::kHere, sh.index, {}};
+    return owners_->lookup(sh.index, sh.owned);
+  }
 
   Status health() const override {
     {
@@ -875,6 +887,7 @@ class OrchestratorImpl final : public Orchestrator {
     parts.reserve(releases.size());
     for (Release& rel : releases) {
       Shard& sh = *rel.shard;
+      if (sh.publish_owner) sh.commit_messages.push_back(owners_->claim_record(sh.index, now_ms()));
       parts.push_back(ShardPart{&sh.ks, sh.index, sh.log.get(), std::move(sh.commit_messages), {}});
       sh.commit_messages.clear();
     }
@@ -884,6 +897,7 @@ class OrchestratorImpl final : public Orchestrator {
       if (!parts[i].result) continue;
       if (parts[i].result->ok()) {
         releases[i].shard->commit_backoff = Duration{0};
+        releases[i].shard->publish_owner = false;
       } else if (parts[i].result->status().code() == StatusCode::kAborted) {
         lose(releases[i], parts[i].result->status());
       } else {
@@ -1020,7 +1034,10 @@ class OrchestratorImpl final : public Orchestrator {
     sh.resync = false;
     sh.commit_backoff = Duration{0};
     sh.owned = true;
-    if (opts_.replicas) log_->info("{}: owned", shard_name(sh));
+    if (opts_.replicas) {
+      sh.publish_owner = true;
+      log_->info("{}: owned", shard_name(sh));
+    }
     return ok_status();
   }
 
@@ -1037,6 +1054,7 @@ class OrchestratorImpl final : public Orchestrator {
 
   void drop(Shard& sh) {
     sh.owned = false;
+    sh.publish_owner = false;
     sh.log.reset();
     unload(sh);
     sh.inbound.clear();
@@ -1624,6 +1642,7 @@ class OrchestratorImpl final : public Orchestrator {
   std::shared_ptr<spdlog::logger> log_;
   std::string reply_endpoint_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<OwnerTable> owners_;  // with replicas: who owns which shard
   std::map<std::string, std::map<uint32_t, DefinitionPtr>> definitions_;
   mutable EngineMetrics metrics_;
 

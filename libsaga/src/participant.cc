@@ -20,6 +20,7 @@
 #include "changelog.h"
 #include "inbox.h"
 #include "outbox.h"
+#include "owners.h"
 #include "saga/json.h"
 #include "saga/shard.h"
 #include "store/codec.h"
@@ -160,6 +161,9 @@ struct Shard {
   std::unique_ptr<ShardLog> log;
   std::vector<Message> commit_messages;
   std::atomic<bool> lost{false};  // read by health() on any thread
+  // With replicas: this process's ownership record still has to go out
+  // (docs/replicas.md, "Routing"), with the shard's next commit.
+  bool publish_owner = false;
   // The batch's commands and counts, released (acked, published) once the
   // batch is durable, or put back when the shard's commit fails.
   std::vector<std::pair<Message, Transport::Ack>> consumed;
@@ -225,6 +229,10 @@ class ParticipantImpl final : public Participant {
       if (opts_.replicas) {  // claimed when the group assigns it
         sh->assigned = false;
         sh->owned = false;
+        if (!owners_) {
+          owners_ = std::make_unique<OwnerTable>(opts_.name, store_->shards(),
+                                                 opts_.advertised_address);
+        }
       } else {
         SAGA_RETURN_IF_ERROR(activate(*sh));
       }
@@ -244,6 +252,7 @@ class ParticipantImpl final : public Participant {
       if (threads_.threaded()) sh.driver->bell.ring();
     };
     if (!opts_.replicas) return transport_->subscribe(opts_.name, handler);
+    SAGA_RETURN_IF_ERROR(owners_->subscribe(*transport_));
     PartitionedSubscription how;
     how.partitions = store_->shards();
     how.listener.assigned = [this](const std::vector<uint32_t>& ps) {
@@ -352,6 +361,12 @@ class ParticipantImpl final : public Participant {
 
   uint32_t shards() const override { return static_cast<uint32_t>(shards_.size()); }
 
+  ShardOwner owner_of(std::string_view shard_key) const override {
+    const Shard& sh = shard_for(shard_key);
+    if (!owners_) return ShardOwner{ShardOwner::Where::kHere, sh.index(), {}};
+    return owners_->lookup(sh.index(), sh.owned);
+  }
+
  private:
 
   Shard& shard_for(std::string_view key) const {
@@ -428,7 +443,10 @@ class ParticipantImpl final : public Participant {
     sh.resync = false;
     sh.commit_backoff = Duration{0};
     sh.owned = true;
-    if (opts_.replicas) log_->info("{}: owned", shard_name(sh));
+    if (opts_.replicas) {
+      sh.publish_owner = true;
+      log_->info("{}: owned", shard_name(sh));
+    }
     return ok_status();
   }
 
@@ -463,6 +481,7 @@ class ParticipantImpl final : public Participant {
   // Forgets the shard's work in memory. REQUIRES: the shard's driver lock.
   void drop(Shard& sh) {
     sh.owned = false;
+    sh.publish_owner = false;
     sh.log.reset();
     sh.inbound.clear();
     sh.consumed.clear();
@@ -716,8 +735,11 @@ class ParticipantImpl final : public Participant {
   // write. A fenced shard is dropped; any other error is returned.
   Status commit_changelogs(Driver& d) {
     std::vector<ShardPart> parts;
+    const int64_t now = to_millis(opts_.clock->now());
     for (Shard* sh : d.shards) {
       if (sh->lost || !sh->owned) continue;
+      if (sh->publish_owner && sh->resume_ms <= now && !sh->resync)
+        sh->commit_messages.push_back(owners_->claim_record(sh->index(), now));
       parts.push_back(
           ShardPart{&sh->ks, sh->index(), sh->log.get(), std::move(sh->commit_messages), {}});
       sh->commit_messages.clear();
@@ -728,6 +750,7 @@ class ParticipantImpl final : public Participant {
       Shard& sh = *shards_[part.shard];
       if (part.result->ok()) {
         sh.commit_backoff = Duration{0};
+        sh.publish_owner = false;
       } else if (part.result->status().code() == StatusCode::kAborted) {
         lose(sh, part.result->status());
       } else {
@@ -897,6 +920,7 @@ class ParticipantImpl final : public Participant {
   std::shared_ptr<Transport> transport_;
   std::shared_ptr<spdlog::logger> log_;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<OwnerTable> owners_;  // with replicas: who owns which shard
   std::vector<std::unique_ptr<Shard>> shards_;  // fixed after init()
   std::vector<Keyspace> keyspaces_;             // shards_[k]->ks, for scans across shards
   ChangelogFamilies changelog_families_;        // with ParticipantOptions::changelog

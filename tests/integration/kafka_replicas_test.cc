@@ -192,6 +192,7 @@ TEST_CASE("orchestrator replicas over Kafka: sagas move with their shards when a
     o.shards = kShards;
     o.changelog = true;
     o.replicas = true;
+    o.advertised_address = "replica-" + std::to_string(i);
     o.breaker.enabled = false;
     o.on_settled = [&](const SagaView& v) {
       std::lock_guard lock(mu);
@@ -212,7 +213,24 @@ TEST_CASE("orchestrator replicas over Kafka: sagas move with their shards when a
   auto owned = [&](int i) { return replicas.at(i)->stats().shards_owned; };
   REQUIRE(testing::eventually([&] { return owned(1) + owned(2) == kShards && owned(1) > 0 && owned(2) > 0; },
                               120s));
-  // Starts saga `n` on whichever replica owns its shard (the other says Unavailable).
+  // Both replicas learn from the owners table where every shard is driven:
+  // one says here, the other names it.
+  auto agreed = [&] {
+    for (int n = 0; n < 64; ++n) {
+      const std::string id = prefix + "probe-" + std::to_string(n);
+      const ShardOwner a = replicas.at(1)->owner_of(id), b = replicas.at(2)->owner_of(id);
+      const bool a_here = a.where == ShardOwner::Where::kHere;
+      if ((b.where == ShardOwner::Where::kHere) == a_here) return false;
+      const ShardOwner& other = a_here ? b : a;
+      if (other.where != ShardOwner::Where::kElsewhere ||
+          other.address != (a_here ? "replica-1" : "replica-2"))
+        return false;
+    }
+    return true;
+  };
+  REQUIRE(testing::eventually(agreed, 60s));
+  // Starts saga `n` through the first replica's routing: there, or on the
+  // replica it names.
   std::vector<std::string> ids;
   auto start = [&](int from, int to) {
     for (int n = from; n < to; ++n) {
@@ -220,12 +238,16 @@ TEST_CASE("orchestrator replicas over Kafka: sagas move with their shards when a
       so.id = prefix + "booking-" + std::to_string(n);
       REQUIRE(testing::eventually(
           [&] {
-            for (auto& [i, o] : replicas) {
-              auto r = o->start("booking", Json{{"qty", 1}, {"amount", 100 + n}}, so);
-              if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) return true;
-              REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, r.status().to_string());
-            }
-            return false;
+            const ShardOwner w = replicas.begin()->second->owner_of(so.id);
+            if (w.where == ShardOwner::Where::kUnknown) return false;
+            Orchestrator& target =
+                w.where == ShardOwner::Where::kHere
+                    ? *replicas.begin()->second
+                    : *replicas.at(std::stoi(w.address.substr(w.address.find('-') + 1)));
+            auto r = target.start("booking", Json{{"qty", 1}, {"amount", 100 + n}}, so);
+            if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) return true;
+            REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, r.status().to_string());
+            return false;  // the shard is moving: ask again
           },
           60s));
       ids.push_back(so.id);

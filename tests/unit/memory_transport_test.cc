@@ -599,6 +599,40 @@ TEST_CASE("a shard changelog keeps its shard count, and refuses commits while th
   CHECK(*commit_now(**log, {{change("a", "1")}, {}}) == 1);
 }
 
+// ---- tables (subscribe_table) ----
+
+TEST_CASE("a table gives every reader all its messages in order, from the first, without faults") {
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 1);
+  auto writer = bus->connect("writer");
+  writer->send(make_message("early", "owners"), nullptr);  // before anyone reads it
+  Inbox a, b;
+  auto ta = bus->connect("a"), tb = bus->connect("b");
+  REQUIRE(ta->subscribe_table("owners", a.handler()).ok());
+  CHECK(ta->subscribe_table("owners", a.handler()).code() == StatusCode::kAlreadyExists);
+  CHECK(ta->subscribe_table("", a.handler()).code() == StatusCode::kInvalidArgument);
+
+  FaultOptions lossy;
+  lossy.drop = 1;
+  lossy.duplicate = 1;
+  lossy.reorder = 1;
+  bus->set_faults(lossy);  // what a table never suffers
+  writer->send(make_message("second", "owners"), nullptr);
+  auto log = writer->claim_shard("log", 0, 1);
+  REQUIRE(log.ok());
+  REQUIRE(commit_now(**log, {{}, {make_message("in-commit", "owners")}}).ok());
+  ta->poll(kNoWait);
+  CHECK(a.ids() == std::vector<std::string>{"early", "second", "in-commit"});
+
+  REQUIRE(tb->subscribe_table("owners", b.handler()).ok());  // a late reader starts at the first
+  tb->poll(kNoWait);
+  CHECK(b.ids() == std::vector<std::string>{"early", "second", "in-commit"});
+  writer->send(make_message("third", "owners"), nullptr);
+  ta->poll(kNoWait);
+  tb->poll(kNoWait);
+  CHECK(a.ids().back() == "third");
+  CHECK(b.ids().back() == "third");
+  CHECK(a.messages.size() == 4);
+}
 
 // ---- consumer groups (subscribe_partitioned) ----
 

@@ -1899,6 +1899,7 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
     o.shards = 4;
     o.changelog = true;
     o.replicas = true;
+    o.advertised_address = "replica-" + std::to_string(i);
     o.on_settled = [&](const SagaView& v) {
       std::lock_guard lock(mu);
       ++settled[v.id];
@@ -1910,6 +1911,27 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
     replicas[i] = std::move(*r);
   };
   auto owned = [&](int i) { return replicas.at(i)->stats().shards_owned; };
+  // Whether every replica agrees on the owner of saga `id`'s shard: one
+  // says here, every other one names its address (the owners table).
+  auto agreed = [&](const std::string& id) {
+    int here = 0;
+    for (auto& [i, o] : replicas) here += o->owner_of(id).where == ShardOwner::Where::kHere;
+    if (here != 1) return false;
+    for (auto& [i, o] : replicas) {
+      const ShardOwner w = o->owner_of(id);
+      if (w.where == ShardOwner::Where::kHere) continue;
+      if (w.where != ShardOwner::Where::kElsewhere) return false;
+      if (replicas.at(std::stoi(w.address.substr(w.address.find('-') + 1)))->owner_of(id).where !=
+          ShardOwner::Where::kHere)
+        return false;
+    }
+    return true;
+  };
+  auto all_agreed = [&] {
+    for (int k = 0; k < 16; ++k)
+      if (!agreed("probe-" + std::to_string(k))) return false;
+    return true;
+  };
   auto run = [&](const std::function<bool()>& done) {
     for (int round = 0; round < 20'000 && !done(); ++round) {
       for (auto& [i, o] : replicas) o->run_once();
@@ -1919,22 +1941,24 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
     }
     return done();
   };
-  // Starts a saga on whichever replica owns its shard.
+  // Starts a saga through the first replica: there when it owns the
+  // saga's shard, else on the replica whose address it names.
   std::vector<std::string> ids;
   auto start = [&](int n) {
     for (int k = 0; k < n; ++k) {
       StartOptions so;
       so.id = "b-" + std::to_string(ids.size());
-      bool started = false;
-      for (auto& [i, o] : replicas) {
-        auto r = o->start("booking", Json{{"qty", 1}}, so);
-        if (r.ok()) {
-          started = true;
-          break;
-        }
-        REQUIRE_MESSAGE(r.status().code() == StatusCode::kUnavailable, r.status().to_string());
+      Orchestrator* first = replicas.begin()->second.get();
+      const ShardOwner w = first->owner_of(so.id);
+      Orchestrator* target = first;
+      if (w.where == ShardOwner::Where::kElsewhere) {
+        target = replicas.at(std::stoi(w.address.substr(w.address.find('-') + 1))).get();
+      } else {
+        REQUIRE_MESSAGE(w.where == ShardOwner::Where::kHere, so.id << ": owner unknown");
       }
-      REQUIRE_MESSAGE(started, so.id << " found no owner");
+      auto r = target->start("booking", Json{{"qty", 1}}, so);
+      REQUIRE_MESSAGE(r.ok(), so.id << ": " << r.status().to_string());
+      CHECK(target->owner_of(so.id).where == ShardOwner::Where::kHere);
       ids.push_back(so.id);
     }
   };
@@ -1944,13 +1968,23 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
   };
 
   open_replica(1);
-  REQUIRE(run([&] { return owned(1) == 4; }));
+  REQUIRE(run([&] { return owned(1) == 4 && all_agreed(); }));
   h.payment.set_paused(true);  // sagas wait for their charge's reply
   start(40);
   run([&] { return h.inventory.received("reserve").size() >= 40; });
 
   open_replica(2);  // takes two shards, with their waiting sagas
-  REQUIRE(run([&] { return owned(1) == 2 && owned(2) == 2; }));
+  REQUIRE(run([&] { return owned(1) == 2 && owned(2) == 2 && all_agreed(); }));
+  // A replica names the other for the shards it does not own.
+  int elsewhere = 0;
+  for (int k = 0; k < 16; ++k) {
+    const ShardOwner w = replicas.at(1)->owner_of("probe-" + std::to_string(k));
+    if (w.where == ShardOwner::Where::kElsewhere) {
+      CHECK(w.address == "replica-2");
+      ++elsewhere;
+    }
+  }
+  CHECK(elsewhere > 0);
   h.payment.set_paused(false);
   start(40);
   REQUIRE(run(all_settled));
@@ -1959,7 +1993,7 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
   start(40);
   run([&] { return h.inventory.received("reserve").size() >= 120; });
   replicas.erase(1);  // leaves: the other takes its shards
-  REQUIRE(run([&] { return owned(2) == 4; }));
+  REQUIRE(run([&] { return owned(2) == 4 && all_agreed(); }));
   h.bus->expire("orchestrator-2");  // presumed dead, then back
   h.payment.set_paused(false);
   REQUIRE(run([&] { return owned(2) == 4 && all_settled(); }));

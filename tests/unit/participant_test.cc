@@ -1384,6 +1384,7 @@ TEST_CASE("replicas: the group decides which replica handles a shard; moves lose
     o.shards = 4;
     o.changelog = true;
     o.replicas = true;
+    o.advertised_address = "replica-" + std::to_string(i);
     auto p = Participant::open(
         o, std::shared_ptr<Transport>(bus->connect("inventory-" + std::to_string(i))));
     REQUIRE_MESSAGE(p.ok(), p.status().to_string());
@@ -1424,6 +1425,39 @@ TEST_CASE("replicas: the group decides which replica handles a shard; moves lose
   // A second replica joins: half the shards move to it, restored from their changelogs.
   replicas[2] = open_replica(2);
   REQUIRE(drive([&] { return owned(1) == 2 && owned(2) == 2; }));
+  // Each replica tells where a key's shard is driven (the owners table):
+  // one says here, the other names it; a write sent there is taken, one
+  // sent to the other replica is refused.
+  auto replica_at = [&](const std::string& address) {
+    return replicas.at(std::stoi(address.substr(address.find('-') + 1))).get();
+  };
+  auto agreed = [&] {
+    for (int k = 0; k < kKeys; ++k) {
+      const std::string key = "place-" + std::to_string(k);
+      const ShardOwner a = replicas.at(1)->owner_of(key), b = replicas.at(2)->owner_of(key);
+      const bool a_here = a.where == ShardOwner::Where::kHere;
+      const ShardOwner& other = a_here ? b : a;
+      if ((b.where == ShardOwner::Where::kHere) == a_here) return false;
+      if (other.where != ShardOwner::Where::kElsewhere) return false;
+      if (other.address != (a_here ? "replica-1" : "replica-2")) return false;
+    }
+    return true;
+  };
+  REQUIRE(drive(agreed));
+  for (int k = 0; k < kKeys; ++k) {
+    const std::string key = "place-" + std::to_string(k);
+    const ShardOwner w = replicas.at(1)->owner_of(key);
+    Participant* owner = w.where == ShardOwner::Where::kHere ? replicas.at(1).get()
+                                                              : replica_at(w.address);
+    Participant* other = owner == replicas.at(1).get() ? replicas.at(2).get() : replicas.at(1).get();
+    auto note = [&](StateTxn& txn) {
+      txn.put("note/" + key, "routed");
+      return ok_status();
+    };
+    CHECK(other->write(key, note).code() == StatusCode::kUnavailable);
+    const Status wrote = owner->write(key, note);
+    CHECK_MESSAGE(wrote.ok(), key << ": " << wrote.to_string());
+  }
   send_and_wait(0, 60);     // copies of earlier commands: answered from the inboxes
   send_and_wait(120, 240);
 

@@ -55,7 +55,10 @@ struct BusStats {
 /// partitions, as Kafka's cooperative-sticky assignor would: a member that
 /// joins takes a fair share, revoked from the others first (their `revoked`
 /// returns before the new owner's `assigned` is called); the partitions of a
-/// member that closes or expires go to the others at once. Thread-safe.
+/// member that closes or expires go to the others at once. Tables
+/// (Transport::subscribe_table): every message sent to a destination that
+/// somebody reads as a table is kept, free of faults, and each reader gets
+/// all of them in send order. Thread-safe.
 class MemoryBus : public std::enable_shared_from_this<MemoryBus> {
  public:
   /// `clock` decides when delayed messages become due; `seed` drives faults.

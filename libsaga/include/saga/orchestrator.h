@@ -14,6 +14,7 @@
 #include "saga/breaker.h"
 #include "saga/clock.h"
 #include "saga/definition.h"
+#include "saga/shard.h"
 #include "saga/status.h"
 #include "saga/transport.h"
 
@@ -171,6 +172,11 @@ struct Options {
   /// local copy, which may be behind for such shards. Requires `changelog`
   /// and a transport with consumer groups. Default false.
   bool replicas = false;
+  /// With `replicas`: the address this replica publishes for the shards it
+  /// owns, in the table "<name>.owners" (docs/replicas.md, "Routing"), so that
+  /// the other replicas' owner_of() can send callers here. Free-form; the
+  /// reference services publish their HTTP base URL. Default empty.
+  std::string advertised_address;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};
   /// How often retention runs. Default 60 s.
@@ -256,6 +262,12 @@ class Orchestrator {
   /// another owner claimed one of its shards (with Options::changelog), for
   /// good: this instance no longer serves that shard.
   virtual Status health() const = 0;
+
+  /// Which replica drives the shard of saga `id` (docs/replicas.md,
+  /// "Routing"): here, another replica and its advertised address, or
+  /// unknown while the shard moves. Always here without Options::replicas.
+  /// Thread-safe.
+  virtual ShardOwner owner_of(std::string_view id) const = 0;
 };
 
 }  // namespace saga

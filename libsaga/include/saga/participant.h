@@ -14,6 +14,7 @@
 
 #include "saga/clock.h"
 #include "saga/message.h"
+#include "saga/shard.h"
 #include "saga/status.h"
 #include "saga/transport.h"
 
@@ -114,6 +115,11 @@ struct ParticipantOptions {
   /// scan() read the local copy, which may be behind for such shards.
   /// Default false.
   bool replicas = false;
+  /// With `replicas`: the address this replica publishes for the shards it
+  /// owns, in the table "<name>.owners" (docs/replicas.md, "Routing"), so that
+  /// the other replicas' owner_of() can send callers here. Free-form; the
+  /// reference services publish their HTTP base URL. Default empty.
+  std::string advertised_address;
   /// Time source; default the system clock.
   std::shared_ptr<Clock> clock;
   /// spdlog logger name. Default: the participant's name.
@@ -184,6 +190,11 @@ class Participant {
   virtual Status health() const = 0;
   /// The shard count the store was opened with.
   virtual uint32_t shards() const = 0;
+  /// Which replica drives the shard of `shard_key` (docs/replicas.md,
+  /// "Routing"): here, another replica and its advertised address, or
+  /// unknown while the shard moves. Always here without `replicas`.
+  /// Thread-safe.
+  virtual ShardOwner owner_of(std::string_view shard_key) const = 0;
 };
 
 }  // namespace saga

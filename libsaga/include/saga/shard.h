@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace saga {
@@ -21,5 +22,19 @@ uint32_t murmur2(std::string_view bytes) noexcept;
 /// `key` on a topic of `shards` partitions. So with S shards and S partitions,
 /// shard k receives exactly the records of partition k. Thread-safe; pure.
 uint32_t shard_of(std::string_view key, uint32_t shards) noexcept;
+
+/// Which process drives a shard, as one replica knows it (docs/replicas.md,
+/// "Routing"). Plain value.
+struct ShardOwner {
+  enum class Where {
+    kHere,       ///< this process (always, without replicas)
+    kElsewhere,  ///< another replica, reachable at `address`
+    kUnknown,    ///< moving, or its owner published no address yet
+  };
+  Where where = Where::kUnknown;
+  uint32_t shard = 0;
+  /// kElsewhere: the owner's advertised address (its options' `advertised_address`).
+  std::string address;
+};
 
 }  // namespace saga

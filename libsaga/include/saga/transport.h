@@ -126,6 +126,19 @@ class Transport {
     return Status::unimplemented("this transport has no consumer groups");
   }
 
+  /// Routes every message of the table `destination` to `handler`: this
+  /// endpoint reads all of it, outside any consumer group, from its first
+  /// message, then each new one as it comes (docs/replicas.md, "Routing").
+  /// A table keeps the last message of each key at least (Kafka: a compacted
+  /// topic of one partition, created so when missing), in send order; it
+  /// suffers none of a fabric's test faults. Messages reach it by send() or
+  /// in a shard commit; acks do nothing. Unimplemented unless the transport
+  /// has tables.
+  virtual Status subscribe_table(std::string_view destination, Handler handler) {
+    (void)destination, (void)handler;
+    return Status::unimplemented("this transport has no tables");
+  }
+
   /// Sends `message` to `message.destination`. Never blocks for long; the
   /// outcome arrives through `on_sent` during a later poll().
   virtual void send(Message message, SendCallback on_sent) = 0;

@@ -97,6 +97,7 @@ class KafkaTransport final : public Transport,
   Status subscribe(std::string_view destination, Handler handler) override;
   Status subscribe_partitioned(std::string_view destination, Handler handler,
                                PartitionedSubscription how) override;
+  Status subscribe_table(std::string_view destination, Handler handler) override;
   void send(Message message, SendCallback on_sent) override;
   size_t poll(milliseconds max_wait) override;
   Status health() const override;
@@ -149,6 +150,10 @@ class KafkaTransport final : public Transport,
   void serve_admin_results();
   // Hands one consumed record to its handler; true when a handler ran.
   bool handle_record(RdKafka::Message& record);
+  // The envelope of a consumed record, read as a message to `destination`.
+  static StatusOr<Message> decode_record(RdKafka::Message& record, std::string destination);
+  // Delivers what the tables' reader has ready; returns how many.
+  size_t serve_tables();
 
   void mark_down(Status status);
   void mark_up();
@@ -162,6 +167,9 @@ class KafkaTransport final : public Transport,
   // consumer, producer (the queue belongs to the producer's handle).
   std::unique_ptr<RdKafka::Producer> producer_;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+  // Reads the tables (subscribe_table): assigned their one partition each,
+  // from the beginning, never in a group. Made by the first subscribe_table().
+  std::unique_ptr<RdKafka::KafkaConsumer> table_reader_;
   QueuePtr admin_queue_;  // results of ensure_topic_async()
   std::shared_ptr<OffsetTracker> tracker_;
 
@@ -181,6 +189,8 @@ class KafkaTransport final : public Transport,
 
   mutable std::mutex subs_mu_;
   std::map<std::string, Subscription> subs_by_topic_;  // GUARDED_BY(subs_mu_)
+  std::map<std::string, Subscription> tables_by_topic_;  // GUARDED_BY(subs_mu_)
+  std::atomic<bool> has_tables_{false};
 
   std::mutex changelogs_mu_;
   std::set<std::string> changelogs_;  // GUARDED_BY(changelogs_mu_): checked changelog topics
@@ -360,7 +370,14 @@ KafkaTransport::~KafkaTransport() {
     std::lock_guard lock(topics_mu_);
     producer_topics_.clear();
   }
+  if (table_reader_) {
+    RdKafka::Metadata* md = nullptr;
+    const RdKafka::ErrorCode reach = table_reader_->metadata(false, nullptr, &md, 2000);
+    delete md;
+    if (reach == RdKafka::ERR_NO_ERROR) (void)table_reader_->close();  // no group: nothing to commit
+  }
   admin_queue_.reset();
+  table_reader_.reset();
   consumer_.reset();
   producer_.reset();
 }
@@ -471,6 +488,70 @@ Status KafkaTransport::subscribe_partitioned(std::string_view destination, Handl
                          std::make_shared<const PartitionListener>(std::move(how.listener)));
 }
 
+Status KafkaTransport::subscribe_table(std::string_view destination, Handler handler) {
+  const std::string context = "kafka transport \"" + endpoint_ + "\": subscribe_table";
+  if (destination.empty()) return Status::invalid_argument(context + ": empty destination");
+  if (!handler) return Status::invalid_argument(context + ": empty handler");
+  const std::string topic = topic_for(destination);
+  if (!valid_topic_name(topic)) {
+    return Status::invalid_argument(context + ": \"" + topic +
+                                    "\" is not a valid Kafka topic name");
+  }
+  {
+    std::lock_guard lock(subs_mu_);
+    if (tables_by_topic_.count(topic) != 0) {
+      return Status::already_exists(context + ": already reading \"" + std::string(destination) +
+                                    "\"");
+    }
+  }
+  const auto deadline = SteadyClock::now() + opts_.startup_timeout;
+  if (opts_.create_topics) {
+    // One partition (one order for the whole table), compacted: the last
+    // record of each key stays.
+    const TopicConfig config = {{"cleanup.policy", "compact"},
+                                {"segment.ms", "3600000"},
+                                {"min.cleanable.dirty.ratio", "0.1"}};
+    SAGA_RETURN_IF_ERROR(create_topics(producer_->c_ptr(), {topic}, 1, opts_.replication_factor,
+                                       opts_.startup_timeout, config)
+                             .with_context(context));
+    {
+      std::lock_guard lock(topics_mu_);
+      requested_topics_.insert(topic);
+    }
+    SAGA_RETURN_IF_ERROR(wait_until_visible(topic, deadline).with_context(context));
+  }
+  SAGA_RETURN_IF_ERROR(check_partitions(topic, 1, "table topic", deadline).with_context(context));
+  if (!table_reader_) {
+    Status made;
+    std::map<std::string, std::string> props = consumer_properties(opts_);
+    props["group.id"] = opts_.group_id + ".tables";  // never joins: assign() only
+    props["enable.auto.commit"] = "false";
+    props["isolation.level"] = "read_committed";
+    props["auto.offset.reset"] = "earliest";
+    props["client.id"] = opts_.client_id + ".tables";
+    std::unique_ptr<RdKafka::Conf> conf = make_conf(props, made);
+    if (!made.ok()) return made.with_context(context);
+    std::string err;
+    table_reader_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
+    if (!table_reader_) return Status::internal(context + ": cannot create the reader: " + err);
+  }
+  std::unique_ptr<RdKafka::TopicPartition> tp(
+      RdKafka::TopicPartition::create(topic, 0, RdKafka::Topic::OFFSET_BEGINNING));
+  std::vector<RdKafka::TopicPartition*> partitions{tp.get()};
+  std::unique_ptr<RdKafka::Error> error(table_reader_->incremental_assign(partitions));
+  if (error) return Status::unavailable(context + ": assign " + topic + ": " + error->str());
+  {
+    std::lock_guard lock(subs_mu_);
+    tables_by_topic_.emplace(
+        topic, Subscription{std::string(destination),
+                            std::make_shared<const Handler>(std::move(handler)), nullptr});
+  }
+  has_tables_ = true;
+  log_->debug("kafka transport \"{}\" reads table \"{}\" (topic {})", endpoint_, destination,
+              topic);
+  return ok_status();
+}
+
 Status KafkaTransport::subscribe_topic(std::string_view destination, Handler handler,
                                        uint32_t partitions,
                                        std::shared_ptr<const PartitionListener> listener) {
@@ -572,6 +653,7 @@ void KafkaTransport::send(Message message, SendCallback on_sent) {
 size_t KafkaTransport::poll(milliseconds max_wait) {
   const auto deadline = SteadyClock::now() + std::max(max_wait, milliseconds(0));
   size_t n = serve_producer();
+  if (has_tables_) n += serve_tables();
 
   bool subscribed;
   {
@@ -807,6 +889,23 @@ bool KafkaTransport::handle_record(RdKafka::Message& record) {
     return false;
   }
 
+  StatusOr<Message> message = decode_record(record, std::move(destination));
+  if (!message.ok()) {
+    // A foreign or corrupt record can never be handled; acking it keeps it
+    // from blocking the commits of every later record of its partition.
+    log_->error("kafka: skipping undecodable record {}[{}]@{}: {}", topic, partition, offset,
+                message.status().to_string());
+    tracker_->ack(token);
+    return false;
+  }
+  Ack ack = [tracker = std::weak_ptr<OffsetTracker>(tracker_), token = std::move(token)] {
+    if (auto t = tracker.lock()) t->ack(token);
+  };
+  (*handler)(std::move(*message), std::move(ack));
+  return true;
+}
+
+StatusOr<Message> KafkaTransport::decode_record(RdKafka::Message& record, std::string destination) {
   std::vector<Header> headers;
   if (const RdKafka::Headers* h = record.headers()) {
     for (const RdKafka::Headers::Header& header : h->get_all()) {
@@ -822,21 +921,38 @@ bool KafkaTransport::handle_record(RdKafka::Message& record) {
   std::string payload = record.payload()
                             ? std::string(static_cast<const char*>(record.payload()), record.len())
                             : std::string();
-  StatusOr<Message> message =
-      decode_headers(headers, destination, std::move(key), std::move(payload));
-  if (!message.ok()) {
-    // A foreign or corrupt record can never be handled; acking it keeps it
-    // from blocking the commits of every later record of its partition.
-    log_->error("kafka: skipping undecodable record {}[{}]@{}: {}", topic, partition, offset,
-                message.status().to_string());
-    tracker_->ack(token);
-    return false;
+  return decode_headers(headers, std::move(destination), std::move(key), std::move(payload));
+}
+
+size_t KafkaTransport::serve_tables() {
+  size_t delivered = 0;
+  for (size_t tries = 0; tries < 2 * kMaxMessagesPerPoll; ++tries) {
+    std::unique_ptr<RdKafka::Message> record(table_reader_->consume(0));
+    if (record->err() == RdKafka::ERR__TIMED_OUT) break;
+    if (record->err() != RdKafka::ERR_NO_ERROR) {
+      if (record->err() != RdKafka::ERR__PARTITION_EOF)
+        log_->warn("kafka table reader \"{}\": {}", endpoint_, record->errstr());
+      continue;
+    }
+    std::shared_ptr<const Handler> handler;
+    std::string destination;
+    {
+      std::lock_guard lock(subs_mu_);
+      auto it = tables_by_topic_.find(record->topic_name());
+      if (it == tables_by_topic_.end()) continue;
+      handler = it->second.handler;
+      destination = it->second.destination;
+    }
+    StatusOr<Message> message = decode_record(*record, std::move(destination));
+    if (!message.ok()) {
+      log_->error("kafka: skipping undecodable table record {}@{}: {}", record->topic_name(),
+                  record->offset(), message.status().to_string());
+      continue;
+    }
+    (*handler)(std::move(*message), [] {});  // a table's position is never committed
+    if (++delivered == kMaxMessagesPerPoll) break;
   }
-  Ack ack = [tracker = std::weak_ptr<OffsetTracker>(tracker_), token = std::move(token)] {
-    if (auto t = tracker.lock()) t->ack(token);
-  };
-  (*handler)(std::move(*message), std::move(ack));
-  return true;
+  return delivered;
 }
 
 void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,

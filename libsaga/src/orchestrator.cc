@@ -555,6 +555,7 @@ class OrchestratorImpl final : public Orchestrator {
     s.timers_fired = timers_fired_;
     s.in_flight = in_flight_;
     for (const auto& sh : shards_) s.shards_owned += sh->owned ? 1 : 0;
+    s.shard_claims = shard_claims_;
     return s;
   }
 
@@ -1033,6 +1034,7 @@ class OrchestratorImpl final : public Orchestrator {
     SAGA_RETURN_IF_ERROR(recover(sh));
     sh.resync = false;
     sh.commit_backoff = Duration{0};
+    ++shard_claims_;  // before the shard serves anything (EngineStats::shard_claims)
     sh.owned = true;
     if (opts_.replicas) {
       sh.publish_owner = true;
@@ -1643,6 +1645,7 @@ class OrchestratorImpl final : public Orchestrator {
   std::string reply_endpoint_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<OwnerTable> owners_;  // with replicas: who owns which shard
+  std::atomic<uint64_t> shard_claims_{0};
   std::map<std::string, std::map<uint32_t, DefinitionPtr>> definitions_;
   mutable EngineMetrics metrics_;
 

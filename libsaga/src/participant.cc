@@ -367,6 +367,15 @@ class ParticipantImpl final : public Participant {
     return owners_->lookup(sh.index(), sh.owned);
   }
 
+  std::vector<ShardOwner> owners() const override {
+    std::vector<ShardOwner> out;
+    for (const auto& sh : shards_) {
+      out.push_back(owners_ ? owners_->lookup(sh->index(), sh->owned)
+                            : ShardOwner{ShardOwner::Where::kHere, sh->index(), {}});
+    }
+    return out;
+  }
+
  private:
 
   Shard& shard_for(std::string_view key) const {

@@ -71,6 +71,8 @@ int run_participant_service(const ParticipantService& spec) {
   po.shards = engine->shards;
   po.threads = engine->threads;
   po.changelog = engine->changelog;
+  po.replicas = engine->replicas;
+  po.advertised_address = engine->advertised_url;
   auto participant = Participant::open(po, std::shared_ptr<Transport>(std::move(*transport)));
   if (!participant.ok()) {
     spdlog::critical("participant: {}", participant.status().to_string());

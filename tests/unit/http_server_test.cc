@@ -853,6 +853,30 @@ TEST_CASE("configuration values come from the environment with clear errors") {
       CHECK(e->threads == 2);
       CHECK(e->changelog);
     }
+    {
+      ScopedEnv a("SAGA_CHANGELOG", "1"), b("SAGA_REPLICAS", "1"),
+          c("ADVERTISED_URL", "http://127.0.0.1:9082");
+      auto e = engine_settings_from_env();
+      REQUIRE_MESSAGE(e.ok(), e.status().to_string());
+      CHECK(e->replicas);
+      CHECK(e->advertised_url == "http://127.0.0.1:9082");
+    }
+    {
+      ScopedEnv a("SAGA_CHANGELOG", nullptr), b("SAGA_REPLICAS", "1"),
+          c("ADVERTISED_URL", "http://127.0.0.1:9082");
+      CHECK(engine_settings_from_env().status().message().find("SAGA_CHANGELOG") !=
+            std::string::npos);
+    }
+    {
+      ScopedEnv a("SAGA_CHANGELOG", "1"), b("SAGA_REPLICAS", "1"), c("ADVERTISED_URL", nullptr);
+      CHECK(engine_settings_from_env().status().message().find("ADVERTISED_URL") !=
+            std::string::npos);
+    }
+    for (const char* bad : {"127.0.0.1:9082", "https://a:1", "http://a", "http://a:0"}) {
+      CAPTURE(bad);
+      ScopedEnv a("SAGA_CHANGELOG", "1"), b("SAGA_REPLICAS", "1"), c("ADVERTISED_URL", bad);
+      CHECK(engine_settings_from_env().status().code() == StatusCode::kInvalidArgument);
+    }
     ScopedEnv a("SAGA_SHARDS", "-1");
     CHECK(engine_settings_from_env().status().message().find("SAGA_SHARDS") == 0);
   }

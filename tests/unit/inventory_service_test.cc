@@ -10,6 +10,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
@@ -24,7 +25,9 @@
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
+#include "support/eventually.h"
 #include "support/participant_service_harness.h"
+#include "support/service_stack.h"
 #include "support/process.h"
 #include "support/temp_dir.h"
 
@@ -544,6 +547,128 @@ TEST_CASE("an owner's guest list pages with limit and pageToken") {
   CHECK(h.get_json("/owners/" + owner + "/reservations").size() == 5);
   for (const char* bad : {"limit=0", "limit=201", "limit=two", "pageToken="})
     check_problem(h.get("/owners/" + owner + "/reservations?" + bad), 400);
+}
+
+// Two replicas of the inventory over one MemoryBus, each with its own store
+// and HTTP server, sharing the shards of the command topic: an owner's
+// requests may reach either and are answered as by one service
+// (docs/replicas.md, "Routing").
+TEST_CASE("two inventory replicas: places, rooms and the guest list through either") {
+  auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 5);
+  auto orch = bus->connect("orch");
+  std::mutex mu;
+  std::vector<Message> replies;
+  REQUIRE(orch->subscribe(testing::ParticipantServiceHarness::kReplyTo,
+                          [&](Message m, Transport::Ack ack) {
+                            std::lock_guard lock(mu);
+                            replies.push_back(std::move(m));
+                            ack();
+                          })
+              .ok());
+  REQUIRE(orch->subscribe("reserveplace", [](Message, Transport::Ack ack) { ack(); }).ok());
+  const std::vector<uint16_t> ports = testing::pick_free_ports(2);
+  REQUIRE(ports.size() == 2);
+  testing::TempDir dirs;
+  std::vector<std::unique_ptr<Participant>> replicas;
+  std::vector<std::unique_ptr<service::HttpServer>> servers;
+  for (size_t i = 0; i < 2; ++i) {
+    ParticipantOptions o;
+    o.name = inventory::kParticipantName;
+    o.data_dir = (dirs.path() / ("replica-" + std::to_string(i))).string();
+    o.sync = false;
+    o.shards = 4;
+    o.changelog = true;
+    o.replicas = true;
+    o.advertised_address = "http://127.0.0.1:" + std::to_string(ports[i]);
+    auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect("inventory-" +
+                                                                          std::to_string(i))));
+    REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+    REQUIRE(inventory::register_handlers(**p, {.now_ms = [] { return int64_t{1'700'000'000'000}; }})
+                .ok());
+    service::Router router;
+    inventory::add_routes(router, **p);
+    service::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = ports[i];
+    so.threads = 4;
+    servers.push_back(std::make_unique<service::HttpServer>(so, std::move(router)));
+    REQUIRE(servers.back()->start().ok());
+    (*p)->start_background();
+    replicas.push_back(std::move(*p));
+  }
+  // Both own shards, and each names the other for the shards it does not own.
+  REQUIRE(testing::eventually([&] {
+    for (size_t i = 0; i < 2; ++i) {
+      if (replicas[i]->stats().shards_owned != 2) return false;
+      for (const ShardOwner& w : replicas[i]->owners())
+        if (w.where == ShardOwner::Where::kElsewhere
+                ? w.address != "http://127.0.0.1:" + std::to_string(ports[1 - i])
+                : w.where != ShardOwner::Where::kHere)
+          return false;
+    }
+    return true;
+  }));
+  auto via = [&](size_t i) { return testing::client_as(ports[i], testing::owner_identity("own-1")); };
+
+  std::vector<std::string> places;
+  for (int n = 0; n < 6; ++n) {
+    const size_t entry = static_cast<size_t>(n % 2);
+    auto r = via(entry)->post_json("/places", {{"name", "p" + std::to_string(n)}, {"rooms", 2}});
+    REQUIRE(r.ok());
+    REQUIRE_MESSAGE(r->status == 201, r->body);
+    const std::string id = (*r->json())["id"];
+    CHECK(replicas[entry]->owner_of(id).where == ShardOwner::Where::kHere);  // made where it landed
+    places.push_back(id);
+  }
+  for (const std::string& id : places) {
+    const size_t owner = replicas[0]->owner_of(id).where == ShardOwner::Where::kHere ? 0 : 1;
+    auto put = via(1 - owner)->request("PUT", "/places/" + id + "/rooms",
+                                       {{"Content-Type", "application/json"}}, R"({"rooms": 3})");
+    REQUIRE(put.ok());
+    CHECK_MESSAGE(put->status == 200, put->body);
+    for (size_t i = 0; i < 2; ++i) {
+      auto got = via(i)->get("/places/" + id);
+      REQUIRE(got.ok());
+      REQUIRE_MESSAGE(got->status == 200, got->body);
+      CHECK((*got->json())["rooms"] == 3);
+    }
+  }
+  // A confirmed booking on every place: each replica handles its places' commands.
+  for (size_t n = 0; n < places.size(); ++n) {
+    const std::string saga = "s" + std::to_string(n);
+    orch->send(command(saga, "reserve", stay("r" + std::to_string(n), places[n], "2024-03-01",
+                                             "2024-03-02", 1)),
+               nullptr);
+    orch->send(command(saga, "confirm", Json::object(), {}, places[n]), nullptr);
+  }
+  REQUIRE(testing::eventually([&] {
+    orch->poll(std::chrono::milliseconds(1));
+    std::lock_guard lock(mu);
+    return replies.size() == 2 * places.size();
+  }));
+  for (const Message& r : replies) CHECK_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
+  // The guest list through either replica: every replica's part, merged, in pages.
+  for (size_t i = 0; i < 2; ++i) {
+    std::vector<std::string> seen;
+    std::string token;
+    int pages = 0;
+    do {
+      auto r = via(i)->get("/owners/own-1/reservations?limit=4" +
+                           (token.empty() ? std::string() : "&pageToken=" + token));
+      REQUIRE(r.ok());
+      REQUIRE_MESSAGE(r->status == 200, r->body);
+      const Json page = *r->json();
+      for (const Json& b : page) seen.push_back(b["sagaId"]);
+      token = std::string(r->header("Next-Page-Token").value_or(""));
+      ++pages;
+    } while (!token.empty() && pages < 5);
+    CHECK(pages == 2);
+    CHECK(seen == std::vector<std::string>{"s0", "s1", "s2", "s3", "s4", "s5"});
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    servers[i]->stop();
+    replicas[i]->stop();
+  }
 }
 
 TEST_CASE("standard routes: healthz, readyz with the participant, metrics") {

@@ -32,6 +32,7 @@
 #include "saga/service/router.h"
 #include "support/eventually.h"
 #include "support/identity.h"
+#include "support/service_stack.h"
 #include "support/temp_dir.h"
 #include "user_index.h"
 
@@ -115,6 +116,7 @@ struct World {
     orch->start_background();
   }
   void stop_reservation() {
+    if (!orch) return;  // stopped already
     http->close();
     server->stop();
     orch->stop();
@@ -475,6 +477,133 @@ TEST_CASE("a confirmed booking cancelled by its customer: rooms released, money 
   CHECK(w.settle(w.book(booking("5", "u6")))["status"] == "CONFIRMED");
 }
 
+// Two replicas of the reservation service over one MemoryBus, each with its
+// own store and HTTP server, sharing the shards of "reservation.replies": a
+// guest's requests may reach either and are answered as by one service
+// (docs/replicas.md, "Routing").
+TEST_CASE("two reservation replicas: a request to either is answered as by one service") {
+  World w;
+  w.stop_reservation();  // replaced by the replicas
+  w.chance = 0.99;       // every payment approved
+  w.add_place("9", 20);
+  auto defs = reservation::definitions(w.ro);
+  REQUIRE(defs.ok());
+  const std::vector<uint16_t> ports = testing::pick_free_ports(2);
+  REQUIRE(ports.size() == 2);
+  TempDir dirs;
+  struct Replica {
+    std::unique_ptr<Orchestrator> orch;
+    std::unique_ptr<service::HttpServer> server;
+  };
+  std::vector<Replica> replicas(2);
+  for (size_t i = 0; i < 2; ++i) {
+    Options o;
+    o.name = reservation::kServiceName;
+    o.data_dir = (dirs.path() / ("replica-" + std::to_string(i))).string();
+    o.sync = false;
+    o.shards = 4;
+    o.changelog = true;
+    o.replicas = true;
+    o.advertised_address = "http://127.0.0.1:" + std::to_string(ports[i]);
+    auto opened = Orchestrator::open(
+        o, std::shared_ptr<Transport>(w.bus->connect("reservation-" + std::to_string(i))), *defs);
+    REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
+    replicas[i].orch = std::move(*opened);
+    service::Router router;
+    reservation::add_routes(router, *replicas[i].orch, w.ro);
+    service::ServerOptions so;
+    so.host = "127.0.0.1";
+    so.port = ports[i];
+    so.threads = 4;
+    replicas[i].server = std::make_unique<service::HttpServer>(so, std::move(router));
+    REQUIRE(replicas[i].server->start().ok());
+    replicas[i].orch->start_background();
+  }
+  // Both replicas own shards and agree, through the owners table, on where each is.
+  auto agreed = [&](const std::string& key) {
+    const ShardOwner a = replicas[0].orch->owner_of(key), b = replicas[1].orch->owner_of(key);
+    const bool a_here = a.where == ShardOwner::Where::kHere;
+    if (a_here == (b.where == ShardOwner::Where::kHere)) return false;
+    const ShardOwner& other = a_here ? b : a;
+    return other.where == ShardOwner::Where::kElsewhere &&
+           other.address == "http://127.0.0.1:" + std::to_string(ports[a_here ? 0 : 1]);
+  };
+  REQUIRE(eventually([&] {
+    for (int u = 0; u < 8; ++u)
+      if (!agreed("u" + std::to_string(u))) return false;
+    return replicas[0].orch->stats().shards_owned == 2 && replicas[1].orch->stats().shards_owned == 2;
+  }));
+
+  auto via = [&](size_t i, const std::string& user) {
+    return testing::client_as(ports[i], testing::guest_identity(user));
+  };
+  std::map<std::string, std::string> booked;  // user -> booking id
+  int sent_on = 0;  // bookings posted to the replica that does not drive them
+  for (int u = 0; u < 8; ++u) {
+    const std::string user = "u" + std::to_string(u);
+    const size_t entry = static_cast<size_t>(u % 2);
+    auto r = via(entry, user)->request("POST", "/reservations",
+                                       {{"Content-Type", "application/json"},
+                                        {"Idempotency-Key", "key-" + user}},
+                                       booking("9", user).dump());
+    REQUIRE(r.ok());
+    REQUIRE_MESSAGE(r->status == 202, r->status << " " << r->body);
+    const std::string id = Json::parse(r->body)["id"];
+    booked[user] = id;
+    // The booking lives in its user's shard, driven by one replica.
+    CHECK(replicas[0].orch->owner_of(id).shard == replicas[0].orch->owner_of(user).shard);
+    sent_on += replicas[entry].orch->owner_of(id).where != ShardOwner::Where::kHere;
+    // The same key again, through the other replica: the same booking.
+    auto again = via(1 - entry, user)->request("POST", "/reservations",
+                                               {{"Content-Type", "application/json"},
+                                                {"Idempotency-Key", "key-" + user}},
+                                               booking("9", user).dump());
+    REQUIRE(again.ok());
+    CHECK_MESSAGE(again->status == 202, again->body);
+    CHECK(Json::parse(again->body)["id"] == id);
+  }
+  CHECK(sent_on > 0);
+  CHECK(sent_on < 8);
+
+  for (const auto& [user, id] : booked) {
+    for (size_t i = 0; i < 2; ++i) {  // read back through either replica
+      auto client = via(i, user);
+      Json last;
+      REQUIRE(eventually([&] {
+        auto r = client->get("/reservations/" + id);
+        if (!r.ok() || r->status != 200) return false;
+        last = Json::parse(r->body);
+        return last["status"] == "CONFIRMED";
+      }));
+      auto list = client->get("/reservations");
+      REQUIRE(list.ok());
+      REQUIRE_MESSAGE(list->status == 200, list->body);
+      const Json ids = Json::parse(list->body);
+      REQUIRE(ids.size() == 1);
+      CHECK(ids[0]["id"] == id);
+    }
+  }
+  // Cancelled through the replica that does not drive it: the cancellation
+  // runs where the booking does, and either replica reads it back.
+  const std::string user = "u0";
+  const std::string id = booked[user];
+  const size_t other = replicas[0].orch->owner_of(id).where == ShardOwner::Where::kHere ? 1 : 0;
+  auto c = via(other, user)->post_json("/reservations/" + id + "/cancel", Json::object());
+  REQUIRE(c.ok());
+  REQUIRE_MESSAGE(c->status == 202, c->body);
+  CHECK(replicas[1 - other].orch->owner_of(reservation::cancellation_id(*replicas[1 - other].orch, id))
+            .where == ShardOwner::Where::kHere);
+  REQUIRE(eventually([&] {
+    auto r = via(other, user)->get("/reservations/" + id);
+    return r.ok() && r->status == 200 && Json::parse(r->body)["status"] == "CANCELLED";
+  }));
+  CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
+  for (auto& r : replicas) {
+    r.server->stop();
+    r.orch->stop();
+  }
+}
+
 TEST_CASE("a guest books, reads, lists and cancels only as itself; others' bookings are 404") {
   World w;
   w.add_place("8", 2);
@@ -696,7 +825,7 @@ TEST_CASE("GET /reservations pages with limit and pageToken; a bad limit or toke
     ++pages;
   } while (!token.empty() && pages < 10);
   CHECK(pages == 3);
-  CHECK(seen == made);  // oldest first, each once
+  CHECK_MESSAGE(seen == made, Json(seen).dump() << " vs " << Json(made).dump());  // oldest first, each once
   CHECK(w.get_json("/reservations?userId=u1").size() == 5);  // default limit 50
   for (const char* bad : {"limit=0", "limit=201", "limit=x", "limit=-1", "limit=", "pageToken=nope",
                           "pageToken="})
@@ -783,12 +912,13 @@ TEST_CASE("the idempotency index keeps at most its bound of keys; a forgotten ke
     if (it == store.end()) return std::optional<reservation::UserIndex::StoredKey>();
     return std::optional<reservation::UserIndex::StoredKey>(it->second);
   };
+  int64_t created = 0;
   auto start = [&](const std::string& user, const std::string& key, const std::string& hash) {
     auto k = index.claim(user, key, hash, "r-" + key, stored);
     REQUIRE(k.ok());
     REQUIRE(k->fresh);
     store[k->id] = {key, hash};
-    index.add(user, k->id);
+    index.add(user, k->id, ++created);
     index.started(user, key);
     return k->id;
   };
@@ -806,7 +936,7 @@ TEST_CASE("the idempotency index keeps at most its bound of keys; a forgotten ke
   CHECK(index.keys_in_memory_for_test() == 2);
   // Another user's same key is not theirs; a user none of whose keys left
   // memory is not looked for in the store.
-  index.add("u2", "r-u2-old");
+  index.add("u2", "r-u2-old", ++created);
   reads = 0;
   auto other = index.claim("u2", "k1", "h1", "r-u2", stored);
   REQUIRE(other.ok());
@@ -825,10 +955,23 @@ TEST_CASE("the idempotency index keeps at most its bound of keys; a forgotten ke
     auto k = small.claim("u1", key, "hq", "r-" + key, stored);
     REQUIRE(k.ok());
     store[k->id] = {key, "hq"};
-    small.add("u1", k->id);
+    small.add("u1", k->id, ++created);
     small.started("u1", key);
   }
   CHECK(small.keys_in_memory_for_test() == 1);  // only the pending one
+  // A rebuild (a replica taking over shards) adds what is new: an id added
+  // again stays once, ids are in creation order whatever the order added,
+  // and a stored key never replaces a claim in flight.
+  reservation::UserIndex ordered;
+  ordered.add("u", "r-b", 20);
+  ordered.add("u", "r-a", 10);
+  ordered.add("u", "r-b", 20);
+  ordered.add("u", "r-c", 30);
+  CHECK(ordered.ids("u") == std::vector<std::string>{"r-a", "r-b", "r-c"});
+  small.add_key("u1", "p", "r-elsewhere", "hx");
+  auto still = small.claim("u1", "p", "hp", "r-other", stored);
+  REQUIRE(still.ok());
+  CHECK(still->id == "r-p");
   auto twice = small.claim("u1", "p", "hp", "r-other", stored);
   REQUIRE(twice.ok());
   CHECK_FALSE(twice->fresh);

@@ -125,6 +125,10 @@ struct EngineStats {
   uint64_t in_flight = 0;     ///< instances not terminal
   uint64_t outbox_depth = 0;  ///< outbox records not yet confirmed
   uint64_t shards_owned = 0;  ///< shards this process drives now (all, without replicas)
+  /// Times a shard became this process's (claimed, restored, recovered)
+  /// since open; counted before the shard serves anything, so a caller that
+  /// keeps a view of the store (a service's index) can tell it may be stale.
+  uint64_t shard_claims = 0;
 };
 
 /// Settings of an orchestrator.

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "saga/clock.h"
 #include "saga/message.h"
@@ -195,6 +196,8 @@ class Participant {
   /// unknown while the shard moves. Always here without `replicas`.
   /// Thread-safe.
   virtual ShardOwner owner_of(std::string_view shard_key) const = 0;
+  /// owner_of() of every shard, by shard index. Thread-safe.
+  virtual std::vector<ShardOwner> owners() const = 0;
 };
 
 }  // namespace saga

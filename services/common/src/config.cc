@@ -1,5 +1,7 @@
 #include "saga/service/config.h"
 
+#include "saga/service/routing.h"
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -117,6 +119,16 @@ StatusOr<EngineSettings> engine_settings_from_env() {
   SAGA_ASSIGN_OR_RETURN(auto shards, env_int("SAGA_SHARDS", 0, 0, 4096));
   SAGA_ASSIGN_OR_RETURN(auto threads, env_int("SAGA_THREADS", 0, 0, 256));
   SAGA_ASSIGN_OR_RETURN(e.changelog, env_bool("SAGA_CHANGELOG", false));
+  SAGA_ASSIGN_OR_RETURN(e.replicas, env_bool("SAGA_REPLICAS", false));
+  e.advertised_url = env_string("ADVERTISED_URL", "");
+  if (e.replicas && !e.changelog)
+    return Status::invalid_argument("SAGA_REPLICAS needs SAGA_CHANGELOG=1 (docs/replicas.md)");
+  if (e.replicas && e.advertised_url.empty()) {
+    return Status::invalid_argument(
+        "SAGA_REPLICAS needs ADVERTISED_URL, the http://host:port other replicas reach this one at");
+  }
+  if (!e.advertised_url.empty())
+    SAGA_RETURN_IF_ERROR(check_advertised_url("ADVERTISED_URL", e.advertised_url));
   e.shards = static_cast<uint32_t>(shards);
   e.threads = static_cast<uint32_t>(threads);
   return e;

@@ -4,6 +4,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "domain/state.h"
 #include "saga/json.h"
 #include "saga/service/identity.h"
+#include "saga/service/routing.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::inventory {
@@ -362,11 +364,43 @@ const std::vector<std::string>& owner_roles() {
   return roles;
 }
 
+// The confirmed bookings of `owner`'s places driven here, after saga id
+// `token`, at most `limit` of them, by saga id; `more` when more follow.
+struct GuestListPart {
+  Json items = Json::array();
+  bool more = false;
+};
+StatusOr<GuestListPart> guest_list_part(const Participant& p, const std::string& owner,
+                                        const std::string& token, size_t limit) {
+  const std::string prefix = owner_prefix(owner);
+  std::vector<std::string> sagas;  // in key order: by saga id
+  SAGA_RETURN_IF_ERROR(p.scan(prefix, [&](std::string_view k, std::string_view) {
+    std::string saga(k.substr(prefix.size()));
+    if (token.empty() || saga > token) sagas.push_back(std::move(saga));
+    return true;
+  }));
+  GuestListPart part;
+  for (const std::string& saga : sagas) {
+    SAGA_ASSIGN_OR_RETURN(auto booking, load(p, booking_key(saga)));
+    if (!booking || booking->value("status", "") != "CONFIRMED") continue;
+    // A replica's copy of a shard it does not drive may be behind: its owner answers.
+    if (p.owner_of(booking->value("placeId", "")).where != ShardOwner::Where::kHere) continue;
+    if (part.items.size() == limit) {
+      part.more = true;
+      break;
+    }
+    Json b = *booking;
+    b["sagaId"] = saga;
+    part.items.push_back(std::move(b));
+  }
+  return part;
+}
+
 }  // namespace
 
 void add_routes(service::Router& router, Participant& p) {
   router.post(
-      "/places", service::with_role_json(owner_roles(), [&p](const Request&, const Identity& who,
+      "/places", service::with_role_json(owner_roles(), [&p](const Request& req, const Identity& who,
                                                              const Json& body) {
         if (!body.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
@@ -381,7 +415,15 @@ void add_routes(service::Router& router, Participant& p) {
               "ownerId must be your own user id: you create places as yourself");
         auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
         if (!rooms.ok()) return bad_request(rooms.status());
-        const std::string id = domain::new_id("p-");
+        // A new place goes to a shard this replica drives, when it drives one
+        // (else to the owner of a random one, which picks its own).
+        std::string id = domain::new_id("p-");
+        for (int tries = 0; tries < 64 * static_cast<int>(p.shards()) &&
+                            p.owner_of(id).where != ShardOwner::Where::kHere;
+             ++tries)
+          id = domain::new_id("p-");
+        if (const ShardOwner where = p.owner_of(id); where.where != ShardOwner::Where::kHere)
+          return service::send_to_owner(req, where);
         Json place = {{"id", id}, {"name", *name}, {"ownerId", *owner}, {"rooms", *rooms}};
         if (body.contains("price")) {
           auto price = domain::price_field(body, "price");
@@ -402,6 +444,8 @@ void add_routes(service::Router& router, Participant& p) {
     const std::string id(req.param("id"));
     if (!domain::check_id(id, "id").ok())
       return Response::from_status(Status::not_found("place " + id + " not found"));
+    if (const ShardOwner owner = p.owner_of(id); owner.where != ShardOwner::Where::kHere)
+      return service::send_to_owner(req, owner);
     auto place = load(p, place_key(id));
     if (!place.ok()) return Response::from_status(place.status());
     if (!*place) return Response::from_status(Status::not_found("place " + id + " not found"));
@@ -414,6 +458,9 @@ void add_routes(service::Router& router, Participant& p) {
                    const std::string id(req.param("id"));
                    if (!domain::check_id(id, "id").ok())
                      return Response::from_status(Status::not_found("place " + id + " not found"));
+                   if (const ShardOwner owner = p.owner_of(id);
+                       owner.where != ShardOwner::Where::kHere)
+                     return service::send_to_owner(req, owner);
                    auto rooms = domain::int_field(body, "rooms", 0, kMaxRooms);
                    if (!rooms.ok()) return bad_request(rooms.status());
                    return write_own_place(p, who, id, [&](StateTxn& txn) {
@@ -428,6 +475,9 @@ void add_routes(service::Router& router, Participant& p) {
                    const std::string id(req.param("id"));
                    if (!domain::check_id(id, "id").ok())
                      return Response::from_status(Status::not_found("place " + id + " not found"));
+                   if (const ShardOwner owner = p.owner_of(id);
+                       owner.where != ShardOwner::Where::kHere)
+                     return service::send_to_owner(req, owner);
                    auto price = domain::price_field(body, "");
                    if (!price.ok()) return bad_request(price.status());
                    return write_own_place(p, who, id, [&](StateTxn& txn) -> StatusOr<Json> {
@@ -456,6 +506,8 @@ void add_routes(service::Router& router, Participant& p) {
           Status::invalid_argument("at most " + std::to_string(kMaxNights) + " nights per query"));
     if (!domain::check_id(id, "id").ok())
       return Response::from_status(Status::not_found("place " + id + " not found"));
+    if (const ShardOwner owner = p.owner_of(id); owner.where != ShardOwner::Where::kHere)
+      return service::send_to_owner(req, owner);
     auto place = load(p, place_key(id));
     if (!place.ok()) return Response::from_status(place.status());
     if (!*place) return Response::from_status(Status::not_found("place " + id + " not found"));
@@ -484,32 +536,41 @@ void add_routes(service::Router& router, Participant& p) {
                if (!page.ok()) return bad_request(page.status());
                if (!domain::check_id(owner, "ownerId").ok())
                  return Response::json(200, Json::array());
-               // Keys in order: a page is the sagas after the token (the last
-               // saga id of the page before), one more read to know if more follow.
-               const std::string prefix = owner_prefix(owner);
-               std::vector<std::string> sagas;
-               Status s = p.scan(prefix, [&](std::string_view k, std::string_view) {
-                 std::string saga(k.substr(prefix.size()));
-                 if (!page->token.empty() && saga <= page->token) return true;
-                 sagas.push_back(std::move(saga));
-                 return sagas.size() <= page->limit;
+               // With replicas, each drives some places: the list is the parts
+               // of every replica (asked once each), merged by saga id.
+               std::set<std::string> others;
+               if (!req.header(service::kForwardedHeader)) {
+                 for (const ShardOwner& o : p.owners()) {
+                   if (o.where == ShardOwner::Where::kElsewhere) others.insert(o.address);
+                   if (o.where == ShardOwner::Where::kUnknown)
+                     return service::send_to_owner(req, o);  // 503: a shard is moving
+                 }
+               }
+               auto part = guest_list_part(p, owner, page->token, page->limit);
+               if (!part.ok()) return Response::from_status(part.status());
+               Json items = std::move(part->items);
+               bool more = part->more;
+               for (const std::string& address : others) {
+                 Response r = service::send_to_owner(
+                     req, ShardOwner{ShardOwner::Where::kElsewhere, 0, address});
+                 if (r.status() != 200) return r;
+                 auto body = parse_json(r.body());
+                 if (!body.ok() || !body->is_array())
+                   return Response::from_status(Status::internal(
+                       "the replica at " + address + " sent a guest list that is not an array"));
+                 for (Json& b : *body) items.push_back(std::move(b));
+                 more = more || r.header(domain::kNextPageTokenHeader).has_value();
+               }
+               std::sort(items.begin(), items.end(), [](const Json& a, const Json& b) {
+                 return a.value("sagaId", "") < b.value("sagaId", "");
                });
-               if (!s.ok()) return Response::from_status(s);
                std::string next;
-               if (sagas.size() > page->limit) {
-                 sagas.resize(page->limit);
-                 next = sagas.back();
+               if (items.size() > page->limit) {
+                 items.erase(items.begin() + static_cast<long>(page->limit), items.end());
+                 more = true;
                }
-               Json out = Json::array();
-               for (const auto& saga : sagas) {
-                 auto booking = load(p, booking_key(saga));
-                 if (!booking.ok()) return Response::from_status(booking.status());
-                 if (!*booking || (*booking)->value("status", "") != "CONFIRMED") continue;
-                 Json b = **booking;
-                 b["sagaId"] = saga;
-                 out.push_back(std::move(b));
-               }
-               Response r = Response::json(200, out);
+               if (more && !items.empty()) next = items.back().value("sagaId", "");
+               Response r = Response::json(200, items);
                domain::set_next_page_token(r, next);
                return r;
              }));
@@ -520,12 +581,14 @@ void add_routes(service::Router& router, Participant& p) {
   router.post(
       "/reservationManagements",
       service::with_role_json(
-          owner_roles(), [&p](const Request&, const Identity& who, const Json& json) {
+          owner_roles(), [&p](const Request& req, const Identity& who, const Json& json) {
             Json body = json;
             if (body.is_object() && body.contains("stock"))
               body["stock"] = domain::number_from_text(body["stock"]);  // httpie sends "1"
             auto id = domain::id_field(body, "placeId");
             if (!id.ok()) return bad_request(id.status());
+            if (const ShardOwner owner = p.owner_of(*id); owner.where != ShardOwner::Where::kHere)
+              return service::send_to_owner(req, owner);
             auto stock = domain::int_field(body, "stock", 0, kMaxRooms);
             if (!stock.ok()) return bad_request(stock.status());
             const std::string owner = who.is_admin() ? "owner-" + *id : who.subject;

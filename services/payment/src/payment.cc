@@ -18,6 +18,7 @@
 #include "domain/state.h"
 #include "saga/service/config.h"
 #include "saga/service/identity.h"
+#include "saga/service/routing.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::payment {
@@ -202,7 +203,10 @@ void add_routes(service::Router& router, Participant& p) {
         };
         if (id.size() <= kPayPrefix.size() || id.compare(0, kPayPrefix.size(), kPayPrefix) != 0)
           return not_found();
-        auto record = load(p, payment_key(id.substr(kPayPrefix.size())));
+        const std::string saga = id.substr(kPayPrefix.size());  // the command key
+        const ShardOwner owner = p.owner_of(saga);
+        if (owner.where != ShardOwner::Where::kHere) return service::send_to_owner(req, owner);
+        auto record = load(p, payment_key(saga));
         if (!record.ok()) return Response::from_status(record.status());
         if (!*record || !who.may_act_as((*record)->value("userId", ""))) return not_found();
         return Response::json(200, public_view(**record));
@@ -216,6 +220,11 @@ void add_routes(service::Router& router, Participant& p) {
                      Status::invalid_argument("query parameter 'reservationId' is required"));
                if (auto s = domain::check_id(*reservation, "reservationId"); !s.ok())
                  return Response::from_status(s);
+               // A reservation's payments are all keyed by it (the refund of
+               // its cancellation too): one shard.
+               const ShardOwner owner = p.owner_of(*reservation);
+               if (owner.where != ShardOwner::Where::kHere)
+                 return service::send_to_owner(req, owner);
                auto page = domain::page_request(req);
                if (!page.ok()) return Response::from_status(page.status());
                // Payment ids in key order after the token; one more to know if more follow.

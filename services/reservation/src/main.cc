@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
   o.shards = engine->shards;
   o.threads = engine->threads;
   o.changelog = engine->changelog;
+  o.replicas = engine->replicas;
+  o.advertised_address = engine->advertised_url;
   auto orchestrator = saga::Orchestrator::open(
       std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), *definitions);
   if (!orchestrator.ok()) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
 #include "saga/service/identity.h"
+#include "saga/service/routing.h"
 #include "saga/service/standard_routes.h"
 #include "user_index.h"
 
@@ -202,7 +204,7 @@ Status rebuild(UserIndex& index, Orchestrator& orch) {
     for (;;) {
       SAGA_ASSIGN_OR_RETURN(auto page, orch.list(q));
       for (const SagaView& v : page.items) {
-        index.add(str(v.data, "userId"), v.id);
+        index.add(str(v.data, "userId"), v.id, v.data.value("createdMs", v.created_ms));
         if (v.data.contains("idempotencyKey"))
           index.add_key(str(v.data, "userId"), str(v.data, "idempotencyKey"), v.id,
                         str(v.data, "requestHash"));
@@ -235,11 +237,17 @@ StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
     return Status::not_found("reservation " + std::string(id) + " not found");
   Booking b{std::move(*view), std::nullopt};
   if (b.saga.state == SagaState::kCompleted) {
-    auto cancel = orch.get(cancellation_id(id));
-    if (cancel.ok()) {
-      b.cancellation = std::move(*cancel);
-    } else if (cancel.status().code() != StatusCode::kNotFound) {
-      return cancel.status();
+    // Its cancellation's id; before cancellations shared their booking's
+    // shard, always "<id>.cancel" (found too: still the booking's).
+    std::vector<std::string> ids = {cancellation_id(orch, id)};
+    if (ids[0] != std::string(id) + ".cancel") ids.push_back(std::string(id) + ".cancel");
+    for (const std::string& cid : ids) {
+      auto cancel = orch.get(cid);
+      if (cancel.ok()) {
+        b.cancellation = std::move(*cancel);
+        break;
+      }
+      if (cancel.status().code() != StatusCode::kNotFound) return cancel.status();
     }
   }
   return b;
@@ -327,12 +335,23 @@ struct Admission {
 // A request without a key gets a new random id. With a key, the key's
 // booking when it was made by the same request (replay), 422 when it was made
 // by another, else a new random id claimed for the key. Ids never derive from keys.
+// A new booking id in the shard of `user`, so that one replica drives all
+// of a user's bookings and holds their index and Idempotency-Keys
+// (docs/replicas.md, "Routing").
+std::string new_booking_id(const Orchestrator& orch, const std::string& user) {
+  const uint32_t shard = orch.owner_of(user).shard;
+  for (;;) {
+    std::string id = domain::new_id("r-");
+    if (orch.owner_of(id).shard == shard) return id;
+  }
+}
+
 Admission admit(const Request& req, const Orchestrator& orch, UserIndex& index,
                 const std::string& user, const std::string& hash) {
   Admission a;
   auto key = req.header("Idempotency-Key");
   if (!key) {
-    a.id = domain::new_id("r-");
+    a.id = new_booking_id(orch, user);
     return a;
   }
   if (Status s = domain::check_id(*key, "Idempotency-Key"); !s.ok()) {
@@ -353,7 +372,7 @@ Admission admit(const Request& req, const Orchestrator& orch, UserIndex& index,
     return std::optional<UserIndex::StoredKey>(
         {str(view->data, "idempotencyKey"), str(view->data, "requestHash")});
   };
-  auto claimed = index.claim(user, a.key, hash, domain::new_id("r-"), stored_key);
+  auto claimed = index.claim(user, a.key, hash, new_booking_id(orch, user), stored_key);
   if (!claimed.ok()) {
     a.refusal = Response::from_status(claimed.status());
     return a;
@@ -377,8 +396,9 @@ StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const 
   so.id = str(data, "reservationId");
   so.traceparent = req.traceparent();
   const std::string user = str(data, "userId");
+  const int64_t created = data.value("createdMs", int64_t{0});
   auto started = orch.start(type, std::move(data), so);
-  if (started.ok()) index.add(user, *started);
+  if (started.ok()) index.add(user, *started, created);
   return started;
 }
 
@@ -485,7 +505,13 @@ DefinitionBuilder& add_pay_step(DefinitionBuilder& b) {
 
 }  // namespace
 
-std::string cancellation_id(std::string_view id) { return std::string(id) + ".cancel"; }
+std::string cancellation_id(const Orchestrator& orch, std::string_view id) {
+  const uint32_t shard = orch.owner_of(id).shard;
+  std::string out = std::string(id) + ".cancel";
+  for (int n = 1; orch.owner_of(out).shard != shard; ++n)
+    out = std::string(id) + ".cancel." + std::to_string(n);
+  return out;
+}
 
 StatusOr<DefinitionPtr> booking_definition(Options options) {
   DefinitionBuilder b(kSagaType, kSagaVersion);
@@ -647,18 +673,39 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
 void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   auto now = clock_of(options);
   auto index = std::make_shared<UserIndex>(options.idempotency_keys_in_memory);
+  // The index holds what the store held when it was last brought up to date;
+  // a replica that took over shards since then adds what they hold before
+  // it answers from the index.
+  struct Sync {
+    std::mutex mu;
+    uint64_t claims = 0;  // GUARDED_BY(mu): EngineStats::shard_claims when last rebuilt
+  };
+  auto sync = std::make_shared<Sync>();
+  auto index_up_to_date = [&orch, index, sync]() -> Status {
+    const uint64_t claims = orch.stats().shard_claims;
+    std::lock_guard lock(sync->mu);
+    if (claims == sync->claims) return ok_status();
+    SAGA_RETURN_IF_ERROR(rebuild(*index, orch));
+    sync->claims = claims;
+    return ok_status();
+  };
+  sync->claims = orch.stats().shard_claims;
   if (Status s = rebuild(*index, orch); !s.ok())
     spdlog::error("reservation: rebuilding the per-user index failed: {}", s.to_string());
 
   router.post(
       "/reservations",
-      service::authenticated_json([&orch, now, options, index](
+      service::authenticated_json([&orch, now, options, index, index_up_to_date](
                                       const Request& req, const Identity& who, const Json& body) {
         if (!body.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
         auto read = read_booking(body, who, {"userId", "checkIn", "checkOut", false});
         if (auto* refused = std::get_if<Response>(&read)) return *refused;
         BookingRequest& b = std::get<BookingRequest>(read);
+        const ShardOwner owner = orch.owner_of(b.user);
+        if (owner.where != ShardOwner::Where::kHere)
+          return service::send_to_owner(req, owner);
+        if (Status s = index_up_to_date(); !s.ok()) return Response::from_status(s);
         b.route = "POST /reservations";
         b.saga_type = kSagaType;
         auto answer = [&orch](const std::string& id) {
@@ -676,7 +723,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   // amount, placeId}; numbers may come as text, as httpie sends them.
   router.post(
       "/accommodations",
-      service::authenticated_json([&orch, now, options, index](
+      service::authenticated_json([&orch, now, options, index, index_up_to_date](
                                       const Request& req, const Identity& who, const Json& json) {
         if (!json.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
@@ -686,6 +733,10 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         auto read = read_booking(body, who, {"usrId", "strDt", "endDt", true});
         if (auto* refused = std::get_if<Response>(&read)) return *refused;
         BookingRequest& b = std::get<BookingRequest>(read);
+        const ShardOwner owner = orch.owner_of(b.user);
+        if (owner.where != ShardOwner::Where::kHere)
+          return service::send_to_owner(req, owner);
+        if (Status s = index_up_to_date(); !s.ok()) return Response::from_status(s);
         b.route = "POST /accommodations";
         b.saga_type = kSeedSagaType;
         std::string place_name;
@@ -714,16 +765,19 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
       }));
 
   auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {
-    auto b = load_visible_booking(orch, req.param("id"), who);
-    if (!b.ok()) return Response::from_status(b.status());
-    return Response::json(200, b->to_json());
+    return service::at_owner(req, orch.owner_of(req.param("id")), [&] {
+      auto b = load_visible_booking(orch, req.param("id"), who);
+      if (!b.ok()) return Response::from_status(b.status());
+      return Response::json(200, b->to_json());
+    });
   });
   router.get("/reservations/{id}", get_one);
   router.get("/accommodations/{id}", get_one);
 
   router.get(
       "/reservations",
-      service::authenticated([&orch, index](const Request& req, const Identity& who) {
+      service::authenticated([&orch, index, index_up_to_date](const Request& req,
+                                                              const Identity& who) {
         // Without userId: the caller's own. Another user's list is 404 (admin: any).
         const auto user = req.query("userId").value_or(who.subject);
         if (user.empty())
@@ -731,6 +785,10 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
               Status::invalid_argument("query parameter 'userId' must not be empty"));
         if (!who.may_act_as(user))
           return Response::from_status(Status::not_found("no reservations of user " + user));
+        const ShardOwner owner = orch.owner_of(user);  // a user's bookings share its shard
+        if (owner.where != ShardOwner::Where::kHere)
+          return service::send_to_owner(req, owner);
+        if (Status s = index_up_to_date(); !s.ok()) return Response::from_status(s);
         auto page = domain::page_request(req);
         if (!page.ok()) return bad_request(page.status());
         // The user's bookings oldest first; the token is the last id of the
@@ -766,16 +824,22 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   router.post("/reservations/{id}/cancel",
               service::authenticated([&orch](const Request& req, const Identity& who) {
                 const std::string id(req.param("id"));
+                const ShardOwner owner = orch.owner_of(id);
+                if (owner.where != ShardOwner::Where::kHere)
+                  return service::send_to_owner(req, owner);
                 // Two rounds: the booking may complete between reading it and cancelling it.
                 for (int round = 0; round < 2; ++round) {
                   auto b = load_visible_booking(orch, id, who);
                   if (!b.ok()) return Response::from_status(b.status());
                   const SagaState state = b->saga.state;
+                  if (state == SagaState::kCompleted && b->cancellation) {  // asked before
+                    return Response::json(202, {{"id", id}, {"status", b->status()}});
+                  }
                   if (state == SagaState::kCompleted) {
                     Json data = b->saga.data;
                     data["bookingId"] = id;
                     StartOptions so;
-                    so.id = cancellation_id(id);
+                    so.id = cancellation_id(orch, id);
                     so.traceparent = req.traceparent();
                     auto started = orch.start(kCancelSagaType, std::move(data), so);
                     if (!started.ok() && started.status().code() != StatusCode::kAlreadyExists)

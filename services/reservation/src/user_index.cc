@@ -12,15 +12,20 @@ std::string key_of(const std::string& user, const std::string& key) { return use
 
 UserIndex::UserIndex(size_t max_keys) : max_keys_(std::max<size_t>(max_keys, 1)) {}
 
-void UserIndex::add(const std::string& user, const std::string& id) {
+void UserIndex::add(const std::string& user, const std::string& id, int64_t created_ms) {
   std::lock_guard lock(mu_);
-  by_user_[user].ids.push_back(id);
+  User& u = by_user_[user];
+  if (u.known.insert(id).second) u.ids.emplace(created_ms, added_++, id);
 }
 
 std::vector<std::string> UserIndex::ids(const std::string& user) const {
   std::lock_guard lock(mu_);
-  auto it = by_user_.find(user);
-  return it == by_user_.end() ? std::vector<std::string>{} : it->second.ids;
+  std::vector<std::string> out;
+  if (auto it = by_user_.find(user); it != by_user_.end()) {
+    out.reserve(it->second.ids.size());
+    for (const auto& [created, order, id] : it->second.ids) out.push_back(id);
+  }
+  return out;
 }
 
 std::mutex& UserIndex::claim_mutex(const std::string& user) {
@@ -45,7 +50,7 @@ StatusOr<UserIndex::Keyed> UserIndex::claim(const std::string& user, const std::
       return out;
     }
     if (auto it = by_user_.find(user); it != by_user_.end() && it->second.keys_forgotten)
-      mine = it->second.ids;
+      for (const auto& [created, order, id] : it->second.ids) mine.push_back(id);
   }
   std::optional<Keyed> found;
   for (auto id = mine.rbegin(); id != mine.rend() && !found; ++id) {
@@ -83,12 +88,12 @@ void UserIndex::add_key(const std::string& user, const std::string& key, const s
   const std::string k = key_of(user, key);
   std::lock_guard lock(mu_);
   auto [it, inserted] = by_key_.try_emplace(k);
-  if (inserted) {
-    lru_.push_front(k);
-    it->second.lru = lru_.begin();
-  } else {
+  if (!inserted) {  // known already, perhaps claimed by a request in flight: it stays
     touch(it);
+    return;
   }
+  lru_.push_front(k);
+  it->second.lru = lru_.begin();
   it->second.keyed = Keyed{id, request_hash};
   it->second.started = true;
   evict();

@@ -8,8 +8,11 @@
 #include <list>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "saga/status.h"
@@ -19,7 +22,8 @@ namespace saga::reservation {
 /// Reservation ids per user (oldest first), and the booking each user's
 /// Idempotency-Key names, with the hash of the request that made it.
 ///
-/// The ids live in memory (rebuilt from the orchestrator's store at start).
+/// The ids live in memory (rebuilt from the orchestrator's store at start, and
+/// again, adding what is new, when a replica takes over shards).
 /// The keys are bounded: at most `max_keys` of them stay in memory, the least
 /// recently used of the started bookings are forgotten first. A forgotten key
 /// is not lost: its booking keeps it in the store (the saga data's
@@ -50,9 +54,10 @@ class UserIndex {
   static constexpr size_t kDefaultMaxKeys = 100'000;
   explicit UserIndex(size_t max_keys = kDefaultMaxKeys);
 
-  /// Records `id` as `user`'s newest reservation.
-  void add(const std::string& user, const std::string& id);
-  /// `user`'s reservation ids, oldest first.
+  /// Records `id`, created at `created_ms`, as one of `user`'s reservations
+  /// (again: no change).
+  void add(const std::string& user, const std::string& id, int64_t created_ms);
+  /// `user`'s reservation ids, oldest first (by creation time, then as added).
   std::vector<std::string> ids(const std::string& user) const;
 
   /// The booking `user` made with `key` (from memory, else from the store
@@ -67,7 +72,8 @@ class UserIndex {
   void started(const std::string& user, const std::string& key);
   /// Forgets a claim whose booking was not started.
   void forget(const std::string& user, const std::string& key);
-  /// Records a started booking's key (rebuild from the store, oldest first).
+  /// Records a started booking's key (rebuild from the store, oldest first);
+  /// a key known already stays as it is.
   void add_key(const std::string& user, const std::string& key, const std::string& id,
                const std::string& request_hash);
 
@@ -90,10 +96,14 @@ class UserIndex {
   const size_t max_keys_;
   mutable std::mutex mu_;
   struct User {
-    std::vector<std::string> ids;  // oldest first
+    // (created, order added, id): oldest first; added in the same
+    // millisecond, in the order added.
+    std::set<std::tuple<int64_t, uint64_t, std::string>> ids;
+    std::unordered_set<std::string> known;          // the ids in `ids`
     bool keys_forgotten = false;   // some of this user's keys left memory
   };
   std::unordered_map<std::string, User> by_user_;  // GUARDED_BY(mu_)
+  uint64_t added_ = 0;                              // GUARDED_BY(mu_): ids added so far
   // "<user>\n<key>" (neither holds a newline: check_id) -> booking.
   std::unordered_map<std::string, Entry> by_key_;  // GUARDED_BY(mu_)
   std::list<std::string> lru_;                     // GUARDED_BY(mu_); most recent first

@@ -58,10 +58,15 @@ StatusOr<std::chrono::milliseconds> env_duration_ms(
 ///   SAGA_SHARDS     shards of a new store (0 or unset: the store's, 12 for a new one)
 ///   SAGA_THREADS    engine threads of an orchestrator or participant (0 or unset: one)
 ///   SAGA_CHANGELOG  keep every shard's state in a Kafka changelog too (default off)
+///   SAGA_REPLICAS   run as one of several replicas (docs/replicas.md; needs SAGA_CHANGELOG)
+///   ADVERTISED_URL  with SAGA_REPLICAS: http://host:port where the other replicas reach
+///                   this one (required then)
 struct EngineSettings {
   uint32_t shards = 0;
   uint32_t threads = 0;
   bool changelog = false;
+  bool replicas = false;
+  std::string advertised_url;
 };
 StatusOr<EngineSettings> engine_settings_from_env();
 

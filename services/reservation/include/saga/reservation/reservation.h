@@ -93,8 +93,10 @@ StatusOr<std::vector<DefinitionPtr>> definitions(Options options = {});
 /// 2 s) at every booking: prices change, so nothing is cached.
 PlaceLookup inventory_place_lookup(std::string host, uint16_t port);
 
-/// The id of the cancellation saga of reservation `id`.
-std::string cancellation_id(std::string_view id);
+/// The id of the cancellation saga of reservation `id`: "<id>.cancel", or
+/// "<id>.cancel.<n>" with the smallest n > 0 that puts it in the shard of `id`
+/// in `orch`, so that the replica driving a booking drives its cancellation.
+std::string cancellation_id(const Orchestrator& orch, std::string_view id);
 
 /// The reservation status of a booking (or seed-booking) saga and its
 /// cancellation saga, if any: PENDING (running or compensating), CONFIRMED,

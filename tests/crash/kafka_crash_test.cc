@@ -92,6 +92,7 @@ class Run {
     for (auto& [name, p] : participants_) p->terminate(10s);
     participants_.clear();
     orchestrator_.reset();
+    orchestrator_replicas_.clear();
     zombie_.reset();
     brokers_.reset();
     if (passed_) fs::remove_all(dir_);
@@ -129,6 +130,22 @@ class Run {
     return *orchestrator_;
   }
   Process& orchestrator() { return *orchestrator_; }
+  // Another replica of the orchestrator (SAGA_ORCHESTRATOR_REPLICAS=1 for
+  // both), its store in DIR/orchestrator<suffix>, its output in log(orchestrator<suffix>).
+  void start_orchestrator_replica(const std::string& suffix, int sagas, int pace_ms) {
+    auto env = child_env();
+    env["SAGA_REPLICA_SUFFIX"] = suffix;
+    orchestrator_replicas_[suffix] = std::make_unique<Process>(
+        std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas),
+                                 std::to_string(pace_ms)},
+        log("orchestrator" + suffix), env);
+  }
+  // SIGKILLs that replica for good (not restarted, its store not checked).
+  void kill_orchestrator_replica(const std::string& suffix) {
+    orchestrator_replicas_.at(suffix)->kill_now();
+    orchestrator_replicas_.erase(suffix);
+  }
+  void set_env(const std::string& name, const std::string& value) { env_[name] = value; }
 
   // A second orchestrator process on the same topics, with its store in
   // DIR/zombie/orchestrator and its log in DIR/zombie.log.
@@ -186,6 +203,7 @@ class Run {
   std::map<std::string, int> starts_;
   std::map<std::string, std::unique_ptr<Process>> participants_;
   std::unique_ptr<Process> orchestrator_;
+  std::map<std::string, std::unique_ptr<Process>> orchestrator_replicas_;
   std::unique_ptr<Process> zombie_;
   bool passed_ = false;
 };
@@ -376,6 +394,40 @@ TEST_CASE(
                       std::string::npos,
                   log);
   }
+}
+
+TEST_CASE(
+    "orchestrator replicas: one of two SIGKILLed for good during 2000 sagas: the other takes "
+    "its shards and its sagas over and every saga ends once") {
+  constexpr int kSagas = 2000;
+  Run run("orchestrator-replicas", 1, /*changelog=*/true);
+  run.set_env("SAGA_ORCHESTRATOR_REPLICAS", "1");
+  run.start_participants();
+  run.start_orchestrator(kSagas, 10);
+  run.start_orchestrator_replica("-b", kSagas, 10);
+  // Both drive some shards before the kill.
+  for (const char* who : {"orchestrator", "orchestrator-b"}) {
+    REQUIRE_MESSAGE(wait_for_text(run.log(who), "started 100\n", 120s), who,
+                    " started nothing; see ", run.log(who));
+  }
+  std::uniform_int_distribution<int> at(300, 1200);
+  const int kill_at = at(run.rng()) / 100 * 100;
+  run.wait_started(kill_at, 120s, "orchestrator-b");
+  const int64_t killed_ms = steady_ms();
+  run.kill_orchestrator_replica("-b");
+  int64_t owned_all_ms = 0;
+  REQUIRE(saga::testing::eventually(
+      [&] {
+        return (owned_all_ms = first_time_owning(run.log("orchestrator"), 12, killed_ms)) > 0;
+      },
+      120s, 100ms));
+  MESSAGE("failover of the orchestrator's shards after a SIGKILL at saga ", kill_at, ": ",
+          owned_all_ms - killed_ms, " ms (session.timeout.ms 6000)");
+  // The survivor exits 0 once it has every shard, started what the dead one
+  // had not, and sees all terminal; its store (restored) is what is checked.
+  run.finish_and_check(kSagas);
+  const std::string log = read_file(run.log("orchestrator"));
+  CHECK_MESSAGE(log.find("all started; started late ") != std::string::npos, log);
 }
 
 TEST_CASE("no saga is lost when one broker of a three-node cluster is killed mid-run") {

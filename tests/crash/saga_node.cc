@@ -19,7 +19,11 @@
 // threads (default one). SAGA_REPLICAS=1 runs participants as replicas (one
 // consumer group per participant, shards owned as it assigns them; needs the
 // changelog), and SAGA_REPLICA_SUFFIX=S names this replica: its store is
-// DIR/<name>S and its endpoint <name>S.
+// DIR/<name>S and its endpoint <name>S. SAGA_ORCHESTRATOR_REPLICAS=1 runs the
+// orchestrator so too (SAGA_REPLICA_SUFFIX names it the same way): each
+// replica starts the sagas of the shards it owns (owner_of), and exits 0 only
+// once it owns every shard, has started every saga not started yet and sees
+// them all terminal (so, in a test, after the other replicas died).
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -99,6 +103,27 @@ bool changelog_from_env() {
   return v && std::string(v) == "1";
 }
 
+bool orchestrator_replicas_from_env() {
+  const char* v = std::getenv("SAGA_ORCHESTRATOR_REPLICAS");
+  return v && std::string(v) == "1";
+}
+
+std::string replica_suffix_from_env() {
+  const char* v = std::getenv("SAGA_REPLICA_SUFFIX");
+  return v ? v : "";
+}
+
+// "owned N at T" (T in steady-clock ms, the clock the test shares) when the
+// shards owned are not `*last` any more, so that a test can time a failover.
+void report_owned(uint64_t now, uint64_t* last) {
+  if (now == *last) return;
+  *last = now;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now().time_since_epoch())
+                      .count();
+  std::cout << "owned " << now << " at " << ms << std::endl;
+}
+
 int run_participant(const std::string& name, const std::string& dir) {
   // Signals are taken synchronously by this thread; block them before any
   // other thread starts so that none of those gets them.
@@ -108,26 +133,15 @@ int run_participant(const std::string& name, const std::string& dir) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  const char* suffix_env = std::getenv("SAGA_REPLICA_SUFFIX");
-  const std::string suffix = suffix_env ? suffix_env : "";
+  const std::string suffix = replica_suffix_from_env();
   auto p = open_participant(name, dir, kafka(name + suffix, name), changelog_from_env(), suffix);
   if (Status s = register_handlers(name, *p); !s.ok()) die("handlers", s);
   p->start_background();
   std::cout << "ready " << name << std::endl;
-  // Until SIGTERM or SIGINT: reports the shards this process owns whenever
-  // their number changes ("owned N at T", T in steady-clock ms, the clock
-  // the test shares), so that a test can time a failover.
+  // Until SIGTERM or SIGINT, reporting the shards this process owns.
   const timespec tick{0, 50'000'000};
   uint64_t owned = ~uint64_t{0};
-  while (sigtimedwait(&signals, nullptr, &tick) < 0) {
-    const uint64_t now = p->stats().shards_owned;
-    if (now == owned) continue;
-    owned = now;
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now().time_since_epoch())
-                        .count();
-    std::cout << "owned " << owned << " at " << ms << std::endl;
-  }
+  while (sigtimedwait(&signals, nullptr, &tick) < 0) report_owned(p->stats().shards_owned, &owned);
   p->stop();
   const ParticipantStats st = p->stats();
   std::cout << name << " stopping: applied " << st.applied << " duplicates " << st.duplicates
@@ -137,10 +151,15 @@ int run_participant(const std::string& name, const std::string& dir) {
 
 std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir,
                                                 std::shared_ptr<Transport> transport,
-                                                bool changelog = false) {
+                                                bool changelog = false,
+                                                const std::string& replica = "") {
   Options o;
-  o.data_dir = dir + "/orchestrator";
+  o.data_dir = dir + "/orchestrator" + replica;
   o.changelog = changelog;
+  if (!replica.empty() || orchestrator_replicas_from_env()) {
+    o.replicas = true;
+    o.advertised_address = "orchestrator" + replica;
+  }
   o.threads = threads_from_env();
   o.breaker.enabled = false;
   auto orch = Orchestrator::open(
@@ -158,7 +177,67 @@ int count_terminal(const Orchestrator& o, int n) {
   return done;
 }
 
+// One of several orchestrator replicas (SAGA_ORCHESTRATOR_REPLICAS=1).
+int run_orchestrator_replica(const std::string& dir, int n, int pace_ms) {
+  const std::string suffix = replica_suffix_from_env();
+  auto orch = open_orchestrator(dir, kafka("orchestrator" + suffix, "orchestrator"),
+                                /*changelog=*/true, suffix);
+  orch->start_background();
+  uint64_t owned = ~uint64_t{0};
+  const uint64_t shards = kDefaultShards;
+  // Starts saga k when this replica drives its shard; true once it is (or
+  // was) started, false when another replica drives it.
+  auto start_if_here = [&](int k) {
+    StartOptions so;
+    so.id = saga_id(k);
+    for (;;) {
+      report_owned(orch->stats().shards_owned, &owned);
+      const ShardOwner w = orch->owner_of(so.id);
+      if (w.where == ShardOwner::Where::kElsewhere) return false;
+      if (w.where == ShardOwner::Where::kHere) {
+        auto r = orch->start("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so);
+        if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) return r.ok();
+        if (r.status().code() != StatusCode::kUnavailable) die("start " + so.id, r.status());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // moving: ask again
+    }
+  };
+  for (int k = 0; k < n; ++k) {
+    if (start_if_here(k) && k % 10 == 9 && pace_ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
+    if (k % 100 == 99) std::cout << "started " << k + 1 << std::endl;
+  }
+  // The sagas of replicas that died before they started theirs: once every
+  // shard is here, each is started (or found) here.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  while (orch->stats().shards_owned < shards) {
+    report_owned(orch->stats().shards_owned, &owned);
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::cerr << "saga_node: never owned every shard" << std::endl;
+      return 3;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  report_owned(orch->stats().shards_owned, &owned);
+  int late = 0;
+  for (int k = 0; k < n; ++k) late += start_if_here(k) ? 1 : 0;
+  std::cout << "all started; started late " << late << std::endl;
+  int done = 0;
+  while ((done = count_terminal(*orch, n)) < n) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::cerr << "saga_node: only " << done << " of " << n << " sagas finished in time"
+                << std::endl;
+      return 3;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // polling with a deadline
+  }
+  orch->stop();
+  std::cout << "all " << n << " sagas terminal" << std::endl;
+  return 0;
+}
+
 int run_orchestrator(const std::string& dir, int n, int pace_ms) {
+  if (orchestrator_replicas_from_env()) return run_orchestrator_replica(dir, n, pace_ms);
   auto orch = open_orchestrator(dir, kafka("orchestrator"), changelog_from_env());
   orch->start_background();
   int existed = 0;  // starts that found their saga (started by an earlier run)

@@ -51,6 +51,7 @@ EngineMetrics::EngineMetrics()
       in_flight(engine_gauges_.Add({{"gauge", "in_flight"}})),
       parked(engine_gauges_.Add({{"gauge", "failed_parked"}})),
       outbox_depth(engine_gauges_.Add({{"gauge", "outbox_depth"}})),
+      shards_owned(engine_gauges_.Add({{"gauge", "shards_owned"}})),
       transitions(engine_counters_.Add({{"event", "transition"}})),
       writes(engine_counters_.Add({{"event", "store_write"}})),
       stale_replies(engine_counters_.Add({{"event", "stale_reply"}})),

@@ -65,6 +65,7 @@ class EngineMetrics {
   prometheus::Gauge& in_flight;
   prometheus::Gauge& parked;
   prometheus::Gauge& outbox_depth;
+  prometheus::Gauge& shards_owned;
   prometheus::Counter& transitions;
   prometheus::Counter& writes;
   prometheus::Counter& stale_replies;

@@ -1504,6 +1504,9 @@ class OrchestratorImpl final : public Orchestrator {
     uint64_t depth = 0;
     for (const auto& sh : shards_) depth += sh->depth;
     metrics_.outbox_depth.Set(static_cast<double>(depth));
+    uint64_t owned = 0;
+    for (const auto& sh : shards_) owned += sh->owned ? 1 : 0;
+    metrics_.shards_owned.Set(static_cast<double>(owned));
     std::lock_guard lock(breakers_mu_);
     for (auto& [name, b] : breakers_) metrics_.breaker(name).Set(static_cast<double>(b.state()));
   }

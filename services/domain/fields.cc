@@ -155,6 +155,9 @@ std::string participant_metrics_text(std::string_view name, const ParticipantSta
   os << "# HELP saga_participant_outbox_depth Messages waiting in the outbox.\n"
      << "# TYPE saga_participant_outbox_depth gauge\n"
      << "saga_participant_outbox_depth" << label << ' ' << s.outbox_depth << '\n';
+  os << "# HELP saga_participant_shards_owned Shards this process drives now.\n"
+     << "# TYPE saga_participant_shards_owned gauge\n"
+     << "saga_participant_shards_owned" << label << ' ' << s.shards_owned << '\n';
   return os.str();
 }
 

@@ -609,6 +609,13 @@ TEST_CASE("two inventory replicas: places, rooms and the guest list through eith
     return true;
   }));
   auto via = [&](size_t i) { return testing::client_as(ports[i], testing::owner_identity("own-1")); };
+  for (size_t i = 0; i < 2; ++i) {
+    auto m = testing::client_as(ports[i], testing::admin_identity())->get("/metrics");
+    REQUIRE(m.ok());
+    CHECK_MESSAGE(m->body.find("saga_participant_shards_owned{participant=\"inventory\"} 2") !=
+                      std::string::npos,
+                  m->body);
+  }
 
   std::vector<std::string> places;
   for (int n = 0; n < 6; ++n) {

@@ -1975,6 +1975,9 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
 
   open_replica(2);  // takes two shards, with their waiting sagas
   REQUIRE(run([&] { return owned(1) == 2 && owned(2) == 2 && all_agreed(); }));
+  CHECK_MESSAGE(replicas.at(1)->metrics_text().find("saga_engine{gauge=\"shards_owned\"} 2") !=
+                    std::string::npos,
+                replicas.at(1)->metrics_text());
   // A replica names the other for the shards it does not own.
   int elsewhere = 0;
   for (int k = 0; k < 16; ++k) {

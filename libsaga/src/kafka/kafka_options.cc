@@ -91,6 +91,12 @@ std::map<std::string, std::string> consumer_properties(const KafkaOptions& optio
       {"enable.auto.offset.store", "false"},
       {"auto.offset.reset", "earliest"},
       {"partition.assignment.strategy", "cooperative-sticky"},
+      // A member that stops heartbeating loses its partitions (its shards,
+      // with replicas) after 6 s, the broker's smallest allowed session
+      // (group.min.session.timeout.ms), instead of librdkafka's 45 s: the
+      // bulk of a failover's time (docs/replicas.md, "Failover time").
+      {"session.timeout.ms", "6000"},
+      {"heartbeat.interval.ms", "1500"},
       // How long the broker may hold a fetch that has nothing to return
       // (librdkafka's default: 500 ms). librdkafka 2.0.2 sends a fetch for the
       // partitions ready at that moment; a partition that becomes ready later

@@ -6,7 +6,8 @@ Usage: policy_check.py RENDERED.yaml...   (the output of `helm template`)
 Every container of every workload must have liveness and readiness probes, resources
 (CPU and memory requests, a memory limit) and a locked-down securityContext (non-root,
 read-only root filesystem, no privilege escalation, every capability dropped); every
-StatefulSet must have a volumeClaimTemplate mounted by its container; every workload a
+StatefulSet must have a volumeClaimTemplate mounted by its container, and one of a saga
+engine's with several replicas SAGA_REPLICAS and ADVERTISED_URL; every workload a
 PodDisruptionBudget and a NetworkPolicy selecting its pods; no image may be `:latest` or
 untagged. Objects of kinds the Kubernetes schemas do not know (Istio, Strimzi, Prometheus
 Operator) get a shape check. Exits 1 naming every violation, 0 when there is none.
@@ -16,6 +17,7 @@ import sys
 import yaml
 
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
+ENGINES = {"reservation", "inventory", "payment"}  # the services that run saga engines
 CUSTOM = {
     ("networking.istio.io/v1", "VirtualService"),
     ("networking.istio.io/v1", "DestinationRule"),
@@ -96,6 +98,14 @@ def check(objects):
             for claim in claims:
                 if claim not in mounted:
                     errors.append(f"{where}: volumeClaimTemplate {claim} is not mounted")
+            # Replicas of an engine share its shards and reach each other (docs/replicas.md).
+            component = labels.get("app.kubernetes.io/component", "")
+            if (o["spec"].get("replicas") or 1) > 1 and component in ENGINES:
+                for c in containers:
+                    env = {e.get("name") for e in c.get("env") or []}
+                    for needed in ("SAGA_REPLICAS", "ADVERTISED_URL"):
+                        if needed not in env:
+                            errors.append(f"{where}: {o['spec']['replicas']} replicas without {needed}")
         if not any(matches(p["spec"].get("selector"), labels) for p in pdbs):
             errors.append(f"{where}: no PodDisruptionBudget selects its pods")
         if policies and not any(matches(p["spec"].get("podSelector"), labels) for p in policies):

@@ -177,20 +177,33 @@ int count_terminal(const Orchestrator& o, int n) {
   return done;
 }
 
-// One of several orchestrator replicas (SAGA_ORCHESTRATOR_REPLICAS=1).
+// One of several orchestrator replicas (SAGA_ORCHESTRATOR_REPLICAS=1). On
+// SIGTERM or SIGINT it closes cleanly (leaving the group: its shards move at
+// once) and exits 0 ("stopped").
 int run_orchestrator_replica(const std::string& dir, int n, int pace_ms) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any other thread starts
+  // Waits `ms` for a stop signal; true when one came.
+  auto stop_signalled = [&signals](long ms) {
+    const timespec wait{ms / 1000, (ms % 1000) * 1'000'000};
+    return sigtimedwait(&signals, nullptr, &wait) >= 0;
+  };
   const std::string suffix = replica_suffix_from_env();
   auto orch = open_orchestrator(dir, kafka("orchestrator" + suffix, "orchestrator"),
                                 /*changelog=*/true, suffix);
   orch->start_background();
   uint64_t owned = ~uint64_t{0};
   const uint64_t shards = kDefaultShards;
+  bool stopping = false;
   // Starts saga k when this replica drives its shard; true once it is (or
-  // was) started, false when another replica drives it.
+  // was) started here, false when another replica drives it.
   auto start_if_here = [&](int k) {
     StartOptions so;
     so.id = saga_id(k);
-    for (;;) {
+    while (!stopping) {
       report_owned(orch->stats().shards_owned, &owned);
       const ShardOwner w = orch->owner_of(so.id);
       if (w.where == ShardOwner::Where::kElsewhere) return false;
@@ -199,38 +212,46 @@ int run_orchestrator_replica(const std::string& dir, int n, int pace_ms) {
         if (r.ok() || r.status().code() == StatusCode::kAlreadyExists) return r.ok();
         if (r.status().code() != StatusCode::kUnavailable) die("start " + so.id, r.status());
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));  // moving: ask again
+      stopping = stop_signalled(100);  // moving: ask again
     }
+    return false;
   };
-  for (int k = 0; k < n; ++k) {
-    if (start_if_here(k) && k % 10 == 9 && pace_ms > 0)
-      std::this_thread::sleep_for(std::chrono::milliseconds(pace_ms));
+  auto stopped = [&] {
+    orch->stop();
+    orch.reset();  // leaves the group
+    std::cout << "stopped" << std::endl;
+    return 0;
+  };
+  for (int k = 0; k < n && !stopping; ++k) {
+    if (start_if_here(k) && k % 10 == 9 && pace_ms > 0) stopping = stop_signalled(pace_ms);
     if (k % 100 == 99) std::cout << "started " << k + 1 << std::endl;
   }
   // The sagas of replicas that died before they started theirs: once every
   // shard is here, each is started (or found) here.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(5);
-  while (orch->stats().shards_owned < shards) {
+  while (!stopping && orch->stats().shards_owned < shards) {
     report_owned(orch->stats().shards_owned, &owned);
     if (std::chrono::steady_clock::now() > deadline) {
       std::cerr << "saga_node: never owned every shard" << std::endl;
       return 3;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    stopping = stop_signalled(100);
   }
+  if (stopping) return stopped();
   report_owned(orch->stats().shards_owned, &owned);
   int late = 0;
   for (int k = 0; k < n; ++k) late += start_if_here(k) ? 1 : 0;
   std::cout << "all started; started late " << late << std::endl;
   int done = 0;
-  while ((done = count_terminal(*orch, n)) < n) {
+  while (!stopping && (done = count_terminal(*orch, n)) < n) {
     if (std::chrono::steady_clock::now() > deadline) {
       std::cerr << "saga_node: only " << done << " of " << n << " sagas finished in time"
                 << std::endl;
       return 3;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(250));  // polling with a deadline
+    stopping = stop_signalled(250);  // polling with a deadline
   }
+  if (stopping) return stopped();
   orch->stop();
   std::cout << "all " << n << " sagas terminal" << std::endl;
   return 0;

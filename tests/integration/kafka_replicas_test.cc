@@ -40,8 +40,9 @@ std::string unique_prefix() {
   return "rp" + std::to_string(rng() % 1'000'000'000) + ".";
 }
 
+// `instance`: the member's group.instance.id (static membership), or none.
 std::unique_ptr<Transport> connect(const std::string& prefix, const std::string& endpoint,
-                                   const std::string& group) {
+                                   const std::string& group, const std::string& instance = "") {
   KafkaOptions o;
   o.brokers = testing::kafka_bootstrap();
   o.topic_prefix = prefix;
@@ -49,6 +50,7 @@ std::unique_ptr<Transport> connect(const std::string& prefix, const std::string&
   o.client_id = endpoint;
   o.partitions = static_cast<int>(kShards);
   o.properties = {{"session.timeout.ms", "6000"}, {"heartbeat.interval.ms", "500"}};
+  if (!instance.empty()) o.properties["group.instance.id"] = prefix + instance;
   auto t = make_kafka_transport(endpoint, o);
   REQUIRE_MESSAGE(t.ok(), t.status().to_string());
   return std::move(*t);
@@ -160,6 +162,108 @@ TEST_CASE("participant replicas over Kafka: shards move with the group, every co
   }
 }
 
+
+// Static membership (group.instance.id, for StatefulSets): a replica that
+// restarts within the session timeout gets its own shards back, and the
+// other replica never takes them meanwhile.
+TEST_CASE("participant replicas with static membership: a quick restart keeps the shards where they were") {
+  const std::string prefix = unique_prefix();
+  testing::TempDir dirs;
+  std::mutex mu;
+  std::map<std::string, int> calls;
+  std::map<std::string, int> answered;
+  auto open_replica = [&](int i) {
+    ParticipantOptions o;
+    o.name = "inventory";
+    o.data_dir = (dirs.path() / ("replica-" + std::to_string(i))).string();
+    o.sync = false;
+    o.shards = kShards;
+    o.changelog = true;
+    o.replicas = true;
+    auto p = Participant::open(
+        o, std::shared_ptr<Transport>(connect(prefix, "inventory-" + std::to_string(i),
+                                              "inventory", "inventory-" + std::to_string(i))));
+    REQUIRE_MESSAGE(p.ok(), p.status().to_string());
+    REQUIRE((*p)->on("add", [&](CommandContext& ctx) {
+                  std::lock_guard lock(mu);
+                  ++calls[ctx.command.id];
+                  return HandlerResult::success();
+                }).ok());
+    (*p)->start_background();
+    return std::move(*p);
+  };
+  auto here = [](const Participant& p) {
+    std::vector<uint32_t> out;
+    for (const ShardOwner& w : p.owners())
+      if (w.where == ShardOwner::Where::kHere) out.push_back(w.shard);
+    return out;
+  };
+  std::unique_ptr<Transport> orch = connect(prefix, "orchestrator", "orchestrator");
+  REQUIRE(orch->subscribe("orchestrator.replies", [&](Message m, Transport::Ack ack) {
+                 std::lock_guard lock(mu);
+                 if (m.outcome == ReplyOutcome::kSuccess) ++answered[m.in_reply_to];
+                 ack();
+               }).ok());
+  auto send = [&](int from, int to) {
+    for (int n = from; n < to; ++n) {
+      Message m;
+      m.id = "saga-" + std::to_string(n) + "/add";
+      m.kind = MessageKind::kCommand;
+      m.type = "add";
+      m.destination = "inventory";
+      m.key = "place-" + std::to_string(n % kKeys);
+      m.saga_id = "saga-" + std::to_string(n);
+      m.reply_to = "orchestrator.replies";
+      m.payload = "{}";
+      orch->send(std::move(m), nullptr);
+    }
+  };
+  auto all_answered = [&](int n) {
+    return testing::eventually(
+        [&] {
+          orch->poll(std::chrono::milliseconds(50));
+          std::lock_guard lock(mu);
+          return answered.size() == static_cast<size_t>(n);
+        },
+        120s);
+  };
+
+  auto first = open_replica(1);
+  auto second = open_replica(2);
+  REQUIRE(testing::eventually(
+      [&] {
+        return first->stats().shards_owned + second->stats().shards_owned == kShards &&
+               first->stats().shards_owned > 0 && second->stats().shards_owned > 0;
+      },
+      120s));
+  const std::vector<uint32_t> firsts = here(*first), seconds = here(*second);
+  send(0, 40);
+  REQUIRE(all_answered(40));
+
+  first.reset();  // a static member does not leave the group on close
+  send(40, 80);   // the first's shards' commands wait for it
+  first = open_replica(1);
+  // The restarted member gets its shards back; the second never gets more
+  // than its own meanwhile (no rebalance moved them), watched until every
+  // command was answered, past the 6 s session timeout.
+  const auto watch_until = std::chrono::steady_clock::now() + 8s;
+  bool second_kept_its_own = true;
+  REQUIRE(testing::eventually(
+      [&] {
+        second_kept_its_own = second_kept_its_own && here(*second) == seconds;
+        orch->poll(std::chrono::milliseconds(50));
+        std::lock_guard lock(mu);
+        return answered.size() == 80 && std::chrono::steady_clock::now() > watch_until;
+      },
+      120s));
+  CHECK(second_kept_its_own);
+  CHECK(here(*first) == firsts);
+  first->stop();
+  second->stop();
+  std::lock_guard lock(mu);
+  for (const auto& [id, n] : calls) CHECK_MESSAGE(n == 1, id << " handled " << n << " times");
+  CHECK(calls.size() == 80);
+}
 
 TEST_CASE("orchestrator replicas over Kafka: sagas move with their shards when a replica leaves") {
   constexpr int kSagas = 160;

@@ -729,24 +729,36 @@ Status KafkaTransport::ensure_changelog(const std::string& topic, uint32_t shard
 Status KafkaTransport::check_partitions(const std::string& topic, uint32_t partitions,
                                         const std::string& what,
                                         SteadyClock::time_point deadline) {
-  RdKafka::Metadata* raw = nullptr;
-  const RdKafka::ErrorCode rc =
-      producer_->metadata(true, nullptr, &raw, to_ms(remaining_until(deadline)));
-  std::unique_ptr<RdKafka::Metadata> md(raw);
-  if (rc != RdKafka::ERR_NO_ERROR) return status_from_kafka(rc, "kafka: metadata of " + topic);
-  for (const RdKafka::TopicMetadata* t : *md->topics()) {
-    if (t->topic() != topic) continue;
-    if (t->err() != RdKafka::ERR_NO_ERROR)
-      return status_from_kafka(t->err(), "kafka: " + what + " " + topic);
-    if (t->partitions()->size() != partitions) {
-      return Status::failed_precondition(
-          "kafka: " + what + " " + topic + " has " + std::to_string(t->partitions()->size()) +
-          " partitions, but the engine has " + std::to_string(partitions) +
-          " shards: partition k is shard k (docs/storage.md: changing the shard count)");
+  // A topic just made (by this process or another) may not be in the answer
+  // of every broker yet: asked again until the deadline.
+  for (;;) {
+    Status missing;
+    RdKafka::Metadata* raw = nullptr;
+    const RdKafka::ErrorCode rc =
+        producer_->metadata(true, nullptr, &raw, to_ms(remaining_until(deadline)));
+    std::unique_ptr<RdKafka::Metadata> md(raw);
+    if (rc != RdKafka::ERR_NO_ERROR) return status_from_kafka(rc, "kafka: metadata of " + topic);
+    missing = Status::unavailable("kafka: " + what + " " + topic + " is not in the metadata");
+    for (const RdKafka::TopicMetadata* t : *md->topics()) {
+      if (t->topic() != topic) continue;
+      if (t->err() == RdKafka::ERR_UNKNOWN_TOPIC_OR_PART ||
+          t->err() == RdKafka::ERR_LEADER_NOT_AVAILABLE) {
+        missing = status_from_kafka(t->err(), "kafka: " + what + " " + topic);
+        break;
+      }
+      if (t->err() != RdKafka::ERR_NO_ERROR)
+        return status_from_kafka(t->err(), "kafka: " + what + " " + topic);
+      if (t->partitions()->size() != partitions) {
+        return Status::failed_precondition(
+            "kafka: " + what + " " + topic + " has " + std::to_string(t->partitions()->size()) +
+            " partitions, but the engine has " + std::to_string(partitions) +
+            " shards: partition k is shard k (docs/storage.md: changing the shard count)");
+      }
+      return ok_status();
     }
-    return ok_status();
+    if (SteadyClock::now() >= deadline) return missing;
+    std::this_thread::sleep_for(milliseconds(100));
   }
-  return Status::unavailable("kafka: " + what + " " + topic + " is not in the metadata");
 }
 
 StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view log,

@@ -132,26 +132,37 @@ class ServiceStack {
     std::chrono::milliseconds ready_timeout{60'000};
     /// LOG_LEVEL of the services.
     std::string log_level = "info";
+    /// Processes per service (default 1). With more, the instances of service
+    /// S are S, S-1, S-2, ... (each its own port, data directory and log);
+    /// those of reservation, inventory and payment share the service's shards
+    /// (SAGA_REPLICAS, SAGA_CHANGELOG, ADVERTISED_URL), each of mypage reads
+    /// every event in a group of its own, and the gateway lists them all.
+    std::map<std::string, int> replicas;
   };
 
   ServiceStack() : ServiceStack(Options{}) {}
   explicit ServiceStack(Options options)
       : options_(std::move(options)), prefix_(unique_stack_prefix()) {
     if (options_.brokers.empty()) options_.brokers = kafka_bootstrap();
-    const std::vector<uint16_t> ports = pick_free_ports(options_.services.size());
-    for (size_t i = 0; i < options_.services.size(); ++i) {
-      const std::string& name = options_.services[i];
+    for (const std::string& name : options_.services) {
       if (!options_.binaries.count(name) || options_.binaries[name].empty())
         throw std::runtime_error("ServiceStack: no binary for service '" + name + "'");
-      Service& s = services_[name];
-      s.port = ports[i];
-      std::filesystem::create_directories(dir_.path() / "data" / name);
+      const int n = std::max(1, options_.replicas.count(name) ? options_.replicas.at(name) : 1);
+      for (int i = 0; i < n; ++i) {
+        const std::string instance = i == 0 ? name : name + "-" + std::to_string(i);
+        order_.push_back(instance);
+        services_[instance].base = name;
+        services_[instance].replicated = n > 1;
+        std::filesystem::create_directories(dir_.path() / "data" / instance);
+      }
     }
+    const std::vector<uint16_t> ports = pick_free_ports(order_.size());
+    for (size_t i = 0; i < order_.size(); ++i) services_[order_[i]].port = ports[i];
     std::filesystem::create_directories(dir_.path() / "logs");
   }
   ~ServiceStack() {
     // The gateway first, then the others in reverse start order.
-    for (auto it = options_.services.rbegin(); it != options_.services.rend(); ++it) {
+    for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
       Service& s = services_[*it];
       if (s.process && s.process->running()) s.process->terminate(std::chrono::seconds(15));
     }
@@ -159,13 +170,22 @@ class ServiceStack {
   ServiceStack(const ServiceStack&) = delete;
   ServiceStack& operator=(const ServiceStack&) = delete;
 
-  /// Starts every service in order, each one ready before the next starts.
-  /// Throws (with the log tail) when one exits or is not ready in time.
+  /// Starts every service (every instance) in order, each one ready before
+  /// the next starts. Throws (with the log tail) when one exits or is not
+  /// ready in time.
   void start() {
-    for (const std::string& name : options_.services) start(name);
+    for (const std::string& name : order_) start(name);
   }
 
-  /// Starts one service (not running) and waits until it is ready.
+  /// The instances of service `name`: `name` itself, then name-1, name-2, ...
+  std::vector<std::string> instances(const std::string& name) const {
+    std::vector<std::string> out;
+    for (const std::string& i : order_)
+      if (services_.at(i).base == name) out.push_back(i);
+    return out;
+  }
+
+  /// Starts one service instance (not running) and waits until it is ready.
   void start(const std::string& name) {
     Service& s = at(name);
     if (s.process && s.process->running())
@@ -176,7 +196,7 @@ class ServiceStack {
       std::ofstream(log_path(name), std::ios::app)
           << "=== ServiceStack: starting " << name << " on port " << s.port << "\n";
     }
-    s.process = std::make_unique<Process>(std::vector<std::string>{options_.binaries.at(name)},
+    s.process = std::make_unique<Process>(std::vector<std::string>{options_.binaries.at(s.base)},
                                           log_path(name), env);
     wait_ready(name);
   }
@@ -232,7 +252,7 @@ class ServiceStack {
   /// Every service's log tail, for a failure message.
   std::string all_log_tails(size_t lines = 20) const {
     std::string out;
-    for (const std::string& name : options_.services)
+    for (const std::string& name : order_)
       out += "---- " + log_path(name) + " ----\n" + log_tail(name, lines);
     return out;
   }
@@ -279,6 +299,8 @@ class ServiceStack {
 
  private:
   struct Service {
+    std::string base;         // the service this is an instance of
+    bool replicated = false;  // one of several instances
     uint16_t port = 0;
     std::map<std::string, std::string> extra_env;
     std::unique_ptr<Process> process;
@@ -291,20 +313,36 @@ class ServiceStack {
     return it->second;
   }
 
+  // The addresses of service `name`'s instances, comma-separated.
   std::string addr_of(const std::string& name) {
-    auto it = services_.find(name);
-    return "127.0.0.1:" + std::to_string(it == services_.end() ? 1 : it->second.port);
+    std::string out;
+    for (const std::string& i : instances(name))
+      out += (out.empty() ? "" : ",") + std::string("127.0.0.1:") +
+             std::to_string(services_.at(i).port);
+    return out.empty() ? "127.0.0.1:1" : out;
   }
 
-  std::map<std::string, std::string> base_env(const std::string& name) {
+  std::map<std::string, std::string> base_env(const std::string& instance) {
+    const Service& self = at(instance);
+    const std::string& name = self.base;
     std::map<std::string, std::string> env = {
-        {"PORT", std::to_string(at(name).port)}, {"HTTP_HOST", "127.0.0.1"},
-        {"DATA_DIR", data_dir(name).string()},   {"KAFKA_BROKERS", options_.brokers},
+        {"PORT", std::to_string(self.port)},     {"HTTP_HOST", "127.0.0.1"},
+        {"DATA_DIR", data_dir(instance).string()}, {"KAFKA_BROKERS", options_.brokers},
         {"KAFKA_TOPIC_PREFIX", prefix_},         {"KAFKA_GROUP_ID", prefix_ + name},
-        {"KAFKA_CLIENT_ID", prefix_ + name},     {"EVENTS_TOPIC", events_topic()},
+        {"KAFKA_CLIENT_ID", prefix_ + instance}, {"EVENTS_TOPIC", events_topic()},
         {"LOG_LEVEL", options_.log_level},
     };
-    if (name == "reservation") env["INVENTORY_ADDR"] = addr_of("inventory");  // place checks
+    if (self.replicated && name == "mypage") env["KAFKA_GROUP_ID"] = prefix_ + instance;
+    if (self.replicated && name != "mypage" && name != "gateway") {
+      env["SAGA_REPLICAS"] = "1";
+      env["SAGA_CHANGELOG"] = "1";
+      env["ADVERTISED_URL"] = "http://127.0.0.1:" + std::to_string(self.port);
+    }
+    // Place checks: the first inventory instance (it sends them on to the owner).
+    if (name == "reservation") {
+      const std::string inventory = addr_of("inventory");
+      env["INVENTORY_ADDR"] = inventory.substr(0, inventory.find(','));
+    }
     if (name == "gateway") {
       env["AUTH_DEV_TOKENS"] = "1";
       env["AUTH_HS256_SECRET"] = secret_;
@@ -360,6 +398,7 @@ class ServiceStack {
     return s;
   }();
   TempDir dir_{"saga-e2e"};
+  std::vector<std::string> order_;  // every instance, in start order
   std::map<std::string, Service> services_;
 };
 

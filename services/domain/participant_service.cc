@@ -13,6 +13,7 @@
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
 #include "saga/service/logging.h"
+#include "saga/service/routing.h"
 #include "saga/service/standard_routes.h"
 
 namespace saga::domain {
@@ -86,6 +87,12 @@ int run_participant_service(const ParticipantService& spec) {
 
   Router router;
   spec.add_routes(router, p);
+  if (engine->replicas) {
+    // Some requests wait on another replica (routing.h): keep threads for the
+    // ones that do not, and for those other replicas send here.
+    server_options->threads = std::max(server_options->threads, 8);
+    limit_forwarding(server_options->threads / 2);
+  }
   HttpServer server(*server_options, std::move(router));
   p.start_background();
   if (Status s = server.start(); !s.ok()) {

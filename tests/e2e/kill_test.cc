@@ -67,6 +67,7 @@ void bookings_survive(ServiceStack& stack, const std::string& seed_name,
   std::atomic<int> next{0};
   std::atomic<int> accepted{0};
   std::atomic<int> retries{0};
+  std::vector<std::string> retry_reasons;  // the first few
   std::mutex mu;
   std::vector<std::string> errors;
   std::vector<std::thread> clients;
@@ -103,7 +104,11 @@ void bookings_survive(ServiceStack& stack, const std::string& seed_name,
                 (r.ok() ? std::to_string(r->status) + " " + r->body : r.status().to_string()));
             break;
           }
-          ++retries;
+          if (++retries <= 5) {  // what made clients retry, for the report
+            std::lock_guard lock(mu);
+            retry_reasons.push_back(r.ok() ? std::to_string(r->status) + " " + r->body
+                                           : r.status().to_string());
+          }
           gw.close();
           std::this_thread::sleep_for(100ms);  // client retry backoff
         }
@@ -115,6 +120,7 @@ void bookings_survive(ServiceStack& stack, const std::string& seed_name,
   disrupt(accepted, rng);
   for (auto& t : clients) t.join();
   MESSAGE(retries.load() << " POSTs retried");
+  for (const std::string& why : retry_reasons) MESSAGE("  e.g. " << why);
   REQUIRE_MESSAGE(errors.empty(), errors.size() << " bookings failed, e.g. " << errors.front());
 
   auto gw = stack.admin_gateway();
@@ -181,7 +187,9 @@ TEST_CASE("replicas: one of two of each stateful service SIGKILLed for good duri
   start_or_fail(stack);
   bookings_survive(stack, "e2e.kill replicas",
                    [&](const std::atomic<int>& accepted, std::mt19937_64& rng) {
-    std::vector<std::string> victims = {"reservation-1", "inventory-1", "payment-1", "mypage-1"};
+    std::vector<std::string> victims;  // one instance of each, either one
+    for (const char* service : {"reservation", "inventory", "payment", "mypage"})
+      victims.push_back(stack.instances(service)[rng() % 2]);
     std::shuffle(victims.begin(), victims.end(), rng);
     for (const std::string& victim : victims) {
       const int at = accepted + 50 + static_cast<int>(rng() % 150);

@@ -338,11 +338,7 @@ class ServiceStack {
       env["SAGA_CHANGELOG"] = "1";
       env["ADVERTISED_URL"] = "http://127.0.0.1:" + std::to_string(self.port);
     }
-    // Place checks: the first inventory instance (it sends them on to the owner).
-    if (name == "reservation") {
-      const std::string inventory = addr_of("inventory");
-      env["INVENTORY_ADDR"] = inventory.substr(0, inventory.find(','));
-    }
+    if (name == "reservation") env["INVENTORY_ADDR"] = addr_of("inventory");  // place checks
     if (name == "gateway") {
       env["AUTH_DEV_TOKENS"] = "1";
       env["AUTH_HS256_SECRET"] = secret_;

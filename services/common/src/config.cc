@@ -105,6 +105,38 @@ StatusOr<HostPort> env_address(std::string_view name, std::string_view fallback)
   return parse_host_port(name, env_string(name, fallback));
 }
 
+StatusOr<std::vector<HostPort>> parse_host_port_list(std::string_view variable,
+                                                     std::string_view text) {
+  const std::string name(variable);
+  auto trimmed = [](std::string_view t) {
+    while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+    while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.remove_suffix(1);
+    return t;
+  };
+  if (trimmed(text).empty()) {
+    return Status::invalid_argument(name + " must be host:port[,host:port...], got '" +
+                                    std::string(text) + "'");
+  }
+  std::vector<HostPort> out;
+  size_t index = 0;
+  for (size_t from = 0;; ++index) {
+    const size_t comma = text.find(',', from);
+    const std::string_view entry =
+        trimmed(text.substr(from, comma == std::string_view::npos ? comma : comma - from));
+    if (entry.empty()) {
+      return Status::invalid_argument(name + ": entry " + std::to_string(index + 1) + " of '" +
+                                      std::string(text) + "' is empty");
+    }
+    SAGA_ASSIGN_OR_RETURN(HostPort address, parse_host_port(variable, entry));
+    if (std::find(out.begin(), out.end(), address) != out.end())
+      return Status::invalid_argument(name + " lists " + address.to_string() + " twice");
+    out.push_back(std::move(address));
+    if (comma == std::string_view::npos) break;
+    from = comma + 1;
+  }
+  return out;
+}
+
 StatusOr<bool> env_bool(std::string_view name, bool fallback) {
   auto v = lookup(name);
   if (!v) return fallback;

@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
+#include <atomic>
 
 #include "saga/service/config.h"
 #include "saga/service/http_client.h"
@@ -22,6 +24,9 @@ constexpr std::array<const char*, 7> kPassedOn = {
 constexpr std::array<const char*, 4> kReturned = {"Location", "Retry-After", "Allow",
                                                   "Next-Page-Token"};
 
+std::atomic<int> g_max_forwards{4};
+std::atomic<int> g_forwards{0};  // requests of this process waiting on another replica
+
 Response moving(std::string detail) {
   Response r = Response::problem(503, "Service Unavailable", std::move(detail));
   r.set_header("Retry-After", "1");
@@ -29,6 +34,8 @@ Response moving(std::string detail) {
 }
 
 }  // namespace
+
+void limit_forwarding(int n) { g_max_forwards = std::max(1, n); }
 
 Status check_advertised_url(std::string_view variable, std::string_view url) {
   if (url.substr(0, kScheme.size()) != kScheme) {
@@ -61,8 +68,13 @@ Response send_to_owner(const Request& req, const ShardOwner& owner) {
     if (auto value = req.header(name)) headers.emplace_back(name, std::string(*value));
   headers.emplace_back(kForwardedHeader, "1");
   headers.emplace_back("traceparent", req.trace().child().to_string());
+  if (g_forwards.fetch_add(1) >= g_max_forwards) {
+    g_forwards.fetch_sub(1);
+    return moving("this replica waits on others for as many requests as it may; try again");
+  }
   HttpClient client(address->host, address->port);
   auto res = client.request(req.method(), req.target(), headers, req.body());
+  g_forwards.fetch_sub(1);
   if (!res.ok()) {
     spdlog::warn("{} {}: sending on to {} (owner of {}) failed: {}", req.method(), req.target(),
                  owner.address, shard, res.status().to_string());

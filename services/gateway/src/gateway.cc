@@ -673,26 +673,7 @@ std::vector<std::string_view> list_entries(const std::vector<std::string_view>& 
 }  // namespace
 
 StatusOr<Replicas> parse_replicas(std::string_view variable, std::string_view text) {
-  const std::string name(variable);
-  if (trimmed(text).empty()) {
-    return Status::invalid_argument(name + " must be host:port[,host:port...], got '" +
-                                    std::string(text) + "'");
-  }
-  Replicas out;
-  const std::vector<std::string_view> entries = list_entries({text});
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const std::string_view entry = trimmed(entries[i]);
-    if (entry.empty()) {
-      return Status::invalid_argument(name + ": entry " + std::to_string(i + 1) + " of '" +
-                                      std::string(text) + "' is empty");
-    }
-    SAGA_ASSIGN_OR_RETURN(HostPort replica, parse_host_port(variable, entry));
-    if (std::find(out.begin(), out.end(), replica) != out.end()) {
-      return Status::invalid_argument(name + " lists " + replica.to_string() + " twice");
-    }
-    out.push_back(std::move(replica));
-  }
-  return out;
+  return service::parse_host_port_list(variable, text);
 }
 
 StatusOr<std::vector<std::string>> parse_trusted_proxies(std::string_view list) {

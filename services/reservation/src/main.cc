@@ -1,7 +1,7 @@
 // saga-reservation: the booking saga's orchestrator behind its HTTP API.
 //   PORT (8082), DATA_DIR (./data/reservation), KAFKA_BROKERS (required), KAFKA_* (see
-//   kafka_transport.h), EVENTS_TOPIC (reserveplace), INVENTORY_ADDR (127.0.0.1:8084,
-//   asked whether a booked place exists), LOG_LEVEL, HTTP_* (see http_server.h; at
+//   kafka_transport.h), EVENTS_TOPIC (reserveplace), INVENTORY_ADDR (127.0.0.1:8084, or
+//   the replicas' host:port separated by commas; asked whether a booked place exists), LOG_LEVEL, HTTP_* (see http_server.h; at
 //   least 8 threads).
 #include <spdlog/spdlog.h>
 
@@ -18,6 +18,7 @@
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
 #include "saga/service/logging.h"
+#include "saga/service/routing.h"
 
 int main(int argc, char** argv) {
   if (auto rc = saga::service::handle_command_line("saga-reservation", argc, argv)) return *rc;
@@ -52,13 +53,13 @@ int main(int argc, char** argv) {
     spdlog::critical("kafka: {}", transport.status().to_string());
     return 1;
   }
-  auto inventory = env_address("INVENTORY_ADDR", "127.0.0.1:8084");
+  auto inventory = parse_host_port_list("INVENTORY_ADDR", env_string("INVENTORY_ADDR", "127.0.0.1:8084"));
   if (!inventory.ok()) {
     spdlog::critical("{}", inventory.status().message());
     return 2;
   }
   res::Options options;
-  options.place_lookup = res::inventory_place_lookup(inventory->host, inventory->port);
+  options.place_lookup = res::inventory_place_lookup(std::move(*inventory));
   auto definitions = res::definitions(options);
   if (!definitions.ok()) {
     spdlog::critical("definitions: {}", definitions.status().to_string());
@@ -88,6 +89,12 @@ int main(int argc, char** argv) {
 
   Router router;
   res::add_routes(router, orch, options);
+  if (engine->replicas) {
+    // Some requests wait on another replica (routing.h): keep threads for the
+    // ones that do not, and for those other replicas send here.
+    server_options->threads = std::max(server_options->threads, 8);
+    limit_forwarding(server_options->threads / 2);
+  }
   HttpServer server(*server_options, std::move(router));
   orch.start_background();
   if (saga::Status s = server.start(); !s.ok()) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -587,14 +588,23 @@ StatusOr<std::vector<DefinitionPtr>> definitions(Options options) {
   return out;
 }
 
-PlaceLookup inventory_place_lookup(std::string host, uint16_t port) {
-  return [host = std::move(host), port](const std::string& id)
+PlaceLookup inventory_place_lookup(std::vector<service::HostPort> replicas) {
+  auto next = std::make_shared<std::atomic<size_t>>(0);
+  return [replicas = std::move(replicas), next](const std::string& id)
              -> StatusOr<std::optional<PlaceInfo>> {
     service::ClientOptions co;
     co.connect_timeout = std::chrono::milliseconds(1'000);
     co.request_timeout = std::chrono::milliseconds(2'000);
-    service::HttpClient client(host, port, co);
-    auto r = client.get("/places/" + service::percent_encode(id));
+    // Round robin; a replica that cannot be reached (nothing was asked) is
+    // passed over for the next one.
+    const size_t first = next->fetch_add(1);
+    StatusOr<service::ClientResponse> r = Status::unavailable("no inventory address");
+    for (size_t i = 0; i < replicas.size(); ++i) {
+      const service::HostPort& at = replicas[(first + i) % replicas.size()];
+      service::HttpClient client(at.host, at.port, co);
+      r = client.get("/places/" + service::percent_encode(id));
+      if (r.ok() || r.status().code() != StatusCode::kUnavailable) break;
+    }
     if (!r.ok()) return r.status();
     if (r->status == 404) return std::optional<PlaceInfo>();
     if (r->status != 200)

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "saga/status.h"
 
@@ -39,6 +40,13 @@ struct HostPort {
 /// Parses "host:port" or "[ipv6]:port": a non-empty host without blanks and a
 /// decimal port in 1..65535. InvalidArgument naming `variable` and the bad value.
 StatusOr<HostPort> parse_host_port(std::string_view variable, std::string_view text);
+
+/// A comma-separated list of host:port (parse_host_port), e.g. the replicas
+/// of a service "127.0.0.1:8082,127.0.0.1:8182"; blanks around the commas are
+/// allowed. InvalidArgument naming `variable` for an empty list or entry, a
+/// bad entry, or an address listed twice.
+StatusOr<std::vector<HostPort>> parse_host_port_list(std::string_view variable,
+                                                     std::string_view text);
 
 /// The address in `name` (see parse_host_port), or `fallback`.
 StatusOr<HostPort> env_address(std::string_view name, std::string_view fallback);

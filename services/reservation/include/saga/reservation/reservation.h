@@ -36,6 +36,7 @@
 
 #include "saga/definition.h"
 #include "saga/orchestrator.h"
+#include "saga/service/config.h"
 #include "saga/service/router.h"
 #include "saga/status.h"
 
@@ -89,9 +90,10 @@ StatusOr<DefinitionPtr> cancellation_definition(Options options = {});
 /// The three definitions the service registers.
 StatusOr<std::vector<DefinitionPtr>> definitions(Options options = {});
 
-/// A PlaceLookup asking the inventory's GET /places/{id} at host:port (timeout
-/// 2 s) at every booking: prices change, so nothing is cached.
-PlaceLookup inventory_place_lookup(std::string host, uint16_t port);
+/// A PlaceLookup asking the inventory's GET /places/{id} (timeout 2 s) at every
+/// booking: prices change, so nothing is cached. Its replicas take turns; one
+/// that cannot be reached is passed over for the next.
+PlaceLookup inventory_place_lookup(std::vector<service::HostPort> replicas);
 
 /// The id of the cancellation saga of reservation `id`: "<id>.cancel", or
 /// "<id>.cancel.<n>" with the smallest n > 0 that puts it in the shard of `id`

@@ -246,6 +246,12 @@ Headers bearer(const std::string& token) { return {{"Authorization", "Bearer " +
 
 const Identity kAdmin{"gw-admin", {kRoleAdmin}};
 
+// Upstreams of one replica each.
+gw::Upstreams one_each(const gw::HostPort& reservation, const gw::HostPort& payment,
+                       const gw::HostPort& inventory, const gw::HostPort& mypage) {
+  return {{reservation}, {payment}, {inventory}, {mypage}};
+}
+
 // The gateway under test; its verifier is test_verifier() unless options has one.
 struct TestGateway {
   TestGateway(const gw::Upstreams& upstreams, gw::GatewayOptions options = {},
@@ -277,7 +283,8 @@ struct Fixture {
   explicit Fixture(gw::GatewayOptions options = {}, ServerOptions server_options = {})
       : gateway(upstreams(), options, server_options) {}
   gw::Upstreams upstreams() const {
-    return {reservation.address(), payment.address(), inventory.address(), mypage.address()};
+    return one_each(reservation.address(), payment.address(), inventory.address(),
+                    mypage.address());
   }
   FakeUpstream reservation{"reservation"};
   FakeUpstream payment{"payment"};
@@ -438,7 +445,7 @@ TEST_CASE("status, body, Content-Type, Location and Retry-After come back") {
   FakeUpstream inventory("inventory");
   FakeUpstream mypage("mypage");
   TestGateway gateway(
-      {reservation.address(), payment.address(), inventory.address(), mypage.address()});
+      one_each(reservation.address(), payment.address(), inventory.address(), mypage.address()));
   HttpClient client = gateway.client();
 
   auto created = client.post_json("/reservations", {{"placeId", "p-1"}});
@@ -461,10 +468,8 @@ TEST_CASE("status, body, Content-Type, Location and Retry-After come back") {
 
 TEST_CASE("an upstream with nothing listening gives 503 with Retry-After") {
   FakeUpstream reservation("reservation");
-  gw::Upstreams upstreams{reservation.address(),
-                          {"127.0.0.1", closed_port()},
-                          reservation.address(),
-                          reservation.address()};
+  gw::Upstreams upstreams = one_each(reservation.address(), {"127.0.0.1", closed_port()},
+                                     reservation.address(), reservation.address());
   TestGateway gateway(upstreams);
   HttpClient client = gateway.client();
   auto res = client.post_json("/payments", {{"amount", 10}});
@@ -492,8 +497,8 @@ TEST_CASE("a slow upstream gives 504 and the gateway recovers") {
   FakeUpstream other("other");
   gw::GatewayOptions options;
   options.request_timeout = 200ms;
-  TestGateway gateway({reservation.address(), other.address(), other.address(), other.address()},
-                      options);
+  TestGateway gateway(
+      one_each(reservation.address(), other.address(), other.address(), other.address()), options);
   HttpClient client = gateway.client();
 
   auto started = std::chrono::steady_clock::now();
@@ -520,7 +525,7 @@ TEST_CASE("an upstream answering junk gives 502") {
   JunkServer junk;
   FakeUpstream other("other");
   TestGateway gateway(
-      {other.address(), other.address(), {"127.0.0.1", junk.port()}, other.address()});
+      one_each(other.address(), other.address(), {"127.0.0.1", junk.port()}, other.address()));
   HttpClient client = gateway.client();
   auto res = client.get("/places/p-1");
   REQUIRE(res.ok());
@@ -574,8 +579,8 @@ TEST_CASE("/readyz is ready only when every upstream is") {
   FakeUpstream payment("payment");
   FakeUpstream inventory("inventory");
   FakeUpstream mypage("mypage");
-  gw::Upstreams all_up{reservation.address(), payment.address(), inventory.address(),
-                       mypage.address()};
+  gw::Upstreams all_up =
+      one_each(reservation.address(), payment.address(), inventory.address(), mypage.address());
   gw::GatewayOptions options;
   options.readiness_timeout = 2s;
 
@@ -616,7 +621,7 @@ TEST_CASE("/readyz is ready only when every upstream is") {
   }
   {
     gw::Upstreams one_down = all_up;
-    one_down.mypage = {"127.0.0.1", closed_port()};
+    one_down.mypage = {{"127.0.0.1", closed_port()}};
     TestGateway gateway(one_down, options);
     auto res = gateway.client().get("/readyz");
     REQUIRE(res.ok());
@@ -662,10 +667,10 @@ TEST_CASE("upstreams and options from the environment") {
   ::setenv("AUTH_DEV_TOKENS", "1", 1);  // a key is required: here a random development one
   auto defaults = gw::upstreams_from_env();
   REQUIRE(defaults.ok());
-  CHECK(defaults->reservation == gw::HostPort{"127.0.0.1", 8082});
-  CHECK(defaults->payment == gw::HostPort{"127.0.0.1", 8083});
-  CHECK(defaults->inventory == gw::HostPort{"127.0.0.1", 8084});
-  CHECK(defaults->mypage == gw::HostPort{"127.0.0.1", 8086});
+  CHECK(defaults->reservation == gw::Replicas{{"127.0.0.1", 8082}});
+  CHECK(defaults->payment == gw::Replicas{{"127.0.0.1", 8083}});
+  CHECK(defaults->inventory == gw::Replicas{{"127.0.0.1", 8084}});
+  CHECK(defaults->mypage == gw::Replicas{{"127.0.0.1", 8086}});
   auto default_options = gw::gateway_options_from_env();
   REQUIRE(default_options.ok());
   CHECK(default_options->request_timeout == 10'000ms);
@@ -674,8 +679,8 @@ TEST_CASE("upstreams and options from the environment") {
   ::setenv("INVENTORY_ADDR", "inventory.local:9084", 1);
   auto set = gw::upstreams_from_env();
   REQUIRE(set.ok());
-  CHECK(set->inventory == gw::HostPort{"inventory.local", 9084});
-  CHECK(set->payment == gw::HostPort{"127.0.0.1", 8083});
+  CHECK(set->inventory == gw::Replicas{{"inventory.local", 9084}});
+  CHECK(set->payment == gw::Replicas{{"127.0.0.1", 8083}});
 
   ::setenv("MYPAGE_ADDR", "mypage", 1);
   check_invalid_argument(gw::upstreams_from_env(), "MYPAGE_ADDR");
@@ -847,7 +852,7 @@ TEST_CASE("/metrics needs an admin's token") {
 
 TEST_CASE("POST /auth/dev-token exists only with development tokens on") {
   FakeUpstream up("any");
-  const gw::Upstreams all{up.address(), up.address(), up.address(), up.address()};
+  const gw::Upstreams all = one_each(up.address(), up.address(), up.address(), up.address());
   {
     TestGateway plain(all);
     auto res = plain.anonymous().post_json("/auth/dev-token", {{"sub", "u1"}});
@@ -1074,8 +1079,9 @@ TEST_CASE("a stalled upstream holds neither the gateway's threads nor the other 
   options.request_timeout = 8s;  // far longer than the requests to the others take
   ServerOptions two_threads;
   two_threads.threads = 2;
-  TestGateway gateway({stalled.address(), other.address(), other.address(), other.address()},
-                      options, two_threads);
+  TestGateway gateway(
+      one_each(stalled.address(), other.address(), other.address(), other.address()), options,
+      two_threads);
 
   constexpr int kStalled = 24;  // more than the gateway's threads (and the old 16)
   std::atomic<int> answered{0};
@@ -1116,8 +1122,8 @@ TEST_CASE("an upstream with max_in_flight requests out gets 503 with Retry-After
   FakeUpstream other("other");
   gw::GatewayOptions options;
   options.max_in_flight = 2;
-  TestGateway gateway({stalled.address(), other.address(), other.address(), other.address()},
-                      options);
+  TestGateway gateway(
+      one_each(stalled.address(), other.address(), other.address(), other.address()), options);
 
   std::vector<std::future<StatusOr<ClientResponse>>> pending;
   for (int i = 0; i < 2; ++i) {
@@ -1280,4 +1286,227 @@ TEST_CASE("behind a trusted proxy each forwarded client has its own address limi
     CHECK(status_with(gateway, std::nullopt) == 429);
     CHECK(status_with(gateway, "203.0.113.7") == 200);  // a well-formed one is its client's
   }
+}
+
+// ---- replicas --------------------------------------------------------------
+
+TEST_CASE("parse_replicas reads one address or a comma-separated list") {
+  auto one = gw::parse_replicas("RESERVATION_ADDR", "127.0.0.1:8082");
+  REQUIRE(one.ok());
+  CHECK(*one == gw::Replicas{{"127.0.0.1", 8082}});
+  auto three = gw::parse_replicas("RESERVATION_ADDR", "127.0.0.1:8082, 127.0.0.1:8182 ,[::1]:9");
+  REQUIRE(three.ok());
+  CHECK(*three == gw::Replicas{{"127.0.0.1", 8082}, {"127.0.0.1", 8182}, {"::1", 9}});
+  CHECK(gw::replicas_to_string(*three) == "127.0.0.1:8082, 127.0.0.1:8182, [::1]:9");
+
+  for (const char* bad : {"", " ", ",", "127.0.0.1:8082,", ",127.0.0.1:8082",
+                          "127.0.0.1:8082,,127.0.0.1:8182", "127.0.0.1:8082,127.0.0.1",
+                          "127.0.0.1:8082;127.0.0.1:8182", "127.0.0.1:8082,127.0.0.1:8082"}) {
+    CAPTURE(bad);
+    auto r = gw::parse_replicas("RESERVATION_ADDR", bad);
+    check_invalid_argument(r, "RESERVATION_ADDR");
+  }
+  CHECK(gw::parse_replicas("X_ADDR", "a:1,b:2,a:1").status().message().find("a:1 twice") !=
+        std::string::npos);
+  CHECK(gw::parse_replicas("X_ADDR", "a:1, ,b:2").status().message().find("entry 2") !=
+        std::string::npos);
+  CHECK(gw::parse_replicas("X_ADDR", "a:1,b").status().message().find("'b'") != std::string::npos);
+}
+
+TEST_CASE("upstreams from the environment may list several replicas") {
+  for (const char* v : {"RESERVATION_ADDR", "PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR"})
+    ::unsetenv(v);
+  ::setenv("MYPAGE_ADDR", "127.0.0.1:8086,127.0.0.1:8186", 1);
+  ::setenv("PAYMENT_ADDR", "127.0.0.1:9083", 1);
+  auto set = gw::upstreams_from_env();
+  REQUIRE(set.ok());
+  CHECK(set->mypage == gw::Replicas{{"127.0.0.1", 8086}, {"127.0.0.1", 8186}});
+  CHECK(set->payment == gw::Replicas{{"127.0.0.1", 9083}});
+  CHECK(set->reservation == gw::Replicas{{"127.0.0.1", 8082}});
+  ::setenv("INVENTORY_ADDR", "127.0.0.1:8084,inventory-1", 1);
+  check_invalid_argument(gw::upstreams_from_env(), "INVENTORY_ADDR");
+  for (const char* v : {"PAYMENT_ADDR", "INVENTORY_ADDR", "MYPAGE_ADDR"}) ::unsetenv(v);
+}
+
+TEST_CASE("a replica set goes round robin and puts a replica that failed last for a while") {
+  TestClock clock;
+  gw::ReplicaSet set({{"a", 1}, {"b", 2}, {"c", 3}}, 1s, clock.now());
+  CHECK(set.order() == std::vector<size_t>{0, 1, 2});
+  CHECK(set.order() == std::vector<size_t>{1, 2, 0});
+  CHECK(set.order() == std::vector<size_t>{2, 0, 1});
+  CHECK(set.order() == std::vector<size_t>{0, 1, 2});
+
+  set.failed(1);
+  CHECK(set.avoided(1));
+  CHECK(set.order() == std::vector<size_t>{2, 0, 1});  // its turn: on to the next, 1 last
+  CHECK(set.order() == std::vector<size_t>{2, 0, 1});
+  CHECK(set.order() == std::vector<size_t>{0, 2, 1});
+  clock.advance(999ms);
+  CHECK(set.order() == std::vector<size_t>{2, 0, 1});  // start 1 again: still avoided
+  clock.advance(1ms);
+  CHECK(!set.avoided(1));
+  CHECK(set.order() == std::vector<size_t>{2, 0, 1});  // start 2
+  CHECK(set.order() == std::vector<size_t>{0, 1, 2});
+  CHECK(set.order() == std::vector<size_t>{1, 2, 0});  // back in its turn
+
+  SUBCASE("a connection clears it at once") {
+    set.failed(0);
+    set.failed(2);
+    CHECK(set.order() == std::vector<size_t>{1, 2, 0});  // start 2: both avoided after 1
+    set.connected(2);
+    CHECK(!set.avoided(2));
+    CHECK(set.order() == std::vector<size_t>{1, 2, 0});  // start 0: avoided, so last
+  }
+  SUBCASE("when all are avoided each is still tried, in turn") {
+    for (size_t i = 0; i < 3; ++i) set.failed(i);
+    CHECK(set.order() == std::vector<size_t>{2, 0, 1});
+    CHECK(set.order() == std::vector<size_t>{0, 1, 2});
+  }
+  SUBCASE("one replica is always the one") {
+    gw::ReplicaSet single({{"a", 1}}, 1s, clock.now());
+    single.failed(0);
+    CHECK(single.order() == std::vector<size_t>{0});
+    CHECK(single.order() == std::vector<size_t>{0});
+  }
+}
+
+namespace {
+
+// The value of the failover counter of `upstream` in the gateway's /metrics.
+int failovers(const TestGateway& gateway, const std::string& upstream) {
+  auto metrics = gateway.client().get("/metrics");
+  REQUIRE(metrics.ok());
+  const std::string line = "gateway_upstream_failovers_total{upstream=\"" + upstream + "\"} ";
+  const size_t at = metrics->body.find(line);
+  REQUIRE(at != std::string::npos);
+  return std::stoi(metrics->body.substr(at + line.size()));
+}
+
+}  // namespace
+
+TEST_CASE("requests alternate between the replicas of an upstream") {
+  FakeUpstream other("other");
+  FakeUpstream first("mypage-0");
+  FakeUpstream second("mypage-1");
+  gw::Upstreams upstreams =
+      one_each(other.address(), other.address(), other.address(), other.address());
+  upstreams.mypage = {first.address(), second.address()};
+  TestGateway gateway(upstreams);
+  HttpClient client = gateway.client();
+  std::vector<std::string> answered_by;
+  for (int i = 0; i < 4; ++i) {
+    auto res = client.get("/mypages/r-" + std::to_string(i));
+    REQUIRE(res.ok());
+    CHECK(res->status == 200);
+    auto doc = res->json();
+    REQUIRE(doc.ok());
+    answered_by.push_back((*doc)["upstream"].get<std::string>());
+  }
+  CHECK(answered_by == std::vector<std::string>{"mypage-0", "mypage-1", "mypage-0", "mypage-1"});
+  CHECK(first.seen().size() == 2);
+  CHECK(second.seen().size() == 2);
+  CHECK(other.seen().empty());
+  CHECK(failovers(gateway, "mypage") == 0);
+}
+
+TEST_CASE("a replica that refuses connections is skipped, for any method, and avoided a while") {
+  TestClock clock;
+  FakeUpstream other("other");
+  FakeUpstream live("reservation-1");
+  const uint16_t dead = closed_port();
+  gw::GatewayOptions options;
+  options.replica_clock = clock.now();
+  gw::Upstreams upstreams =
+      one_each(other.address(), other.address(), other.address(), other.address());
+  upstreams.reservation = {{"127.0.0.1", dead}, live.address()};
+  TestGateway gateway(upstreams, options);
+  HttpClient client = gateway.client();
+
+  // The first request's turn is the dead replica: nothing was sent there, so
+  // even a POST goes on to the next one, once.
+  auto post = client.post_json("/reservations", {{"placeId", "p-1"}});
+  REQUIRE(post.ok());
+  CHECK(post->status == 200);
+  REQUIRE(live.seen().size() == 1);
+  CHECK(live.seen()[0].method == "POST");
+  CHECK(live.seen()[0].body == R"({"placeId":"p-1"})");
+  CHECK(failovers(gateway, "reservation") == 1);
+
+  // Avoided now: every request goes to the live one without trying it.
+  for (int i = 0; i < 4; ++i) {
+    auto res = client.get("/reservations/r-" + std::to_string(i));
+    REQUIRE(res.ok());
+    CHECK(res->status == 200);
+  }
+  CHECK(live.seen().size() == 5);
+  CHECK(failovers(gateway, "reservation") == 1);
+
+  // A second later it is tried again in its turn (and skipped again).
+  clock.advance(1s);
+  for (int i = 0; i < 2; ++i) {
+    auto res = client.get("/reservations/r-" + std::to_string(i));
+    REQUIRE(res.ok());
+    CHECK(res->status == 200);
+  }
+  CHECK(live.seen().size() == 7);
+  CHECK(failovers(gateway, "reservation") == 2);
+  CHECK(other.seen().empty());
+}
+
+TEST_CASE("when no replica can be reached the answer is 503 naming every one") {
+  FakeUpstream other("other");
+  const uint16_t dead_a = closed_port();
+  const uint16_t dead_b = closed_port();
+  gw::Upstreams upstreams =
+      one_each(other.address(), other.address(), other.address(), other.address());
+  upstreams.payment = {{"127.0.0.1", dead_a}, {"127.0.0.1", dead_b}};
+  TestGateway gateway(upstreams);
+  HttpClient client = gateway.client();
+  auto res = client.post_json("/payments", {{"amount", 10}});
+  REQUIRE(res.ok());
+  json doc = check_problem(*res, 503);
+  CHECK(res->header("Retry-After") == "1");
+  const std::string a = "127.0.0.1:" + std::to_string(dead_a);
+  const std::string b = "127.0.0.1:" + std::to_string(dead_b);
+  CHECK(contains(doc, "upstream payment (" + a + ", " + b + ") is not reachable"));
+  CHECK(contains(doc, "cannot connect to " + a));
+  CHECK(contains(doc, "cannot connect to " + b));
+  CHECK(other.seen().empty());
+}
+
+TEST_CASE("/readyz counts an upstream ready when one of its replicas is") {
+  FakeUpstream up("up");
+  FakeUpstream mypage_a("mypage-0");
+  FakeUpstream mypage_b("mypage-1");
+  gw::Upstreams upstreams = one_each(up.address(), up.address(), up.address(), up.address());
+  upstreams.mypage = {mypage_a.address(), mypage_b.address()};
+  gw::GatewayOptions options;
+  options.readiness_timeout = 2s;
+  TestGateway gateway(upstreams, options);
+  auto ready = [&] {
+    auto res = gateway.client().get("/readyz");
+    REQUIRE(res.ok());
+    return *res;
+  };
+  CHECK(ready().status == 200);
+  mypage_a.set_ready(false);
+  CHECK(ready().status == 200);
+  mypage_b.set_ready(false);
+  ClientResponse none = ready();
+  CHECK(none.status == 503);
+  auto doc = none.json();
+  REQUIRE(doc.ok());
+  bool named = false;
+  for (const auto& c : (*doc)["checks"]) {
+    if (c["name"] == "mypage") {
+      CHECK(c["ok"] == false);
+      const std::string message = c["message"].get<std::string>();
+      named = message.find("no replica is ready") != std::string::npos &&
+              message.find(mypage_a.address().to_string()) != std::string::npos &&
+              message.find(mypage_b.address().to_string()) != std::string::npos;
+    }
+  }
+  CHECK(named);
+  mypage_b.set_ready(true);
+  CHECK(ready().status == 200);
 }

@@ -19,8 +19,11 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "saga/service/config.h"
 #include "saga/service/http_client.h"
@@ -69,17 +72,25 @@ bool is_idempotent(std::string_view method) {
 
 // One forwarded request, on the HTTP server's io_context: resolve (for a host
 // name), connect within connect_timeout, then write the request and read the
-// whole response within request_timeout. Nothing blocks a thread: a stalled
-// upstream holds only its own calls (at most max_in_flight) and their sockets.
+// whole response within request_timeout. A replica that cannot be resolved or
+// connected to is skipped for the next one in `order` (nothing was sent yet).
+// Nothing blocks a thread: a stalled upstream holds only its own calls (at
+// most max_in_flight) and their sockets.
 // One connection per call, closed by the upstream after its response
 // (Connection: close), so no idle connection can outlive the io_context.
 class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
  public:
   using Done = std::function<void(StatusOr<ClientResponse>)>;
 
-  UpstreamCall(const net::any_io_executor& executor, HostPort address,
+  // `replicas`, `failovers` and `options` belong to the Upstream, which
+  // outlives every call (`done` holds it).
+  UpstreamCall(const net::any_io_executor& executor, const std::string& upstream,
+               ReplicaSet& replicas, std::atomic<uint64_t>& failovers,
                const GatewayOptions& options, http::request<http::string_body> request, Done done)
-      : address_(std::move(address)),
+      : upstream_(upstream),
+        replicas_(replicas),
+        failovers_(failovers),
+        order_(replicas.order()),
         options_(options),
         resolver_(net::make_strand(executor)),
         stream_(resolver_.get_executor()),
@@ -95,32 +106,34 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
   }
 
  private:
-  std::string where() const { return address_.to_string(); }
+  const HostPort& address() const { return replicas_.replicas()[order_[attempt_]]; }
+  std::string where() const { return address().to_string(); }
 
   void resolve() {
     beast::error_code ec;
-    auto ip = net::ip::make_address(address_.host, ec);
+    const HostPort& to = address();
+    auto ip = net::ip::make_address(to.host, ec);
     if (!ec) {
-      return connect(tcp::resolver::results_type::create(
-          tcp::endpoint(ip, address_.port), address_.host, std::to_string(address_.port)));
+      return connect(tcp::resolver::results_type::create(tcp::endpoint(ip, to.port), to.host,
+                                                         std::to_string(to.port)));
     }
     timer_.expires_after(options_.connect_timeout);
     timer_.async_wait([self = shared_from_this()](beast::error_code wait_ec) {
       if (!wait_ec) self->resolver_.cancel();
     });
     resolver_.async_resolve(
-        address_.host, std::to_string(address_.port),
+        to.host, std::to_string(to.port),
         [self = shared_from_this()](beast::error_code e, tcp::resolver::results_type results) {
           const bool timed_out = self->timer_.expiry() <= Clock::now();
           self->timer_.cancel();
           if (e == net::error::operation_aborted && timed_out) {
-            return self->finish(Status::deadline_exceeded(
-                "resolving " + self->address_.host + " timed out after " +
+            return self->not_connected(Status::deadline_exceeded(
+                "resolving " + self->address().host + " timed out after " +
                 std::to_string(self->options_.connect_timeout.count()) + " ms"));
           }
           if (e) {
-            return self->finish(
-                Status::unavailable("cannot resolve " + self->address_.host + ": " + e.message()));
+            return self->not_connected(
+                Status::unavailable("cannot resolve " + self->address().host + ": " + e.message()));
           }
           self->connect(results);
         });
@@ -131,20 +144,37 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
     stream_.async_connect(
         endpoints, [self = shared_from_this()](beast::error_code e, const tcp::endpoint&) {
           if (e == beast::error::timeout) {
-            return self->finish(Status::deadline_exceeded(
+            return self->not_connected(Status::deadline_exceeded(
                 "connecting to " + self->where() + " timed out after " +
                 std::to_string(self->options_.connect_timeout.count()) + " ms"));
           }
-          if (e)
-            return self->finish(
+          if (e) {
+            return self->not_connected(
                 Status::unavailable("cannot connect to " + self->where() + ": " + e.message()));
+          }
+          self->replicas_.connected(self->order_[self->attempt_]);
           beast::error_code nodelay_ec;
           self->stream_.socket().set_option(tcp::no_delay(true), nodelay_ec);
           self->write();
         });
   }
 
+  // Nothing was sent to the current replica: on to the next one, or the
+  // failure (every replica's, in the order tried) when none is left.
+  void not_connected(const Status& failure) {
+    replicas_.failed(order_[attempt_]);
+    failures_ += (failures_.empty() ? "" : "; ") + failure.message();
+    if (attempt_ + 1 >= order_.size()) return finish(Status(failure.code(), failures_));
+    ++attempt_;
+    failovers_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("upstream {}: {}; trying {}", upstream_, failure.message(), where());
+    beast::error_code ec;
+    stream_.socket().close(ec);
+    resolve();
+  }
+
   void write() {
+    request_.set(http::field::host, where());
     stream_.expires_after(options_.request_timeout);
     http::async_write(stream_, request_, [self = shared_from_this()](beast::error_code e, size_t) {
       if (e == beast::error::timeout) return self->finish(self->timed_out());
@@ -198,8 +228,13 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
     if (done_) std::exchange(done_, nullptr)(std::move(result));
   }
 
-  const HostPort address_;
-  const GatewayOptions& options_;  // the Upstream's, which outlives every call
+  const std::string& upstream_;
+  ReplicaSet& replicas_;
+  std::atomic<uint64_t>& failovers_;
+  const std::vector<size_t> order_;  // the replicas to try, in order
+  size_t attempt_ = 0;               // order_[attempt_] is the one tried now
+  std::string failures_;             // why the ones before it failed
+  const GatewayOptions& options_;
   tcp::resolver resolver_;
   beast::tcp_stream stream_;
   net::steady_timer timer_;
@@ -209,12 +244,14 @@ class UpstreamCall : public std::enable_shared_from_this<UpstreamCall> {
   Done done_;
 };
 
-// One upstream service: its address, its in-flight cap and counters.
+// One upstream service: its replicas, its in-flight cap and counters.
 // Thread-safe.
 class Upstream : public std::enable_shared_from_this<Upstream> {
  public:
-  Upstream(std::string name, HostPort address, const GatewayOptions& options)
-      : name_(std::move(name)), address_(std::move(address)), options_(options) {}
+  Upstream(std::string name, Replicas replicas, const GatewayOptions& options)
+      : name_(std::move(name)),
+        replicas_(std::move(replicas), options.replica_avoid_for, options.replica_clock),
+        options_(options) {}
 
   const std::string& name() const { return name_; }
 
@@ -249,8 +286,7 @@ class Upstream : public std::enable_shared_from_this<Upstream> {
     }
     std::string target = req.path();
     if (auto q = req.target().find('?'); q != std::string::npos) target += req.target().substr(q);
-    up.target(target);
-    up.set(http::field::host, address_.to_string());
+    up.target(target);  // Host: set by the call, for the replica it reaches
     up.set(http::field::user_agent, "saga-gateway");
     for (const char* name : {"Content-Type", "Accept", "tracestate", "Idempotency-Key"}) {
       if (auto value = req.header(name)) up.set(name, *value);
@@ -265,7 +301,7 @@ class Upstream : public std::enable_shared_from_this<Upstream> {
     up.keep_alive(false);
 
     auto call = std::make_shared<UpstreamCall>(
-        req.io_executor(), address_, options_, std::move(up),
+        req.io_executor(), name_, replicas_, failovers_, options_, std::move(up),
         [self = shared_from_this(), method = req.method(), target, request_id = req.request_id(),
          done = std::move(done)](StatusOr<ClientResponse> res) {
           self->in_flight_.fetch_sub(1);
@@ -274,22 +310,35 @@ class Upstream : public std::enable_shared_from_this<Upstream> {
     call->start();
   }
 
-  // OK when the upstream's /readyz answers 200 within readiness_timeout.
+  // OK when a replica's /readyz answers 200 within readiness_timeout (the
+  // replicas are asked side by side); else why none did.
   Status check_ready() const {
-    ClientOptions o;
-    o.connect_timeout = options_.readiness_timeout;
-    o.request_timeout = options_.readiness_timeout;
-    o.body_limit = 64 * 1024;
-    HttpClient client(address_.host, address_.port, o);
-    auto res = client.get("/readyz");
-    const std::string where = address_.to_string();
-    if (!res.ok()) return Status(res.status().code(), where + ": " + res.status().message());
-    if (res->status != 200) {
-      return Status::unavailable(where + ": /readyz answered " + std::to_string(res->status));
+    const Replicas& all = replicas_.replicas();
+    if (all.size() == 1) return check_ready(all.front());
+    std::vector<std::future<Status>> pending;
+    for (const HostPort& replica : all) {
+      pending.push_back(
+          std::async(std::launch::async, [this, &replica] { return check_ready(replica); }));
     }
-    return ok_status();
+    std::string why;
+    bool ready = false;
+    for (auto& p : pending) {
+      Status s = p.get();  // every future is waited for before `all` can go
+      if (s.ok()) {
+        ready = true;
+      } else {
+        why += (why.empty() ? "" : "; ") + s.message();
+      }
+    }
+    if (ready) return ok_status();
+    return Status::unavailable("no replica is ready: " + why);
   }
 
+  // The failover counter's sample line.
+  std::string failovers_line() const {
+    return "gateway_upstream_failovers_total{upstream=\"" + name_ + "\"} " +
+           std::to_string(failovers_.load()) + "\n";
+  }
   // Prometheus sample lines of this upstream's counters.
   std::string metrics_lines() const {
     std::string out;
@@ -324,7 +373,8 @@ class Upstream : public std::enable_shared_from_this<Upstream> {
     }
 
     const Status& s = res.status();
-    const std::string who = "upstream " + name_ + " (" + address_.to_string() + ")";
+    const std::string who =
+        "upstream " + name_ + " (" + replicas_to_string(replicas_.replicas()) + ")";
     int status = 502;
     std::string detail;
     if (s.code() == StatusCode::kUnavailable) {
@@ -349,8 +399,25 @@ class Upstream : public std::enable_shared_from_this<Upstream> {
     return out;
   }
 
+  // The /readyz of one replica.
+  Status check_ready(const HostPort& replica) const {
+    ClientOptions o;
+    o.connect_timeout = options_.readiness_timeout;
+    o.request_timeout = options_.readiness_timeout;
+    o.body_limit = 64 * 1024;
+    HttpClient client(replica.host, replica.port, o);
+    auto res = client.get("/readyz");
+    const std::string where = replica.to_string();
+    if (!res.ok()) return Status(res.status().code(), where + ": " + res.status().message());
+    if (res->status != 200) {
+      return Status::unavailable(where + ": /readyz answered " + std::to_string(res->status));
+    }
+    return ok_status();
+  }
+
   const std::string name_;
-  const HostPort address_;
+  ReplicaSet replicas_;
+  std::atomic<uint64_t> failovers_{0};
   const GatewayOptions options_;
   std::atomic<size_t> in_flight_{0};
   std::array<std::atomic<uint64_t>, kOutcomeCount> counts_{};
@@ -520,21 +587,66 @@ StatusOr<Upstreams> upstreams_from_env() {
         std::pair{"INVENTORY_ADDR", &out.inventory}, std::pair{"MYPAGE_ADDR", &out.mypage}}) {
     std::string text = service::env_string(variable, "");
     if (text.empty()) continue;
-    auto parsed = parse_host_port(variable, text);
-    if (!parsed.ok()) return parsed.status();
-    *field = std::move(*parsed);
+    SAGA_ASSIGN_OR_RETURN(*field, parse_replicas(variable, text));
   }
   return out;
 }
 
+std::string replicas_to_string(const Replicas& replicas) {
+  std::string out;
+  for (const HostPort& replica : replicas) out += (out.empty() ? "" : ", ") + replica.to_string();
+  return out;
+}
+
+ReplicaSet::ReplicaSet(Replicas replicas, std::chrono::milliseconds avoid_for, Now now)
+    : replicas_(std::move(replicas)),
+      avoid_for_(avoid_for),
+      now_(now ? std::move(now) : Now([] { return Clock::now(); })),
+      avoided_until_(std::make_unique<std::atomic<int64_t>[]>(replicas_.size())) {}
+
+std::vector<size_t> ReplicaSet::order() {
+  const size_t n = replicas_.size();
+  if (n == 1) return {0};
+  const size_t first = static_cast<size_t>(next_.fetch_add(1, std::memory_order_relaxed) % n);
+  const int64_t now = now_().time_since_epoch().count();
+  std::vector<size_t> out;
+  out.reserve(n);
+  for (size_t k = 0; k < n; ++k) {
+    const size_t i = (first + k) % n;
+    if (avoided_until_[i].load(std::memory_order_relaxed) <= now) out.push_back(i);
+  }
+  for (size_t k = 0; out.size() < n && k < n; ++k) {
+    const size_t i = (first + k) % n;
+    if (avoided_until_[i].load(std::memory_order_relaxed) > now) out.push_back(i);
+  }
+  return out;
+}
+
+void ReplicaSet::failed(size_t i) {
+  const auto until = now_() + avoid_for_;
+  avoided_until_[i].store(until.time_since_epoch().count(), std::memory_order_relaxed);
+}
+
+void ReplicaSet::connected(size_t i) { avoided_until_[i].store(0, std::memory_order_relaxed); }
+
+bool ReplicaSet::avoided(size_t i) const {
+  return avoided_until_[i].load(std::memory_order_relaxed) > now_().time_since_epoch().count();
+}
+
 namespace {
+
+// `text` without the blanks around it.
+std::string_view trimmed(std::string_view text) {
+  const auto blank = [](char c) { return c == ' ' || c == '\t'; };
+  while (!text.empty() && blank(text.front())) text.remove_prefix(1);
+  while (!text.empty() && blank(text.back())) text.remove_suffix(1);
+  return text;
+}
 
 // `text` (blanks around it trimmed) as an IP address in normal form; nullopt
 // when it is not one.
 std::optional<std::string> normal_address(std::string_view text) {
-  const auto blank = [](char c) { return c == ' ' || c == '\t'; };
-  while (!text.empty() && blank(text.front())) text.remove_prefix(1);
-  while (!text.empty() && blank(text.back())) text.remove_suffix(1);
+  text = trimmed(text);
   if (text.empty()) return std::nullopt;
   boost::system::error_code ec;
   net::ip::address ip = net::ip::make_address(std::string(text), ec);
@@ -559,6 +671,29 @@ std::vector<std::string_view> list_entries(const std::vector<std::string_view>& 
 }
 
 }  // namespace
+
+StatusOr<Replicas> parse_replicas(std::string_view variable, std::string_view text) {
+  const std::string name(variable);
+  if (trimmed(text).empty()) {
+    return Status::invalid_argument(name + " must be host:port[,host:port...], got '" +
+                                    std::string(text) + "'");
+  }
+  Replicas out;
+  const std::vector<std::string_view> entries = list_entries({text});
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const std::string_view entry = trimmed(entries[i]);
+    if (entry.empty()) {
+      return Status::invalid_argument(name + ": entry " + std::to_string(i + 1) + " of '" +
+                                      std::string(text) + "' is empty");
+    }
+    SAGA_ASSIGN_OR_RETURN(HostPort replica, parse_host_port(variable, entry));
+    if (std::find(out.begin(), out.end(), replica) != out.end()) {
+      return Status::invalid_argument(name + " lists " + replica.to_string() + " twice");
+    }
+    out.push_back(std::move(replica));
+  }
+  return out;
+}
 
 StatusOr<std::vector<std::string>> parse_trusted_proxies(std::string_view list) {
   std::vector<std::string> out;
@@ -630,9 +765,10 @@ StatusOr<GatewayOptions> gateway_options_from_env() {
 
 void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOptions options) {
   auto gateway = std::make_shared<Gateway>(options);
-  auto add = [&](std::string name, const HostPort& address,
+  auto add = [&](std::string name, const Replicas& replicas,
                  std::initializer_list<const char*> prefixes) {
-    gateway->upstreams.push_back(std::make_shared<Upstream>(std::move(name), address, options));
+    if (replicas.empty()) throw std::invalid_argument("gateway: no address for " + name);
+    gateway->upstreams.push_back(std::make_shared<Upstream>(std::move(name), replicas, options));
     for (const char* prefix : prefixes) {
       forward_prefix(router, prefix, gateway, gateway->upstreams.back());
     }
@@ -675,6 +811,11 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
                  "# HELP gateway_upstream_in_flight Requests sent to each upstream and not yet "
                  "answered.\n# TYPE gateway_upstream_in_flight gauge\n";
              for (const auto& upstream : gateway->upstreams) out += upstream->in_flight_line();
+             out +=
+                 "# HELP gateway_upstream_failovers_total Requests that went on to another "
+                 "replica after one could not be connected to.\n"
+                 "# TYPE gateway_upstream_failovers_total counter\n";
+             for (const auto& upstream : gateway->upstreams) out += upstream->failovers_line();
              out +=
                  "# HELP gateway_rate_limited_total Requests refused with 429, by limit.\n"
                  "# TYPE gateway_rate_limited_total counter\n"

@@ -1,6 +1,7 @@
 // saga-gateway: the single entry point; forwards by path prefix to the services.
 //   PORT (8080), RESERVATION_ADDR (127.0.0.1:8082), PAYMENT_ADDR (127.0.0.1:8083),
-//   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086), UPSTREAM_TIMEOUT_MS
+//   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086) (each host:port, or a
+//   comma-separated list of replicas balanced round robin), UPSTREAM_TIMEOUT_MS
 //   (10000), UPSTREAM_CONNECT_TIMEOUT_MS (2000), UPSTREAM_MAX_IN_FLIGHT (256),
 //   RATE_LIMIT_{IDENTITY,ADDRESS}_{RPS,BURST} (50/100, 500/1000), TRUSTED_PROXIES (none:
 //   comma-separated IPs whose X-Forwarded-For the per-address limit reads), LOG_LEVEL, HTTP_*
@@ -45,9 +46,10 @@ int main(int argc, char** argv) {
     spdlog::critical("http: {}", s.to_string());
     return 1;
   }
-  spdlog::info("upstreams: reservation {}, payment {}, inventory {}, mypage {}",
-               upstreams->reservation.to_string(), upstreams->payment.to_string(),
-               upstreams->inventory.to_string(), upstreams->mypage.to_string());
+  spdlog::info(
+      "upstreams: reservation {}; payment {}; inventory {}; mypage {}",
+      gw::replicas_to_string(upstreams->reservation), gw::replicas_to_string(upstreams->payment),
+      gw::replicas_to_string(upstreams->inventory), gw::replicas_to_string(upstreams->mypage));
   spdlog::info(
       "limits: {} req/s (burst {}) per identity, {} req/s (burst {}) per address (0: off), {} "
       "in flight per upstream, {} connections",

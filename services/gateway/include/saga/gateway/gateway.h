@@ -9,6 +9,11 @@
 // Forwarded: method (HEAD is sent upstream as GET), path and query string,
 // body, Content-Type, Accept, X-Request-Id and a child traceparent (same trace,
 // new span). Copied back: status, body, Content-Type, Location, Retry-After.
+// An upstream may have several replicas (a comma-separated *_ADDR): requests
+// go round robin over them, and one that cannot be connected to (refused,
+// reset, connect timeout: nothing was sent) is skipped for the next one and
+// avoided for a second (ReplicaSet). Only when every replica fails is the
+// request answered with a failure.
 // Upstream failures are application/problem+json naming the upstream:
 //   not reachable (refused, reset)      -> 503 with Retry-After: 1
 //   max_in_flight requests already out  -> 503 with Retry-After: 1
@@ -26,9 +31,11 @@
 // POST /auth/dev-token exists only with AuthConfig::dev_tokens.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -49,18 +56,70 @@ inline constexpr uint16_t kDefaultPort = 8080;
 using service::HostPort;
 using service::parse_host_port;
 
-/// Where the gateway forwards to.
+/// The replicas of one upstream service, in the order configured; never empty
+/// where the gateway uses it.
+using Replicas = std::vector<HostPort>;
+
+/// Where the gateway forwards to: one or more replicas per upstream.
 struct Upstreams {
-  HostPort reservation{"127.0.0.1", 8082};
-  HostPort payment{"127.0.0.1", 8083};
-  HostPort inventory{"127.0.0.1", 8084};
-  HostPort mypage{"127.0.0.1", 8086};
+  Replicas reservation{HostPort{"127.0.0.1", 8082}};
+  Replicas payment{HostPort{"127.0.0.1", 8083}};
+  Replicas inventory{HostPort{"127.0.0.1", 8084}};
+  Replicas mypage{HostPort{"127.0.0.1", 8086}};
 };
 
+/// The replicas of a comma-separated list of host:port (parse_host_port), e.g.
+/// "127.0.0.1:8082,127.0.0.1:8182"; blanks around the commas are allowed.
+/// InvalidArgument naming `variable` for an empty list or entry, a bad entry,
+/// or an address listed twice.
+StatusOr<Replicas> parse_replicas(std::string_view variable, std::string_view text);
+
+/// "host:port, host:port, ...": the replicas for logs and messages.
+std::string replicas_to_string(const Replicas& replicas);
+
 /// Upstreams from RESERVATION_ADDR, PAYMENT_ADDR, INVENTORY_ADDR and MYPAGE_ADDR
-/// (host:port; unset or empty keeps the default above). InvalidArgument naming
-/// the first bad variable.
+/// (parse_replicas: host:port, or several separated by commas; unset or empty
+/// keeps the default above). InvalidArgument naming the first bad variable.
 StatusOr<Upstreams> upstreams_from_env();
+
+/// The round robin over the replicas of one upstream. Each request gets every
+/// replica once, in order(); the gateway goes on to the next one only when it
+/// could not connect (nothing was sent, so any method may go on). A replica
+/// that could not be connected to is avoided for `avoid_for`: it comes last in
+/// order() until then, so that a request still reaches it when every replica
+/// is avoided. Thread-safe, without locks.
+class ReplicaSet {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Now = std::function<Clock::time_point()>;
+
+  /// REQUIRES: `replicas` is not empty. `now` is the clock (tests inject one);
+  /// default the steady clock.
+  explicit ReplicaSet(Replicas replicas,
+                      std::chrono::milliseconds avoid_for = std::chrono::seconds(1), Now now = {});
+
+  const Replicas& replicas() const noexcept { return replicas_; }
+  size_t size() const noexcept { return replicas_.size(); }
+
+  /// Indexes into replicas() for the next request: every replica once,
+  /// starting one further than the previous call did; the avoided ones (in
+  /// the same rotation) after the others.
+  std::vector<size_t> order();
+  /// Replica `i` could not be connected to: avoided for avoid_for from now.
+  void failed(size_t i);
+  /// Replica `i` accepted a connection: no longer avoided.
+  void connected(size_t i);
+  /// Whether replica `i` is avoided now.
+  bool avoided(size_t i) const;
+
+ private:
+  const Replicas replicas_;
+  const std::chrono::milliseconds avoid_for_;
+  const Now now_;
+  std::atomic<uint64_t> next_{0};
+  // Per replica: until when (the clock's ticks) it is avoided; 0 = not avoided.
+  const std::unique_ptr<std::atomic<int64_t>[]> avoided_until_;
+};
 
 /// How the gateway talks to its upstreams.
 struct GatewayOptions {
@@ -73,6 +132,11 @@ struct GatewayOptions {
   /// Longest wait for an upstream's /readyz (connect included) during GET /readyz.
   /// Default 1 s.
   std::chrono::milliseconds readiness_timeout{1'000};
+  /// How long a replica the gateway could not connect to is avoided
+  /// (ReplicaSet). Default 1 s.
+  std::chrono::milliseconds replica_avoid_for{1'000};
+  /// The ReplicaSets' clock (tests inject one). Default the steady clock.
+  ReplicaSet::Now replica_clock;
   /// Largest upstream response body; more is answered 502. Default 8 MiB.
   size_t response_body_limit = 8 * 1024 * 1024;
   /// Most requests out to one upstream at once; more are answered 503 with
@@ -132,9 +196,11 @@ StatusOr<GatewayOptions> gateway_options_from_env();
 /// prefix and everything below it), POST /auth/dev-token when the verifier's
 /// config has dev_tokens ({"sub", "roles"} -> 200 {"token", "expiresIn"}),
 /// and the standard routes: /healthz, /readyz
-/// (200 when every upstream's /readyz answers 200 within readiness_timeout, else
-/// 503; one check per upstream, named after it) and /metrics (the server's own
-/// metrics plus gateway_upstream_requests_total{upstream,outcome}).
+/// (200 when every upstream has a replica whose /readyz answers 200 within
+/// readiness_timeout, else 503; one check per upstream, named after it) and
+/// /metrics (the server's own metrics plus
+/// gateway_upstream_requests_total{upstream,outcome} and
+/// gateway_upstream_failovers_total{upstream}).
 /// Forwarding is asynchronous on the serving HttpServer's io_context (one
 /// connection per forwarded request): a slow upstream holds no thread, only
 /// its own in-flight slots (max_in_flight, then 503). Over a rate limit: 429

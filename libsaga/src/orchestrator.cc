@@ -575,6 +575,7 @@ class OrchestratorImpl final : public Orchestrator {
     for (const auto& sh : shards_) {
       if (sh->lost) return lost_status(*sh);
     }
+    if (owners_) SAGA_RETURN_IF_ERROR(owners_->readiness("orchestrator '" + opts_.name + "'"));
     return transport_->health();
   }
 

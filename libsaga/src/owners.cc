@@ -64,6 +64,20 @@ Status OwnerTable::apply(const Message& record) {
   return ok_status();
 }
 
+uint32_t OwnerTable::unknown() const {
+  std::lock_guard lock(mu_);
+  uint32_t n = 0;
+  for (const Entry& e : entries_) n += e.instance.empty() ? 1 : 0;
+  return n;
+}
+
+Status OwnerTable::readiness(std::string_view engine) const {
+  const uint32_t n = unknown();
+  if (n == 0) return ok_status();
+  return Status::unavailable(std::string(engine) + ": the owners of " + std::to_string(n) +
+                             " shard(s) are not known yet (the replicas are starting)");
+}
+
 ShardOwner OwnerTable::lookup(uint32_t shard, bool owned_here) const {
   ShardOwner out;
   out.shard = shard;

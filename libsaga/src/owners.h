@@ -35,6 +35,14 @@ class OwnerTable {
   /// of another process, else unknown. Thread-safe.
   ShardOwner lookup(uint32_t shard, bool owned_here) const;
 
+  /// Shards whose owner no record has named yet (all of them until the
+  /// table is read; none once every shard was claimed once). Thread-safe.
+  uint32_t unknown() const;
+
+  /// Unavailable naming `engine` while unknown() > 0 (a replica is ready to
+  /// answer for any shard once it knows where each is); OK after.
+  Status readiness(std::string_view engine) const;
+
   /// Applies one record of the table (malformed ones are ignored and logged
   /// by the caller through the status). Thread-safe.
   Status apply(const Message& record);

@@ -356,6 +356,7 @@ class ParticipantImpl final : public Participant {
     for (const auto& sh : shards_) {
       if (sh->lost) return lost_status(*sh);
     }
+    if (owners_) SAGA_RETURN_IF_ERROR(owners_->readiness("participant '" + opts_.name + "'"));
     return transport_->health();
   }
 

@@ -4,6 +4,7 @@
 // stock left and is compensated with the seed's events in order, its charge
 // refunded; mypage shows both. Each step with the token of whoever takes it:
 // the place's owner sets the stock, users 2 and 33 book and read their own.
+// Once with one process per service, once with two replicas of each.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -20,8 +21,8 @@ json seed_booking(const std::string& user) {
           {"endDt", "20240222"}, {"qty", "1"},           {"amount", "5000"}, {"placeId", "1"}};
 }
 
-TEST_CASE("the seed's walkthrough through the gateway") {
-  ServiceStack stack;
+// The walkthrough on `stack` (not started yet).
+void walkthrough(ServiceStack& stack) {
   start_or_fail(stack);
   EventTap tap(stack);
   auto owner = stack.gateway_as("owner-1", {"owner"});
@@ -76,14 +77,34 @@ TEST_CASE("the seed's walkthrough through the gateway") {
 
   // //CQRS - mypage: both bookings, as the events told it.
   check_consistency(*admin, {a, b}, status);
-  const json page = get_json(*user2, "/mypages/" + a.id);
-  CHECK(page["status"] == "CONFIRMED");
+  // With replicas of mypage each read model catches up on its own: every read
+  // below is asked until it says so (or the deadline), whichever replica answers.
+  json page;
+  CHECK(eventually([&] {
+    page = get_json(*user2, "/mypages/" + a.id);
+    return page["status"] == "CONFIRMED";
+  }, 60s));
   CHECK(page["placeNm"] == "test01");
   CHECK(page["amount"] == 5000);
   CHECK(page["userId"] == "2");
-  CHECK(get_json(*user33, "/mypages/" + b.id)["status"] == "REJECTED");
-  CHECK(get_json(*user33, "/mypages?userId=33").size() == 1);
-  CHECK(get_json(*user2, "/mypages").size() == 1);  // one's own rows
+  CHECK(eventually(
+      [&] { return get_json(*user33, "/mypages/" + b.id)["status"] == "REJECTED"; }, 60s));
+  CHECK(eventually([&] { return get_json(*user33, "/mypages?userId=33").size() == 1; }, 60s));
+  CHECK(eventually([&] { return get_json(*user2, "/mypages").size() == 1; }, 60s));  // own rows
+}
+
+TEST_CASE("the seed's walkthrough through the gateway") {
+  ServiceStack stack;
+  walkthrough(stack);
+}
+
+// The same with two replicas of every stateful service (docs/replicas.md):
+// whichever replica the gateway picks answers as one service would.
+TEST_CASE("the seed's walkthrough through the gateway with two replicas of each service") {
+  ServiceStack::Options options;
+  options.replicas = {{"reservation", 2}, {"inventory", 2}, {"payment", 2}, {"mypage", 2}};
+  ServiceStack stack(options);
+  walkthrough(stack);
 }
 
 }  // namespace

@@ -262,7 +262,8 @@ class Orchestrator {
   virtual EngineStats stats() const = 0;
   /// Metrics in Prometheus text exposition format.
   virtual std::string metrics_text() const = 0;
-  /// OK while the store is open and the transport healthy; Aborted once
+  /// OK while the store is open and the transport healthy (with replicas:
+  /// and the owner of every shard is known, Unavailable before); Aborted once
   /// another owner claimed one of its shards (with Options::changelog), for
   /// good: this instance no longer serves that shard.
   virtual Status health() const = 0;

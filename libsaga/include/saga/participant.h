@@ -186,7 +186,8 @@ class Participant {
   virtual void stop() = 0;
 
   virtual ParticipantStats stats() const = 0;
-  /// OK while the store is open and the transport healthy; Aborted once
+  /// OK while the store is open and the transport healthy (with replicas:
+  /// and the owner of every shard is known, Unavailable before); Aborted once
   /// another owner claimed one of its shards (with the changelog), for good.
   virtual Status health() const = 0;
   /// The shard count the store was opened with.

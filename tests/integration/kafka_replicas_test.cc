@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -56,6 +57,55 @@ std::unique_ptr<Transport> connect(const std::string& prefix, const std::string&
   return std::move(*t);
 }
 
+// Plays the orchestrator of the participant tests: sends "add" commands of
+// sagas n (saga-n/add, keyed key_of(n)) and counts each one's successful replies.
+class AddCommands {
+ public:
+  AddCommands(const std::string& prefix, std::function<std::string(int)> key_of)
+      : orch_(connect(prefix, "orchestrator", "orchestrator")), key_of_(std::move(key_of)) {
+    REQUIRE(orch_->subscribe("orchestrator.replies", [this](Message m, Transport::Ack ack) {
+                   std::lock_guard lock(mu_);
+                   if (m.outcome == ReplyOutcome::kSuccess) ++answered_[m.in_reply_to];
+                   ack();
+                 }).ok());
+  }
+  void send(int from, int to) {
+    for (int n = from; n < to; ++n) {
+      Message m;
+      m.id = "saga-" + std::to_string(n) + "/add";
+      m.kind = MessageKind::kCommand;
+      m.type = "add";
+      m.destination = "inventory";
+      m.key = key_of_(n);
+      m.saga_id = "saga-" + std::to_string(n);
+      m.reply_to = "orchestrator.replies";
+      m.payload = "{}";
+      orch_->send(std::move(m), nullptr);
+    }
+  }
+  // Polls for replies once; whether every command in [from, to) has at least
+  // `n` successful replies.
+  bool replied_now(int from, int to, int n) {
+    orch_->poll(std::chrono::milliseconds(50));
+    std::lock_guard lock(mu_);
+    for (int k = from; k < to; ++k) {
+      auto it = answered_.find("saga-" + std::to_string(k) + "/add");
+      if (it == answered_.end() || it->second < n) return false;
+    }
+    return true;
+  }
+  // Waits until replied_now(from, to, n).
+  bool replied(int from, int to, int n) {
+    return testing::eventually([&] { return replied_now(from, to, n); }, 120s);
+  }
+
+ private:
+  std::unique_ptr<Transport> orch_;
+  std::function<std::string(int)> key_of_;
+  std::mutex mu_;
+  std::map<std::string, int> answered_;  // GUARDED_BY(mu_): command id -> successful replies
+};
+
 TEST_CASE("participant replicas over Kafka: shards move with the group, every command applied once") {
   const std::string prefix = unique_prefix();
   testing::TempDir dirs;
@@ -67,7 +117,6 @@ TEST_CASE("participant replicas over Kafka: shards move with the group, every co
   }
   std::mutex mu;
   std::map<std::string, int> calls;      // command id -> handler calls, on either replica
-  std::map<std::string, int> answered;   // command id -> successful replies
   auto add = [&](CommandContext& ctx) {
     {
       std::lock_guard lock(mu);
@@ -95,40 +144,9 @@ TEST_CASE("participant replicas over Kafka: shards move with the group, every co
     return std::move(*p);
   };
 
-  std::unique_ptr<Transport> orch = connect(prefix, "orchestrator", "orchestrator");
-  REQUIRE(orch->subscribe("orchestrator.replies", [&](Message m, Transport::Ack ack) {
-                 std::lock_guard lock(mu);
-                 if (m.outcome == ReplyOutcome::kSuccess) ++answered[m.in_reply_to];
-                 ack();
-               }).ok());
-  auto send = [&](int from, int to) {
-    for (int n = from; n < to; ++n) {
-      Message m;
-      m.id = "saga-" + std::to_string(n) + "/add";
-      m.kind = MessageKind::kCommand;
-      m.type = "add";
-      m.destination = "inventory";
-      m.key = keys[static_cast<size_t>(n % kKeys)];
-      m.saga_id = "saga-" + std::to_string(n);
-      m.reply_to = "orchestrator.replies";
-      m.payload = "{}";
-      orch->send(std::move(m), nullptr);
-    }
-  };
-  // Waits until every command in [from, to) has at least `n` successful replies.
-  auto replied = [&](int from, int to, int n) {
-    return testing::eventually(
-        [&] {
-          orch->poll(std::chrono::milliseconds(50));
-          std::lock_guard lock(mu);
-          for (int k = from; k < to; ++k) {
-            auto it = answered.find("saga-" + std::to_string(k) + "/add");
-            if (it == answered.end() || it->second < n) return false;
-          }
-          return true;
-        },
-        120s);
-  };
+  AddCommands commands(prefix, [&](int n) { return keys[static_cast<size_t>(n % kKeys)]; });
+  auto send = [&](int from, int to) { commands.send(from, to); };
+  auto replied = [&](int from, int to, int n) { return commands.replied(from, to, n); };
 
   auto first = open_replica(1);
   auto second = open_replica(2);
@@ -171,7 +189,6 @@ TEST_CASE("participant replicas with static membership: a quick restart keeps th
   testing::TempDir dirs;
   std::mutex mu;
   std::map<std::string, int> calls;
-  std::map<std::string, int> answered;
   auto open_replica = [&](int i) {
     ParticipantOptions o;
     o.name = "inventory";
@@ -198,35 +215,9 @@ TEST_CASE("participant replicas with static membership: a quick restart keeps th
       if (w.where == ShardOwner::Where::kHere) out.push_back(w.shard);
     return out;
   };
-  std::unique_ptr<Transport> orch = connect(prefix, "orchestrator", "orchestrator");
-  REQUIRE(orch->subscribe("orchestrator.replies", [&](Message m, Transport::Ack ack) {
-                 std::lock_guard lock(mu);
-                 if (m.outcome == ReplyOutcome::kSuccess) ++answered[m.in_reply_to];
-                 ack();
-               }).ok());
-  auto send = [&](int from, int to) {
-    for (int n = from; n < to; ++n) {
-      Message m;
-      m.id = "saga-" + std::to_string(n) + "/add";
-      m.kind = MessageKind::kCommand;
-      m.type = "add";
-      m.destination = "inventory";
-      m.key = "place-" + std::to_string(n % kKeys);
-      m.saga_id = "saga-" + std::to_string(n);
-      m.reply_to = "orchestrator.replies";
-      m.payload = "{}";
-      orch->send(std::move(m), nullptr);
-    }
-  };
-  auto all_answered = [&](int n) {
-    return testing::eventually(
-        [&] {
-          orch->poll(std::chrono::milliseconds(50));
-          std::lock_guard lock(mu);
-          return answered.size() == static_cast<size_t>(n);
-        },
-        120s);
-  };
+  AddCommands commands(prefix, [](int n) { return "place-" + std::to_string(n % kKeys); });
+  auto send = [&](int from, int to) { commands.send(from, to); };
+  auto all_answered = [&](int n) { return commands.replied(0, n, 1); };
 
   auto first = open_replica(1);
   auto second = open_replica(2);
@@ -251,9 +242,7 @@ TEST_CASE("participant replicas with static membership: a quick restart keeps th
   REQUIRE(testing::eventually(
       [&] {
         second_kept_its_own = second_kept_its_own && here(*second) == seconds;
-        orch->poll(std::chrono::milliseconds(50));
-        std::lock_guard lock(mu);
-        return answered.size() == 80 && std::chrono::steady_clock::now() > watch_until;
+        return commands.replied_now(0, 80, 1) && std::chrono::steady_clock::now() > watch_until;
       },
       120s));
   CHECK(second_kept_its_own);

@@ -125,6 +125,10 @@ class KafkaTransport final : public Transport,
   std::unique_ptr<RdKafka::Conf> make_conf(const std::map<std::string, std::string>& ours,
                                            Status& status);
   std::string topic_for(std::string_view destination) const;
+  // The topic of a subscription to `destination`; InvalidArgument (after
+  // `context`) for an empty destination or handler, or a name Kafka refuses.
+  StatusOr<std::string> subscription_topic(const std::string& context,
+                                           std::string_view destination, bool has_handler) const;
   // Starts the producer's metadata lookup of `topic` the first time it is named.
   void warm_topic(const std::string& topic);
   void ensure_topic_async(const std::string& topic);
@@ -488,15 +492,23 @@ Status KafkaTransport::subscribe_partitioned(std::string_view destination, Handl
                          std::make_shared<const PartitionListener>(std::move(how.listener)));
 }
 
-Status KafkaTransport::subscribe_table(std::string_view destination, Handler handler) {
-  const std::string context = "kafka transport \"" + endpoint_ + "\": subscribe_table";
+StatusOr<std::string> KafkaTransport::subscription_topic(const std::string& context,
+                                                         std::string_view destination,
+                                                         bool has_handler) const {
   if (destination.empty()) return Status::invalid_argument(context + ": empty destination");
-  if (!handler) return Status::invalid_argument(context + ": empty handler");
-  const std::string topic = topic_for(destination);
+  if (!has_handler) return Status::invalid_argument(context + ": empty handler");
+  std::string topic = topic_for(destination);
   if (!valid_topic_name(topic)) {
     return Status::invalid_argument(context + ": \"" + topic +
                                     "\" is not a valid Kafka topic name");
   }
+  return topic;
+}
+
+Status KafkaTransport::subscribe_table(std::string_view destination, Handler handler) {
+  const std::string context = "kafka transport \"" + endpoint_ + "\": subscribe_table";
+  SAGA_ASSIGN_OR_RETURN(const std::string topic,
+                        subscription_topic(context, destination, handler != nullptr));
   {
     std::lock_guard lock(subs_mu_);
     if (tables_by_topic_.count(topic) != 0) {
@@ -556,13 +568,8 @@ Status KafkaTransport::subscribe_topic(std::string_view destination, Handler han
                                        uint32_t partitions,
                                        std::shared_ptr<const PartitionListener> listener) {
   const std::string context = "kafka transport \"" + endpoint_ + "\": subscribe";
-  if (destination.empty()) return Status::invalid_argument(context + ": empty destination");
-  if (!handler) return Status::invalid_argument(context + ": empty handler");
-  const std::string topic = topic_for(destination);
-  if (!valid_topic_name(topic)) {
-    return Status::invalid_argument(context + ": \"" + topic +
-                                    "\" is not a valid Kafka topic name");
-  }
+  SAGA_ASSIGN_OR_RETURN(const std::string topic,
+                        subscription_topic(context, destination, handler != nullptr));
   {
     std::lock_guard lock(subs_mu_);
     auto it = subs_by_topic_.find(topic);

@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <optional>
 
 namespace saga::internal {
 
@@ -116,48 +117,74 @@ Status empty_shard(const Keyspace& ks, const ChangelogFamilies& families) {
 
 }  // namespace
 
-StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies& families,
-                                     ShardLog& log, spdlog::logger& logger,
-                                     std::string_view owner) {
+namespace {
+
+// Whether the shard has any key in `families`.
+StatusOr<bool> has_data(const Keyspace& ks, const ChangelogFamilies& families) {
+  bool found = false;
+  for (rocksdb::ColumnFamilyHandle* cf : families) {
+    SAGA_RETURN_IF_ERROR(ks.scan(cf, "", "", [&](std::string_view, std::string_view) {
+      found = true;
+      return false;
+    }));
+    if (found) break;
+  }
+  return found;
+}
+
+// The offset up to which the shard's families agree with its log, from its
+// checkpoint; nullopt without one. A checkpoint too old to trust empties the
+// shard and reads as 0.
+StatusOr<std::optional<uint64_t>> checkpoint_offset(const Keyspace& ks,
+                                                    const ChangelogFamilies& families,
+                                                    spdlog::logger& logger,
+                                                    std::string_view owner) {
+  SAGA_ASSIGN_OR_RETURN(auto checkpoint, ks.get(ks.store().meta(), kCheckpointKey));
+  if (!checkpoint) return std::optional<uint64_t>();
+  // 8 bytes: written before checkpoints carried their time (taken as fresh).
+  if (checkpoint->size() != 8 && checkpoint->size() != 16)
+    return Status::data_loss("undecodable changelog checkpoint");
+  const uint64_t from = read_be64(*checkpoint);
+  if (checkpoint->size() == 16) {
+    const auto written = std::chrono::system_clock::time_point(
+        std::chrono::milliseconds(read_be64(std::string_view(*checkpoint).substr(8))));
+    const auto age = std::chrono::system_clock::now() - written;
+    if (age > kCheckpointHorizon) {
+      logger.warn("{}: the local checkpoint (offset {}) is {} h old, older than the changelog "
+                  "keeps its tombstones: the shard is emptied and restored from offset 0",
+                  owner, from, std::chrono::duration_cast<std::chrono::hours>(age).count());
+      SAGA_RETURN_IF_ERROR(empty_shard(ks, families));
+      return std::optional<uint64_t>(0);
+    }
+  }
+  return std::optional<uint64_t>(from);
+}
+
+using RecordFn = std::function<void(const ShardChange&, uint64_t)>;
+
+// Applies what `read(from, fn)` delivers to the shard, in batches, then
+// writes the checkpoint after the last record (synced per the store's
+// option, or not for a standby's copy). Progress is logged every 5 s.
+StatusOr<RestoreStats> apply_log(const Keyspace& ks, const ChangelogFamilies& families,
+                                 uint64_t from,
+                                 const std::function<Status(uint64_t, const RecordFn&)>& read,
+                                 bool sync, spdlog::logger& logger, std::string_view owner) {
   using Clock = std::chrono::steady_clock;
   Store& store = ks.store();
-  SAGA_ASSIGN_OR_RETURN(auto checkpoint, ks.get(store.meta(), kCheckpointKey));
-  uint64_t from = 0;
-  if (checkpoint) {
-    // 8 bytes: written before checkpoints carried their time (taken as fresh).
-    if (checkpoint->size() != 8 && checkpoint->size() != 16)
-      return Status::data_loss("undecodable changelog checkpoint");
-    from = read_be64(*checkpoint);
-    if (checkpoint->size() == 16) {
-      const auto written = std::chrono::system_clock::time_point(
-          std::chrono::milliseconds(read_be64(std::string_view(*checkpoint).substr(8))));
-      const auto age = std::chrono::system_clock::now() - written;
-      if (age > kCheckpointHorizon) {
-        logger.warn("{}: the local checkpoint (offset {}) is {} h old, older than the changelog "
-                    "keeps its tombstones: the shard is emptied and restored from offset 0",
-                    owner, from, std::chrono::duration_cast<std::chrono::hours>(age).count());
-        SAGA_RETURN_IF_ERROR(empty_shard(ks, families));
-        from = 0;
-      }
-    }
-  } else {
-    bool bootstrapped = false;
-    SAGA_RETURN_IF_ERROR(bootstrap(ks, families, log, logger, owner, &bootstrapped));
-    if (bootstrapped) return RestoreStats{};  // the local state is the changelog
-  }
+  auto write = [&](Batch& b) { return sync ? store.write(b) : store.write_unsynced(b); };
   const auto t0 = Clock::now();
   auto next_report = t0 + std::chrono::seconds(5);
   Batch b;
   RestoreStats stats;
   uint64_t end = from;
   Status bad;
-  SAGA_RETURN_IF_ERROR(log.read(from, [&](const ShardChange& c, uint64_t offset) {
+  SAGA_RETURN_IF_ERROR(read(from, [&](const ShardChange& c, uint64_t offset) {
     if (!bad.ok()) return;
     bad = apply_change(ks, b, families, c);
     end = offset + 1;
     ++stats.records;
     if (bad.ok() && b.count() >= 4096) {
-      bad = store.write(b);
+      bad = write(b);
       b.clear();
       if (Clock::now() >= next_report) {
         logger.info("{}: restoring, {} changelog records applied (offset {})", owner,
@@ -167,14 +194,135 @@ StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies
     }
   }));
   SAGA_RETURN_IF_ERROR(bad);
-  ks.put(b, store.meta(), kCheckpointKey, be64(end));
-  SAGA_RETURN_IF_ERROR(store.write(b));
+  if (stats.records > 0 || sync) {
+    ks.put(b, store.meta(), kCheckpointKey, checkpoint_value(end));
+    SAGA_RETURN_IF_ERROR(write(b));
+  }
   stats.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  stats.end = end;
+  return stats;
+}
+
+}  // namespace
+
+StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies& families,
+                                     ShardLog& log, spdlog::logger& logger,
+                                     std::string_view owner) {
+  SAGA_ASSIGN_OR_RETURN(std::optional<uint64_t> checkpoint,
+                        checkpoint_offset(ks, families, logger, owner));
+  if (!checkpoint) {
+    bool bootstrapped = false;
+    SAGA_RETURN_IF_ERROR(bootstrap(ks, families, log, logger, owner, &bootstrapped));
+    if (bootstrapped) return RestoreStats{};  // the local state is the changelog
+  }
+  const uint64_t from = checkpoint.value_or(0);
+  SAGA_ASSIGN_OR_RETURN(
+      RestoreStats stats,
+      apply_log(ks, families, from,
+                [&](uint64_t at, const RecordFn& fn) { return log.read(at, fn); },
+                /*sync=*/true, logger, owner));
   if (stats.records > 0) {
     logger.info("{}: restored {} changelog records (offsets {}..{}) in {:.3f} s", owner,
-                stats.records, from, end, stats.seconds);
+                stats.records, from, stats.end, stats.seconds);
   }
   return stats;
+}
+
+// ------------------------------------------------------------------ Standby
+
+Standby::Standby(Transport& transport, std::string log, std::vector<Keyspace> keyspaces,
+                 ChangelogFamilies families, std::shared_ptr<spdlog::logger> logger,
+                 std::string owner)
+    : transport_(transport),
+      log_(std::move(log)),
+      keyspaces_(std::move(keyspaces)),
+      families_(std::move(families)),
+      logger_(std::move(logger)),
+      owner_(std::move(owner)),
+      slots_(keyspaces_.size()) {}
+
+Standby::~Standby() { stop(); }
+
+void Standby::start() {
+  if (thread_.joinable()) return;
+  thread_ = std::thread([this] { run(); });
+}
+
+void Standby::stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  for (Slot& slot : slots_) {
+    std::lock_guard lock(slot.mu);
+    slot.tail.reset();  // before the transport goes
+  }
+}
+
+void Standby::hold(uint32_t shard) {
+  Slot& slot = slots_.at(shard);
+  std::lock_guard lock(slot.mu);  // waits for a copy in progress
+  slot.held = true;
+}
+
+void Standby::release(uint32_t shard) {
+  Slot& slot = slots_.at(shard);
+  std::lock_guard lock(slot.mu);
+  slot.held = false;
+  slot.refused = false;
+}
+
+void Standby::run() {
+  for (;;) {
+    for (uint32_t k = 0; k < slots_.size(); ++k) {
+      Slot& slot = slots_[k];
+      std::lock_guard lock(slot.mu);
+      if (slot.held || slot.refused) {
+        slot.tail.reset();
+        continue;
+      }
+      Status s = copy(k, slot);
+      if (!s.ok()) {
+        slot.tail.reset();  // read again from the checkpoint next time
+        if (s.to_string() != slot.last_error) {
+          logger_->warn("{} shard {}: standby copy: {}", owner_, k, s.to_string());
+          slot.last_error = s.to_string();
+        }
+      } else {
+        slot.last_error.clear();
+      }
+    }
+    std::unique_lock lock(stop_mu_);
+    if (stop_cv_.wait_for(lock, kInterval, [&] { return stopping_; })) return;
+  }
+}
+
+Status Standby::copy(uint32_t k, Slot& slot) {
+  const Keyspace& ks = keyspaces_[k];
+  const std::string name = owner_ + " shard " + std::to_string(k) + " (standby)";
+  SAGA_ASSIGN_OR_RETURN(std::optional<uint64_t> checkpoint,
+                        checkpoint_offset(ks, families_, *logger_, name));
+  if (!checkpoint) {
+    SAGA_ASSIGN_OR_RETURN(bool data, has_data(ks, families_));
+    if (data) {  // ran without the changelog: only its owner's claim may settle it
+      logger_->warn("{}: local data without a changelog checkpoint; not copied", name);
+      slot.refused = true;
+      return ok_status();
+    }
+  }
+  if (!slot.tail) {
+    SAGA_ASSIGN_OR_RETURN(slot.tail, transport_.tail_shard(log_, k,
+                                                           static_cast<uint32_t>(slots_.size())));
+  }
+  SAGA_ASSIGN_OR_RETURN(
+      RestoreStats stats,
+      apply_log(ks, families_, checkpoint.value_or(0),
+                [&](uint64_t at, const RecordFn& fn) { return slot.tail->read(at, fn); },
+                /*sync=*/false, *logger_, name));
+  records_ += stats.records;
+  return ok_status();
 }
 
 }  // namespace saga::internal

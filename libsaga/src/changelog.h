@@ -6,11 +6,16 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "saga/status.h"
@@ -59,6 +64,7 @@ Status commit_shards(Batch& batch, const ChangelogFamilies& families, uint32_t s
 struct RestoreStats {
   uint64_t records = 0;  // changelog records applied
   double seconds = 0;    // time it took
+  uint64_t end = 0;      // the log offset the shard now agrees with
 };
 
 /// Brings the shard of `ks` up to the end of `log`: applies its records
@@ -70,5 +76,59 @@ struct RestoreStats {
 StatusOr<RestoreStats> restore_shard(const Keyspace& ks, const ChangelogFamilies& families,
                                      ShardLog& log, spdlog::logger& logger,
                                      std::string_view owner);
+
+/// A standby copy of the shards an engine does not own (docs/replicas.md,
+/// "Standby replicas"): a thread tails their changelogs into the local
+/// store, without claiming them, so that a claim restores only what arrived
+/// since the last copy. A shard the engine claims or owns is held: the copy
+/// leaves it alone until released.
+class Standby {
+ public:
+  /// `log` names the changelog (shard k of it is keyspaces[k]); `owner`
+  /// names the engine in the log.
+  Standby(Transport& transport, std::string log, std::vector<Keyspace> keyspaces,
+          ChangelogFamilies families, std::shared_ptr<spdlog::logger> logger, std::string owner);
+  ~Standby();
+  Standby(const Standby&) = delete;
+  Standby& operator=(const Standby&) = delete;
+
+  /// Starts the copying thread; stop() (or the destructor) ends it.
+  void start();
+  void stop();
+  /// The engine claims shard `shard`: returns once no copy writes to it.
+  void hold(uint32_t shard);
+  /// The engine gave shard `shard` up: it is copied again.
+  void release(uint32_t shard);
+  /// Changelog records copied so far, over every shard.
+  uint64_t records() const { return records_; }
+
+ private:
+  /// Time between two rounds over the shards.
+  static constexpr std::chrono::milliseconds kInterval{50};
+
+  struct Slot {
+    std::mutex mu;  // held while the shard is copied
+    bool held = false;
+    bool refused = false;  // local data without a checkpoint: never copied
+    std::unique_ptr<ShardTail> tail;
+    std::string last_error;  // logged once until it changes
+  };
+
+  void run();
+  Status copy(uint32_t shard, Slot& slot);
+
+  Transport& transport_;
+  const std::string log_;
+  const std::vector<Keyspace> keyspaces_;
+  const ChangelogFamilies families_;
+  const std::shared_ptr<spdlog::logger> logger_;
+  const std::string owner_;
+  std::vector<Slot> slots_;
+  std::atomic<uint64_t> records_{0};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;  // GUARDED_BY(stop_mu_)
+  std::thread thread_;
+};
 
 }  // namespace saga::internal

@@ -352,19 +352,15 @@ class MemoryBusImpl final : public MemoryBus {
 
   // Fences every earlier claim of the shard; returns the new claim's epoch.
   StatusOr<uint64_t> claim(const std::string& log, uint32_t shard, uint32_t shards) {
-    if (log.empty()) return Status::invalid_argument("claim_shard: empty log name");
-    if (shard >= shards) {
-      return Status::invalid_argument("claim_shard: shard " + std::to_string(shard) +
-                                      " of a log of " + std::to_string(shards));
-    }
     std::lock_guard lock(mu_);
-    auto [it, created] = log_shards_.emplace(log, shards);
-    if (!created && it->second != shards) {
-      return Status::failed_precondition("changelog \"" + log + "\" has " +
-                                         std::to_string(it->second) + " shards, not " +
-                                         std::to_string(shards));
-    }
+    SAGA_RETURN_IF_ERROR(check_log_locked("claim_shard", log, shard, shards));
     return ++logs_[{log, shard}].epoch;
+  }
+
+  // For a tail: the log's shard count as for a claim, without fencing.
+  Status check_log(const std::string& log, uint32_t shard, uint32_t shards) {
+    std::lock_guard lock(mu_);
+    return check_log_locked("tail_shard", log, shard, shards);
   }
 
   void commit(const std::string& log, uint32_t shard, uint64_t epoch, ShardCommit c,
@@ -415,6 +411,23 @@ class MemoryBusImpl final : public MemoryBus {
     std::lock_guard lock(mu_);
     auto it = logs_.find({log, shard});
     return it == logs_.end() ? 0 : it->second.records.size();
+  }
+
+  // The log's shard count is fixed by its first claim or tail. REQUIRES: mu_.
+  Status check_log_locked(const char* what, const std::string& log, uint32_t shard,
+                          uint32_t shards) {
+    if (log.empty()) return Status::invalid_argument(std::string(what) + ": empty log name");
+    if (shard >= shards) {
+      return Status::invalid_argument(std::string(what) + ": shard " + std::to_string(shard) +
+                                      " of a log of " + std::to_string(shards));
+    }
+    auto [it, created] = log_shards_.emplace(log, shards);
+    if (!created && it->second != shards) {
+      return Status::failed_precondition("changelog \"" + log + "\" has " +
+                                         std::to_string(it->second) + " shards, not " +
+                                         std::to_string(shards));
+    }
+    return ok_status();
   }
 
   static uint32_t partition_of(const Group& g, const Message& m) {
@@ -708,6 +721,24 @@ class MemoryShardLog final : public ShardLog {
   const uint64_t epoch_;
 };
 
+// A tail of a shard's changelog on a MemoryBusImpl: every record is there
+// at once, so a read delivers up to the log's end.
+class MemoryShardTail final : public ShardTail {
+ public:
+  MemoryShardTail(std::shared_ptr<MemoryBusImpl> bus, std::string log, uint32_t shard)
+      : bus_(std::move(bus)), log_(std::move(log)), shard_(shard) {}
+
+  Status read(uint64_t from,
+              const std::function<void(const ShardChange&, uint64_t)>& fn) override {
+    return bus_->read(log_, shard_, from, fn);
+  }
+
+ private:
+  const std::shared_ptr<MemoryBusImpl> bus_;
+  const std::string log_;
+  const uint32_t shard_;
+};
+
 // One connection to a MemoryBusImpl. The bus owns the endpoint's state so
 // that Acks, which may outlive the endpoint, only need a weak_ptr to the bus.
 class MemoryEndpoint final : public Transport {
@@ -749,6 +780,13 @@ class MemoryEndpoint final : public Transport {
     SAGA_ASSIGN_OR_RETURN(uint64_t epoch, bus_->claim(std::string(log), shard, shards));
     return std::unique_ptr<ShardLog>(
         std::make_unique<MemoryShardLog>(bus_, std::string(log), shard, epoch));
+  }
+
+  StatusOr<std::unique_ptr<ShardTail>> tail_shard(std::string_view log, uint32_t shard,
+                                                  uint32_t shards) override {
+    SAGA_RETURN_IF_ERROR(bus_->check_log(std::string(log), shard, shards));
+    return std::unique_ptr<ShardTail>(
+        std::make_unique<MemoryShardTail>(bus_, std::string(log), shard));
   }
 
  private:

@@ -398,6 +398,15 @@ class OrchestratorImpl final : public Orchestrator {
       }
       owners_ = std::make_unique<OwnerTable>(opts_.name, store_->shards(), opts_.advertised_address);
       SAGA_RETURN_IF_ERROR(owners_->subscribe(*transport_));
+      if (opts_.standby) {
+        standby_ = std::make_unique<Standby>(*transport_, opts_.name + ".changelog", keyspaces_,
+                                             changelog_families_, log_,
+                                             "orchestrator '" + opts_.name + "'");
+        standby_->start();
+      }
+    } else if (opts_.standby) {
+      return Status::invalid_argument("orchestrator '" + opts_.name +
+                                      "': a standby copy needs replicas (Options::replicas)");
     } else {
       for (auto& sh : shards_) SAGA_RETURN_IF_ERROR(activate(*sh));
     }
@@ -556,6 +565,8 @@ class OrchestratorImpl final : public Orchestrator {
     s.in_flight = in_flight_;
     for (const auto& sh : shards_) s.shards_owned += sh->owned ? 1 : 0;
     s.shard_claims = shard_claims_;
+    s.restored_records = restored_records_;
+    s.standby_records = standby_ ? standby_->records() : 0;
     return s;
   }
 
@@ -1024,6 +1035,7 @@ class OrchestratorImpl final : public Orchestrator {
   // checkpoint; then loads its unfinished sagas, timers and unsent commands.
   // On the shard's driving thread (or in init()).
   Status activate(Shard& sh) {
+    if (standby_) standby_->hold(sh.index);  // its copy stops before the claim
     if (opts_.changelog) {
       Status s = restore(sh);
       if (!s.ok()) {
@@ -1068,6 +1080,7 @@ class OrchestratorImpl final : public Orchestrator {
       sh.arrived.clear();
     }
     fail_requests(take(sh.requests, sh), not_owned_status(sh));
+    if (standby_) standby_->release(sh.index);  // nothing here writes to it any more
   }
 
   Status not_owned_status(const Shard& sh) const {
@@ -1089,6 +1102,7 @@ class OrchestratorImpl final : public Orchestrator {
                                                         "orchestrator '" + opts_.name +
                                                             "' shard " + std::to_string(sh.index)));
     metrics_.restore_records(sh.index).Increment(static_cast<double>(r.records));
+    restored_records_ += r.records;
     metrics_.restore_seconds(sh.index).Set(r.seconds);
     return ok_status();
   }
@@ -1660,6 +1674,8 @@ class OrchestratorImpl final : public Orchestrator {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<Keyspace> keyspaces_;  // shards_[k]->ks, for scans across shards
   ChangelogFamilies changelog_families_;  // with Options::changelog
+  std::unique_ptr<Standby> standby_;      // with Options::standby
+  std::atomic<uint64_t> restored_records_{0};
   std::mutex engine_mu_;
   std::vector<std::unique_ptr<Driver>> drivers_;
   std::atomic<uint64_t> parked_{0};

@@ -251,8 +251,18 @@ class ParticipantImpl final : public Participant {
       }
       if (threads_.threaded()) sh.driver->bell.ring();
     };
+    if (opts_.standby && !opts_.replicas) {
+      return Status::invalid_argument("participant '" + opts_.name +
+                                      "': a standby copy needs replicas (ParticipantOptions::replicas)");
+    }
     if (!opts_.replicas) return transport_->subscribe(opts_.name, handler);
     SAGA_RETURN_IF_ERROR(owners_->subscribe(*transport_));
+    if (opts_.standby) {
+      standby_ = std::make_unique<Standby>(*transport_, opts_.name + ".changelog", keyspaces_,
+                                           changelog_families_, log_,
+                                           "participant '" + opts_.name + "'");
+      standby_->start();
+    }
     PartitionedSubscription how;
     how.partitions = store_->shards();
     how.listener.assigned = [this](const std::vector<uint32_t>& ps) {
@@ -348,6 +358,8 @@ class ParticipantImpl final : public Participant {
       s.outbox_depth += sh->depth;
       if (sh->owned) ++s.shards_owned;
     }
+    s.restored_records = restored_records_;
+    s.standby_records = standby_ ? standby_->records() : 0;
     return s;
   }
 
@@ -436,6 +448,7 @@ class ParticipantImpl final : public Participant {
   // owners), restores what others wrote since the local checkpoint, loads
   // what the outbox left unsent. REQUIRES: the shard's driver lock (or init).
   Status activate(Shard& sh) {
+    if (standby_) standby_->hold(sh.index());  // its copy stops before the claim
     if (opts_.changelog) {
       SAGA_ASSIGN_OR_RETURN(sh.log, transport_->claim_shard(opts_.name + ".changelog",
                                                             sh.index(), store_->shards()));
@@ -444,6 +457,7 @@ class ParticipantImpl final : public Participant {
         sh.log.reset();
         return restored.status();
       }
+      restored_records_ += restored->records;
     }
     if (!sh.outbox_recovered) {
       SAGA_RETURN_IF_ERROR(sh.outbox->recover());
@@ -499,8 +513,11 @@ class ParticipantImpl final : public Participant {
     sh.overlay.clear();
     sh.inbox_overlay.clear();
     sh.stats = {};
-    std::lock_guard lock(sh.mu);
-    sh.arrived.clear();
+    {
+      std::lock_guard lock(sh.mu);
+      sh.arrived.clear();
+    }
+    if (standby_) standby_->release(sh.index());  // nothing here writes to it any more
   }
 
   // Moves the mailbox's commands behind the ones already queued.
@@ -934,6 +951,8 @@ class ParticipantImpl final : public Participant {
   std::vector<std::unique_ptr<Shard>> shards_;  // fixed after init()
   std::vector<Keyspace> keyspaces_;             // shards_[k]->ks, for scans across shards
   ChangelogFamilies changelog_families_;        // with ParticipantOptions::changelog
+  std::unique_ptr<Standby> standby_;            // with ParticipantOptions::standby
+  std::atomic<uint64_t> restored_records_{0};
 
   std::vector<std::unique_ptr<Driver>> drivers_;  // fixed after init()
 

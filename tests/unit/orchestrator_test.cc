@@ -1885,22 +1885,26 @@ TEST_CASE("a store keeps its shard count: reopened without one it has it, with a
 
 
 // Replicas of one orchestrator over one MemoryBus, each with its own store
-// and all with the changelog, while the group moves shards between them:
-// a join, a leave and an expiry with sagas waiting for replies.
-TEST_CASE("replicas: sagas move with their shards between replicas and each settles once") {
-  Harness h;
+// and the changelog; sagas are started through the owner of their shard.
+struct ReplicaSet {
+  explicit ReplicaSet(Harness& harness) : h(harness) {}
+
+  Harness& h;
   TempDir dirs;
   std::mutex mu;
   std::map<std::string, int> settled;  // saga id -> on_settled calls, on any replica
   std::map<int, std::unique_ptr<Orchestrator>> replicas;
-  auto open_replica = [&](int i) {
+  std::vector<std::string> ids;  // the sagas started
+
+  void open(int i, bool standby = false) {
     Options o = h.options;
     o.data_dir = (dirs.path() / ("replica-" + std::to_string(i))).string();
     o.shards = 4;
     o.changelog = true;
     o.replicas = true;
+    o.standby = standby;
     o.advertised_address = "replica-" + std::to_string(i);
-    o.on_settled = [&](const SagaView& v) {
+    o.on_settled = [this](const SagaView& v) {
       std::lock_guard lock(mu);
       ++settled[v.id];
     };
@@ -1909,11 +1913,16 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
         {booking()});
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
     replicas[i] = std::move(*r);
-  };
-  auto owned = [&](int i) { return replicas.at(i)->stats().shards_owned; };
+  }
+  Orchestrator& at(int i) { return *replicas.at(i); }
+  uint64_t owned(int i) { return at(i).stats().shards_owned; }
+  // The replica an address names ("replica-N").
+  Orchestrator& named(const std::string& address) {
+    return at(std::stoi(address.substr(address.find('-') + 1)));
+  }
   // Whether every replica agrees on the owner of saga `id`'s shard: one
   // says here, every other one names its address (the owners table).
-  auto agreed = [&](const std::string& id) {
+  bool agreed(const std::string& id) {
     int here = 0;
     for (auto& [i, o] : replicas) here += o->owner_of(id).where == ShardOwner::Where::kHere;
     if (here != 1) return false;
@@ -1921,18 +1930,17 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
       const ShardOwner w = o->owner_of(id);
       if (w.where == ShardOwner::Where::kHere) continue;
       if (w.where != ShardOwner::Where::kElsewhere) return false;
-      if (replicas.at(std::stoi(w.address.substr(w.address.find('-') + 1)))->owner_of(id).where !=
-          ShardOwner::Where::kHere)
-        return false;
+      if (named(w.address).owner_of(id).where != ShardOwner::Where::kHere) return false;
     }
     return true;
-  };
-  auto all_agreed = [&] {
+  }
+  bool all_agreed() {
     for (int k = 0; k < 16; ++k)
       if (!agreed("probe-" + std::to_string(k))) return false;
     return true;
-  };
-  auto run = [&](const std::function<bool()>& done) {
+  }
+  // Drives every replica and the participants until `done`, or gives up.
+  bool run(const std::function<bool()>& done) {
     for (int round = 0; round < 20'000 && !done(); ++round) {
       for (auto& [i, o] : replicas) o->run_once();
       h.inventory.poll();
@@ -1940,11 +1948,10 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
       if (round % 10 == 9) h.clock->advance(Duration{50});  // timeouts resend what moved
     }
     return done();
-  };
-  // Starts a saga through the first replica: there when it owns the
+  }
+  // Starts `n` sagas through the first replica: there when it owns the
   // saga's shard, else on the replica whose address it names.
-  std::vector<std::string> ids;
-  auto start = [&](int n) {
+  void start(int n) {
     for (int k = 0; k < n; ++k) {
       StartOptions so;
       so.id = "b-" + std::to_string(ids.size());
@@ -1952,7 +1959,7 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
       const ShardOwner w = first->owner_of(so.id);
       Orchestrator* target = first;
       if (w.where == ShardOwner::Where::kElsewhere) {
-        target = replicas.at(std::stoi(w.address.substr(w.address.find('-') + 1))).get();
+        target = &named(w.address);
       } else {
         REQUIRE_MESSAGE(w.where == ShardOwner::Where::kHere, so.id << ": owner unknown");
       }
@@ -1961,11 +1968,35 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
       CHECK(target->owner_of(so.id).where == ShardOwner::Where::kHere);
       ids.push_back(so.id);
     }
-  };
-  auto all_settled = [&] {
+  }
+  bool all_settled() {
     std::lock_guard lock(mu);
     return settled.size() == ids.size();
-  };
+  }
+  // Every saga settled once, and replica `i` shows each one Completed.
+  void check_completed_once(int i) {
+    for (const auto& [id, n] : settled) CHECK_MESSAGE(n == 1, id << " settled " << n << " times");
+    for (const std::string& id : ids) {
+      auto v = at(i).get(id);
+      REQUIRE_MESSAGE(v.ok(), v.status().to_string());
+      CHECK_MESSAGE(v->state == SagaState::kCompleted, id << " is " << to_string(v->state));
+    }
+    CHECK(at(i).stats().in_flight == 0);
+  }
+};
+
+// The group moves shards between replicas: a join, a leave and an expiry
+// with sagas waiting for replies.
+TEST_CASE("replicas: sagas move with their shards between replicas and each settles once") {
+  Harness h;
+  ReplicaSet set(h);
+  auto& replicas = set.replicas;
+  auto open_replica = [&](int i) { set.open(i); };
+  auto owned = [&](int i) { return set.owned(i); };
+  auto all_agreed = [&] { return set.all_agreed(); };
+  auto run = [&](const std::function<bool()>& done) { return set.run(done); };
+  auto start = [&](int n) { set.start(n); };
+  auto all_settled = [&] { return set.all_settled(); };
 
   open_replica(1);
   REQUIRE(run([&] { return owned(1) == 4 && all_agreed(); }));
@@ -2000,21 +2031,63 @@ TEST_CASE("replicas: sagas move with their shards between replicas and each sett
   h.bus->expire("orchestrator-2");  // presumed dead, then back
   h.payment.set_paused(false);
   REQUIRE(run([&] { return owned(2) == 4 && all_settled(); }));
-
-  for (const auto& [id, n] : settled) CHECK_MESSAGE(n == 1, id << " settled " << n << " times");
-  for (const std::string& id : ids) {
-    auto v = replicas.at(2)->get(id);
-    REQUIRE_MESSAGE(v.ok(), v.status().to_string());
-    CHECK_MESSAGE(v->state == SagaState::kCompleted, id << " is " << to_string(v->state));
-  }
-  CHECK(replicas.at(2)->stats().in_flight == 0);
+  set.check_completed_once(2);
+  // Without a standby copy, taking shards over replays their changelogs.
+  CHECK(replicas.at(2)->stats().restored_records > 0);
+  CHECK(replicas.at(2)->stats().standby_records == 0);
 
   Options plain = h.options;
-  plain.data_dir = (dirs.path() / "plain").string();
+  plain.data_dir = (set.dirs.path() / "plain").string();
   plain.replicas = true;
   auto refused = Orchestrator::open(plain, std::shared_ptr<Transport>(h.bus->connect("x")),
                                     {booking()});
   CHECK(refused.status().code() == StatusCode::kInvalidArgument);  // replicas need the changelog
+  plain.changelog = true;
+  plain.replicas = false;
+  plain.standby = true;
+  refused = Orchestrator::open(plain, std::shared_ptr<Transport>(h.bus->connect("y")), {booking()});
+  CHECK(refused.status().code() == StatusCode::kInvalidArgument);  // a standby needs replicas
+}
+
+// A standby replica copies the shards it does not own from their
+// changelogs as they are written, so that taking them over replays nothing:
+// the sagas waiting in them go on from the copy alone.
+TEST_CASE("replicas: a standby copy makes taking shards over replay nothing") {
+  Harness h;
+  ReplicaSet set(h);
+  set.open(1, /*standby=*/true);
+  REQUIRE(set.run([&] { return set.owned(1) == 4 && set.all_agreed(); }));
+  set.open(2, /*standby=*/true);
+  REQUIRE(set.run([&] { return set.owned(1) == 2 && set.owned(2) == 2 && set.all_agreed(); }));
+  h.payment.set_paused(true);  // sagas wait for their charge's reply
+  set.start(40);
+  set.run([&] { return h.inventory.received("reserve").size() >= 40; });
+
+  // Replica 2 never owned replica 1's shards: its copy of them starts at
+  // offset 0 and is complete when it holds every record of their logs. The
+  // copy runs on its own thread: wait for it, driving nothing meanwhile.
+  uint64_t ones = 0;  // records in the logs of replica 1's shards
+  for (uint32_t k = 0; k < 4; ++k) {
+    for (int n = 0;; ++n) {
+      const std::string probe = "probe-" + std::to_string(n);
+      if (set.at(1).owner_of(probe).shard != k) continue;
+      if (set.at(1).owner_of(probe).where == ShardOwner::Where::kHere)
+        ones += h.bus->log_end("orchestrator.changelog", k);
+      break;
+    }
+  }
+  REQUIRE(ones > 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (set.at(2).stats().standby_records < ones && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  REQUIRE(set.at(2).stats().standby_records == ones);
+  const uint64_t restored_before = set.at(2).stats().restored_records;
+
+  set.replicas.erase(1);  // leaves: replica 2 takes its shards from its copy
+  h.payment.set_paused(false);
+  REQUIRE(set.run([&] { return set.owned(2) == 4 && set.all_settled(); }));
+  set.check_completed_once(2);
+  CHECK(set.at(2).stats().restored_records == restored_before);
 }
 
 }  // namespace

@@ -129,6 +129,10 @@ struct EngineStats {
   /// since open; counted before the shard serves anything, so a caller that
   /// keeps a view of the store (a service's index) can tell it may be stale.
   uint64_t shard_claims = 0;
+  /// Changelog records applied by the restores of claimed shards.
+  uint64_t restored_records = 0;
+  /// Changelog records copied into standby copies (Options::standby).
+  uint64_t standby_records = 0;
 };
 
 /// Settings of an orchestrator.
@@ -181,6 +185,12 @@ struct Options {
   /// the other replicas' owner_of() can send callers here. Free-form; the
   /// reference services publish their HTTP base URL. Default empty.
   std::string advertised_address;
+  /// With `replicas`: keep a standby copy of every shard this replica does
+  /// not own (docs/replicas.md, "Standby replicas"): a thread tails their
+  /// changelogs into the local store, so that taking one over restores only
+  /// the records of the last moments. Costs a read of every changelog record
+  /// and the disk of a copy per replica.
+  bool standby = false;
   /// How long terminal instances are kept before removal. Default 7 days.
   Duration retention{7LL * 24 * 3600 * 1000};
   /// How often retention runs. Default 60 s.

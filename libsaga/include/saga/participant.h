@@ -121,6 +121,12 @@ struct ParticipantOptions {
   /// the other replicas' owner_of() can send callers here. Free-form; the
   /// reference services publish their HTTP base URL. Default empty.
   std::string advertised_address;
+  /// With `replicas`: keep a standby copy of every shard this replica does
+  /// not own (docs/replicas.md, "Standby replicas"): a thread tails their
+  /// changelogs into the local store, so that taking one over restores only
+  /// the records of the last moments. Costs a read of every changelog record
+  /// and the disk of a copy per replica.
+  bool standby = false;
   /// Time source; default the system clock.
   std::shared_ptr<Clock> clock;
   /// spdlog logger name. Default: the participant's name.
@@ -137,6 +143,10 @@ struct ParticipantStats {
   uint64_t writes = 0;      ///< RocksDB batches
   uint64_t outbox_depth = 0;
   uint64_t shards_owned = 0;  ///< shards this process drives now (all, without replicas)
+  /// Changelog records applied by the restores of claimed shards.
+  uint64_t restored_records = 0;
+  /// Changelog records copied into standby copies (ParticipantOptions::standby).
+  uint64_t standby_records = 0;
 };
 
 /// One participant. Delivery rules it implements:

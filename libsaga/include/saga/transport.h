@@ -63,6 +63,21 @@ class ShardLog {
                       const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
 };
 
+/// A shard's changelog read without claiming it: a standby replica's copy
+/// (docs/replicas.md, "Standby replicas"). Never fences the owner. Used by
+/// one thread at a time.
+class ShardTail {
+ public:
+  virtual ~ShardTail() = default;
+
+  /// Calls fn(change, offset) for the committed records from offset `from`
+  /// on that have reached this process, in order (offsets may have gaps),
+  /// and returns without waiting for more. A `from` other than the offset
+  /// after the last record delivered starts reading again at `from`.
+  virtual Status read(uint64_t from,
+                      const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
+};
+
 /// What a consumer group decides about the partitions of one subscription
 /// (docs/replicas.md): which of them this member owns. Partition k of an
 /// engine's inbound destination is its shard k. Every callback runs inside
@@ -155,6 +170,15 @@ class Transport {
   /// fencing every earlier claim of it. Unimplemented unless the transport
   /// keeps changelogs. The claim must be destroyed before the transport.
   virtual StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
+                                                          uint32_t shards) {
+    (void)log, (void)shard, (void)shards;
+    return Status::unimplemented("this transport keeps no shard changelogs");
+  }
+
+  /// Tails shard `shard` of the changelog named `log` (of `shards` shards)
+  /// without claiming it. Unimplemented unless the transport keeps
+  /// changelogs. The tail must be destroyed before the transport.
+  virtual StatusOr<std::unique_ptr<ShardTail>> tail_shard(std::string_view log, uint32_t shard,
                                                           uint32_t shards) {
     (void)log, (void)shard, (void)shards;
     return Status::unimplemented("this transport keeps no shard changelogs");

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -39,6 +40,75 @@ bool is_fencing(RdKafka::ErrorCode code) {
   return code == RdKafka::ERR_PRODUCER_FENCED || code == RdKafka::ERR__FENCED ||
          code == RdKafka::ERR_INVALID_PRODUCER_EPOCH ||
          code == RdKafka::ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+}
+
+std::string changelog_name(const ShardLogSpec& spec) {
+  return "changelog " + spec.topic + "[" + std::to_string(spec.partition) + "]";
+}
+
+// A read_committed consumer of the shard's changelog that never joins its
+// group (assign() only); `group_suffix` names it, `extra` adds properties.
+StatusOr<std::unique_ptr<RdKafka::KafkaConsumer>> make_reader(
+    const ShardLogSpec& spec, const char* group_suffix,
+    const std::map<std::string, std::string>& extra, RdKafka::EventCb* events) {
+  std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
+  std::string err;
+  std::map<std::string, std::string> props = spec.consumer_properties;
+  props["group.id"] = spec.transactional_id + group_suffix;
+  props["enable.auto.commit"] = "false";
+  props["enable.auto.offset.store"] = "false";
+  props["isolation.level"] = "read_committed";
+  props["auto.offset.reset"] = "earliest";
+  props["fetch.wait.max.ms"] = "10";
+  for (const auto& [key, value] : extra) props[key] = value;
+  for (const auto& [key, value] : props) {
+    if (conf->set(key, value, err) != RdKafka::Conf::CONF_OK)
+      return Status::invalid_argument(changelog_name(spec) + ": kafka property \"" + key +
+                                      "\": " + err);
+  }
+  if (conf->set("event_cb", events, err) != RdKafka::Conf::CONF_OK)
+    return Status::internal(changelog_name(spec) + ": cannot install the event callback: " + err);
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer(RdKafka::KafkaConsumer::create(conf.get(), err));
+  if (!consumer)
+    return Status::invalid_argument(changelog_name(spec) + ": cannot create a reader: " + err);
+  return consumer;
+}
+
+// Points `consumer` at the shard's changelog partition from offset `from`.
+Status assign_at(RdKafka::KafkaConsumer& consumer, const ShardLogSpec& spec, uint64_t from) {
+  std::unique_ptr<RdKafka::TopicPartition> tp(
+      RdKafka::TopicPartition::create(spec.topic, spec.partition, static_cast<int64_t>(from)));
+  std::vector<RdKafka::TopicPartition*> assignment{tp.get()};
+  return status_from_kafka(consumer.assign(assignment), changelog_name(spec) + ": assign");
+}
+
+// The change a changelog record holds: its key is the family byte, then
+// the key within the shard; no payload is a deletion.
+StatusOr<ShardChange> decode_change(const RdKafka::Message& m, const ShardLogSpec& spec) {
+  const auto* key = static_cast<const char*>(m.key_pointer());
+  if (!key || m.key_len() < 1) {
+    return Status::data_loss(changelog_name(spec) + ": a record at offset " +
+                             std::to_string(m.offset()) + " has no family byte");
+  }
+  ShardChange change;
+  change.family = static_cast<uint8_t>(key[0]);
+  change.key.assign(key + 1, m.key_len() - 1);
+  if (m.payload()) change.value.emplace(static_cast<const char*>(m.payload()), m.len());
+  return change;
+}
+
+// Logs librdkafka's errors and warnings for one changelog.
+void log_event(RdKafka::Event& event, const ShardLogSpec& spec) {
+  try {
+    if (event.type() == RdKafka::Event::EVENT_ERROR) {
+      spec.log->warn("{}: {}: {}", changelog_name(spec), RdKafka::err2str(event.err()), event.str());
+    } else if (event.type() == RdKafka::Event::EVENT_LOG && event.fac() != "CONFWARN" &&
+               event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
+      spec.log->warn("librdkafka {} [{}]: {}", changelog_name(spec), event.fac(), event.str());
+    }
+  } catch (const std::exception&) {
+    // Nothing may unwind into librdkafka's C frames.
+  }
 }
 
 class KafkaShardLog final : public ShardLog,
@@ -121,28 +191,9 @@ class KafkaShardLog final : public ShardLog,
       end_ = from;
       return ok_status();
     }
-    std::unique_ptr<RdKafka::Conf> conf(RdKafka::Conf::create(RdKafka::Conf::CONF_GLOBAL));
-    std::string err;
-    std::map<std::string, std::string> props = spec_.consumer_properties;
-    props["group.id"] = spec_.transactional_id + ".reader";  // never joins: assign() only
-    props["enable.auto.commit"] = "false";
-    props["enable.auto.offset.store"] = "false";
-    props["isolation.level"] = "read_committed";
-    props["enable.partition.eof"] = "true";
-    props["auto.offset.reset"] = "earliest";
-    props["fetch.wait.max.ms"] = "10";
-    for (const auto& [key, value] : props) {
-      if (conf->set(key, value, err) != RdKafka::Conf::CONF_OK)
-        return Status::invalid_argument(name() + ": kafka property \"" + key + "\": " + err);
-    }
-    if (conf->set("event_cb", static_cast<RdKafka::EventCb*>(this), err) != RdKafka::Conf::CONF_OK)
-      return Status::internal(name() + ": cannot install the event callback: " + err);
-    std::unique_ptr<RdKafka::KafkaConsumer> consumer(RdKafka::KafkaConsumer::create(conf.get(), err));
-    if (!consumer) return Status::invalid_argument(name() + ": cannot create a reader: " + err);
-    std::unique_ptr<RdKafka::TopicPartition> tp(
-        RdKafka::TopicPartition::create(spec_.topic, spec_.partition, static_cast<int64_t>(from)));
-    std::vector<RdKafka::TopicPartition*> assignment{tp.get()};
-    Status result = status_from_kafka(consumer->assign(assignment), name() + ": assign");
+    SAGA_ASSIGN_OR_RETURN(auto consumer,
+                          make_reader(spec_, ".reader", {{"enable.partition.eof", "true"}}, this));
+    Status result = assign_at(*consumer, spec_, from);
     auto last_progress = SteadyClock::now();
     uint64_t end = from;
     while (result.ok()) {
@@ -153,18 +204,13 @@ class KafkaShardLog final : public ShardLog,
       }
       if (m->err() == RdKafka::ERR_NO_ERROR) {
         last_progress = SteadyClock::now();
-        const auto* key = static_cast<const char*>(m->key_pointer());
-        if (!key || m->key_len() < 1) {
-          result = Status::data_loss(name() + ": a record at offset " +
-                                     std::to_string(m->offset()) + " has no family byte");
+        StatusOr<ShardChange> change = decode_change(*m, spec_);
+        if (!change.ok()) {
+          result = change.status();
           break;
         }
-        ShardChange change;
-        change.family = static_cast<uint8_t>(key[0]);
-        change.key.assign(key + 1, m->key_len() - 1);
-        if (m->payload()) change.value.emplace(static_cast<const char*>(m->payload()), m->len());
         const auto offset = static_cast<uint64_t>(m->offset());
-        fn(change, offset);
+        fn(*change, offset);
         end = offset + 1;
         continue;
       }
@@ -202,9 +248,7 @@ class KafkaShardLog final : public ShardLog,
     }
   }
 
-  std::string name() const {
-    return "changelog " + spec_.topic + "[" + std::to_string(spec_.partition) + "]";
-  }
+  std::string name() const { return changelog_name(spec_); }
 
   void work() {
     for (;;) {
@@ -368,18 +412,7 @@ class KafkaShardLog final : public ShardLog,
       tally_.last_change = std::max<int64_t>(tally_.last_change, message.offset());
   }
 
-  void event_cb(RdKafka::Event& event) override {
-    try {
-      if (event.type() == RdKafka::Event::EVENT_ERROR) {
-        spec_.log->warn("{}: {}: {}", name(), RdKafka::err2str(event.err()), event.str());
-      } else if (event.type() == RdKafka::Event::EVENT_LOG && event.fac() != "CONFWARN" &&
-                 event.severity() <= RdKafka::Event::EVENT_SEVERITY_WARNING) {
-        spec_.log->warn("librdkafka {} [{}]: {}", name(), event.fac(), event.str());
-      }
-    } catch (const std::exception&) {
-      // Nothing may unwind into librdkafka's C frames.
-    }
-  }
+  void event_cb(RdKafka::Event& event) override { log_event(event, spec_); }
 
   struct Tally {
     int64_t last_change = -1;  // offset of the transaction's last changelog record
@@ -403,7 +436,65 @@ class KafkaShardLog final : public ShardLog,
   std::thread worker_;
 };
 
+// A standby's tail of a shard's changelog: one consumer kept assigned, whose
+// prefetched records each read() drains without waiting.
+class KafkaShardTail final : public ShardTail, private RdKafka::EventCb {
+ public:
+  explicit KafkaShardTail(ShardLogSpec spec) : spec_(std::move(spec)) {}
+
+  ~KafkaShardTail() override {
+    if (consumer_) consumer_->close();
+  }
+
+  KafkaShardTail(const KafkaShardTail&) = delete;
+  KafkaShardTail& operator=(const KafkaShardTail&) = delete;
+
+  Status open() {
+    // A standby keeps up with its shard; a small prefetch is enough.
+    SAGA_ASSIGN_OR_RETURN(consumer_,
+                          make_reader(spec_, ".standby", {{"queued.max.messages.kbytes", "8192"}},
+                                      this));
+    return ok_status();
+  }
+
+  Status read(uint64_t from,
+              const std::function<void(const ShardChange&, uint64_t)>& fn) override {
+    if (!next_ || *next_ != from) {
+      SAGA_RETURN_IF_ERROR(assign_at(*consumer_, spec_, from));
+      next_ = from;
+    }
+    // Bounded, so that one busy shard does not hold its standby's thread.
+    for (size_t n = 0; n < kMaxPerRead; ++n) {
+      std::unique_ptr<RdKafka::Message> m(consumer_->consume(0));
+      if (m->err() == RdKafka::ERR__TIMED_OUT || m->err() == RdKafka::ERR__PARTITION_EOF)
+        return ok_status();
+      if (m->err() != RdKafka::ERR_NO_ERROR)
+        return status_from_kafka(m->err(), changelog_name(spec_) + ": tailing");
+      SAGA_ASSIGN_OR_RETURN(ShardChange change, decode_change(*m, spec_));
+      const auto offset = static_cast<uint64_t>(m->offset());
+      fn(change, offset);
+      next_ = offset + 1;
+    }
+    return ok_status();
+  }
+
+ private:
+  static constexpr size_t kMaxPerRead = 50'000;
+
+  void event_cb(RdKafka::Event& event) override { log_event(event, spec_); }
+
+  ShardLogSpec spec_;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
+  std::optional<uint64_t> next_;  // the offset after the last record delivered
+};
+
 }  // namespace
+
+StatusOr<std::unique_ptr<ShardTail>> tail_kafka_shard(ShardLogSpec spec) {
+  auto tail = std::make_unique<KafkaShardTail>(std::move(spec));
+  SAGA_RETURN_IF_ERROR(tail->open());
+  return std::unique_ptr<ShardTail>(std::move(tail));
+}
 
 StatusOr<std::unique_ptr<ShardLog>> claim_kafka_shard(ShardLogSpec spec) {
   auto log = std::make_unique<KafkaShardLog>(std::move(spec));

@@ -45,4 +45,8 @@ struct ShardLogSpec {
 /// broker answers within spec.timeout; InvalidArgument for bad properties.
 StatusOr<std::unique_ptr<ShardLog>> claim_kafka_shard(ShardLogSpec spec);
 
+/// Tails the shard's changelog without claiming it (a standby's copy):
+/// spec's consumer properties and topic are used; nothing is produced.
+StatusOr<std::unique_ptr<ShardTail>> tail_kafka_shard(ShardLogSpec spec);
+
 }  // namespace saga::internal::kafka

@@ -103,6 +103,8 @@ class KafkaTransport final : public Transport,
   Status health() const override;
   StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
                                                   uint32_t shards) override;
+  StatusOr<std::unique_ptr<ShardTail>> tail_shard(std::string_view log, uint32_t shard,
+                                                  uint32_t shards) override;
 
  private:
   struct Subscription {
@@ -136,6 +138,12 @@ class KafkaTransport final : public Transport,
   // Creates the changelog topic `topic` with `shards` partitions when it is
   // missing, and checks its partition count; once per topic.
   Status ensure_changelog(const std::string& topic, uint32_t shards);
+  // The topic of changelog `log`, created or checked (shard count), for a
+  // claim or a tail of its shard `shard`.
+  StatusOr<std::string> changelog_topic(const std::string& context, std::string_view log,
+                                        uint32_t shard, uint32_t shards);
+  // What a claim or tail of shard `shard` of changelog topic `topic` needs.
+  ShardLogSpec shard_spec(const std::string& topic, uint32_t shard);
   // FailedPrecondition unless `topic` has `partitions` partitions.
   Status check_partitions(const std::string& topic, uint32_t partitions, const std::string& what,
                           SteadyClock::time_point deadline);
@@ -768,17 +776,7 @@ Status KafkaTransport::check_partitions(const std::string& topic, uint32_t parti
   }
 }
 
-StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view log,
-                                                                uint32_t shard, uint32_t shards) {
-  const std::string topic = topic_for(log);
-  const std::string context = "kafka transport \"" + endpoint_ + "\": claim shard " +
-                              std::to_string(shard) + " of " + topic;
-  if (!valid_topic_name(topic))
-    return Status::invalid_argument(context + ": not a valid Kafka topic name");
-  if (shards == 0 || shard >= shards)
-    return Status::invalid_argument(context + ": shard out of range");
-  SAGA_RETURN_IF_ERROR(ensure_changelog(topic, shards).with_context(context));
-
+ShardLogSpec KafkaTransport::shard_spec(const std::string& topic, uint32_t shard) {
   ShardLogSpec spec;
   spec.topic = topic;
   spec.partition = static_cast<int32_t>(shard);
@@ -799,9 +797,39 @@ StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view
   spec.prepare_topic = [this](const std::string& t) { ensure_topic_async(t); };
   spec.timeout = opts_.startup_timeout;
   spec.log = log_;
-  auto claimed = claim_kafka_shard(std::move(spec));
+  return spec;
+}
+
+StatusOr<std::string> KafkaTransport::changelog_topic(const std::string& context,
+                                                      std::string_view log, uint32_t shard,
+                                                      uint32_t shards) {
+  std::string topic = topic_for(log);
+  if (!valid_topic_name(topic))
+    return Status::invalid_argument(context + ": not a valid Kafka topic name");
+  if (shards == 0 || shard >= shards)
+    return Status::invalid_argument(context + ": shard out of range");
+  SAGA_RETURN_IF_ERROR(ensure_changelog(topic, shards).with_context(context));
+  return topic;
+}
+
+StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view log,
+                                                                uint32_t shard, uint32_t shards) {
+  const std::string context = "kafka transport \"" + endpoint_ + "\": claim shard " +
+                              std::to_string(shard) + " of " + topic_for(log);
+  SAGA_ASSIGN_OR_RETURN(std::string topic, changelog_topic(context, log, shard, shards));
+  auto claimed = claim_kafka_shard(shard_spec(topic, shard));
   if (!claimed.ok()) return claimed.status().with_context(context);
   return claimed;
+}
+
+StatusOr<std::unique_ptr<ShardTail>> KafkaTransport::tail_shard(std::string_view log,
+                                                                uint32_t shard, uint32_t shards) {
+  const std::string context = "kafka transport \"" + endpoint_ + "\": tail shard " +
+                              std::to_string(shard) + " of " + topic_for(log);
+  SAGA_ASSIGN_OR_RETURN(std::string topic, changelog_topic(context, log, shard, shards));
+  auto tail = tail_kafka_shard(shard_spec(topic, shard));
+  if (!tail.ok()) return tail.status().with_context(context);
+  return tail;
 }
 
 // ------------------------------------------------------------------ sends

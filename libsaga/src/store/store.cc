@@ -146,13 +146,21 @@ void disable_perf_counters() {
 }
 }  // namespace
 
-Status Store::write(Batch& batch) {
+namespace {
+
+Status write_batch(rocksdb::DB& db, Batch& batch, bool sync) {
   if (batch.empty()) return ok_status();
   disable_perf_counters();
   rocksdb::WriteOptions wo;
-  wo.sync = sync_;
-  return from_rocksdb(db_->Write(wo, batch.raw()), "write batch");
+  wo.sync = sync;
+  return from_rocksdb(db.Write(wo, batch.raw()), "write batch");
 }
+
+}  // namespace
+
+Status Store::write(Batch& batch) { return write_batch(*db_, batch, sync_); }
+
+Status Store::write_unsynced(Batch& batch) { return write_batch(*db_, batch, false); }
 
 Status Store::sync_wal() { return from_rocksdb(db_->FlushWAL(/*sync=*/true), "sync WAL of " + dir_); }
 

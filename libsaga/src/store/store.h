@@ -87,6 +87,9 @@ class Store {
 
   /// Applies `batch` atomically (synced per the open option).
   Status write(Batch& batch);
+  /// Applies `batch` atomically without syncing the WAL, whatever the open
+  /// option: for a copy that can be rebuilt (a standby's, docs/replicas.md).
+  Status write_unsynced(Batch& batch);
   /// Makes every write so far durable (fsyncs the WAL), whatever the open
   /// option: for a store written with sync off in bulk (saga/reshard.h).
   Status sync_wal();

@@ -24,9 +24,13 @@
 // replica starts the sagas of the shards it owns (owner_of), and exits 0 only
 // once it owns every shard, has started every saga not started yet and sees
 // them all terminal (so, in a test, after the other replicas died).
+// SAGA_STANDBY=1 gives every replica a standby copy of the shards it does not
+// own; SAGA_SESSION_TIMEOUT_MS sets the consumer groups' session timeout
+// (default 6000; the test brokers accept 1000 and up).
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -56,11 +60,18 @@ constexpr int64_t kCapacity = 1'000'000;
 std::shared_ptr<Transport> kafka(const std::string& endpoint, const std::string& group = "") {
   KafkaOptions o = kafka_options_from_env(endpoint);
   o.group_id = o.topic_prefix + (group.empty() ? endpoint : group);
-  o.properties.emplace("session.timeout.ms", "6000");
-  o.properties.emplace("heartbeat.interval.ms", "500");
+  const char* session = std::getenv("SAGA_SESSION_TIMEOUT_MS");
+  const int session_ms = session ? std::stoi(session) : 6000;
+  o.properties.emplace("session.timeout.ms", std::to_string(session_ms));
+  o.properties.emplace("heartbeat.interval.ms", std::to_string(std::min(500, session_ms / 3)));
   auto t = make_kafka_transport(endpoint, o);
   if (!t.ok()) die("kafka transport for " + endpoint, t.status());
   return std::shared_ptr<Transport>(std::move(*t));
+}
+
+bool standby_from_env() {
+  const char* v = std::getenv("SAGA_STANDBY");
+  return v && std::string(v) == "1";
 }
 
 uint32_t threads_from_env() {
@@ -79,6 +90,7 @@ std::unique_ptr<Participant> open_participant(const std::string& name, const std
   po.threads = threads_from_env();
   const char* replicas = std::getenv("SAGA_REPLICAS");
   po.replicas = replicas && std::string(replicas) == "1";
+  po.standby = po.replicas && standby_from_env();
   auto p = Participant::open(po, std::move(transport));
   if (!p.ok()) die("open " + name, p.status());
   return std::move(*p);
@@ -159,6 +171,7 @@ std::unique_ptr<Orchestrator> open_orchestrator(const std::string& dir,
   if (!replica.empty() || orchestrator_replicas_from_env()) {
     o.replicas = true;
     o.advertised_address = "orchestrator" + replica;
+    o.standby = standby_from_env();
   }
   o.threads = threads_from_env();
   o.breaker.enabled = false;
@@ -253,7 +266,8 @@ int run_orchestrator_replica(const std::string& dir, int n, int pace_ms) {
   }
   if (stopping) return stopped();
   orch->stop();
-  std::cout << "all " << n << " sagas terminal" << std::endl;
+  std::cout << "all " << n << " sagas terminal; restored records " << orch->stats().restored_records
+            << " standby records " << orch->stats().standby_records << std::endl;
   return 0;
 }
 

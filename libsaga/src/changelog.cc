@@ -4,6 +4,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <map>
 #include <optional>
 
 namespace saga::internal {
@@ -255,16 +256,14 @@ void Standby::stop() {
   }
   stop_cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  for (Slot& slot : slots_) {
-    std::lock_guard lock(slot.mu);
-    slot.tail.reset();  // before the transport goes
-  }
+  tail_.reset();  // before the transport goes
 }
 
 void Standby::hold(uint32_t shard) {
   Slot& slot = slots_.at(shard);
   std::lock_guard lock(slot.mu);  // waits for a copy in progress
   slot.held = true;
+  ++slot.generation;
 }
 
 void Standby::release(uint32_t shard) {
@@ -276,52 +275,82 @@ void Standby::release(uint32_t shard) {
 
 void Standby::run() {
   for (;;) {
-    for (uint32_t k = 0; k < slots_.size(); ++k) {
-      Slot& slot = slots_[k];
-      std::lock_guard lock(slot.mu);
-      if (slot.held || slot.refused) {
-        slot.tail.reset();
-        continue;
+    Status s = copy_round();
+    if (!s.ok()) {
+      tail_.reset();  // followed again from the checkpoints next time
+      for (Slot& slot : slots_) slot.followed = false;
+      if (s.to_string() != last_error_) {
+        logger_->warn("{}: standby copy: {}", owner_, s.to_string());
+        last_error_ = s.to_string();
       }
-      Status s = copy(k, slot);
-      if (!s.ok()) {
-        slot.tail.reset();  // read again from the checkpoint next time
-        if (s.to_string() != slot.last_error) {
-          logger_->warn("{} shard {}: standby copy: {}", owner_, k, s.to_string());
-          slot.last_error = s.to_string();
-        }
-      } else {
-        slot.last_error.clear();
-      }
+    } else {
+      last_error_.clear();
     }
     std::unique_lock lock(stop_mu_);
     if (stop_cv_.wait_for(lock, kInterval, [&] { return stopping_; })) return;
   }
 }
 
-Status Standby::copy(uint32_t k, Slot& slot) {
-  const Keyspace& ks = keyspaces_[k];
-  const std::string name = owner_ + " shard " + std::to_string(k) + " (standby)";
-  SAGA_ASSIGN_OR_RETURN(std::optional<uint64_t> checkpoint,
-                        checkpoint_offset(ks, families_, *logger_, name));
-  if (!checkpoint) {
-    SAGA_ASSIGN_OR_RETURN(bool data, has_data(ks, families_));
-    if (data) {  // ran without the changelog: only its owner's claim may settle it
-      logger_->warn("{}: local data without a changelog checkpoint; not copied", name);
-      slot.refused = true;
-      return ok_status();
+std::string Standby::shard_name(uint32_t shard) const {
+  return owner_ + " shard " + std::to_string(shard) + " (standby)";
+}
+
+Status Standby::copy_round() {
+  const auto shards = static_cast<uint32_t>(slots_.size());
+  if (!tail_) {
+    SAGA_ASSIGN_OR_RETURN(tail_, transport_.tail_shards(log_, shards));
+  }
+  // Follow the shards the engine does not hold, from their checkpoints; let
+  // go of those it took (or took and gave back: they start again from the
+  // engine's checkpoint).
+  for (uint32_t k = 0; k < shards; ++k) {
+    Slot& slot = slots_[k];
+    std::lock_guard lock(slot.mu);
+    const bool wanted = !slot.held && !slot.refused;
+    if (slot.followed && (!wanted || slot.generation != slot.followed_generation)) {
+      SAGA_RETURN_IF_ERROR(tail_->unfollow(k));
+      slot.followed = false;
     }
+    if (!wanted || slot.followed) continue;
+    const Keyspace& ks = keyspaces_[k];
+    SAGA_ASSIGN_OR_RETURN(std::optional<uint64_t> checkpoint,
+                          checkpoint_offset(ks, families_, *logger_, shard_name(k)));
+    if (!checkpoint) {
+      SAGA_ASSIGN_OR_RETURN(bool data, has_data(ks, families_));
+      if (data) {  // ran without the changelog: only its owner's claim may settle it
+        logger_->warn("{}: local data without a changelog checkpoint; not copied", shard_name(k));
+        slot.refused = true;
+        continue;
+      }
+    }
+    slot.next = checkpoint.value_or(0);
+    SAGA_RETURN_IF_ERROR(tail_->follow(k, slot.next));
+    slot.followed = true;
+    slot.followed_generation = slot.generation;
   }
-  if (!slot.tail) {
-    SAGA_ASSIGN_OR_RETURN(slot.tail, transport_.tail_shard(log_, k,
-                                                           static_cast<uint32_t>(slots_.size())));
+  // What arrived, applied shard by shard unless the engine took the shard
+  // meanwhile (then it restores from its checkpoint, and the copy lets go).
+  std::map<uint32_t, std::vector<std::pair<ShardChange, uint64_t>>> arrived;
+  SAGA_RETURN_IF_ERROR(tail_->read([&](uint32_t k, const ShardChange& c, uint64_t offset) {
+    arrived[k].emplace_back(c, offset);
+  }));
+  for (auto& [k, records] : arrived) {
+    Slot& slot = slots_[k];
+    std::lock_guard lock(slot.mu);
+    if (slot.held || !slot.followed || slot.generation != slot.followed_generation) continue;
+    SAGA_ASSIGN_OR_RETURN(
+        RestoreStats stats,
+        apply_log(keyspaces_[k], families_, slot.next,
+                  [&](uint64_t, const RecordFn& fn) {
+                    for (const auto& [change, offset] : records) fn(change, offset);
+                    return ok_status();
+                  },
+                  /*sync=*/false, *logger_, shard_name(k)));
+    logger_->debug("{}: copied {} records (offsets {}..{})", shard_name(k), stats.records,
+                   slot.next, stats.end);
+    slot.next = stats.end;
+    records_ += stats.records;
   }
-  SAGA_ASSIGN_OR_RETURN(
-      RestoreStats stats,
-      apply_log(ks, families_, checkpoint.value_or(0),
-                [&](uint64_t at, const RecordFn& fn) { return slot.tail->read(at, fn); },
-                /*sync=*/false, *logger_, name));
-  records_ += stats.records;
   return ok_status();
 }
 

@@ -108,14 +108,19 @@ class Standby {
 
   struct Slot {
     std::mutex mu;  // held while the shard is copied
-    bool held = false;
-    bool refused = false;  // local data without a checkpoint: never copied
-    std::unique_ptr<ShardTail> tail;
-    std::string last_error;  // logged once until it changes
+    bool held = false;     // GUARDED_BY(mu)
+    bool refused = false;  // GUARDED_BY(mu): local data without a checkpoint
+    uint64_t generation = 0;  // GUARDED_BY(mu): holds so far
+    // The copying thread's: whether the tail follows the shard, since which
+    // hold, and the offset its next record must have.
+    bool followed = false;
+    uint64_t followed_generation = 0;
+    uint64_t next = 0;
   };
 
   void run();
-  Status copy(uint32_t shard, Slot& slot);
+  Status copy_round();
+  std::string shard_name(uint32_t shard) const;
 
   Transport& transport_;
   const std::string log_;
@@ -124,6 +129,8 @@ class Standby {
   const std::shared_ptr<spdlog::logger> logger_;
   const std::string owner_;
   std::vector<Slot> slots_;
+  std::unique_ptr<ShardTail> tail_;  // the copying thread's
+  std::string last_error_;           // the copying thread's: logged once until it changes
   std::atomic<uint64_t> records_{0};
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

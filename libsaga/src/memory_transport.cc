@@ -360,7 +360,7 @@ class MemoryBusImpl final : public MemoryBus {
   // For a tail: the log's shard count as for a claim, without fencing.
   Status check_log(const std::string& log, uint32_t shard, uint32_t shards) {
     std::lock_guard lock(mu_);
-    return check_log_locked("tail_shard", log, shard, shards);
+    return check_log_locked("tail_shards", log, shard, shards);
   }
 
   void commit(const std::string& log, uint32_t shard, uint64_t epoch, ShardCommit c,
@@ -721,22 +721,48 @@ class MemoryShardLog final : public ShardLog {
   const uint64_t epoch_;
 };
 
-// A tail of a shard's changelog on a MemoryBusImpl: every record is there
-// at once, so a read delivers up to the log's end.
+// A reader of a changelog's shards on a MemoryBusImpl: every record is there
+// at once, so a read delivers each followed shard up to its log's end.
 class MemoryShardTail final : public ShardTail {
  public:
-  MemoryShardTail(std::shared_ptr<MemoryBusImpl> bus, std::string log, uint32_t shard)
-      : bus_(std::move(bus)), log_(std::move(log)), shard_(shard) {}
+  MemoryShardTail(std::shared_ptr<MemoryBusImpl> bus, std::string log, uint32_t shards)
+      : bus_(std::move(bus)), log_(std::move(log)), shards_(shards) {}
 
-  Status read(uint64_t from,
-              const std::function<void(const ShardChange&, uint64_t)>& fn) override {
-    return bus_->read(log_, shard_, from, fn);
+  Status follow(uint32_t shard, uint64_t from) override {
+    SAGA_RETURN_IF_ERROR(check(shard));
+    next_[shard] = from;
+    return ok_status();
+  }
+  Status unfollow(uint32_t shard) override {
+    SAGA_RETURN_IF_ERROR(check(shard));
+    next_.erase(shard);
+    return ok_status();
+  }
+  Status read(const RecordFn& fn) override {
+    for (auto& [shard, next] : next_) {
+      const uint32_t k = shard;
+      uint64_t& at = next;
+      SAGA_RETURN_IF_ERROR(bus_->read(log_, k, at, [&](const ShardChange& c, uint64_t offset) {
+        fn(k, c, offset);
+        at = offset + 1;
+      }));
+    }
+    return ok_status();
   }
 
  private:
+  Status check(uint32_t shard) const {
+    if (shard >= shards_) {
+      return Status::invalid_argument("tail of changelog \"" + log_ + "\": shard " +
+                                      std::to_string(shard) + " of " + std::to_string(shards_));
+    }
+    return ok_status();
+  }
+
   const std::shared_ptr<MemoryBusImpl> bus_;
   const std::string log_;
-  const uint32_t shard_;
+  const uint32_t shards_;
+  std::map<uint32_t, uint64_t> next_;  // followed shard -> offset after the last delivered
 };
 
 // One connection to a MemoryBusImpl. The bus owns the endpoint's state so
@@ -782,11 +808,10 @@ class MemoryEndpoint final : public Transport {
         std::make_unique<MemoryShardLog>(bus_, std::string(log), shard, epoch));
   }
 
-  StatusOr<std::unique_ptr<ShardTail>> tail_shard(std::string_view log, uint32_t shard,
-                                                  uint32_t shards) override {
-    SAGA_RETURN_IF_ERROR(bus_->check_log(std::string(log), shard, shards));
+  StatusOr<std::unique_ptr<ShardTail>> tail_shards(std::string_view log, uint32_t shards) override {
+    SAGA_RETURN_IF_ERROR(bus_->check_log(std::string(log), 0, shards));
     return std::unique_ptr<ShardTail>(
-        std::make_unique<MemoryShardTail>(bus_, std::string(log), shard));
+        std::make_unique<MemoryShardTail>(bus_, std::string(log), shards));
   }
 
  private:

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <string_view>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -139,6 +140,9 @@ class Run {
         std::vector<std::string>{SAGA_NODE, "orchestrator", dir_.string(), std::to_string(sagas),
                                  std::to_string(pace_ms)},
         log("orchestrator" + suffix), env);
+  }
+  Process& orchestrator_replica(const std::string& suffix) {
+    return *orchestrator_replicas_.at(suffix);
   }
   // SIGKILLs that replica for good (not restarted, its store not checked).
   void kill_orchestrator_replica(const std::string& suffix) {
@@ -358,14 +362,18 @@ int64_t steady_ms() {
       .count();
 }
 
-// The first time (steady ms) after `after` at which the participant whose log
-// is `path` reported owning `shards` shards ("owned N at T"); 0 if none yet.
+// The first time (steady ms) after `after` at which the process whose log is
+// `path` reported owning `shards` shards ("owned N at T"), or any number but
+// 0 when `shards` is 0; 0 if none yet.
 int64_t first_time_owning(const std::string& path, int shards, int64_t after) {
   const std::string text = read_file(path);
-  const std::string needle = "owned " + std::to_string(shards) + " at ";
+  const std::string needle = "owned ";
   for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    const int64_t t = std::atoll(text.c_str() + at + needle.size());
-    if (t > after) return t;
+    char* end = nullptr;
+    const long n = std::strtol(text.c_str() + at + needle.size(), &end, 10);
+    if (std::string_view(end).substr(0, 4) != " at ") continue;
+    const int64_t t = std::atoll(end + 4);
+    if (t > after && (shards == 0 ? n > 0 : n == shards)) return t;
   }
   return 0;
 }
@@ -468,6 +476,66 @@ TEST_CASE(
     "standby orchestrator replicas with 1.5 s sessions: one of two SIGKILLed for good during "
     "2000 sagas: the other takes over from its copy and every saga ends once") {
   orchestrator_failover("standby-replicas", /*standby=*/true, 1500);
+}
+
+TEST_CASE(
+    "replicas paused past their session timeout and resumed: the others take their shards over "
+    "and the paused ones rejoin and serve again; nothing is done twice") {
+  constexpr int kSagas = 3000;
+  Run run("paused-replicas", 1, /*changelog=*/true, /*participant_replicas=*/true);
+  run.set_env("SAGA_ORCHESTRATOR_REPLICAS", "1");
+  run.set_env("SAGA_STANDBY", std::getenv("X_STANDBY") ? std::getenv("X_STANDBY") : "1");
+  run.set_env("SAGA_SESSION_TIMEOUT_MS", "1500");
+  run.start_participants();
+  run.start_participant("inventory", "-b");
+  run.start_orchestrator(kSagas, 10);
+  run.start_orchestrator_replica("-b", kSagas, 10);
+  // Both replicas of each drive some shards (the sagas in them) before the pause.
+  const std::string inventory_log = (run.dir() / "inventory-1.log").string();
+  const std::string inventory_b_log = (run.dir() / "inventory-b-1.log").string();
+  REQUIRE(saga::testing::eventually(
+      [&] {
+        return first_time_owning(run.log("orchestrator-b"), 0, 0) > 0 &&
+               first_time_owning(inventory_b_log, 0, 0) > 0;
+      },
+      120s, 100ms));
+  std::uniform_int_distribution<int> at(3, 12);
+  const int pause_at = at(run.rng()) * 100;
+  run.wait_started(pause_at);
+  // SIGSTOP: frozen with transactions open, heartbeats stopped; after the
+  // session timeout the group gives their shards to the others.
+  run.orchestrator_replica("-b").pause();
+  run.participant("inventory-b").pause();
+  const int64_t paused_ms = steady_ms();
+  REQUIRE(saga::testing::eventually(
+      [&] {
+        return first_time_owning(run.log("orchestrator"), 12, paused_ms) > 0 &&
+               first_time_owning(inventory_log, 12, paused_ms) > 0;
+      },
+      120s, 100ms));
+  MESSAGE("SIGSTOPped orchestrator-b and inventory-b at saga ", pause_at,
+          "; the others owned every shard after ",
+          first_time_owning(run.log("orchestrator"), 12, paused_ms) - paused_ms, " ms and ",
+          first_time_owning(inventory_log, 12, paused_ms) - paused_ms, " ms");
+  run.wait_started(pause_at + 300);  // work goes on without them
+  // SIGCONT: their open transactions are fenced, they learn they left the
+  // group, drop what they held, rejoin and are given shards again.
+  run.orchestrator_replica("-b").resume();
+  run.participant("inventory-b").resume();
+  const int64_t resumed_ms = steady_ms();
+  REQUIRE_MESSAGE(saga::testing::eventually(
+                      [&] {
+                        return first_time_owning(run.log("orchestrator-b"), 0, resumed_ms) > 0 &&
+                               first_time_owning(inventory_b_log, 0, resumed_ms) > 0;
+                      },
+                      120s, 100ms),
+                  "see ", run.log("orchestrator-b"), " and ", inventory_b_log);
+  run.wait_started(std::min(kSagas, pause_at + 1200));  // they serve again
+  // Scaling in to one of each (SIGTERM: a clean exit, so they ran on after
+  // the fencing), so that the stores the offline check reads hold every shard.
+  run.stop_orchestrator_replica("-b");
+  run.stop_participant("inventory-b");
+  run.finish_and_check(kSagas, 420s);
 }
 
 TEST_CASE(

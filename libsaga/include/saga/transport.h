@@ -63,19 +63,27 @@ class ShardLog {
                       const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
 };
 
-/// A shard's changelog read without claiming it: a standby replica's copy
-/// (docs/replicas.md, "Standby replicas"). Never fences the owner. Used by
-/// one thread at a time.
+/// Shards of a changelog read without claiming them: a standby replica's
+/// copy (docs/replicas.md, "Standby replicas"). One reader follows any number
+/// of the log's shards and never fences their owners. Used by one thread at
+/// a time.
 class ShardTail {
  public:
+  /// Receives a record of shard `shard` at `offset`.
+  using RecordFn =
+      std::function<void(uint32_t shard, const ShardChange& change, uint64_t offset)>;
+
   virtual ~ShardTail() = default;
 
-  /// Calls fn(change, offset) for the committed records from offset `from`
-  /// on that have reached this process, in order (offsets may have gaps),
-  /// and returns without waiting for more. A `from` other than the offset
-  /// after the last record delivered starts reading again at `from`.
-  virtual Status read(uint64_t from,
-                      const std::function<void(const ShardChange& change, uint64_t offset)>& fn) = 0;
+  /// Reads shard `shard` from offset `from` on (from there again when it
+  /// was followed already).
+  virtual Status follow(uint32_t shard, uint64_t from) = 0;
+  /// Stops reading shard `shard`; nothing more of it is delivered.
+  virtual Status unfollow(uint32_t shard) = 0;
+  /// Calls fn for the committed records of the followed shards that have
+  /// reached this process, in order within a shard (offsets may have
+  /// gaps), and returns without waiting for more.
+  virtual Status read(const RecordFn& fn) = 0;
 };
 
 /// What a consumer group decides about the partitions of one subscription
@@ -175,12 +183,11 @@ class Transport {
     return Status::unimplemented("this transport keeps no shard changelogs");
   }
 
-  /// Tails shard `shard` of the changelog named `log` (of `shards` shards)
-  /// without claiming it. Unimplemented unless the transport keeps
-  /// changelogs. The tail must be destroyed before the transport.
-  virtual StatusOr<std::unique_ptr<ShardTail>> tail_shard(std::string_view log, uint32_t shard,
-                                                          uint32_t shards) {
-    (void)log, (void)shard, (void)shards;
+  /// A reader of the changelog named `log` (of `shards` shards) that
+  /// claims nothing. Unimplemented unless the transport keeps changelogs.
+  /// The reader must be destroyed before the transport.
+  virtual StatusOr<std::unique_ptr<ShardTail>> tail_shards(std::string_view log, uint32_t shards) {
+    (void)log, (void)shards;
     return Status::unimplemented("this transport keeps no shard changelogs");
   }
 };

@@ -14,7 +14,6 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -436,44 +435,54 @@ class KafkaShardLog final : public ShardLog,
   std::thread worker_;
 };
 
-// A standby's tail of a shard's changelog: one consumer kept assigned, whose
-// prefetched records each read() drains without waiting.
+// A standby's reader of a changelog's shards: one consumer, assigned the
+// followed partitions, whose prefetched records each read() drains without
+// waiting. The consumer is assigned once: a change of the followed shards
+// makes a new one at the next read(). (librdkafka 2.0.2 can abort on an
+// assign() that comes while the previous one's partitions are still
+// stopping: confluentinc/librdkafka#5573.)
 class KafkaShardTail final : public ShardTail, private RdKafka::EventCb {
  public:
-  explicit KafkaShardTail(ShardLogSpec spec) : spec_(std::move(spec)) {}
+  KafkaShardTail(ShardLogSpec spec, uint32_t shards) : spec_(std::move(spec)), shards_(shards) {}
 
-  ~KafkaShardTail() override {
-    if (consumer_) consumer_->close();
-  }
+  ~KafkaShardTail() override { close(); }
 
   KafkaShardTail(const KafkaShardTail&) = delete;
   KafkaShardTail& operator=(const KafkaShardTail&) = delete;
 
-  Status open() {
-    // A standby keeps up with its shard; a small prefetch is enough.
-    SAGA_ASSIGN_OR_RETURN(consumer_,
-                          make_reader(spec_, ".standby", {{"queued.max.messages.kbytes", "8192"}},
-                                      this));
+  Status follow(uint32_t shard, uint64_t from) override {
+    SAGA_RETURN_IF_ERROR(check(shard));
+    next_[shard] = from;
+    changed_ = true;
     return ok_status();
   }
 
-  Status read(uint64_t from,
-              const std::function<void(const ShardChange&, uint64_t)>& fn) override {
-    if (!next_ || *next_ != from) {
-      SAGA_RETURN_IF_ERROR(assign_at(*consumer_, spec_, from));
-      next_ = from;
+  Status unfollow(uint32_t shard) override {
+    SAGA_RETURN_IF_ERROR(check(shard));
+    changed_ = changed_ || next_.erase(shard) > 0;
+    return ok_status();
+  }
+
+  Status read(const RecordFn& fn) override {
+    if (changed_) {
+      close();
+      changed_ = false;
+      if (!next_.empty()) SAGA_RETURN_IF_ERROR(assign());
     }
-    // Bounded, so that one busy shard does not hold its standby's thread.
-    for (size_t n = 0; n < kMaxPerRead; ++n) {
+    // Bounded, so that a busy log does not hold its standby's thread.
+    for (size_t n = 0; n < kMaxPerRead && consumer_; ++n) {
       std::unique_ptr<RdKafka::Message> m(consumer_->consume(0));
       if (m->err() == RdKafka::ERR__TIMED_OUT || m->err() == RdKafka::ERR__PARTITION_EOF)
         return ok_status();
       if (m->err() != RdKafka::ERR_NO_ERROR)
         return status_from_kafka(m->err(), changelog_name(spec_) + ": tailing");
-      SAGA_ASSIGN_OR_RETURN(ShardChange change, decode_change(*m, spec_));
+      const auto shard = static_cast<uint32_t>(m->partition());
       const auto offset = static_cast<uint64_t>(m->offset());
-      fn(change, offset);
-      next_ = offset + 1;
+      auto it = next_.find(shard);
+      if (it == next_.end() || offset < it->second) continue;
+      SAGA_ASSIGN_OR_RETURN(ShardChange change, decode_change(*m, spec_));
+      fn(shard, change, offset);
+      it->second = offset + 1;
     }
     return ok_status();
   }
@@ -481,19 +490,51 @@ class KafkaShardTail final : public ShardTail, private RdKafka::EventCb {
  private:
   static constexpr size_t kMaxPerRead = 50'000;
 
+  Status check(uint32_t shard) const {
+    if (shard >= shards_) {
+      return Status::invalid_argument(changelog_name(spec_) + ": shard " + std::to_string(shard) +
+                                      " of " + std::to_string(shards_));
+    }
+    return ok_status();
+  }
+
+  // A new consumer, assigned every followed partition at the offset after
+  // its last record delivered.
+  Status assign() {
+    // A standby keeps up with its shards; a small prefetch is enough.
+    SAGA_ASSIGN_OR_RETURN(consumer_,
+                          make_reader(spec_, ".standby", {{"queued.max.messages.kbytes", "8192"}},
+                                      this));
+    std::vector<std::unique_ptr<RdKafka::TopicPartition>> owned;
+    std::vector<RdKafka::TopicPartition*> assignment;
+    for (const auto& [shard, next] : next_) {
+      owned.emplace_back(RdKafka::TopicPartition::create(
+          spec_.topic, static_cast<int32_t>(shard), static_cast<int64_t>(next)));
+      assignment.push_back(owned.back().get());
+    }
+    return status_from_kafka(consumer_->assign(assignment),
+                             changelog_name(spec_) + ": assign the standby's shards");
+  }
+
+  void close() {
+    if (!consumer_) return;
+    consumer_->close();
+    consumer_.reset();
+  }
+
   void event_cb(RdKafka::Event& event) override { log_event(event, spec_); }
 
   ShardLogSpec spec_;
-  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
-  std::optional<uint64_t> next_;  // the offset after the last record delivered
+  const uint32_t shards_;
+  std::unique_ptr<RdKafka::KafkaConsumer> consumer_;  // null until something is followed
+  std::map<uint32_t, uint64_t> next_;  // followed shard -> offset after the last delivered
+  bool changed_ = false;               // followed shards changed since the last assign
 };
 
 }  // namespace
 
-StatusOr<std::unique_ptr<ShardTail>> tail_kafka_shard(ShardLogSpec spec) {
-  auto tail = std::make_unique<KafkaShardTail>(std::move(spec));
-  SAGA_RETURN_IF_ERROR(tail->open());
-  return std::unique_ptr<ShardTail>(std::move(tail));
+StatusOr<std::unique_ptr<ShardTail>> tail_kafka_shards(ShardLogSpec spec, uint32_t shards) {
+  return std::unique_ptr<ShardTail>(std::make_unique<KafkaShardTail>(std::move(spec), shards));
 }
 
 StatusOr<std::unique_ptr<ShardLog>> claim_kafka_shard(ShardLogSpec spec) {

@@ -45,8 +45,9 @@ struct ShardLogSpec {
 /// broker answers within spec.timeout; InvalidArgument for bad properties.
 StatusOr<std::unique_ptr<ShardLog>> claim_kafka_shard(ShardLogSpec spec);
 
-/// Tails the shard's changelog without claiming it (a standby's copy):
-/// spec's consumer properties and topic are used; nothing is produced.
-StatusOr<std::unique_ptr<ShardTail>> tail_kafka_shard(ShardLogSpec spec);
+/// Reads the `shards` shards of spec's changelog topic without claiming
+/// them (a standby's copy): spec's consumer properties are used (its
+/// partition is ignored); nothing is produced.
+StatusOr<std::unique_ptr<ShardTail>> tail_kafka_shards(ShardLogSpec spec, uint32_t shards);
 
 }  // namespace saga::internal::kafka

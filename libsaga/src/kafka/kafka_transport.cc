@@ -103,8 +103,8 @@ class KafkaTransport final : public Transport,
   Status health() const override;
   StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
                                                   uint32_t shards) override;
-  StatusOr<std::unique_ptr<ShardTail>> tail_shard(std::string_view log, uint32_t shard,
-                                                  uint32_t shards) override;
+  StatusOr<std::unique_ptr<ShardTail>> tail_shards(std::string_view log,
+                                                   uint32_t shards) override;
 
  private:
   struct Subscription {
@@ -139,7 +139,7 @@ class KafkaTransport final : public Transport,
   // missing, and checks its partition count; once per topic.
   Status ensure_changelog(const std::string& topic, uint32_t shards);
   // The topic of changelog `log`, created or checked (shard count), for a
-  // claim or a tail of its shard `shard`.
+  // claim of its shard `shard` or a tail of its shards.
   StatusOr<std::string> changelog_topic(const std::string& context, std::string_view log,
                                         uint32_t shard, uint32_t shards);
   // What a claim or tail of shard `shard` of changelog topic `topic` needs.
@@ -822,12 +822,12 @@ StatusOr<std::unique_ptr<ShardLog>> KafkaTransport::claim_shard(std::string_view
   return claimed;
 }
 
-StatusOr<std::unique_ptr<ShardTail>> KafkaTransport::tail_shard(std::string_view log,
-                                                                uint32_t shard, uint32_t shards) {
-  const std::string context = "kafka transport \"" + endpoint_ + "\": tail shard " +
-                              std::to_string(shard) + " of " + topic_for(log);
-  SAGA_ASSIGN_OR_RETURN(std::string topic, changelog_topic(context, log, shard, shards));
-  auto tail = tail_kafka_shard(shard_spec(topic, shard));
+StatusOr<std::unique_ptr<ShardTail>> KafkaTransport::tail_shards(std::string_view log,
+                                                                 uint32_t shards) {
+  const std::string context =
+      "kafka transport \"" + endpoint_ + "\": tail the shards of " + topic_for(log);
+  SAGA_ASSIGN_OR_RETURN(std::string topic, changelog_topic(context, log, 0, shards));
+  auto tail = tail_kafka_shards(shard_spec(topic, 0), shards);
   if (!tail.ok()) return tail.status().with_context(context);
   return tail;
 }

@@ -73,6 +73,7 @@ int run_participant_service(const ParticipantService& spec) {
   po.threads = engine->threads;
   po.changelog = engine->changelog;
   po.replicas = engine->replicas;
+  po.standby = engine->standby;
   po.advertised_address = engine->advertised_url;
   auto participant = Participant::open(po, std::shared_ptr<Transport>(std::move(*transport)));
   if (!participant.ok()) {

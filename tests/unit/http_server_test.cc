@@ -859,7 +859,17 @@ TEST_CASE("configuration values come from the environment with clear errors") {
       auto e = engine_settings_from_env();
       REQUIRE_MESSAGE(e.ok(), e.status().to_string());
       CHECK(e->replicas);
+      CHECK_FALSE(e->standby);
       CHECK(e->advertised_url == "http://127.0.0.1:9082");
+      ScopedEnv d("SAGA_STANDBY", "on");
+      auto with_standby = engine_settings_from_env();
+      REQUIRE_MESSAGE(with_standby.ok(), with_standby.status().to_string());
+      CHECK(with_standby->standby);
+    }
+    {
+      ScopedEnv a("SAGA_STANDBY", "1");  // a standby copies other replicas' shards
+      CHECK(engine_settings_from_env().status().message().find("SAGA_REPLICAS") !=
+            std::string::npos);
     }
     {
       ScopedEnv a("SAGA_CHANGELOG", nullptr), b("SAGA_REPLICAS", "1"),

@@ -1352,7 +1352,8 @@ TEST_CASE("four shards on two engine threads: every command applied once, in its
 // Replicas of one participant over one MemoryBus, each with its own store
 // and all with the changelog, while the test's orchestrator endpoint sends
 // commands (and copies of earlier ones) and the group moves the shards.
-TEST_CASE("replicas: the group decides which replica handles a shard; moves lose and double nothing") {
+// `standby`: each replica also keeps a standby copy of the other's shards.
+void replicas_move_shards(bool standby) {
   auto clock = std::make_shared<ManualClock>();
   auto bus = MemoryBus::create(clock, 7);
   TempDir dirs;
@@ -1385,6 +1386,7 @@ TEST_CASE("replicas: the group decides which replica handles a shard; moves lose
     o.changelog = true;
     o.replicas = true;
     o.advertised_address = "replica-" + std::to_string(i);
+    o.standby = standby;
     auto p = Participant::open(
         o, std::shared_ptr<Transport>(bus->connect("inventory-" + std::to_string(i))));
     REQUIRE_MESSAGE(p.ok(), p.status().to_string());
@@ -1461,6 +1463,12 @@ TEST_CASE("replicas: the group decides which replica handles a shard; moves lose
   send_and_wait(0, 60);     // copies of earlier commands: answered from the inboxes
   send_and_wait(120, 240);
 
+  if (standby) {  // the second copies the first's shards, inboxes included
+    const auto deadline = steady_clock::now() + kPatience;
+    while (replicas.at(2)->stats().standby_records == 0 && steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    REQUIRE(replicas.at(2)->stats().standby_records > 0);
+  }
   // The first one goes away: the second takes every shard.
   replicas.erase(1);
   REQUIRE(drive([&] { return owned(2) == 4; }));
@@ -1482,6 +1490,15 @@ TEST_CASE("replicas: the group decides which replica handles a shard; moves lose
     CHECK(*v == std::to_string(360 / kKeys));
   }
   CHECK(bus->stats().rebalances >= 10);
+  if (!standby) CHECK(replicas.at(2)->stats().standby_records == 0);
+}
+
+TEST_CASE("replicas: the group decides which replica handles a shard; moves lose and double nothing") {
+  replicas_move_shards(/*standby=*/false);
+}
+
+TEST_CASE("replicas with standby copies: moves lose and double nothing") {
+  replicas_move_shards(/*standby=*/true);
 }
 
 TEST_CASE("replicas need the changelog") {
@@ -1492,6 +1509,11 @@ TEST_CASE("replicas need the changelog") {
   o.data_dir = dir.path().string();
   o.replicas = true;
   auto p = Participant::open(o, std::shared_ptr<Transport>(bus->connect("p")));
+  CHECK(p.status().code() == StatusCode::kInvalidArgument);
+  o.changelog = true;  // and a standby copy needs replicas
+  o.replicas = false;
+  o.standby = true;
+  p = Participant::open(o, std::shared_ptr<Transport>(bus->connect("q")));
   CHECK(p.status().code() == StatusCode::kInvalidArgument);
 }
 

@@ -152,7 +152,10 @@ StatusOr<EngineSettings> engine_settings_from_env() {
   SAGA_ASSIGN_OR_RETURN(auto threads, env_int("SAGA_THREADS", 0, 0, 256));
   SAGA_ASSIGN_OR_RETURN(e.changelog, env_bool("SAGA_CHANGELOG", false));
   SAGA_ASSIGN_OR_RETURN(e.replicas, env_bool("SAGA_REPLICAS", false));
+  SAGA_ASSIGN_OR_RETURN(e.standby, env_bool("SAGA_STANDBY", false));
   e.advertised_url = env_string("ADVERTISED_URL", "");
+  if (e.standby && !e.replicas)
+    return Status::invalid_argument("SAGA_STANDBY needs SAGA_REPLICAS=1 (docs/replicas.md)");
   if (e.replicas && !e.changelog)
     return Status::invalid_argument("SAGA_REPLICAS needs SAGA_CHANGELOG=1 (docs/replicas.md)");
   if (e.replicas && e.advertised_url.empty()) {

@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   o.threads = engine->threads;
   o.changelog = engine->changelog;
   o.replicas = engine->replicas;
+  o.standby = engine->standby;
   o.advertised_address = engine->advertised_url;
   auto orchestrator = saga::Orchestrator::open(
       std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), *definitions);

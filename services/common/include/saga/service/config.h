@@ -69,11 +69,14 @@ StatusOr<std::chrono::milliseconds> env_duration_ms(
 ///   SAGA_REPLICAS   run as one of several replicas (docs/replicas.md; needs SAGA_CHANGELOG)
 ///   ADVERTISED_URL  with SAGA_REPLICAS: http://host:port where the other replicas reach
 ///                   this one (required then)
+///   SAGA_STANDBY    with SAGA_REPLICAS: keep a standby copy of the shards other replicas
+///                   own, so that a failover replays almost nothing (default off)
 struct EngineSettings {
   uint32_t shards = 0;
   uint32_t threads = 0;
   bool changelog = false;
   bool replicas = false;
+  bool standby = false;
   std::string advertised_url;
 };
 StatusOr<EngineSettings> engine_settings_from_env();

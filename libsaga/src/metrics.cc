@@ -52,6 +52,7 @@ EngineMetrics::EngineMetrics()
       parked(engine_gauges_.Add({{"gauge", "failed_parked"}})),
       outbox_depth(engine_gauges_.Add({{"gauge", "outbox_depth"}})),
       shards_owned(engine_gauges_.Add({{"gauge", "shards_owned"}})),
+      standby_records(engine_gauges_.Add({{"gauge", "standby_records"}})),
       transitions(engine_counters_.Add({{"event", "transition"}})),
       writes(engine_counters_.Add({{"event", "store_write"}})),
       stale_replies(engine_counters_.Add({{"event", "stale_reply"}})),

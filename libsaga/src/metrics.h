@@ -66,6 +66,7 @@ class EngineMetrics {
   prometheus::Gauge& parked;
   prometheus::Gauge& outbox_depth;
   prometheus::Gauge& shards_owned;
+  prometheus::Gauge& standby_records;  // copied by the standby since open (Options::standby)
   prometheus::Counter& transitions;
   prometheus::Counter& writes;
   prometheus::Counter& stale_replies;

@@ -1522,6 +1522,7 @@ class OrchestratorImpl final : public Orchestrator {
     uint64_t owned = 0;
     for (const auto& sh : shards_) owned += sh->owned ? 1 : 0;
     metrics_.shards_owned.Set(static_cast<double>(owned));
+    if (standby_) metrics_.standby_records.Set(static_cast<double>(standby_->records()));
     std::lock_guard lock(breakers_mu_);
     for (auto& [name, b] : breakers_) metrics_.breaker(name).Set(static_cast<double>(b.state()));
   }

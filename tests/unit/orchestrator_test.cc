@@ -2088,6 +2088,8 @@ TEST_CASE("replicas: a standby copy makes taking shards over replay nothing") {
   REQUIRE(set.run([&] { return set.owned(2) == 4 && set.all_settled(); }));
   set.check_completed_once(2);
   CHECK(set.at(2).stats().restored_records == restored_before);
+  CHECK(set.at(2).metrics_text().find("saga_engine{gauge=\"standby_records\"} " +
+                                      std::to_string(ones)) != std::string::npos);
 }
 
 }  // namespace

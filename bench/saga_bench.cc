@@ -90,6 +90,7 @@ struct Args {
   int threads = 0;  // engine: 0 = one thread pumps everything; T = background threads
   int participant_threads = 0;  // engine, with --threads: each participant's threads
   bool changelog = false;  // engine: the orchestrator's; kafka: all three engines' (Kafka topics)
+  int replicas = 0;  // kafka: N orchestrator replicas (Options::replicas) in this process; 0 = off
   std::vector<int> inflight = {1, 8, 32, 128, 512};
   bool inflight_given = false;
   std::vector<double> rates;  // open loop: sagas/s offered
@@ -107,7 +108,7 @@ struct Args {
   std::cerr << "saga-bench: " << err << "\n"
             << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
                "                  [--shards S] [--threads T] [--participant-threads P]\n"
-               "                  [--changelog on|off]\n"
+               "                  [--changelog on|off] [--replicas N]   (kafka, changelog on)\n"
                "                  [--inflight 1,8,32,...] [--sagas N]        closed loop\n"
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
@@ -169,6 +170,8 @@ Args parse(int argc, char** argv) {
         a.participant_threads = std::stoi(value());
       } else if (k == "--changelog") {
         a.changelog = on_off(k, value());
+      } else if (k == "--replicas") {
+        a.replicas = std::stoi(value());
       } else if (k == "--inflight") {
         a.inflight = parse_list<int>(value(), to_int);
         a.inflight_given = true;
@@ -198,6 +201,9 @@ Args parse(int argc, char** argv) {
     }
   }
   if (a.sagas <= 0) usage("--sagas must be positive");
+  if (a.replicas < 0 || a.replicas > 8) usage("--replicas must be in 0..8");
+  if (a.replicas > 0 && (a.workload != "kafka" || !a.changelog))
+    usage("--replicas needs --workload kafka and --changelog on (replicas need the changelog)");
   if (a.shards < 0 || a.threads < 0 || a.participant_threads < 0)
     usage("--shards, --threads and --participant-threads must not be negative");
   if (a.broker_pid < 0 || (a.broker_pid > 0 && a.brokers.empty()))
@@ -350,9 +356,16 @@ class Recorder {
   SteadyClock::time_point last_settle_{};
 };
 
-Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& rec) {
+// `replica`: with --replicas, which one (its own data directory and address).
+Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& rec,
+                             int replica = 0) {
   Options o;
   o.data_dir = (dir / "orchestrator").string();
+  if (args.replicas > 0) {
+    o.data_dir += "-" + std::to_string(replica);
+    o.replicas = true;
+    o.advertised_address = "replica-" + std::to_string(replica);
+  }
   o.sync = args.sync;
   o.shards = static_cast<uint32_t>(args.shards);
   o.threads = static_cast<uint32_t>(args.threads);
@@ -362,12 +375,16 @@ Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& re
   return o;
 }
 
-void start_one(Orchestrator& orch, Recorder& rec, int k, SteadyClock::time_point intended) {
+// The orchestrator that starts saga `id`: the one, or with replicas the
+// owner of its shard.
+using Router = std::function<Orchestrator&(const std::string& id)>;
+
+void start_one(const Router& route, Recorder& rec, int k, SteadyClock::time_point intended) {
   const std::string id = "b" + std::to_string(k);
   rec.started(id, intended);
   StartOptions so;
   so.id = id;
-  orch.start_async("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so,
+  route(id).start_async("booking", Json{{"qty", 1}, {"amount", 100 + k % 900}}, so,
                    [id](StatusOr<std::string> r) {
                      if (!r.ok()) {
                        std::cerr << "saga-bench: start " << id << ": " << r.status() << "\n";
@@ -380,8 +397,9 @@ void start_one(Orchestrator& orch, Recorder& rec, int k, SteadyClock::time_point
 // backlog, and keeps a progress line on stderr (about once a second).
 class Driver {
  public:
-  Driver(const Point& pt, std::string label, Orchestrator& orch, Recorder& rec)
-      : pt_(pt), label_(std::move(label)), orch_(orch), rec_(rec), tty_(isatty(2) != 0) {}
+  Driver(const Point& pt, std::string label, Router route, Recorder& rec)
+      : pt_(pt), label_(std::move(label)), route_(std::move(route)), rec_(rec),
+        tty_(isatty(2) != 0) {}
 
   void begin() {
     t0_ = SteadyClock::now();
@@ -404,12 +422,12 @@ class Driver {
     if (pt_.open) {
       const auto now = SteadyClock::now();
       while (next_ < pt_.total && intended(next_) <= now) {
-        start_one(orch_, rec_, next_, intended(next_));
+        start_one(route_, rec_, next_, intended(next_));
         ++next_;
       }
     } else {
       while (next_ < pt_.total && static_cast<int>(rec_.in_flight()) < pt_.inflight) {
-        start_one(orch_, rec_, next_, SteadyClock::now());
+        start_one(route_, rec_, next_, SteadyClock::now());
         ++next_;
       }
     }
@@ -482,7 +500,7 @@ class Driver {
  private:
   const Point& pt_;
   std::string label_;
-  Orchestrator& orch_;
+  Router route_;
   Recorder& rec_;
   bool tty_;
   bool printed_ = false;
@@ -573,7 +591,8 @@ Json point_json(const char* workload, const Args& args, const Point& pt, const M
 std::string run_label(const char* workload, const Args& args) {
   return std::string(workload) + " sync=" + (args.sync ? "on" : "off") +
          " shards=" + std::to_string(args.shards) + " threads=" + std::to_string(args.threads) +
-         (args.changelog ? " changelog=on" : "");
+         (args.changelog ? " changelog=on" : "") +
+         (args.replicas > 0 ? " replicas=" + std::to_string(args.replicas) : "");
 }
 
 // With the changelog: the orchestrator's disk is lost after the run and a
@@ -628,7 +647,9 @@ Json run_engine_point(const Args& args, const Point& pt) {
   register_handlers("inventory", *inventory, args.fail_share);
   register_handlers("payment", *payment, args.fail_share);
 
-  Driver driver(pt, run_label("engine", args), *orch, rec);
+  Driver driver(
+      pt, run_label("engine", args), [&](const std::string&) -> Orchestrator& { return *orch; },
+      rec);
   const double cpu0 = cpu_seconds();
   driver.begin();
   if (args.threads > 0) {
@@ -668,7 +689,11 @@ Json run_engine_point(const Args& args, const Point& pt) {
       testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
   m.es = orch->stats();
   m.participant_writes = inventory->stats().writes + payment->stats().writes;
-  m.orchestrator_store_bytes = bytes_on_disk(dir / "orchestrator");
+  m.orchestrator_store_bytes = 0;
+  for (int i = 0; i < std::max(1, args.replicas); ++i) {
+    m.orchestrator_store_bytes += bytes_on_disk(
+        dir / (args.replicas > 0 ? "orchestrator-" + std::to_string(i) : "orchestrator"));
+  }
   m.participant_store_bytes = bytes_on_disk(dir / "inventory") + bytes_on_disk(dir / "payment");
   Json point = point_json("engine", args, pt, m, rec, bad);
   driver.add_open_loop(point);
@@ -680,12 +705,14 @@ Json run_engine_point(const Args& args, const Point& pt) {
   return point;
 }
 
+// `group`: the consumer group's name (default: the endpoint's).
 std::shared_ptr<Transport> kafka_transport(const std::string& endpoint, const std::string& brokers,
-                                           const std::string& prefix) {
+                                           const std::string& prefix,
+                                           const std::string& group = "") {
   KafkaOptions o;
   o.brokers = brokers;
   o.topic_prefix = prefix;
-  o.group_id = prefix + endpoint;
+  o.group_id = prefix + (group.empty() ? endpoint : group);
   return std::shared_ptr<Transport>(
       must(make_kafka_transport(endpoint, o), "kafka transport for " + endpoint));
 }
@@ -819,18 +846,60 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
     }
   }
   Recorder rec;
-  auto orch = must(Orchestrator::open(orchestrator_options(dir, args, rec),
-                                      kafka_transport("orchestrator", args.brokers, prefix),
-                                      {testing::booking_definition(Duration{5000}, 5)}),
-                   "open orchestrator");
-  orch->start_background();
-
+  // One orchestrator, or --replicas N of them sharing its consumer group,
+  // each with its own transport and data directory; a saga is started on
+  // the owner of its shard.
+  std::vector<std::unique_ptr<Orchestrator>> orchs;
+  for (int i = 0; i < std::max(1, args.replicas); ++i) {
+    const std::string endpoint =
+        args.replicas > 0 ? "orchestrator-" + std::to_string(i) : "orchestrator";
+    orchs.push_back(must(Orchestrator::open(orchestrator_options(dir, args, rec, i),
+                                            kafka_transport(endpoint, args.brokers, prefix,
+                                                            "orchestrator"),
+                                            {testing::booking_definition(Duration{5000}, 5)}),
+                         "open orchestrator"));
+    orchs.back()->start_background();
+  }
+  Router route = [&](const std::string& id) -> Orchestrator& {
+    const ShardOwner w = orchs[0]->owner_of(id);
+    if (w.where != ShardOwner::Where::kElsewhere) return *orchs[0];
+    return *orchs.at(static_cast<size_t>(std::stoi(w.address.substr(w.address.find('-') + 1))));
+  };
+  if (args.replicas > 0) {  // every shard owned, every replica knowing by whom
+    const auto ready_by = SteadyClock::now() + std::chrono::minutes(2);
+    auto ready = [&] {
+      uint64_t owned = 0;
+      for (auto& o : orchs) {
+        const uint64_t here = o->stats().shards_owned;
+        if (!o->health().ok() || here == 0) return false;  // each has joined and has its share
+        owned += here;
+      }
+      // And the owners table says so: a probe of every shard is routed to
+      // the replica that drives it.
+      std::set<uint32_t> seen;
+      for (int n = 0; seen.size() < owned && n < 100'000; ++n) {
+        const std::string probe = "probe-" + std::to_string(n);
+        const uint32_t shard = orchs[0]->owner_of(probe).shard;
+        if (seen.count(shard)) continue;
+        if (route(probe).owner_of(probe).where != ShardOwner::Where::kHere) return false;
+        seen.insert(shard);
+      }
+      return owned == static_cast<uint64_t>(args.shards > 0 ? args.shards : kDefaultShards);
+    };
+    while (!ready()) {
+      if (SteadyClock::now() > ready_by) {
+        std::cerr << "saga-bench: the replicas did not share the shards within 2 minutes\n";
+        std::exit(1);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
   auto children_cpu = [&] {
     double c = 0;
     for (auto& p : children) c += process_cpu_seconds(p->pid());
     return c;
   };
-  Driver driver(pt, run_label("kafka", args), *orch, rec);
+  Driver driver(pt, run_label("kafka", args), route, rec);
   const double cpu0 = cpu_seconds(), children0 = children_cpu();
   const double broker0 = broker_pid ? process_cpu_seconds(broker_pid) : 0;
   driver.begin();
@@ -857,9 +926,16 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   const double broker_cpu = broker_pid ? process_cpu_seconds(broker_pid) - broker0 : 0;
   m.cpu = orch_cpu + part_cpu;
   driver.end();
-  orch->stop();
-  m.es = orch->stats();
-  orch.reset();
+  for (auto& o : orchs) o->stop();
+  m.es = orchs[0]->stats();
+  for (size_t i = 1; i < orchs.size(); ++i) {
+    const EngineStats es = orchs[i]->stats();
+    m.es.transitions += es.transitions;
+    m.es.writes += es.writes;
+    m.es.bytes_written += es.bytes_written;
+    m.es.messages_sent += es.messages_sent;
+  }
+  orchs.clear();
   for (auto& c : children) c->terminate(std::chrono::seconds(30));
 
   // Participants are stopped: read their stores offline to check the run.
@@ -874,7 +950,9 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
       testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
   Json point = point_json("kafka", args, pt, m, rec, bad);
   driver.add_open_loop(point);
-  if (args.changelog) point["restore"] = measure_kafka_restore(args, dir, prefix, rec);
+  if (args.changelog && args.replicas == 0)
+    point["restore"] = measure_kafka_restore(args, dir, prefix, rec);
+  point["replicas"] = args.replicas;
   const double n = static_cast<double>(pt.total);
   point["orchestrator_cpu_seconds_per_saga"] = orch_cpu / n;
   point["participants_cpu_seconds_per_saga"] = part_cpu / n;
@@ -1364,6 +1442,7 @@ int main(int argc, char** argv) {
         {"threads", args.threads},
         {"participant_threads", args.participant_threads},
         {"changelog", args.changelog},
+        {"replicas", args.replicas},
         {"fail_share", args.fail_share},
         {"open_loop_seconds", args.seconds},
         {"kafka_broker", args.workload != "kafka" ? "none"

@@ -199,5 +199,69 @@ TEST_CASE("a claim that ended without committing leaves nothing; a changelog's s
   CHECK(owner->claim_shard("p.changelog", 2, 2).status().code() == StatusCode::kInvalidArgument);
 }
 
+
+// A standby's reader (Transport::tail_shards) over the real broker: it sees
+// what the owner committed, never an aborted transaction's records, follows
+// and lets go of shards, and starts again where it is told; it fences no one.
+TEST_CASE("a tail of the shards reads what owners commit without claiming anything") {
+  const std::string prefix = unique_prefix();
+  auto owner = connect(prefix, "orch");
+  auto standby = connect(prefix, "standby");
+  auto shard0 = owner->claim_shard("t.changelog", 0, 2);
+  auto shard1 = owner->claim_shard("t.changelog", 1, 2);
+  REQUIRE(shard0.ok());
+  REQUIRE(shard1.ok());
+  REQUIRE(commit_now(**shard0, {{change(0, "a", "1"), change(0, "b", "1")}, {}}).ok());
+  REQUIRE(commit_now(**shard1, {{change(1, "x", "1")}, {}}).ok());
+
+  auto tail = standby->tail_shards("t.changelog", 2);
+  REQUIRE_MESSAGE(tail.ok(), tail.status().to_string());
+  CHECK(connect(prefix, "wrong")->tail_shards("t.changelog", 3).status().code() ==
+        StatusCode::kFailedPrecondition);  // the shard count is the topic's
+  std::vector<std::string> got;  // "shard:family/key=value@offset"
+  auto read = [&] {
+    const Status s = (*tail)->read([&](uint32_t shard, const ShardChange& c, uint64_t offset) {
+      got.push_back(std::to_string(shard) + ":" + std::to_string(c.family) + "/" + c.key + "=" +
+                    (c.value ? *c.value : std::string("<deleted>")) + "@" +
+                    std::to_string(offset));
+    });
+    REQUIRE_MESSAGE(s.ok(), s.to_string());
+  };
+  // Polls until `n` records arrived in all (true) or 30 s passed.
+  auto until = [&](size_t n) {
+    return testing::eventually(
+        [&] {
+          read();
+          return got.size() >= n;
+        },
+        30s, 20ms);
+  };
+  REQUIRE((*tail)->follow(0, 0).ok());
+  REQUIRE((*tail)->follow(1, 0).ok());
+  REQUIRE(until(3));
+  std::sort(got.begin(), got.end());
+  CHECK(got == std::vector<std::string>{"0:0/a=1@0", "0:0/b=1@1", "1:1/x=1@0"});
+
+  // More commits arrive as they are made; shard 1 is let go of.
+  REQUIRE((*tail)->unfollow(1).ok());
+  got.clear();
+  REQUIRE(commit_now(**shard1, {{change(1, "y", "1")}, {}}).ok());
+  REQUIRE(commit_now(**shard0, {{change(0, "a", std::nullopt)}, {}}).ok());
+  REQUIRE(until(1));
+  CHECK(got.size() == 1);
+  CHECK(got[0].rfind("0:0/a=<deleted>@", 0) == 0);
+
+  // Followed again from offset 1: from there on.
+  got.clear();
+  REQUIRE((*tail)->follow(0, 1).ok());
+  REQUIRE(until(2));
+  CHECK(got[0] == "0:0/b=1@1");
+  CHECK(got[1].rfind("0:0/a=<deleted>@", 0) == 0);
+
+  // The owner was never fenced: it still commits.
+  CHECK(commit_now(**shard0, {{change(0, "c", "1")}, {}}).ok());
+  CHECK((*tail)->follow(2, 0).code() == StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace saga

@@ -334,7 +334,9 @@ Status Standby::copy_round() {
   SAGA_RETURN_IF_ERROR(tail_->read([&](uint32_t k, const ShardChange& c, uint64_t offset) {
     arrived[k].emplace_back(c, offset);
   }));
-  for (auto& [k, records] : arrived) {
+  for (const auto& entry : arrived) {
+    const uint32_t k = entry.first;
+    const auto& records = entry.second;  // a plain reference: lambdas below capture it
     Slot& slot = slots_[k];
     std::lock_guard lock(slot.mu);
     if (slot.held || !slot.followed || slot.generation != slot.followed_generation) continue;

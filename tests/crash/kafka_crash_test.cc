@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "support/eventually.h"
+#include "support/kafka_brokers.h"
 #include "support/process.h"
 #include "support/test_seed.h"
 
@@ -26,6 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using saga::testing::child_seed;
+using saga::testing::KafkaBrokers;
 using saga::testing::kTestSeedVariable;
 using saga::testing::Process;
 using saga::testing::read_file;
@@ -35,35 +37,6 @@ using saga::testing::wait_for_text;
 using namespace std::chrono_literals;
 
 const std::string kKafka = std::string(SAGA_SOURCE_DIR) + "/scripts/kafka";
-
-// Brokers owned by one test: a single node, or a 3-node KRaft cluster.
-class Brokers {
- public:
-  Brokers(const fs::path& dir, int nodes) : dir_(dir / "kafka"), nodes_(nodes) {
-    bootstrap_ = run_command(kKafka + (nodes == 1 ? " start" : " start-cluster") + " --dir " +
-                             dir_.string());
-    REQUIRE(!bootstrap_.empty());
-  }
-  ~Brokers() {
-    try {
-      run_command(kKafka + " stop --dir " + dir_.string() + " 2>/dev/null");
-    } catch (const std::exception&) {
-      // Nothing else to do in a destructor; the next start uses a new folder.
-    }
-  }
-  const std::string& bootstrap() const { return bootstrap_; }
-  void stop() { run_command(kKafka + " stop --dir " + dir_.string()); }
-  // Starts again on the same ports and data.
-  void restart() { run_command(kKafka + " start --dir " + dir_.string()); }
-  void kill_node(int node) {
-    run_command(kKafka + " kill-node --dir " + dir_.string() + " --node " + std::to_string(node));
-  }
-
- private:
-  fs::path dir_;
-  int nodes_;
-  std::string bootstrap_;
-};
 
 // The processes of one run and the folder they share.
 class Run {
@@ -78,7 +51,7 @@ class Run {
         rng_(test_seed("crash.kafka " + name)) {
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    brokers_ = std::make_unique<Brokers>(dir_, brokers);
+    brokers_ = std::make_unique<KafkaBrokers>(kKafka, dir_, brokers);
     std::mt19937_64 rng(std::random_device{}());
     env_ = {{"KAFKA_BROKERS", brokers_->bootstrap()},
             {"KAFKA_TOPIC_PREFIX", "r" + std::to_string(rng() % 1'000'000'000) + "."},
@@ -99,7 +72,7 @@ class Run {
     if (passed_) fs::remove_all(dir_);
   }
 
-  Brokers& brokers() { return *brokers_; }
+  KafkaBrokers& brokers() { return *brokers_; }
   const fs::path& dir() const { return dir_; }
   std::string log(const std::string& name) const { return (dir_ / (name + ".log")).string(); }
 
@@ -212,7 +185,7 @@ class Run {
 
   fs::path dir_;
   std::mt19937_64 rng_;
-  std::unique_ptr<Brokers> brokers_;
+  std::unique_ptr<KafkaBrokers> brokers_;
   std::map<std::string, std::string> env_;
   std::map<std::string, int> starts_;
   std::map<std::string, std::unique_ptr<Process>> participants_;

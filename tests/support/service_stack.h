@@ -30,6 +30,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -138,6 +139,12 @@ class ServiceStack {
     /// (SAGA_REPLICAS, SAGA_CHANGELOG, ADVERTISED_URL), each of mypage reads
     /// every event in a group of its own, and the gateway lists them all.
     std::map<std::string, int> replicas;
+    /// Instances start() leaves out; the test starts them with start(name)
+    /// (scaling out while work flows). The gateway lists them from the start.
+    std::set<std::string> later;
+    /// Environment every service gets (e.g. KAFKA_REPLICATION_FACTOR); the
+    /// stack's own variables win.
+    std::map<std::string, std::string> env;
   };
 
   ServiceStack() : ServiceStack(Options{}) {}
@@ -170,11 +177,12 @@ class ServiceStack {
   ServiceStack(const ServiceStack&) = delete;
   ServiceStack& operator=(const ServiceStack&) = delete;
 
-  /// Starts every service (every instance) in order, each one ready before
-  /// the next starts. Throws (with the log tail) when one exits or is not
+  /// Starts every service (every instance but Options::later) in order, each
+  /// one ready before the next starts. Throws (with the log tail) when one exits or is not
   /// ready in time.
   void start() {
-    for (const std::string& name : order_) start(name);
+    for (const std::string& name : order_)
+      if (!options_.later.count(name)) start(name);
   }
 
   /// The instances of service `name`: `name` itself, then name-1, name-2, ...
@@ -332,6 +340,7 @@ class ServiceStack {
         {"KAFKA_CLIENT_ID", prefix_ + instance}, {"EVENTS_TOPIC", events_topic()},
         {"LOG_LEVEL", options_.log_level},
     };
+    env.insert(options_.env.begin(), options_.env.end());  // what the stack set wins
     if (self.replicated && name == "mypage") env["KAFKA_GROUP_ID"] = prefix_ + instance;
     if (self.replicated && name != "mypage" && name != "gateway") {
       env["SAGA_REPLICAS"] = "1";

@@ -427,7 +427,7 @@ TEST_CASE("the request id and a child traceparent reach the upstream") {
   CHECK(theirs->parent_id != mine->parent_id);
 }
 
-TEST_CASE("status, body, Content-Type, Location and Retry-After come back") {
+TEST_CASE("status, body, Content-Type, Location, Retry-After and Next-Page-Token come back") {
   const std::string problem =
       R"({"type":"about:blank","title":"Too Many Requests","status":429,"detail":"slow down"})";
   FakeUpstream reservation("reservation", [](const Request& req) {
@@ -437,7 +437,12 @@ TEST_CASE("status, body, Content-Type, Location and Retry-After come back") {
     (void)req;
     return res;
   });
-  FakeUpstream payment("payment", [&](const Request&) {
+  FakeUpstream payment("payment", [&](const Request& req) {
+    if (req.target() == "/payments?limit=1") {  // a page with more after it
+      Response res = Response::json(200, json::array({{{"payId", "p-1"}}}));
+      res.set_header("Next-Page-Token", "p-1");
+      return res;
+    }
     Response res = Response::text(429, problem, "application/problem+json");
     res.set_header("Retry-After", "7");
     return res;
@@ -464,6 +469,11 @@ TEST_CASE("status, body, Content-Type, Location and Retry-After come back") {
   CHECK(limited->header("Retry-After") == "7");
   CHECK(limited->header("Content-Type") == "application/problem+json");
   CHECK(limited->body == problem);
+
+  auto page = client.get("/payments?limit=1");
+  REQUIRE(page.ok());
+  CHECK(page->status == 200);
+  CHECK(page->header("Next-Page-Token") == "p-1");
 }
 
 TEST_CASE("an upstream with nothing listening gives 503 with Retry-After") {

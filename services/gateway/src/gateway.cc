@@ -63,7 +63,8 @@ constexpr std::array<const char*, kOutcomeCount> kOutcomeNames = {
     "response", "unavailable", "timeout", "bad_response", "busy"};
 
 // Response headers copied back from the upstream besides Content-Type.
-constexpr std::array<const char*, 3> kCopiedBack = {"Location", "Retry-After", "Allow"};
+constexpr std::array<const char*, 4> kCopiedBack = {"Location", "Retry-After", "Allow",
+                                                    "Next-Page-Token"};
 
 bool is_idempotent(std::string_view method) {
   return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||

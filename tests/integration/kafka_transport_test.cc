@@ -59,8 +59,11 @@ KafkaOptions test_options(const std::string& prefix, const std::string& endpoint
   return o;
 }
 
-std::unique_ptr<Transport> connect(const std::string& prefix, const std::string& endpoint) {
-  auto t = make_kafka_transport(endpoint, test_options(prefix, endpoint));
+std::unique_ptr<Transport> connect(const std::string& prefix, const std::string& endpoint,
+                                   bool from_beginning = false) {
+  KafkaOptions o = test_options(prefix, endpoint);
+  o.from_beginning = from_beginning;
+  auto t = make_kafka_transport(endpoint, o);
   REQUIRE_MESSAGE(t.ok(), t.status().to_string());
   return std::move(*t);
 }
@@ -463,6 +466,34 @@ TEST_CASE(
   for (const Message& m : inbox.messages) ids.push_back(m.id);
   CHECK(ids == std::vector<std::string>{"m2", "m3", "m4"});
   for (auto& ack : inbox.acks) ack();
+}
+
+TEST_CASE("from_beginning: a member that lost its state reads its partitions from the start, once") {
+  const std::string prefix = unique_prefix();
+  auto sender = connect(prefix, "sender");
+  SendLog sends;
+  for (const char* id : {"m1", "m2", "m3"})
+    sender->send(command(id, "work", "saga-7"), sends.callback());
+  REQUIRE(poll_until({sender.get()}, [&] { return sends.results.size() == 3; }));
+  REQUIRE(sends.all_ok());
+  // Reads the partition as member of the group "worker" until message `last`
+  // arrives (sent now), acks everything and leaves; returns the ids it got.
+  auto read_all = [&](bool from_beginning, const std::string& last) {
+    auto worker = connect(prefix, "worker", from_beginning);
+    Inbox inbox;
+    REQUIRE(worker->subscribe("work", inbox.handler()).ok());
+    sender->send(command(last, "work", "saga-7"), sends.callback());
+    REQUIRE(poll_until({sender.get(), worker.get()}, [&] { return inbox.has(last); }));
+    for (auto& ack : inbox.acks) ack();
+    std::vector<std::string> ids;
+    for (const Message& m : inbox.messages) ids.push_back(m.id);
+    return ids;
+  };  // each worker is destroyed on return: it commits what it acked
+  CHECK(read_all(false, "m4") == std::vector<std::string>{"m1", "m2", "m3", "m4"});
+  CHECK(read_all(false, "m5") == std::vector<std::string>{"m5"});  // the group's commit
+  CHECK(read_all(true, "m6") ==
+        std::vector<std::string>{"m1", "m2", "m3", "m4", "m5", "m6"});  // state lost
+  CHECK(read_all(false, "m7") == std::vector<std::string>{"m7"});  // and committed again
 }
 
 TEST_CASE("members of one group share the partitions; when one leaves the other takes over") {

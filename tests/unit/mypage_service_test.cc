@@ -232,10 +232,13 @@ TEST_CASE("reopening the store keeps the rows, the index and the duplicate marks
   Json row;
   {
     auto model = open_model(dir);
+    CHECK(model->empty());  // new: its consumer reads the events from the start
     apply_all(*model, {placed("r7"), pay_approved("r7"), placed("r8")});
+    CHECK(!model->empty());
     row = get_row(*model, "r7");
   }
   auto model = open_model(dir);
+  CHECK(!model->empty());  // reopened: its consumer resumes from the group's offsets
   CHECK(get_row(*model, "r7") == row);
   auto list = model->list_by_user("u1");
   REQUIRE(list.ok());

@@ -80,6 +80,12 @@ struct KafkaOptions {
   /// cannot be read or is empty; errors name the file, never its content.
   /// Default "" = none.
   std::string sasl_password_file;
+  /// Consumer: read each partition this process is assigned from the topic's
+  /// beginning the first time it gets it, whatever offset the group committed
+  /// (later assignments resume from the commits). For a consumer whose state
+  /// was lost (a read model on an empty disk); its handler must tolerate
+  /// messages it saw before. Default false.
+  bool from_beginning = false;
   /// How long make_kafka_transport waits for a broker to answer, and subscribe()
   /// for its topic to exist. Default 30 s.
   std::chrono::milliseconds startup_timeout{30'000};

@@ -210,6 +210,9 @@ class KafkaTransport final : public Transport,
   // Set by subscribe() and the rebalance callback; read by the destructor.
   std::atomic<bool> subscribed_{false};
   std::atomic<bool> assigned_once_{false};
+  // KafkaOptions::from_beginning: the partitions already read from their start
+  // (touched only by the rebalance callback, on the polling thread).
+  std::set<std::pair<std::string, int32_t>> read_from_start_;
   // Set by the destructor: the group's last decisions are not reported.
   std::atomic<bool> closing_{false};
 
@@ -1008,6 +1011,11 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
   std::unique_ptr<RdKafka::Error> error;
   RdKafka::ErrorCode rc = RdKafka::ERR_NO_ERROR;
   if (err == RdKafka::ERR__ASSIGN_PARTITIONS) {
+    if (opts_.from_beginning) {  // the first time: from the start, not the group's offset
+      for (RdKafka::TopicPartition* p : partitions)
+        if (read_from_start_.insert({p->topic(), p->partition()}).second)
+          p->set_offset(RdKafka::Topic::OFFSET_BEGINNING);
+    }
     tracker_->assign(ids_of(partitions));
     if (cooperative) {
       error.reset(consumer->incremental_assign(partitions));

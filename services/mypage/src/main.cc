@@ -47,6 +47,10 @@ int main(int argc, char** argv) {
     spdlog::critical("store: {}", model.status().to_string());
     return 1;
   }
+  if ((*model)->empty()) {  // new, or its disk was lost: the group's offsets would skip the past
+    kafka.from_beginning = true;
+    spdlog::info("the store in {} is empty: reading the events from the start", data_dir);
+  }
   auto transport = saga::make_kafka_transport(mp::kServiceName, kafka);
   if (!transport.ok()) {
     spdlog::critical("kafka: {}", transport.status().to_string());

@@ -199,6 +199,12 @@ StatusOr<std::unique_ptr<ReadModel>> ReadModel::open(const std::string& dir) {
   return std::unique_ptr<ReadModel>(new ReadModel(std::unique_ptr<rocksdb::DB>(raw)));
 }
 
+bool ReadModel::empty() const {
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  it->SeekToFirst();
+  return !it->Valid();
+}
+
 Status ReadModel::write_failed(Status s) {
   ++errors_;
   std::lock_guard lock(health_mu_);

@@ -84,6 +84,11 @@ class ReadModel {
       std::string_view user_id, std::string_view after = {},
       size_t limit = std::numeric_limits<size_t>::max()) const;
 
+  /// True while the store holds nothing (a new store, or one whose disk was
+  /// lost): its consumer should read the events from the start
+  /// (KafkaOptions::from_beginning), whatever its group committed.
+  bool empty() const;
+
   ReadModelStats stats() const;
   /// OK while the store is open and its last write succeeded.
   Status health() const;

@@ -4,7 +4,7 @@
 #   bench/run_all.sh [BENCH [OUTDIR]]
 #
 # BENCH defaults to build/release/bench/saga-bench, OUTDIR to bench/results. Takes about
-# ten minutes on 2 cores; the kafka runs start their own broker (scripts/kafka) unless
+# eleven minutes on 2 cores; the kafka runs start their own broker (scripts/kafka) unless
 # BROKERS is set. Each run writes one JSON file; a run whose sagas end inconsistent
 # exits non-zero and stops this script.
 set -euo pipefail
@@ -27,6 +27,13 @@ uptime >&2
   --json "$out/kafka-alone.json"
 "$bench" --workload kafka --inflight 32,256 --sagas 5000 --rate 250,1000,2500,5000 --seconds 8 \
   --dir "$dir" "${brokers[@]}" --json "$out/kafka-sync-on.json"
+# Failover: one of two payment replicas SIGKILLed mid-run, with a standby copy
+# and 1 s sessions, and without either (the transport's 6 s sessions).
+"$bench" --workload kafka --changelog on --failover on --standby on --session-ms 1000 \
+  --rate 300 --seconds 20 --baselines off --dir "$dir" "${brokers[@]}" \
+  --json "$out/kafka-failover-standby.json"
+"$bench" --workload kafka --changelog on --failover on --rate 300 --seconds 20 --baselines off \
+  --dir "$dir" "${brokers[@]}" --json "$out/kafka-failover.json"
 uptime >&2
 "$here/plot.sh" -o "$out" "$out"/engine-sync-on.json "$out"/engine-sync-off.json \
   "$out"/kafka-alone.json "$out"/kafka-sync-on.json

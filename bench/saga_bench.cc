@@ -91,6 +91,10 @@ struct Args {
   int participant_threads = 0;  // engine, with --threads: each participant's threads
   bool changelog = false;  // engine: the orchestrator's; kafka: all three engines' (Kafka topics)
   int replicas = 0;  // kafka: N orchestrator replicas (Options::replicas) in this process; 0 = off
+  bool failover = false;  // kafka: payment as two replica processes, one SIGKILLed mid-point
+  bool standby = false;   // with failover: the payment replicas keep standby copies
+  int session_ms = 0;     // with failover: the consumers' session timeout; 0 = the transport's
+  std::string replica;    // internal: this participant child is the replica with this suffix
   std::vector<int> inflight = {1, 8, 32, 128, 512};
   bool inflight_given = false;
   std::vector<double> rates;  // open loop: sagas/s offered
@@ -109,6 +113,8 @@ struct Args {
             << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
                "                  [--shards S] [--threads T] [--participant-threads P]\n"
                "                  [--changelog on|off] [--replicas N]   (kafka, changelog on)\n"
+               "                  [--failover on|off] [--standby on|off] [--session-ms MS]\n"
+               "                                                        (kafka, changelog on)\n"
                "                  [--inflight 1,8,32,...] [--sagas N]        closed loop\n"
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
@@ -172,6 +178,14 @@ Args parse(int argc, char** argv) {
         a.changelog = on_off(k, value());
       } else if (k == "--replicas") {
         a.replicas = std::stoi(value());
+      } else if (k == "--failover") {
+        a.failover = on_off(k, value());
+      } else if (k == "--standby") {
+        a.standby = on_off(k, value());
+      } else if (k == "--session-ms") {
+        a.session_ms = std::stoi(value());
+      } else if (k == "--replica") {
+        a.replica = value();
       } else if (k == "--inflight") {
         a.inflight = parse_list<int>(value(), to_int);
         a.inflight_given = true;
@@ -204,6 +218,12 @@ Args parse(int argc, char** argv) {
   if (a.replicas < 0 || a.replicas > 8) usage("--replicas must be in 0..8");
   if (a.replicas > 0 && (a.workload != "kafka" || !a.changelog))
     usage("--replicas needs --workload kafka and --changelog on (replicas need the changelog)");
+  if (a.failover && a.participant.empty() &&
+      (a.workload != "kafka" || !a.changelog || a.replicas > 0))
+    usage("--failover needs --workload kafka and --changelog on, and not --replicas");
+  if (a.standby && !a.failover) usage("--standby goes with --failover");
+  if (a.session_ms < 0 || (a.session_ms > 0 && !a.failover))
+    usage("--session-ms goes with --failover and must be positive");
   if (a.shards < 0 || a.threads < 0 || a.participant_threads < 0)
     usage("--shards, --threads and --participant-threads must not be negative");
   if (a.broker_pid < 0 || (a.broker_pid > 0 && a.brokers.empty()))
@@ -262,15 +282,18 @@ void register_handlers(const std::string& name, Participant& p, double fail_shar
   }
 }
 
-std::unique_ptr<Participant> open_participant(const std::string& name, const fs::path& dir,
-                                              bool sync, std::shared_ptr<Transport> transport,
-                                              bool changelog = false, int threads = 0) {
+// `adjust`, when given, changes the options last (replicas).
+std::unique_ptr<Participant> open_participant(
+    const std::string& name, const fs::path& dir, bool sync, std::shared_ptr<Transport> transport,
+    bool changelog = false, int threads = 0,
+    const std::function<void(ParticipantOptions&)>& adjust = {}) {
   ParticipantOptions po;
   po.name = name;
   po.data_dir = (dir / name).string();
   po.sync = sync;
   po.changelog = changelog;
   po.threads = static_cast<uint32_t>(threads);
+  if (adjust) adjust(po);
   return must(Participant::open(po, std::move(transport)), "open " + name);
 }
 
@@ -324,6 +347,7 @@ class Recorder {
       if (it == started_at_.end()) return;
       const auto now = SteadyClock::now();
       latencies_ms_.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
+      times_.emplace(v.id, std::make_pair(it->second, now));
       started_at_.erase(it);
       finished_.emplace(v.id, v);
       last_settle_ = now;
@@ -345,6 +369,11 @@ class Recorder {
   }
   std::vector<double>& latencies() { return latencies_ms_; }
   const std::map<std::string, SagaView>& outcomes() const { return finished_; }
+  // Settled sagas: id -> (intended start, settled).
+  const std::map<std::string, std::pair<SteadyClock::time_point, SteadyClock::time_point>>&
+  times() const {
+    return times_;
+  }
   SteadyClock::time_point last_settle() const { return last_settle_; }
 
  private:
@@ -353,6 +382,7 @@ class Recorder {
   std::map<std::string, SteadyClock::time_point> started_at_;
   std::vector<double> latencies_ms_;
   std::map<std::string, SagaView> finished_;
+  std::map<std::string, std::pair<SteadyClock::time_point, SteadyClock::time_point>> times_;
   SteadyClock::time_point last_settle_{};
 };
 
@@ -407,6 +437,7 @@ class Driver {
   }
   SteadyClock::time_point t0() const { return t0_; }
   bool all_started() const { return next_ >= pt_.total; }
+  int started() const { return next_; }
   bool done() { return static_cast<int>(rec_.finished()) >= pt_.total; }
 
   // When the open loop's next saga is due (t0 + i / rate).
@@ -592,7 +623,8 @@ std::string run_label(const char* workload, const Args& args) {
   return std::string(workload) + " sync=" + (args.sync ? "on" : "off") +
          " shards=" + std::to_string(args.shards) + " threads=" + std::to_string(args.threads) +
          (args.changelog ? " changelog=on" : "") +
-         (args.replicas > 0 ? " replicas=" + std::to_string(args.replicas) : "");
+         (args.replicas > 0 ? " replicas=" + std::to_string(args.replicas) : "") +
+         (args.failover ? std::string(" failover") + (args.standby ? " standby" : "") : "");
 }
 
 // With the changelog: the orchestrator's disk is lost after the run and a
@@ -706,13 +738,52 @@ Json run_engine_point(const Args& args, const Point& pt) {
 }
 
 // `group`: the consumer group's name (default: the endpoint's).
+// --failover: how long the shards of the SIGKILLed payment replica stood
+// still. For each payment shard (the shard of the saga id, the key of payment
+// commands), the first saga started at or after the kill that completed (so
+// passed payment) says when that shard moved again; the shards the survivor
+// owned all along show about one saga's latency, those it took over the
+// failover time plus that latency.
+Json failover_json(const Args& args, Recorder& rec, SteadyClock::time_point killed_at,
+                   int after_sagas) {
+  const uint32_t shards = kDefaultShards;  // the participants' (ParticipantOptions default)
+  std::vector<double> first_ms(shards, -1);
+  for (const auto& [id, t] : rec.times()) {
+    if (t.first < killed_at || rec.outcomes().at(id).state != SagaState::kCompleted) continue;
+    double& first = first_ms[shard_of(id, shards)];
+    const double ms = std::chrono::duration<double, std::milli>(t.second - killed_at).count();
+    if (first < 0 || ms < first) first = ms;
+  }
+  std::vector<double> seen;
+  for (double ms : first_ms)
+    if (ms >= 0) seen.push_back(ms);
+  std::sort(seen.begin(), seen.end());
+  return {{"killed", "payment-b"},
+          {"after_sagas", after_sagas},
+          {"standby", args.standby},
+          {"session_ms", args.session_ms},
+          {"shards_seen", seen.size()},
+          {"first_completion_ms_by_shard", first_ms},
+          {"failover_ms", seen.empty() ? -1.0 : seen.back()},
+          {"fastest_shard_ms", seen.empty() ? -1.0 : seen.front()},
+          {"note",
+           "per payment shard: from the SIGKILL to the first saga started after it that "
+           "completed; failover_ms is the worst shard, fastest_shard_ms the best (a shard the "
+           "survivor owned all along: about one saga's latency)"}};
+}
+
+// `session_ms` > 0: the consumer group's session timeout (heartbeats at a third).
 std::shared_ptr<Transport> kafka_transport(const std::string& endpoint, const std::string& brokers,
                                            const std::string& prefix,
-                                           const std::string& group = "") {
+                                           const std::string& group = "", int session_ms = 0) {
   KafkaOptions o;
   o.brokers = brokers;
   o.topic_prefix = prefix;
   o.group_id = prefix + (group.empty() ? endpoint : group);
+  if (session_ms > 0) {
+    o.properties["session.timeout.ms"] = std::to_string(session_ms);
+    o.properties["heartbeat.interval.ms"] = std::to_string(std::max(100, session_ms / 3));
+  }
   return std::shared_ptr<Transport>(
       must(make_kafka_transport(endpoint, o), "kafka transport for " + endpoint));
 }
@@ -830,21 +901,37 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   fs::create_directories(dir);
   std::mt19937_64 rng(std::random_device{}());
   const std::string prefix = "bench" + std::to_string(rng() % 1'000'000'000) + ".";
+  // The participants; with --failover, payment twice (payment, payment-b):
+  // payment-b is SIGKILLed when half the point's sagas have started.
   std::vector<std::unique_ptr<testing::Process>> children;
-  for (const char* name : {"inventory", "payment"}) {
-    const std::string log = (dir / (std::string(name) + ".log")).string();
-    children.push_back(std::make_unique<testing::Process>(
-        std::vector<std::string>{self, "--participant", name, "--dir", dir.string(), "--brokers",
-                                 args.brokers, "--prefix", prefix, "--sync",
-                                 args.sync ? "on" : "off", "--changelog",
-                                 args.changelog ? "on" : "off", "--fail-share",
-                                 std::to_string(args.fail_share)},
-        log));
+  std::vector<std::pair<std::string, std::string>> instances = {{"inventory", ""},
+                                                                {"payment", ""}};
+  if (args.failover) instances.emplace_back("payment", "-b");
+  for (const auto& [name, suffix] : instances) {
+    const std::string log = (dir / (name + suffix + ".log")).string();
+    std::vector<std::string> argv = {self,          "--participant",  name,
+                                     "--dir",       dir.string(),     "--brokers",
+                                     args.brokers,  "--prefix",       prefix,
+                                     "--sync",      args.sync ? "on" : "off",
+                                     "--changelog", args.changelog ? "on" : "off",
+                                     "--fail-share", std::to_string(args.fail_share)};
+    if (args.failover) {
+      for (const std::string& a : {std::string("--failover"), std::string("on"),
+                                   std::string("--standby"), std::string(args.standby ? "on" : "off"),
+                                   std::string("--session-ms"), std::to_string(args.session_ms)})
+        argv.push_back(a);
+      if (!suffix.empty()) argv.insert(argv.end(), {"--replica", suffix});
+    }
+    children.push_back(std::make_unique<testing::Process>(argv, log));
     if (!testing::wait_for_text(log, "ready", std::chrono::seconds(60))) {
-      std::cerr << "saga-bench: participant " << name << " did not start; see " << log << "\n";
+      std::cerr << "saga-bench: participant " << name << suffix << " did not start; see " << log
+                << "\n";
       std::exit(1);
     }
   }
+  testing::Process* victim = args.failover ? children.back().get() : nullptr;
+  std::optional<SteadyClock::time_point> killed_at;
+  double victim_cpu = 0;  // its CPU until the kill
   Recorder rec;
   // One orchestrator, or --replicas N of them sharing its consumer group,
   // each with its own transport and data directory; a saga is started on
@@ -895,8 +982,9 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
     }
   }
   auto children_cpu = [&] {
-    double c = 0;
-    for (auto& p : children) c += process_cpu_seconds(p->pid());
+    double c = victim_cpu;
+    for (auto& p : children)
+      if (p->running()) c += process_cpu_seconds(p->pid());
     return c;
   };
   Driver driver(pt, run_label("kafka", args), route, rec);
@@ -905,6 +993,11 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   driver.begin();
   const auto deadline = driver.t0() + std::chrono::minutes(10);
   while (!driver.all_started() && SteadyClock::now() < deadline) {
+    if (victim && !killed_at && driver.started() >= pt.total / 2) {
+      victim_cpu = process_cpu_seconds(victim->pid());
+      victim->kill_now();
+      killed_at = SteadyClock::now();
+    }
     driver.start_due();
     if (pt.open) {
       std::this_thread::sleep_until(
@@ -936,9 +1029,11 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
     m.es.messages_sent += es.messages_sent;
   }
   orchs.clear();
-  for (auto& c : children) c->terminate(std::chrono::seconds(30));
+  for (auto& c : children)
+    if (c->running()) c->terminate(std::chrono::seconds(30));
 
-  // Participants are stopped: read their stores offline to check the run.
+  // Participants are stopped: read their stores offline to check the run
+  // (with --failover, payment's holds every shard: it took payment-b's over).
   m.orchestrator_store_bytes = bytes_on_disk(dir / "orchestrator");
   m.participant_store_bytes = bytes_on_disk(dir / "inventory") + bytes_on_disk(dir / "payment");
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 1);
@@ -953,6 +1048,7 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   if (args.changelog && args.replicas == 0)
     point["restore"] = measure_kafka_restore(args, dir, prefix, rec);
   point["replicas"] = args.replicas;
+  if (killed_at) point["failover"] = failover_json(args, rec, *killed_at, pt.total / 2);
   const double n = static_cast<double>(pt.total);
   point["orchestrator_cpu_seconds_per_saga"] = orch_cpu / n;
   point["participants_cpu_seconds_per_saga"] = part_cpu / n;
@@ -972,11 +1068,31 @@ int run_participant(const Args& args) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  auto p = open_participant(args.participant, args.dir, args.sync,
-                            kafka_transport(args.participant, args.brokers, args.prefix),
-                            args.changelog);
+  // With --failover, one of several replicas (ParticipantOptions::replicas):
+  // its own data directory, sharing the shards through the consumer group.
+  const std::string instance = args.participant + args.replica;
+  auto p = open_participant(
+      args.participant, args.dir, args.sync,
+      kafka_transport(args.participant, args.brokers, args.prefix, "", args.session_ms),
+      args.changelog, 0, [&](ParticipantOptions& po) {
+        if (!args.failover) return;
+        po.data_dir = (fs::path(args.dir) / instance).string();
+        po.replicas = true;
+        po.standby = args.standby;
+        po.advertised_address = instance;
+      });
   register_handlers(args.participant, *p, args.fail_share);
   p->start_background();
+  if (args.failover) {  // ready once the group has given it its share
+    const auto deadline = SteadyClock::now() + std::chrono::minutes(1);
+    while (p->stats().shards_owned == 0) {
+      if (SteadyClock::now() > deadline) {
+        std::cerr << "saga-bench: " << instance << " was given no shard within a minute\n";
+        return 1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // polling with a deadline
+    }
+  }
   std::cout << "ready" << std::endl;
   int sig = 0;
   sigwait(&signals, &sig);
@@ -1443,6 +1559,9 @@ int main(int argc, char** argv) {
         {"participant_threads", args.participant_threads},
         {"changelog", args.changelog},
         {"replicas", args.replicas},
+        {"failover", args.failover},
+        {"standby", args.standby},
+        {"session_ms", args.session_ms},
         {"fail_share", args.fail_share},
         {"open_loop_seconds", args.seconds},
         {"kafka_broker", args.workload != "kafka" ? "none"
@@ -1460,6 +1579,11 @@ int main(int argc, char** argv) {
               << static_cast<long>(p["transitions_per_s"].get<double>()) << " transitions/s, p50 "
               << p["latency_ms"]["p50"].get<double>() << " ms, p99 "
               << p["latency_ms"]["p99"].get<double>() << " ms"
+              << (p.contains("failover")
+                      ? ", failover " +
+                            std::to_string(std::lround(p["failover"]["failover_ms"].get<double>())) +
+                            " ms"
+                      : "")
               << (p.value("saturated", false) ? "  SATURATED" : "")
               << (p["consistent"].get<bool>() ? "" : "  INCONSISTENT") << "\n";
     ok = ok && p["consistent"].get<bool>();

@@ -5,6 +5,10 @@
 # open-loop point lasts 3 s (a changelog's first commits over Kafka can take
 # more than the 1 s the point has otherwise). -DREPLICAS=N (with -DCHANGELOG=on)
 # adds --replicas N: each point must say so, and no restore is measured then.
+# -DFAILOVER=on (with -DCHANGELOG=on) adds --failover on --standby on
+# --session-ms 1000: each point SIGKILLs one of two payment replicas and must
+# report a failover figure, at least the session timeout (the group cannot
+# notice a dead member sooner), with every payment shard moving again.
 # No speed is asserted, only that the figures exist.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
@@ -22,6 +26,9 @@ if(CHANGELOG STREQUAL "on")
 endif()
 if(REPLICAS)
   list(APPEND extra --replicas ${REPLICAS})
+endif()
+if(FAILOVER STREQUAL "on")
+  list(APPEND extra --failover on --standby on --session-ms 1000)
 endif()
 if(BOOTSTRAP_FILE)
   file(STRINGS ${BOOTSTRAP_FILE} brokers LIMIT_COUNT 1)
@@ -74,6 +81,12 @@ foreach(i RANGE ${last})
     if(NOT replicas EQUAL REPLICAS)
       message(FATAL_ERROR "point ${i} says replicas ${replicas}, not ${REPLICAS}")
     endif()
+  elseif(FAILOVER STREQUAL "on")
+    string(JSON failover_ms GET "${json}" points ${i} failover failover_ms)
+    string(JSON shards_seen GET "${json}" points ${i} failover shards_seen)
+    if(failover_ms LESS 1000 OR NOT shards_seen EQUAL 12)
+      message(FATAL_ERROR "point ${i}: failover ${failover_ms} ms, ${shards_seen} of 12 shards seen")
+    endif()
   elseif(CHANGELOG STREQUAL "on")
     string(JSON records GET "${json}" points ${i} restore records)
     string(JSON restore_s GET "${json}" points ${i} restore seconds)
@@ -94,4 +107,4 @@ string(JSON last_loop GET "${json}" points ${last} loop)
 if(NOT last_loop STREQUAL "open")
   message(FATAL_ERROR "the last point should be the open-loop one, got ${last_loop}")
 endif()
-message(STATUS "saga-bench ${WORKLOAD} smoke (changelog ${CHANGELOG}, replicas ${REPLICAS}): ${points} consistent points")
+message(STATUS "saga-bench ${WORKLOAD} smoke (changelog ${CHANGELOG}, replicas ${REPLICAS}, failover ${FAILOVER}): ${points} consistent points")

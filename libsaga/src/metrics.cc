@@ -53,6 +53,8 @@ EngineMetrics::EngineMetrics()
       outbox_depth(engine_gauges_.Add({{"gauge", "outbox_depth"}})),
       shards_owned(engine_gauges_.Add({{"gauge", "shards_owned"}})),
       standby_records(engine_gauges_.Add({{"gauge", "standby_records"}})),
+      store_bytes(engine_gauges_.Add({{"gauge", "store_bytes"}})),
+      store_keys(engine_gauges_.Add({{"gauge", "store_keys"}})),
       transitions(engine_counters_.Add({{"event", "transition"}})),
       writes(engine_counters_.Add({{"event", "store_write"}})),
       stale_replies(engine_counters_.Add({{"event", "stale_reply"}})),

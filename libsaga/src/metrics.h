@@ -67,6 +67,8 @@ class EngineMetrics {
   prometheus::Gauge& outbox_depth;
   prometheus::Gauge& shards_owned;
   prometheus::Gauge& standby_records;  // copied by the standby since open (Options::standby)
+  prometheus::Gauge& store_bytes;      // the store's SST files and memtables (estimate)
+  prometheus::Gauge& store_keys;       // the store's live keys (estimate)
   prometheus::Counter& transitions;
   prometheus::Counter& writes;
   prometheus::Counter& stale_replies;

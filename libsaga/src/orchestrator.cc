@@ -567,10 +567,18 @@ class OrchestratorImpl final : public Orchestrator {
     s.shard_claims = shard_claims_;
     s.restored_records = restored_records_;
     s.standby_records = standby_ ? standby_->records() : 0;
+    const Store::Size size = store_->size();
+    s.store_bytes = size.bytes;
+    s.store_keys = size.keys;
     return s;
   }
 
-  std::string metrics_text() const override { return metrics_.text(); }
+  std::string metrics_text() const override {
+    const Store::Size size = store_->size();  // read when scraped: RocksDB keeps the estimates
+    metrics_.store_bytes.Set(static_cast<double>(size.bytes));
+    metrics_.store_keys.Set(static_cast<double>(size.keys));
+    return metrics_.text();
+  }
 
   ShardOwner owner_of(std::string_view id) const override {
     const Shard& sh = shard_for(id);

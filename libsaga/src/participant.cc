@@ -360,6 +360,9 @@ class ParticipantImpl final : public Participant {
     }
     s.restored_records = restored_records_;
     s.standby_records = standby_ ? standby_->records() : 0;
+    const Store::Size size = store_->size();
+    s.store_bytes = size.bytes;
+    s.store_keys = size.keys;
     return s;
   }
 

@@ -158,6 +158,12 @@ std::string participant_metrics_text(std::string_view name, const ParticipantSta
   os << "# HELP saga_participant_shards_owned Shards this process drives now.\n"
      << "# TYPE saga_participant_shards_owned gauge\n"
      << "saga_participant_shards_owned" << label << ' ' << s.shards_owned << '\n';
+  os << "# HELP saga_participant_store_bytes The store's SST files and memtables (estimate).\n"
+     << "# TYPE saga_participant_store_bytes gauge\n"
+     << "saga_participant_store_bytes" << label << ' ' << s.store_bytes << '\n';
+  os << "# HELP saga_participant_store_keys The store's live keys (estimate).\n"
+     << "# TYPE saga_participant_store_keys gauge\n"
+     << "saga_participant_store_keys" << label << ' ' << s.store_keys << '\n';
   return os.str();
 }
 

@@ -615,6 +615,10 @@ TEST_CASE("two inventory replicas: places, rooms and the guest list through eith
     CHECK_MESSAGE(m->body.find("saga_participant_shards_owned{participant=\"inventory\"} 2") !=
                       std::string::npos,
                   m->body);
+    CHECK_MESSAGE(m->body.find("# TYPE saga_participant_store_keys gauge\n"
+                               "saga_participant_store_keys{participant=\"inventory\"} ") !=
+                      std::string::npos,
+                  m->body);
   }
 
   std::vector<std::string> places;

@@ -127,6 +127,8 @@ TEST_CASE("happy path in order builds the confirmed row") {
   CHECK(s.applied == 4);
   CHECK(s.duplicates == 0);
   CHECK(s.unknown_types == 0);
+  CHECK(s.store_keys >= 4 + 1 + 1);  // a duplicate mark per event, the row, the user's index entry
+  CHECK(s.store_bytes > 0);
   auto list = model->list_by_user("u1");
   REQUIRE(list.ok());
   REQUIRE(list->size() == 1);
@@ -335,6 +337,8 @@ TEST_CASE("the runner applies bus events and HTTP serves the view") {
   const std::string metrics = svc.get("/metrics").body;
   CHECK(metrics.find("mypage_events_applied_total 6") != std::string::npos);
   CHECK(metrics.find("mypage_events_duplicate_total 1") != std::string::npos);
+  CHECK(metrics.find("# TYPE mypage_store_bytes gauge\nmypage_store_bytes ") != std::string::npos);
+  CHECK(metrics.find("mypage_store_keys 0") == std::string::npos);  // 6 events applied
 
   svc.bus->set_available(false);
   CHECK(svc.get("/readyz").status == 503);

@@ -302,6 +302,29 @@ Json nested(size_t depth) {
   return j;
 }
 
+TEST_CASE("the store's size and key count grow with the sagas and show in stats and metrics") {
+  Harness h;
+  h.open();
+  h.inventory.script("reserve", {succeed({{"hold", "H-1"}})});
+  h.payment.script("charge", {succeed({{"charge", "C-9"}})});
+  const EngineStats before = h.orch->stats();
+  for (int i = 0; i < 20; ++i) h.start({{"qty", 1}});
+  h.drive();
+  const EngineStats after = h.orch->stats();
+  CHECK(after.store_keys >= before.store_keys + 20);  // an instance each, at least
+  CHECK(after.store_bytes > before.store_bytes);
+  const std::string metrics = h.orch->metrics_text();
+  CAPTURE(metrics);
+  auto gauge = [&](const std::string& name) {
+    const std::string key = "saga_engine{gauge=\"" + name + "\"} ";
+    const size_t at = metrics.find(key);
+    REQUIRE(at != std::string::npos);
+    return std::stod(metrics.substr(at + key.size()));
+  };
+  CHECK(gauge("store_keys") > 0);  // read at the scrape
+  CHECK(gauge("store_bytes") > 0);
+}
+
 TEST_CASE("saga data stays within the JSON depth limit: a deep start is refused, a deep merge dropped") {
   Harness h;
   auto wrap = DefinitionBuilder("wrap", 1)

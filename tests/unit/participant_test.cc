@@ -258,6 +258,8 @@ TEST_CASE("a successful command applies its state and replies success with the h
   CHECK(s.refused == 0);
   CHECK(s.duplicates == 0);
   CHECK(s.writes >= 1);
+  CHECK(s.store_keys >= 3);  // the inbox record, stock/a, the hold
+  CHECK(s.store_bytes > 0);
 }
 
 TEST_CASE("the reply key is the saga id even when the command has its own partition key") {

@@ -133,6 +133,10 @@ struct EngineStats {
   uint64_t restored_records = 0;
   /// Changelog records copied into standby copies (Options::standby).
   uint64_t standby_records = 0;
+  /// The store's size on disk and in memory (SST files and memtables) and its
+  /// estimated live keys, RocksDB's estimates over every shard it holds.
+  uint64_t store_bytes = 0;
+  uint64_t store_keys = 0;
 };
 
 /// Settings of an orchestrator.

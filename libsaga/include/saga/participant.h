@@ -147,6 +147,10 @@ struct ParticipantStats {
   uint64_t restored_records = 0;
   /// Changelog records copied into standby copies (ParticipantOptions::standby).
   uint64_t standby_records = 0;
+  /// The store's size (SST files and memtables) and estimated live keys,
+  /// RocksDB's estimates over every shard it holds (inboxes included).
+  uint64_t store_bytes = 0;
+  uint64_t store_keys = 0;
 };
 
 /// One participant. Delivery rules it implements:

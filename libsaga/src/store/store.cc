@@ -162,6 +162,14 @@ Status Store::write(Batch& batch) { return write_batch(*db_, batch, sync_); }
 
 Status Store::write_unsynced(Batch& batch) { return write_batch(*db_, batch, false); }
 
+Store::Size Store::size() const {
+  uint64_t sst = 0, memtables = 0, keys = 0;
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables);
+  db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateNumKeys, &keys);
+  return Size{sst + memtables, keys};
+}
+
 Status Store::sync_wal() { return from_rocksdb(db_->FlushWAL(/*sync=*/true), "sync WAL of " + dir_); }
 
 StatusOr<std::optional<std::string>> Store::get(rocksdb::ColumnFamilyHandle* cf,

@@ -102,6 +102,14 @@ class Store {
               const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   /// The last key of a column family, nullopt when empty.
   StatusOr<std::optional<std::string>> last_key(rocksdb::ColumnFamilyHandle* cf) const;
+  /// What the store holds, by RocksDB's estimates over every column family:
+  /// bytes in SST files and memtables, and live keys (deletes not yet
+  /// compacted away may still count). Cheap: no I/O.
+  struct Size {
+    uint64_t bytes = 0;
+    uint64_t keys = 0;
+  };
+  Size size() const;
   /// A raw iterator over a column family (for merges across shards).
   std::unique_ptr<rocksdb::Iterator> iterator(rocksdb::ColumnFamilyHandle* cf) const;
 

@@ -168,10 +168,14 @@ int64_t now_ms() {
       .count();
 }
 
-void counter(std::string& out, std::string_view name, std::string_view help, uint64_t value) {
+void metric(std::string& out, std::string_view type, std::string_view name, std::string_view help,
+            uint64_t value) {
   out += "# HELP " + std::string(name) + " " + std::string(help) + "\n";
-  out += "# TYPE " + std::string(name) + " counter\n";
+  out += "# TYPE " + std::string(name) + " " + std::string(type) + "\n";
   out += std::string(name) + " " + std::to_string(value) + "\n";
+}
+void counter(std::string& out, std::string_view name, std::string_view help, uint64_t value) {
+  metric(out, "counter", name, help, value);
 }
 
 }  // namespace
@@ -323,7 +327,18 @@ StatusOr<std::vector<Json>> ReadModel::list_by_user(std::string_view user_id,
 }
 
 ReadModelStats ReadModel::stats() const {
-  return {applied_.load(), duplicates_.load(), unknown_.load(), invalid_.load(), errors_.load()};
+  ReadModelStats s;
+  s.applied = applied_;
+  s.duplicates = duplicates_;
+  s.unknown_types = unknown_;
+  s.invalid = invalid_;
+  s.errors = errors_;
+  uint64_t sst = 0, memtables = 0;
+  db_->GetIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
+  db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables);
+  db_->GetIntProperty(rocksdb::DB::Properties::kEstimateNumKeys, &s.store_keys);
+  s.store_bytes = sst + memtables;
+  return s;
 }
 
 Status ReadModel::health() const {
@@ -340,6 +355,9 @@ std::string ReadModel::metrics_text() const {
           s.unknown_types);
   counter(out, "mypage_events_invalid_total", "Events refused as malformed.", s.invalid);
   counter(out, "mypage_store_errors_total", "Events the store failed to apply.", s.errors);
+  metric(out, "gauge", "mypage_store_bytes", "The store's SST files and memtables (estimate).",
+         s.store_bytes);
+  metric(out, "gauge", "mypage_store_keys", "The store's live keys (estimate).", s.store_keys);
   return out;
 }
 

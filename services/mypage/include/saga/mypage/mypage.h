@@ -54,6 +54,8 @@ struct ReadModelStats {
   uint64_t unknown_types = 0;  ///< applied events of a type the view does not interpret
   uint64_t invalid = 0;        ///< events refused: not JSON, or no usable reservation id
   uint64_t errors = 0;         ///< storage failures (the event was not applied)
+  uint64_t store_bytes = 0;    ///< the store's SST files and memtables (RocksDB's estimate)
+  uint64_t store_keys = 0;     ///< the store's live keys (RocksDB's estimate)
 };
 
 /// The durable view. Thread-safe: apply() from the consumer thread while get()

@@ -158,6 +158,21 @@ StatusOr<DefinitionPtr> DefinitionBuilder::build() {
       errors.push_back("retry multiplier of step '" + s.name + "' must be >= 1");
     }
   }
+  if (def_->pivot_) {  // the point of no return: undoable before it, not undoable itself
+    const StepSpec& pivot = def_->steps_[*def_->pivot_];
+    if (pivot.compensation) {
+      errors.push_back("the pivot step '" + pivot.name +
+                       "' has a compensation: a pivot is never undone (move the compensation to "
+                       "a step before it, or the pivot to a later step)");
+    }
+    for (size_t i = 0; i < *def_->pivot_; ++i) {
+      if (!def_->steps_[i].compensation) {
+        errors.push_back("step '" + def_->steps_[i].name + "' comes before the pivot '" +
+                         pivot.name + "' and has no compensation: a saga that stops before the "
+                         "pivot must be able to undo it");
+      }
+    }
+  }
   if (!errors.empty()) {
     std::string msg =
         "saga definition '" + def_->name_ + "' v" + std::to_string(def_->version_) + ": ";

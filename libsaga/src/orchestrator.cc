@@ -171,6 +171,11 @@ class Transition final : public FsmHooks {
     auto p = def_.pivot();
     return p && inst_.view.current_step > *p;
   }
+  bool pivot_sent() override {
+    auto p = def_.pivot();
+    if (!p || inst_.view.current_step < *p) return false;
+    return inst_.view.current_step > *p || step().attempts > 0;
+  }
   bool attempts_left() override {
     const RetryPolicy& r = spec().retry;
     return r.max_attempts == 0 || inst_.attempt - inst_.attempt_base < r.max_attempts;
@@ -1188,6 +1193,13 @@ class OrchestratorImpl final : public Orchestrator {
     if (r.kind == Request::Kind::kCancel) inst->view.cancel_requested = true;
     if (Status s = dispatch(sh, *inst, ev); !s.ok()) {
       inst->view.cancel_requested = was_requested;
+      const DefinitionPtr& def = definition_of(*inst);
+      if (ev == FsmEvent::kCancelRequested && inst->view.state == SagaState::kRunning &&
+          def->pivot()) {  // the one reason a running saga refuses a cancel
+        return Status::failed_precondition(
+            "saga '" + r.id + "' has sent its pivot step '" + def->steps()[*def->pivot()].name +
+            "': it can no longer be cancelled, only completed (or compensated by an operator)");
+      }
       return s;
     }
     return r.id;

@@ -95,6 +95,25 @@ TEST_CASE("the builder refuses two pivot steps") {
   CHECK_MESSAGE(contains(msg, "more than one pivot"), msg);
 }
 
+TEST_CASE("the builder refuses a pivot with a compensation, and a step before it without one") {
+  DefinitionBuilder b("booking", 1);
+  b.command("reserve", "inventory", "reserve")
+      .local("audit", ok_local)
+      .compensate_local(ok_local)
+      .command("hold", "inventory", "hold")
+      .command("pay", "payment", "charge")
+      .compensate("payment", "refund")
+      .pivot()
+      .command("confirm", "inventory", "confirm");
+  const std::string msg = build_error(b);
+  CHECK_MESSAGE(contains(msg, "the pivot step 'pay' has a compensation"), msg);
+  CHECK_MESSAGE(contains(msg, "step 'reserve' comes before the pivot 'pay' and has no compensation"),
+                msg);
+  CHECK_MESSAGE(contains(msg, "step 'hold' comes before the pivot 'pay'"), msg);
+  CHECK_MESSAGE(!contains(msg, "'audit' comes before"), msg);  // it has one
+  CHECK_MESSAGE(!contains(msg, "'confirm'"), msg);              // after the pivot: none needed
+}
+
 TEST_CASE("the builder refuses a step option set before any step") {
   auto check = [](DefinitionBuilder& b) {
     b.command("reserve", "inventory", "reserve");
@@ -203,7 +222,6 @@ TEST_CASE("a valid definition exposes its steps, participants and pivot") {
                  .local("audit", ok_local)
                  .compensate_local(ok_local)
                  .command("pay", "payment", "charge")
-                 .compensate("payment", "refund")
                  .pivot()
                  .command("confirm", "inventory", "confirm")
                  .command("notify", "audit-log", "record")
@@ -292,7 +310,7 @@ TEST_CASE("the partition key applies to the action and its compensation, in eith
 
 TEST_CASE("build() twice gives independent definitions") {
   DefinitionBuilder b("booking", 1);
-  b.command("reserve", "inventory", "reserve");
+  b.command("reserve", "inventory", "reserve").compensate("inventory", "release");
   auto first = b.build();
   REQUIRE(first.ok());
   b.command("pay", "payment", "charge").pivot();

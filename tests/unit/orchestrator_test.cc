@@ -55,7 +55,7 @@ struct BookingSpec {
   uint32_t version = 1;
   RetryPolicy retry = kQuickRetry;
   RetryPolicy compensation_retry = kQuickRetry;
-  std::optional<size_t> pivot;
+  std::optional<size_t> pivot;  // 1 (pay, then without its refund) or 2 (confirm)
   bool with_confirm = true;
 };
 
@@ -67,13 +67,10 @@ DefinitionPtr booking(const BookingSpec& spec = {}) {
       .timeout(kTimeout)
       .retry(spec.retry)
       .compensation_retry(spec.compensation_retry);
-  if (spec.pivot == size_t{0}) b.pivot();
-  b.command("pay", "payment", "charge")
-      .compensate("payment", "refund")
-      .on_reply(merge_reply)
-      .timeout(kTimeout)
-      .retry(spec.retry)
-      .compensation_retry(spec.compensation_retry);
+  b.command("pay", "payment", "charge");
+  if (spec.pivot != size_t{1}) b.compensate("payment", "refund");  // a pivot is never undone
+  b.on_reply(merge_reply).timeout(kTimeout).retry(spec.retry).compensation_retry(
+      spec.compensation_retry);
   if (spec.pivot == size_t{1}) b.pivot();
   if (spec.with_confirm) {
     b.command("confirm", "inventory", "confirm").timeout(kTimeout).retry(spec.retry);
@@ -910,6 +907,49 @@ TEST_CASE("cancel after the pivot fails with FailedPrecondition and the saga com
 
   CHECK(h.state(id) == SagaState::kCompleted);
   CHECK(h.payment.received("refund").empty());
+}
+
+TEST_CASE("cancel while the pivot's command is in flight is refused and the saga completes") {
+  Harness h;
+  BookingSpec spec;
+  spec.pivot = 1;
+  h.open({booking(spec)});
+  h.payment.set_paused(true);  // the charge is sent and not answered yet
+  const std::string id = h.start();
+  h.drive();
+  REQUIRE(h.view(id).current_step == 1);
+  REQUIRE(h.payment.received("charge").empty());  // still in the bus: in flight
+
+  // Compensating now would release the room while the charge may still land.
+  const Status refused = h.orch->cancel(id);
+  CHECK(refused.code() == StatusCode::kFailedPrecondition);
+  CHECK_MESSAGE(refused.message().find("has sent its pivot step 'pay'") != std::string::npos,
+                refused.message());
+  CHECK(h.state(id) == SagaState::kRunning);
+  CHECK_FALSE(h.view(id).cancel_requested);
+  h.payment.set_paused(false);
+  h.drive();
+
+  CHECK(h.state(id) == SagaState::kCompleted);
+  CHECK(h.inventory.received("release").empty());
+  CHECK(h.journal == Journal{"inventory:reserve", "payment:charge", "inventory:confirm"});
+}
+
+TEST_CASE("cancel before the pivot's command is sent still compensates") {
+  Harness h;
+  BookingSpec spec;
+  spec.pivot = 1;
+  h.open({booking(spec)});
+  h.inventory.set_paused(true);  // reserve is in flight; the pivot (pay) is not sent
+  const std::string id = h.start();
+  h.drive();
+  REQUIRE(h.view(id).current_step == 0);
+
+  CHECK(h.orch->cancel(id).ok());
+  h.inventory.set_paused(false);
+  h.drive();
+  CHECK(h.state(id) == SagaState::kCompensated);
+  CHECK(h.payment.received("charge").empty());
 }
 
 // Regression: handle_request() set cancel_requested before dispatching the

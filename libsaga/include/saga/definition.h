@@ -87,8 +87,10 @@ struct StepSpec {
   RetryPolicy retry;
   /// Policy for the compensation. Default: 10 attempts, then the saga parks as Failed.
   RetryPolicy compensation_retry{10, Duration{100}, 2.0, Duration{10'000}, 0.2};
-  /// After a pivot step succeeds, later steps are retried until they succeed
-  /// instead of compensating.
+  /// The point of no return: once its command is sent the saga can no longer
+  /// be cancelled, and after it succeeds later steps are retried until they
+  /// succeed instead of compensating. A pivot has no compensation; every step
+  /// before it has one.
   bool pivot = false;
 };
 
@@ -146,7 +148,7 @@ class DefinitionBuilder {
   DefinitionBuilder& timeout(Duration d);
   DefinitionBuilder& retry(RetryPolicy policy);
   DefinitionBuilder& compensation_retry(RetryPolicy policy);
-  /// Marks the current step as the pivot.
+  /// Marks the current step as the pivot (see StepSpec::pivot).
   DefinitionBuilder& pivot();
   /// Publishes domain events when an instance changes state (see EventsFn).
   DefinitionBuilder& on_state_change(EventsFn fn);
@@ -156,8 +158,9 @@ class DefinitionBuilder {
   /// step name is empty or repeats, a command lacks a participant or command
   /// name, a local step or compensation lacks its function, a compensation
   /// goes to another participant than its action, a timeout is not positive,
-  /// a retry multiplier is below 1, an option comes before any step, or more
-  /// than one step is the pivot.
+  /// a retry multiplier is below 1, an option comes before any step, more
+  /// than one step is the pivot, the pivot has a compensation, or a step
+  /// before the pivot has none.
   StatusOr<DefinitionPtr> build();
 
  private:

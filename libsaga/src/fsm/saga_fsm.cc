@@ -104,6 +104,7 @@ SAGA_FSM_GUARD(HasNext, h.has_next_step())
 SAGA_FSM_GUARD(IsLast, !h.has_next_step())
 SAGA_FSM_GUARD(PastPivot, h.past_pivot())
 SAGA_FSM_GUARD(BeforePivot, !h.past_pivot())
+SAGA_FSM_GUARD(PivotNotSent, !h.pivot_sent())
 SAGA_FSM_GUARD(MayRetry, h.attempts_left() || h.past_pivot())
 SAGA_FSM_GUARD(MustGiveUp, !h.attempts_left() && !h.past_pivot())
 SAGA_FSM_GUARD(MayRetryCompensation, h.compensation_attempts_left())
@@ -165,7 +166,7 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
       Row< Running,      StepRetryable,         Unwinding,    MarkStepFailed,          MustGiveUp             >,
       Row< Running,      StepTimedOut,          Running,      RetryStep,               MayRetry               >,
       Row< Running,      StepTimedOut,          Unwinding,    MarkStepUnknown,         MustGiveUp             >,
-      Row< Running,      CancelRequested,       Unwinding,    MarkStepUnknown,         BeforePivot            >,
+      Row< Running,      CancelRequested,       Unwinding,    MarkStepUnknown,         PivotNotSent           >,
       Row< Running,      ForceCompensate,       Unwinding,    MarkStepUnknown,         none                   >,
       Row< Running,      Abort,                 Aborted,      AbortSaga,               none                   >,
       // Deciding what is left to undo, newest first.

@@ -34,6 +34,9 @@ class FsmHooks {
   // Guards.
   virtual bool has_next_step() = 0;
   virtual bool past_pivot() = 0;
+  /// The pivot step's command has been sent (or a later step runs): from
+  /// then on the saga only moves forward, so a cancel is refused.
+  virtual bool pivot_sent() = 0;
   virtual bool attempts_left() = 0;
   virtual bool compensation_attempts_left() = 0;
   virtual bool has_compensable() = 0;

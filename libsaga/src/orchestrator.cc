@@ -176,6 +176,14 @@ class Transition final : public FsmHooks {
     if (!p || inst_.view.current_step < *p) return false;
     return inst_.view.current_step > *p || step().attempts > 0;
   }
+  bool at_pivot() override {
+    auto p = def_.pivot();
+    return p && inst_.view.current_step == *p;
+  }
+  bool parked_at_pivot() override {
+    return inst_.view.state == SagaState::kFailed && at_pivot() &&
+           step().status != StepStatus::kCompensationFailed;
+  }
   bool attempts_left() override {
     const RetryPolicy& r = spec().retry;
     return r.max_attempts == 0 || inst_.attempt - inst_.attempt_base < r.max_attempts;
@@ -227,6 +235,21 @@ class Transition final : public FsmHooks {
     step().status = StepStatus::kCompensationFailed;
     inst_.awaiting.clear();
     clear_timer();
+  }
+  void park_at_pivot() override {
+    // Its outcome is open (a timeout) or nothing was applied yet (only
+    // "retry" answers): undoing the steps before it could undo them while it
+    // commits. Its last command stays awaited, so a late answer still counts.
+    settle_step(inst_.uncertain ? StepStatus::kUnknown : StepStatus::kFailed);
+    if (!spec().action.is_local() && step().attempts > 0) inst_.awaiting = command_id('a');
+    inst_.view.last_error = "pivot step '" + spec().name + "' out of retries (" +
+                            step().last_error + "): parked for an operator (retry sends it again, "
+                            "force_compensate undoes the steps before it)";
+  }
+  void retry_parked_step() override {
+    inst_.attempt_base = inst_.attempt;
+    inst_.view.last_error.clear();
+    begin_step();  // the same command id: a participant that applied it answers from its inbox
   }
   void restart_compensation() override {
     inst_.attempt_base = inst_.attempt;
@@ -1282,7 +1305,14 @@ class OrchestratorImpl final : public Orchestrator {
     const DefinitionPtr& def = definition_of(*inst);
     const StepSpec& spec = def->steps().at(inst->view.current_step);
     StepView& sv = inst->view.steps.at(inst->view.current_step);
-    const bool forward = inst->view.state == SagaState::kRunning;
+    // A pivot parked out of retries still awaits its command's answer
+    // (Transition::park_at_pivot): a success or a refusal decides; "retry"
+    // changes nothing.
+    const bool parked_pivot = inst->view.state == SagaState::kFailed && def->pivot() &&
+                              inst->view.current_step == *def->pivot() &&
+                              sv.status != StepStatus::kCompensationFailed;
+    if (parked_pivot && m.outcome == ReplyOutcome::kRetry) return stale(m);
+    const bool forward = inst->view.state == SagaState::kRunning || parked_pivot;
     const Action& action = forward ? spec.action : *spec.compensation;
     record_breaker(action.participant, m.outcome != ReplyOutcome::kRetry,
                    inst->probe == action.participant);
@@ -1498,8 +1528,12 @@ class OrchestratorImpl final : public Orchestrator {
       case SagaState::kFailed:
         ++parked_;
         metrics_.failed(v.type).Increment();
-        log_->error("saga {} parked as FAILED: compensation of step {} kept failing: {}", v.id,
-                    v.steps[v.current_step].name, v.last_error);
+        if (v.steps[v.current_step].status == StepStatus::kCompensationFailed) {
+          log_->error("saga {} parked as FAILED: compensation of step {} kept failing: {}", v.id,
+                      v.steps[v.current_step].name, v.last_error);
+        } else {
+          log_->error("saga {} parked as FAILED at its pivot: {}", v.id, v.last_error);
+        }
         break;
       default:
         break;

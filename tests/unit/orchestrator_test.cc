@@ -909,6 +909,103 @@ TEST_CASE("cancel after the pivot fails with FailedPrecondition and the saga com
   CHECK(h.payment.received("refund").empty());
 }
 
+// The pivot out of retries: its outcome is open, so nothing before it is
+// undone; the saga waits as Failed for an operator or the pivot's late answer.
+// Parks a booking whose pivot (pay) answers `answer` to both its attempts.
+std::string park_at_pivot(Harness& h, const testing::Response& answer) {
+  BookingSpec spec;
+  spec.pivot = 1;
+  spec.retry.max_attempts = 2;
+  h.open({booking(spec)});
+  h.payment.script("charge", {first(2, answer)});
+  const std::string id = h.start();
+  REQUIRE(h.advance_until(h.reaches(id, SagaState::kFailed)));
+  return id;
+}
+
+TEST_CASE("a pivot out of retries parks the saga as Failed and undoes nothing") {
+  Harness h;
+  std::string id;
+  SUBCASE("timeouts") { id = park_at_pivot(h, swallow()); }
+  SUBCASE("retry answers") { id = park_at_pivot(h, ask_retry()); }
+  const SagaView v = h.view(id);
+  CHECK(v.current_step == 1);
+  CHECK(v.steps[0].status == StepStatus::kSucceeded);  // the room stays held
+  CHECK(v.steps[1].attempts == 2);
+  CHECK_MESSAGE(v.last_error.find("pivot step 'pay' out of retries") != std::string::npos,
+                v.last_error);
+  h.advance(Duration{3'600'000});  // nothing happens by itself
+  CHECK(h.state(id) == SagaState::kFailed);
+  CHECK(h.inventory.received("release").empty());
+  CHECK(h.payment.received("charge").size() == 2);
+  CHECK(h.orch->cancel(id).code() == StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("an operator resolves a parked pivot: retry() sends it again, force_compensate() undoes the steps before it") {
+  Harness h;
+  const std::string id = park_at_pivot(h, swallow());
+  SUBCASE("retry") {
+    REQUIRE(h.orch->retry(id).ok());  // the script is used up: the charge succeeds now
+    h.drive();
+    CHECK(h.state(id) == SagaState::kCompleted);
+    CHECK(h.payment.received("charge").size() == 3);
+    CHECK(h.inventory.received("release").empty());
+  }
+  SUBCASE("force_compensate") {
+    REQUIRE(h.orch->force_compensate(id).ok());
+    h.drive();
+    CHECK(h.state(id) == SagaState::kCompensated);
+    CHECK(h.inventory.received("release").size() == 1);
+    CHECK(h.inventory.received("confirm").empty());
+  }
+}
+
+TEST_CASE("a parked pivot's late answer decides: a success completes, a refusal compensates") {
+  Harness h;
+  BookingSpec spec;
+  spec.pivot = 1;
+  spec.retry.max_attempts = 2;
+  h.open({booking(spec)});
+  h.payment.set_paused(true);  // both attempts wait on the bus, unanswered
+  const std::string id = h.start();
+  REQUIRE(h.advance_until(h.reaches(id, SagaState::kFailed)));
+  CHECK(h.inventory.received("release").empty());
+
+  SUBCASE("the charge went through after all") {
+    h.payment.set_paused(false);  // answers both attempts of the one command: success
+    h.drive();
+    CHECK(h.state(id) == SagaState::kCompleted);
+    CHECK(h.inventory.received("release").empty());
+    CHECK(h.inventory.received("confirm").size() == 1);
+  }
+  SUBCASE("the charge was refused") {
+    h.payment.script("charge", {fail("card declined")});
+    h.payment.set_paused(false);
+    h.drive();
+    CHECK(h.state(id) == SagaState::kCompensated);
+    CHECK(h.inventory.received("release").size() == 1);
+    CHECK(h.view(id).steps[1].status == StepStatus::kFailed);
+  }
+}
+
+TEST_CASE("a parked pivot survives a restart, and its late answer still counts") {
+  Harness h;
+  BookingSpec spec;
+  spec.pivot = 1;
+  spec.retry.max_attempts = 2;
+  h.open({booking(spec)});
+  h.payment.set_paused(true);
+  const std::string id = h.start();
+  REQUIRE(h.advance_until(h.reaches(id, SagaState::kFailed)));
+  h.close();
+  h.open({booking(spec)});
+  CHECK(h.state(id) == SagaState::kFailed);
+  h.payment.set_paused(false);
+  h.drive();
+  CHECK(h.state(id) == SagaState::kCompleted);
+  CHECK(h.inventory.received("release").empty());
+}
+
 TEST_CASE("cancel while the pivot's command is in flight is refused and the saga completes") {
   Harness h;
   BookingSpec spec;

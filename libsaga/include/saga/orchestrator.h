@@ -254,9 +254,11 @@ class Orchestrator {
   /// Instances matching `query`, a page at a time.
   virtual StatusOr<SagaPage> list(const ListQuery& query) const = 0;
 
-  /// Admin: re-runs the compensation of a Failed saga (attempts start again).
+  /// Admin: re-runs the compensation of a Failed saga, or for one parked at
+  /// its pivot (out of retries) sends the pivot again; attempts start again.
   virtual Status retry(std::string_view id) = 0;
-  /// Admin: compensates a Running or Failed saga now.
+  /// Admin: compensates a Running or Failed saga now (parked at its pivot:
+  /// the steps before the pivot, the operator deciding it did not happen).
   virtual Status force_compensate(std::string_view id) = 0;
   /// Admin: stops a non-terminal saga where it is; nothing more is sent.
   virtual Status abort(std::string_view id) = 0;

@@ -7,8 +7,8 @@
 
 // The transition table has more rows than Boost.MPL's default limit of 20.
 #define BOOST_MPL_CFG_NO_PREPROCESSED_HEADERS
-#define BOOST_MPL_LIMIT_VECTOR_SIZE 30
-#define BOOST_MPL_LIMIT_MAP_SIZE 30
+#define BOOST_MPL_LIMIT_VECTOR_SIZE 40
+#define BOOST_MPL_LIMIT_MAP_SIZE 40
 #include <boost/msm/back/state_machine.hpp>
 #include <boost/msm/front/functor_row.hpp>
 #include <boost/msm/front/state_machine_def.hpp>
@@ -106,7 +106,12 @@ SAGA_FSM_GUARD(PastPivot, h.past_pivot())
 SAGA_FSM_GUARD(BeforePivot, !h.past_pivot())
 SAGA_FSM_GUARD(PivotNotSent, !h.pivot_sent())
 SAGA_FSM_GUARD(MayRetry, h.attempts_left() || h.past_pivot())
-SAGA_FSM_GUARD(MustGiveUp, !h.attempts_left() && !h.past_pivot())
+SAGA_FSM_GUARD(MustGiveUp, !h.attempts_left() && !h.past_pivot() && !h.at_pivot())
+SAGA_FSM_GUARD(GiveUpAtPivot, !h.attempts_left() && h.at_pivot())
+SAGA_FSM_GUARD(ParkedAtPivot, h.parked_at_pivot())
+SAGA_FSM_GUARD(NotParkedAtPivot, !h.parked_at_pivot())
+SAGA_FSM_GUARD(ParkedAtPivotHasNext, h.parked_at_pivot() && h.has_next_step())
+SAGA_FSM_GUARD(ParkedAtPivotIsLast, h.parked_at_pivot() && !h.has_next_step())
 SAGA_FSM_GUARD(MayRetryCompensation, h.compensation_attempts_left())
 SAGA_FSM_GUARD(CompensationExhausted, !h.compensation_attempts_left())
 SAGA_FSM_GUARD(SomethingToUndo, h.has_compensable())
@@ -122,6 +127,8 @@ SAGA_FSM_ACTION(CompensateNext, compensate_next)
 SAGA_FSM_ACTION(MarkCompensated, mark_compensated)
 SAGA_FSM_ACTION(RetryCompensationAction, retry_compensation)
 SAGA_FSM_ACTION(Park, park)
+SAGA_FSM_ACTION(ParkAtPivot, park_at_pivot)
+SAGA_FSM_ACTION(RetryParkedStep, retry_parked_step)
 SAGA_FSM_ACTION(RestartCompensation, restart_compensation)
 SAGA_FSM_ACTION(FinishCompensated, finish_compensated)
 SAGA_FSM_ACTION(AbortSaga, abort_saga)
@@ -164,8 +171,10 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
       Row< Running,      StepFailed,            Unwinding,    MarkStepFailed,          BeforePivot            >,
       Row< Running,      StepRetryable,         Running,      RetryStep,               MayRetry               >,
       Row< Running,      StepRetryable,         Unwinding,    MarkStepFailed,          MustGiveUp             >,
+      Row< Running,      StepRetryable,         Failed,       ParkAtPivot,             GiveUpAtPivot          >,
       Row< Running,      StepTimedOut,          Running,      RetryStep,               MayRetry               >,
       Row< Running,      StepTimedOut,          Unwinding,    MarkStepUnknown,         MustGiveUp             >,
+      Row< Running,      StepTimedOut,          Failed,       ParkAtPivot,             GiveUpAtPivot          >,
       Row< Running,      CancelRequested,       Unwinding,    MarkStepUnknown,         PivotNotSent           >,
       Row< Running,      ForceCompensate,       Unwinding,    MarkStepUnknown,         none                   >,
       Row< Running,      Abort,                 Aborted,      AbortSaga,               none                   >,
@@ -178,10 +187,17 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
       Row< Compensating, CompensationFailed,    Failed,       Park,                    CompensationExhausted  >,
       Row< Compensating, CancelRequested,       Compensating, none,                    none                   >,
       Row< Compensating, Abort,                 Aborted,      AbortSaga,               none                   >,
-      // Parked for an operator.
-      Row< Failed,       RetryCompensation,     Compensating, RestartCompensation,     none                   >,
-      Row< Failed,       ForceCompensate,       Compensating, RestartCompensation,     none                   >,
-      Row< Failed,       Abort,                 Aborted,      AbortSaga,               none                   >
+      // Parked for an operator: a compensation that kept failing ...
+      Row< Failed,       RetryCompensation,     Compensating, RestartCompensation,     NotParkedAtPivot       >,
+      Row< Failed,       ForceCompensate,       Compensating, RestartCompensation,     NotParkedAtPivot       >,
+      Row< Failed,       Abort,                 Aborted,      AbortSaga,               none                   >,
+      // ... or a pivot out of retries, whose outcome is open: an operator
+      // sends it again or undoes the steps before it; its late reply decides.
+      Row< Failed,       RetryCompensation,     Running,      RetryParkedStep,         ParkedAtPivot          >,
+      Row< Failed,       ForceCompensate,       Unwinding,    MarkStepUnknown,         ParkedAtPivot          >,
+      Row< Failed,       StepSucceeded,         Running,      SucceedAndBeginNext,     ParkedAtPivotHasNext   >,
+      Row< Failed,       StepSucceeded,         Completed,    SucceedLast,             ParkedAtPivotIsLast    >,
+      Row< Failed,       StepFailed,            Unwinding,    MarkStepFailed,          ParkedAtPivot          >
   > {};
   // clang-format on
 

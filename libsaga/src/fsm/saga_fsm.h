@@ -37,6 +37,11 @@ class FsmHooks {
   /// The pivot step's command has been sent (or a later step runs): from
   /// then on the saga only moves forward, so a cancel is refused.
   virtual bool pivot_sent() = 0;
+  /// The current step is the pivot.
+  virtual bool at_pivot() = 0;
+  /// Failed because the pivot's retries ran out (not a failed compensation):
+  /// the pivot's outcome is open and only an operator or its late reply decides.
+  virtual bool parked_at_pivot() = 0;
   virtual bool attempts_left() = 0;
   virtual bool compensation_attempts_left() = 0;
   virtual bool has_compensable() = 0;
@@ -51,6 +56,8 @@ class FsmHooks {
   virtual void mark_compensated() = 0;
   virtual void retry_compensation() = 0;
   virtual void park() = 0;
+  virtual void park_at_pivot() = 0;
+  virtual void retry_parked_step() = 0;
   virtual void restart_compensation() = 0;
   virtual void finish_compensated() = 0;
   virtual void abort_saga() = 0;

@@ -911,13 +911,23 @@ TEST_CASE("cancel after the pivot fails with FailedPrecondition and the saga com
 
 // The pivot out of retries: its outcome is open, so nothing before it is
 // undone; the saga waits as Failed for an operator or the pivot's late answer.
-// Parks a booking whose pivot (pay) answers `answer` to both its attempts.
-std::string park_at_pivot(Harness& h, const testing::Response& answer) {
+// The booking with its pivot on pay, two attempts a step.
+BookingSpec pivot_on_pay() {
   BookingSpec spec;
   spec.pivot = 1;
   spec.retry.max_attempts = 2;
-  h.open({booking(spec)});
-  h.payment.script("charge", {first(2, answer)});
+  return spec;
+}
+
+// Parks a booking whose pivot (pay) answers `answer` to both its attempts;
+// without one, payment is paused: both attempts wait on the bus, unanswered.
+std::string park_at_pivot(Harness& h, std::optional<testing::Response> answer) {
+  h.open({booking(pivot_on_pay())});
+  if (answer) {
+    h.payment.script("charge", {first(2, *answer)});
+  } else {
+    h.payment.set_paused(true);
+  }
   const std::string id = h.start();
   REQUIRE(h.advance_until(h.reaches(id, SagaState::kFailed)));
   return id;
@@ -962,13 +972,7 @@ TEST_CASE("an operator resolves a parked pivot: retry() sends it again, force_co
 
 TEST_CASE("a parked pivot's late answer decides: a success completes, a refusal compensates") {
   Harness h;
-  BookingSpec spec;
-  spec.pivot = 1;
-  spec.retry.max_attempts = 2;
-  h.open({booking(spec)});
-  h.payment.set_paused(true);  // both attempts wait on the bus, unanswered
-  const std::string id = h.start();
-  REQUIRE(h.advance_until(h.reaches(id, SagaState::kFailed)));
+  const std::string id = park_at_pivot(h, std::nullopt);
   CHECK(h.inventory.received("release").empty());
 
   SUBCASE("the charge went through after all") {
@@ -990,15 +994,9 @@ TEST_CASE("a parked pivot's late answer decides: a success completes, a refusal 
 
 TEST_CASE("a parked pivot survives a restart, and its late answer still counts") {
   Harness h;
-  BookingSpec spec;
-  spec.pivot = 1;
-  spec.retry.max_attempts = 2;
-  h.open({booking(spec)});
-  h.payment.set_paused(true);
-  const std::string id = h.start();
-  REQUIRE(h.advance_until(h.reaches(id, SagaState::kFailed)));
+  const std::string id = park_at_pivot(h, std::nullopt);
   h.close();
-  h.open({booking(spec)});
+  h.open({booking(pivot_on_pay())});
   CHECK(h.state(id) == SagaState::kFailed);
   h.payment.set_paused(false);
   h.drive();

@@ -66,7 +66,7 @@ inline void bookings_survive(ServiceStack& stack, const std::string& seed_name,
   }
 
   // The clients: POST each booking until it is accepted (202), retrying
-  // transport errors and 502/503/504 with the same Idempotency-Key.
+  // transport errors, 502/503/504 and 409 with Retry-After, with the same Idempotency-Key.
   std::atomic<int> next{0};
   std::atomic<int> accepted{0};
   std::atomic<int> retries{0};
@@ -98,8 +98,11 @@ inline void bookings_survive(ServiceStack& stack, const std::string& seed_name,
               errors.push_back("booking " + std::to_string(i) + ": not JSON: " + r->body);
             break;
           }
+          // 409 with Retry-After: the key's first request (sent before a
+          // replica died, say) is still being recorded; try again.
           const bool transient =
-              !r.ok() || r->status == 502 || r->status == 503 || r->status == 504;
+              !r.ok() || r->status == 502 || r->status == 503 || r->status == 504 ||
+              (r->status == 409 && r->header("Retry-After").has_value());
           if (!transient || Steady::now() >= deadline) {
             std::lock_guard lock(mu);
             errors.push_back(

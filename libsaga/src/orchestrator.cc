@@ -154,6 +154,15 @@ struct Request {
   StartCallback done;
 };
 
+// A pivot step out of retries parks its saga as Failed while its command may
+// still commit (Transition::park_at_pivot): the saga still awaits that
+// command's answer.
+bool parked_at_pivot(const Instance& inst, const SagaDefinition& def) {
+  const auto pivot = def.pivot();
+  return inst.view.state == SagaState::kFailed && pivot && inst.view.current_step == *pivot &&
+         inst.view.steps.at(inst.view.current_step).status != StepStatus::kCompensationFailed;
+}
+
 class OrchestratorImpl;
 struct Shard;
 
@@ -180,10 +189,7 @@ class Transition final : public FsmHooks {
     auto p = def_.pivot();
     return p && inst_.view.current_step == *p;
   }
-  bool parked_at_pivot() override {
-    return inst_.view.state == SagaState::kFailed && at_pivot() &&
-           step().status != StepStatus::kCompensationFailed;
-  }
+  bool parked_at_pivot() override { return internal::parked_at_pivot(inst_, def_); }
   bool attempts_left() override {
     const RetryPolicy& r = spec().retry;
     return r.max_attempts == 0 || inst_.attempt - inst_.attempt_base < r.max_attempts;
@@ -1308,9 +1314,7 @@ class OrchestratorImpl final : public Orchestrator {
     // A pivot parked out of retries still awaits its command's answer
     // (Transition::park_at_pivot): a success or a refusal decides; "retry"
     // changes nothing.
-    const bool parked_pivot = inst->view.state == SagaState::kFailed && def->pivot() &&
-                              inst->view.current_step == *def->pivot() &&
-                              sv.status != StepStatus::kCompensationFailed;
+    const bool parked_pivot = parked_at_pivot(*inst, *def);
     if (parked_pivot && m.outcome == ReplyOutcome::kRetry) return stale(m);
     const bool forward = inst->view.state == SagaState::kRunning || parked_pivot;
     const Action& action = forward ? spec.action : *spec.compensation;

@@ -38,6 +38,14 @@ using namespace std::chrono_literals;
 
 const std::string kKafka = std::string(SAGA_SOURCE_DIR) + "/scripts/kafka";
 
+// The last `lines` lines of `text`.
+std::string tail(const std::string& text, int lines) {
+  size_t at = text.size();
+  for (int n = 0; n <= lines && at != std::string::npos && at > 0; ++n)
+    at = text.rfind('\n', at - 1);
+  return at == std::string::npos ? text : text.substr(at + 1);
+}
+
 // The processes of one run and the folder they share.
 class Run {
  public:
@@ -153,14 +161,17 @@ class Run {
 
   // Waits for the orchestrator to see every saga terminal, stops the
   // participants cleanly, and checks the invariants offline.
+  // When the orchestrator does not finish, the stores are checked all the
+  // same and the end of the report says where the sagas stopped.
   void finish_and_check(int sagas, std::chrono::seconds limit = 300s) {
     const int code = orchestrator_->wait(limit);
-    REQUIRE_MESSAGE(code == 0, "orchestrator exited ", code, "; see ", log("orchestrator"));
     for (auto& [name, p] : participants_) CHECK(p->terminate(30s) == 0);
     participants_.clear();
     Process check({SAGA_NODE, "check", dir_.string(), std::to_string(sagas)}, log("check"));
     const int checked = check.wait(120s);
     const std::string summary = read_file(log("check"));
+    REQUIRE_MESSAGE(code == 0, "orchestrator exited ", code, "; see ", log("orchestrator"),
+                    "; the check's last lines (all in ", log("check"), "):\n", tail(summary, 12));
     MESSAGE(summary);
     REQUIRE_MESSAGE(checked == 0, "invariants violated:\n", summary);
     passed_ = true;

@@ -369,6 +369,13 @@ int main(int argc, char** argv) {
   // SAGA_LOG_LEVEL (info, debug, ...) shows more than warnings, to debug a run.
   const char* level = std::getenv("SAGA_LOG_LEVEL");
   spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
+  if (!level) {
+    // The transports' own lines (connected, assigned, revoked, ...) are kept:
+    // they tell where a stuck run stopped.
+    auto kafka_log = spdlog::default_logger()->clone("kafka");
+    kafka_log->set_level(spdlog::level::info);
+    spdlog::register_logger(kafka_log);
+  }
   const std::string mode = argc > 1 ? argv[1] : "";
   try {
     if (mode == "participant" && argc == 4) return run_participant(argv[2], argv[3]);

@@ -171,6 +171,19 @@ inline std::map<std::string, int64_t> read_ints(const Participant& p, const std:
   return out;
 }
 
+/// "at step S: STATUS, A attempts (C compensation), last error E" for a
+/// saga that did not finish, to tell where it stopped.
+inline std::string describe_step(const SagaView& v) {
+  if (v.current_step >= v.steps.size()) return "past its last step";
+  const StepView& s = v.steps[v.current_step];
+  std::string out = "at step " + s.name + ": " + std::string(to_string(s.status)) + ", " +
+                    std::to_string(s.attempts) + " attempts (" +
+                    std::to_string(s.compensation_attempts) + " compensation)";
+  const std::string& error = s.last_error.empty() ? v.last_error : s.last_error;
+  if (!error.empty()) out += ", last error " + error;
+  return out;
+}
+
 /// Checks the invariants over a finished run; returns the violations found
 /// (empty = consistent). `sagas` maps saga id -> final state and data.
 inline std::vector<std::string> check_booking_invariants(
@@ -223,7 +236,8 @@ inline std::vector<std::string> check_booking_invariants(
         if (charged) bad.push_back("compensated saga " + id + " still has a charge");
         break;
       default:
-        bad.push_back("saga " + id + " ended " + std::string(to_string(v.state)));
+        bad.push_back("saga " + id + " ended " + std::string(to_string(v.state)) + " " +
+                      describe_step(v));
     }
   }
   // No stock or money for sagas nobody knows about.

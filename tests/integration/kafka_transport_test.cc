@@ -496,6 +496,29 @@ TEST_CASE("from_beginning: a member that lost its state reads its partitions fro
   CHECK(read_all(false, "m7") == std::vector<std::string>{"m7"});  // and committed again
 }
 
+TEST_CASE("a topic created after the consumer joined its group is read within seconds") {
+  // A worker that subscribes (without creating topics) before its topic
+  // exists: it must find the topic once someone creates it, within seconds.
+  const std::string prefix = unique_prefix();
+  KafkaOptions o = test_options(prefix, "worker");
+  o.create_topics = false;
+  auto made = make_kafka_transport("worker", o);
+  REQUIRE_MESSAGE(made.ok(), made.status().to_string());
+  std::unique_ptr<Transport> worker = std::move(*made);
+  Inbox inbox;
+  REQUIRE(worker->subscribe("late", inbox.handler()).ok());
+  const auto joined = Steady::now() + 3s;  // the broker's initial rebalance delay is 0
+  while (Steady::now() < joined) worker->poll(100ms);
+  REQUIRE(inbox.messages.empty());
+
+  auto sender = connect(prefix, "sender");
+  REQUIRE(sender->subscribe("late", [](Message, Transport::Ack) {}).ok());  // creates the topic
+  SendLog sends;
+  sender->send(command("m1", "late", "saga-1"), sends.callback());
+  CHECK(poll_until({sender.get(), worker.get()}, [&] { return inbox.has("m1"); }, 60s));
+  CHECK(sends.all_ok());
+}
+
 TEST_CASE("members of one group share the partitions; when one leaves the other takes over") {
   const std::string prefix = unique_prefix();
   auto sender = connect(prefix, "sender");

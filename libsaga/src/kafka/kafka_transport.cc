@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "kafka/envelope_headers.h"
+#include "kafka/fetch_watchdog.h"
 #include "kafka/kafka_options.h"
 #include "kafka/kafka_shard_log.h"
 #include "kafka/offset_tracker.h"
@@ -58,6 +59,17 @@ constexpr milliseconds kCloseFlush{5'000};
 // issue #4312, fixed by #4381 in a later release). The destructor waits this
 // long for the first assignment before closing.
 constexpr milliseconds kFirstAssignmentWait{10'000};
+// An assigned partition whose fetch has not started for this long, while its
+// group coordinator and leader are up, is assigned again (FetchWatchdog). A
+// healthy assignment starts fetching within milliseconds.
+constexpr milliseconds kStalledFetchLimit{10'000};
+// A subscribed topic of which this member holds no partition while its group
+// is settled is subscribed to again after this long (EmptyTopicWatch); then
+// after twice as long each time, up to the second figure. A member of a group
+// with more members than partitions holds none legitimately: it rejoins
+// rarely, and says so in the log.
+constexpr milliseconds kEmptyTopicFirst{15'000};
+constexpr milliseconds kEmptyTopicLongest{300'000};
 
 int to_ms(milliseconds d) { return static_cast<int>(std::clamp<int64_t>(d.count(), 0, INT32_MAX)); }
 
@@ -170,6 +182,11 @@ class KafkaTransport final : public Transport,
   void mark_down(Status status);
   void mark_up();
   void on_stats(const std::string& json);
+  // Assigns again the partitions the watchdog found stalled, and subscribes
+  // again when a topic was left without partitions here (polling thread).
+  void restart_stalled();
+  // Adds `delta` to the partitions held of each topic in `partitions`.
+  void count_held(const std::vector<RdKafka::TopicPartition*>& partitions, int delta);
 
   const std::string endpoint_;
   const KafkaOptions opts_;
@@ -213,6 +230,17 @@ class KafkaTransport final : public Transport,
   // KafkaOptions::from_beginning: the partitions already read from their start
   // (touched only by the rebalance callback, on the polling thread).
   std::set<std::pair<std::string, int32_t>> read_from_start_;
+  // Reads the group consumer's statistics (event_cb, on the polling thread);
+  // what it finds waits in stalled_ for restart_stalled().
+  FetchWatchdog watchdog_{kStalledFetchLimit};
+  std::mutex stalled_mu_;
+  std::vector<FetchWatchdog::Partition> stalled_;  // GUARDED_BY(stalled_mu_)
+  // Subscribed topics known to have partitions -> how many this member holds
+  // (GUARDED_BY(subs_mu_)), watched by empty_topics_ (on the polling thread),
+  // which sets resubscribe_ for restart_stalled().
+  std::map<std::string, int> held_;
+  EmptyTopicWatch empty_topics_{kEmptyTopicFirst, kEmptyTopicLongest};
+  std::atomic<bool> resubscribe_{false};
   // Set by the destructor: the group's last decisions are not reported.
   std::atomic<bool> closing_{false};
 
@@ -613,6 +641,8 @@ Status KafkaTransport::subscribe_topic(std::string_view destination, Handler han
   std::vector<std::string> topics;
   {
     std::lock_guard lock(subs_mu_);
+    // Created or checked above: it has partitions, so holding none is watched.
+    if (opts_.create_topics || partitions != 0) held_.emplace(topic, 0);
     subs_by_topic_.emplace(topic,
                            Subscription{std::string(destination),
                                         std::make_shared<const Handler>(std::move(handler)),
@@ -710,6 +740,7 @@ size_t KafkaTransport::poll(milliseconds max_wait) {
     if (handle_record(*record)) ++delivered;
   }
   n += serve_producer();
+  restart_stalled();
   return n + delivered;
 }
 
@@ -1017,6 +1048,7 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
           p->set_offset(RdKafka::Topic::OFFSET_BEGINNING);
     }
     tracker_->assign(ids_of(partitions));
+    count_held(partitions, +1);
     if (cooperative) {
       error.reset(consumer->incremental_assign(partitions));
     } else {
@@ -1048,6 +1080,7 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
       }
     }
     tracker_->revoke(ids_of(partitions));
+    count_held(partitions, -1);
     if (cooperative) {
       error.reset(consumer->incremental_unassign(partitions));
     } else {
@@ -1061,6 +1094,8 @@ void KafkaTransport::rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::Err
     });
     tracker_->revoke(ids_of(partitions));
     rc = consumer->unassign();
+    std::lock_guard lock(subs_mu_);
+    for (auto& [topic, held] : held_) held = 0;
   }
   if (error) log_->error("kafka transport \"{}\": rebalance: {}", endpoint_, error->str());
   if (rc != RdKafka::ERR_NO_ERROR) {
@@ -1100,14 +1135,100 @@ void KafkaTransport::mark_up() {
 }
 
 void KafkaTransport::on_stats(const std::string& json) {
-  if (!is_down_.load(std::memory_order_relaxed)) return;
+  const bool down = is_down_.load(std::memory_order_relaxed);
+  if (!down && !subscribed_.load(std::memory_order_relaxed)) return;
   const StatusOr<nlohmann::json> parsed = parse_json(json);
   if (!parsed.ok() || !parsed->is_object()) return;
   const nlohmann::json& doc = *parsed;
+  if (subscribed_.load(std::memory_order_relaxed) && consumer_ &&
+      doc.value("name", "") == consumer_->name()) {
+    const auto now = SteadyClock::now();
+    std::vector<FetchWatchdog::Partition> stalled = watchdog_.observe(doc, now);
+    if (!stalled.empty()) {
+      std::lock_guard lock(stalled_mu_);
+      stalled_.insert(stalled_.end(), stalled.begin(), stalled.end());
+    }
+    auto cgrp = doc.find("cgrp");
+    const bool steady = cgrp != doc.end() && cgrp->is_object() &&
+                        cgrp->value("state", "") == "up" &&
+                        cgrp->value("join_state", "") == "steady";
+    std::map<std::string, int> held;
+    {
+      std::lock_guard lock(subs_mu_);
+      held = held_;
+    }
+    for (const std::string& topic : empty_topics_.observe(steady, held, now)) {
+      log_->warn("kafka transport \"{}\": the group gave this member no partition of {} "
+                 "(a topic its coordinator may not have known yet when the group formed): "
+                 "subscribing again",
+                 endpoint_, topic);
+      resubscribe_ = true;
+    }
+  }
+  if (!down) return;
   auto brokers = doc.find("brokers");
   if (brokers == doc.end() || !brokers->is_object()) return;
   for (const auto& [name, broker] : brokers->items()) {
     if (broker.is_object() && broker.value("state", "") == "UP") return mark_up();
+  }
+}
+
+void KafkaTransport::count_held(const std::vector<RdKafka::TopicPartition*>& partitions,
+                                int delta) {
+  std::lock_guard lock(subs_mu_);
+  for (const RdKafka::TopicPartition* p : partitions) {
+    auto it = held_.find(p->topic());
+    if (it != held_.end()) it->second = std::max(0, it->second + delta);
+  }
+}
+
+void KafkaTransport::restart_stalled() {
+  if (resubscribe_.exchange(false) && !closing_) {
+    std::vector<std::string> topics;
+    {
+      std::lock_guard lock(subs_mu_);
+      for (const auto& [topic, sub] : subs_by_topic_) topics.push_back(topic);
+    }
+    RdKafka::ErrorCode rc = consumer_->unsubscribe();
+    if (rc == RdKafka::ERR_NO_ERROR) rc = consumer_->subscribe(topics);
+    if (rc != RdKafka::ERR_NO_ERROR) {
+      log_->warn("kafka transport \"{}\": subscribing again failed: {}", endpoint_,
+                 RdKafka::err2str(rc));
+    }
+  }
+  std::vector<FetchWatchdog::Partition> stalled;
+  {
+    std::lock_guard lock(stalled_mu_);
+    stalled.swap(stalled_);
+  }
+  if (stalled.empty() || closing_) return;
+  std::vector<std::unique_ptr<RdKafka::TopicPartition>> owned;
+  std::vector<RdKafka::TopicPartition*> list;
+  for (const auto& [topic, partition] : stalled) {
+    log_->warn("kafka transport \"{}\": {}[{}] assigned but not fetched for {} s: assigning it "
+               "again",
+               endpoint_, topic, partition, kStalledFetchLimit.count() / 1000);
+    owned.emplace_back(RdKafka::TopicPartition::create(topic, partition));
+    list.push_back(owned.back().get());
+  }
+  // Assigned again without an offset, the partition asks for its committed
+  // offset anew; the engines are not told (the ownership did not change).
+  if (consumer_->rebalance_protocol() == "COOPERATIVE") {
+    std::unique_ptr<RdKafka::Error> error(consumer_->incremental_unassign(list));
+    if (!error) error.reset(consumer_->incremental_assign(list));
+    if (error) {
+      log_->warn("kafka transport \"{}\": assigning stalled partitions again failed: {}",
+                 endpoint_, error->str());
+    }
+    return;
+  }
+  std::vector<RdKafka::TopicPartition*> all;
+  RdKafka::ErrorCode rc = consumer_->assignment(all);
+  if (rc == RdKafka::ERR_NO_ERROR) rc = consumer_->assign(all);
+  RdKafka::TopicPartition::destroy(all);
+  if (rc != RdKafka::ERR_NO_ERROR) {
+    log_->warn("kafka transport \"{}\": assigning stalled partitions again failed: {}",
+               endpoint_, RdKafka::err2str(rc));
   }
 }
 

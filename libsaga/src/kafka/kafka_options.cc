@@ -106,6 +106,13 @@ std::map<std::string, std::string> consumer_properties(const KafkaOptions& optio
       // (or was assigned partitions) take up to 500 ms. The cost of a shorter
       // wait is an idle consumer's empty fetch every 50 ms.
       {"fetch.wait.max.ms", "50"},
+      // How often the consumer asks for metadata (librdkafka's default: 5 min).
+      // A consumer that subscribes again because its group formed without a
+      // topic (fetch_watchdog.h) may be told "subscribed topic not available"
+      // by a broker that still has not learnt of it, and learns otherwise only
+      // at the next refresh: 300 s stuck in the three-broker crash test, 5 s
+      // now. The cost: one small metadata request per consumer every 5 s.
+      {"topic.metadata.refresh.interval.ms", "5000"},
       {"statistics.interval.ms", kStatsIntervalMs},
   };
 }

@@ -139,6 +139,54 @@ DefinitionBuilder& DefinitionBuilder::pivot() {
   return *this;
 }
 
+namespace {
+
+std::string describe(const Action& a) {
+  return a.is_local() ? "local" : a.participant + "." + a.command;
+}
+
+std::vector<std::string> shape_of(const std::vector<StepSpec>& steps) {
+  std::vector<std::string> shape;
+  shape.reserve(steps.size());
+  for (const StepSpec& s : steps) {
+    std::string line = s.name + ": " + describe(s.action);
+    if (s.compensation) line += ", compensation " + describe(*s.compensation);
+    if (s.pivot) line += ", pivot";
+    shape.push_back(std::move(line));
+  }
+  return shape;
+}
+
+// FNV-1a over the lines, each ended by a newline (step names hold none that
+// matter: a name with one only makes another shape). 0 is kept for "none".
+uint64_t fingerprint_of(const std::vector<std::string>& shape) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&h](unsigned char c) {
+    h ^= c;
+    h *= 0x100000001b3ULL;
+  };
+  for (const std::string& line : shape) {
+    for (unsigned char c : line) mix(c);
+    mix('\n');
+  }
+  return h == 0 ? 1 : h;
+}
+
+}  // namespace
+
+std::string first_difference(const std::vector<std::string>& was,
+                             const std::vector<std::string>& now) {
+  const size_t n = std::max(was.size(), now.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (i < was.size() && i < now.size() && was[i] == now[i]) continue;
+    const std::string step = "step " + std::to_string(i + 1) + ": ";
+    if (i >= now.size()) return step + "was '" + was[i] + "', now no such step";
+    if (i >= was.size()) return step + "was no such step, now '" + now[i] + "'";
+    return step + "was '" + was[i] + "', now '" + now[i] + "'";
+  }
+  return {};
+}
+
 StatusOr<DefinitionPtr> DefinitionBuilder::build() {
   std::vector<std::string> errors = errors_;
   if (def_->name_.empty()) errors.push_back("the saga type has no name");
@@ -179,6 +227,8 @@ StatusOr<DefinitionPtr> DefinitionBuilder::build() {
     for (size_t i = 0; i < errors.size(); ++i) msg += (i ? "; " : "") + errors[i];
     return Status::invalid_argument(std::move(msg));
   }
+  def_->shape_ = shape_of(def_->steps_);
+  def_->fingerprint_ = fingerprint_of(def_->shape_);
   DefinitionPtr out = def_;
   def_ = std::make_shared<SagaDefinition>(*def_);  // the builder may go on without touching `out`
   return out;

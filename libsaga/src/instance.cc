@@ -9,11 +9,14 @@
 namespace saga::internal {
 namespace {
 
-// First byte of a format-2 record. Format-1 records are MessagePack maps
-// (0x80..0x8f, 0xde, 0xdf), so the two never collide.
+// First byte of a binary record. Format 3 is format 2 plus the definition's
+// fingerprint at the end. Format-1 records are MessagePack maps (0x80..0x8f,
+// 0xde, 0xdf), so none collide.
 constexpr uint8_t kFormat2 = 0x02;
+constexpr uint8_t kFormat3 = 0x03;
 
-StatusOr<Instance> decode_format2(std::string_view bytes) {
+StatusOr<Instance> decode_binary(std::string_view bytes) {
+  const bool format3 = static_cast<uint8_t>(bytes[0]) == kFormat3;
   RecordReader r(bytes.substr(1));
   Instance inst;
   SagaView& v = inst.view;
@@ -51,7 +54,11 @@ StatusOr<Instance> decode_format2(std::string_view bytes) {
   inst.timer_due_ms = r.svarint();
   inst.attempt_base = r.u32();
   inst.uncertain = r.boolean();
-  if (!r.ok() || !r.done()) return Status::data_loss("undecodable saga instance (format 2)");
+  if (format3) inst.fingerprint = r.varint();
+  if (!r.ok() || !r.done()) {
+    return Status::data_loss(std::string("undecodable saga instance (format ") +
+                             (format3 ? "3)" : "2)"));
+  }
   StatusOr<Json> parsed = parse_msgpack(data);
   if (!parsed.ok()) return Status::data_loss("undecodable saga data: " + parsed.status().message());
   v.data = std::move(*parsed);
@@ -118,7 +125,7 @@ void encode_instance(Instance& inst, std::string& out) {
   out.clear();
   out.reserve(64 + v.id.size() + v.type.size() + inst.data_bytes.size() + v.traceparent.size() +
               v.last_error.size() + inst.awaiting.size() + v.steps.size() * 48);
-  out.push_back(static_cast<char>(kFormat2));
+  out.push_back(static_cast<char>(kFormat3));
   put_bytes(out, v.id);
   put_bytes(out, v.type);
   put_varint(out, v.version);
@@ -150,6 +157,7 @@ void encode_instance(Instance& inst, std::string& out) {
   put_svarint(out, inst.timer_due_ms);
   put_varint(out, inst.attempt_base);
   out.push_back(inst.uncertain ? 1 : 0);
+  put_varint(out, inst.fingerprint);
 }
 
 std::string encode_instance(Instance& inst) {
@@ -161,7 +169,7 @@ std::string encode_instance(Instance& inst) {
 StatusOr<Instance> decode_instance(std::string_view bytes) {
   if (bytes.empty()) return Status::data_loss("undecodable saga instance: empty record");
   const auto first = static_cast<uint8_t>(bytes[0]);
-  if (first == kFormat2) return decode_format2(bytes);
+  if (first == kFormat2 || first == kFormat3) return decode_binary(bytes);
   if ((first & 0xf0) == 0x80 || first == 0xde || first == 0xdf) return decode_format1(bytes);
   return Status::data_loss("undecodable saga instance: unknown record format " +
                            std::to_string(first) +

@@ -34,6 +34,9 @@ struct Instance {
   /// The current action timed out at least once, so it may have been applied
   /// even if later attempts were only answered "retry".
   bool uncertain = false;
+  /// SagaDefinition::fingerprint() of the definition it started with; 0 for
+  /// a record written before fingerprints (format 1 or 2).
+  uint64_t fingerprint = 0;
   /// Participant whose half-open breaker granted the awaited command a probe
   /// slot ("" = none). Not persisted: breakers start closed after a restart.
   std::string probe;
@@ -45,11 +48,12 @@ struct Instance {
   void data_changed() { data_bytes.clear(); }
 };
 
-/// Compact binary encoding (format 2, docs/storage.md). Fills
+/// Compact binary encoding (format 3, docs/storage.md). Fills
 /// inst.data_bytes when stale, hence non-const.
 std::string encode_instance(Instance& inst);
 void encode_instance(Instance& inst, std::string& out);
-/// Decodes format 2 and the older MessagePack document (format 1).
+/// Decodes format 3, format 2 (no fingerprint) and the older MessagePack
+/// document (format 1).
 StatusOr<Instance> decode_instance(std::string_view bytes);
 
 }  // namespace saga::internal

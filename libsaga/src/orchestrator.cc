@@ -104,6 +104,42 @@ constexpr char kIdxAll = 'a';        // a <created be64> <id>
 constexpr char kIdxType = 't';       // t <type> \0 <created be64> <id>
 constexpr char kIdxState = 's';      // s <state byte> <created be64> <id>
 constexpr char kIdxRetention = 'x';  // x <finished be64> <id>
+constexpr char kIdxShape = 'd';      // d <fingerprint be64> -> the shape's lines
+
+std::string shape_key(uint64_t fingerprint) {
+  std::string k(1, kIdxShape);
+  append_be64(k, fingerprint);
+  return k;
+}
+
+std::string join_lines(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const std::string& l : lines) out += l + "\n";
+  return out;
+}
+
+std::vector<std::string> split_lines(std::string_view text) {
+  std::vector<std::string> lines;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    lines.emplace_back(text.substr(0, nl));
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
+  }
+  return lines;
+}
+
+// Inside a catch (...): what the user's function threw, for the log and the
+// saga's last error. No exception of a definition's functions reaches an
+// engine thread.
+std::string what_was_thrown() {
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception not derived from std::exception";
+  }
+}
 
 std::string hex(uint64_t v) {
   char buf[17];
@@ -333,6 +369,8 @@ struct Shard {
   std::vector<std::string> finished;  // terminal: leave `live` after the write
   std::vector<std::string> settled;   // terminal or Failed: reported through on_settled
   std::string record;                 // scratch for encode_instance
+  // Fingerprints whose shape record this shard has staged since it loaded.
+  std::unordered_set<uint64_t> shapes;
   int64_t next_sweep_ms = 0;
   uint64_t staged = 0;     // transitions staged in the current iteration
   Batch* batch = nullptr;  // the driving thread's batch, during an iteration
@@ -1015,6 +1053,7 @@ class OrchestratorImpl final : public Orchestrator {
     sh.timers.clear();
     sh.settled.clear();
     sh.finished.clear();
+    sh.shapes.clear();
   }
 
   // A later claim fenced the shard: it answers nothing and sends nothing
@@ -1279,6 +1318,7 @@ class OrchestratorImpl final : public Orchestrator {
     v.id = id;
     v.type = def->name();
     v.version = def->version();
+    inst.fingerprint = def->fingerprint();
     v.state = SagaState::kRunning;
     v.data = std::move(r.data);
     v.traceparent = r.options.traceparent.empty() ? new_traceparent() : r.options.traceparent;
@@ -1345,10 +1385,11 @@ class OrchestratorImpl final : public Orchestrator {
         }
         try {
           spec.action.on_reply(inst->view.data, reply);
-        } catch (const std::exception& e) {
+        } catch (...) {
           // A merge that throws is a bug in the definition; the step did
           // succeed at the participant, so the saga must go on (and undo it).
-          log_->error("saga {}: on_reply of step {} threw: {}", m.saga_id, spec.name, e.what());
+          log_->error("saga {}: on_reply of step {} threw: {}", m.saga_id, spec.name,
+                      what_was_thrown());
         }
         if (json_depth(inst->view.data) > kMaxJsonDepth) {
           // Stored, it could never be read back: keep the data as last written.
@@ -1430,7 +1471,12 @@ class OrchestratorImpl final : public Orchestrator {
     const DefinitionPtr& def = definition_of(inst);
     const Prior before{inst.view.state, is_new ? -1 : inst.view.updated_ms};
     Transition t(*this, sh, inst, *def);
-    StatusOr<SagaState> next = fsm_process(inst.view.state, ev, t);
+    StatusOr<SagaState> next = Status::internal("");
+    try {
+      next = fsm_process(inst.view.state, ev, t);
+    } catch (...) {
+      return park_broken(sh, inst, before, what_was_thrown());
+    }
     if (!next.ok()) {
       if (is_new) {
         sh.live.erase(inst.view.id);
@@ -1449,6 +1495,20 @@ class OrchestratorImpl final : public Orchestrator {
     persist(sh, inst, before);
     run_followups(sh, inst, t);
     return ok_status();
+  }
+
+  // A transition threw: a bug of the engine or a damaged record (the
+  // definition's own functions are caught where they are called). The saga
+  // parks as Failed with the error, for an operator, and the engine goes on.
+  // What the transition staged before it threw stays staged.
+  Status park_broken(Shard& sh, Instance& inst, const Prior& before, const std::string& what) {
+    log_->error("saga {}: a transition threw ({}); parked as FAILED", inst.view.id, what);
+    inst.view.state = SagaState::kFailed;
+    inst.view.last_error = "internal error in a transition: " + what;
+    inst.awaiting.clear();
+    inst.timer = TimerKind::kNone;
+    persist(sh, inst, before);
+    return Status::internal(inst.view.last_error);
   }
 
   void run_followups(Shard& sh, Instance& inst, Transition& t) {
@@ -1470,6 +1530,9 @@ class OrchestratorImpl final : public Orchestrator {
     Batch& b = *sh.batch;
     if (before.updated_ms < 0) {  // new
       for (const std::string& k : index_keys(v)) sh.ks.put(b, idx, k, "");
+      if (sh.shapes.insert(inst.fingerprint).second) {  // what recovery compares it with
+        sh.ks.put(b, idx, shape_key(inst.fingerprint), join_lines(definition_of(inst)->shape()));
+      }
     } else if (before.state != v.state) {
       sh.ks.del(b, idx, index_key(kIdxState, v, before.state));
       sh.ks.put(b, idx, index_key(kIdxState, v), "");
@@ -1496,8 +1559,9 @@ class OrchestratorImpl final : public Orchestrator {
     std::vector<Message> events;
     try {
       events = fn(v, previous);
-    } catch (const std::exception& e) {
-      log_->error("saga {}: on_state_change threw, no events published: {}", v.id, e.what());
+    } catch (...) {
+      log_->error("saga {}: on_state_change threw, no events published: {}", v.id,
+                  what_was_thrown());
       return;
     }
     for (Message& m : events) {
@@ -1532,11 +1596,12 @@ class OrchestratorImpl final : public Orchestrator {
       case SagaState::kFailed:
         ++parked_;
         metrics_.failed(v.type).Increment();
-        if (v.steps[v.current_step].status == StepStatus::kCompensationFailed) {
+        if (v.current_step < v.steps.size() &&
+            v.steps[v.current_step].status == StepStatus::kCompensationFailed) {
           log_->error("saga {} parked as FAILED: compensation of step {} kept failing: {}", v.id,
                       v.steps[v.current_step].name, v.last_error);
-        } else {
-          log_->error("saga {} parked as FAILED at its pivot: {}", v.id, v.last_error);
+        } else {  // at its pivot, or after a transition threw
+          log_->error("saga {} parked as FAILED: {}", v.id, v.last_error);
         }
         break;
       default:
@@ -1658,13 +1723,7 @@ class OrchestratorImpl final : public Orchestrator {
         SAGA_ASSIGN_OR_RETURN(auto bytes, sh.ks.get(store_->cf(kInstances), id));
         if (!bytes) return Status::data_loss("index names saga '" + id + "' but it is missing");
         SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
-        auto versions = definitions_.find(inst.view.type);
-        if (versions == definitions_.end() || !versions->second.count(inst.view.version)) {
-          return Status::failed_precondition(
-              "saga '" + id + "' needs definition '" + inst.view.type + "' v" +
-              std::to_string(inst.view.version) +
-              ", which is not registered; keep old versions until their sagas finish");
-        }
+        SAGA_RETURN_IF_ERROR(check_definition(sh, inst));
         if (st == SagaState::kFailed) ++parked_;
         inst.probe.clear();  // breakers start closed after a restart
         if (inst.timer != TimerKind::kNone) sh.timers.emplace(inst.timer_due_ms, id);
@@ -1672,6 +1731,45 @@ class OrchestratorImpl final : public Orchestrator {
         ++in_flight_;
       }
     }
+    return ok_status();
+  }
+
+  // An unfinished saga resumes only under the definition it started with:
+  // its version registered, with the same shape (SagaDefinition::shape()).
+  // Records older than fingerprints are checked by their step names and
+  // take the registered fingerprint.
+  Status check_definition(Shard& sh, Instance& inst) {
+    const SagaView& v = inst.view;
+    const std::string which = "'" + v.type + "' v" + std::to_string(v.version);
+    auto versions = definitions_.find(v.type);
+    if (versions == definitions_.end() || !versions->second.count(v.version)) {
+      return Status::failed_precondition("saga '" + v.id + "' needs definition " + which +
+                                         ", which is not registered; keep old versions until "
+                                         "their sagas finish");
+    }
+    const SagaDefinition& def = *versions->second.at(v.version);
+    auto refuse = [&](const std::string& difference) {
+      return Status::failed_precondition(
+          "saga '" + v.id + "' started under another shape of definition " + which + " than the " +
+          "one registered (" + difference + "); register the changed definition as a new " +
+          "version and keep " + which + " as it was until its sagas finish");
+    };
+    if (inst.fingerprint == def.fingerprint()) return ok_status();
+    if (inst.fingerprint != 0) {
+      SAGA_ASSIGN_OR_RETURN(auto was, sh.ks.get(store_->cf(kIndex), shape_key(inst.fingerprint)));
+      std::string difference = was ? first_difference(split_lines(*was), def.shape()) : "";
+      if (difference.empty()) {
+        difference = "fingerprint " + hex(inst.fingerprint) + ", now " + hex(def.fingerprint()) +
+                     (was ? "" : "; the earlier shape is not on record");
+      }
+      return refuse(difference);
+    }
+    std::vector<std::string> names;
+    for (const StepView& s : v.steps) names.push_back(s.name);
+    std::vector<std::string> now;
+    for (const StepSpec& s : def.steps()) now.push_back(s.name);
+    if (names != now) return refuse(first_difference(names, now) + " (step names)");
+    inst.fingerprint = def.fingerprint();
     return ok_status();
   }
 
@@ -1830,11 +1928,11 @@ void Transition::send_command(const Action& a, std::string id, std::string compe
   try {
     m.key = a.key ? a.key(inst_.view.data) : inst_.view.id;
     m.payload = (a.payload ? a.payload(inst_.view.data) : inst_.view.data).dump();
-  } catch (const std::exception& ex) {
+  } catch (...) {
     // A builder that throws is a bug in the definition: nothing is sent and
     // the step (or compensation) fails visibly instead of hanging.
     step().last_error = inst_.view.last_error =
-        std::string("building the command failed: ") + ex.what();
+        "building the command failed: " + what_was_thrown();
     followup = m.compensates.empty() ? FsmEvent::kStepFailed : FsmEvent::kCompensationFailed;
     return;
   }
@@ -1851,8 +1949,8 @@ Status Transition::run_local(const LocalFn& fn) {
   Status result;
   try {
     result = fn(data);
-  } catch (const std::exception& ex) {
-    result = Status::internal(std::string("local function threw: ") + ex.what());
+  } catch (...) {
+    result = Status::internal("local function threw: " + what_was_thrown());
   }
   if (result.ok()) {
     inst_.view.data = std::move(data);

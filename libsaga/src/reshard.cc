@@ -261,12 +261,18 @@ StatusOr<std::string_view> index_saga_id(std::string_view key) {
 
 Status copy_orchestrator(Store& src, Copier& out) {
   const uint32_t n = out.shards();
+  std::set<std::string, std::less<>> shapes;  // shape records: each new shard gets every one once
   for (uint32_t k = 0; k < src.shards(); ++k) {
     const Keyspace old(src, k);
     SAGA_RETURN_IF_ERROR(each(old, src.cf(kInstances), [&](std::string_view id, std::string_view v) {
       return out.put(kInstances, shard_of(id, n), id, v);
     }));
     SAGA_RETURN_IF_ERROR(each(old, src.cf(kIndex), [&](std::string_view key, std::string_view v) {
+      if (!key.empty() && key[0] == 'd') {
+        if (!shapes.emplace(key).second) return ok_status();
+        for (uint32_t to = 0; to < n; ++to) SAGA_RETURN_IF_ERROR(out.put(kIndex, to, key, v));
+        return ok_status();
+      }
       SAGA_ASSIGN_OR_RETURN(std::string_view id, index_saga_id(key));
       return out.put(kIndex, shard_of(id, n), key, v);
     }));

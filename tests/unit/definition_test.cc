@@ -333,6 +333,42 @@ TEST_CASE("build() twice gives independent definitions") {
   CHECK((*third)->steps().size() == 2);
 }
 
+TEST_CASE("a definition's shape names each step's commands and pivot; its fingerprint follows it") {
+  auto make = [](Duration timeout, std::string refund, bool pivot) {
+    DefinitionBuilder b("booking", 1);
+    b.command("reserve", "inventory", "reserve").compensate("inventory", "release").timeout(timeout);
+    b.local("note", [](Json&) { return ok_status(); }).compensate_local([](Json&) {
+      return ok_status();
+    });
+    b.command("pay", "payment", "charge").compensate("payment", std::move(refund));
+    if (pivot) b.command("confirm", "inventory", "confirm").pivot();
+    auto def = b.build();
+    REQUIRE(def.ok());
+    return *def;
+  };
+  const DefinitionPtr base = make(Duration{5'000}, "refund", true);
+  CHECK(base->shape() == std::vector<std::string>{
+                             "reserve: inventory.reserve, compensation inventory.release",
+                             "note: local, compensation local",
+                             "pay: payment.charge, compensation payment.refund",
+                             "confirm: inventory.confirm, pivot"});
+  CHECK(base->fingerprint() != 0);
+  // Timeouts and retries are not part of the shape; commands and steps are.
+  CHECK(make(Duration{9'000}, "refund", true)->fingerprint() == base->fingerprint());
+  const DefinitionPtr credit = make(Duration{5'000}, "credit", true);
+  CHECK(credit->fingerprint() != base->fingerprint());
+  CHECK(first_difference(base->shape(), credit->shape()) ==
+        "step 3: was 'pay: payment.charge, compensation payment.refund', now 'pay: "
+        "payment.charge, compensation payment.credit'");
+  const DefinitionPtr shorter = make(Duration{5'000}, "refund", false);
+  CHECK(shorter->fingerprint() != base->fingerprint());
+  CHECK(first_difference(base->shape(), shorter->shape()) ==
+        "step 4: was 'confirm: inventory.confirm, pivot', now no such step");
+  CHECK(first_difference(shorter->shape(), base->shape()) ==
+        "step 4: was no such step, now 'confirm: inventory.confirm, pivot'");
+  CHECK(first_difference(base->shape(), base->shape()).empty());
+}
+
 TEST_CASE("retry backoff grows by the multiplier and is capped at max_backoff") {
   SeededRandom random(1);
   RetryPolicy p{0, Duration{100}, 2.0, Duration{1'000}, 0.0};

@@ -1229,6 +1229,69 @@ TEST_CASE("local steps run inside the transaction and local compensations undo t
   }
 }
 
+TEST_CASE("a definition's function that throws fails its step or is logged; the engine goes on") {
+  enum class Thrower { kLocal, kPayload, kMerge, kEvents };
+  auto make = [](Thrower t) {
+    DefinitionBuilder b("booking", 1);
+    b.command("reserve", "inventory", "reserve")
+        .compensate("inventory", "release")
+        .timeout(kTimeout)
+        .retry(kQuickRetry);
+    if (t == Thrower::kMerge) b.on_reply([](Json&, const Json&) { throw 42; });
+    b.local("note", [t](Json& data) {
+      if (t == Thrower::kLocal) throw 42;  // not even a std::exception
+      data["noted"] = true;
+      return ok_status();
+    });
+    b.command("pay", "payment", "charge").timeout(kTimeout).retry(kQuickRetry);
+    if (t == Thrower::kPayload) {
+      b.payload([](const Json&) -> Json { throw std::runtime_error("no price"); });
+    }
+    if (t == Thrower::kEvents) {
+      b.on_state_change([](const SagaView&, std::optional<SagaState>) -> std::vector<Message> {
+        throw std::runtime_error("no event stream");
+      });
+    }
+    auto def = b.build();
+    REQUIRE(def.ok());
+    return *def;
+  };
+  Harness h;
+  SUBCASE("a local step: the step fails and the saga compensates") {
+    h.open({make(Thrower::kLocal)});
+    const std::string id = h.start();
+    h.drive();
+    const SagaView v = h.view(id);
+    CHECK(v.state == SagaState::kCompensated);
+    CHECK(v.steps[1].last_error ==
+          "INTERNAL: local function threw: an exception not derived from std::exception");
+    CHECK(h.inventory.received("release").size() == 1);
+  }
+  SUBCASE("a payload builder: nothing is sent, the step fails and the saga compensates") {
+    h.open({make(Thrower::kPayload)});
+    const std::string id = h.start();
+    h.drive();
+    const SagaView v = h.view(id);
+    CHECK(v.state == SagaState::kCompensated);
+    CHECK(v.steps[2].last_error == "building the command failed: no price");
+    CHECK(h.payment.received("charge").empty());
+  }
+  SUBCASE("a reply merger: the reply counts, the merge is dropped, the saga completes") {
+    h.open({make(Thrower::kMerge)});
+    const std::string id = h.start();
+    h.drive();
+    CHECK(h.view(id).state == SagaState::kCompleted);
+  }
+  SUBCASE("an event builder: no events, the saga completes") {
+    h.open({make(Thrower::kEvents)});
+    const std::string id = h.start();
+    h.drive();
+    CHECK(h.view(id).state == SagaState::kCompleted);
+  }
+  // The engine took every throw and still serves.
+  CHECK(h.orch->start("booking", Json{{"qty", 1}}).ok());
+}
+
 TEST_CASE("a saga of local steps only completes within the one write of its start") {
   int calls = 0;
   auto def = DefinitionBuilder("stamp", 1)
@@ -1320,6 +1383,45 @@ TEST_CASE("an unfinished saga keeps the definition version it started with") {
     pinned.version = 3;
     CHECK(h.orch->start("booking", Json::object(), pinned).status().code() ==
           StatusCode::kNotFound);
+  }
+}
+
+TEST_CASE("an unfinished saga resumes only under the shape of definition it started with") {
+  Harness h;
+  h.open({booking()});
+  h.payment.set_paused(true);
+  const std::string id = h.start();
+  h.drive();  // awaiting the charge
+  h.close();
+
+  SUBCASE("a step changed without a new version: open fails and names the step") {
+    BookingSpec edited;
+    edited.pivot = 1;  // pay loses its refund and becomes the pivot
+    const Status s = h.try_open({booking(edited)});
+    CHECK(s.code() == StatusCode::kFailedPrecondition);
+    CHECK(h.orch == nullptr);
+    CHECK_MESSAGE(s.message().find("saga '" + id + "' started under another shape of definition "
+                                   "'booking' v1") != std::string::npos,
+                  s.to_string());
+    CHECK_MESSAGE(s.message().find("step 2: was 'pay: payment.charge, compensation "
+                                   "payment.refund', now 'pay: payment.charge, pivot'") !=
+                      std::string::npos,
+                  s.to_string());
+  }
+  SUBCASE("a step removed without a new version: open fails and names the step") {
+    BookingSpec shorter;
+    shorter.with_confirm = false;
+    const Status s = h.try_open({booking(shorter)});
+    CHECK(s.code() == StatusCode::kFailedPrecondition);
+    CHECK_MESSAGE(s.message().find("step 3: was 'confirm: inventory.confirm', now no such step") !=
+                      std::string::npos,
+                  s.to_string());
+  }
+  SUBCASE("only retries changed: the saga resumes under them and completes") {
+    h.open({booking(constant_backoff(7))});
+    h.payment.set_paused(false);
+    h.drive();
+    CHECK(h.view(id).state == SagaState::kCompleted);
   }
 }
 

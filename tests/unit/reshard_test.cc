@@ -230,6 +230,18 @@ void reshard_in_flight_orchestrator(uint32_t from, uint32_t to, bool with_invent
                                       {testing::booking_definition()});
     CHECK(refused.status().code() == StatusCode::kFailedPrecondition);
   }
+  {  // The definitions' shapes came along: a changed one is named, whichever saga meets it first.
+    Options edited;
+    edited.data_dir = moved;
+    edited.shards = to;
+    auto refused = Orchestrator::open(edited, std::shared_ptr<Transport>(w.bus->connect("x")),
+                                      {testing::booking_definition(Duration{1000}, 5, true)});
+    REQUIRE_FALSE(refused.ok());
+    CHECK_MESSAGE(refused.status().message().find(
+                      "step 3: was 'confirm: inventory.confirm', now 'confirm: "
+                      "inventory.confirm, pivot'") != std::string::npos,
+                  refused.status().to_string());
+  }
   if (with_inventory) {
     const std::string inv = w.new_dir("inventory-" + std::to_string(to));
     auto s = reshard_participant({.from = w.inventory_dir, .to = inv, .shards = to}, stock_key);

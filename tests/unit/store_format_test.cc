@@ -57,6 +57,7 @@ Instance sample() {
   inst.timer_due_ms = 1'700'000'005'000;
   inst.attempt_base = 2;
   inst.uncertain = true;
+  inst.fingerprint = 0xfedcba9876543210ULL;
   return inst;
 }
 
@@ -138,10 +139,11 @@ std::string encode_format1(const Instance& inst) {
 TEST_CASE("instance record: round trip of every field") {
   Instance inst = sample();
   const std::string bytes = encode_instance(inst);
-  CHECK(static_cast<uint8_t>(bytes[0]) == 0x02);
+  CHECK(static_cast<uint8_t>(bytes[0]) == 0x03);
   StatusOr<Instance> back = decode_instance(bytes);
   REQUIRE(back.ok());
   check_same(inst, *back);
+  CHECK(back->fingerprint == inst.fingerprint);
   // The cached data encoding is what decoding found, so re-encoding is stable.
   Instance again = *back;
   CHECK(encode_instance(again) == bytes);
@@ -162,6 +164,22 @@ TEST_CASE("instance record: format 1 (MessagePack) records still decode") {
   StatusOr<Instance> back = decode_instance(encode_format1(inst));
   REQUIRE(back.ok());
   check_same(inst, *back);
+  CHECK(back->fingerprint == 0);
+}
+
+TEST_CASE("instance record: format 2 records (format 3 without the fingerprint) still decode") {
+  Instance inst = sample();
+  inst.fingerprint = 0;  // one byte, 0x00, at the end of format 3
+  std::string bytes = encode_instance(inst);
+  REQUIRE(bytes.back() == '\0');
+  bytes.pop_back();
+  bytes[0] = '\x02';
+  StatusOr<Instance> back = decode_instance(bytes);
+  REQUIRE(back.ok());
+  check_same(inst, *back);
+  CHECK(back->fingerprint == 0);
+  bytes.push_back('\0');  // a format 2 record must end after `un`
+  CHECK(decode_instance(bytes).status().code() == StatusCode::kDataLoss);
 }
 
 TEST_CASE("instance record: damaged records are DataLoss, never a crash") {
@@ -399,6 +417,20 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
       .retry(RetryPolicy{3, Duration{100}, 2.0, Duration{1000}, 0.0});
   auto def = b.build();
   REQUIRE(def.ok());
+  {  // The record predates fingerprints: its step names are what is compared.
+    auto renamed = DefinitionBuilder("one", 1).command("hold", "inventory", "reserve").build();
+    REQUIRE(renamed.ok());
+    Options o;
+    o.data_dir = data_dir;
+    o.clock = clock;
+    auto refused = Orchestrator::open(
+        o, std::shared_ptr<Transport>(bus->connect("orchestrator")), {*renamed});
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.status().code() == StatusCode::kFailedPrecondition);
+    CHECK_MESSAGE(refused.status().message().find(
+                      "step 1: was 'reserve', now 'hold' (step names)") != std::string::npos,
+                  refused.status().to_string());
+  }
   {
     Options o;
     o.data_dir = data_dir;
@@ -428,7 +460,7 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
     CHECK(v->state == SagaState::kCompleted);
     CHECK(v->data == Json{{"qty", 1}});
   }
-  // The legacy timer key is gone, and the record is in format 2 now.
+  // The legacy timer key is gone, and the record is in the current format (3) now.
   auto store = Store::open(data_dir, cfs, false);
   REQUIRE(store.ok());
   int timer_keys = 0;
@@ -443,7 +475,69 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
   auto rec = (*store)->get((*store)->cf(0), "legacy-1");
   REQUIRE(rec.ok());
   REQUIRE(rec->has_value());
-  CHECK(static_cast<uint8_t>((**rec)[0]) == 0x02);
+  CHECK(static_cast<uint8_t>((**rec)[0]) == 0x03);
+}
+
+// A record damaged in a way decoding cannot see (its current step beyond its
+// steps) makes a transition throw: the saga parks, the engine serves on.
+TEST_CASE("a transition that throws parks its saga as Failed with the error; the engine goes on") {
+  testing::TempDir dir;
+  const std::string data_dir = (dir.path() / "orch").string();
+  const std::vector<std::string> cfs = {"instances", "outbox", "timers", "replies", "index"};
+  const int64_t t0 = 1'700'000'000'000;
+  auto def = DefinitionBuilder("one", 1)
+                 .command("reserve", "inventory", "reserve")
+                 .compensate("inventory", "release")
+                 .build();
+  REQUIRE(def.ok());
+  {
+    Instance inst;
+    SagaView& v = inst.view;
+    v.id = "damaged-1";
+    v.type = "one";
+    v.version = 1;
+    v.state = SagaState::kFailed;
+    v.data = Json::object();
+    StepView s;
+    s.name = "reserve";
+    s.status = StepStatus::kCompensationFailed;
+    v.steps.push_back(s);
+    v.current_step = 7;
+    v.created_ms = v.updated_ms = t0 - 10;
+    inst.fingerprint = (*def)->fingerprint();
+    auto store = Store::open(data_dir, cfs, false);
+    REQUIRE(store.ok());
+    Batch b;
+    b.put((*store)->cf(0), v.id, encode_instance(inst));
+    const std::string created = be64(static_cast<uint64_t>(v.created_ms));
+    b.put((*store)->cf(4), "a" + created + v.id, "");
+    b.put((*store)->cf(4), std::string("t") + "one" + std::string(1, '\0') + created + v.id, "");
+    b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
+    REQUIRE((*store)->write(b).ok());
+  }
+  auto clock = std::make_shared<ManualClock>(from_millis(t0));
+  auto bus = MemoryBus::create(clock, 1);
+  testing::ScriptedParticipant inventory("inventory", bus);
+  Options o;
+  o.data_dir = data_dir;
+  o.clock = clock;
+  auto orch = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect("orchestrator")), {*def});
+  REQUIRE_MESSAGE(orch.ok(), orch.status().to_string());
+
+  const Status retried = (*orch)->retry("damaged-1");  // restarting its compensation throws
+  CHECK(retried.code() == StatusCode::kInternal);
+  auto v = (*orch)->get("damaged-1");
+  REQUIRE(v.ok());
+  CHECK(v->state == SagaState::kFailed);
+  CHECK_MESSAGE(v->last_error.starts_with("internal error in a transition: "), v->last_error);
+
+  auto next = (*orch)->start("one", Json::object());
+  REQUIRE_MESSAGE(next.ok(), next.status().to_string());
+  for (int i = 0; i < 20 && inventory.received().empty(); ++i) {
+    (*orch)->run_once(Duration{0});
+    inventory.poll();
+  }
+  CHECK(inventory.received().size() == 1);
 }
 
 TEST_CASE("a store of four shards keeps each shard's keys apart and its count") {

@@ -106,6 +106,15 @@ class SagaDefinition {
   std::optional<size_t> pivot() const noexcept { return pivot_; }
   /// Domain events on state changes (may be empty).
   const EventsFn& events() const noexcept { return events_; }
+  /// What an unfinished saga depends on, one line per step: its name, the
+  /// participant and command of its action and of its compensation (or
+  /// "local"), and whether it is the pivot. Timeouts, retry policies and the
+  /// bodies of functions are not part of it, so they may change under a
+  /// running saga; anything in the shape needs a new version.
+  const std::vector<std::string>& shape() const noexcept { return shape_; }
+  /// A 64-bit hash of shape() (never 0), stored with every instance and
+  /// compared when an orchestrator opens (docs/storage.md).
+  uint64_t fingerprint() const noexcept { return fingerprint_; }
 
  private:
   friend class DefinitionBuilder;
@@ -114,7 +123,15 @@ class SagaDefinition {
   std::vector<StepSpec> steps_;
   std::optional<size_t> pivot_;
   EventsFn events_;
+  std::vector<std::string> shape_;
+  uint64_t fingerprint_ = 0;
 };
+
+/// The first line where two shapes (SagaDefinition::shape()) differ, as
+/// "step 2: was 'pay: payment.charge', now 'pay: payment.debit'"; empty when
+/// they are equal.
+std::string first_difference(const std::vector<std::string>& was,
+                             const std::vector<std::string>& now);
 
 using DefinitionPtr = std::shared_ptr<const SagaDefinition>;
 

@@ -201,6 +201,11 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
   > {};
   // clang-format on
 
+  // An exception thrown by a guard or an action leaves the machine to the
+  // caller (the orchestrator parks the saga), instead of being swallowed by
+  // Boost.MSM's default handler with the instance half changed.
+  using no_exception_thrown = int;
+
   // An event a state does not accept is reported to the caller, not asserted.
   template <class Fsm, class Event>
   void no_transition(const Event&, Fsm&, int) {}

@@ -66,7 +66,8 @@ class FsmHooks {
 /// Applies `event` to an instance currently in `current` (for kStart, pass
 /// kRunning: a new instance starts from the machine's initial state). Returns
 /// the state after the event, or FailedPrecondition when `current` does not
-/// accept `event` (hooks are then not called).
+/// accept `event` (hooks are then not called). An exception thrown by a hook
+/// propagates to the caller.
 StatusOr<SagaState> fsm_process(SagaState current, FsmEvent event, FsmHooks& hooks);
 
 }  // namespace saga::internal

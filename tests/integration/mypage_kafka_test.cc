@@ -177,7 +177,7 @@ TEST_CASE("mypage follows the events topic and catches up after a restart") {
   CHECK(events_of(**model, "r2") == expected_r2);
   const Json r2 = *row_of(**model, "r2");
   CHECK(r2["status"] == "REJECTED");
-  CHECK(r2["payment"] == Json{{"status", "REFUNDED"}, {"payId", "pay-r2"}});
+  CHECK(r2["payment"] == Json{{"status", "REFUNDED"}, {"payId", "pay-r2"}, {"refundedAmount", 700.0}});
   CHECK(r2["updatedMs"] == 1900);
   CHECK((*row_of(**model, "r1"))["status"] == "CONFIRMED");
   CHECK((*model)->list_by_user("u1")->size() == 3);

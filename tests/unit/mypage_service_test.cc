@@ -142,7 +142,9 @@ TEST_CASE("a compensated booking ends REJECTED, refunded and released") {
                      canceled("r2", "REJECTED")});
   const Json row = get_row(*model, "r2");
   CHECK(row["status"] == "REJECTED");
-  CHECK(row["payment"] == Json{{"status", "REFUNDED"}, {"payId", "pay-r2"}});
+  CHECK(row["payment"] ==
+        Json{{"status", "REFUNDED"}, {"payId", "pay-r2"}, {"refundedAmount", 5000}});
+  CHECK(row["amount"] == 5000);  // the booking's, not taken from the refund
   CHECK(row["rooms"] == Json{{"status", "RELEASED"}, {"stock", 10}});
   CHECK(row["events"] == Json{"ReservationPlaced", "PaymentApproved", "PaymentCancelApproved",
                               "ReservationCancelConfirmed", "ReservationCanceled"});

@@ -181,6 +181,33 @@ TEST_CASE("refund keeps the record as REFUNDED and emits PaymentCancelApproved o
   CHECK(h.events.size() == 2);
 }
 
+TEST_CASE("a cancellation's refund of a part: refundedAmount recorded; more than the charge refused") {
+  Harness h;
+  REQUIRE(h.roundtrip(command("s1", "charge", charge_of("r1", 7050))).outcome ==
+          ReplyOutcome::kSuccess);
+  Message too_much = command("s1.cancel", "refund", {{"bookingId", "s1"}, {"amount", 7051}});
+  too_much.key = "s1";
+  const Message refused = h.roundtrip(too_much);
+  CHECK(refused.outcome == ReplyOutcome::kFailure);
+  CHECK(contains(error_of(refused), "refund of 7051 exceeds the charge of 7050"));
+  Message fractional = command("s1.cancel.2", "refund", {{"bookingId", "s1"}, {"amount", 10.5}});
+  fractional.key = "s1";
+  CHECK(h.roundtrip(fractional).outcome == ReplyOutcome::kFailure);
+  CHECK(h.get_json("/payments/pay-s1")["status"] == "APPROVED");
+
+  Message part = command("s1.cancel.3", "refund", {{"bookingId", "s1"}, {"amount", 3525}});
+  part.key = "s1";
+  const Message r = h.roundtrip(part);
+  REQUIRE_MESSAGE(r.outcome == ReplyOutcome::kSuccess, r.payload);
+  CHECK(Json::parse(r.payload) == Json{{"refunded", true}, {"amount", 3525}});
+  const Json pay = h.get_json("/payments/pay-s1");
+  CHECK(pay["status"] == "REFUNDED");
+  CHECK(pay["amount"] == 7050);
+  CHECK(pay["refundedAmount"] == 3525);
+  h.await_events(2);
+  CHECK(Json::parse(h.events[1].payload)["amount"] == 3525);
+}
+
 TEST_CASE("a payment is its customer's to see; someone else's is 404 or left out") {
   Harness h;
   REQUIRE(h.roundtrip(command("s1", "charge", charge_of("r1", 5000))).outcome ==
@@ -336,7 +363,7 @@ TEST_CASE("a payment store resharded from 12 to 5 shards: duplicates answered, r
   cancel.key = "s3";
   const Message refunded = h.roundtrip(cancel);
   REQUIRE(refunded.outcome == ReplyOutcome::kSuccess);
-  CHECK(Json::parse(refunded.payload) == Json{{"refunded", true}});
+  CHECK(Json::parse(refunded.payload) == Json{{"refunded", true}, {"amount", 900}});
   for (const char* saga : {"s2", "s3"}) {
     auto record = h.p->get(std::string("payment/") + saga);
     REQUIRE(record.ok());

@@ -82,7 +82,7 @@ struct World {
     payment::add_routes(pay_router, *payment);
 
     if (!lookup) lookup = [this](const std::string& id) { return inventory_lookup(id); };
-    ro = {.now_ms = [] { return kNow; }, .place_lookup = std::move(lookup)};
+    ro = {.now_ms = [this] { return now.load(); }, .place_lookup = std::move(lookup)};
     inventory->start_background();
     payment->start_background();
     open_reservation();
@@ -254,6 +254,7 @@ struct World {
     return reservation_events(id);
   }
 
+  std::atomic<int64_t> now{kNow};  // the reservation service's clock
   reservation::Options ro;
   TempDir inv_dir, pay_dir, orch_dir;
   std::shared_ptr<MemoryBus> bus = MemoryBus::create(std::make_shared<SystemClock>(), 11);
@@ -475,6 +476,110 @@ TEST_CASE("a confirmed booking cancelled by its customer: rooms released, money 
   CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
   // The room can be booked again.
   CHECK(w.settle(w.book(booking("5", "u6")))["status"] == "CONFIRMED");
+}
+
+// 2030-05-01 15:00 UTC, when a stay of booking() begins under the default policy.
+int64_t stay_begins_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>((sys_days(year(2030) / May / 1) + hours(15)).time_since_epoch())
+      .count();
+}
+
+TEST_CASE("the cancellation policy: all back in time, a share later, nothing once the stay began") {
+  const Json data = booking("5", "u5", 999);
+  const int64_t begins = stay_begins_ms();
+  const int64_t hour = 3'600'000;
+  reservation::CancellationPolicy policy;  // 48 h free, then 50 %, check-in 15:00 UTC
+  auto at = [&](int64_t now) { return reservation::cancellation_refund(data, now, policy); };
+  auto full = at(begins - 48 * hour);
+  REQUIRE(full.ok());
+  CHECK(full->amount == 999);
+  CHECK(full->kind == "FULL");
+  auto late = at(begins - 48 * hour + 1);
+  REQUIRE(late.ok());
+  CHECK(late->amount == 499);  // rounded down to a minor unit
+  CHECK(late->kind == "PARTIAL");
+  CHECK(at(begins - 1)->amount == 499);
+  auto begun = at(begins);
+  CHECK(begun.status().code() == StatusCode::kFailedPrecondition);
+  CHECK(begun.status().message() == "its stay began on 2030-05-01 at 15:00 UTC");
+
+  policy.late_refund_percent = 0;
+  CHECK(at(begins - hour)->amount == 0);
+  policy.late_refund_percent = 100;
+  CHECK(at(begins - hour)->amount == 999);
+  policy.late_refund_percent = 101;
+  CHECK(at(begins - hour).status().code() == StatusCode::kInvalidArgument);
+  policy = {};
+  policy.check_in_time = std::chrono::hours(0);
+  CHECK(at(begins - 15 * hour).status().code() == StatusCode::kFailedPrecondition);
+  CHECK(at(begins - 15 * hour - 1)->kind == "PARTIAL");
+}
+
+TEST_CASE("the cancellation policy from the environment, with clear errors") {
+  ::setenv("CANCEL_FREE_UNTIL", "7d", 1);
+  auto bad = reservation::cancellation_policy_from_env();
+  CHECK(bad.status().code() == StatusCode::kInvalidArgument);
+  CHECK_MESSAGE(bad.status().message().find("CANCEL_FREE_UNTIL") != std::string::npos,
+                bad.status().to_string());
+  ::setenv("CANCEL_FREE_UNTIL", "24h", 1);
+  ::setenv("CANCEL_LATE_REFUND_PERCENT", "101", 1);
+  bad = reservation::cancellation_policy_from_env();
+  CHECK_MESSAGE(bad.status().message().find("CANCEL_LATE_REFUND_PERCENT") != std::string::npos,
+                bad.status().to_string());
+  ::setenv("CANCEL_LATE_REFUND_PERCENT", "25", 1);
+  ::setenv("CHECK_IN_TIME", "14h", 1);
+  auto good = reservation::cancellation_policy_from_env();
+  REQUIRE_MESSAGE(good.ok(), good.status().to_string());
+  CHECK(good->free_until == std::chrono::hours(24));
+  CHECK(good->late_refund_percent == 25);
+  CHECK(good->check_in_time == std::chrono::hours(14));
+  ::setenv("CHECK_IN_TIME", "24h", 1);
+  CHECK(reservation::cancellation_policy_from_env().status().code() ==
+        StatusCode::kInvalidArgument);
+  for (const char* v : {"CANCEL_FREE_UNTIL", "CANCEL_LATE_REFUND_PERCENT", "CHECK_IN_TIME"})
+    ::unsetenv(v);
+}
+
+TEST_CASE("a booking cancelled a day before its stay gets half back; once the stay began, 409") {
+  World w;
+  w.add_place("5", 1);
+  const std::string id = w.book(booking("5", "u5"));  // 5000
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+
+  w.now = stay_begins_ms();  // too late
+  ClientResponse c = w.post("/reservations/" + id + "/cancel", Json::object());
+  CHECK(c.status == 409);
+  CHECK_MESSAGE(c.body.find("its stay began on 2030-05-01 at 15:00 UTC") != std::string::npos,
+                c.body);
+  CHECK(w.get_json("/reservations/" + id)["status"] == "CONFIRMED");
+  CHECK(w.payments_of(id)[0]["status"] == "APPROVED");
+
+  w.now = stay_begins_ms() - 24 * 3'600'000;  // inside the 48 h before it
+  c = w.post("/reservations/" + id + "/cancel", Json::object());
+  REQUIRE_MESSAGE(c.status == 202, c.body);
+  CHECK(Json::parse(c.body)["refundAmount"] == 2500);
+  Json r;
+  REQUIRE(eventually([&] {
+    r = w.get_json("/reservations/" + id);
+    return r["status"] == "CANCELLED";
+  }));
+  CHECK(r["refundAmount"] == 2500);
+  CHECK(r["refundKind"] == "PARTIAL");
+  const Json pay = w.payments_of(id).at(0);
+  CHECK(pay["status"] == "REFUNDED");
+  CHECK(pay["amount"] == 5000);
+  CHECK(pay["refundedAmount"] == 2500);
+  w.await_types(id, 8);
+  for (const Message& m : w.events) {
+    if (m.key != id) continue;
+    const Json p = Json::parse(m.payload);
+    if (m.type == "PaymentCancelApproved") CHECK(p["amount"] == 2500);
+    if (m.type == "ReservationCanceled") {
+      CHECK(p["refundAmount"] == 2500);
+      CHECK(p["refundKind"] == "PARTIAL");
+    }
+  }
 }
 
 // Two replicas of the reservation service over one MemoryBus, each with its

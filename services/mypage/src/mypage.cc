@@ -129,7 +129,11 @@ void merge_payment(Json& row, const std::string& type, const Json& ev) {
   if (!row.contains("userId")) {
     if (auto user = user_of(ev)) row["userId"] = *user;
   }
-  fill_field(row, "amount", ev, "amount");
+  if (type == "PaymentCancelApproved") {  // its amount is what went back (a part, after a late cancel)
+    copy_field(pay, "refundedAmount", ev, "amount");
+  } else {
+    fill_field(row, "amount", ev, "amount");
+  }
   fill_field(row, "currency", ev, "currency");
 }
 

@@ -95,16 +95,29 @@ HandlerResult refund(CommandContext& ctx, const Options& o) {
   if (!*existing) return HandlerResult::success({{"refunded", false}});  // nothing charged
   Json record = **existing;
   if (record.value("status", "") == "REFUNDED") return HandlerResult::success({{"refunded", true}});
+  // A cancellation's refund may be a part of the charge (the reservation's
+  // cancellation policy); a compensation's is all of it.
+  const int64_t charged = record.value("amount", int64_t{0});
+  int64_t amount = charged;
+  if (ctx.payload.contains("amount")) {
+    auto asked = domain::money_field(ctx.payload, "amount");
+    if (!asked.ok()) return HandlerResult::failure(asked.status().message());
+    if (*asked > charged)
+      return HandlerResult::failure("refund of " + std::to_string(*asked) +
+                                    " exceeds the charge of " + std::to_string(charged));
+    amount = *asked;
+  }
   record["status"] = "REFUNDED";
+  record["refundedAmount"] = amount;
   ctx.state.put(payment_key(saga), record.dump());
   const std::string reservation = record.value("reservationId", "");
   ctx.state.emit(event("PaymentCancelApproved", reservation,
                        {{"payId", record.value("id", "")},
                         {"orderId", reservation},
                         {"status", "REFUNDED"},
-                        {"amount", record.value("amount", int64_t{0})}},
+                        {"amount", amount}},
                        o.now_ms()));
-  return HandlerResult::success({{"refunded", true}});
+  return HandlerResult::success({{"refunded", true}, {"amount", amount}});
 }
 
 template <class Fn>

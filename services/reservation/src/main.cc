@@ -58,8 +58,14 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", inventory.status().message());
     return 2;
   }
+  auto policy = res::cancellation_policy_from_env();
+  if (!policy.ok()) {
+    spdlog::critical("{}", policy.status().message());
+    return 2;
+  }
   res::Options options;
   options.place_lookup = res::inventory_place_lookup(std::move(*inventory));
+  options.cancellation = *policy;
   auto definitions = res::definitions(options);
   if (!definitions.ok()) {
     spdlog::critical("definitions: {}", definitions.status().to_string());

@@ -66,6 +66,14 @@ Json charge_payload(const Json& d) {
 
 Json booking_ref_payload(const Json& d) { return {{"bookingId", d.at("bookingId")}}; }
 
+// A cancellation's refund: the policy's amount (cancellations started before
+// the policy existed carry none, and the payment refunds the whole charge).
+Json refund_payload(const Json& d) {
+  Json out = booking_ref_payload(d);
+  if (d.contains("refundAmount")) out["amount"] = d.at("refundAmount");
+  return out;
+}
+
 // The inventory's commands are keyed by place: all of a place's holds land in
 // one shard of the inventory (docs/sharding.md), where capacity is checked.
 std::string place_key(const Json& d) { return str(d, "placeId"); }
@@ -97,6 +105,10 @@ Json event_payload(const std::string& type, int64_t ts, const Json& d, const std
   out["status"] = status;
   if (d.contains("currency")) out["currency"] = str(d, "currency");
   if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
+  if (d.contains("refundAmount")) {
+    out["refundAmount"] = d.value("refundAmount", int64_t{0});
+    out["refundKind"] = str(d, "refundKind");
+  }
   return out;
 }
 
@@ -226,6 +238,15 @@ struct Booking {
     return reservation_status(saga, cancellation ? &*cancellation : nullptr);
   }
 };
+
+// The answer to a cancel: the booking's status, and the refund when a
+// cancellation saga decided one.
+Json cancel_answer(const std::string& id, const Booking& b) {
+  Json out = {{"id", id}, {"status", b.status()}};
+  if (b.cancellation && b.cancellation->data.contains("refundAmount"))
+    out["refundAmount"] = b.cancellation->data["refundAmount"];
+  return out;
+}
 
 StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
   auto view = orch.get(id);
@@ -570,11 +591,53 @@ StatusOr<DefinitionPtr> cancellation_definition(Options options) {
       .retry(kForever)
       .command("refund", kPayment, "refund")
       .key(booking_key)
-      .payload(booking_ref_payload)
+      .payload(refund_payload)
       .timeout(kStepTimeout)
       .retry(kForever)
       .on_state_change(cancellation_events(clock_of(options)))
       .build();
+}
+
+StatusOr<Refund> cancellation_refund(const Json& data, int64_t now_ms,
+                                     const CancellationPolicy& policy) {
+  using std::chrono::milliseconds;
+  if (policy.late_refund_percent < 0 || policy.late_refund_percent > 100)
+    return Status::invalid_argument("late refund must be 0..100 percent");
+  if (policy.check_in_time < milliseconds(0) || policy.check_in_time >= std::chrono::hours(24))
+    return Status::invalid_argument("check-in time must be within its day");
+  SAGA_ASSIGN_OR_RETURN(domain::Date in, domain::parse_iso_date(str(data, "checkIn"), "checkIn"));
+  SAGA_ASSIGN_OR_RETURN(int64_t amount, domain::money_field(data, "amount"));
+  const int64_t begins_ms =
+      std::chrono::duration_cast<milliseconds>(std::chrono::sys_days(in).time_since_epoch() +
+                                               policy.check_in_time)
+          .count();
+  if (now_ms >= begins_ms) {
+    const int64_t minutes = policy.check_in_time.count() / 60'000;
+    char at[8];
+    std::snprintf(at, sizeof at, "%02d:%02d", static_cast<int>(minutes / 60),
+                  static_cast<int>(minutes % 60));
+    return Status::failed_precondition("its stay began on " + domain::format_date(in) + " at " +
+                                       at + " UTC");
+  }
+  if (begins_ms - now_ms >= policy.free_until.count()) return Refund{amount, "FULL"};
+  // amount * percent / 100 without overflow: amount is at most 2^53.
+  return Refund{amount / 100 * policy.late_refund_percent +
+                    amount % 100 * policy.late_refund_percent / 100,
+                "PARTIAL"};
+}
+
+StatusOr<CancellationPolicy> cancellation_policy_from_env() {
+  CancellationPolicy p;
+  SAGA_ASSIGN_OR_RETURN(p.free_until, service::env_duration_ms("CANCEL_FREE_UNTIL", p.free_until));
+  SAGA_ASSIGN_OR_RETURN(p.late_refund_percent,
+                        service::env_int("CANCEL_LATE_REFUND_PERCENT", p.late_refund_percent, 0,
+                                         100));
+  SAGA_ASSIGN_OR_RETURN(p.check_in_time,
+                        service::env_duration_ms("CHECK_IN_TIME", p.check_in_time,
+                                                 std::chrono::milliseconds(0),
+                                                 std::chrono::hours(24) -
+                                                     std::chrono::milliseconds(1)));
+  return p;
 }
 
 StatusOr<std::vector<DefinitionPtr>> definitions(Options options) {
@@ -664,6 +727,10 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
               {"createdMs", d.value("createdMs", saga.created_ms)}};
   if (d.contains("currency")) out["currency"] = str(d, "currency");
   if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
+  if (cancellation && cancellation->data.contains("refundAmount")) {
+    out["refundAmount"] = cancellation->data.value("refundAmount", int64_t{0});
+    out["refundKind"] = str(cancellation->data, "refundKind");
+  }
   if (status == "REJECTED" || status == "NEEDS_ATTENTION") {
     const std::string& error = cancellation && cancellation->state == SagaState::kFailed
                                    ? cancellation->last_error
@@ -832,7 +899,8 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
       }));
 
   router.post("/reservations/{id}/cancel",
-              service::authenticated([&orch](const Request& req, const Identity& who) {
+              service::authenticated([&orch, now, policy = options.cancellation](
+                                         const Request& req, const Identity& who) {
                 const std::string id(req.param("id"));
                 const ShardOwner owner = orch.owner_of(id);
                 if (owner.where != ShardOwner::Where::kHere)
@@ -843,11 +911,19 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
                   if (!b.ok()) return Response::from_status(b.status());
                   const SagaState state = b->saga.state;
                   if (state == SagaState::kCompleted && b->cancellation) {  // asked before
-                    return Response::json(202, {{"id", id}, {"status", b->status()}});
+                    return Response::json(202, cancel_answer(id, *b));
                   }
                   if (state == SagaState::kCompleted) {
+                    auto refund = cancellation_refund(b->saga.data, now(), policy);
+                    if (refund.status().code() == StatusCode::kFailedPrecondition)
+                      return Response::problem(409, "Conflict",
+                                               "reservation " + id + " can no longer be cancelled: " +
+                                                   refund.status().message());
+                    if (!refund.ok()) return Response::from_status(refund.status());
                     Json data = b->saga.data;
                     data["bookingId"] = id;
+                    data["refundAmount"] = refund->amount;
+                    data["refundKind"] = refund->kind;
                     StartOptions so;
                     so.id = cancellation_id(orch, id);
                     so.traceparent = req.traceparent();
@@ -856,7 +932,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
                       return Response::from_status(started.status());
                     auto after = load_booking(orch, id);
                     if (!after.ok()) return Response::from_status(after.status());
-                    return Response::json(202, {{"id", id}, {"status", after->status()}});
+                    return Response::json(202, cancel_answer(id, *after));
                   }
                   if (state != SagaState::kRunning && state != SagaState::kCompensating)
                     return Response::problem(

@@ -7,7 +7,9 @@
 //   byres/<reservationId>/<paymentId>   index for GET /payments?reservationId=
 //
 // Commands: charge, refund (compensation of charge; with payload {bookingId}
-// it refunds another saga's charge: cancellation). Domain events
+// it refunds another saga's charge: cancellation; with an `amount` too, only
+// that much of it, at most the charge). A refunded payment keeps its charged
+// `amount` and records `refundedAmount`. Domain events
 // (PaymentApproved, PaymentCancelApproved) go to the "reserveplace"
 // destination, keyed by the reservation id.
 #pragma once

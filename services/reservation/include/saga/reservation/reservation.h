@@ -17,15 +17,17 @@
 //   check    local: fails with the inventory's reason when nothing was allocated
 // so a booking without stock is charged, then refunded, as in the seed.
 // Saga `cancellation` v1 (a confirmed booking cancelled by its customer), id
-// "<reservationId>.cancel", data = the booking's data plus bookingId:
+// "<reservationId>.cancel", data = the booking's data plus bookingId,
+// refundAmount and refundKind (cancellation_refund()):
 //   release  inventory release {bookingId}
-//   refund   payment refund {bookingId}
+//   refund   payment refund {bookingId, amount: refundAmount}
 // Steps time out after 10 s and are tried 5 times with backoff (cancellation:
 // forever); compensations are retried forever. Domain events (ReservationPlaced,
 // ReservationStatusChanged, ReservationCanceled, ReservationCancelRequested)
 // go to the "reserveplace" destination, keyed by the reservation id.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -69,6 +71,40 @@ using PlaceLookup = std::function<StatusOr<std::optional<PlaceInfo>>(const std::
 /// Seconds in the Retry-After of a 503 when the inventory cannot be asked.
 inline constexpr int kInventoryRetryAfterSeconds = 5;
 
+/// What a customer gets back for cancelling a confirmed booking, by how long
+/// before its stay begins (its check-in date at `check_in_time`, UTC).
+struct CancellationPolicy {
+  /// Cancelled at least this long before the stay begins: the whole amount
+  /// back. Default 48 h.
+  std::chrono::milliseconds free_until{std::chrono::hours(48)};
+  /// Cancelled later, but before the stay begins: this share of the amount
+  /// back, in percent (0..100), rounded down to a minor unit. Default 50.
+  int64_t late_refund_percent = 50;
+  /// When a stay begins on its check-in date, after midnight UTC (under
+  /// 24 h). Default 15:00.
+  std::chrono::milliseconds check_in_time{std::chrono::hours(15)};
+};
+
+/// The refund of a cancellation.
+struct Refund {
+  /// Integer minor units of the booking's currency.
+  int64_t amount = 0;
+  /// "FULL" (in time for a free cancellation) or "PARTIAL".
+  std::string kind;
+};
+
+/// The refund for cancelling, at `now_ms`, the booking whose saga data is
+/// `data` (checkIn "YYYY-MM-DD", amount). FailedPrecondition once its stay has
+/// begun, naming when it began; InvalidArgument for a bad policy or booking.
+StatusOr<Refund> cancellation_refund(const Json& data, int64_t now_ms,
+                                     const CancellationPolicy& policy);
+
+/// The policy from the environment: CANCEL_FREE_UNTIL (a duration before
+/// check-in, default 48h), CANCEL_LATE_REFUND_PERCENT (0..100, default 50),
+/// CHECK_IN_TIME (a duration after midnight UTC, under 24h; default 15h).
+/// InvalidArgument naming the variable for a bad value.
+StatusOr<CancellationPolicy> cancellation_policy_from_env();
+
 struct Options {
   /// Event timestamps and createdMs (ms since the epoch). Default: the system clock.
   std::function<int64_t()> now_ms = {};
@@ -79,6 +115,8 @@ struct Options {
   /// started bookings are dropped first; a dropped key is found again in the
   /// booking it made, in the store). Default 100,000; at least 1.
   size_t idempotency_keys_in_memory = 100'000;
+  /// Refunds of cancelled confirmed bookings (now_ms decides the time).
+  CancellationPolicy cancellation = {};
 };
 
 /// The `booking` v1 saga definition.
@@ -117,9 +155,12 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullp
 ///                                   (in-memory index, rebuilt from the store when the
 ///                                   routes are added), oldest first, paginated
 ///                                   (domain/paging.h); without userId the caller's own
-///   POST /reservations/{id}/cancel  202 {id, status}: a running booking is
-///                                   compensated, a confirmed one gets a
-///                                   cancellation saga; 409 when rejected or cancelled
+///   POST /reservations/{id}/cancel  202 {id, status, refundAmount}: a running
+///                                   booking is compensated (all refunded), a
+///                                   confirmed one gets a cancellation saga
+///                                   refunding per Options::cancellation; 409
+///                                   when rejected or cancelled, or once its
+///                                   stay has begun
 ///   POST /accommodations            the seed's booking call (seed-booking saga) -> 201
 ///   GET  /accommodations/{id}       same as GET /reservations/{id}
 /// plus /healthz, /readyz (orchestrator health) and /metrics.

@@ -58,7 +58,8 @@ EngineMetrics::EngineMetrics()
       transitions(engine_counters_.Add({{"event", "transition"}})),
       writes(engine_counters_.Add({{"event", "store_write"}})),
       stale_replies(engine_counters_.Add({{"event", "stale_reply"}})),
-      timers_fired(engine_counters_.Add({{"event", "timer_fired"}})) {}
+      timers_fired(engine_counters_.Add({{"event", "timer_fired"}})),
+      retention_removed(engine_counters_.Add({{"event", "retention_removed"}})) {}
 
 prometheus::Histogram& EngineMetrics::step_latency(const std::string& type,
                                                    const std::string& step) {

@@ -73,6 +73,7 @@ class EngineMetrics {
   prometheus::Counter& writes;
   prometheus::Counter& stale_replies;
   prometheus::Counter& timers_fired;
+  prometheus::Counter& retention_removed;  // finished sagas removed by retention
 };
 
 }  // namespace saga::internal

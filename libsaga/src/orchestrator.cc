@@ -168,6 +168,27 @@ std::string index_key(char kind, const SagaView& v, std::optional<SagaState> sta
   return k;
 }
 
+// The value of a retention key: what removing the instance needs to name its
+// other index keys, so that retention reads nothing else: state ‖
+// be64(created_ms) ‖ type. Keys written before it have an empty value.
+std::string retention_value(const SagaView& v) {
+  std::string out(1, static_cast<char>(v.state));
+  append_be64(out, static_cast<uint64_t>(v.created_ms));
+  out += v.type;
+  return out;
+}
+
+std::optional<SagaView> from_retention_key(std::string_view key, std::string_view value) {
+  if (value.size() < 9 || key.size() <= 9) return std::nullopt;
+  SagaView v;
+  v.id = key.substr(9);
+  v.finished_ms = static_cast<int64_t>(read_be64(key.substr(1, 8)));
+  v.state = static_cast<SagaState>(value[0]);
+  v.created_ms = static_cast<int64_t>(read_be64(value.substr(1, 8)));
+  v.type = value.substr(9);
+  return v;
+}
+
 std::vector<std::string> index_keys(const SagaView& v) {
   std::vector<std::string> keys = {index_key(kIdxAll, v), index_key(kIdxType, v),
                                    index_key(kIdxState, v)};
@@ -372,6 +393,9 @@ struct Shard {
   // Fingerprints whose shape record this shard has staged since it loaded.
   std::unordered_set<uint64_t> shapes;
   int64_t next_sweep_ms = 0;
+  std::string sweep_from;    // a retention sweep goes on from this key ("" = none running)
+  uint64_t swept = 0;        // removed by the running sweep
+  bool legacy_marks = true;  // the shard may hold reply marks of older versions
   uint64_t staged = 0;     // transitions staged in the current iteration
   Batch* batch = nullptr;  // the driving thread's batch, during an iteration
   // The outbox's counters, published for stats() by the driving thread.
@@ -829,6 +853,7 @@ class OrchestratorImpl final : public Orchestrator {
     // Group commit: everything gathered goes into one write, up to max_batch
     // transitions; the rest waits for the next iteration (replies unacked).
     uint64_t staged_before = 0;  // by the shards done so far
+    size_t retention_budget = std::max<size_t>(1, opts_.max_batch);  // removals, all shards
     std::vector<Release> releases;
     releases.reserve(d.shards.size());
     for (Shard* shp : d.shards) {
@@ -917,7 +942,7 @@ class OrchestratorImpl final : public Orchestrator {
       }
       sh.inbound.erase(sh.inbound.begin(), sh.inbound.begin() + static_cast<long>(replies));
       fire_due_timers(sh, full);
-      sweep_retention(sh);
+      sweep_retention(sh, retention_budget);
       staged_before += sh.staged;
     }
 
@@ -1054,6 +1079,7 @@ class OrchestratorImpl final : public Orchestrator {
     sh.settled.clear();
     sh.finished.clear();
     sh.shapes.clear();
+    sh.sweep_from.clear();
   }
 
   // A later claim fenced the shard: it answers nothing and sends nothing
@@ -1529,14 +1555,16 @@ class OrchestratorImpl final : public Orchestrator {
     auto* idx = store_->cf(kIndex);
     Batch& b = *sh.batch;
     if (before.updated_ms < 0) {  // new
-      for (const std::string& k : index_keys(v)) sh.ks.put(b, idx, k, "");
+      for (const std::string& k : index_keys(v))
+        sh.ks.put(b, idx, k, k[0] == kIdxRetention ? retention_value(v) : "");
       if (sh.shapes.insert(inst.fingerprint).second) {  // what recovery compares it with
         sh.ks.put(b, idx, shape_key(inst.fingerprint), join_lines(definition_of(inst)->shape()));
       }
     } else if (before.state != v.state) {
       sh.ks.del(b, idx, index_key(kIdxState, v, before.state));
       sh.ks.put(b, idx, index_key(kIdxState, v), "");
-      if (is_terminal(v.state)) sh.ks.put(b, idx, index_key(kIdxRetention, v), "");
+      if (is_terminal(v.state))
+        sh.ks.put(b, idx, index_key(kIdxRetention, v), retention_value(v));
     }
     // The timer lives in the instance record (tk, td) only; recovery
     // rebuilds timers_ from the records.
@@ -1651,37 +1679,73 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // Terminal instances older than the retention are removed with their
-  // index entries and the reply marks older versions wrote, a bounded
-  // number per iteration.
-  void sweep_retention(Shard& sh) {
+  // index entries (and the reply marks older versions wrote), oldest
+  // finished first. A sweep starts every retention_interval and removes up
+  // to max_batch instances per iteration (its driver's shards together,
+  // `budget`) until none has expired: as many as an iteration can finish,
+  // so removal keeps up with any rate the engine reaches. It reads only the
+  // retention keys, from where the last iteration stopped (not over the
+  // tombstones it left).
+  void sweep_retention(Shard& sh, size_t& budget) {
     const int64_t now = now_ms();
-    if (now < sh.next_sweep_ms) return;
-    sh.next_sweep_ms = now + opts_.retention_interval.count();
+    if (sh.sweep_from.empty() && now < sh.next_sweep_ms) return;
     const std::string prefix(1, kIdxRetention);
-    std::vector<std::string> expired;
+    if (sh.sweep_from.empty()) {
+      sh.next_sweep_ms = now + opts_.retention_interval.count();
+      sh.sweep_from = prefix;
+      sh.swept = 0;
+    }
     std::string upto = prefix;
     append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now - opts_.retention.count())));
-    Status s = sh.ks.scan(store_->cf(kIndex), prefix, prefix,
-                            [&](std::string_view key, std::string_view) {
-                              if (key >= upto || expired.size() >= 10'000) return false;
-                              expired.emplace_back(key.substr(prefix.size() + 8));
-                              return true;
-                            });
+    size_t removed = 0;
+    bool more = false;
+    std::string last;
+    Status s = sh.ks.scan(store_->cf(kIndex), prefix, sh.sweep_from,
+                          [&](std::string_view key, std::string_view value) {
+                            if (key >= upto) return false;
+                            if (removed == budget) {
+                              more = true;
+                              return false;
+                            }
+                            remove_expired(sh, key, value);
+                            last = key;
+                            ++removed;
+                            return true;
+                          });
     if (!s.ok()) log_->warn("retention scan failed: {}", s.to_string());
-    for (const std::string& id : expired) {
-      StatusOr<SagaView> v = get(id);
-      if (!v.ok()) continue;
-      for (const std::string& k : index_keys(*v)) sh.ks.del(*sh.batch, store_->cf(kIndex), k);
-      sh.ks.del(*sh.batch, store_->cf(kInstances), id);
-      std::string mark_prefix = id;
-      mark_prefix.push_back('\0');
-      (void)sh.ks.scan(store_->cf(kReplies), mark_prefix, mark_prefix,
-                         [&](std::string_view key, std::string_view) {
-                           sh.ks.del(*sh.batch, store_->cf(kReplies), key);
-                           return true;
-                         });
+    sh.swept += removed;
+    budget -= removed;
+    metrics_.retention_removed.Increment(static_cast<double>(removed));
+    if (more && s.ok()) {
+      sh.sweep_from = last + '\0';  // the next key after it
+      return;
     }
-    if (!expired.empty()) log_->info("retention removed {} finished sagas", expired.size());
+    if (sh.swept > 0)
+      log_->info("{}: retention removed {} finished sagas", shard_name(sh), sh.swept);
+    sh.sweep_from.clear();
+  }
+
+  // Stages the removal of the instance a retention key names.
+  void remove_expired(Shard& sh, std::string_view key, std::string_view value) {
+    std::optional<SagaView> v = from_retention_key(key, value);
+    if (!v) {  // written before retention keys had values: read the instance
+      StatusOr<SagaView> read = get(std::string(key.substr(9)));
+      if (!read.ok()) {
+        sh.ks.del(*sh.batch, store_->cf(kIndex), key);
+        return;
+      }
+      v = std::move(*read);
+    }
+    for (const std::string& k : index_keys(*v)) sh.ks.del(*sh.batch, store_->cf(kIndex), k);
+    sh.ks.del(*sh.batch, store_->cf(kInstances), v->id);
+    if (!sh.legacy_marks) return;
+    std::string mark_prefix = v->id;
+    mark_prefix.push_back('\0');
+    (void)sh.ks.scan(store_->cf(kReplies), mark_prefix, mark_prefix,
+                     [&](std::string_view k, std::string_view) {
+                       sh.ks.del(*sh.batch, store_->cf(kReplies), k);
+                       return true;
+                     });
   }
 
   // ------------------------------------------------------- recovery
@@ -1696,6 +1760,14 @@ class OrchestratorImpl final : public Orchestrator {
           return true;
         }));
     SAGA_RETURN_IF_ERROR(store_->write(legacy));
+    // Reply marks of older versions go with their sagas (retention); a
+    // shard without any skips looking for them.
+    sh.legacy_marks = false;
+    SAGA_RETURN_IF_ERROR(
+        sh.ks.scan(store_->cf(kReplies), "", "", [&](std::string_view, std::string_view) {
+          sh.legacy_marks = true;
+          return false;
+        }));
     if (!sh.outbox_recovered) {
       SAGA_RETURN_IF_ERROR(sh.outbox->recover());
       sh.outbox_recovered = true;

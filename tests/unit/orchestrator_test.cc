@@ -1680,6 +1680,50 @@ TEST_CASE("an id removed by retention can be started again without a restart") {
   CHECK_MESSAGE(again.ok(), again.status().to_string());
 }
 
+TEST_CASE("a retention sweep removes max_batch sagas per iteration and goes on until none is left") {
+  auto def = DefinitionBuilder("stamp", 1)
+                 .local("a", [](Json&) { return ok_status(); })
+                 .build();
+  REQUIRE(def.ok());
+  Harness h;
+  h.options.retention = Duration{1'000};
+  h.options.retention_interval = Duration{10'000};
+  h.options.max_batch = 8;
+  h.open({*def});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 50; ++i) {
+    auto id = h.orch->start("stamp", Json::object());  // completed within its start
+    REQUIRE(id.ok());
+    ids.push_back(*id);
+  }
+  h.clock->advance(Duration{10'000});  // the next sweep is due, all 50 expired
+  auto left = [&] {
+    return std::count_if(ids.begin(), ids.end(), [&](const std::string& id) {
+      return h.orch->get(id).ok();
+    });
+  };
+  // Each iteration removes at most 8; the sweep does not wait for its
+  // interval to go on.
+  h.orch->run_once(Duration{0});
+  CHECK(left() == 42);
+  h.orch->run_once(Duration{0});
+  CHECK(left() == 34);
+  for (int i = 0; i < 5; ++i) h.orch->run_once(Duration{0});
+  CHECK(left() == 0);
+  CHECK(list_all(*h.orch, ListQuery{}).empty());
+  // Finished later: removed by the next sweep, an interval after this one began.
+  auto late = h.orch->start("stamp", Json::object());
+  REQUIRE(late.ok());
+  h.clock->advance(Duration{1'001});
+  h.orch->run_once(Duration{0});
+  CHECK(h.orch->get(*late).ok());
+  h.clock->advance(Duration{10'000});
+  h.orch->run_once(Duration{0});
+  CHECK(h.orch->get(*late).status().code() == StatusCode::kNotFound);
+  CHECK(h.orch->metrics_text().find("saga_engine_events_total{event=\"retention_removed\"} 51") !=
+        std::string::npos);
+}
+
 // ---------------------------------------------------------------------- list
 
 // Five sagas: booking x2 COMPLETED, booking COMPENSATED, transfer COMPLETED,

@@ -540,6 +540,73 @@ TEST_CASE("a transition that throws parks its saga as Failed with the error; the
   CHECK(inventory.received().size() == 1);
 }
 
+// Retention keys written before they carried the instance's index fields
+// (empty value), and the reply marks of older versions, still go.
+TEST_CASE("retention removes a finished saga of an older layout with its index keys and marks") {
+  testing::TempDir dir;
+  const std::string data_dir = (dir.path() / "orch").string();
+  const std::vector<std::string> cfs = {"instances", "outbox", "timers", "replies", "index"};
+  const int64_t t0 = 1'700'000'000'000;
+  auto def = DefinitionBuilder("one", 1).command("reserve", "inventory", "reserve").build();
+  REQUIRE(def.ok());
+  {
+    Instance inst;
+    SagaView& v = inst.view;
+    v.id = "old-1";
+    v.type = "one";
+    v.version = 1;
+    v.state = SagaState::kCompleted;
+    v.data = Json::object();
+    StepView s;
+    s.name = "reserve";
+    s.status = StepStatus::kSucceeded;
+    v.steps.push_back(s);
+    v.created_ms = t0 - 20;
+    v.updated_ms = v.finished_ms = t0 - 10;
+    auto store = Store::open(data_dir, cfs, false);
+    REQUIRE(store.ok());
+    Batch b;
+    b.put((*store)->cf(0), v.id, encode_format1(inst));
+    const std::string created = be64(static_cast<uint64_t>(v.created_ms));
+    b.put((*store)->cf(4), "a" + created + v.id, "");
+    b.put((*store)->cf(4), std::string("t") + "one" + std::string(1, '\0') + created + v.id, "");
+    b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
+    b.put((*store)->cf(4), "x" + be64(static_cast<uint64_t>(v.finished_ms)) + v.id, "");
+    b.put((*store)->cf(3), v.id + std::string(1, '\0') + "reply-1", "");
+    REQUIRE((*store)->write(b).ok());
+  }
+  auto clock = std::make_shared<ManualClock>(from_millis(t0));
+  auto bus = MemoryBus::create(clock, 1);
+  {
+    Options o;
+    o.data_dir = data_dir;
+    o.clock = clock;
+    o.retention = Duration{1'000};
+    o.retention_interval = Duration{1'000};
+    auto orch =
+        Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect("orchestrator")), {*def});
+    REQUIRE_MESSAGE(orch.ok(), orch.status().to_string());
+    (*orch)->run_once(Duration{0});
+    CHECK((*orch)->get("old-1").ok());  // not expired yet
+    clock->advance(Duration{1'000});
+    (*orch)->run_once(Duration{0});
+    CHECK((*orch)->get("old-1").status().code() == StatusCode::kNotFound);
+  }
+  auto store = Store::open(data_dir, cfs, false);
+  REQUIRE(store.ok());
+  for (size_t cf : {0, 3, 4}) {
+    int keys = 0;
+    REQUIRE((*store)
+                ->scan((*store)->cf(cf), "", "",
+                       [&](std::string_view, std::string_view) {
+                         ++keys;
+                         return true;
+                       })
+                .ok());
+    CHECK_MESSAGE(keys == 0, "column family " << cfs[cf]);
+  }
+}
+
 TEST_CASE("a store of four shards keeps each shard's keys apart and its count") {
   testing::TempDir dir;
   const std::string path = (dir.path() / "s").string();

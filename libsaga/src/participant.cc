@@ -127,8 +127,23 @@ class Txn final : public StateTxn {
 
 // Per-batch counters, published only once the batch is durable.
 struct BatchStats {
-  uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0;
+  uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0, expired = 0;
 };
+
+// Inbox records expire by time: next to each, a key 0x00 ‖ be64(written_ms)
+// ‖ command id (empty value) in the same family. Command ids start with a
+// saga id, never with 0x00.
+constexpr char kExpiryPrefix = '\0';
+
+std::string expiry_key(int64_t written_ms, std::string_view command_id) {
+  std::string k(1, kExpiryPrefix);
+  append_be64(k, static_cast<uint64_t>(std::max<int64_t>(0, written_ms)));
+  k += command_id;
+  return k;
+}
+
+// Inbox records an iteration removes at most (over its driver's shards).
+constexpr size_t kExpiryPerIteration = 4096;
 
 struct Driver;
 
@@ -175,6 +190,10 @@ struct Shard {
   int64_t resume_ms = 0;
   bool resync = false;
   Duration commit_backoff{0};
+  // Inbox expiry: when the next sweep starts, and the key a running one
+  // goes on from ("" = none running).
+  int64_t next_sweep_ms = 0;
+  std::string sweep_from;
 
   // The mailbox: filled by the thread polling the transport (commands, send
   // confirmations), emptied by the driving thread.
@@ -353,6 +372,7 @@ class ParticipantImpl final : public Participant {
     s.retried = retried_;
     s.duplicates = duplicates_;
     s.voided = voided_;
+    s.expired = expired_;
     s.writes = writes_;
     for (const auto& sh : shards_) {
       s.outbox_depth += sh->depth;
@@ -602,6 +622,10 @@ class ParticipantImpl final : public Participant {
       }
       sh.inbound.clear();
     }
+    size_t expiry_budget = kExpiryPerIteration;
+    for (Shard* sh : d.shards) {
+      if (sh->owned && !sh->lost && sh->resume_ms <= now) expire_inbox(*sh, now, expiry_budget);
+    }
     Status committed = opts_.changelog ? commit_changelogs(d) : ok_status();
     // The batch is now written or gone (a rolled-back shard's part is dropped
     // from it): either way its overlays are no longer what the store will hold.
@@ -684,12 +708,52 @@ class ParticipantImpl final : public Participant {
     return ok_status();
   }
 
+  // Inbox records written before now - dedup_horizon are removed, oldest
+  // first: a sweep starts every dedup_sweep_interval and removes up to
+  // `budget` per iteration (the driver's shards together) until none is
+  // left, going on from where it stopped.
+  void expire_inbox(Shard& sh, int64_t now, size_t& budget) {
+    if (opts_.dedup_horizon.count() <= 0) return;
+    if (sh.sweep_from.empty() && now < sh.next_sweep_ms) return;
+    const std::string prefix(1, kExpiryPrefix);
+    if (sh.sweep_from.empty()) {
+      sh.next_sweep_ms = now + opts_.dedup_sweep_interval.count();
+      sh.sweep_from = prefix;
+    }
+    const std::string upto = expiry_key(now - opts_.dedup_horizon.count(), "");
+    size_t removed = 0;
+    bool more = false;
+    std::string last;
+    Status s = sh.ks.scan(store_->cf(kInbox), prefix, sh.sweep_from,
+                          [&](std::string_view key, std::string_view) {
+                            if (key >= upto) return false;
+                            if (removed == budget) {
+                              more = true;
+                              return false;
+                            }
+                            sh.ks.del(*sh.batch, store_->cf(kInbox), key.substr(9));
+                            sh.ks.del(*sh.batch, store_->cf(kInbox), key);
+                            last = key;
+                            ++removed;
+                            return true;
+                          });
+    if (!s.ok()) log_->warn("inbox expiry scan failed: {}", s.to_string());
+    budget -= removed;
+    sh.stats.expired += removed;
+    if (more && s.ok()) {
+      sh.sweep_from = last + '\0';
+      return;
+    }
+    sh.sweep_from.clear();
+  }
+
   void commit_stats(BatchStats& b) {
     applied_ += b.applied;
     refused_ += b.refused;
     retried_ += b.retried;
     duplicates_ += b.duplicates;
     voided_ += b.voided;
+    expired_ += b.expired;
     b = {};
   }
 
@@ -706,6 +770,10 @@ class ParticipantImpl final : public Participant {
     std::string& record = sh.driver->record;
     encode_inbox_record(r, record);
     sh.ks.put(*sh.batch, store_->cf(kInbox), command_id, record);
+    if (opts_.dedup_horizon.count() > 0) {
+      sh.ks.put(*sh.batch, store_->cf(kInbox),
+                expiry_key(to_millis(opts_.clock->now()), command_id), "");
+    }
     sh.inbox_overlay[command_id] = std::move(r);
   }
 
@@ -798,6 +866,7 @@ class ParticipantImpl final : public Participant {
   void roll_back(Shard& sh, const Status& why) {
     rest(sh);
     sh.resync = true;
+    sh.sweep_from.clear();  // its deletes were dropped: the next sweep starts over
     log_->warn("participant '{}' shard {}: changelog commit failed ({}); rolled back, next try in "
                "{} ms",
                opts_.name, sh.index(), why.to_string(), sh.commit_backoff.count());
@@ -970,7 +1039,7 @@ class ParticipantImpl final : public Participant {
   EngineThreads threads_;  // start_background() .. stop()
 
   std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0},
-      writes_{0};
+      expired_{0}, writes_{0};
 };
 
 }  // namespace

@@ -151,6 +151,8 @@ std::string participant_metrics_text(std::string_view name, const ParticipantSta
   counter("saga_participant_retried_total", "Commands answered retry.", s.retried);
   counter("saga_participant_duplicates_total", "Commands answered from the inbox.", s.duplicates);
   counter("saga_participant_voided_total", "Actions voided by an earlier compensation.", s.voided);
+  counter("saga_participant_inbox_expired_total",
+          "Inbox records removed past the de-duplication horizon.", s.expired);
   counter("saga_participant_writes_total", "RocksDB batches written.", s.writes);
   os << "# HELP saga_participant_outbox_depth Messages waiting in the outbox.\n"
      << "# TYPE saga_participant_outbox_depth gauge\n"

@@ -135,6 +135,7 @@ class Harness {
     o.shards = shards;
     o.threads = threads;
     o.changelog = changelog;
+    o.dedup_horizon = dedup_horizon;
     auto opened = Participant::open(o, std::shared_ptr<Transport>(bus->connect(kParticipant)));
     if (!opened.ok()) return opened.status();
     p = std::move(*opened);
@@ -210,6 +211,7 @@ class Harness {
   std::shared_ptr<MemoryBus> bus = MemoryBus::create(clock, 1);
   bool changelog = false;  // ParticipantOptions::changelog of every open()
   uint32_t threads = 0;    // ParticipantOptions::threads of every open()
+  Duration dedup_horizon = ParticipantOptions{}.dedup_horizon;
   std::unique_ptr<Participant> p;
   std::vector<Message> replies;
   std::vector<Message> events;
@@ -362,6 +364,49 @@ TEST_CASE("two copies of one command in the same batch run the handler once") {
   CHECK(h.replies[0].payload == h.replies[1].payload);
   CHECK(h.replies[1].outcome == ReplyOutcome::kSuccess);
   CHECK(h.p->stats().duplicates == 1);
+}
+
+TEST_CASE("the inbox answers a redelivery until the de-duplication horizon, then forgets it") {
+  Harness h;
+  h.dedup_horizon = Duration{3'600'000};  // 1 h; a sweep starts every 60 s
+  h.on("reserve", reserve);
+  REQUIRE(h.open().ok());
+  const Message cmd = command("saga-1/reserve/a", "reserve", {{"sku", "a"}});
+  REQUIRE(h.roundtrip(cmd).outcome == ReplyOutcome::kSuccess);
+  h.roundtrip(command("saga-2/reserve/a", "reserve", {{"sku", "b"}}));
+
+  h.clock->advance(Duration{3'540'000});  // 59 min: remembered
+  h.settle();
+  CHECK(h.roundtrip(cmd).outcome == ReplyOutcome::kSuccess);
+  CHECK(h.count("reserve") == 2);
+  CHECK(h.p->stats().duplicates == 1);
+  CHECK(h.p->stats().expired == 0);
+
+  h.clock->advance(Duration{120'000});  // 61 min: the next sweep forgets both
+  h.settle();
+  CHECK(h.p->stats().expired == 2);
+  h.roundtrip(cmd);  // now handled as new: the horizon must outlast any redelivery
+  CHECK(h.count("reserve") == 3);
+  CHECK(h.p->stats().duplicates == 1);
+  h.reopen();  // gone from the store, not only from memory
+  h.clock->advance(Duration{60'000});
+  h.settle();
+  CHECK(h.p->stats().expired == 0);  // nothing more expired: the new record is 1 min old
+}
+
+TEST_CASE("with a de-duplication horizon of 0 the inbox remembers forever") {
+  Harness h;
+  h.dedup_horizon = Duration{0};
+  h.on("reserve", reserve);
+  REQUIRE(h.open().ok());
+  const Message cmd = command("saga-1/reserve/a", "reserve", {{"sku", "a"}});
+  h.roundtrip(cmd);
+  h.clock->advance(Duration{100LL * 24 * 3'600'000});
+  h.settle();
+  h.roundtrip(cmd);
+  CHECK(h.count("reserve") == 1);
+  CHECK(h.p->stats().duplicates == 1);
+  CHECK(h.p->stats().expired == 0);
 }
 
 TEST_CASE("a refused command discards its state changes and the refusal is remembered") {

@@ -127,6 +127,15 @@ struct ParticipantOptions {
   /// the records of the last moments. Costs a read of every changelog record
   /// and the disk of a copy per replica.
   bool standby = false;
+  /// How long the inbox remembers a handled command, so that a redelivery
+  /// is answered with the stored reply instead of being applied again. It
+  /// must exceed the longest time an orchestrator may send one command
+  /// again (docs/storage.md, "Participant retention"): a command redelivered
+  /// later than this is handled as new. 0 = forever. Default 30 days.
+  Duration dedup_horizon{30LL * 24 * 3600 * 1000};
+  /// How often a sweep for inbox records past the horizon starts (it then
+  /// removes up to 4096 per iteration until none is left). Default 60 s.
+  Duration dedup_sweep_interval{60'000};
   /// Time source; default the system clock.
   std::shared_ptr<Clock> clock;
   /// spdlog logger name. Default: the participant's name.
@@ -140,6 +149,7 @@ struct ParticipantStats {
   uint64_t retried = 0;     ///< handler retries (transient)
   uint64_t duplicates = 0;  ///< commands answered from the inbox
   uint64_t voided = 0;      ///< actions cancelled by a compensation that arrived first
+  uint64_t expired = 0;     ///< inbox records removed past ParticipantOptions::dedup_horizon
   uint64_t writes = 0;      ///< RocksDB batches
   uint64_t outbox_depth = 0;
   uint64_t shards_owned = 0;  ///< shards this process drives now (all, without replicas)

@@ -8,6 +8,8 @@
 #                                one line per (sync, closed/open loop) series, with the
 #                                targets drawn in
 #   latency-<workload>.png       p50/p90/p99/p99.9/max of every point of that workload
+#   soak-<n>.png                 for each --soak point: every store's keys and bytes on
+#                                disk over time
 # Needs gnuplot (pngcairo terminal) and python3 (standard library only).
 set -euo pipefail
 out="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/results"
@@ -27,12 +29,18 @@ import json, os, sys
 work, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
 series = {}   # (workload, title) -> [(x, p99, label)]
 lat = {}      # workload -> [(label, p50, p90, p99, p999, max)]
+soaks = []    # (title, samples)
 revs = set()
 for f in files:
     with open(f) as fh:
         run = json.load(fh)
     revs.add(run.get("libsaga_revision", "?") + " " + str(run.get("date", ""))[:10])
     for p in run["points"]:
+        if "soak" in p:
+            sk = p["soak"]
+            soaks.append((f"{p['offered_per_s']:g} sagas/s offered for {sk['minutes']:g} min, retention "
+                          f"{sk['retention_ms'] / 1000:g} s, dedup horizon {sk['dedup_horizon_ms'] / 1000:g} s",
+                          sk["samples"]))
         wl = p["workload"]
         sync = "sync on" if p["sync"] else "sync off"
         if p["loop"] == "open":
@@ -107,8 +115,28 @@ for wl, rows in lat.items():
         f'plot "{dat}" using 2:xtic(1) title "p50", "" using 3 title "p90", "" using 4 title "p99", '
         '"" using 5 title "p99.9", "" using 6 title "max"',
     ]
+for n, (title, samples) in enumerate(soaks):
+    dat = os.path.join(work, f"soak-{n}.dat")
+    stores = ("orchestrator", "inventory", "payment")
+    with open(dat, "w") as fh:
+        for s in samples:
+            fh.write(" ".join([f"{s['t'] / 60:.3f}"] +
+                              [str(s[st]["keys"]) for st in stores] +
+                              [f"{s[st]['disk_bytes'] / 2**20:.1f}" for st in stores]) + "\n")
+    keys = ", ".join(f'"{dat}" using 1:{2 + i} with lines lw 2 title "{st}"' for i, st in enumerate(stores))
+    disk = ", ".join(f'"{dat}" using 1:{5 + i} with lines lw 2 title "{st}"' for i, st in enumerate(stores))
+    gp += [
+        'reset', 'set terminal pngcairo size 1400,500 font "DejaVu Sans,10"',
+        f'set output "{out}/soak-{n}.png"',
+        f'set multiplot layout 1,2 title "saga-bench soak: {title}"',
+        'set grid', 'set key top left', 'set xlabel "minutes"',
+        'set ylabel "live keys (RocksDB estimate)"', f'plot {keys}',
+        'set ylabel "MiB on disk"', f'plot {disk}',
+        'unset multiplot',
+    ]
 with open(os.path.join(work, "plot.gp"), "w") as fh:
     fh.write("\n".join(gp) + "\n")
 PY
 gnuplot "$work/plot.gp"
 ls "$out"/throughput-p99.png "$out"/latency-*.png
+ls "$out"/soak-*.png 2>/dev/null || true

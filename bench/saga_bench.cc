@@ -106,6 +106,15 @@ struct Args {
   int baseline_writers = 8;
   std::string json;
   std::string dir = (fs::temp_directory_path() / "saga-bench").string();
+  // engine --soak M: one open-loop point of M minutes (--rate, default 5000)
+  // with short retention, the stores' size sampled every --sample-seconds.
+  double soak_minutes = 0;
+  int retention_ms = 10'000;  // --soak: saga retention
+  // --soak: the participants' dedup horizon. It must outlast any redelivery
+  // (docs/storage.md, "Participant retention"): 5 attempts of 5 s plus
+  // backoff, and compensations retried while the engine lags behind.
+  int dedup_horizon_ms = 120'000;
+  double sample_seconds = 10;
 };
 
 [[noreturn]] void usage(const std::string& err) {
@@ -119,6 +128,9 @@ struct Args {
                "                  [--rate 1000,2000,...] [--seconds S]      open loop\n"
                "                  [--baselines on|off] [--baseline-seconds S] [--baseline-writers "
                "N]\n"
+               "                  [--soak MINUTES] [--retention-ms MS] [--dedup-horizon-ms MS]\n"
+               "                  [--sample-seconds S]\n"
+               "                                        (engine: store sizes over time)\n"
                "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n"
                "                  [--broker-pid PID]   (with --brokers: report its CPU)\n";
   std::exit(2);
@@ -207,6 +219,14 @@ Args parse(int argc, char** argv) {
         a.json = value();
       } else if (k == "--dir") {
         a.dir = value();
+      } else if (k == "--soak") {
+        a.soak_minutes = std::stod(value());
+      } else if (k == "--retention-ms") {
+        a.retention_ms = std::stoi(value());
+      } else if (k == "--dedup-horizon-ms") {
+        a.dedup_horizon_ms = std::stoi(value());
+      } else if (k == "--sample-seconds") {
+        a.sample_seconds = std::stod(value());
       } else {
         usage("unknown option " + k);
       }
@@ -233,6 +253,15 @@ Args parse(int argc, char** argv) {
   }
   for (double r : a.rates) {
     if (!(r > 0)) usage("--rate values must be positive");
+  }
+  if (a.soak_minutes < 0 || a.retention_ms <= 0 || a.dedup_horizon_ms <= 0 ||
+      !(a.sample_seconds > 0))
+    usage("--soak, --retention-ms, --dedup-horizon-ms and --sample-seconds must be positive");
+  if (a.soak_minutes > 0) {
+    if (a.workload != "engine" || a.inflight_given || a.rates.size() > 1)
+      usage("--soak runs the engine workload at one --rate (default 5000), without --inflight");
+    if (a.rates.empty()) a.rates = {5000};
+    a.seconds = a.soak_minutes * 60;
   }
   // --rate alone replaces the default closed-loop sweep; with --inflight too, both run.
   if (!a.rates.empty() && !a.inflight_given) a.inflight.clear();
@@ -402,6 +431,10 @@ Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& re
   o.changelog = args.changelog;
   o.breaker.enabled = false;
   o.on_settled = [&rec](const SagaView& v) { rec.settled(v); };
+  if (args.soak_minutes > 0) {
+    o.retention = Duration{args.retention_ms};
+    o.retention_interval = std::min(Duration{args.retention_ms}, Duration{5'000});
+  }
   return o;
 }
 
@@ -661,6 +694,29 @@ Json measure_restore(const Args& args, const fs::path& dir, MemoryBus& bus,
 
 // engine: everything in this process over the in-memory transport, pumped by
 // one thread, so the figures are the engine's own cost.
+// A store plateaus when its largest size (keys, and bytes) over the last
+// third of the samples is at most 10% above its largest over the middle third.
+Json soak_json(const Args& args, const Json& samples) {
+  Json plateau = Json::object();
+  const size_t n = samples.size();
+  for (const char* store : {"orchestrator", "inventory", "payment"}) {
+    for (const char* what : {"keys", "bytes"}) {
+      double middle = 0, last = 0;
+      for (size_t i = n / 3; i < n; ++i) {
+        const double v = samples[i][store][what].get<double>();
+        (i < 2 * n / 3 ? middle : last) = std::max(i < 2 * n / 3 ? middle : last, v);
+      }
+      plateau[std::string(store) + "_" + what] = n >= 6 && last <= 1.1 * middle;
+    }
+  }
+  return {{"minutes", args.soak_minutes},
+          {"retention_ms", args.retention_ms},
+          {"dedup_horizon_ms", args.dedup_horizon_ms},
+          {"sample_seconds", args.sample_seconds},
+          {"plateau", plateau},
+          {"samples", samples}};
+}
+
 Json run_engine_point(const Args& args, const Point& pt) {
   const fs::path dir = fs::path(args.dir) / ("engine-" + pt.slug());
   fs::remove_all(dir);
@@ -670,12 +726,17 @@ Json run_engine_point(const Args& args, const Point& pt) {
                                       std::shared_ptr<Transport>(bus->connect("orchestrator")),
                                       {testing::booking_definition(Duration{5000}, 5)}),
                    "open orchestrator");
+  const auto horizon = [&](ParticipantOptions& po) {
+    if (args.soak_minutes <= 0) return;
+    po.dedup_horizon = Duration{args.dedup_horizon_ms};
+    po.dedup_sweep_interval = std::min(Duration{args.dedup_horizon_ms}, Duration{5'000});
+  };
   auto inventory = open_participant("inventory", dir, args.sync,
                                     std::shared_ptr<Transport>(bus->connect("inventory")), false,
-                                    args.participant_threads);
+                                    args.participant_threads, horizon);
   auto payment = open_participant("payment", dir, args.sync,
                                   std::shared_ptr<Transport>(bus->connect("payment")), false,
-                                  args.participant_threads);
+                                  args.participant_threads, horizon);
   register_handlers("inventory", *inventory, args.fail_share);
   register_handlers("payment", *payment, args.fail_share);
 
@@ -689,7 +750,30 @@ Json run_engine_point(const Args& args, const Point& pt) {
     inventory->start_background();
     payment->start_background();
   }
+  // --soak: what each store holds over time.
+  Json samples = Json::array();
+  auto next_sample = driver.t0();
+  auto sample = [&] {
+    if (args.soak_minutes <= 0 || SteadyClock::now() < next_sample) return;
+    next_sample += std::chrono::duration_cast<SteadyClock::duration>(
+        std::chrono::duration<double>(args.sample_seconds));
+    const EngineStats o = orch->stats();
+    const ParticipantStats i = inventory->stats(), p = payment->stats();
+    samples.push_back(
+        {{"t", std::chrono::duration<double>(SteadyClock::now() - driver.t0()).count()},
+         {"settled", rec.finished()},
+         {"in_flight", o.in_flight},
+         {"orchestrator", {{"bytes", o.store_bytes}, {"keys", o.store_keys},
+                           {"disk_bytes", bytes_on_disk(dir / "orchestrator")}}},
+         {"inventory", {{"bytes", i.store_bytes}, {"keys", i.store_keys},
+                        {"disk_bytes", bytes_on_disk(dir / "inventory")},
+                        {"inbox_expired", i.expired}}},
+         {"payment", {{"bytes", p.store_bytes}, {"keys", p.store_keys},
+                      {"disk_bytes", bytes_on_disk(dir / "payment")},
+                      {"inbox_expired", p.expired}}}});
+  };
   while (!driver.done()) {
+    sample();
     driver.start_due();
     if (args.threads > 0) {  // the engines run on their own threads: wait for room or time
       const auto soon = SteadyClock::now() + std::chrono::milliseconds(20);
@@ -729,6 +813,7 @@ Json run_engine_point(const Args& args, const Point& pt) {
   m.participant_store_bytes = bytes_on_disk(dir / "inventory") + bytes_on_disk(dir / "payment");
   Json point = point_json("engine", args, pt, m, rec, bad);
   driver.add_open_loop(point);
+  if (args.soak_minutes > 0) point["soak"] = soak_json(args, samples);
   if (args.changelog) point["restore"] = measure_restore(args, dir, *bus, orch, rec);
   orch.reset();
   inventory.reset();

@@ -1257,36 +1257,30 @@ TEST_CASE("a definition's function that throws fails its step or is logged; the 
     return *def;
   };
   Harness h;
-  SUBCASE("a local step: the step fails and the saga compensates") {
-    h.open({make(Thrower::kLocal)});
+  auto run = [&](Thrower t) {  // one saga under that definition, driven to its end
+    h.open({make(t)});
     const std::string id = h.start();
     h.drive();
-    const SagaView v = h.view(id);
+    return h.view(id);
+  };
+  SUBCASE("a local step: the step fails and the saga compensates") {
+    const SagaView v = run(Thrower::kLocal);
     CHECK(v.state == SagaState::kCompensated);
     CHECK(v.steps[1].last_error ==
           "INTERNAL: local function threw: an exception not derived from std::exception");
     CHECK(h.inventory.received("release").size() == 1);
   }
   SUBCASE("a payload builder: nothing is sent, the step fails and the saga compensates") {
-    h.open({make(Thrower::kPayload)});
-    const std::string id = h.start();
-    h.drive();
-    const SagaView v = h.view(id);
+    const SagaView v = run(Thrower::kPayload);
     CHECK(v.state == SagaState::kCompensated);
     CHECK(v.steps[2].last_error == "building the command failed: no price");
     CHECK(h.payment.received("charge").empty());
   }
   SUBCASE("a reply merger: the reply counts, the merge is dropped, the saga completes") {
-    h.open({make(Thrower::kMerge)});
-    const std::string id = h.start();
-    h.drive();
-    CHECK(h.view(id).state == SagaState::kCompleted);
+    CHECK(run(Thrower::kMerge).state == SagaState::kCompleted);
   }
   SUBCASE("an event builder: no events, the saga completes") {
-    h.open({make(Thrower::kEvents)});
-    const std::string id = h.start();
-    h.drive();
-    CHECK(h.view(id).state == SagaState::kCompleted);
+    CHECK(run(Thrower::kEvents).state == SagaState::kCompleted);
   }
   // The engine took every throw and still serves.
   CHECK(h.orch->start("booking", Json{{"qty", 1}}).ok());

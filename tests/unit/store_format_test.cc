@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 #include <spdlog/spdlog.h>
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "saga/definition.h"
 #include "saga/memory_transport.h"
 #include "saga/orchestrator.h"
+#include "store/families.h"
 #include "store/store.h"
 #include "support/scripted_participant.h"
 #include "support/temp_dir.h"
@@ -369,6 +371,26 @@ TEST_CASE("outbox: confirmed runs are range-deleted, unconfirmed records in betw
   CHECK(resent == unconfirmed);
 }
 
+// Writes `record` as the instance `v` of an orchestrator store in
+// `data_dir`, with the index keys a, t and s as every version wrote them
+// (and, for a terminal one, an x key with the empty value of earlier
+// versions); `more` adds to the same batch.
+void write_instance(const std::string& data_dir, const SagaView& v, const std::string& record,
+                    const std::function<void(Store&, Batch&)>& more = {}) {
+  auto store = Store::open(data_dir, kOrchestratorFamilies, false);
+  REQUIRE(store.ok());
+  Batch b;
+  b.put((*store)->cf(0), v.id, record);
+  const std::string created = be64(static_cast<uint64_t>(v.created_ms));
+  b.put((*store)->cf(4), "a" + created + v.id, "");
+  b.put((*store)->cf(4), "t" + v.type + std::string(1, '\0') + created + v.id, "");
+  b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
+  if (is_terminal(v.state))
+    b.put((*store)->cf(4), "x" + be64(static_cast<uint64_t>(v.finished_ms)) + v.id, "");
+  if (more) more(**store, b);
+  REQUIRE((*store)->write(b).ok());
+}
+
 // A store as libsaga wrote it before format 2 and before timers were rebuilt
 // from the records: a format-1 record, its index keys and a timer key.
 TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from the record") {
@@ -396,17 +418,10 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
     inst.attempt = 1;
     inst.timer = TimerKind::kDeadline;
     inst.timer_due_ms = t0 + 1000;
-    auto store = Store::open(data_dir, cfs, false);
-    REQUIRE(store.ok());
-    Batch b;
-    b.put((*store)->cf(0), v.id, encode_format1(inst));
-    std::string created = be64(static_cast<uint64_t>(v.created_ms));
-    b.put((*store)->cf(4), "a" + created + v.id, "");
-    b.put((*store)->cf(4), std::string("t") + "one" + std::string(1, '\0') + created + v.id, "");
-    b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
-    b.put((*store)->cf(2), be64(static_cast<uint64_t>(inst.timer_due_ms)) + v.id,
-          std::string(1, '\x01'));
-    REQUIRE((*store)->write(b).ok());
+    write_instance(data_dir, v, encode_format1(inst), [&](Store& store, Batch& b) {
+      b.put(store.cf(2), be64(static_cast<uint64_t>(inst.timer_due_ms)) + v.id,
+            std::string(1, '\x01'));
+    });
   }
   auto clock = std::make_shared<ManualClock>(from_millis(t0));
   auto bus = MemoryBus::create(clock, 1);
@@ -483,7 +498,6 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
 TEST_CASE("a transition that throws parks its saga as Failed with the error; the engine goes on") {
   testing::TempDir dir;
   const std::string data_dir = (dir.path() / "orch").string();
-  const std::vector<std::string> cfs = {"instances", "outbox", "timers", "replies", "index"};
   const int64_t t0 = 1'700'000'000'000;
   auto def = DefinitionBuilder("one", 1)
                  .command("reserve", "inventory", "reserve")
@@ -505,15 +519,7 @@ TEST_CASE("a transition that throws parks its saga as Failed with the error; the
     v.current_step = 7;
     v.created_ms = v.updated_ms = t0 - 10;
     inst.fingerprint = (*def)->fingerprint();
-    auto store = Store::open(data_dir, cfs, false);
-    REQUIRE(store.ok());
-    Batch b;
-    b.put((*store)->cf(0), v.id, encode_instance(inst));
-    const std::string created = be64(static_cast<uint64_t>(v.created_ms));
-    b.put((*store)->cf(4), "a" + created + v.id, "");
-    b.put((*store)->cf(4), std::string("t") + "one" + std::string(1, '\0') + created + v.id, "");
-    b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
-    REQUIRE((*store)->write(b).ok());
+    write_instance(data_dir, v, encode_instance(inst));
   }
   auto clock = std::make_shared<ManualClock>(from_millis(t0));
   auto bus = MemoryBus::create(clock, 1);
@@ -563,17 +569,9 @@ TEST_CASE("retention removes a finished saga of an older layout with its index k
     v.steps.push_back(s);
     v.created_ms = t0 - 20;
     v.updated_ms = v.finished_ms = t0 - 10;
-    auto store = Store::open(data_dir, cfs, false);
-    REQUIRE(store.ok());
-    Batch b;
-    b.put((*store)->cf(0), v.id, encode_format1(inst));
-    const std::string created = be64(static_cast<uint64_t>(v.created_ms));
-    b.put((*store)->cf(4), "a" + created + v.id, "");
-    b.put((*store)->cf(4), std::string("t") + "one" + std::string(1, '\0') + created + v.id, "");
-    b.put((*store)->cf(4), "s" + std::string(1, static_cast<char>(v.state)) + created + v.id, "");
-    b.put((*store)->cf(4), "x" + be64(static_cast<uint64_t>(v.finished_ms)) + v.id, "");
-    b.put((*store)->cf(3), v.id + std::string(1, '\0') + "reply-1", "");
-    REQUIRE((*store)->write(b).ok());
+    write_instance(data_dir, v, encode_format1(inst), [&](Store& store, Batch& b) {
+      b.put(store.cf(3), v.id + std::string(1, '\0') + "reply-1", "");
+    });
   }
   auto clock = std::make_shared<ManualClock>(from_millis(t0));
   auto bus = MemoryBus::create(clock, 1);

@@ -9,8 +9,11 @@
 // one of them (restored from the changelog on reopen), and the fabric may go
 // away for a while (commits fail: the engines roll back and try again), or
 // lose its answer to a commit it made (the engines catch up with the log
-// before they go on). Each seed must end with
-// every saga terminal and money and stock consistent. A failing seed replays exactly:
+// before they go on). Seeds 4, 9, 14, ... run the booking with a pivot
+// (confirm) and a loyalty step after it, and stop the inventory now and then
+// for longer than the pivot's retries last: sagas park as Failed at the
+// pivot, and an operator retries them. Each seed must end with
+// every saga terminal and money, stock and points consistent. A failing seed replays exactly:
 //   SAGA_SIM_SEEDS=<seed> ./unit.simulation
 #include <doctest/doctest.h>
 
@@ -18,6 +21,7 @@
 #include <filesystem>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 
 #include "saga/memory_transport.h"
@@ -57,16 +61,19 @@ class World {
     orchs_.resize(static_cast<size_t>(replicas()));
     inventories_.resize(orchs_.size());
     payments_.resize(orchs_.size());
+    if (pivot()) loyalties_.resize(orchs_.size());
     for (int i = 0; i < replicas(); ++i) {
       open_orchestrator(i);
       open_inventory(i);
       open_payment(i);
+      if (pivot()) open_loyalty(i);
     }
   }
   ~World() {
     orchs_.clear();
     inventories_.clear();
     payments_.clear();
+    loyalties_.clear();
     fs::remove_all(dir_);
   }
 
@@ -75,6 +82,8 @@ class World {
   // whose shards the bus's consumer groups move as replicas restart, expire
   // and come back.
   int replicas() const { return seed_ % 4 == 3 ? 2 : 1; }
+  // Seeds 4, 9, 14, ...: confirm is the pivot, loyalty's award follows it.
+  bool pivot() const { return seed_ % 5 == 4; }
 
   // The bus endpoint (and data folder) of replica i of `engine`.
   static std::string endpoint(const std::string& engine, int i) {
@@ -95,7 +104,7 @@ class World {
     o.breaker.enabled = false;
     auto r = Orchestrator::open(
         o, std::shared_ptr<Transport>(bus_->connect(endpoint("orchestrator", i))),
-        {testing::booking_definition()});
+        {testing::booking_definition(Duration{1000}, 5, pivot())});
     REQUIRE_MESSAGE(r.ok(), r.status().to_string());
     orchs_[static_cast<size_t>(i)] = std::move(*r);
   }
@@ -174,16 +183,41 @@ class World {
     REQUIRE(testing::register_payment(*p, faults_, chance()).ok());
   }
 
+  void open_loyalty(int i) {
+    auto& p = loyalties_.at(static_cast<size_t>(i));
+    p.reset();
+    p = open_participant("loyalty", i);
+    REQUIRE(testing::register_loyalty(*p).ok());
+  }
+
   double roll() { return std::uniform_real_distribution<double>(0, 1)(rng_); }
   // Which replica an event hits (no draw with one replica, so that those
   // seeds replay as before).
   int pick_replica() { return replicas() > 1 ? static_cast<int>(roll() * replicas()) : 0; }
 
   // Runs every engine once.
+  // A stopped inventory (inventory_stopped_ > 0) handles nothing.
   void run_engines() {
     for (auto& o : orchs_) o->run_once();
-    for (auto& p : inventories_) p->run_once();
+    if (inventory_stopped_ == 0)
+      for (auto& p : inventories_) p->run_once();
     for (auto& p : payments_) p->run_once();
+    for (auto& p : loyalties_) p->run_once();
+  }
+
+  // An operator retries every saga parked as Failed (at the pivot, here: its
+  // confirm ran out of retries while the inventory was stopped).
+  void operate() {
+    for (auto& o : orchs_) {
+      ListQuery q;
+      q.state = SagaState::kFailed;
+      auto page = o->list(q);
+      if (!page.ok()) continue;  // a shard resting after a failed commit
+      for (const SagaView& v : page->items) {
+        parked_.insert(v.id);
+        (void)o->retry(v.id);
+      }
+    }
   }
 
   // Runs the scenario; returns the final views of every saga started.
@@ -252,6 +286,15 @@ class World {
         ++expiries_;
       }
       if (outage_ticks > 0 && --outage_ticks == 0) bus_->set_available(true);
+      if (pivot() && inventory_stopped_ == 0 && inventory_stops_ < 3 &&
+          next >= kSagas / 3 * (inventory_stops_ + 1)) {
+        // Longer than the pivot's five tries of 1 s with backoff (ticks
+        // advance the clock by 20 ms on average).
+        inventory_stopped_ = 500;
+        ++inventory_stops_;
+      }
+      if (inventory_stopped_ > 0) --inventory_stopped_;
+      if (pivot() && tick % 100 == 0) operate();
       if (tick == 4'000) {  // let the run drain
         bus_->set_faults(FaultOptions{});
         bus_->set_available(true);
@@ -272,15 +315,18 @@ class World {
   // With replicas: every replica but the first leaves, and the first takes
   // (and restores) every shard, so that its stores hold the whole truth.
   void consolidate() {
+    inventory_stopped_ = 0;
     if (replicas() == 1) return;
     orchs_.resize(1);
     inventories_.resize(1);
     payments_.resize(1);
+    if (pivot()) loyalties_.resize(1);
     for (int round = 0; round < 1'000; ++round) {
       run_engines();
       if (orchs_[0]->stats().shards_owned == kShards &&
           inventories_[0]->stats().shards_owned == kDefaultShards &&
-          payments_[0]->stats().shards_owned == kDefaultShards)
+          payments_[0]->stats().shards_owned == kDefaultShards &&
+          (!pivot() || loyalties_[0]->stats().shards_owned == kDefaultShards))
         return;
     }
     FAIL("seed ", seed_, ": the last replicas never took every shard");
@@ -303,6 +349,9 @@ class World {
 
   const Participant& inventory() const { return *inventories_[0]; }
   const Participant& payment() const { return *payments_[0]; }
+  const Participant* loyalty() const { return pivot() ? loyalties_[0].get() : nullptr; }
+  int parked() const { return static_cast<int>(parked_.size()); }
+  int inventory_stops() const { return inventory_stops_; }
   const MemoryBus& bus() const { return *bus_; }
 
  private:
@@ -316,6 +365,10 @@ class World {
   std::vector<std::unique_ptr<Orchestrator>> orchs_;
   std::vector<std::unique_ptr<Participant>> inventories_;
   std::vector<std::unique_ptr<Participant>> payments_;
+  std::vector<std::unique_ptr<Participant>> loyalties_;  // pivot() seeds only
+  int inventory_stopped_ = 0;  // ticks the inventory still stands still
+  int inventory_stops_ = 0;
+  std::set<std::string> parked_;  // sagas the operator found parked as Failed
   int lost_shards_ = 0;
   int outages_ = 0;
   int expiries_ = 0;
@@ -334,6 +387,7 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
   std::map<SagaState, int> outcomes;
   BusStats faults_seen;
   int lost_shards = 0, outages = 0, expiries = 0, rebalances = 0;
+  int pivot_seeds = 0, parked = 0, inventory_stops = 0, completed_past_pivot = 0;
   for (uint64_t seed = first; seed <= last; ++seed) {
     World world(seed);
     const auto views = world.run();
@@ -346,6 +400,15 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
         testing::check_booking_invariants(views, world.inventory(), world.payment(), kCapacity);
     for (const std::string& b : bad) FAIL_CHECK("seed ", seed, ": ", b);
     REQUIRE_MESSAGE(bad.empty(), "replay with SAGA_SIM_SEEDS=", seed);
+    if (const Participant* loyalty = world.loyalty()) {
+      const auto points = testing::check_loyalty_invariants(views, *loyalty);
+      for (const std::string& b : points) FAIL_CHECK("seed ", seed, ": ", b);
+      REQUIRE_MESSAGE(points.empty(), "replay with SAGA_SIM_SEEDS=", seed);
+      ++pivot_seeds;
+      parked += world.parked();
+      inventory_stops += world.inventory_stops();
+      for (const auto& [id, v] : views) completed_past_pivot += v.state == SagaState::kCompleted;
+    }
     for (const auto& [id, v] : views) ++outcomes[v.state];
     const BusStats s = world.bus().stats();
     faults_seen.dropped += s.dropped;
@@ -361,7 +424,10 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
           ", reordered ", faults_seen.reordered, ", redelivered ", faults_seen.redelivered,
           ", commits in doubt ", faults_seen.commits_in_doubt,
           "; shard stores lost ", lost_shards, ", fabric outages ", outages,
-          "; replicas expired ", expiries, ", shards moved ", rebalances);
+          "; replicas expired ", expiries, ", shards moved ", rebalances, "; pivot seeds ",
+          pivot_seeds, ": completed past the pivot ", completed_past_pivot,
+          ", inventory stopped ", inventory_stops, " times, parked as Failed at the pivot ", parked,
+          " (retried by the operator)");
   // The run must have exercised both outcomes and every fault, or it proves little.
   CHECK(outcomes[SagaState::kCompleted] > 0);
   CHECK(outcomes[SagaState::kCompensated] > 0);
@@ -375,6 +441,10 @@ TEST_CASE("every seeded faulty run ends with all sagas terminal and money and st
     CHECK(faults_seen.commits_in_doubt > 0);
     CHECK(expiries > 0);
     CHECK(rebalances > 0);
+  }
+  if (pivot_seeds >= 3) {
+    CHECK(completed_past_pivot > 0);
+    CHECK(parked > 0);
   }
 }
 

@@ -432,6 +432,7 @@ Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& re
   o.breaker.enabled = false;
   o.on_settled = [&rec](const SagaView& v) { rec.settled(v); };
   if (args.soak_minutes > 0) {
+    o.dedup_horizon = Duration{args.dedup_horizon_ms};  // the participants'
     o.retention = Duration{args.retention_ms};
     o.retention_interval = std::min(Duration{args.retention_ms}, Duration{5'000});
   }

@@ -322,6 +322,10 @@ class Transition final : public FsmHooks {
   }
   void finish_compensated() override { finish(); }
   void abort_saga() override { finish(); }
+  void park_expired() override {
+    inst_.awaiting.clear();
+    clear_timer();
+  }
 
   // Sends (again) whatever the current step is waiting to send.
   void resend() {
@@ -698,6 +702,7 @@ class OrchestratorImpl final : public Orchestrator {
   Clock& clock() { return *opts_.clock; }
   RandomSource& random() { return *opts_.random; }
   const std::string& reply_endpoint() const { return reply_endpoint_; }
+  int64_t dedup_horizon_ms() const { return opts_.dedup_horizon.count(); }
 
   void stage_send(Shard& sh, Message m) {
     if (sh.log) {
@@ -1987,6 +1992,17 @@ std::string Transition::command_id(char side) const {
 }
 
 void Transition::send_command(const Action& a, std::string id, std::string compensates) {
+  if (const int64_t horizon = e_.dedup_horizon_ms();
+      horizon > 0 && now_ms() - inst_.view.created_ms > horizon) {
+    // Its participants may have forgotten its earlier commands: a resend
+    // could apply twice, a compensation undo nothing.
+    step().last_error = inst_.view.last_error =
+        "saga older than the de-duplication horizon (" + std::to_string(horizon / 1000) +
+        " s): it sends nothing more, since its participants may have forgotten its commands; "
+        "an operator settles it (abort, and undo by hand what needs it)";
+    followup = FsmEvent::kExpired;
+    return;
+  }
   Message m;
   m.id = std::move(id);
   m.kind = MessageKind::kCommand;

@@ -1286,6 +1286,47 @@ TEST_CASE("a definition's function that throws fails its step or is logged; the 
   CHECK(h.orch->start("booking", Json{{"qty", 1}}).ok());
 }
 
+TEST_CASE("a saga older than the de-duplication horizon sends nothing more and parks as Failed") {
+  BookingSpec forever;  // retried without end, every 10 s at most
+  forever.retry = forever.compensation_retry = RetryPolicy{0, Duration{100}, 2.0, Duration{10'000}, 0.0};
+  Harness h;
+  h.options.dedup_horizon = Duration{3'600'000};  // 1 h
+  h.open({booking(forever)});
+  auto sent = [&] {
+    return h.payment.received("charge").size() + h.inventory.received("release").size();
+  };
+  SUBCASE("waiting for a step") {
+    h.payment.script("charge", {swallow()});  // the charge is never answered
+  }
+  SUBCASE("compensating") {
+    h.payment.script("charge", {fail()});
+    h.inventory.script("release", {swallow()});  // the release is never answered
+  }
+  const std::string id = h.start();
+  for (int minute = 0; minute < 59; ++minute) h.advance(Duration{60'000});
+  const SagaView before = h.view(id);
+  CHECK((before.state == SagaState::kRunning || before.state == SagaState::kCompensating));
+  const size_t sent_before = sent();
+  CHECK(sent_before > 20);  // resent all along (the clock moves a minute at a time)
+  h.advance(Duration{120'000});  // past the hour: the next resend is refused
+  const SagaView v = h.view(id);
+  CHECK(v.state == SagaState::kFailed);
+  CHECK_MESSAGE(v.last_error.find("older than the de-duplication horizon (3600 s)") !=
+                    std::string::npos,
+                v.last_error);
+  const size_t sent_at_park = sent();
+  CHECK(sent_at_park <= sent_before + 12);
+  h.advance(Duration{600'000});
+  CHECK(sent() == sent_at_park);  // nothing more, not even after a while
+  // An operator's retry sends nothing either; abort settles it.
+  CHECK(h.orch->retry(id).ok());
+  h.drive();
+  CHECK(h.state(id) == SagaState::kFailed);
+  CHECK(sent() == sent_at_park);
+  CHECK(h.orch->abort(id).ok());
+  CHECK(h.state(id) == SagaState::kAborted);
+}
+
 TEST_CASE("a saga of local steps only completes within the one write of its start") {
   int calls = 0;
   auto def = DefinitionBuilder("stamp", 1)

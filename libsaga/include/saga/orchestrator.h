@@ -199,6 +199,14 @@ struct Options {
   Duration retention{7LL * 24 * 3600 * 1000};
   /// How often retention runs. Default 60 s.
   Duration retention_interval{60'000};
+  /// A saga older than this sends nothing more (no command, no resend, no
+  /// compensation): it parks as Failed for an operator. Set it to the
+  /// participants' ParticipantOptions::dedup_horizon or less: their inboxes
+  /// forget a command that long after handling it, and a command or a
+  /// compensation sent later could be applied twice or undo nothing
+  /// (docs/storage.md, "Participant retention"). 0 = no limit (for
+  /// participants that never forget). Default 30 days.
+  Duration dedup_horizon{30LL * 24 * 3600 * 1000};
   BreakerOptions breaker;
   BreakerPolicy breaker_policy = BreakerPolicy::kReject;
   /// Time source; default the system clock.

@@ -40,6 +40,8 @@ std::string_view to_string(FsmEvent e) noexcept {
       return "force_compensate";
     case FsmEvent::kAbort:
       return "abort";
+    case FsmEvent::kExpired:
+      return "expired";
   }
   return "unknown";
 }
@@ -64,6 +66,7 @@ struct CompensationFailed {};
 struct RetryCompensation {};
 struct ForceCompensate {};
 struct Abort {};
+struct Expired {};
 
 // ---- states: each records what it stands for on entry ----
 template <SagaState S>
@@ -132,6 +135,7 @@ SAGA_FSM_ACTION(RetryParkedStep, retry_parked_step)
 SAGA_FSM_ACTION(RestartCompensation, restart_compensation)
 SAGA_FSM_ACTION(FinishCompensated, finish_compensated)
 SAGA_FSM_ACTION(AbortSaga, abort_saga)
+SAGA_FSM_ACTION(ParkExpired, park_expired)
 #undef SAGA_FSM_GUARD
 #undef SAGA_FSM_ACTION
 
@@ -178,6 +182,7 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
       Row< Running,      CancelRequested,       Unwinding,    MarkStepUnknown,         PivotNotSent           >,
       Row< Running,      ForceCompensate,       Unwinding,    MarkStepUnknown,         none                   >,
       Row< Running,      Abort,                 Aborted,      AbortSaga,               none                   >,
+      Row< Running,      Expired,               Failed,       ParkExpired,             none                   >,
       // Deciding what is left to undo, newest first.
       Row< Unwinding,    none,                  Compensating, CompensateNext,          SomethingToUndo        >,
       Row< Unwinding,    none,                  Compensated,  FinishCompensated,       NothingToUndo          >,
@@ -187,6 +192,7 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
       Row< Compensating, CompensationFailed,    Failed,       Park,                    CompensationExhausted  >,
       Row< Compensating, CancelRequested,       Compensating, none,                    none                   >,
       Row< Compensating, Abort,                 Aborted,      AbortSaga,               none                   >,
+      Row< Compensating, Expired,               Failed,       ParkExpired,             none                   >,
       // Parked for an operator: a compensation that kept failing ...
       Row< Failed,       RetryCompensation,     Compensating, RestartCompensation,     NotParkedAtPivot       >,
       Row< Failed,       ForceCompensate,       Compensating, RestartCompensation,     NotParkedAtPivot       >,
@@ -255,6 +261,8 @@ StatusOr<SagaState> fsm_process(SagaState current, FsmEvent event, FsmHooks& hoo
       return run(m, ForceCompensate{}, event, current);
     case FsmEvent::kAbort:
       return run(m, Abort{}, event, current);
+    case FsmEvent::kExpired:
+      return run(m, Expired{}, event, current);
   }
   return Status::internal("unknown saga event");
 }

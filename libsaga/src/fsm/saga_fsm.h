@@ -23,6 +23,7 @@ enum class FsmEvent : uint8_t {
   kRetryCompensation,      ///< operator: try a parked compensation again
   kForceCompensate,        ///< operator: compensate now
   kAbort,                  ///< operator: stop where it is
+  kExpired,                ///< older than the de-duplication horizon: may send nothing more
 };
 std::string_view to_string(FsmEvent e) noexcept;
 
@@ -61,6 +62,7 @@ class FsmHooks {
   virtual void restart_compensation() = 0;
   virtual void finish_compensated() = 0;
   virtual void abort_saga() = 0;
+  virtual void park_expired() = 0;
 };
 
 /// Applies `event` to an instance currently in `current` (for kStart, pass

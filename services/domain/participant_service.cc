@@ -75,6 +75,7 @@ int run_participant_service(const ParticipantService& spec) {
   po.replicas = engine->replicas;
   po.standby = engine->standby;
   po.advertised_address = engine->advertised_url;
+  po.dedup_horizon = engine->dedup_horizon;
   auto participant = Participant::open(po, std::shared_ptr<Transport>(std::move(*transport)));
   if (!participant.ok()) {
     spdlog::critical("participant: {}", participant.status().to_string());

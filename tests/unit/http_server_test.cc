@@ -844,6 +844,16 @@ TEST_CASE("configuration values come from the environment with clear errors") {
       CHECK(e->shards == 0);
       CHECK(e->threads == 0);
       CHECK_FALSE(e->changelog);
+      CHECK(e->dedup_horizon == std::chrono::hours(720));
+    }
+    {
+      ScopedEnv a("SAGA_DEDUP_HORIZON", "48h");
+      CHECK(engine_settings_from_env()->dedup_horizon == std::chrono::hours(48));
+      ScopedEnv b("SAGA_DEDUP_HORIZON", "0");
+      CHECK(engine_settings_from_env()->dedup_horizon.count() == 0);
+      ScopedEnv c("SAGA_DEDUP_HORIZON", "soon");
+      CHECK(engine_settings_from_env().status().message().find("SAGA_DEDUP_HORIZON") !=
+            std::string::npos);
     }
     {
       ScopedEnv a("SAGA_SHARDS", "4"), b("SAGA_THREADS", "2"), c("SAGA_CHANGELOG", "on");

@@ -154,6 +154,9 @@ StatusOr<EngineSettings> engine_settings_from_env() {
   SAGA_ASSIGN_OR_RETURN(e.replicas, env_bool("SAGA_REPLICAS", false));
   SAGA_ASSIGN_OR_RETURN(e.standby, env_bool("SAGA_STANDBY", false));
   e.advertised_url = env_string("ADVERTISED_URL", "");
+  SAGA_ASSIGN_OR_RETURN(e.dedup_horizon,
+                        env_duration_ms("SAGA_DEDUP_HORIZON", e.dedup_horizon,
+                                        std::chrono::milliseconds(0), std::chrono::hours(87'600)));
   if (e.standby && !e.replicas)
     return Status::invalid_argument("SAGA_STANDBY needs SAGA_REPLICAS=1 (docs/replicas.md)");
   if (e.replicas && !e.changelog)

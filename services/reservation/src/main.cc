@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
   o.replicas = engine->replicas;
   o.standby = engine->standby;
   o.advertised_address = engine->advertised_url;
+  o.dedup_horizon = engine->dedup_horizon;
   auto orchestrator = saga::Orchestrator::open(
       std::move(o), std::shared_ptr<saga::Transport>(std::move(*transport)), *definitions);
   if (!orchestrator.ok()) {

@@ -71,6 +71,9 @@ StatusOr<std::chrono::milliseconds> env_duration_ms(
 ///                   this one (required then)
 ///   SAGA_STANDBY    with SAGA_REPLICAS: keep a standby copy of the shards other replicas
 ///                   own, so that a failover replays almost nothing (default off)
+///   SAGA_DEDUP_HORIZON  how long participants' inboxes remember a command, and how old a
+///                   saga may grow before its orchestrator stops sending (docs/storage.md,
+///                   "Participant retention"); a duration, 0 = forever (default 720h: 30 days)
 struct EngineSettings {
   uint32_t shards = 0;
   uint32_t threads = 0;
@@ -78,6 +81,7 @@ struct EngineSettings {
   bool replicas = false;
   bool standby = false;
   std::string advertised_url;
+  std::chrono::milliseconds dedup_horizon{std::chrono::hours(720)};
 };
 StatusOr<EngineSettings> engine_settings_from_env();
 

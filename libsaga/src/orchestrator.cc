@@ -1722,7 +1722,7 @@ class OrchestratorImpl final : public Orchestrator {
     budget -= removed;
     metrics_.retention_removed.Increment(static_cast<double>(removed));
     if (more && s.ok()) {
-      sh.sweep_from = last + '\0';  // the next key after it
+      if (!last.empty()) sh.sweep_from = last + '\0';  // the next key after it
       return;
     }
     if (sh.swept > 0)

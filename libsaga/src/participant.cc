@@ -741,7 +741,7 @@ class ParticipantImpl final : public Participant {
     budget -= removed;
     sh.stats.expired += removed;
     if (more && s.ok()) {
-      sh.sweep_from = last + '\0';
+      if (!last.empty()) sh.sweep_from = last + '\0';  // the next key after it
       return;
     }
     sh.sweep_from.clear();

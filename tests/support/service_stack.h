@@ -180,9 +180,19 @@ class ServiceStack {
   /// Starts every service (every instance but Options::later) in order, each
   /// one ready before the next starts. Throws (with the log tail) when one exits or is not
   /// ready in time.
+  /// With replicas, start() also waits until each replicated engine's group
+  /// has settled: every replica owns shards and together they own all of
+  /// them (a replica is ready as soon as it knows every shard's owner, while
+  /// the group may still be moving shards to it).
   void start() {
     for (const std::string& name : order_)
       if (!options_.later.count(name)) start(name);
+    for (const char* engine : {"reservation", "inventory", "payment"}) {
+      std::vector<std::string> running;
+      for (const std::string& i : instances(engine))
+        if (!options_.later.count(i)) running.push_back(i);
+      if (running.size() > 1) wait_settled(engine, running);
+    }
   }
 
   /// The instances of service `name`: `name` itself, then name-1, name-2, ...
@@ -362,6 +372,50 @@ class ServiceStack {
       env["RATE_LIMIT_ADDRESS_RPS"] = "0";
     }
     return env;
+  }
+
+  // Shards of every engine of the stack (the services' default: SAGA_SHARDS unset).
+  static constexpr long kShards = 12;
+
+  // Shards the engine of `name` drives now, from its /metrics; -1 when unknown.
+  long shards_owned(const std::string& name) {
+    service::ClientOptions co;
+    co.connect_timeout = std::chrono::milliseconds(500);
+    co.request_timeout = std::chrono::milliseconds(2'000);
+    service::HttpClient http("127.0.0.1", at(name).port, co);
+    auto r = http.get("/metrics");
+    if (!r.ok() || r->status != 200) return -1;
+    std::istringstream lines(r->body);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.starts_with("saga_engine{gauge=\"shards_owned\"}") ||
+          line.starts_with("saga_participant_shards_owned{"))
+        return std::stol(line.substr(line.rfind(' ') + 1));
+    }
+    return -1;
+  }
+
+  void wait_settled(const std::string& engine, const std::vector<std::string>& replicas) {
+    const auto deadline = std::chrono::steady_clock::now() + options_.ready_timeout;
+    std::string last;
+    for (;;) {
+      long total = 0;
+      bool each = true;
+      last.clear();
+      for (const std::string& r : replicas) {
+        const long n = shards_owned(r);
+        last += (last.empty() ? "" : ", ") + r + " " + std::to_string(n);
+        each = each && n > 0;
+        total += std::max(0L, n);
+      }
+      if (each && total == kShards) return;
+      if (std::chrono::steady_clock::now() >= deadline) {
+        throw std::runtime_error("ServiceStack: the replicas of " + engine +
+                                 " did not settle on the " + std::to_string(kShards) +
+                                 " shards within " + std::to_string(options_.ready_timeout.count()) +
+                                 " ms (shards owned: " + last + ")");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // polling with a deadline
+    }
   }
 
   void wait_ready(const std::string& name) {

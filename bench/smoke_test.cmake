@@ -7,8 +7,9 @@
 # adds --replicas N: each point must say so, and no restore is measured then.
 # -DFAILOVER=on (with -DCHANGELOG=on) adds --failover on --standby on
 # --session-ms 1000: each point SIGKILLs one of two payment replicas and must
-# report a failover figure, at least the session timeout (the group cannot
-# notice a dead member sooner), with every payment shard moving again.
+# report a failover figure, at least the session timeout less a heartbeat
+# interval (the group cannot notice a dead member sooner), with every payment
+# shard moving again.
 # No speed is asserted, only that the figures exist.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
@@ -90,7 +91,11 @@ foreach(i RANGE ${last})
   elseif(FAILOVER STREQUAL "on")
     string(JSON failover_ms GET "${json}" points ${i} failover failover_ms)
     string(JSON shards_seen GET "${json}" points ${i} failover shards_seen)
-    if(failover_ms LESS 1000 OR NOT shards_seen EQUAL 12)
+    # The coordinator times a member out a session after its last heartbeat,
+    # which came up to a heartbeat interval (a third of the 1 s session)
+    # before the SIGKILL: 957 ms was seen in CI. Less than 500 ms would mean
+    # the shards moved before the group could know.
+    if(failover_ms LESS 500 OR NOT shards_seen EQUAL 12)
       message(FATAL_ERROR "point ${i}: failover ${failover_ms} ms, ${shards_seen} of 12 shards seen")
     endif()
   elseif(CHANGELOG STREQUAL "on")

@@ -134,6 +134,11 @@ DefinitionBuilder& DefinitionBuilder::on_state_change(EventsFn fn) {
   return *this;
 }
 
+DefinitionBuilder& DefinitionBuilder::records(RecordsFn fn) {
+  def_->records_ = std::move(fn);
+  return *this;
+}
+
 DefinitionBuilder& DefinitionBuilder::pivot() {
   current().pivot = true;
   return *this;

@@ -59,7 +59,8 @@ EngineMetrics::EngineMetrics()
       writes(engine_counters_.Add({{"event", "store_write"}})),
       stale_replies(engine_counters_.Add({{"event", "stale_reply"}})),
       timers_fired(engine_counters_.Add({{"event", "timer_fired"}})),
-      retention_removed(engine_counters_.Add({{"event", "retention_removed"}})) {}
+      retention_removed(engine_counters_.Add({{"event", "retention_removed"}})),
+      records_expired(engine_counters_.Add({{"event", "records_expired"}})) {}
 
 prometheus::Histogram& EngineMetrics::step_latency(const std::string& type,
                                                    const std::string& step) {

@@ -74,6 +74,7 @@ class EngineMetrics {
   prometheus::Counter& stale_replies;
   prometheus::Counter& timers_fired;
   prometheus::Counter& retention_removed;  // finished sagas removed by retention
+  prometheus::Counter& records_expired;    // domain records removed at their expiry
 };
 
 }  // namespace saga::internal

@@ -30,6 +30,7 @@
 #include "instance.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "records.h"
 #include "saga/json.h"
 #include "saga/shard.h"
 #include "store/families.h"
@@ -382,6 +383,13 @@ class Transition final : public FsmHooks {
 
 // One shard's engine state. Everything but the mailbox is touched only by
 // the thread driving the shard during an iteration.
+// A sweep of expired keys (retention, record expiry) in one shard.
+struct Sweep {
+  int64_t next_ms = 0;  // when the next one starts
+  std::string from;     // a running sweep goes on from this key ("" = none running)
+  uint64_t removed = 0; // removed by the running sweep
+};
+
 struct Shard {
   Shard(Store& store, uint32_t i) : index(i), ks(store, i) {}
 
@@ -396,9 +404,8 @@ struct Shard {
   std::string record;                 // scratch for encode_instance
   // Fingerprints whose shape record this shard has staged since it loaded.
   std::unordered_set<uint64_t> shapes;
-  int64_t next_sweep_ms = 0;
-  std::string sweep_from;    // a retention sweep goes on from this key ("" = none running)
-  uint64_t swept = 0;        // removed by the running sweep
+  Sweep retention_sweep;     // of finished sagas
+  Sweep record_sweep;        // of expired domain records
   bool legacy_marks = true;  // the shard may hold reply marks of older versions
   uint64_t staged = 0;     // transitions staged in the current iteration
   Batch* batch = nullptr;  // the driving thread's batch, during an iteration
@@ -558,6 +565,45 @@ class OrchestratorImpl final : public Orchestrator {
     if (!bytes) return Status::not_found("no saga '" + std::string(id) + "'");
     SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
     return std::move(inst.view);
+  }
+
+  StatusOr<std::optional<Record>> record(std::string_view shard_key,
+                                         std::string_view key) const override {
+    const Shard& sh = shard_for(shard_key);
+    const std::string k = record_key(key);
+    SAGA_ASSIGN_OR_RETURN(auto bytes, sh.ks.get(store_->cf(kIndex), k));
+    if (!bytes) return std::optional<Record>();
+    std::optional<Record> r = decode_record(key, *bytes);
+    if (!r) return Status::data_loss("undecodable record '" + std::string(key) + "'");
+    if (r->expires_ms > 0 && r->expires_ms <= to_millis(opts_.clock->now()))
+      return std::optional<Record>();
+    return r;
+  }
+
+  StatusOr<std::vector<Record>> records(std::string_view shard_key, std::string_view prefix,
+                                        std::string_view after, size_t limit) const override {
+    if (limit == 0 || limit > 1000) return Status::invalid_argument("limit must be in 1..1000");
+    const Shard& sh = shard_for(shard_key);
+    const std::string p = record_key(prefix);
+    std::string from = p;
+    if (!after.empty()) from = std::max(from, record_key(after) + '\0');
+    const int64_t now = to_millis(opts_.clock->now());
+    std::vector<Record> out;
+    Status bad;
+    SAGA_RETURN_IF_ERROR(sh.ks.scan(store_->cf(kIndex), p, from,
+                                    [&](std::string_view k, std::string_view v) {
+                                      std::optional<Record> r = decode_record(k.substr(1), v);
+                                      if (!r) {
+                                        bad = Status::data_loss("undecodable record '" +
+                                                                std::string(k.substr(1)) + "'");
+                                        return false;
+                                      }
+                                      if (r->expires_ms > 0 && r->expires_ms <= now) return true;
+                                      out.push_back(std::move(*r));
+                                      return out.size() < limit;
+                                    }));
+    SAGA_RETURN_IF_ERROR(bad);
+    return out;
   }
 
   // Every shard's index is scanned from the same key; the keys are merged in
@@ -1084,7 +1130,8 @@ class OrchestratorImpl final : public Orchestrator {
     sh.settled.clear();
     sh.finished.clear();
     sh.shapes.clear();
-    sh.sweep_from.clear();
+    sh.retention_sweep.from.clear();
+    sh.record_sweep.from.clear();
   }
 
   // A later claim fenced the shard: it answers nothing and sends nothing
@@ -1580,6 +1627,7 @@ class OrchestratorImpl final : public Orchestrator {
     const bool is_new = before.updated_ms < 0;
     if (is_new || v.state != before.state) {
       publish_events(sh, inst, is_new ? std::nullopt : std::optional(before.state));
+      write_records(sh, inst, is_new ? std::nullopt : std::optional(before.state));
     }
     if (v.state != before.state) on_state_change(sh, inst, before.state);
   }
@@ -1608,6 +1656,40 @@ class OrchestratorImpl final : public Orchestrator {
         continue;
       }
       stage_send(sh, std::move(m));
+    }
+  }
+
+  // The definition's domain records for this change go into the same batch.
+  void write_records(Shard& sh, const Instance& inst, std::optional<SagaState> previous) {
+    const RecordsFn& fn = definition_of(inst)->records();
+    if (!fn) return;
+    const SagaView& v = inst.view;
+    std::vector<Record> records;
+    try {
+      records = fn(v, previous);
+    } catch (...) {
+      log_->error("saga {}: its records function threw, no records written: {}", v.id,
+                  what_was_thrown());
+      return;
+    }
+    auto* idx = store_->cf(kIndex);
+    for (Record& r : records) {
+      if (r.shard_key.empty()) r.shard_key = v.id;
+      if (r.key.empty() || r.key.size() > kMaxRecordKey || r.expires_ms < 0) {
+        log_->error("saga {}: record '{}' not written: its key must have 1..{} bytes and its "
+                    "expiry must not be negative",
+                    v.id, r.key.substr(0, 64), kMaxRecordKey);
+        continue;
+      }
+      if (shard_for(r.shard_key).index != sh.index) {
+        log_->error("saga {}: record '{}' not written: its shard key '{}' maps to another shard "
+                    "than the saga's",
+                    v.id, r.key, r.shard_key);
+        continue;
+      }
+      sh.ks.put(*sh.batch, idx, record_key(r.key), encode_record(r));
+      if (r.expires_ms > 0)
+        sh.ks.put(*sh.batch, idx, record_expiry_key(r.expires_ms, r.key), r.shard_key);
     }
   }
 
@@ -1685,49 +1767,86 @@ class OrchestratorImpl final : public Orchestrator {
 
   // Terminal instances older than the retention are removed with their
   // index entries (and the reply marks older versions wrote), oldest
-  // finished first. A sweep starts every retention_interval and removes up
-  // to max_batch instances per iteration (its driver's shards together,
-  // `budget`) until none has expired: as many as an iteration can finish,
-  // so removal keeps up with any rate the engine reaches. It reads only the
-  // retention keys, from where the last iteration stopped (not over the
-  // tombstones it left).
+  // finished first; domain records at their expiry likewise, soonest
+  // expired first. Each sweep starts every retention_interval and removes
+  // up to max_batch keys per iteration (its driver's shards and both sweeps
+  // together, `budget`) until none has expired: as many as an iteration can
+  // finish, so removal keeps up with any rate the engine reaches. It reads
+  // only its time-ordered keys, from where the last iteration stopped (not
+  // over the tombstones it left).
   void sweep_retention(Shard& sh, size_t& budget) {
     const int64_t now = now_ms();
-    if (sh.sweep_from.empty() && now < sh.next_sweep_ms) return;
-    const std::string prefix(1, kIdxRetention);
-    if (sh.sweep_from.empty()) {
-      sh.next_sweep_ms = now + opts_.retention_interval.count();
-      sh.sweep_from = prefix;
-      sh.swept = 0;
+    const uint64_t removed =
+        sweep(sh, sh.retention_sweep, kIdxRetention, now - opts_.retention.count(), budget,
+              [&](std::string_view key, std::string_view value) { remove_expired(sh, key, value); });
+    metrics_.retention_removed.Increment(static_cast<double>(removed));
+    if (sh.retention_sweep.from.empty() && sh.retention_sweep.removed > 0) {
+      log_->info("{}: retention removed {} finished sagas", shard_name(sh),
+                 sh.retention_sweep.removed);
+      sh.retention_sweep.removed = 0;
+    }
+    const uint64_t expired =
+        sweep(sh, sh.record_sweep, kIdxRecordExpiry, now, budget,
+              [&](std::string_view key, std::string_view) { remove_record(sh, key); });
+    metrics_.records_expired.Increment(static_cast<double>(expired));
+    if (sh.record_sweep.from.empty() && sh.record_sweep.removed > 0) {
+      log_->info("{}: {} domain records expired", shard_name(sh), sh.record_sweep.removed);
+      sh.record_sweep.removed = 0;
+    }
+  }
+
+  // One step of a sweep over the keys `prefix ‖ be64(t) ‖ ...` with t <
+  // `upto`: calls remove(key, value) for up to `budget` of them (taken from
+  // it), and returns how many.
+  template <typename Remove>
+  uint64_t sweep(Shard& sh, Sweep& sw, char prefix_byte, int64_t upto_ms, size_t& budget,
+                 const Remove& remove) {
+    const int64_t now = now_ms();
+    if (sw.from.empty() && now < sw.next_ms) return 0;
+    const std::string prefix(1, prefix_byte);
+    if (sw.from.empty()) {
+      sw.next_ms = now + opts_.retention_interval.count();
+      sw.from = prefix;
     }
     std::string upto = prefix;
-    append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now - opts_.retention.count())));
+    append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, upto_ms)));
     size_t removed = 0;
     bool more = false;
     std::string last;
-    Status s = sh.ks.scan(store_->cf(kIndex), prefix, sh.sweep_from,
+    Status s = sh.ks.scan(store_->cf(kIndex), prefix, sw.from,
                           [&](std::string_view key, std::string_view value) {
                             if (key >= upto) return false;
                             if (removed == budget) {
                               more = true;
                               return false;
                             }
-                            remove_expired(sh, key, value);
+                            remove(key, value);
                             last = key;
                             ++removed;
                             return true;
                           });
-    if (!s.ok()) log_->warn("retention scan failed: {}", s.to_string());
-    sh.swept += removed;
+    if (!s.ok()) log_->warn("{}: sweep of '{}' keys failed: {}", shard_name(sh), prefix, s.to_string());
+    sw.removed += removed;
     budget -= removed;
-    metrics_.retention_removed.Increment(static_cast<double>(removed));
     if (more && s.ok()) {
-      if (!last.empty()) sh.sweep_from = last + '\0';  // the next key after it
-      return;
+      if (!last.empty()) sw.from = last + '\0';  // the next key after it
+    } else {
+      sw.from.clear();
     }
-    if (sh.swept > 0)
-      log_->info("{}: retention removed {} finished sagas", shard_name(sh), sh.swept);
-    sh.sweep_from.clear();
+    return removed;
+  }
+
+  // Stages the removal of the record an expiry key names, unless the record
+  // was written again since with another expiry (its own key then stays).
+  void remove_record(Shard& sh, std::string_view expiry_key) {
+    auto* idx = store_->cf(kIndex);
+    sh.ks.del(*sh.batch, idx, expiry_key);
+    const int64_t expires = static_cast<int64_t>(read_be64(expiry_key.substr(1, 8)));
+    const std::string key = record_key(expiry_key.substr(9));
+    StatusOr<std::optional<std::string>> value = sh.ks.get(idx, key);
+    if (!value.ok() || !*value) return;
+    std::optional<Record> r = decode_record(key, **value);
+    if (!r || r->expires_ms == expires) sh.ks.del(*sh.batch, idx, key);
   }
 
   // Stages the removal of the instance a retention key names.

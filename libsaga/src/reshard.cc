@@ -18,6 +18,7 @@
 
 #include "changelog.h"
 #include "outbox.h"
+#include "records.h"
 #include "saga/shard.h"
 #include "store/families.h"
 #include "store/store.h"
@@ -273,6 +274,14 @@ Status copy_orchestrator(Store& src, Copier& out) {
         for (uint32_t to = 0; to < n; ++to) SAGA_RETURN_IF_ERROR(out.put(kIndex, to, key, v));
         return ok_status();
       }
+      // Domain records follow their shard keys: the record's, kept in its
+      // value and in its expiry key's.
+      if (!key.empty() && key[0] == kIdxRecord) {
+        std::optional<Record> r = decode_record(key.substr(1), v);
+        if (!r) return Status::data_loss("undecodable record");
+        return out.put(kIndex, shard_of(r->shard_key, n), key, v);
+      }
+      if (!key.empty() && key[0] == kIdxRecordExpiry) return out.put(kIndex, shard_of(v, n), key, v);
       SAGA_ASSIGN_OR_RETURN(std::string_view id, index_saga_id(key));
       return out.put(kIndex, shard_of(id, n), key, v);
     }));

@@ -1759,6 +1759,134 @@ TEST_CASE("a retention sweep removes max_batch sagas per iteration and goes on u
         std::string::npos);
 }
 
+// ------------------------------------------------------------ domain records
+
+// "ticket": one local step; its records name its state. "t/<id>": the state,
+// expiring `ttl` after the change (0: never); "u/<owner>/<id>": an index
+// entry kept with the saga's shard key "owner" from the data.
+DefinitionPtr ticket(Duration ttl, std::shared_ptr<ManualClock> clock, bool running_ttl_only) {
+  auto def =
+      DefinitionBuilder("ticket", 1)
+          .local("a", [](Json&) { return ok_status(); })
+          .records([ttl, clock, running_ttl_only](const SagaView& v, std::optional<SagaState>) {
+            const bool expires =
+                ttl.count() > 0 && (!running_ttl_only || v.state == SagaState::kRunning);
+            const int64_t at = expires ? to_millis(clock->now()) + ttl.count() : 0;
+            std::vector<Record> out = {{"t/" + v.id, std::string(to_string(v.state)), at, ""}};
+            if (v.data.contains("owner")) {
+              const std::string owner = v.data["owner"];
+              out.push_back({"u/" + owner + "/" + v.id, "", at, owner});
+            }
+            return out;
+          })
+          .build();
+  REQUIRE(def.ok());
+  return *def;
+}
+
+TEST_CASE("domain records are written with their transition, outlive the saga and expire at their own time") {
+  Harness h;
+  h.options.shards = 1;  // the owner's index entries share every saga's shard
+  h.options.retention = Duration{3'600'000};
+  h.options.retention_interval = Duration{60'000};
+  h.open({ticket(Duration{7'200'000}, h.clock, false)});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    auto id = h.orch->start("ticket", Json{{"owner", "ann"}});
+    REQUIRE(id.ok());
+    ids.push_back(*id);
+  }
+  // Written in the start's write, the completion's last.
+  for (const std::string& id : ids) {
+    auto r = h.orch->record(id, "t/" + id);
+    REQUIRE(r.ok());
+    REQUIRE(r->has_value());
+    CHECK((*r)->value == "COMPLETED");
+    CHECK((*r)->shard_key == id);
+  }
+  // The index entries, a page at a time, in key order.
+  std::vector<std::string> listed;
+  std::string after;
+  for (;;) {
+    auto page = h.orch->records("ann", "u/ann/", after, 2);
+    REQUIRE(page.ok());
+    if (page->empty()) break;
+    CHECK(page->size() <= 2);
+    for (const Record& r : *page) listed.push_back(r.key.substr(6));
+    after = page->back().key;
+  }
+  std::vector<std::string> sorted = ids;
+  std::sort(sorted.begin(), sorted.end());
+  CHECK(listed == sorted);
+  CHECK(h.orch->records("ann", "u/", "", 0).status().code() == StatusCode::kInvalidArgument);
+
+  h.advance(Duration{3'660'000});  // 61 min: the sagas are gone, their records stay
+  for (const std::string& id : ids) {
+    CHECK(h.orch->get(id).status().code() == StatusCode::kNotFound);
+    auto r = h.orch->record(id, "t/" + id);
+    REQUIRE(r.ok());
+    CHECK(r->has_value());
+  }
+  h.advance(Duration{3'600'000});  // past their expiry, then swept
+  for (const std::string& id : ids) {
+    auto r = h.orch->record(id, "t/" + id);
+    REQUIRE(r.ok());
+    CHECK_FALSE(r->has_value());
+  }
+  CHECK(h.orch->records("ann", "u/ann/", "", 10)->empty());
+  CHECK(h.orch->metrics_text().find("saga_engine_events_total{event=\"records_expired\"} 10") !=
+        std::string::npos);
+}
+
+TEST_CASE("a record written again with another expiry outlives the expiry it had before") {
+  Harness h;
+  h.options.retention_interval = Duration{60'000};
+  // Running: expires in 10 min; Completed (the same write): never.
+  h.open({ticket(Duration{600'000}, h.clock, true)});
+  auto id = h.orch->start("ticket", Json::object());
+  REQUIRE(id.ok());
+  h.advance(Duration{1'200'000});
+  auto r = h.orch->record(*id, "t/" + *id);
+  REQUIRE(r.ok());
+  REQUIRE(r->has_value());
+  CHECK((*r)->value == "COMPLETED");
+  CHECK((*r)->expires_ms == 0);
+}
+
+TEST_CASE("a record outside its saga's shard, or with a bad key, is not written; the saga goes on") {
+  Harness h;
+  h.options.shards = 4;
+  h.open({ticket(Duration{0}, h.clock, false)});
+  // An owner in another shard than the saga's id.
+  std::string owner = "o";
+  const std::string id = "ticket-1";
+  while (shard_of(owner, 4) == shard_of(id, 4)) owner += "o";
+  StartOptions so;
+  so.id = id;
+  REQUIRE(h.orch->start("ticket", Json{{"owner", owner}}, so).ok());
+  CHECK(h.state(id) == SagaState::kCompleted);
+  CHECK(h.orch->record(id, "t/" + id)->has_value());
+  CHECK(h.orch->records(owner, "u/", "", 10)->empty());
+  CHECK(h.orch->records(id, "u/", "", 10)->empty());
+}
+
+TEST_CASE("with the changelog, records come back with a lost store") {
+  Harness h;
+  h.options.changelog = true;
+  h.options.shards = 3;
+  h.open({ticket(Duration{0}, h.clock, false)});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) ids.push_back(*h.orch->start("ticket", Json::object()));
+  h.close();
+  std::filesystem::remove_all(h.dir());
+  h.open({ticket(Duration{0}, h.clock, false)});
+  for (const std::string& id : ids) {
+    auto r = h.orch->record(id, "t/" + id);
+    REQUIRE(r.ok());
+    CHECK(r->has_value());
+  }
+}
+
 // ---------------------------------------------------------------------- list
 
 // Five sagas: booking x2 COMPLETED, booking COMPENSATED, transfer COMPLETED,

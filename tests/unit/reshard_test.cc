@@ -269,6 +269,63 @@ TEST_CASE("an orchestrator moves from 3 shards to 1 and from 1 to 5, its invento
   SUBCASE("1 to 5") { reshard_in_flight_orchestrator(1, 5, true); }
 }
 
+// Domain records follow their shard keys: a saga's own to its id's new
+// shard, an owner's index entries (written by sagas of the owner's shard) to
+// the owner's new shard, with their expiry keys.
+TEST_CASE("an orchestrator's domain records move to the shards of their shard keys") {
+  constexpr int64_t kFarFuture = 4'102'444'800'000;  // 2100-01-01
+  auto def = DefinitionBuilder("ticket", 1)
+                 .local("a", [](Json&) { return ok_status(); })
+                 .records([](const SagaView& v, std::optional<SagaState>) {
+                   const std::string owner = v.data["owner"];
+                   return std::vector<Record>{{"t/" + v.id, "x", kFarFuture, ""},
+                                              {"u/" + owner + "/" + v.id, "", kFarFuture, owner}};
+                 })
+                 .build();
+  REQUIRE(def.ok());
+  TempDir dir;
+  auto bus = MemoryBus::create(std::make_shared<ManualClock>(), 5);
+  auto open = [&](const std::string& at, uint32_t shards) {
+    Options o;
+    o.data_dir = at;
+    o.sync = false;
+    o.shards = shards;
+    auto r = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect("orchestrator")), {*def});
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    return std::move(*r);
+  };
+  const std::string from = (dir.path() / "3").string(), to = (dir.path() / "5").string();
+  std::map<std::string, std::vector<std::string>> by_owner;
+  {
+    auto orch = open(from, 3);
+    for (int i = 0; i < 40; ++i) {
+      const std::string owner = "owner-" + std::to_string(i % 4);
+      StartOptions so;
+      so.id = "t-" + std::to_string(i);
+      for (int n = 0; shard_of(so.id, 3) != shard_of(owner, 3); ++n)
+        so.id = "t-" + std::to_string(i) + "." + std::to_string(n);
+      REQUIRE(orch->start("ticket", Json{{"owner", owner}}, so).ok());
+      by_owner[owner].push_back(so.id);
+    }
+  }
+  auto stats = reshard_orchestrator({.from = from, .to = to, .shards = 5});
+  REQUIRE_MESSAGE(stats.ok(), stats.status().to_string());
+  auto orch = open(to, 5);
+  for (auto& [owner, ids] : by_owner) {
+    for (const std::string& id : ids) {
+      auto r = orch->record(id, "t/" + id);
+      REQUIRE(r.ok());
+      CHECK_MESSAGE(r->has_value(), id);
+    }
+    auto listed = orch->records(owner, "u/" + owner + "/", "", 1000);
+    REQUIRE(listed.ok());
+    std::vector<std::string> got;
+    for (const Record& r : *listed) got.push_back(r.key.substr(r.key.rfind('/') + 1));
+    std::sort(ids.begin(), ids.end());
+    CHECK(got == ids);
+  }
+}
+
 // ---------------------------------------------------------------- participant
 
 // A participant of deposits to accounts: commands keyed by account. Its state:

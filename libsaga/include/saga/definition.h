@@ -58,6 +58,28 @@ enum class SagaState : uint8_t;
 using EventsFn =
     std::function<std::vector<Message>(const SagaView& saga, std::optional<SagaState> previous)>;
 
+/// A domain record written by a saga's transition (DefinitionBuilder::records):
+/// stored in the saga's shard in the same atomic write as the change (and its
+/// changelog), kept until `expires_ms` whatever the saga's own retention, and
+/// read with Orchestrator::record() and records() (docs/lifecycle.md, "Records").
+struct Record {
+  /// 1..512 bytes. Writing a key again replaces its value and its expiry.
+  std::string key;
+  std::string value;
+  /// When it may be removed (ms since the epoch); 0 = never.
+  int64_t expires_ms = 0;
+  /// The key whose shard holds the record (saga/shard.h); empty = the saga's
+  /// id. It must map to the saga's shard (a record of another shard is not
+  /// written: an error in the log); a reshard (saga/reshard.h) moves the
+  /// record to the shard this key then maps to.
+  std::string shard_key;
+};
+
+/// The records to write for a change of an instance's state (`previous`
+/// empty: it has just started), in the same write as the change.
+using RecordsFn =
+    std::function<std::vector<Record>(const SagaView& saga, std::optional<SagaState> previous)>;
+
 /// One side of a step: a command to a participant or a local function.
 struct Action {
   /// Participant name for a command; empty for a local function.
@@ -106,6 +128,8 @@ class SagaDefinition {
   std::optional<size_t> pivot() const noexcept { return pivot_; }
   /// Domain events on state changes (may be empty).
   const EventsFn& events() const noexcept { return events_; }
+  /// Domain records written on state changes (may be empty).
+  const RecordsFn& records() const noexcept { return records_; }
   /// What an unfinished saga depends on, one line per step: its name, the
   /// participant and command of its action and of its compensation (or
   /// "local"), and whether it is the pivot. Timeouts, retry policies and the
@@ -123,6 +147,7 @@ class SagaDefinition {
   std::vector<StepSpec> steps_;
   std::optional<size_t> pivot_;
   EventsFn events_;
+  RecordsFn records_;
   std::vector<std::string> shape_;
   uint64_t fingerprint_ = 0;
 };
@@ -169,6 +194,8 @@ class DefinitionBuilder {
   DefinitionBuilder& pivot();
   /// Publishes domain events when an instance changes state (see EventsFn).
   DefinitionBuilder& on_state_change(EventsFn fn);
+  /// Writes domain records when an instance changes state (see RecordsFn).
+  DefinitionBuilder& records(RecordsFn fn);
 
   /// Validates and returns the definition. InvalidArgument (listing every
   /// problem) when the name is empty, the version is 0, there are no steps, a

@@ -262,6 +262,19 @@ class Orchestrator {
   /// Instances matching `query`, a page at a time.
   virtual StatusOr<SagaPage> list(const ListQuery& query) const = 0;
 
+  /// The domain record `key` (DefinitionBuilder::records) of the shard that
+  /// `shard_key` maps to (the record's own shard_key, or the id of the saga
+  /// that wrote it), nullopt when there is none or it has expired. Reads this
+  /// process's store: with replicas, read where owner_of(shard_key) says.
+  virtual StatusOr<std::optional<Record>> record(std::string_view shard_key,
+                                                 std::string_view key) const = 0;
+  /// Up to `limit` (1..1000) unexpired records of that shard whose keys start
+  /// with `prefix`, in key order, after the key `after` (one returned before;
+  /// empty = from the first). InvalidArgument for a bad limit.
+  virtual StatusOr<std::vector<Record>> records(std::string_view shard_key,
+                                                std::string_view prefix, std::string_view after,
+                                                size_t limit) const = 0;
+
   /// Admin: re-runs the compensation of a Failed saga, or for one parked at
   /// its pivot (out of retries) sends the pivot again; attempts start again.
   virtual Status retry(std::string_view id) = 0;

@@ -68,6 +68,12 @@ class RecordReader {
     pos_ += n;
     return s;
   }
+  /// Everything not read yet (consumed).
+  std::string_view rest() {
+    std::string_view s = in_.substr(pos_);
+    pos_ = in_.size();
+    return s;
+  }
   bool boolean() {
     const uint8_t b = byte();
     if (b > 1) fail();

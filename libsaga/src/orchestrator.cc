@@ -204,12 +204,14 @@ struct Prior {
 };
 
 struct Request {
-  enum class Kind { kStart, kCancel, kRetry, kForce, kAbort } kind;
-  std::string id;
+  enum class Kind { kStart, kCancel, kRetry, kForce, kAbort, kRecords } kind;
+  std::string id;  // the saga; for kRecords, the shard key
   std::string type;
   Json data;
   StartOptions options;
   StartCallback done;
+  std::vector<Record> records;  // kRecords
+  bool if_absent = false;       // kRecords
 };
 
 // A pivot step out of retries parks its saga as Failed while its command may
@@ -406,6 +408,7 @@ struct Shard {
   std::unordered_set<uint64_t> shapes;
   Sweep retention_sweep;     // of finished sagas
   Sweep record_sweep;        // of expired domain records
+  std::unordered_set<std::string> records_staged;  // record keys in the current iteration's batch
   bool legacy_marks = true;  // the shard may hold reply marks of older versions
   uint64_t staged = 0;     // transitions staged in the current iteration
   Batch* batch = nullptr;  // the driving thread's batch, during an iteration
@@ -546,12 +549,12 @@ class OrchestratorImpl final : public Orchestrator {
   // ---------------------------------------------------------------- API
   StatusOr<std::string> start(std::string_view type, Json data, StartOptions options) override {
     return call(Request{Request::Kind::kStart, options.id, std::string(type), std::move(data),
-                        std::move(options), nullptr});
+                        std::move(options), nullptr, {}, false});
   }
 
   void start_async(std::string type, Json data, StartOptions options, StartCallback done) override {
     enqueue(Request{Request::Kind::kStart, options.id, std::move(type), std::move(data),
-                    std::move(options), std::move(done)});
+                    std::move(options), std::move(done), {}, false});
   }
 
   Status cancel(std::string_view id) override { return admin(Request::Kind::kCancel, id); }
@@ -565,6 +568,20 @@ class OrchestratorImpl final : public Orchestrator {
     if (!bytes) return Status::not_found("no saga '" + std::string(id) + "'");
     SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
     return std::move(inst.view);
+  }
+
+  Status write_records(std::string_view shard_key, std::vector<Record> records,
+                       bool if_absent) override {
+    const Shard& sh = shard_for(shard_key);
+    for (Record& r : records) {
+      if (r.shard_key.empty()) r.shard_key = shard_key;
+      if (std::string why = record_problem(r, sh); !why.empty())
+        return Status::invalid_argument("record '" + r.key.substr(0, 64) + "': " + why);
+    }
+    Request r{Request::Kind::kRecords, std::string(shard_key), {}, {}, {}, nullptr,
+              std::move(records), if_absent};
+    StatusOr<std::string> result = call(std::move(r));
+    return result.ok() ? ok_status() : result.status();
   }
 
   StatusOr<std::optional<Record>> record(std::string_view shard_key,
@@ -834,7 +851,7 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   Status admin(Request::Kind kind, std::string_view id) {
-    Request r{kind, std::string(id), {}, {}, {}, nullptr};
+    Request r{kind, std::string(id), {}, {}, {}, nullptr, {}, false};
     StatusOr<std::string> result = call(std::move(r));
     return result.ok() ? ok_status() : result.status();
   }
@@ -965,6 +982,7 @@ class OrchestratorImpl final : public Orchestrator {
       if (!sh.owned) continue;  // released by a deferred call of the group's
       sh.batch = &d.batch;
       sh.staged = 0;
+      sh.records_staged.clear();
       const auto full = [&] { return staged_before + sh.staged >= opts_.max_batch; };
       Release& rel = releases.emplace_back(Release{&sh, {}, {}});
       sh.outbox->stage_confirmed(d.batch);
@@ -1309,6 +1327,7 @@ class OrchestratorImpl final : public Orchestrator {
   // ------------------------------------------------------- handlers
   StatusOr<std::string> handle_request(Shard& sh, Request& r) {
     if (r.kind == Request::Kind::kStart) return handle_start(sh, r);
+    if (r.kind == Request::Kind::kRecords) return handle_records(sh, r);
     Instance* inst = find_live(sh, r.id);
     if (!inst) {
       // Not live: finished (or unknown). Live covers everything not yet
@@ -1333,6 +1352,7 @@ class OrchestratorImpl final : public Orchestrator {
         ev = FsmEvent::kAbort;
         break;
       case Request::Kind::kStart:
+      case Request::Kind::kRecords:
         break;
     }
     const bool was_requested = inst->view.cancel_requested;
@@ -1659,6 +1679,40 @@ class OrchestratorImpl final : public Orchestrator {
     }
   }
 
+  // write_records(): each record (if_absent: unless its key holds one, in
+  // the store or staged in this iteration) goes into this iteration's batch.
+  StatusOr<std::string> handle_records(Shard& sh, Request& r) {
+    auto* idx = store_->cf(kIndex);
+    for (Record& rec : r.records) {
+      if (r.if_absent) {
+        if (sh.records_staged.contains(rec.key)) continue;
+        SAGA_ASSIGN_OR_RETURN(auto held, sh.ks.get(idx, record_key(rec.key)));
+        if (held) continue;
+      }
+      stage_record(sh, rec);
+    }
+    ++sh.staged;
+    return std::string();
+  }
+
+  // Why `r` cannot be written in the shard of `shard_key` ("" = it can).
+  std::string record_problem(const Record& r, const Shard& sh) const {
+    if (r.key.empty() || r.key.size() > kMaxRecordKey)
+      return "its key must have 1.." + std::to_string(kMaxRecordKey) + " bytes";
+    if (r.expires_ms < 0) return "its expiry must not be negative";
+    if (shard_for(r.shard_key).index != sh.index)
+      return "its shard key '" + r.shard_key + "' maps to another shard";
+    return "";
+  }
+
+  void stage_record(Shard& sh, const Record& r) {
+    auto* idx = store_->cf(kIndex);
+    sh.ks.put(*sh.batch, idx, record_key(r.key), encode_record(r));
+    if (r.expires_ms > 0)
+      sh.ks.put(*sh.batch, idx, record_expiry_key(r.expires_ms, r.key), r.shard_key);
+    sh.records_staged.insert(r.key);
+  }
+
   // The definition's domain records for this change go into the same batch.
   void write_records(Shard& sh, const Instance& inst, std::optional<SagaState> previous) {
     const RecordsFn& fn = definition_of(inst)->records();
@@ -1672,24 +1726,13 @@ class OrchestratorImpl final : public Orchestrator {
                   what_was_thrown());
       return;
     }
-    auto* idx = store_->cf(kIndex);
     for (Record& r : records) {
       if (r.shard_key.empty()) r.shard_key = v.id;
-      if (r.key.empty() || r.key.size() > kMaxRecordKey || r.expires_ms < 0) {
-        log_->error("saga {}: record '{}' not written: its key must have 1..{} bytes and its "
-                    "expiry must not be negative",
-                    v.id, r.key.substr(0, 64), kMaxRecordKey);
+      if (std::string why = record_problem(r, sh); !why.empty()) {
+        log_->error("saga {}: record '{}' not written: {}", v.id, r.key.substr(0, 64), why);
         continue;
       }
-      if (shard_for(r.shard_key).index != sh.index) {
-        log_->error("saga {}: record '{}' not written: its shard key '{}' maps to another shard "
-                    "than the saga's",
-                    v.id, r.key, r.shard_key);
-        continue;
-      }
-      sh.ks.put(*sh.batch, idx, record_key(r.key), encode_record(r));
-      if (r.expires_ms > 0)
-        sh.ks.put(*sh.batch, idx, record_expiry_key(r.expires_ms, r.key), r.shard_key);
+      stage_record(sh, r);
     }
   }
 

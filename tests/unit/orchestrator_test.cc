@@ -1870,6 +1870,33 @@ TEST_CASE("a record outside its saga's shard, or with a bad key, is not written;
   CHECK(h.orch->records(id, "u/", "", 10)->empty());
 }
 
+TEST_CASE("write_records backfills records outside any transition; if_absent keeps what is there") {
+  Harness h;
+  h.options.shards = 4;
+  h.open({ticket(Duration{0}, h.clock, false)});
+  auto id = h.orch->start("ticket", Json::object());
+  REQUIRE(id.ok());
+  auto value = [&](const std::string& key) -> std::string {
+    auto r = h.orch->record(*id, key);
+    REQUIRE(r.ok());
+    return *r ? (*r)->value : "<none>";
+  };
+  REQUIRE(h.orch->write_records(*id, {{"t/" + *id, "old", 0, ""}, {"extra", "1", 0, ""}}, true).ok());
+  CHECK(value("t/" + *id) == "COMPLETED");  // written by the saga: kept
+  CHECK(value("extra") == "1");
+  REQUIRE(h.orch->write_records(*id, {{"extra", "2", 0, ""}}).ok());
+  CHECK(value("extra") == "2");
+  // Refused: another shard's key, an empty key, a negative expiry.
+  std::string other = "x";
+  while (shard_of(other, 4) == shard_of(*id, 4)) other += "x";
+  CHECK(h.orch->write_records(*id, {{"k", "v", 0, other}}).code() == StatusCode::kInvalidArgument);
+  CHECK(h.orch->write_records(*id, {{"", "v", 0, ""}}).code() == StatusCode::kInvalidArgument);
+  CHECK(h.orch->write_records(*id, {{"k", "v", -1, ""}}).code() == StatusCode::kInvalidArgument);
+  h.close();
+  h.open({ticket(Duration{0}, h.clock, false)});
+  CHECK(value("extra") == "2");
+}
+
 TEST_CASE("with the changelog, records come back with a lost store") {
   Harness h;
   h.options.changelog = true;

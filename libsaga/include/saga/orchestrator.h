@@ -268,6 +268,14 @@ class Orchestrator {
   /// process's store: with replicas, read where owner_of(shard_key) says.
   virtual StatusOr<std::optional<Record>> record(std::string_view shard_key,
                                                  std::string_view key) const = 0;
+  /// Writes `records` outside any transition (a backfill: records for sagas
+  /// that ran before their definition wrote any), atomically, and returns
+  /// once they are durable. Every record's shard_key (empty = `shard_key`)
+  /// must map to the shard of `shard_key` (else InvalidArgument, as for a
+  /// bad key or expiry). `if_absent`: a key that holds a record keeps it.
+  /// Unavailable when another replica owns the shard. Blocks.
+  virtual Status write_records(std::string_view shard_key, std::vector<Record> records,
+                               bool if_absent = false) = 0;
   /// Up to `limit` (1..1000) unexpired records of that shard whose keys start
   /// with `prefix`, in key order, after the key `after` (one returned before;
   /// empty = from the first). InvalidArgument for a bad limit.

@@ -117,10 +117,13 @@ class Harness {
   ~Harness() { close(); }
 
   // Registers `handler` for `type` now (if open) and on every later open, and
-  // counts its calls in calls[type].
+  // counts its calls in calls[type] (engine threads call it at once).
   void on(const std::string& type, CommandHandler handler) {
     handlers_[type] = [this, type, handler = std::move(handler)](CommandContext& ctx) {
-      ++calls[type];
+      {
+        std::lock_guard lock(calls_mu);
+        ++calls[type];
+      }
       return handler(ctx);
     };
     if (p) REQUIRE(p->on(type, handlers_[type]).ok());
@@ -200,6 +203,7 @@ class Harness {
   }
 
   int count(const std::string& type) const {
+    std::lock_guard lock(calls_mu);
     auto it = calls.find(type);
     return it == calls.end() ? 0 : it->second;
   }
@@ -215,7 +219,8 @@ class Harness {
   std::unique_ptr<Participant> p;
   std::vector<Message> replies;
   std::vector<Message> events;
-  std::map<std::string, int> calls;
+  mutable std::mutex calls_mu;
+  std::map<std::string, int> calls;  // GUARDED_BY(calls_mu)
 
  private:
   TempDir dir_;

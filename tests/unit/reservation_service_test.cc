@@ -34,7 +34,9 @@
 #include "support/identity.h"
 #include "support/service_stack.h"
 #include "support/temp_dir.h"
-#include "user_index.h"
+#include "key_claims.h"
+#include "store/families.h"
+#include "store/store.h"
 
 namespace saga {
 namespace {
@@ -100,6 +102,7 @@ struct World {
     o.name = reservation::kServiceName;
     o.data_dir = orch_dir.path().string();
     o.sync = false;
+    if (tweak_orchestrator) tweak_orchestrator(o);
     auto opened = Orchestrator::open(o, std::shared_ptr<Transport>(bus->connect(o.name)), *defs);
     REQUIRE_MESSAGE(opened.ok(), opened.status().to_string());
     orch = std::move(*opened);
@@ -255,6 +258,7 @@ struct World {
   }
 
   std::atomic<int64_t> now{kNow};  // the reservation service's clock
+  std::function<void(Options&)> tweak_orchestrator;  // before each open_reservation
   reservation::Options ro;
   TempDir inv_dir, pay_dir, orch_dir;
   std::shared_ptr<MemoryBus> bus = MemoryBus::create(std::make_shared<SystemClock>(), 11);
@@ -476,6 +480,140 @@ TEST_CASE("a confirmed booking cancelled by its customer: rooms released, money 
   CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
   // The room can be booked again.
   CHECK(w.settle(w.book(booking("5", "u6")))["status"] == "CONFIRMED");
+}
+
+TEST_CASE("a confirmed booking outlives its saga: read, listed, replayed and cancelled from its record") {
+  World w;
+  w.add_place("r", 2);
+  w.stop_reservation();
+  w.tweak_orchestrator = [](Options& o) {  // sagas go 50 ms after they finish
+    o.retention = Duration{50};
+    o.retention_interval = Duration{20};
+  };
+  w.open_reservation();
+  ClientResponse made = w.post_keyed("/reservations", "k-1", booking("r", "u7"));
+  REQUIRE_MESSAGE(made.status == 202, made.body);
+  const std::string id = Json::parse(made.body)["id"];
+  const Json confirmed = w.settle(id);
+  REQUIRE(confirmed["status"] == "CONFIRMED");
+  REQUIRE(eventually([&] { return w.orch->get(id).status().code() == StatusCode::kNotFound; }));
+
+  Json r = w.get_json("/reservations/" + id);
+  CHECK(r["status"] == "CONFIRMED");
+  CHECK(r["amount"] == confirmed["amount"]);
+  CHECK(r["steps"] == confirmed["steps"]);
+  REQUIRE(r["history"].size() == 2);
+  CHECK(r["history"][0]["status"] == "PENDING");
+  CHECK(r["history"][1]["status"] == "CONFIRMED");
+  CHECK(r["history"][0]["atMs"] <= r["history"][1]["atMs"]);
+  const Json listed = w.get_json("/reservations?userId=u7");
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0]["id"] == id);
+  ClientResponse replay = w.post_keyed("/reservations", "k-1", booking("r", "u7"));
+  CHECK_MESSAGE(replay.status == 202, replay.body);
+  CHECK(Json::parse(replay.body)["id"] == id);
+  CHECK(Json::parse(replay.body)["status"] == "CONFIRMED");
+
+  ClientResponse c = w.post("/reservations/" + id + "/cancel", Json::object());
+  REQUIRE_MESSAGE(c.status == 202, c.body);
+  REQUIRE(eventually([&] {
+    r = w.get_json("/reservations/" + id);
+    return r["status"] == "CANCELLED";
+  }));
+  CHECK(r["refundAmount"] == confirmed["amount"]);
+  CHECK(r["steps"].size() == 5);
+  std::vector<std::string> history;
+  for (const Json& h : r["history"]) history.push_back(h["status"]);
+  CHECK(history == std::vector<std::string>{"PENDING", "CONFIRMED", "CANCELLING", "CANCELLED"});
+  CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
+  // Its cancellation's saga goes too; the record stays, and says so after a restart.
+  REQUIRE(eventually([&] {
+    return w.orch->get(reservation::cancellation_id(*w.orch, id)).status().code() ==
+           StatusCode::kNotFound;
+  }));
+  w.stop_reservation();
+  w.open_reservation();
+  CHECK(w.get_json("/reservations/" + id)["status"] == "CANCELLED");
+  c = w.post("/reservations/" + id + "/cancel", Json::object());
+  CHECK_MESSAGE(c.status == 202, c.body);
+  CHECK(Json::parse(c.body)["status"] == "CANCELLED");
+}
+
+TEST_CASE("a booking's records go at their retention after its check-out") {
+  World w;
+  w.add_place("q", 2);
+  w.stop_reservation();
+  w.ro.booking_retention = std::chrono::milliseconds(0);  // gone once its check-out date began
+  w.tweak_orchestrator = [](Options& o) {
+    o.retention = Duration{50};
+    o.retention_interval = Duration{20};
+  };
+  w.open_reservation();
+  const std::string id = w.book(booking("q", "u8"));  // checks out 2030-05-02: kept until then
+  REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+  auto record = w.orch->record(id, "booking/" + id);
+  REQUIRE(record.ok());
+  REQUIRE(record->has_value());
+  using namespace std::chrono;
+  CHECK((*record)->expires_ms ==
+        duration_cast<milliseconds>(sys_days(year(2030) / May / 2).time_since_epoch()).count());
+}
+
+// Bookings made before bookings had records: their records are written from
+// their sagas when the service starts (a store whose records are removed
+// stands in for one of an older version).
+TEST_CASE("bookings made before records get theirs from their sagas when the service starts") {
+  World w;
+  w.add_place("o", 3);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    w.now += 1;
+    ClientResponse r = w.post_keyed("/reservations", "old-" + std::to_string(i), booking("o", "u9"));
+    REQUIRE_MESSAGE(r.status == 202, r.body);
+    ids.push_back(Json::parse(r.body)["id"]);
+  }
+  for (const std::string& id : ids) REQUIRE(w.settle(id)["status"] == "CONFIRMED");
+  ClientResponse c = w.post("/reservations/" + ids[0] + "/cancel", Json::object());
+  REQUIRE(c.status == 202);
+  REQUIRE(eventually([&] { return w.get_json("/reservations/" + ids[0])["status"] == "CANCELLED"; }));
+  w.stop_reservation();
+  {  // No records, as an older version left its store.
+    auto store = internal::Store::open(w.orch_dir.path().string(), internal::kOrchestratorFamilies,
+                                       false, {0, 1});
+    REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+    internal::Batch drop;
+    auto* index = (*store)->cf(4);
+    auto it = (*store)->iterator(index);
+    size_t dropped = 0;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const rocksdb::Slice k = it->key();
+      if (k.size() > 2 && (k[2] == 'r' || k[2] == 'e')) {
+        drop.del(index, std::string_view(k.data(), k.size()));
+        ++dropped;
+      }
+    }
+    REQUIRE(dropped > 0);
+    REQUIRE((*store)->write(drop).ok());
+  }
+  w.open_reservation();
+  for (const std::string& id : ids) {
+    auto r = w.orch->record(id, "booking/" + id);
+    REQUIRE(r.ok());
+    CHECK_MESSAGE(r->has_value(), id);
+  }
+  const Json listed = w.get_json("/reservations?userId=u9");
+  REQUIRE(listed.size() == 3);
+  for (size_t i = 0; i < 3; ++i) CHECK(listed[i]["id"] == ids[i]);
+  CHECK(listed[0]["status"] == "CANCELLED");
+  CHECK(w.get_json("/reservations/" + ids[1])["status"] == "CONFIRMED");
+  ClientResponse replay = w.post_keyed("/reservations", "old-2", booking("o", "u9"));
+  CHECK_MESSAGE(replay.status == 202, replay.body);
+  CHECK(Json::parse(replay.body)["id"] == ids[2]);
+  CHECK(w.post_keyed("/reservations", "old-2", booking("o", "u9", 1)).status == 422);
+  // Cancelled through its record's new cancellation.
+  c = w.post("/reservations/" + ids[1] + "/cancel", Json::object());
+  REQUIRE_MESSAGE(c.status == 202, c.body);
+  REQUIRE(eventually([&] { return w.get_json("/reservations/" + ids[1])["status"] == "CANCELLED"; }));
 }
 
 // 2030-05-01 15:00 UTC, when a stay of booking() begins under the default policy.
@@ -915,7 +1053,10 @@ TEST_CASE("GET /reservations pages with limit and pageToken; a bad limit or toke
   World w;
   w.add_place("l", 100);
   std::vector<std::string> made;
-  for (int i = 0; i < 5; ++i) made.push_back(w.book(booking("l", "u1")));
+  for (int i = 0; i < 5; ++i) {
+    w.now += 1;  // oldest first; bookings of one millisecond come by id
+    made.push_back(w.book(booking("l", "u1")));
+  }
   std::vector<std::string> seen;
   std::string token;
   int pages = 0;
@@ -1005,96 +1146,58 @@ TEST_CASE("the seed's POST /accommodations admits an Idempotency-Key as POST /re
   CHECK(Json::parse(later.body)["id"] != id);
 }
 
-TEST_CASE("the idempotency index keeps at most its bound of keys; a forgotten key is read back") {
-  reservation::UserIndex index(2);
-  // The store: each started booking's key and request hash.
-  std::map<std::string, reservation::UserIndex::StoredKey> store;
+TEST_CASE("a key is claimed once: a claim in flight, then the store, answer it") {
+  reservation::KeyClaims claims;
+  using Keyed = reservation::KeyClaims::Keyed;
+  std::map<std::string, Keyed> store;  // "<user>/<key>": each started booking's
   int reads = 0;
-  auto stored = [&](const std::string& id)
-      -> StatusOr<std::optional<reservation::UserIndex::StoredKey>> {
+  auto stored = [&](const std::string& user,
+                    const std::string& key) -> StatusOr<std::optional<Keyed>> {
     ++reads;
-    auto it = store.find(id);
-    if (it == store.end()) return std::optional<reservation::UserIndex::StoredKey>();
-    return std::optional<reservation::UserIndex::StoredKey>(it->second);
+    auto it = store.find(user + "/" + key);
+    if (it == store.end()) return std::optional<Keyed>();
+    return std::optional<Keyed>(it->second);
   };
-  int64_t created = 0;
-  auto start = [&](const std::string& user, const std::string& key, const std::string& hash) {
-    auto k = index.claim(user, key, hash, "r-" + key, stored);
-    REQUIRE(k.ok());
-    REQUIRE(k->fresh);
-    store[k->id] = {key, hash};
-    index.add(user, k->id, ++created);
-    index.started(user, key);
-    return k->id;
-  };
-  for (int i = 1; i <= 5; ++i) start("u1", "k" + std::to_string(i), "h" + std::to_string(i));
-  CHECK(index.keys_in_memory_for_test() == 2);
-
-  // k1 left memory: found again in the store, as the same booking with its hash.
+  auto first = claims.claim("u1", "k", "h1", "r-1", stored);
+  REQUIRE(first.ok());
+  CHECK(first->fresh);
+  CHECK(first->id == "r-1");
+  // In flight: the same key gets the claim, not a second booking, without a read.
   reads = 0;
-  auto again = index.claim("u1", "k1", "other-hash", "r-new", stored);
-  REQUIRE(again.ok());
-  CHECK_FALSE(again->fresh);
-  CHECK(again->id == "r-k1");
-  CHECK(again->request_hash == "h1");
-  CHECK(reads > 0);
-  CHECK(index.keys_in_memory_for_test() == 2);
-  // Another user's same key is not theirs; a user none of whose keys left
-  // memory is not looked for in the store.
-  index.add("u2", "r-u2-old", ++created);
-  reads = 0;
-  auto other = index.claim("u2", "k1", "h1", "r-u2", stored);
+  auto during = claims.claim("u1", "k", "h2", "r-2", stored);
+  REQUIRE(during.ok());
+  CHECK_FALSE(during->fresh);
+  CHECK(during->id == "r-1");
+  CHECK(during->request_hash == "h1");
+  CHECK(reads == 0);
+  // Another user's same key is theirs.
+  auto other = claims.claim("u2", "k", "h1", "r-3", stored);
   REQUIRE(other.ok());
   CHECK(other->fresh);
-  CHECK(other->id == "r-u2");
-  CHECK(reads == 0);
-
-  // A claim whose booking is not started yet is never forgotten, however many
-  // keys come after it: its key cannot be claimed twice.
-  reservation::UserIndex small(1);
-  auto pending = small.claim("u1", "p", "hp", "r-p", stored);
-  REQUIRE(pending.ok());
-  REQUIRE(pending->fresh);
-  for (int i = 0; i < 3; ++i) {
-    const std::string key = "q" + std::to_string(i);
-    auto k = small.claim("u1", key, "hq", "r-" + key, stored);
-    REQUIRE(k.ok());
-    store[k->id] = {key, "hq"};
-    small.add("u1", k->id, ++created);
-    small.started("u1", key);
-  }
-  CHECK(small.keys_in_memory_for_test() == 1);  // only the pending one
-  // A rebuild (a replica taking over shards) adds what is new: an id added
-  // again stays once, ids are in creation order whatever the order added,
-  // and a stored key never replaces a claim in flight.
-  reservation::UserIndex ordered;
-  ordered.add("u", "r-b", 20);
-  ordered.add("u", "r-a", 10);
-  ordered.add("u", "r-b", 20);
-  ordered.add("u", "r-c", 30);
-  CHECK(ordered.ids("u") == std::vector<std::string>{"r-a", "r-b", "r-c"});
-  small.add_key("u1", "p", "r-elsewhere", "hx");
-  auto still = small.claim("u1", "p", "hp", "r-other", stored);
-  REQUIRE(still.ok());
-  CHECK(still->id == "r-p");
-  auto twice = small.claim("u1", "p", "hp", "r-other", stored);
-  REQUIRE(twice.ok());
-  CHECK_FALSE(twice->fresh);
-  CHECK(twice->id == "r-p");
+  CHECK(claims.claims_for_test() == 2);
+  // Started: the store answers from now on, and memory holds nothing of it.
+  store["u1/k"] = {"r-1", "h1", false};
+  claims.release("u1", "k");
+  claims.release("u2", "k");  // not started: the key is free again
+  CHECK(claims.claims_for_test() == 0);
+  auto after = claims.claim("u1", "k", "h1", "r-4", stored);
+  REQUIRE(after.ok());
+  CHECK_FALSE(after->fresh);
+  CHECK(after->id == "r-1");
+  auto again = claims.claim("u2", "k", "h9", "r-5", stored);
+  REQUIRE(again.ok());
+  CHECK(again->fresh);
+  CHECK(again->id == "r-5");
   // A store that cannot be read fails the claim (no second booking is guessed).
-  auto broken =
-      [](const std::string&) -> StatusOr<std::optional<reservation::UserIndex::StoredKey>> {
+  auto broken = [](const std::string&, const std::string&) -> StatusOr<std::optional<Keyed>> {
     return Status::unavailable("store away");
   };
-  CHECK(small.claim("u1", "q0", "hq", "r-x", broken).status().code() == StatusCode::kUnavailable);
+  CHECK(claims.claim("u3", "k", "h", "r-6", broken).status().code() == StatusCode::kUnavailable);
 }
 
-TEST_CASE("an Idempotency-Key answers its booking after leaving the bounded index and a restart") {
+TEST_CASE("an Idempotency-Key answers its booking from its record, also after a restart") {
   World w;
   w.add_place("b", 10);
-  w.stop_reservation();
-  w.ro.idempotency_keys_in_memory = 1;
-  w.open_reservation();
   auto post = [&](const std::string& key, const Json& body) {
     return w.post_keyed("/reservations", key, body);
   };

@@ -66,6 +66,13 @@ int main(int argc, char** argv) {
   res::Options options;
   options.place_lookup = res::inventory_place_lookup(std::move(*inventory));
   options.cancellation = *policy;
+  auto kept = env_duration_ms("BOOKING_RETENTION", options.booking_retention,
+                              std::chrono::milliseconds(0), std::chrono::hours(24 * 3660));
+  if (!kept.ok()) {
+    spdlog::critical("{}", kept.status().message());
+    return 2;
+  }
+  options.booking_retention = *kept;
   auto definitions = res::definitions(options);
   if (!definitions.ok()) {
     spdlog::critical("definitions: {}", definitions.status().to_string());

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <mutex>
@@ -23,7 +25,7 @@
 #include "saga/service/identity.h"
 #include "saga/service/routing.h"
 #include "saga/service/standard_routes.h"
-#include "user_index.h"
+#include "key_claims.h"
 
 namespace saga::reservation {
 namespace {
@@ -168,6 +170,150 @@ bool is_booking_type(std::string_view type) { return type == kSagaType || type =
 
 Response bad_request(const Status& s) { return Response::problem(400, "Bad Request", s.message()); }
 
+// ------------------------------------------------------------ booking records
+// The records each booking keeps (reservation.h): its own, its history, the
+// user's index entry and its Idempotency-Key. A user's bookings share the
+// user's shard (new_booking_id), so the user's records are in it too.
+
+std::string digits16(int64_t v) {
+  char out[24];
+  std::snprintf(out, sizeof out, "%016lld", static_cast<long long>(std::max<int64_t>(v, 0)));
+  return out;
+}
+std::string booking_key_of(std::string_view id) { return "booking/" + std::string(id); }
+std::string history_prefix(std::string_view id) { return booking_key_of(id) + "/h/"; }
+// A status change at `at_ms`; `rank` (0..9) orders the changes of one
+// millisecond: a booking's PENDING 0, its outcome 1, its cancellation's
+// CANCELLING 2, the cancellation's outcome 3.
+std::string history_key(std::string_view id, int64_t at_ms, int rank, const std::string& status) {
+  return history_prefix(id) + digits16(at_ms) + std::to_string(rank) + "/" + status;
+}
+std::string user_prefix(const std::string& user) { return "user/" + user + "/"; }
+// The page token of an index entry: "<createdMs, 16 digits>.<id>" (check_id: no '/').
+std::string user_entry(const std::string& user, const std::string& token) {
+  return user_prefix(user) + token.substr(0, 16) + "/" + token.substr(17);
+}
+std::string user_token(int64_t created_ms, const std::string& id) {
+  return digits16(created_ms) + "." + id;
+}
+std::string idempotency_key_of(const std::string& user, const std::string& key) {
+  return "key/" + user + "/" + key;
+}
+
+// When a booking's records may go: `retention` after its check-out date
+// (its creation when the date is unreadable).
+int64_t booking_expiry(const Json& data, std::chrono::milliseconds retention) {
+  auto out = domain::parse_iso_date(str(data, "checkOut"), "checkOut");
+  const int64_t from =
+      out.ok() ? std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::sys_days(*out).time_since_epoch())
+                     .count()
+               : data.value("createdMs", int64_t{0});
+  return from + retention.count();
+}
+
+// The status of a booking saga in `state`, without a cancellation.
+std::string booking_status(SagaState state, bool cancel_requested) {
+  switch (state) {
+    case SagaState::kRunning:
+    case SagaState::kCompensating:
+      return "PENDING";
+    case SagaState::kCompleted:
+      return "CONFIRMED";
+    case SagaState::kCompensated:
+      return cancel_requested ? "CANCELLED" : "REJECTED";
+    case SagaState::kFailed:
+      return "NEEDS_ATTENTION";
+    case SagaState::kAborted:
+      return "ABORTED";
+  }
+  return "UNKNOWN";
+}
+
+// The status of a confirmed booking whose cancellation is in `state`.
+std::string cancelled_status(SagaState state) {
+  switch (state) {
+    case SagaState::kCompleted:
+      return "CANCELLED";
+    case SagaState::kFailed:
+      return "NEEDS_ATTENTION";
+    default:
+      return "CANCELLING";
+  }
+}
+
+// `reservation` (as reservation_json shows a confirmed booking) once its
+// cancellation `c` is as it is: its status, refund, reason and steps.
+Json with_cancellation(Json reservation, const SagaView& c) {
+  reservation["status"] = cancelled_status(c.state);
+  if (c.data.contains("refundAmount")) {
+    reservation["refundAmount"] = c.data.value("refundAmount", int64_t{0});
+    reservation["refundKind"] = str(c.data, "refundKind");
+  }
+  reservation.erase("reason");
+  if (c.state == SagaState::kFailed && !c.last_error.empty()) reservation["reason"] = c.last_error;
+  Json steps = Json::array();
+  for (const Json& step : reservation.value("steps", Json::array()))  // not the cancellation's
+    if (step.value("name", "").rfind("cancel-", 0) != 0) steps.push_back(step);
+  for (const StepView& s : c.steps)
+    steps.push_back({{"name", "cancel-" + s.name}, {"status", std::string(to_string(s.status))}});
+  reservation["steps"] = std::move(steps);
+  return reservation;
+}
+
+// The records a booking (or seed-booking) saga writes when its state changes.
+RecordsFn booking_records(std::chrono::milliseconds retention) {
+  return [retention](const SagaView& saga, std::optional<SagaState> previous) {
+    const int64_t expires = booking_expiry(saga.data, retention);
+    const std::string status = booking_status(saga.state, saga.cancel_requested);
+    std::vector<Record> out;
+    out.push_back({booking_key_of(saga.id),
+                   Json{{"reservation", reservation_json(saga)}, {"data", saga.data}}.dump(),
+                   expires, ""});
+    if (!previous || booking_status(*previous, saga.cancel_requested) != status)
+      out.push_back(
+          {history_key(saga.id, saga.updated_ms, status == "PENDING" ? 0 : 1, status), "", expires,
+           ""});
+    if (!previous) {
+      const std::string user = str(saga.data, "userId");
+      const int64_t created = saga.data.value("createdMs", saga.created_ms);
+      out.push_back(
+          {user_entry(user, user_token(created, saga.id)), "", expires, user});
+      if (saga.data.contains("idempotencyKey"))
+        out.push_back({idempotency_key_of(user, str(saga.data, "idempotencyKey")),
+                       Json{{"id", saga.id}, {"requestHash", str(saga.data, "requestHash")}}.dump(),
+                       expires, user});
+    }
+    return out;
+  };
+}
+
+// The records a cancellation writes: its booking's, from the booking's
+// record it started with (data.booking). A cancellation started before
+// bookings had records has none, and writes nothing.
+RecordsFn cancellation_records(std::chrono::milliseconds retention) {
+  return [retention](const SagaView& c, std::optional<SagaState> previous) {
+    std::vector<Record> out;
+    auto booking = c.data.find("booking");
+    if (booking == c.data.end() || !booking->is_object()) return out;
+    const std::string id = str(c.data, "bookingId");
+    const Json& data = (*booking)["data"];
+    const int64_t expires = booking_expiry(data, retention);
+    Json reservation = with_cancellation((*booking)["reservation"], c);
+    const std::string status = reservation["status"];
+    out.push_back({booking_key_of(id),
+                   Json{{"reservation", std::move(reservation)}, {"data", data},
+                        {"cancellationId", c.id}}
+                       .dump(),
+                   expires, id});
+    if (!previous || cancelled_status(*previous) != status)
+      out.push_back(
+          {history_key(id, c.updated_ms, status == "CANCELLING" ? 2 : 3, status), "", expires, id});
+    return out;
+  };
+}
+
+
 // The stay, quantity and stated amount of a booking request, validated.
 struct Stay {
   std::string check_in, check_out;
@@ -209,46 +355,28 @@ StatusOr<Stay> parse_stay(const Json& body, const char* in_field, const char* ou
   return s;
 }
 
-Status rebuild(UserIndex& index, Orchestrator& orch) {
-  for (const char* type : {kSagaType, kSeedSagaType}) {
-    ListQuery q;
-    q.type = type;
-    q.limit = 1000;
-    for (;;) {
-      SAGA_ASSIGN_OR_RETURN(auto page, orch.list(q));
-      for (const SagaView& v : page.items) {
-        index.add(str(v.data, "userId"), v.id, v.data.value("createdMs", v.created_ms));
-        if (v.data.contains("idempotencyKey"))
-          index.add_key(str(v.data, "userId"), str(v.data, "idempotencyKey"), v.id,
-                        str(v.data, "requestHash"));
-      }
-      if (page.next_page_token.empty()) break;
-      q.page_token = page.next_page_token;
-    }
-  }
-  return ok_status();
-}
-
-// The booking `id` and its cancellation (when one was started).
+// A booking as its record holds it (or, before bookings had records, as its
+// sagas tell it).
 struct Booking {
-  SagaView saga;
-  std::optional<SagaView> cancellation;
-  Json to_json() const { return reservation_json(saga, cancellation ? &*cancellation : nullptr); }
-  std::string status() const {
-    return reservation_status(saga, cancellation ? &*cancellation : nullptr);
+  Json reservation;           // as GET shows it, without its history
+  Json data;                  // the booking saga's data
+  bool cancellation = false;  // its customer cancelled it once confirmed
+  Json history = Json::array();  // {status, atMs}, oldest first (load_history)
+
+  std::string status() const { return reservation.value("status", std::string("UNKNOWN")); }
+  std::string user() const { return str(data, "userId"); }
+  Json to_json() const {
+    Json out = reservation;
+    out["history"] = history;
+    return out;
   }
+  // What a cancellation carries of it, and writes its record from.
+  Json record() const { return {{"reservation", reservation}, {"data", data}}; }
 };
 
-// The answer to a cancel: the booking's status, and the refund when a
-// cancellation saga decided one.
-Json cancel_answer(const std::string& id, const Booking& b) {
-  Json out = {{"id", id}, {"status", b.status()}};
-  if (b.cancellation && b.cancellation->data.contains("refundAmount"))
-    out["refundAmount"] = b.cancellation->data["refundAmount"];
-  return out;
-}
-
-StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
+// The booking of saga `id` and its cancellation from the sagas themselves:
+// for bookings made before bookings had records, while their sagas last.
+StatusOr<Booking> booking_from_sagas(Orchestrator& orch, std::string_view id) {
   auto view = orch.get(id);
   if (!view.ok()) {
     if (view.status().code() == StatusCode::kNotFound)
@@ -257,8 +385,8 @@ StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
   }
   if (!is_booking_type(view->type))
     return Status::not_found("reservation " + std::string(id) + " not found");
-  Booking b{std::move(*view), std::nullopt};
-  if (b.saga.state == SagaState::kCompleted) {
+  std::optional<SagaView> cancellation;
+  if (view->state == SagaState::kCompleted) {
     // Its cancellation's id; before cancellations shared their booking's
     // shard, always "<id>.cancel" (found too: still the booking's).
     std::vector<std::string> ids = {cancellation_id(orch, id)};
@@ -266,13 +394,49 @@ StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
     for (const std::string& cid : ids) {
       auto cancel = orch.get(cid);
       if (cancel.ok()) {
-        b.cancellation = std::move(*cancel);
+        cancellation = std::move(*cancel);
         break;
       }
       if (cancel.status().code() != StatusCode::kNotFound) return cancel.status();
     }
   }
+  Booking b{reservation_json(*view, cancellation ? &*cancellation : nullptr), view->data,
+            cancellation.has_value()};
+  // Its history as far as the sagas know it: made, and where it is now.
+  b.history.push_back({{"status", "PENDING"}, {"atMs", view->created_ms}});
+  const int64_t last = cancellation ? cancellation->updated_ms : view->updated_ms;
+  if (b.status() != "PENDING") b.history.push_back({{"status", b.status()}, {"atMs", last}});
   return b;
+}
+
+StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
+  SAGA_ASSIGN_OR_RETURN(std::optional<Record> r, orch.record(id, booking_key_of(id)));
+  if (!r) return booking_from_sagas(orch, id);
+  auto j = parse_json(r->value);
+  if (!j.ok() || !j->is_object() || !j->contains("reservation"))
+    return Status::data_loss("reservation " + std::string(id) + ": undecodable record");
+  if (j->value("legacy", false)) {  // backfilled: its sagas are fresher while they last
+    auto b = booking_from_sagas(orch, id);
+    if (b.status().code() != StatusCode::kNotFound) return b;
+  }
+  Booking b{(*j)["reservation"], (*j)["data"], j->contains("cancellationId")};
+  SAGA_ASSIGN_OR_RETURN(std::vector<Record> changes,
+                        orch.records(id, history_prefix(id), "", 1000));
+  for (const Record& c : changes) {
+    const std::string_view rest = std::string_view(c.key).substr(history_prefix(id).size());
+    if (rest.size() < 19) continue;  // not one of ours: <ms, 16 digits><rank>/<status>
+    b.history.push_back({{"status", std::string(rest.substr(18))},
+                         {"atMs", std::stoll(std::string(rest.substr(0, 16)))}});
+  }
+  return b;
+}
+
+// The answer to a cancel: the booking's status, and the refund when a
+// cancellation saga decided one.
+Json cancel_answer(const std::string& id, const Booking& b) {
+  Json out = {{"id", id}, {"status", b.status()}};
+  if (b.reservation.contains("refundAmount")) out["refundAmount"] = b.reservation["refundAmount"];
+  return out;
 }
 
 // The booking `id` when `who` may see it (its customer, or an admin). Someone
@@ -281,9 +445,62 @@ StatusOr<Booking> load_booking(Orchestrator& orch, std::string_view id) {
 StatusOr<Booking> load_visible_booking(Orchestrator& orch, std::string_view id,
                                        const Identity& who) {
   auto b = load_booking(orch, id);
-  if (b.ok() && !who.may_act_as(str(b->saga.data, "userId")))
+  if (b.ok() && !who.may_act_as(b->user()))
     return Status::not_found("reservation " + std::string(id) + " not found");
   return b;
+}
+
+// Records for the bookings of the shards this replica owns that were made
+// before bookings had records (marked legacy: read through their sagas while
+// those last), so that every booking is listed and keeps its key. Idempotent:
+// a booking with a record keeps it.
+Status backfill(Orchestrator& orch, std::chrono::milliseconds retention) {
+  size_t written = 0;
+  for (const char* type : {kSagaType, kSeedSagaType}) {
+    ListQuery q;
+    q.type = type;
+    q.limit = 1000;
+    for (;;) {
+      SAGA_ASSIGN_OR_RETURN(auto page, orch.list(q));
+      for (const SagaView& v : page.items) {
+        if (orch.owner_of(v.id).where != ShardOwner::Where::kHere) continue;
+        SAGA_ASSIGN_OR_RETURN(auto held, orch.record(v.id, booking_key_of(v.id)));
+        if (held) continue;
+        auto b = booking_from_sagas(orch, v.id);
+        if (!b.ok()) continue;  // removed meanwhile
+        const int64_t expires = booking_expiry(v.data, retention);
+        Json record = b->record();
+        record["legacy"] = true;
+        if (b->cancellation) record["cancellationId"] = "";
+        std::vector<Record> own = {{booking_key_of(v.id), record.dump(), expires, ""}};
+        for (size_t i = 0; i < b->history.size(); ++i) {
+          const Json& h = b->history[i];
+          own.push_back(
+              {history_key(v.id, h["atMs"], static_cast<int>(i), h["status"]), "", expires, ""});
+        }
+        // The user's records go to the user's shard (older ids may be in another).
+        const std::string user = str(v.data, "userId");
+        std::vector<Record> users = {
+            {user_entry(user, user_token(v.data.value("createdMs", v.created_ms), v.id)), "",
+             expires, user}};
+        if (v.data.contains("idempotencyKey"))
+          users.push_back({idempotency_key_of(user, str(v.data, "idempotencyKey")),
+                           Json{{"id", v.id}, {"requestHash", str(v.data, "requestHash")}}.dump(),
+                           expires, user});
+        Status s = orch.write_records(user, std::move(users), true);
+        if (s.ok()) s = orch.write_records(v.id, std::move(own), true);
+        if (!s.ok()) {
+          spdlog::warn("reservation: no record for booking {} yet: {}", v.id, s.to_string());
+          continue;
+        }
+        ++written;
+      }
+      if (page.next_page_token.empty()) break;
+      q.page_token = page.next_page_token;
+    }
+  }
+  if (written > 0) spdlog::info("reservation: wrote the records of {} earlier bookings", written);
+  return ok_status();
 }
 
 // 403 unless `who` may book for `user`.
@@ -368,7 +585,7 @@ std::string new_booking_id(const Orchestrator& orch, const std::string& user) {
   }
 }
 
-Admission admit(const Request& req, const Orchestrator& orch, UserIndex& index,
+Admission admit(const Request& req, Orchestrator& orch, KeyClaims& claims,
                 const std::string& user, const std::string& hash) {
   Admission a;
   auto key = req.header("Idempotency-Key");
@@ -381,25 +598,24 @@ Admission admit(const Request& req, const Orchestrator& orch, UserIndex& index,
     return a;
   }
   a.key = std::string(*key);
-  // A key no longer in memory is looked for in the user's bookings in the store.
-  auto stored_key = [&orch](const std::string& id)
-      -> StatusOr<std::optional<UserIndex::StoredKey>> {
-    auto view = orch.get(id);
-    std::optional<UserIndex::StoredKey> none;
-    if (!view.ok()) {
-      if (view.status().code() == StatusCode::kNotFound) return none;  // past retention
-      return view.status();
-    }
-    if (!view->data.contains("idempotencyKey")) return none;
-    return std::optional<UserIndex::StoredKey>(
-        {str(view->data, "idempotencyKey"), str(view->data, "requestHash")});
+  // A started booking's key is in its key record, in the user's shard.
+  auto stored = [&orch](const std::string& user, const std::string& key)
+      -> StatusOr<std::optional<KeyClaims::Keyed>> {
+    std::optional<KeyClaims::Keyed> none;
+    SAGA_ASSIGN_OR_RETURN(std::optional<Record> r,
+                          orch.record(user, idempotency_key_of(user, key)));
+    if (!r) return none;
+    auto j = parse_json(r->value);
+    if (!j.ok() || !j->is_object())
+      return Status::data_loss("the record of Idempotency-Key " + key + " is undecodable");
+    return std::optional<KeyClaims::Keyed>({str(*j, "id"), str(*j, "requestHash"), false});
   };
-  auto claimed = index.claim(user, a.key, hash, new_booking_id(orch, user), stored_key);
+  auto claimed = claims.claim(user, a.key, hash, new_booking_id(orch, user), stored);
   if (!claimed.ok()) {
     a.refusal = Response::from_status(claimed.status());
     return a;
   }
-  const UserIndex::Keyed& k = *claimed;
+  const KeyClaims::Keyed& k = *claimed;
   a.id = k.id;
   if (k.fresh) return a;
   if (k.request_hash != hash) {
@@ -408,20 +624,6 @@ Admission admit(const Request& req, const Orchestrator& orch, UserIndex& index,
   }
   a.replay = true;
   return a;
-}
-
-// Starts a booking of `type` with `data` (which holds reservationId and
-// userId) and records it in the user index.
-StatusOr<std::string> start_booking(Orchestrator& orch, UserIndex& index, const char* type,
-                                    Json data, const Request& req) {
-  StartOptions so;
-  so.id = str(data, "reservationId");
-  so.traceparent = req.traceparent();
-  const std::string user = str(data, "userId");
-  const int64_t created = data.value("createdMs", int64_t{0});
-  auto started = orch.start(type, std::move(data), so);
-  if (started.ok()) index.add(user, *started, created);
-  return started;
 }
 
 // The answer to a replayed request whose booking is still being started by
@@ -474,21 +676,28 @@ std::variant<Response, BookingRequest> read_booking(const Json& body, const Iden
 // still starts it); another body, 422. A fresh booking is priced (price_stay:
 // 503 / 422 refusals release the key) and started; `answer` makes the response
 // for the booking's id.
-Response book(Orchestrator& orch, UserIndex& index, const Options& options,
+Response book(Orchestrator& orch, KeyClaims& claims, const Options& options,
               const std::function<int64_t()>& now, const Request& req, const Json& body,
               const BookingRequest& b, const std::function<Response(const std::string&)>& answer) {
   const std::string hash = request_hash(b.route, body);
-  Admission a = admit(req, orch, index, b.user, hash);
+  Admission a = admit(req, orch, claims, b.user, hash);
   if (a.refusal) return *a.refusal;
   if (a.replay) {
     if (!load_booking(orch, a.id).ok()) return in_progress();
     return answer(a.id);
   }
+  // A fresh claim ends here, whatever happens: its booking is then in the
+  // store (its key record with it), or was not started.
+  struct Release {
+    KeyClaims& claims;
+    const std::string& user;
+    const std::string& key;
+    ~Release() {
+      if (!key.empty()) claims.release(user, key);
+    }
+  } release{claims, b.user, a.key};
   auto priced = price_stay(options, b.place, b.stay);
-  if (auto* refused = std::get_if<Response>(&priced)) {
-    if (!a.key.empty()) index.forget(b.user, a.key);
-    return *refused;
-  }
+  if (auto* refused = std::get_if<Response>(&priced)) return *refused;
   const Priced& p = std::get<Priced>(priced);
   Json data = b.fields;
   data.update({{"reservationId", a.id},
@@ -505,12 +714,11 @@ Response book(Orchestrator& orch, UserIndex& index, const Options& options,
     data["idempotencyKey"] = a.key;
     data["requestHash"] = hash;
   }
-  auto started = start_booking(orch, index, b.saga_type, std::move(data), req);
-  if (!started.ok()) {
-    if (!a.key.empty()) index.forget(b.user, a.key);
-    return Response::from_status(started.status());
-  }
-  if (!a.key.empty()) index.started(b.user, a.key);
+  StartOptions so;
+  so.id = a.id;
+  so.traceparent = req.traceparent();
+  auto started = orch.start(b.saga_type, std::move(data), so);
+  if (!started.ok()) return Response::from_status(started.status());
   return answer(*started);
 }
 
@@ -552,6 +760,7 @@ StatusOr<DefinitionPtr> booking_definition(Options options) {
       .timeout(kStepTimeout)
       .retry(kStepRetry)
       .on_state_change(booking_events(clock_of(options)))
+      .records(booking_records(options.booking_retention))
       .build();
 }
 
@@ -577,6 +786,7 @@ StatusOr<DefinitionPtr> seed_booking_definition(Options options) {
                    d.value("allocationError", std::string("no availability")));
              })
       .on_state_change(booking_events(clock_of(options)))
+      .records(booking_records(options.booking_retention))
       .build();
 }
 
@@ -595,6 +805,7 @@ StatusOr<DefinitionPtr> cancellation_definition(Options options) {
       .timeout(kStepTimeout)
       .retry(kForever)
       .on_state_change(cancellation_events(clock_of(options)))
+      .records(cancellation_records(options.booking_retention))
       .build();
 }
 
@@ -689,33 +900,14 @@ PlaceLookup inventory_place_lookup(std::vector<service::HostPort> replicas) {
 }
 
 std::string reservation_status(const SagaView& saga, const SagaView* cancellation) {
-  switch (saga.state) {
-    case SagaState::kRunning:
-    case SagaState::kCompensating:
-      return "PENDING";
-    case SagaState::kCompleted:
-      if (!cancellation) return "CONFIRMED";
-      switch (cancellation->state) {
-        case SagaState::kCompleted:
-          return "CANCELLED";
-        case SagaState::kFailed:
-          return "NEEDS_ATTENTION";
-        default:
-          return "CANCELLING";
-      }
-    case SagaState::kCompensated:
-      return saga.cancel_requested ? "CANCELLED" : "REJECTED";
-    case SagaState::kFailed:
-      return "NEEDS_ATTENTION";
-    case SagaState::kAborted:
-      return "ABORTED";
-  }
-  return "UNKNOWN";
+  if (saga.state == SagaState::kCompleted && cancellation)
+    return cancelled_status(cancellation->state);
+  return booking_status(saga.state, saga.cancel_requested);
 }
 
 Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
   const Json& d = saga.data;
-  const std::string status = reservation_status(saga, cancellation);
+  const std::string status = booking_status(saga.state, saga.cancel_requested);
   Json out = {{"id", saga.id},
               {"placeId", str(d, "placeId")},
               {"userId", str(d, "userId")},
@@ -727,52 +919,43 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation) {
               {"createdMs", d.value("createdMs", saga.created_ms)}};
   if (d.contains("currency")) out["currency"] = str(d, "currency");
   if (d.contains("placeNm")) out["placeNm"] = str(d, "placeNm");
-  if (cancellation && cancellation->data.contains("refundAmount")) {
-    out["refundAmount"] = cancellation->data.value("refundAmount", int64_t{0});
-    out["refundKind"] = str(cancellation->data, "refundKind");
-  }
-  if (status == "REJECTED" || status == "NEEDS_ATTENTION") {
-    const std::string& error = cancellation && cancellation->state == SagaState::kFailed
-                                   ? cancellation->last_error
-                                   : saga.last_error;
-    if (!error.empty()) out["reason"] = error;
-  }
+  if ((status == "REJECTED" || status == "NEEDS_ATTENTION") && !saga.last_error.empty())
+    out["reason"] = saga.last_error;
   Json steps = Json::array();
   for (const StepView& s : saga.steps)
     steps.push_back({{"name", s.name}, {"status", std::string(to_string(s.status))}});
-  if (cancellation)
-    for (const StepView& s : cancellation->steps)
-      steps.push_back({{"name", "cancel-" + s.name}, {"status", std::string(to_string(s.status))}});
   out["steps"] = std::move(steps);
+  if (cancellation) return with_cancellation(std::move(out), *cancellation);
   return out;
 }
 
 void add_routes(service::Router& router, Orchestrator& orch, Options options) {
   auto now = clock_of(options);
-  auto index = std::make_shared<UserIndex>(options.idempotency_keys_in_memory);
-  // The index holds what the store held when it was last brought up to date;
-  // a replica that took over shards since then adds what they hold before
-  // it answers from the index.
+  auto claims = std::make_shared<KeyClaims>();
+  // Bookings made before bookings had records get theirs (backfill) in the
+  // shards this replica owns: now, and again once it has taken shards since.
   struct Sync {
     std::mutex mu;
-    uint64_t claims = 0;  // GUARDED_BY(mu): EngineStats::shard_claims when last rebuilt
+    uint64_t claims = 0;  // GUARDED_BY(mu): EngineStats::shard_claims at the last backfill
   };
   auto sync = std::make_shared<Sync>();
-  auto index_up_to_date = [&orch, index, sync]() -> Status {
+  const auto retention = options.booking_retention;
+  auto backfilled = [&orch, sync, retention]() -> Status {
     const uint64_t claims = orch.stats().shard_claims;
     std::lock_guard lock(sync->mu);
     if (claims == sync->claims) return ok_status();
-    SAGA_RETURN_IF_ERROR(rebuild(*index, orch));
+    SAGA_RETURN_IF_ERROR(backfill(orch, retention));
     sync->claims = claims;
     return ok_status();
   };
   sync->claims = orch.stats().shard_claims;
-  if (Status s = rebuild(*index, orch); !s.ok())
-    spdlog::error("reservation: rebuilding the per-user index failed: {}", s.to_string());
+  if (Status s = backfill(orch, retention); !s.ok())
+    spdlog::error("reservation: writing the records of earlier bookings failed: {}",
+                  s.to_string());
 
   router.post(
       "/reservations",
-      service::authenticated_json([&orch, now, options, index, index_up_to_date](
+      service::authenticated_json([&orch, now, options, claims, backfilled](
                                       const Request& req, const Identity& who, const Json& body) {
         if (!body.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
@@ -782,7 +965,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         const ShardOwner owner = orch.owner_of(b.user);
         if (owner.where != ShardOwner::Where::kHere)
           return service::send_to_owner(req, owner);
-        if (Status s = index_up_to_date(); !s.ok()) return Response::from_status(s);
+        if (Status s = backfilled(); !s.ok()) return Response::from_status(s);
         b.route = "POST /reservations";
         b.saga_type = kSagaType;
         auto answer = [&orch](const std::string& id) {
@@ -793,14 +976,14 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        return book(orch, *index, options, now, req, body, b, answer);
+        return book(orch, *claims, options, now, req, body, b, answer);
       }));
 
   // The seed's call: {placeNm, status, usrId, strDt, endDt (YYYYMMDD), qty,
   // amount, placeId}; numbers may come as text, as httpie sends them.
   router.post(
       "/accommodations",
-      service::authenticated_json([&orch, now, options, index, index_up_to_date](
+      service::authenticated_json([&orch, now, options, claims, backfilled](
                                       const Request& req, const Identity& who, const Json& json) {
         if (!json.is_object())
           return bad_request(Status::invalid_argument("body must be an object"));
@@ -813,7 +996,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         const ShardOwner owner = orch.owner_of(b.user);
         if (owner.where != ShardOwner::Where::kHere)
           return service::send_to_owner(req, owner);
-        if (Status s = index_up_to_date(); !s.ok()) return Response::from_status(s);
+        if (Status s = backfilled(); !s.ok()) return Response::from_status(s);
         b.route = "POST /accommodations";
         b.saga_type = kSeedSagaType;
         std::string place_name;
@@ -827,7 +1010,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         auto answer = [&orch](const std::string& id) {
           auto b = load_booking(orch, id);
           if (!b.ok()) return Response::from_status(b.status());
-          const Json& d = b->saga.data;
+          const Json& d = b->data;
           Json out = seed_fields(d);
           out["id"] = id;
           out["placeNm"] = str(d, "placeNm");
@@ -838,7 +1021,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
           return r;
         };
 
-        return book(orch, *index, options, now, req, body, b, answer);
+        return book(orch, *claims, options, now, req, body, b, answer);
       }));
 
   auto get_one = service::authenticated([&orch](const Request& req, const Identity& who) {
@@ -853,8 +1036,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
 
   router.get(
       "/reservations",
-      service::authenticated([&orch, index, index_up_to_date](const Request& req,
-                                                              const Identity& who) {
+      service::authenticated([&orch, backfilled](const Request& req, const Identity& who) {
         // Without userId: the caller's own. Another user's list is 404 (admin: any).
         const auto user = req.query("userId").value_or(who.subject);
         if (user.empty())
@@ -865,33 +1047,43 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
         const ShardOwner owner = orch.owner_of(user);  // a user's bookings share its shard
         if (owner.where != ShardOwner::Where::kHere)
           return service::send_to_owner(req, owner);
-        if (Status s = index_up_to_date(); !s.ok()) return Response::from_status(s);
+        if (Status s = backfilled(); !s.ok()) return Response::from_status(s);
         auto page = domain::page_request(req);
         if (!page.ok()) return bad_request(page.status());
-        // The user's bookings oldest first; the token is the last id of the
-        // page before, and must be one of this user's.
-        const std::vector<std::string> ids = index->ids(user);
-        size_t from = 0;
+        // The user's index entries, oldest first; the token names the last
+        // entry of the page before: "<createdMs, 16 digits>.<id>".
+        std::string after;
         if (!page->token.empty()) {
-          auto it = std::find(ids.begin(), ids.end(), page->token);
-          if (it == ids.end())
+          const std::string& t = page->token;
+          if (t.size() < 18 || t[16] != '.' ||
+              !std::all_of(t.begin(), t.begin() + 16, [](char c) { return c >= '0' && c <= '9'; }))
             return bad_request(
                 Status::invalid_argument("query parameter 'pageToken' is not a page token"));
-          from = static_cast<size_t>(it - ids.begin()) + 1;
+          after = user_entry(user, t);
         }
+        const std::string prefix = user_prefix(user);
         Json out = Json::array();
         std::string next;
-        for (size_t i = from; i < ids.size(); ++i) {
-          if (out.size() == page->limit) {
-            next = ids[i - 1];
-            break;
+        for (;;) {
+          // One more than the page still needs: whether another page follows.
+          const size_t asked = page->limit - out.size() + 1;
+          auto entries = orch.records(user, prefix, after, asked);
+          if (!entries.ok()) return Response::from_status(entries.status());
+          for (const Record& e : *entries) {
+            if (out.size() == page->limit) {
+              next = after.substr(prefix.size());
+              next[16] = '.';
+              break;
+            }
+            after = e.key;
+            auto b = load_booking(orch, e.key.substr(prefix.size() + 17));
+            if (b.ok()) {
+              out.push_back(b->reservation);
+            } else if (b.status().code() != StatusCode::kNotFound) {
+              return Response::from_status(b.status());
+            }
           }
-          auto b = load_booking(orch, ids[i]);
-          if (b.ok()) {
-            out.push_back(b->to_json());
-          } else if (b.status().code() != StatusCode::kNotFound) {  // not found: past retention
-            return Response::from_status(b.status());
-          }
+          if (!next.empty() || entries->size() < asked) break;
         }
         Response r = Response::json(200, out);
         domain::set_next_page_token(r, next);
@@ -909,18 +1101,17 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
                 for (int round = 0; round < 2; ++round) {
                   auto b = load_visible_booking(orch, id, who);
                   if (!b.ok()) return Response::from_status(b.status());
-                  const SagaState state = b->saga.state;
-                  if (state == SagaState::kCompleted && b->cancellation) {  // asked before
-                    return Response::json(202, cancel_answer(id, *b));
-                  }
-                  if (state == SagaState::kCompleted) {
-                    auto refund = cancellation_refund(b->saga.data, now(), policy);
+                  const std::string status = b->status();
+                  if (b->cancellation) return Response::json(202, cancel_answer(id, *b));  // asked before
+                  if (status == "CONFIRMED") {
+                    auto refund = cancellation_refund(b->data, now(), policy);
                     if (refund.status().code() == StatusCode::kFailedPrecondition)
                       return Response::problem(409, "Conflict",
                                                "reservation " + id + " can no longer be cancelled: " +
                                                    refund.status().message());
                     if (!refund.ok()) return Response::from_status(refund.status());
-                    Json data = b->saga.data;
+                    Json data = b->data;
+                    data["booking"] = b->record();  // its record, which the cancellation writes
                     data["bookingId"] = id;
                     data["refundAmount"] = refund->amount;
                     data["refundKind"] = refund->kind;
@@ -934,7 +1125,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
                     if (!after.ok()) return Response::from_status(after.status());
                     return Response::json(202, cancel_answer(id, *after));
                   }
-                  if (state != SagaState::kRunning && state != SagaState::kCompensating)
+                  if (status != "PENDING")
                     return Response::problem(
                         409, "Conflict",
                         "reservation " + id + " can no longer be cancelled (" + b->status() + ")");

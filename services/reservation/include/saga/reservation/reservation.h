@@ -111,10 +111,9 @@ struct Options {
   /// Where prices come from. Unknown place: 422; unpriced place: 422;
   /// unreachable inventory: 503. Default: none, and every booking is 503.
   PlaceLookup place_lookup = {};
-  /// Idempotency-Keys held in memory at the most (the least recently used of
-  /// started bookings are dropped first; a dropped key is found again in the
-  /// booking it made, in the store). Default 100,000; at least 1.
-  size_t idempotency_keys_in_memory = 100'000;
+  /// How long a booking's record is kept after its check-out date (UTC
+  /// midnight), whatever the retention of its sagas. Default 400 days.
+  std::chrono::milliseconds booking_retention{std::chrono::hours(24 * 400)};
   /// Refunds of cancelled confirmed bookings (now_ms decides the time).
   CancellationPolicy cancellation = {};
 };
@@ -150,10 +149,10 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullp
 
 /// Registers the HTTP API on `router`:
 ///   POST /reservations              start a booking -> 202 {id, status} + Location
-///   GET  /reservations/{id}         the reservation with its steps, or 404
-///   GET  /reservations[?userId=&limit=&pageToken=]  the user's reservations
-///                                   (in-memory index, rebuilt from the store when the
-///                                   routes are added), oldest first, paginated
+///   GET  /reservations/{id}         the reservation with its steps and the history
+///                                   of its status ({status, atMs}, oldest first), or 404
+///   GET  /reservations[?userId=&limit=&pageToken=]  the user's reservations (their
+///                                   records' index), oldest first, paginated
 ///                                   (domain/paging.h); without userId the caller's own
 ///   POST /reservations/{id}/cancel  202 {id, status, refundAmount}: a running
 ///                                   booking is compensated (all refunded), a
@@ -170,9 +169,10 @@ Json reservation_json(const SagaView& saga, const SagaView* cancellation = nullp
 /// it out. Idempotency-Key (1..128 printable characters): per user; the
 /// booking keeps the key and the request's SHA-256, a replay with the same
 /// body answers the same booking, with another body 422, also after a restart
-/// and after the key has left the bounded in-memory index
-/// (Options::idempotency_keys_in_memory). Ids are "r-" and 32
-/// hex digits from a CSPRNG, unrelated to the key.
+/// and after the booking's sagas are gone (the key's record). Ids are "r-" and
+/// 32 hex digits from a CSPRNG, unrelated to the key.
+/// Bookings made before bookings had records get theirs from their sagas (a
+/// backfill, when the routes are added and when this replica takes shards).
 /// Every booking route needs the caller's identity (service/identity.h; 401
 /// without): a booking is made only as oneself (userId / usrId = the caller,
 /// else 403) and read, listed and cancelled only by its user or an admin

@@ -1904,6 +1904,7 @@ TEST_CASE("with the changelog, records come back with a lost store") {
   h.open({ticket(Duration{0}, h.clock, false)});
   std::vector<std::string> ids;
   for (int i = 0; i < 6; ++i) ids.push_back(*h.orch->start("ticket", Json::object()));
+  REQUIRE(h.orch->write_records(ids[0], {{"backfilled", "b", 0, ""}}).ok());
   h.close();
   std::filesystem::remove_all(h.dir());
   h.open({ticket(Duration{0}, h.clock, false)});
@@ -1912,6 +1913,10 @@ TEST_CASE("with the changelog, records come back with a lost store") {
     REQUIRE(r.ok());
     CHECK(r->has_value());
   }
+  auto backfilled = h.orch->record(ids[0], "backfilled");
+  REQUIRE(backfilled.ok());
+  REQUIRE(backfilled->has_value());
+  CHECK((*backfilled)->value == "b");
 }
 
 // ---------------------------------------------------------------------- list

@@ -31,6 +31,7 @@
 #include "metrics.h"
 #include "outbox.h"
 #include "records.h"
+#include "sweep.h"
 #include "saga/json.h"
 #include "saga/shard.h"
 #include "store/families.h"
@@ -385,13 +386,6 @@ class Transition final : public FsmHooks {
 
 // One shard's engine state. Everything but the mailbox is touched only by
 // the thread driving the shard during an iteration.
-// A sweep of expired keys (retention, record expiry) in one shard.
-struct Sweep {
-  int64_t next_ms = 0;  // when the next one starts
-  std::string from;     // a running sweep goes on from this key ("" = none running)
-  uint64_t removed = 0; // removed by the running sweep
-};
-
 struct Shard {
   Shard(Store& store, uint32_t i) : index(i), ks(store, i) {}
 
@@ -1819,64 +1813,31 @@ class OrchestratorImpl final : public Orchestrator {
   // over the tombstones it left).
   void sweep_retention(Shard& sh, size_t& budget) {
     const int64_t now = now_ms();
-    const uint64_t removed =
-        sweep(sh, sh.retention_sweep, kIdxRetention, now - opts_.retention.count(), budget,
-              [&](std::string_view key, std::string_view value) { remove_expired(sh, key, value); });
-    metrics_.retention_removed.Increment(static_cast<double>(removed));
-    if (sh.retention_sweep.from.empty() && sh.retention_sweep.removed > 0) {
+    auto* idx = store_->cf(kIndex);
+    bool done = false;
+    std::string upto(1, kIdxRetention);
+    append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now - opts_.retention.count())));
+    auto removed = sweep_step(
+        sh.ks, idx, sh.retention_sweep, std::string(1, kIdxRetention), upto, now,
+        opts_.retention_interval.count(), budget, done,
+        [&](std::string_view key, std::string_view value) { remove_expired(sh, key, value); });
+    if (!removed.ok()) log_->warn("{}: retention scan failed: {}", shard_name(sh), removed.status().to_string());
+    metrics_.retention_removed.Increment(static_cast<double>(removed.ok() ? *removed : 0));
+    if (done && sh.retention_sweep.removed > 0) {
       log_->info("{}: retention removed {} finished sagas", shard_name(sh),
                  sh.retention_sweep.removed);
-      sh.retention_sweep.removed = 0;
     }
-    const uint64_t expired =
-        sweep(sh, sh.record_sweep, kIdxRecordExpiry, now, budget,
-              [&](std::string_view key, std::string_view) { remove_record(sh, key); });
-    metrics_.records_expired.Increment(static_cast<double>(expired));
-    if (sh.record_sweep.from.empty() && sh.record_sweep.removed > 0) {
+    if (done) sh.retention_sweep.removed = 0;
+    upto.assign(1, kIdxRecordExpiry);
+    append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, now)));
+    auto expired = sweep_step(sh.ks, idx, sh.record_sweep, std::string(1, kIdxRecordExpiry), upto,
+                              now, opts_.retention_interval.count(), budget, done,
+                              [&](std::string_view key, std::string_view) { remove_record(sh, key); });
+    if (!expired.ok()) log_->warn("{}: record expiry scan failed: {}", shard_name(sh), expired.status().to_string());
+    metrics_.records_expired.Increment(static_cast<double>(expired.ok() ? *expired : 0));
+    if (done && sh.record_sweep.removed > 0)
       log_->info("{}: {} domain records expired", shard_name(sh), sh.record_sweep.removed);
-      sh.record_sweep.removed = 0;
-    }
-  }
-
-  // One step of a sweep over the keys `prefix ‖ be64(t) ‖ ...` with t <
-  // `upto`: calls remove(key, value) for up to `budget` of them (taken from
-  // it), and returns how many.
-  template <typename Remove>
-  uint64_t sweep(Shard& sh, Sweep& sw, char prefix_byte, int64_t upto_ms, size_t& budget,
-                 const Remove& remove) {
-    const int64_t now = now_ms();
-    if (sw.from.empty() && now < sw.next_ms) return 0;
-    const std::string prefix(1, prefix_byte);
-    if (sw.from.empty()) {
-      sw.next_ms = now + opts_.retention_interval.count();
-      sw.from = prefix;
-    }
-    std::string upto = prefix;
-    append_be64(upto, static_cast<uint64_t>(std::max<int64_t>(0, upto_ms)));
-    size_t removed = 0;
-    bool more = false;
-    std::string last;
-    Status s = sh.ks.scan(store_->cf(kIndex), prefix, sw.from,
-                          [&](std::string_view key, std::string_view value) {
-                            if (key >= upto) return false;
-                            if (removed == budget) {
-                              more = true;
-                              return false;
-                            }
-                            remove(key, value);
-                            last = key;
-                            ++removed;
-                            return true;
-                          });
-    if (!s.ok()) log_->warn("{}: sweep of '{}' keys failed: {}", shard_name(sh), prefix, s.to_string());
-    sw.removed += removed;
-    budget -= removed;
-    if (more && s.ok()) {
-      if (!last.empty()) sw.from = last + '\0';  // the next key after it
-    } else {
-      sw.from.clear();
-    }
-    return removed;
+    if (done) sh.record_sweep.removed = 0;
   }
 
   // Stages the removal of the record an expiry key names, unless the record

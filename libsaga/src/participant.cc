@@ -26,6 +26,7 @@
 #include "store/codec.h"
 #include "store/families.h"
 #include "store/store.h"
+#include "sweep.h"
 
 namespace saga {
 namespace internal {
@@ -78,6 +79,26 @@ namespace {
 enum Cf : size_t { kState = 0, kInbox, kOutbox };
 const std::vector<std::string>& kColumnFamilies = kParticipantFamilies;
 
+// State keys put with an expiry (StateTxn::put) have, in the inbox family,
+// an expiry key 0x00 0x01 ‖ be64(expires_ms) ‖ state key (empty value) and a
+// marker 0x00 0x02 ‖ state key -> be64(expires_ms) of the latest such put.
+// Inbox expiry keys never collide: their be64 of a time starts with 0x00.
+constexpr std::string_view kStateExpiryPrefix{"\0\x01", 2};
+constexpr std::string_view kStateMarkerPrefix{"\0\x02", 2};
+
+std::string state_expiry_key(int64_t expires_ms, std::string_view key) {
+  std::string k(kStateExpiryPrefix);
+  append_be64(k, static_cast<uint64_t>(std::max<int64_t>(0, expires_ms)));
+  k += key;
+  return k;
+}
+
+std::string state_marker_key(std::string_view key) {
+  std::string k(kStateMarkerPrefix);
+  k += key;
+  return k;
+}
+
 using Overlay = std::map<std::string, std::optional<std::string>, std::less<>>;
 
 // One command's (or local write's) transaction, layered on what earlier
@@ -94,6 +115,10 @@ class Txn final : public StateTxn {
   }
   void put(std::string_view key, std::string_view value) override {
     mine_[std::string(key)] = std::string(value);
+  }
+  void put(std::string_view key, std::string_view value, int64_t expires_ms) override {
+    mine_[std::string(key)] = std::string(value);
+    if (expires_ms > 0) expiries_[std::string(key)] = expires_ms;
   }
   void del(std::string_view key) override { mine_[std::string(key)] = std::nullopt; }
   void emit(Message event) override {
@@ -113,6 +138,13 @@ class Txn final : public StateTxn {
       }
       overlay[k] = std::move(v);
     }
+    rocksdb::ColumnFamilyHandle* const inbox = ks_.store().cf(kInbox);
+    for (const auto& [k, expires] : expiries_) {
+      const std::string at = be64(static_cast<uint64_t>(expires));
+      ks_.put(batch, inbox, state_expiry_key(expires, k), "");
+      ks_.put(batch, inbox, state_marker_key(k), at);
+    }
+    expiries_.clear();
     mine_.clear();
     return std::move(events_);
   }
@@ -122,12 +154,14 @@ class Txn final : public StateTxn {
   const Overlay& batch_;
   std::string event_id_prefix_;
   Overlay mine_;
+  std::map<std::string, int64_t> expiries_;  // key -> expires_ms, of puts with one
   std::vector<Message> events_;
 };
 
 // Per-batch counters, published only once the batch is durable.
 struct BatchStats {
-  uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0, expired = 0;
+  uint64_t applied = 0, refused = 0, retried = 0, duplicates = 0, voided = 0, expired = 0,
+           state_expired = 0;
 };
 
 // Inbox records expire by time: next to each, a key 0x00 ‖ be64(written_ms)
@@ -190,10 +224,8 @@ struct Shard {
   int64_t resume_ms = 0;
   bool resync = false;
   Duration commit_backoff{0};
-  // Inbox expiry: when the next sweep starts, and the key a running one
-  // goes on from ("" = none running).
-  int64_t next_sweep_ms = 0;
-  std::string sweep_from;
+  Sweep inbox_sweep;  // of inbox records past the de-duplication horizon
+  Sweep state_sweep;  // of state keys past their expiry (StateTxn::put)
 
   // The mailbox: filled by the thread polling the transport (commands, send
   // confirmations), emptied by the driving thread.
@@ -373,6 +405,7 @@ class ParticipantImpl final : public Participant {
     s.duplicates = duplicates_;
     s.voided = voided_;
     s.expired = expired_;
+    s.state_expired = state_expired_;
     s.writes = writes_;
     for (const auto& sh : shards_) {
       s.outbox_depth += sh->depth;
@@ -624,7 +657,10 @@ class ParticipantImpl final : public Participant {
     }
     size_t expiry_budget = kExpiryPerIteration;
     for (Shard* sh : d.shards) {
-      if (sh->owned && !sh->lost && sh->resume_ms <= now) expire_inbox(*sh, now, expiry_budget);
+      if (sh->owned && !sh->lost && sh->resume_ms <= now) {
+        expire_inbox(*sh, now, expiry_budget);
+        expire_state(*sh, now, expiry_budget);
+      }
     }
     Status committed = opts_.changelog ? commit_changelogs(d) : ok_status();
     // The batch is now written or gone (a rolled-back shard's part is dropped
@@ -714,37 +750,45 @@ class ParticipantImpl final : public Participant {
   // left, going on from where it stopped.
   void expire_inbox(Shard& sh, int64_t now, size_t& budget) {
     if (opts_.dedup_horizon.count() <= 0) return;
-    if (sh.sweep_from.empty() && now < sh.next_sweep_ms) return;
-    const std::string prefix(1, kExpiryPrefix);
-    if (sh.sweep_from.empty()) {
-      sh.next_sweep_ms = now + opts_.dedup_sweep_interval.count();
-      sh.sweep_from = prefix;
-    }
-    const std::string upto = expiry_key(now - opts_.dedup_horizon.count(), "");
-    size_t removed = 0;
-    bool more = false;
-    std::string last;
-    Status s = sh.ks.scan(store_->cf(kInbox), prefix, sh.sweep_from,
-                          [&](std::string_view key, std::string_view) {
-                            if (key >= upto) return false;
-                            if (removed == budget) {
-                              more = true;
-                              return false;
-                            }
-                            sh.ks.del(*sh.batch, store_->cf(kInbox), key.substr(9));
-                            sh.ks.del(*sh.batch, store_->cf(kInbox), key);
-                            last = key;
-                            ++removed;
-                            return true;
-                          });
-    if (!s.ok()) log_->warn("inbox expiry scan failed: {}", s.to_string());
-    budget -= removed;
-    sh.stats.expired += removed;
-    if (more && s.ok()) {
-      if (!last.empty()) sh.sweep_from = last + '\0';  // the next key after it
-      return;
-    }
-    sh.sweep_from.clear();
+    auto* inbox = store_->cf(kInbox);
+    bool done = false;
+    auto removed = sweep_step(sh.ks, inbox, sh.inbox_sweep, std::string(1, kExpiryPrefix),
+                              expiry_key(now - opts_.dedup_horizon.count(), ""), now,
+                              opts_.dedup_sweep_interval.count(), budget, done,
+                              [&](std::string_view key, std::string_view) {
+                                sh.ks.del(*sh.batch, inbox, key.substr(9));
+                                sh.ks.del(*sh.batch, inbox, key);
+                              });
+    if (!removed.ok()) log_->warn("inbox expiry scan failed: {}", removed.status().to_string());
+    if (removed.ok()) sh.stats.expired += *removed;
+    if (done) sh.inbox_sweep.removed = 0;
+  }
+
+  // State keys put with an expiry (StateTxn::put) are removed once it has
+  // passed, as inbox records are, unless a later put gave them a later one.
+  void expire_state(Shard& sh, int64_t now, size_t& budget) {
+    auto* inbox = store_->cf(kInbox);
+    bool done = false;
+    uint64_t deleted = 0;
+    auto removed = sweep_step(
+        sh.ks, inbox, sh.state_sweep, kStateExpiryPrefix, state_expiry_key(now + 1, ""), now,
+        opts_.dedup_sweep_interval.count(), budget, done,
+        [&](std::string_view key, std::string_view) {
+          const std::string_view state_key = key.substr(kStateExpiryPrefix.size() + 8);
+          // Written in this batch: the next sweep decides, on the store.
+          if (sh.overlay.find(state_key) != sh.overlay.end()) return;
+          sh.ks.del(*sh.batch, inbox, key);
+          const std::string marker = state_marker_key(state_key);
+          StatusOr<std::optional<std::string>> current = sh.ks.get(inbox, marker);
+          if (!current.ok() || !*current || **current != key.substr(kStateExpiryPrefix.size(), 8))
+            return;  // put again with another expiry: that one decides
+          sh.ks.del(*sh.batch, inbox, marker);
+          sh.ks.del(*sh.batch, store_->cf(kState), state_key);
+          ++deleted;
+        });
+    if (!removed.ok()) log_->warn("state expiry scan failed: {}", removed.status().to_string());
+    sh.stats.state_expired += deleted;
+    if (done) sh.state_sweep.removed = 0;
   }
 
   void commit_stats(BatchStats& b) {
@@ -754,6 +798,7 @@ class ParticipantImpl final : public Participant {
     duplicates_ += b.duplicates;
     voided_ += b.voided;
     expired_ += b.expired;
+    state_expired_ += b.state_expired;
     b = {};
   }
 
@@ -866,7 +911,8 @@ class ParticipantImpl final : public Participant {
   void roll_back(Shard& sh, const Status& why) {
     rest(sh);
     sh.resync = true;
-    sh.sweep_from.clear();  // its deletes were dropped: the next sweep starts over
+    sh.inbox_sweep.from.clear();  // its deletes were dropped: the next sweeps start over
+    sh.state_sweep.from.clear();
     log_->warn("participant '{}' shard {}: changelog commit failed ({}); rolled back, next try in "
                "{} ms",
                opts_.name, sh.index(), why.to_string(), sh.commit_backoff.count());
@@ -1039,7 +1085,7 @@ class ParticipantImpl final : public Participant {
   EngineThreads threads_;  // start_background() .. stop()
 
   std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0},
-      expired_{0}, writes_{0};
+      expired_{0}, state_expired_{0}, writes_{0};
 };
 
 }  // namespace

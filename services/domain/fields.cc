@@ -153,6 +153,8 @@ std::string participant_metrics_text(std::string_view name, const ParticipantSta
   counter("saga_participant_voided_total", "Actions voided by an earlier compensation.", s.voided);
   counter("saga_participant_inbox_expired_total",
           "Inbox records removed past the de-duplication horizon.", s.expired);
+  counter("saga_participant_state_expired_total", "State keys removed at their expiry.",
+          s.state_expired);
   counter("saga_participant_writes_total", "RocksDB batches written.", s.writes);
   os << "# HELP saga_participant_outbox_depth Messages waiting in the outbox.\n"
      << "# TYPE saga_participant_outbox_depth gauge\n"

@@ -57,6 +57,7 @@ class OneValue final : public StateTxn {
     return std::optional<std::string>(value_);
   }
   void put(std::string_view, std::string_view) override {}
+  void put(std::string_view, std::string_view, int64_t) override {}
   void del(std::string_view) override {}
   void emit(Message) override {}
 

@@ -399,6 +399,49 @@ TEST_CASE("the inbox answers a redelivery until the de-duplication horizon, then
   CHECK(h.p->stats().expired == 0);  // nothing more expired: the new record is 1 min old
 }
 
+TEST_CASE("a state key put with an expiry goes at its expiry, unless a later put gave it a later one") {
+  Harness h;
+  h.on("hold", [&h](CommandContext& ctx) {
+    const int64_t ttl = ctx.payload.value("ttl", int64_t{0});
+    const std::string key = ctx.payload.at("key");
+    if (ttl > 0) {
+      ctx.state.put(key, "held", to_millis(h.clock->now()) + ttl);
+    } else {
+      ctx.state.put(key, "plain");
+    }
+    return HandlerResult::success();
+  });
+  REQUIRE(h.open().ok());
+  int n = 0;
+  auto hold = [&](const std::string& key, int64_t ttl) {
+    const std::string id = "saga-" + std::to_string(++n) + "/hold";
+    REQUIRE(h.roundtrip(command(id, "hold", {{"key", key}, {"ttl", ttl}})).outcome ==
+            ReplyOutcome::kSuccess);
+  };
+  constexpr int64_t kMinute = 60'000;
+  hold("a", 10 * kMinute);
+  hold("b", 10 * kMinute);
+  hold("b", 30 * kMinute);  // later: decides
+  hold("c", 10 * kMinute);
+  hold("c", 0);  // without an expiry: the earlier one still holds
+  hold("d", 0);
+
+  h.clock->advance(Duration{11 * kMinute});
+  h.settle();
+  CHECK(h.state("a") == std::nullopt);
+  CHECK(h.state("b") == "held");
+  CHECK(h.state("c") == std::nullopt);
+  CHECK(h.state("d") == "plain");
+  CHECK(h.p->stats().state_expired == 2);
+
+  h.reopen();
+  CHECK(h.state("a") == std::nullopt);  // gone from the store, not only from memory
+  h.clock->advance(Duration{20 * kMinute});
+  h.settle();
+  CHECK(h.state("b") == std::nullopt);
+  CHECK(h.state("d") == "plain");
+}
+
 TEST_CASE("with a de-duplication horizon of 0 the inbox remembers forever") {
   Harness h;
   h.dedup_horizon = Duration{0};

@@ -32,6 +32,11 @@ class StateTxn {
   /// The value of `key`, nullopt when absent.
   virtual StatusOr<std::optional<std::string>> get(std::string_view key) = 0;
   virtual void put(std::string_view key, std::string_view value) = 0;
+  /// As put(), and the key is deleted once `expires_ms` (ms since the epoch;
+  /// 0 = never) has passed, at the next expiry sweep (every
+  /// ParticipantOptions::dedup_sweep_interval), unless a later put gave it
+  /// another expiry; a put without one does not cancel it.
+  virtual void put(std::string_view key, std::string_view value, int64_t expires_ms) = 0;
   virtual void del(std::string_view key) = 0;
   /// Publishes a domain event through the outbox when the transaction
   /// commits. `event.kind` is forced to kEvent; destination, type and
@@ -150,6 +155,7 @@ struct ParticipantStats {
   uint64_t duplicates = 0;  ///< commands answered from the inbox
   uint64_t voided = 0;      ///< actions cancelled by a compensation that arrived first
   uint64_t expired = 0;     ///< inbox records removed past ParticipantOptions::dedup_horizon
+  uint64_t state_expired = 0;  ///< state keys removed at their expiry (StateTxn::put)
   uint64_t writes = 0;      ///< RocksDB batches
   uint64_t outbox_depth = 0;
   uint64_t shards_owned = 0;  ///< shards this process drives now (all, without replicas)

@@ -9,6 +9,8 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -253,6 +255,54 @@ TEST_CASE("reopening the store keeps the rows, the index and the duplicate marks
   CHECK(model->stats().duplicates == 2);
   CHECK(model->stats().applied == 0);
   CHECK(get_row(*model, "r7") == row);
+}
+
+TEST_CASE("duplicate marks expire after the horizon; an older store's marks are given one") {
+  testing::TempDir dir;
+  int64_t now = 1'000'000'000;
+  mypage::ReadModelOptions o;
+  o.dedup_horizon = std::chrono::hours(1);
+  o.sweep_interval = std::chrono::minutes(1);
+  o.now_ms = [&now] { return now; };
+  constexpr int64_t kMinute = 60'000;
+  {
+    auto model = ReadModel::open(dir.path().string(), o);
+    REQUIRE(model.ok());
+    apply_all(**model, {placed("r1"), pay_approved("r1")});
+    now += 30 * kMinute;
+    apply_all(**model, {placed("r1")});  // within the horizon: a duplicate
+    CHECK((*model)->stats().duplicates == 1);
+    now += 31 * kMinute;
+    apply_all(**model, {placed("r2")});  // the sweep it runs removes r1's two marks
+    CHECK((*model)->stats().marks_expired == 2);
+    const Json row = get_row(**model, "r1");
+    apply_all(**model, {placed("r1")});  // forgotten: applied again, and changes nothing
+    CHECK((*model)->stats().duplicates == 1);
+    CHECK((*model)->stats().applied == 4);
+    CHECK(get_row(**model, "r1") == row);
+    CHECK((*model)->metrics_text().find("mypage_marks_expired_total 2") != std::string::npos);
+  }
+  {  // As an older version left it: marks without expiry keys.
+    rocksdb::DB* raw = nullptr;
+    REQUIRE(rocksdb::DB::Open(rocksdb::Options(), dir.path().string(), &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    rocksdb::WriteBatch drop;
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const std::string k = it->key().ToString();
+      if (k.rfind("x/", 0) == 0 || k.rfind("meta/", 0) == 0) drop.Delete(k);
+    }
+    it.reset();
+    REQUIRE(db->Write(rocksdb::WriteOptions(), &drop).ok());
+  }
+  auto model = ReadModel::open(dir.path().string(), o);
+  REQUIRE(model.ok());
+  CHECK_FALSE((*model)->empty());
+  apply_all(**model, {placed("r2")});
+  CHECK((*model)->stats().duplicates == 1);  // its mark is still there
+  now += 61 * kMinute;
+  apply_all(**model, {placed("r3")});
+  CHECK((*model)->stats().marks_expired == 2);  // r1's and r2's, dated from this open
 }
 
 // ---- the runner over a MemoryBus, and HTTP ----------------------------------

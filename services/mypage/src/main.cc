@@ -42,7 +42,14 @@ int main(int argc, char** argv) {
     spdlog::critical("KAFKA_BROKERS must be set (host:port[,host:port...])");
     return 2;
   }
-  auto model = mp::ReadModel::open(data_dir);
+  auto engine = engine_settings_from_env();  // SAGA_DEDUP_HORIZON: how long marks are kept
+  if (!engine.ok()) {
+    spdlog::critical("{}", engine.status().message());
+    return 2;
+  }
+  mp::ReadModelOptions model_options;
+  model_options.dedup_horizon = engine->dedup_horizon;
+  auto model = mp::ReadModel::open(data_dir, model_options);
   if (!model.ok()) {
     spdlog::critical("store: {}", model.status().to_string());
     return 1;

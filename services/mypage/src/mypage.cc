@@ -31,6 +31,18 @@ using service::Response;
 std::string row_key(std::string_view id) { return "r/" + std::string(id); }
 std::string user_prefix(std::string_view user) { return "u/" + std::string(user) + "/"; }
 std::string mark_key(std::string_view message_id) { return "m/" + std::string(message_id); }
+// A mark's expiry: "x/" ‖ be64(written ms) ‖ message id; empty value.
+std::string mark_expiry_key(int64_t written_ms, std::string_view message_id) {
+  std::string k = "x/";
+  for (int shift = 56; shift >= 0; shift -= 8)
+    k.push_back(
+        static_cast<char>((static_cast<uint64_t>(std::max<int64_t>(written_ms, 0)) >> shift) & 0xff));
+  k.append(message_id);
+  return k;
+}
+// Present once every mark has an expiry key (index_old_marks ran).
+constexpr char kMarksIndexedKey[] = "meta/marks-expire";
+constexpr size_t kMarksPerSweep = 4096;
 
 Status from_rocksdb(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return ok_status();
@@ -186,7 +198,8 @@ void counter(std::string& out, std::string_view name, std::string_view help, uin
 
 // ---- ReadModel ---------------------------------------------------------------
 
-ReadModel::ReadModel(std::unique_ptr<rocksdb::DB> db) : db_(std::move(db)) {}
+ReadModel::ReadModel(std::unique_ptr<rocksdb::DB> db, ReadModelOptions options)
+    : db_(std::move(db)), options_(std::move(options)) {}
 
 ReadModel::~ReadModel() {
   if (db_) {
@@ -195,22 +208,92 @@ ReadModel::~ReadModel() {
   }
 }
 
-StatusOr<std::unique_ptr<ReadModel>> ReadModel::open(const std::string& dir) {
+StatusOr<std::unique_ptr<ReadModel>> ReadModel::open(const std::string& dir,
+                                                     ReadModelOptions options) {
   if (dir.empty()) return Status::invalid_argument("store directory is empty");
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return Status::unavailable("cannot create store directory " + dir + ": " + ec.message());
-  rocksdb::Options options;
-  options.create_if_missing = true;
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
   rocksdb::DB* raw = nullptr;
-  SAGA_RETURN_IF_ERROR(from_rocksdb(rocksdb::DB::Open(options, dir, &raw), "open " + dir));
-  return std::unique_ptr<ReadModel>(new ReadModel(std::unique_ptr<rocksdb::DB>(raw)));
+  SAGA_RETURN_IF_ERROR(from_rocksdb(rocksdb::DB::Open(db_options, dir, &raw), "open " + dir));
+  std::unique_ptr<ReadModel> model(
+      new ReadModel(std::unique_ptr<rocksdb::DB>(raw), std::move(options)));
+  SAGA_RETURN_IF_ERROR(model->index_old_marks());
+  return model;
 }
 
-bool ReadModel::empty() const {
+int64_t ReadModel::now() const { return options_.now_ms ? options_.now_ms() : now_ms(); }
+
+Status ReadModel::index_old_marks() {
+  std::string flag;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kMarksIndexedKey, &flag);
+  if (s.ok()) return ok_status();
+  if (!s.IsNotFound()) return from_rocksdb(s, "read " + std::string(kMarksIndexedKey));
+  const int64_t written = now();
+  rocksdb::WriteBatch batch;
+  size_t marks = 0;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("m/"); it->Valid() && it->key().starts_with("m/"); it->Next()) {
+      batch.Put(mark_expiry_key(written, it->key().ToString().substr(2)), "");
+      ++marks;
+    }
+    SAGA_RETURN_IF_ERROR(from_rocksdb(it->status(), "scan marks"));
+  }
+  batch.Put(kMarksIndexedKey, "");
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  SAGA_RETURN_IF_ERROR(from_rocksdb(db_->Write(wo, &batch), "index marks"));
+  if (marks > 0)
+    spdlog::info("mypage: {} message-id marks of an earlier version now expire after the horizon",
+                 marks);
+  return ok_status();
+}
+
+void ReadModel::expire_marks() {
+  if (options_.dedup_horizon.count() <= 0) return;
+  const int64_t t = now();
+  if (t < next_sweep_ms_) return;
+  const std::string upto = mark_expiry_key(t - options_.dedup_horizon.count(), "");
+  rocksdb::WriteBatch batch;
+  size_t removed = 0;
+  bool more = false;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek("x/"); it->Valid() && it->key().starts_with("x/") && it->key().ToString() < upto;
+         it->Next()) {
+      if (removed == kMarksPerSweep) {
+        more = true;
+        break;
+      }
+      const std::string key = it->key().ToString();
+      batch.Delete(key);
+      batch.Delete(mark_key(key.substr(10)));
+      ++removed;
+    }
+    if (!it->status().ok()) {
+      spdlog::warn("mypage: scanning mark expiries failed: {}", it->status().ToString());
+      return;
+    }
+  }
+  if (removed > 0) {
+    rocksdb::Status s = db_->Write(rocksdb::WriteOptions(), &batch);
+    if (!s.ok()) {
+      spdlog::warn("mypage: removing expired marks failed: {}", s.ToString());
+      return;
+    }
+    marks_expired_ += removed;
+  }
+  // Go on at the next apply while some are left; else wait an interval.
+  next_sweep_ms_ = more ? t : t + options_.sweep_interval.count();
+}
+
+bool ReadModel::empty() const {  // no view row (metadata does not count)
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
-  it->SeekToFirst();
-  return !it->Valid();
+  it->Seek("r/");
+  return !it->Valid() || !it->key().starts_with("r/");
 }
 
 Status ReadModel::write_failed(Status s) {
@@ -273,7 +356,10 @@ Status ReadModel::apply(const Message& m) {
     const std::string user = string_or(row, "userId");
     if (!old_user.empty() && old_user != user) batch.Delete(user_prefix(old_user) + *id);
     if (!user.empty()) batch.Put(user_prefix(user) + *id, "");
-    if (!m.id.empty()) batch.Put(mark_key(m.id), std::to_string(ts));
+    if (!m.id.empty()) {
+      batch.Put(mark_key(m.id), std::to_string(ts));
+      if (options_.dedup_horizon.count() > 0) batch.Put(mark_expiry_key(now(), m.id), "");
+    }
     rocksdb::WriteOptions wo;
     wo.sync = true;
     if (Status w = from_rocksdb(db_->Write(wo, &batch), "write"); !w.ok())
@@ -284,6 +370,7 @@ Status ReadModel::apply(const Message& m) {
     }
     ++applied_;
     if (!known) ++unknown_;
+    expire_marks();
     return ok_status();
   } catch (const std::exception& e) {
     return write_failed(Status::internal(std::string("apply: ") + e.what()));
@@ -337,6 +424,7 @@ ReadModelStats ReadModel::stats() const {
   s.unknown_types = unknown_;
   s.invalid = invalid_;
   s.errors = errors_;
+  s.marks_expired = marks_expired_;
   uint64_t sst = 0, memtables = 0;
   db_->GetIntProperty(rocksdb::DB::Properties::kTotalSstFilesSize, &sst);
   db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables);
@@ -359,6 +447,8 @@ std::string ReadModel::metrics_text() const {
           s.unknown_types);
   counter(out, "mypage_events_invalid_total", "Events refused as malformed.", s.invalid);
   counter(out, "mypage_store_errors_total", "Events the store failed to apply.", s.errors);
+  counter(out, "mypage_marks_expired_total", "Message-id marks removed past the horizon.",
+          s.marks_expired);
   metric(out, "gauge", "mypage_store_bytes", "The store's SST files and memtables (estimate).",
          s.store_bytes);
   metric(out, "gauge", "mypage_store_keys", "The store's live keys (estimate).", s.store_keys);

@@ -54,8 +54,24 @@ struct ReadModelStats {
   uint64_t unknown_types = 0;  ///< applied events of a type the view does not interpret
   uint64_t invalid = 0;        ///< events refused: not JSON, or no usable reservation id
   uint64_t errors = 0;         ///< storage failures (the event was not applied)
+  uint64_t marks_expired = 0;  ///< message-id marks removed past the horizon
   uint64_t store_bytes = 0;    ///< the store's SST files and memtables (RocksDB's estimate)
   uint64_t store_keys = 0;     ///< the store's live keys (RocksDB's estimate)
+};
+
+/// How a ReadModel remembers the message ids it applied.
+struct ReadModelOptions {
+  /// A mark (message id applied) is kept this long after it was written, then
+  /// removed: an event delivered again later is applied again (harmless for
+  /// a repeat of the newest state; the ranks keep a stale one from going
+  /// back). Must outlast the event topic's retention and any consumer lag.
+  /// Default 30 days (as SAGA_DEDUP_HORIZON); 0 = marks are kept for ever.
+  std::chrono::milliseconds dedup_horizon{std::chrono::hours(24 * 30)};
+  /// How often apply() looks for expired marks (up to 4096 per look, going on
+  /// at the next apply until none is left). Default 60 s.
+  std::chrono::milliseconds sweep_interval{std::chrono::seconds(60)};
+  /// The clock of mark expiry (ms since the epoch). Default: the system clock.
+  std::function<int64_t()> now_ms;
 };
 
 /// The durable view. Thread-safe: apply() from the consumer thread while get()
@@ -64,7 +80,10 @@ class ReadModel {
  public:
   /// Opens (creating if needed) the view stored in directory `dir`. Every
   /// apply() is one synced WriteBatch. Unavailable when the store cannot open.
-  static StatusOr<std::unique_ptr<ReadModel>> open(const std::string& dir);
+  /// Marks written by a version without expiry are given one at the first
+  /// open, as if written then.
+  static StatusOr<std::unique_ptr<ReadModel>> open(const std::string& dir,
+                                                   ReadModelOptions options = {});
   /// Closes the store.
   ~ReadModel();
   ReadModel(const ReadModel&) = delete;
@@ -98,12 +117,20 @@ class ReadModel {
   std::string metrics_text() const;
 
  private:
-  explicit ReadModel(std::unique_ptr<rocksdb::DB> db);
+  ReadModel(std::unique_ptr<rocksdb::DB> db, ReadModelOptions options);
   Status write_failed(Status s);
+  int64_t now() const;
+  // Gives every mark without an expiry key one (marks of older versions).
+  Status index_old_marks();
+  // REQUIRES: apply_mu_ held. Removes up to 4096 expired marks when due.
+  void expire_marks();
 
   std::unique_ptr<rocksdb::DB> db_;
   std::mutex apply_mu_;  // one read-modify-write at a time
-  std::atomic<uint64_t> applied_{0}, duplicates_{0}, unknown_{0}, invalid_{0}, errors_{0};
+  const ReadModelOptions options_;
+  int64_t next_sweep_ms_ = 0;  // GUARDED_BY(apply_mu_)
+  std::atomic<uint64_t> applied_{0}, duplicates_{0}, unknown_{0}, invalid_{0}, errors_{0},
+      marks_expired_{0};
   mutable std::mutex health_mu_;
   Status last_write_;
 };

@@ -4,7 +4,8 @@
 //
 // Events of one reservation come from different processes, so they may arrive
 // out of causal order and more than once; the view converges anyway:
-//   - a message id already applied is dropped (duplicates);
+//   - a message id already applied is dropped (duplicates), for as long as its
+//     mark is kept (ReadModelOptions::dedup_horizon);
 //   - statuses only move up: PENDING < CONFIRMED < REJECTED = CANCELLED;
 //     payment APPROVED < REFUNDED; rooms CONFIRMED < RELEASED;
 //   - a field present in an event fills or overwrites the row's; a missing or

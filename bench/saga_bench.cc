@@ -297,10 +297,13 @@ T must(StatusOr<T> r, const std::string& what) {
 
 constexpr int64_t kCapacity = 1'000'000'000;
 
-// Handlers of the booking participants, with `fail_share` of confirmations refused.
-void register_handlers(const std::string& name, Participant& p, double fail_share) {
+// Handlers of the booking participants, with `fail_share` of confirmations
+// refused; their per-saga keys expire after `ledger` (0: kept).
+void register_handlers(const std::string& name, Participant& p, double fail_share,
+                       Duration ledger = Duration{0}) {
   testing::BookingFaults faults;
   faults.confirm_failure = fail_share;
+  faults.ledger_ttl = ledger;
   auto rng = std::make_shared<std::mt19937_64>(7);
   auto chance = [rng] { return std::uniform_real_distribution<double>(0, 1)(*rng); };
   const Status s = name == "inventory" ? testing::register_inventory(p, kCapacity, faults, chance)
@@ -365,6 +368,10 @@ std::vector<Point> points_of(const Args& args) {
 // the lock.
 class Recorder {
  public:
+  // Keeps of a settled saga only what the invariants read (a soak settles
+  // millions): its id, state, times and amount, and its steps only when it
+  // did not end Completed or Compensated.
+  void slim() { slim_ = true; }
   void started(const std::string& id, SteadyClock::time_point intended) {
     std::lock_guard lock(mu_);
     started_at_.emplace(id, intended);
@@ -378,7 +385,13 @@ class Recorder {
       latencies_ms_.push_back(std::chrono::duration<double, std::milli>(now - it->second).count());
       times_.emplace(v.id, std::make_pair(it->second, now));
       started_at_.erase(it);
-      finished_.emplace(v.id, v);
+      SagaView& kept = finished_.emplace(v.id, v).first->second;
+      if (slim_) {
+        kept.data = Json{{"amount", v.data.value("amount", Json(0))}};
+        kept.traceparent.clear();
+        if (v.state == SagaState::kCompleted || v.state == SagaState::kCompensated)
+          kept.steps.clear();
+      }
       last_settle_ = now;
     }
     cv_.notify_all();
@@ -413,6 +426,7 @@ class Recorder {
   std::map<std::string, SagaView> finished_;
   std::map<std::string, std::pair<SteadyClock::time_point, SteadyClock::time_point>> times_;
   SteadyClock::time_point last_settle_{};
+  bool slim_ = false;
 };
 
 // `replica`: with --replicas, which one (its own data directory and address).
@@ -723,6 +737,7 @@ Json run_engine_point(const Args& args, const Point& pt) {
   fs::remove_all(dir);
   auto bus = MemoryBus::create(std::make_shared<SystemClock>(), 42);
   Recorder rec;
+  if (args.soak_minutes > 0) rec.slim();
   auto orch = must(Orchestrator::open(orchestrator_options(dir, args, rec),
                                       std::shared_ptr<Transport>(bus->connect("orchestrator")),
                                       {testing::booking_definition(Duration{5000}, 5)}),
@@ -738,8 +753,11 @@ Json run_engine_point(const Args& args, const Point& pt) {
   auto payment = open_participant("payment", dir, args.sync,
                                   std::shared_ptr<Transport>(bus->connect("payment")), false,
                                   args.participant_threads, horizon);
-  register_handlers("inventory", *inventory, args.fail_share);
-  register_handlers("payment", *payment, args.fail_share);
+  // --soak: the participants keep their per-saga ledger for the
+  // de-duplication horizon, as a business keeps its records for a retention.
+  const Duration ledger{args.soak_minutes > 0 ? args.dedup_horizon_ms : 0};
+  register_handlers("inventory", *inventory, args.fail_share, ledger);
+  register_handlers("payment", *payment, args.fail_share, ledger);
 
   Driver driver(
       pt, run_label("engine", args), [&](const std::string&) -> Orchestrator& { return *orch; },
@@ -768,10 +786,12 @@ Json run_engine_point(const Args& args, const Point& pt) {
                            {"disk_bytes", bytes_on_disk(dir / "orchestrator")}}},
          {"inventory", {{"bytes", i.store_bytes}, {"keys", i.store_keys},
                         {"disk_bytes", bytes_on_disk(dir / "inventory")},
-                        {"inbox_expired", i.expired}}},
+                        {"inbox_expired", i.expired},
+                        {"state_expired", i.state_expired}}},
          {"payment", {{"bytes", p.store_bytes}, {"keys", p.store_keys},
                       {"disk_bytes", bytes_on_disk(dir / "payment")},
-                      {"inbox_expired", p.expired}}}});
+                      {"inbox_expired", p.expired},
+                      {"state_expired", p.state_expired}}}});
   };
   while (!driver.done()) {
     sample();
@@ -802,8 +822,11 @@ Json run_engine_point(const Args& args, const Point& pt) {
   m.cpu = cpu_seconds() - cpu0;
   driver.end();
   // A benchmark that loses sagas reports failure, not a number.
-  const auto bad =
-      testing::check_booking_invariants(rec.outcomes(), *inventory, *payment, kCapacity);
+  // With an expiring ledger, sagas are checked against it while it is whole.
+  const int64_t ledger_since =
+      ledger.count() > 0 ? to_millis(SystemClock().now()) - ledger.count() + 1'000 : 0;
+  const auto bad = testing::check_booking_invariants(rec.outcomes(), *inventory, *payment,
+                                                     kCapacity, ledger_since);
   m.es = orch->stats();
   m.participant_writes = inventory->stats().writes + payment->stats().writes;
   m.orchestrator_store_bytes = 0;

@@ -1,6 +1,6 @@
 # cmake -P script: a six-second saga-bench --soak whose JSON must hold the
 # store samples, say whether each store plateaued, and show the participants'
-# inbox expiry at work (a 2 s horizon in a 6 s run). No size is asserted: the
+# inbox and ledger expiry at work (a 2 s horizon in a 6 s run). No size is asserted: the
 # figures must exist and the run be consistent.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
@@ -34,4 +34,10 @@ string(JSON expired GET "${json}" points 0 soak samples ${last} inventory inbox_
 if(expired LESS_EQUAL 0)
   message(FATAL_ERROR "the inventory's inbox expired nothing past a 2 s horizon in 6 s")
 endif()
-message(STATUS "saga-bench soak smoke: ${samples} samples, ${expired} inbox records expired")
+# The participants keep their per-saga ledger for the horizon too.
+string(JSON ledger GET "${json}" points 0 soak samples ${last} payment state_expired)
+if(ledger LESS_EQUAL 0)
+  message(FATAL_ERROR "the payment's ledger expired nothing past a 2 s horizon in 6 s")
+endif()
+message(STATUS "saga-bench soak smoke: ${samples} samples, ${expired} inbox records and "
+               "${ledger} payment ledger keys expired")

@@ -22,6 +22,11 @@ struct BookingFaults {
   double decline = 0;          ///< payment refuses (saga compensates)
   double payment_retry = 0;    ///< payment answers "retry" (transient)
   double confirm_failure = 0;  ///< inventory refuses to confirm (refund, then release)
+  /// Per-saga keys (holds, confirmations, charges, application counts)
+  /// expire this long after they are written, by the system clock (0: kept
+  /// for ever), as a ledger kept for a retention (saga-bench --soak). Must
+  /// outlast every saga.
+  Duration ledger_ttl{0};
 };
 
 /// The key of every inventory command: the stock is one pool with one
@@ -77,10 +82,20 @@ inline int64_t read_int(StateTxn& txn, const std::string& key) {
   return *v ? std::stoll(**v) : 0;
 }
 
+// Writes a per-saga key, expiring `ttl` from now when it is positive.
+inline void put_ledger(StateTxn& txn, const std::string& key, const std::string& value,
+                       Duration ttl) {
+  if (ttl.count() > 0) {
+    txn.put(key, value, to_millis(SystemClock().now()) + ttl.count());
+  } else {
+    txn.put(key, value);
+  }
+}
+
 // Counts each application of a command id; the checker demands <= 1.
-inline void count_application(StateTxn& txn, const Message& cmd) {
+inline void count_application(StateTxn& txn, const Message& cmd, Duration ttl = Duration{0}) {
   const std::string key = "applied/" + cmd.id;
-  txn.put(key, std::to_string(read_int(txn, key) + 1));
+  put_ledger(txn, key, std::to_string(read_int(txn, key) + 1), ttl);
 }
 
 }  // namespace detail
@@ -90,32 +105,33 @@ inline void count_application(StateTxn& txn, const Message& cmd) {
 /// `chance()` returns a uniform [0, 1) number for fault injection.
 inline Status register_inventory(Participant& p, int64_t capacity, const BookingFaults& faults,
                                  std::function<double()> chance) {
-  SAGA_RETURN_IF_ERROR(p.on("reserve", [capacity](CommandContext& c) {
+  const Duration ttl = faults.ledger_ttl;
+  SAGA_RETURN_IF_ERROR(p.on("reserve", [capacity, ttl](CommandContext& c) {
     const std::string saga = c.command.saga_id;
     const int64_t qty = c.payload.value("qty", 1);
     const int64_t used = detail::read_int(c.state, "used");
     if (used + qty > capacity) return HandlerResult::failure("no availability");
     c.state.put("used", std::to_string(used + qty));
-    c.state.put("hold/" + saga, std::to_string(qty));
-    detail::count_application(c.state, c.command);
+    detail::put_ledger(c.state, "hold/" + saga, std::to_string(qty), ttl);
+    detail::count_application(c.state, c.command, ttl);
     return HandlerResult::success({{"held", qty}});
   }));
-  SAGA_RETURN_IF_ERROR(p.on("release", [](CommandContext& c) {
+  SAGA_RETURN_IF_ERROR(p.on("release", [ttl](CommandContext& c) {
     const std::string saga = c.command.saga_id;
     const int64_t held = detail::read_int(c.state, "hold/" + saga);
     if (held > 0) c.state.put("used", std::to_string(detail::read_int(c.state, "used") - held));
     c.state.del("hold/" + saga);
     c.state.del("confirmed/" + saga);
-    detail::count_application(c.state, c.command);
+    detail::count_application(c.state, c.command, ttl);
     return HandlerResult::success();
   }));
-  SAGA_RETURN_IF_ERROR(p.on("confirm", [faults, chance](CommandContext& c) {
+  SAGA_RETURN_IF_ERROR(p.on("confirm", [faults, chance, ttl](CommandContext& c) {
     const std::string saga = c.command.saga_id;
     const int64_t held = detail::read_int(c.state, "hold/" + saga);
     if (held == 0) return HandlerResult::failure("no hold to confirm");
     if (chance() < faults.confirm_failure) return HandlerResult::failure("place closed");
-    c.state.put("confirmed/" + saga, std::to_string(held));
-    detail::count_application(c.state, c.command);
+    detail::put_ledger(c.state, "confirmed/" + saga, std::to_string(held), ttl);
+    detail::count_application(c.state, c.command, ttl);
     return HandlerResult::success();
   }));
   return ok_status();
@@ -129,17 +145,18 @@ inline Status register_payment(Participant& p, const BookingFaults& faults,
     if (roll < faults.decline) return HandlerResult::failure("card declined");
     if (roll < faults.decline + faults.payment_retry) return HandlerResult::retry("provider busy");
     const int64_t amount = c.payload.value("amount", 0);
-    c.state.put("charge/" + c.command.saga_id, std::to_string(amount));
+    detail::put_ledger(c.state, "charge/" + c.command.saga_id, std::to_string(amount),
+                       faults.ledger_ttl);
     c.state.put("balance", std::to_string(detail::read_int(c.state, "balance") + amount));
-    detail::count_application(c.state, c.command);
+    detail::count_application(c.state, c.command, faults.ledger_ttl);
     return HandlerResult::success({{"charged", amount}});
   }));
-  SAGA_RETURN_IF_ERROR(p.on("refund", [](CommandContext& c) {
+  SAGA_RETURN_IF_ERROR(p.on("refund", [ttl = faults.ledger_ttl](CommandContext& c) {
     const std::string key = "charge/" + c.command.saga_id;
     const int64_t charged = detail::read_int(c.state, key);
     c.state.put("balance", std::to_string(detail::read_int(c.state, "balance") - charged));
     c.state.del(key);
-    detail::count_application(c.state, c.command);
+    detail::count_application(c.state, c.command, ttl);
     return HandlerResult::success();
   }));
   return ok_status();
@@ -186,9 +203,13 @@ inline std::string describe_step(const SagaView& v) {
 
 /// Checks the invariants over a finished run; returns the violations found
 /// (empty = consistent). `sagas` maps saga id -> final state and data.
+/// `ledger_since_ms` > 0: the participants' per-saga keys expire
+/// (BookingFaults::ledger_ttl) and are whole only for sagas created after
+/// it; older sagas are checked for their end only, and the totals (used,
+/// balance), which count expired keys too, not at all.
 inline std::vector<std::string> check_booking_invariants(
     const std::map<std::string, SagaView>& sagas, const Participant& inventory,
-    const Participant& payment, int64_t capacity) {
+    const Participant& payment, int64_t capacity, int64_t ledger_since_ms = 0) {
   std::vector<std::string> bad;
   const auto holds = read_ints(inventory, "hold/");
   const auto confirmed = read_ints(inventory, "confirmed/");
@@ -207,16 +228,20 @@ inline std::vector<std::string> check_booking_invariants(
   int64_t held_total = 0, charged_total = 0;
   for (const auto& [id, n] : holds) held_total += n;
   for (const auto& [id, n] : charges) charged_total += n;
-  if (used[""] != held_total) bad.push_back("inventory 'used' disagrees with the holds");
+  if (used[""] != held_total && ledger_since_ms == 0)
+    bad.push_back("inventory 'used' disagrees with the holds");
   if (used[""] > capacity)
     bad.push_back("overbooked: " + std::to_string(used[""]) + " > " + std::to_string(capacity));
-  if (balance[""] != charged_total) bad.push_back("payment balance disagrees with the charges");
+  if (balance[""] != charged_total && ledger_since_ms == 0)
+    bad.push_back("payment balance disagrees with the charges");
 
   for (const auto& [id, v] : sagas) {
     const bool held = holds.count(id) > 0, conf = confirmed.count(id) > 0,
                charged = charges.count(id) > 0;
+    const bool whole = v.created_ms > ledger_since_ms;  // its ledger keys are all there
     switch (v.state) {
       case SagaState::kCompleted: {
+        if (!whole) break;
         const int64_t amount = v.data.value("amount", 0);
         if (!held || !conf) bad.push_back("completed saga " + id + " has no confirmed stock");
         if (!charged || charges.at(id) != amount)
@@ -232,6 +257,7 @@ inline std::vector<std::string> check_booking_invariants(
         break;
       }
       case SagaState::kCompensated:
+        if (!whole) break;
         if (held || conf) bad.push_back("compensated saga " + id + " still holds stock");
         if (charged) bad.push_back("compensated saga " + id + " still has a charge");
         break;

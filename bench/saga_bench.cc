@@ -1595,6 +1595,9 @@ Json machine_info() {
 #endif
           {"rocksdb", std::to_string(ROCKSDB_MAJOR) + "." + std::to_string(ROCKSDB_MINOR) + "." +
                           std::to_string(ROCKSDB_PATCH)},
+          // Debian's shared librocksdb (built with its assertions) or a
+          // static one built from source with NDEBUG (scripts/rocksdb).
+          {"rocksdb_library", SAGA_ROCKSDB_FROM_SOURCE ? "source, static, NDEBUG" : "Debian, shared"},
           {"librdkafka", RdKafka::version_str()},
           {"load_average_at_start", load_average()}};
 }

@@ -70,8 +70,17 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_DEV_PACKAGE_NAME libsaga-dev)
 set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 # What find_package(libsaga) finds in turn (cmake/SagaDependencies.cmake).
+# With SAGA_ROCKSDB_ROOT (RocksDB built from source, static) the services carry
+# RocksDB inside, and libsaga-dev's CMake package names that prefix, so it
+# works only where the same prefix exists (docs/deploy.md): packages meant for
+# other machines are built with Debian's librocksdb, the default.
+if(SAGA_ROCKSDB_ROOT)
+  set(_saga_rocksdb_dev "libsnappy-dev, liblz4-dev, libzstd-dev, zlib1g-dev, libbz2-dev")
+else()
+  set(_saga_rocksdb_dev "librocksdb-dev")
+endif()
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "libboost1.81-dev, librocksdb-dev, nlohmann-json3-dev, libspdlog-dev, prometheus-cpp-dev, librdkafka-dev, pkg-config")
+    "libboost1.81-dev, ${_saga_rocksdb_dev}, nlohmann-json3-dev, libspdlog-dev, prometheus-cpp-dev, librdkafka-dev, pkg-config")
 set(CPACK_COMPONENT_DEV_DESCRIPTION
     "durable saga orchestrator (static library and headers)\n libsaga: sagas persisted in RocksDB, driven over Kafka; find_package(libsaga CONFIG)\n and link saga::saga.")
 

@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 #include <spdlog/spdlog.h>
 
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -603,6 +605,36 @@ TEST_CASE("retention removes a finished saga of an older layout with its index k
                 .ok());
     CHECK_MESSAGE(keys == 0, "column family " << cfs[cf]);
   }
+}
+
+// RocksDB 9.x writes table format 6 by default, which RocksDB 7.8 (Debian's)
+// cannot open ("unsupported format_version: 6"); a store keeps format 5 so
+// that it moves both ways between Debian's RocksDB and one built from source
+// (scripts/rocksdb). RocksDB records each family's table options in the
+// store's OPTIONS file.
+TEST_CASE("a store's table files keep format 5, which RocksDB 6.6 and later read") {
+  testing::TempDir dir;
+  const std::filesystem::path path = dir.path() / "s";
+  {
+    auto store = Store::open(path.string(), {"instances", "index"}, false);
+    REQUIRE_MESSAGE(store.ok(), store.status().to_string());
+  }
+  std::filesystem::path options_file;
+  for (const auto& entry : std::filesystem::directory_iterator(path)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("OPTIONS-", 0) == 0 && (options_file.empty() || name > options_file.filename().string()))
+      options_file = entry.path();
+  }
+  REQUIRE_MESSAGE(!options_file.empty(), "no OPTIONS file in " << path);
+  std::ifstream in(options_file);
+  int tables = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto at = line.find("format_version=");
+    if (at == std::string::npos) continue;
+    ++tables;
+    CHECK_MESSAGE(line.substr(at) == "format_version=5", options_file << ": " << line);
+  }
+  CHECK(tables == 3);  // default (metadata), instances, index
 }
 
 TEST_CASE("a store of four shards keeps each shard's keys apart and its count") {

@@ -75,6 +75,10 @@ StatusOr<std::unique_ptr<Store>> Store::open(const std::string& dir,
   // marks of new messages): bloom filters answer those without a search.
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  // Table files that RocksDB 6.6 and later read (Debian's 7.8.3 among them),
+  // so a store moves both ways between it and one built from source
+  // (scripts/rocksdb: 9.9.3, whose default 6 an older version cannot read).
+  table.format_version = 5;
   options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   options.memtable_whole_key_filtering = true;
   options.memtable_prefix_bloom_size_ratio = 0.05;

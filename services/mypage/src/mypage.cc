@@ -2,6 +2,7 @@
 
 #include <rocksdb/db.h>
 #include <rocksdb/options.h>
+#include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 #include <spdlog/spdlog.h>
 
@@ -216,6 +217,11 @@ StatusOr<std::unique_ptr<ReadModel>> ReadModel::open(const std::string& dir,
   if (ec) return Status::unavailable("cannot create store directory " + dir + ": " + ec.message());
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
+  // Table files Debian's RocksDB reads too, whichever RocksDB this is built
+  // with (libsaga/src/store/store.cc says why).
+  rocksdb::BlockBasedTableOptions table;
+  table.format_version = 5;
+  db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   rocksdb::DB* raw = nullptr;
   SAGA_RETURN_IF_ERROR(from_rocksdb(rocksdb::DB::Open(db_options, dir, &raw), "open " + dir));
   std::unique_ptr<ReadModel> model(

@@ -170,6 +170,24 @@ std::string index_key(char kind, const SagaView& v, std::optional<SagaState> sta
   return k;
 }
 
+// The index prefix list() scans for `q`: by type, else by state, else all.
+std::string list_prefix(const ListQuery& q) {
+  if (q.type) return std::string(1, kIdxType) + *q.type + std::string(1, '\0');
+  if (q.state) return std::string(1, kIdxState) + std::string(1, static_cast<char>(*q.state));
+  return std::string(1, kIdxAll);
+}
+
+// A page token: the index key of the last saga a page returned, in hex.
+std::string encode_token(std::string_view key) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : key) {
+    out.push_back(kHex[c >> 4]);
+    out.push_back(kHex[c & 15]);
+  }
+  return out;
+}
+
 // The value of a retention key: what removing the instance needs to name its
 // other index keys, so that retention reads nothing else: state ‖
 // be64(created_ms) ‖ type. Keys written before it have an empty value.
@@ -622,14 +640,7 @@ class OrchestratorImpl final : public Orchestrator {
   // (the last key returned) means the same whatever the shard count.
   StatusOr<SagaPage> list(const ListQuery& q) const override {
     if (q.limit == 0 || q.limit > 1000) return Status::invalid_argument("limit must be in 1..1000");
-    std::string prefix;
-    if (q.type) {
-      prefix = std::string(1, kIdxType) + *q.type + std::string(1, '\0');
-    } else if (q.state) {
-      prefix = std::string(1, kIdxState) + std::string(1, static_cast<char>(*q.state));
-    } else {
-      prefix = std::string(1, kIdxAll);
-    }
+    const std::string prefix = list_prefix(q);
     std::string from = prefix;
     if (q.created_from_ms) append_be64(from, static_cast<uint64_t>(*q.created_from_ms));
     if (!q.page_token.empty()) {
@@ -661,6 +672,7 @@ class OrchestratorImpl final : public Orchestrator {
             return false;
           }
           if (q.state && v->state != *q.state) return true;
+          if (q.owned_only && owner_of(v->id).where != ShardOwner::Where::kHere) return true;
           page.items.push_back(std::move(*v));
           return true;
         }));
@@ -741,6 +753,15 @@ class OrchestratorImpl final : public Orchestrator {
     const Shard& sh = shard_for(id);
     if (!owners_) return ShardOwner{ShardOwner::Where::kHere, sh.index, {}};
     return owners_->lookup(sh.index, sh.owned);
+  }
+
+  std::vector<ShardOwner> owners() const override {
+    std::vector<ShardOwner> out;
+    for (const auto& sh : shards_) {
+      out.push_back(owners_ ? owners_->lookup(sh->index, sh->owned)
+                            : ShardOwner{ShardOwner::Where::kHere, sh->index, {}});
+    }
+    return out;
   }
 
   Status health() const override {
@@ -1987,16 +2008,6 @@ class OrchestratorImpl final : public Orchestrator {
     return "00-" + hex(random().next()) + hex(random().next()) + "-" + hex(random().next()) + "-01";
   }
 
-  static std::string encode_token(const std::string& key) {
-    static const char* kHex = "0123456789abcdef";
-    std::string out;
-    for (unsigned char c : key) {
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-    return out;
-  }
-
   static StatusOr<std::string> decode_token(const std::string& token) {
     if (token.size() % 2 != 0) return Status::invalid_argument("malformed page token");
     std::string out;
@@ -2183,6 +2194,13 @@ void Transition::schedule_resend(const RetryPolicy& policy) {
 
 }  // namespace
 }  // namespace internal
+
+std::string list_token(const ListQuery& query, int64_t created_ms, std::string_view id) {
+  std::string key = internal::list_prefix(query);
+  internal::append_be64(key, static_cast<uint64_t>(created_ms));
+  key += id;
+  return internal::encode_token(key);
+}
 
 StatusOr<std::unique_ptr<Orchestrator>> Orchestrator::open(Options options,
                                                            std::shared_ptr<Transport> transport,

@@ -2022,6 +2022,30 @@ TEST_CASE("list pages of two cover every saga exactly once, oldest first") {
   REQUIRE(second_page.ok());
   CHECK(second_page->items.size() == 2);
   CHECK(second_page->next_page_token.empty());  // exactly used up: no empty third page
+
+  // list_token() after a page's last saga is that page's next_page_token, for
+  // every filter; owned_only changes nothing without replicas (all is here).
+  ListQuery running;
+  running.state = SagaState::kRunning;
+  int continued = 0;
+  for (ListQuery f : {ListQuery{}, bookings, running}) {
+    f.limit = 1;
+    f.page_token.clear();
+    auto page = h.orch->list(f);
+    REQUIRE(page.ok());
+    REQUIRE(page->items.size() == 1);
+    if (!page->next_page_token.empty()) {  // (one running saga: no next page)
+      ++continued;
+      CHECK(list_token(f, page->items[0].created_ms, page->items[0].id) ==
+            page->next_page_token);
+    }
+    f.owned_only = true;
+    auto owned = h.orch->list(f);
+    REQUIRE(owned.ok());
+    CHECK(owned->items.at(0).id == page->items[0].id);
+    CHECK(owned->next_page_token == page->next_page_token);
+  }
+  CHECK(continued == 2);
 }
 
 TEST_CASE("list rejects a bad limit and a garbage page token with InvalidArgument") {

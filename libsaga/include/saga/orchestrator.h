@@ -92,9 +92,20 @@ struct ListQuery {
   std::optional<int64_t> created_to_ms;
   /// Page size; at most 1000. Default 100.
   uint32_t limit = 100;
-  /// Continue after this token (from the previous page's next_page_token).
+  /// Continue after this token (from the previous page's next_page_token, or
+  /// list_token()).
   std::string page_token;
+  /// Only sagas whose shard this process drives (owner_of() is kHere): with
+  /// replicas, each replica's part of a list gathered from all of them, which
+  /// skips the standby copies and moved-away shards its store may hold.
+  bool owned_only = false;
 };
+
+/// The page token that continues `query` after the saga created at
+/// `created_ms` with id `id` (as next_page_token would after that saga): for
+/// merging the pages of several replicas, which all read one index order
+/// (created_ms, then id).
+std::string list_token(const ListQuery& query, int64_t created_ms, std::string_view id);
 
 /// One page of list() results, oldest first (by creation time).
 struct SagaPage {
@@ -318,6 +329,8 @@ class Orchestrator {
   /// unknown while the shard moves. Always here without Options::replicas.
   /// Thread-safe.
   virtual ShardOwner owner_of(std::string_view id) const = 0;
+  /// owner_of() of every shard, by shard index. Thread-safe.
+  virtual std::vector<ShardOwner> owners() const = 0;
 };
 
 }  // namespace saga

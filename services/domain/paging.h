@@ -15,7 +15,7 @@ namespace saga::domain {
 
 inline constexpr size_t kDefaultPageLimit = 50;
 inline constexpr size_t kMaxPageLimit = 200;
-inline constexpr char kNextPageTokenHeader[] = "Next-Page-Token";
+using service::kNextPageTokenHeader;
 
 /// A page asked for: at most `limit` items after the cursor `token` ("" = the first page).
 struct PageRequest {

@@ -332,6 +332,8 @@ TEST_CASE("each prefix goes to its upstream with method, path, query and body in
       {"POST", "/reservations/r-1/cancel", &f.reservation},
       {"GET", "/accommodations", &f.reservation},
       {"PUT", "/accommodations/a/b", &f.reservation},
+      {"GET", "/admin/sagas?state=FAILED&limit=5", &f.reservation},
+      {"POST", "/admin/sagas/r-1/retry", &f.reservation},
       {"GET", "/payments?reservationId=r-1", &f.payment},
       {"DELETE", "/payments/p-1", &f.payment},
       {"PUT", "/places/p-1/rooms", &f.inventory},

@@ -387,6 +387,94 @@ TEST_CASE("a declined payment rejects the booking and releases the rooms") {
   CHECK(w.settle(again)["status"] == "CONFIRMED");
 }
 
+// The saga admin API (saga/service/admin_routes.h, docs/admin.md): an
+// operator lists sagas with filters a page at a time, reads one, and
+// compensates or aborts one with a reason; guests may not; bad input is 400.
+TEST_CASE("the admin API lists, reads and acts on sagas: admins only, with a reason") {
+  World w;
+  w.add_place("5", 3);
+  const std::string done = w.book(booking("5", "u5"));
+  CHECK(w.settle(done)["status"] == "CONFIRMED");
+  w.inventory->stop();  // the next two wait on their reserve
+  const std::string waiting = w.book(booking("5", "u6"));
+  const std::string stopped = w.book(booking("5", "u7"));
+
+  auto list = [&](const std::string& query) {
+    std::vector<std::string> ids;
+    std::string token;
+    for (int page = 0; page < 10; ++page) {
+      ClientResponse r = w.get("/admin/sagas?" + query + (token.empty() ? "" : "&pageToken=" + token));
+      REQUIRE_MESSAGE(r.status == 200, r.body);
+      for (const Json& s : Json::parse(r.body)) ids.push_back(s["id"]);
+      auto next = r.header("Next-Page-Token");
+      if (!next) break;
+      token = std::string(*next);
+    }
+    return ids;
+  };
+  // Oldest first (the two waiting ones may share a millisecond: then by id).
+  std::vector<std::string> later = {waiting, stopped};
+  std::sort(later.begin(), later.end());
+  auto ordered = [&](std::vector<std::string> ids) {
+    if (ids.size() == 3) std::sort(ids.begin() + 1, ids.end());
+    return ids;
+  };
+  CHECK(ordered(list("type=booking&limit=1")) == std::vector<std::string>{done, later[0], later[1]});
+  CHECK(list("type=booking&state=RUNNING&limit=2").size() == 2);
+  CHECK(ordered(list("type=booking&limit=2")) == std::vector<std::string>{done, later[0], later[1]});
+  CHECK(list("state=COMPLETED") == std::vector<std::string>{done});
+  CHECK(list("type=cancellation").empty());
+
+  const Json one = w.get_json("/admin/sagas/" + waiting);
+  CHECK(one["state"] == "RUNNING");
+  CHECK(one["type"] == "booking");
+  CHECK(one["steps"][0]["name"] == "reserve");
+  CHECK(one["steps"][0]["status"] == "RUNNING");
+  CHECK(one["steps"][0]["attempts"].get<int>() >= 1);
+  CHECK(one["createdMs"].get<int64_t>() > 0);
+
+  // Acting needs a reason; the answer is the saga after the action.
+  ClientResponse r = w.post("/admin/sagas/" + stopped + "/abort", Json::object());
+  CHECK_MESSAGE(r.status == 400, r.body);
+  CHECK(r.body.find("reason") != std::string::npos);
+  r = w.post("/admin/sagas/" + stopped + "/abort", {{"reason", "guest called: duplicate"}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(Json::parse(r.body)["state"] == "ABORTED");
+  r = w.post("/admin/sagas/" + waiting + "/compensate", {{"reason", "room closed for repairs"}});
+  REQUIRE_MESSAGE(r.status == 200, r.body);
+  CHECK(Json::parse(r.body)["state"] == "COMPENSATING");
+  w.inventory->start_background();  // the release goes through
+  REQUIRE(eventually([&] { return w.get_json("/admin/sagas/" + waiting)["state"] == "COMPENSATED"; }));
+  CHECK(w.settle(waiting)["status"] == "REJECTED");
+  // Acting on a saga in the wrong state is 409, on an unknown one 404.
+  r = w.post("/admin/sagas/" + done + "/retry", {{"reason", "try it"}});
+  CHECK_MESSAGE(r.status == 409, r.body);
+  r = w.post("/admin/sagas/" + stopped + "/abort", {{"reason", "again"}});
+  CHECK_MESSAGE(r.status == 409, r.body);
+  CHECK(w.get("/admin/sagas/no-such-saga").status == 404);
+  r = w.post("/admin/sagas/no-such-saga/compensate", {{"reason", "x"}});
+  CHECK(r.status == 404);
+
+  // Bad queries say what is wrong.
+  for (const char* query : {"state=SLEEPING", "limit=0", "limit=1001", "limit=x",
+                            "createdFrom=-1", "createdTo=yesterday", "type=", "pageToken=zz"}) {
+    ClientResponse bad = w.get(std::string("/admin/sagas?") + query);
+    CHECK_MESSAGE(bad.status == 400, query << " -> " << bad.status << " " << bad.body);
+  }
+  // The creation window.
+  const int64_t created = one["createdMs"];
+  const std::vector<std::string> from = list("type=booking&createdFrom=" + std::to_string(created));
+  CHECK(std::count(from.begin(), from.end(), waiting) == 1);
+  CHECK(std::count(from.begin(), from.end(), done) == 0);
+  CHECK(list("type=booking&createdTo=" + std::to_string(created)) == std::vector<std::string>{done});
+
+  // Guests: 403 on every admin route.
+  auto guest = testing::client_as(w.server->port(), testing::guest_identity("u5"));
+  CHECK(guest->get("/admin/sagas")->status == 403);
+  CHECK(guest->get("/admin/sagas/" + done)->status == 403);
+  CHECK(guest->post_json("/admin/sagas/" + done + "/abort", {{"reason", "mine"}})->status == 403);
+}
+
 TEST_CASE("the seed's walkthrough: stock 1, two bookings, events in the seed's order") {
   World w;
   w.add_place("1", 1);
@@ -841,6 +929,36 @@ TEST_CASE("two reservation replicas: a request to either is answered as by one s
     return r.ok() && r->status == 200 && Json::parse(r->body)["status"] == "CANCELLED";
   }));
   CHECK(w.payments_of(id)[0]["status"] == "REFUNDED");
+
+  // The admin API through either replica: the list gathers both replicas'
+  // shards, pages of 3 cover every booking once; a saga reads from either.
+  std::set<std::string> all_booked;
+  for (const auto& [u, b] : booked) all_booked.insert(b);
+  for (size_t i = 0; i < 2; ++i) {
+    auto admin = testing::client_as(ports[i], testing::admin_identity());
+    std::vector<std::string> listed;
+    std::string token;
+    for (int page = 0; page < 10; ++page) {
+      auto r = admin->get("/admin/sagas?type=booking&limit=3" +
+                          (token.empty() ? std::string() : "&pageToken=" + token));
+      REQUIRE(r.ok());
+      REQUIRE_MESSAGE(r->status == 200, r->body);
+      const Json items = Json::parse(r->body);
+      CHECK(items.size() <= 3);
+      for (const Json& v : items) listed.push_back(v["id"]);
+      auto next = r->header("Next-Page-Token");
+      if (!next) break;
+      token = std::string(*next);
+    }
+    CHECK_MESSAGE(listed.size() == all_booked.size(), "through replica " << i);
+    CHECK(std::set<std::string>(listed.begin(), listed.end()) == all_booked);
+    for (const auto& [u, b] : booked) {
+      auto r = admin->get("/admin/sagas/" + b);
+      REQUIRE(r.ok());
+      REQUIRE_MESSAGE(r->status == 200, r->body);
+      CHECK(Json::parse(r->body)["state"] == "COMPLETED");
+    }
+  }
   for (auto& r : replicas) {
     r.server->stop();
     r.orch->stop();

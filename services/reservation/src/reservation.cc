@@ -20,6 +20,7 @@
 #include "domain/paging.h"
 #include "saga/json.h"
 #include "saga/message.h"
+#include "saga/service/admin_routes.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
 #include "saga/service/identity.h"
@@ -1140,6 +1141,7 @@ void add_routes(service::Router& router, Orchestrator& orch, Options options) {
                                          "reservation " + id + " is changing; try again");
               }));
 
+  service::add_admin_routes(router, orch);  // GET/POST /admin/sagas..., admin only
   service::add_standard_routes(
       router, {.readiness =
                    [&orch] {

@@ -133,6 +133,10 @@ class Request {
 
 /// An HTTP response built by a handler. Content-Length, X-Request-Id,
 /// traceparent and Date are added by the server. A value type.
+/// The response header of a list route that carries the cursor to its next
+/// page (absent on the last page); the client sends it back as ?pageToken=.
+inline constexpr char kNextPageTokenHeader[] = "Next-Page-Token";
+
 class Response {
  public:
   /// 200 with an empty text/plain body.

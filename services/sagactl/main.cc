@@ -1,0 +1,221 @@
+// sagactl: the saga admin API (docs/admin.md) from a shell.
+//
+//   sagactl [--url URL] [--token TOKEN] [--json] list [--type T] [--state S] [--limit N] [--all]
+//   sagactl show ID
+//   sagactl retry|compensate|abort ID --reason "why"
+//
+// URL (default $SAGA_URL, else http://127.0.0.1:8080) is the gateway; TOKEN
+// (default $SAGA_TOKEN) a bearer token with the admin role. Exit codes: 0 done;
+// 1 the server refused (its problem detail on stderr); 2 bad usage; 3 the
+// server could not be reached.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "saga/service/config.h"
+#include "saga/service/http_client.h"
+#include "saga/service/http_message.h"
+#include "saga/version.h"
+
+namespace {
+
+using Json = nlohmann::json;
+using saga::service::ClientResponse;
+
+constexpr int kRefused = 1;
+constexpr int kUsage = 2;
+constexpr int kUnreachable = 3;
+
+struct Failure {
+  int code;
+  std::string message;
+};
+
+std::string env_or(const char* name, std::string fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+std::string utc(int64_t ms) {
+  if (ms <= 0) return "-";
+  const std::time_t t = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Calls the API; a response other than 200 or no response is a Failure.
+class Api {
+ public:
+  Api(const std::string& url, std::string token) : token_(std::move(token)) {
+    std::string rest = url;
+    if (rest.rfind("https://", 0) == 0)
+      throw Failure{kUsage, "--url: https is not supported yet; give the gateway's http:// URL"};
+    if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
+    while (!rest.empty() && rest.back() == '/') rest.pop_back();
+    auto hp = saga::service::parse_host_port("--url", rest);
+    if (!hp.ok()) throw Failure{kUsage, hp.status().message()};
+    client_ = std::make_unique<saga::service::HttpClient>(hp->host, hp->port);
+  }
+
+  Json call(const std::string& method, const std::string& target, const Json& body = nullptr,
+            ClientResponse* raw = nullptr) {
+    saga::service::Headers headers;
+    if (!token_.empty()) headers.emplace_back("Authorization", "Bearer " + token_);
+    if (!body.is_null()) headers.emplace_back("Content-Type", "application/json");
+    auto r = client_->request(method, target, headers, body.is_null() ? "" : body.dump());
+    if (!r.ok()) throw Failure{kUnreachable, r.status().to_string()};
+    auto json = r->json();
+    if (r->status != 200) {
+      std::string detail = json.ok() && json->is_object() ? json->value("detail", r->body) : r->body;
+      throw Failure{kRefused, method + " " + target + ": " + std::to_string(r->status) + " " + detail};
+    }
+    if (!json.ok()) throw Failure{kRefused, method + " " + target + ": " + json.status().message()};
+    if (raw) *raw = *r;
+    return *json;
+  }
+
+ private:
+  std::string token_;
+  std::unique_ptr<saga::service::HttpClient> client_;
+};
+
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> width;
+  for (const auto& row : rows)
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (width.size() <= i) width.push_back(0);
+      width[i] = std::max(width[i], row[i].size());
+    }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i)
+      line += i + 1 == row.size() ? row[i] : row[i] + std::string(width[i] - row[i].size() + 2, ' ');
+    std::cout << line << "\n";
+  }
+}
+
+std::string step_of(const Json& s) {
+  const Json& steps = s["steps"];
+  const size_t at = s.value("currentStep", size_t{0});
+  return at < steps.size() ? steps[at].value("name", "") : "-";
+}
+
+void print_saga(const Json& s) {
+  std::cout << "id        " << s.value("id", "") << "\n"
+            << "type      " << s.value("type", "") << " v" << s.value("version", 0) << "\n"
+            << "state     " << s.value("state", "") << "\n"
+            << "created   " << utc(s.value("createdMs", int64_t{0})) << "\n"
+            << "updated   " << utc(s.value("updatedMs", int64_t{0})) << "\n"
+            << "finished  " << utc(s.value("finishedMs", int64_t{0})) << "\n";
+  if (!s.value("lastError", "").empty()) std::cout << "error     " << s["lastError"].get<std::string>() << "\n";
+  std::vector<std::vector<std::string>> rows = {
+      {"STEP", "STATUS", "ATTEMPTS", "COMP.ATTEMPTS", "STARTED", "FINISHED", "ERROR"}};
+  for (const Json& st : s["steps"])
+    rows.push_back({st.value("name", ""), st.value("status", ""),
+                    std::to_string(st.value("attempts", 0)),
+                    std::to_string(st.value("compensationAttempts", 0)),
+                    utc(st.value("startedMs", int64_t{0})), utc(st.value("finishedMs", int64_t{0})),
+                    st.value("lastError", "")});
+  std::cout << "\n";
+  print_table(rows);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sagactl: list, read and act on sagas through the admin API (docs/admin.md)"};
+  app.set_version_flag("--version", std::string("sagactl ") + std::string(saga::version()));
+  std::string url = env_or("SAGA_URL", "http://127.0.0.1:8080");
+  std::string token = env_or("SAGA_TOKEN", "");
+  bool json = false;
+  app.add_option("--url", url, "the gateway (default $SAGA_URL, else http://127.0.0.1:8080)");
+  app.add_option("--token", token, "a bearer token with the admin role (default $SAGA_TOKEN)");
+  app.add_flag("--json", json, "print the API's JSON instead of tables");
+  app.require_subcommand(1);
+  app.fallthrough();  // --url, --token and --json also after the subcommand
+
+  std::string type, state;
+  int limit = 50;
+  bool all = false;
+  auto* list = app.add_subcommand("list", "sagas, oldest first");
+  list->add_option("--type", type, "only this saga type");
+  list->add_option("--state", state, "only this state (RUNNING, COMPENSATING, COMPLETED, ...)");
+  list->add_option("--limit", limit, "sagas per page (1..1000)")->check(CLI::Range(1, 1000));
+  list->add_flag("--all", all, "every page, not only the first");
+
+  std::string id, reason;
+  auto* show = app.add_subcommand("show", "one saga and its steps");
+  show->add_option("id", id, "the saga's id")->required();
+  std::vector<std::pair<CLI::App*, std::string>> actions;
+  for (const char* action : {"retry", "compensate", "abort"}) {
+    auto* sub = app.add_subcommand(action, std::string(action) == "retry"
+                                               ? "a Failed saga compensates again, or its pivot is sent again"
+                                           : std::string(action) == "compensate"
+                                               ? "compensate a Running or Failed saga now"
+                                               : "stop a saga where it is; nothing more is sent");
+    sub->add_option("id", id, "the saga's id")->required();
+    sub->add_option("--reason", reason, "why (recorded with your name)")->required();
+    actions.emplace_back(sub, action);
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : kUsage;
+  }
+
+  try {
+    Api api(url, token);
+    const auto encode = [](const std::string& s) { return saga::service::percent_encode(s); };
+    if (*list) {
+      std::string query = "limit=" + std::to_string(limit);
+      if (!type.empty()) query += "&type=" + encode(type);
+      if (!state.empty()) query += "&state=" + encode(state);
+      Json items = Json::array();
+      std::string next;
+      do {
+        ClientResponse raw;
+        Json page = api.call("GET", "/admin/sagas?" + query + (next.empty() ? "" : "&pageToken=" + encode(next)),
+                             nullptr, &raw);
+        for (Json& s : page) items.push_back(std::move(s));
+        next = std::string(raw.header(saga::service::kNextPageTokenHeader).value_or(""));
+      } while (all && !next.empty());
+      if (json) {
+        std::cout << items.dump(2) << "\n";
+      } else {
+        std::vector<std::vector<std::string>> rows = {{"ID", "TYPE", "STATE", "STEP", "CREATED", "ERROR"}};
+        for (const Json& s : items)
+          rows.push_back({s.value("id", ""), s.value("type", ""), s.value("state", ""), step_of(s),
+                          utc(s.value("createdMs", int64_t{0})), s.value("lastError", "")});
+        print_table(rows);
+        if (!next.empty()) std::cout << "(more: --all for every page)\n";
+      }
+      return 0;
+    }
+    Json saga;
+    if (*show) {
+      saga = api.call("GET", "/admin/sagas/" + encode(id));
+    } else {
+      for (const auto& [sub, action] : actions)
+        if (*sub) saga = api.call("POST", "/admin/sagas/" + encode(id) + "/" + action, {{"reason", reason}});
+    }
+    if (json) {
+      std::cout << saga.dump(2) << "\n";
+    } else {
+      print_saga(saga);
+    }
+    return 0;
+  } catch (const Failure& f) {
+    std::cerr << "sagactl: " << f.message << "\n";
+    return f.code;
+  }
+}

@@ -20,6 +20,8 @@
 // libraries give without libsaga: synced RocksDB commits (one writer and
 // group commit) and, for kafka, a raw librdkafka produce -> consume trip.
 // --shards S sets the orchestrator's shard count (0 = its default, 12);
+// --timeline N the entries each saga's timeline keeps (Options::timeline_limit,
+// default 64; 0 = none);
 // --threads T (engine workload) runs the orchestrator on T engine threads and
 // each participant on threads of its own (--participant-threads P of them,
 // ParticipantOptions::threads; 0 = one) instead of pumping all three from one
@@ -87,6 +89,7 @@ struct Args {
   std::string prefix;       // internal: topic prefix of the run
   bool sync = true;
   int shards = 0;   // orchestrator shards; 0 = libsaga's default
+  int timeline = 64;  // Options::timeline_limit
   int threads = 0;  // engine: 0 = one thread pumps everything; T = background threads
   int participant_threads = 0;  // engine, with --threads: each participant's threads
   bool changelog = false;  // engine: the orchestrator's; kafka: all three engines' (Kafka topics)
@@ -121,6 +124,7 @@ struct Args {
   std::cerr << "saga-bench: " << err << "\n"
             << "usage: saga-bench [--workload engine|kafka] [--sync on|off]\n"
                "                  [--shards S] [--threads T] [--participant-threads P]\n"
+               "                  [--timeline N]   (entries a saga's timeline keeps; 0 = none)\n"
                "                  [--changelog on|off] [--replicas N]   (kafka, changelog on)\n"
                "                  [--failover on|off] [--standby on|off] [--session-ms MS]\n"
                "                                                        (kafka, changelog on)\n"
@@ -182,6 +186,8 @@ Args parse(int argc, char** argv) {
         a.sync = on_off(k, value());
       } else if (k == "--shards") {
         a.shards = std::stoi(value());
+      } else if (k == "--timeline") {
+        a.timeline = std::stoi(value());
       } else if (k == "--threads") {
         a.threads = std::stoi(value());
       } else if (k == "--participant-threads") {
@@ -244,6 +250,7 @@ Args parse(int argc, char** argv) {
   if (a.standby && !a.failover) usage("--standby goes with --failover");
   if (a.session_ms < 0 || (a.session_ms > 0 && !a.failover))
     usage("--session-ms goes with --failover and must be positive");
+  if (a.timeline < 0) usage("--timeline must not be negative");
   if (a.shards < 0 || a.threads < 0 || a.participant_threads < 0)
     usage("--shards, --threads and --participant-threads must not be negative");
   if (a.broker_pid < 0 || (a.broker_pid > 0 && a.brokers.empty()))
@@ -442,6 +449,7 @@ Options orchestrator_options(const fs::path& dir, const Args& args, Recorder& re
   o.sync = args.sync;
   o.shards = static_cast<uint32_t>(args.shards);
   o.threads = static_cast<uint32_t>(args.threads);
+  o.timeline_limit = static_cast<uint32_t>(args.timeline);
   o.changelog = args.changelog;
   o.breaker.enabled = false;
   o.on_settled = [&rec](const SagaView& v) { rec.settled(v); };
@@ -1667,6 +1675,7 @@ int main(int argc, char** argv) {
        {{"workload", args.workload},
         {"sync", args.sync},
         {"shards", args.shards},
+        {"timeline", args.timeline},
         {"threads", args.threads},
         {"participant_threads", args.participant_threads},
         {"changelog", args.changelog},

@@ -10,13 +10,61 @@ namespace saga::internal {
 namespace {
 
 // First byte of a binary record. Format 3 is format 2 plus the definition's
-// fingerprint at the end. Format-1 records are MessagePack maps (0x80..0x8f,
-// 0xde, 0xdf), so none collide.
+// fingerprint at the end; format 4 is format 3 plus the timeline. Format-1
+// records are MessagePack maps (0x80..0x8f, 0xde, 0xdf), so none collide.
 constexpr uint8_t kFormat2 = 0x02;
 constexpr uint8_t kFormat3 = 0x03;
+constexpr uint8_t kFormat4 = 0x04;
+
+// A timeline's command ids mostly start with "<saga id>/": stored without it.
+void put_command_id(std::string& out, const std::string& saga_id, const std::string& command) {
+  const bool own = command.size() > saga_id.size() && command.compare(0, saga_id.size(), saga_id) == 0 &&
+                   command[saga_id.size()] == '/';
+  out.push_back(own ? 1 : 0);
+  put_bytes(out, own ? std::string_view(command).substr(saga_id.size() + 1) : command);
+}
+
+void put_timeline(std::string& out, const SagaView& v) {
+  put_varint(out, v.timeline_dropped);
+  put_varint(out, v.timeline.size());
+  for (const TimelineEntry& e : v.timeline) {
+    put_svarint(out, e.at_ms);
+    out.push_back(static_cast<char>(e.event));
+    out.push_back(static_cast<char>(e.state));
+    put_varint(out, e.step);
+    out.push_back(static_cast<char>(e.step_status));
+    put_varint(out, e.attempt);
+    put_command_id(out, v.id, e.command_id);
+    put_bytes(out, e.error);
+    put_bytes(out, e.actor);
+    put_bytes(out, e.reason);
+  }
+}
+
+void read_timeline(RecordReader& r, SagaView& v, size_t record_size) {
+  v.timeline_dropped = r.u32();
+  const uint64_t n = r.varint();
+  if (!r.ok() || n > record_size) return;  // the caller sees !r.ok() or !r.done()
+  v.timeline.reserve(n);
+  for (uint64_t i = 0; i < n && r.ok(); ++i) {
+    TimelineEntry& e = v.timeline.emplace_back();
+    e.at_ms = r.svarint();
+    e.event = static_cast<TimelineEvent>(r.byte());
+    e.state = static_cast<SagaState>(r.byte());
+    e.step = r.u32();
+    e.step_status = static_cast<StepStatus>(r.byte());
+    e.attempt = r.u32();
+    const bool own = r.boolean();
+    const std::string_view command = r.bytes();
+    e.command_id = own ? v.id + "/" + std::string(command) : std::string(command);
+    e.error = r.bytes();
+    e.actor = r.bytes();
+    e.reason = r.bytes();
+  }
+}
 
 StatusOr<Instance> decode_binary(std::string_view bytes) {
-  const bool format3 = static_cast<uint8_t>(bytes[0]) == kFormat3;
+  const uint8_t format = static_cast<uint8_t>(bytes[0]);
   RecordReader r(bytes.substr(1));
   Instance inst;
   SagaView& v = inst.view;
@@ -54,10 +102,10 @@ StatusOr<Instance> decode_binary(std::string_view bytes) {
   inst.timer_due_ms = r.svarint();
   inst.attempt_base = r.u32();
   inst.uncertain = r.boolean();
-  if (format3) inst.fingerprint = r.varint();
+  if (format >= kFormat3) inst.fingerprint = r.varint();
+  if (format >= kFormat4) read_timeline(r, v, bytes.size());
   if (!r.ok() || !r.done()) {
-    return Status::data_loss(std::string("undecodable saga instance (format ") +
-                             (format3 ? "3)" : "2)"));
+    return Status::data_loss("undecodable saga instance (format " + std::to_string(format) + ")");
   }
   StatusOr<Json> parsed = parse_msgpack(data);
   if (!parsed.ok()) return Status::data_loss("undecodable saga data: " + parsed.status().message());
@@ -125,7 +173,7 @@ void encode_instance(Instance& inst, std::string& out) {
   out.clear();
   out.reserve(64 + v.id.size() + v.type.size() + inst.data_bytes.size() + v.traceparent.size() +
               v.last_error.size() + inst.awaiting.size() + v.steps.size() * 48);
-  out.push_back(static_cast<char>(kFormat3));
+  out.push_back(static_cast<char>(kFormat4));
   put_bytes(out, v.id);
   put_bytes(out, v.type);
   put_varint(out, v.version);
@@ -158,6 +206,7 @@ void encode_instance(Instance& inst, std::string& out) {
   put_varint(out, inst.attempt_base);
   out.push_back(inst.uncertain ? 1 : 0);
   put_varint(out, inst.fingerprint);
+  put_timeline(out, v);
 }
 
 std::string encode_instance(Instance& inst) {
@@ -169,7 +218,7 @@ std::string encode_instance(Instance& inst) {
 StatusOr<Instance> decode_instance(std::string_view bytes) {
   if (bytes.empty()) return Status::data_loss("undecodable saga instance: empty record");
   const auto first = static_cast<uint8_t>(bytes[0]);
-  if (first == kFormat2 || first == kFormat3) return decode_binary(bytes);
+  if (first == kFormat2 || first == kFormat3 || first == kFormat4) return decode_binary(bytes);
   if ((first & 0xf0) == 0x80 || first == 0xde || first == 0xdf) return decode_format1(bytes);
   return Status::data_loss("undecodable saga instance: unknown record format " +
                            std::to_string(first) +

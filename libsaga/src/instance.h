@@ -48,11 +48,11 @@ struct Instance {
   void data_changed() { data_bytes.clear(); }
 };
 
-/// Compact binary encoding (format 3, docs/storage.md). Fills
+/// Compact binary encoding (format 4, docs/storage.md). Fills
 /// inst.data_bytes when stale, hence non-const.
 std::string encode_instance(Instance& inst);
 void encode_instance(Instance& inst, std::string& out);
-/// Decodes format 3, format 2 (no fingerprint) and the older MessagePack
+/// Decodes format 4, 3 (no timeline), 2 (no fingerprint) and the older MessagePack
 /// document (format 1).
 StatusOr<Instance> decode_instance(std::string_view bytes);
 

@@ -20,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -89,6 +90,44 @@ std::string_view to_string(StepStatus s) noexcept {
       return "COMPENSATED";
     case StepStatus::kCompensationFailed:
       return "COMPENSATION_FAILED";
+    case StepStatus::kCompensationSkipped:
+      return "COMPENSATION_SKIPPED";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view to_string(TimelineEvent e) noexcept {
+  switch (e) {
+    case TimelineEvent::kStarted:
+      return "STARTED";
+    case TimelineEvent::kStepSucceeded:
+      return "STEP_SUCCEEDED";
+    case TimelineEvent::kStepRefused:
+      return "STEP_REFUSED";
+    case TimelineEvent::kStepRetryable:
+      return "STEP_RETRYABLE";
+    case TimelineEvent::kStepTimedOut:
+      return "STEP_TIMED_OUT";
+    case TimelineEvent::kCancelRequested:
+      return "CANCEL_REQUESTED";
+    case TimelineEvent::kCompensationSucceeded:
+      return "COMPENSATION_SUCCEEDED";
+    case TimelineEvent::kCompensationFailed:
+      return "COMPENSATION_FAILED";
+    case TimelineEvent::kResent:
+      return "RESENT";
+    case TimelineEvent::kExpired:
+      return "EXPIRED";
+    case TimelineEvent::kInternalError:
+      return "INTERNAL_ERROR";
+    case TimelineEvent::kOperatorRetry:
+      return "OPERATOR_RETRY";
+    case TimelineEvent::kOperatorCompensate:
+      return "OPERATOR_COMPENSATE";
+    case TimelineEvent::kOperatorAbort:
+      return "OPERATOR_ABORT";
+    case TimelineEvent::kOperatorSkip:
+      return "OPERATOR_SKIP";
   }
   return "UNKNOWN";
 }
@@ -220,10 +259,57 @@ std::vector<std::string> index_keys(const SagaView& v) {
 struct Prior {
   SagaState state;
   int64_t updated_ms;  // -1: new, nothing on disk to replace
+  uint32_t step = 0;   // the current step
 };
 
+// What a transition's timeline entry says beyond the instance itself.
+struct Cause {
+  TimelineEvent event;
+  std::string_view command_id;          // sent by the transition ("" = none)
+  const OperatorNote* note = nullptr;  // operator actions
+};
+
+TimelineEvent timeline_event(FsmEvent e) {
+  switch (e) {
+    case FsmEvent::kStart:
+      return TimelineEvent::kStarted;
+    case FsmEvent::kStepSucceeded:
+      return TimelineEvent::kStepSucceeded;
+    case FsmEvent::kStepFailed:
+      return TimelineEvent::kStepRefused;
+    case FsmEvent::kStepRetryable:
+      return TimelineEvent::kStepRetryable;
+    case FsmEvent::kStepTimedOut:
+      return TimelineEvent::kStepTimedOut;
+    case FsmEvent::kCancelRequested:
+      return TimelineEvent::kCancelRequested;
+    case FsmEvent::kCompensationSucceeded:
+      return TimelineEvent::kCompensationSucceeded;
+    case FsmEvent::kCompensationFailed:
+      return TimelineEvent::kCompensationFailed;
+    case FsmEvent::kRetryCompensation:
+      return TimelineEvent::kOperatorRetry;
+    case FsmEvent::kForceCompensate:
+      return TimelineEvent::kOperatorCompensate;
+    case FsmEvent::kAbort:
+      return TimelineEvent::kOperatorAbort;
+    case FsmEvent::kExpired:
+      return TimelineEvent::kExpired;
+    case FsmEvent::kSkipCompensation:
+      return TimelineEvent::kOperatorSkip;
+  }
+  return TimelineEvent::kInternalError;
+}
+
+// Whether the event reports an error that the step's last_error now holds.
+bool reports_error(TimelineEvent e) {
+  return e == TimelineEvent::kStepRefused || e == TimelineEvent::kStepRetryable ||
+         e == TimelineEvent::kStepTimedOut || e == TimelineEvent::kCompensationFailed ||
+         e == TimelineEvent::kExpired || e == TimelineEvent::kInternalError;
+}
+
 struct Request {
-  enum class Kind { kStart, kCancel, kRetry, kForce, kAbort, kRecords } kind;
+  enum class Kind { kStart, kCancel, kRetry, kForce, kAbort, kSkip, kRecords } kind;
   std::string id;  // the saga; for kRecords, the shard key
   std::string type;
   Json data;
@@ -231,6 +317,7 @@ struct Request {
   StartCallback done;
   std::vector<Record> records;  // kRecords
   bool if_absent = false;       // kRecords
+  OperatorNote note;            // kRetry, kForce, kAbort, kSkip
 };
 
 // A pivot step out of retries parks its saga as Failed while its command may
@@ -253,6 +340,7 @@ class Transition final : public FsmHooks {
       : e_(engine), sh_(shard), inst_(inst), def_(def) {}
 
   std::optional<FsmEvent> followup;  // set by local steps, whose outcome is known at once
+  std::string sent;                  // the id of the command this transition sent
 
   bool has_next_step() override { return inst_.view.current_step + 1 < def_.steps().size(); }
   bool past_pivot() override {
@@ -278,6 +366,10 @@ class Transition final : public FsmHooks {
     return r.max_attempts == 0 || inst_.attempt - inst_.attempt_base < r.max_attempts;
   }
   bool has_compensable() override { return next_compensable().has_value(); }
+  bool compensation_parked() override {
+    return inst_.view.state == SagaState::kFailed &&
+           step().status == StepStatus::kCompensationFailed;
+  }
 
   void begin_first_step() override { begin_step(); }
   void succeed_and_begin_next() override {
@@ -341,6 +433,13 @@ class Transition final : public FsmHooks {
     inst_.view.last_error.clear();
     step().status = StepStatus::kCompensating;
     send_compensation();
+  }
+  void skip_compensation() override {
+    step().status = StepStatus::kCompensationSkipped;
+    step().compensated_ms = now_ms();
+    inst_.view.last_error.clear();
+    inst_.awaiting.clear();
+    clear_timer();
   }
   void finish_compensated() override { finish(); }
   void abort_saga() override { finish(); }
@@ -561,25 +660,72 @@ class OrchestratorImpl final : public Orchestrator {
   // ---------------------------------------------------------------- API
   StatusOr<std::string> start(std::string_view type, Json data, StartOptions options) override {
     return call(Request{Request::Kind::kStart, options.id, std::string(type), std::move(data),
-                        std::move(options), nullptr, {}, false});
+                        std::move(options), nullptr, {}, false, {}});
   }
 
   void start_async(std::string type, Json data, StartOptions options, StartCallback done) override {
     enqueue(Request{Request::Kind::kStart, options.id, std::move(type), std::move(data),
-                    std::move(options), std::move(done), {}, false});
+                    std::move(options), std::move(done), {}, false, {}});
   }
 
-  Status cancel(std::string_view id) override { return admin(Request::Kind::kCancel, id); }
-  Status retry(std::string_view id) override { return admin(Request::Kind::kRetry, id); }
-  Status force_compensate(std::string_view id) override { return admin(Request::Kind::kForce, id); }
-  Status abort(std::string_view id) override { return admin(Request::Kind::kAbort, id); }
+  Status cancel(std::string_view id) override { return admin(Request::Kind::kCancel, id, {}); }
+  Status retry(std::string_view id, OperatorNote note) override {
+    return admin(Request::Kind::kRetry, id, std::move(note));
+  }
+  Status force_compensate(std::string_view id, OperatorNote note) override {
+    return admin(Request::Kind::kForce, id, std::move(note));
+  }
+  Status abort(std::string_view id, OperatorNote note) override {
+    return admin(Request::Kind::kAbort, id, std::move(note));
+  }
+  Status skip_compensation(std::string_view id, OperatorNote note) override {
+    return admin(Request::Kind::kSkip, id, std::move(note));
+  }
 
   StatusOr<SagaView> get(std::string_view id) const override {
     const Shard& sh = shard_for(id);
     SAGA_ASSIGN_OR_RETURN(auto bytes, sh.ks.get(store_->cf(kInstances), id));
     if (!bytes) return Status::not_found("no saga '" + std::string(id) + "'");
     SAGA_ASSIGN_OR_RETURN(Instance inst, decode_instance(*bytes));
+    inst.view.awaiting = awaited_participant(inst.view);
     return std::move(inst.view);
+  }
+
+  StatusOr<SagaCounts> counts() const override {
+    SagaCounts c;
+    std::map<std::tuple<std::string, uint32_t, SagaState>, SagaCounts::AtStep> steps;
+    std::map<std::string, uint64_t> participants;
+    for (SagaState state : {SagaState::kRunning, SagaState::kCompensating, SagaState::kFailed}) {
+      ListQuery q;
+      q.state = state;
+      const std::string prefix = list_prefix(q);
+      Status inner;
+      SAGA_RETURN_IF_ERROR(scan_merged(
+          keyspaces_, store_->cf(kIndex), prefix, prefix,
+          [&](std::string_view key, std::string_view) {
+            StatusOr<SagaView> v = get(key.substr(prefix.size() + 8));
+            if (!v.ok() && v.status().code() == StatusCode::kNotFound) return true;  // removed
+            if (!v.ok()) {
+              inner = v.status();
+              return false;
+            }
+            if (v->state != state || owner_of(v->id).where != ShardOwner::Where::kHere) return true;
+            (state == SagaState::kRunning        ? c.running
+             : state == SagaState::kCompensating ? c.compensating
+                                                 : c.failed)++;
+            SagaCounts::AtStep& at = steps[{v->type, v->current_step, state}];
+            at.type = v->type;
+            if (v->current_step < v->steps.size()) at.step = v->steps[v->current_step].name;
+            at.state = state;
+            ++at.count;
+            if (!v->awaiting.empty()) ++participants[v->awaiting];
+            return true;
+          }));
+      SAGA_RETURN_IF_ERROR(inner);
+    }
+    for (auto& [key, at] : steps) c.by_step.push_back(std::move(at));
+    c.by_participant.assign(participants.begin(), participants.end());
+    return c;
   }
 
   Status write_records(std::string_view shard_key, std::vector<Record> records,
@@ -591,7 +737,7 @@ class OrchestratorImpl final : public Orchestrator {
         return Status::invalid_argument("record '" + r.key.substr(0, 64) + "': " + why);
     }
     Request r{Request::Kind::kRecords, std::string(shard_key), {}, {}, {}, nullptr,
-              std::move(records), if_absent};
+              std::move(records), if_absent, {}};
     StatusOr<std::string> result = call(std::move(r));
     return result.ok() ? ok_status() : result.status();
   }
@@ -672,6 +818,7 @@ class OrchestratorImpl final : public Orchestrator {
             return false;
           }
           if (q.state && v->state != *q.state) return true;
+          if (q.awaiting && v->awaiting != *q.awaiting) return true;
           if (q.owned_only && owner_of(v->id).where != ShardOwner::Where::kHere) return true;
           page.items.push_back(std::move(*v));
           return true;
@@ -865,8 +1012,8 @@ class OrchestratorImpl final : public Orchestrator {
     return future.get();
   }
 
-  Status admin(Request::Kind kind, std::string_view id) {
-    Request r{kind, std::string(id), {}, {}, {}, nullptr, {}, false};
+  Status admin(Request::Kind kind, std::string_view id, OperatorNote note) {
+    Request r{kind, std::string(id), {}, {}, {}, nullptr, {}, false, std::move(note)};
     StatusOr<std::string> result = call(std::move(r));
     return result.ok() ? ok_status() : result.status();
   }
@@ -1366,13 +1513,17 @@ class OrchestratorImpl final : public Orchestrator {
       case Request::Kind::kAbort:
         ev = FsmEvent::kAbort;
         break;
+      case Request::Kind::kSkip:
+        ev = FsmEvent::kSkipCompensation;
+        break;
       case Request::Kind::kStart:
       case Request::Kind::kRecords:
         break;
     }
     const bool was_requested = inst->view.cancel_requested;
     if (r.kind == Request::Kind::kCancel) inst->view.cancel_requested = true;
-    if (Status s = dispatch(sh, *inst, ev); !s.ok()) {
+    const OperatorNote* note = r.kind == Request::Kind::kCancel ? nullptr : &r.note;
+    if (Status s = dispatch(sh, *inst, ev, /*is_new=*/false, note); !s.ok()) {
       inst->view.cancel_requested = was_requested;
       const DefinitionPtr& def = definition_of(*inst);
       if (ev == FsmEvent::kCancelRequested && inst->view.state == SagaState::kRunning &&
@@ -1554,10 +1705,10 @@ class OrchestratorImpl final : public Orchestrator {
       const TimerKind kind = inst->timer;
       const DefinitionPtr& def = definition_of(*inst);
       if (kind == TimerKind::kResend) {
-        const Prior before{inst->view.state, inst->view.updated_ms};
+        const Prior before{inst->view.state, inst->view.updated_ms, inst->view.current_step};
         Transition t(*this, sh, *inst, *def);
         t.resend();
-        persist(sh, *inst, before);
+        persist(sh, *inst, before, {TimelineEvent::kResent, t.sent});
         run_followups(sh, *inst, t);
         continue;
       }
@@ -1580,9 +1731,11 @@ class OrchestratorImpl final : public Orchestrator {
   // result. Local steps decide at once, so their outcome is fed back in.
   // An event the state does not accept runs no action (only the guards,
   // which read), so `inst` is then unchanged and needs no restoring.
-  Status dispatch(Shard& sh, Instance& inst, FsmEvent ev, bool is_new = false) {
+  Status dispatch(Shard& sh, Instance& inst, FsmEvent ev, bool is_new = false,
+                  const OperatorNote* note = nullptr) {
     const DefinitionPtr& def = definition_of(inst);
-    const Prior before{inst.view.state, is_new ? -1 : inst.view.updated_ms};
+    const Prior before{inst.view.state, is_new ? -1 : inst.view.updated_ms,
+                       inst.view.current_step};
     Transition t(*this, sh, inst, *def);
     StatusOr<SagaState> next = Status::internal("");
     try {
@@ -1605,7 +1758,7 @@ class OrchestratorImpl final : public Orchestrator {
       breaker(inst.probe).release_probe();
       inst.probe.clear();
     }
-    persist(sh, inst, before);
+    persist(sh, inst, before, {timeline_event(ev), t.sent, note});
     run_followups(sh, inst, t);
     return ok_status();
   }
@@ -1620,7 +1773,7 @@ class OrchestratorImpl final : public Orchestrator {
     inst.view.last_error = "internal error in a transition: " + what;
     inst.awaiting.clear();
     inst.timer = TimerKind::kNone;
-    persist(sh, inst, before);
+    persist(sh, inst, before, {TimelineEvent::kInternalError, {}});
     return Status::internal(inst.view.last_error);
   }
 
@@ -1632,13 +1785,14 @@ class OrchestratorImpl final : public Orchestrator {
   }
 
   // Stages the new instance record and everything that hangs off it.
-  void persist(Shard& sh, Instance& inst, const Prior& before) {
+  void persist(Shard& sh, Instance& inst, const Prior& before, const Cause& cause) {
     ++transitions_;
     ++sh.staged;
     metrics_.transitions.Increment();
     SagaView& v = inst.view;
     v.updated_ms = std::max(now_ms(), before.updated_ms);
     if (is_terminal(v.state) && v.finished_ms == 0) v.finished_ms = v.updated_ms;
+    add_to_timeline(inst, before, cause);
     auto* idx = store_->cf(kIndex);
     Batch& b = *sh.batch;
     if (before.updated_ms < 0) {  // new
@@ -1665,6 +1819,37 @@ class OrchestratorImpl final : public Orchestrator {
       write_records(sh, inst, is_new ? std::nullopt : std::optional(before.state));
     }
     if (v.state != before.state) on_state_change(sh, inst, before.state);
+  }
+
+  // Appends the transition to the saga's timeline, which keeps its first
+  // entry and the newest ones (Options::timeline_limit).
+  void add_to_timeline(Instance& inst, const Prior& before, const Cause& cause) {
+    const uint32_t limit = opts_.timeline_limit;
+    if (limit == 0) return;
+    SagaView& v = inst.view;
+    if (v.timeline.size() >= limit) {
+      const size_t drop = v.timeline.size() - limit + 1;
+      const auto from = v.timeline.begin() + (limit > 1 ? 1 : 0);
+      v.timeline.erase(from, from + static_cast<std::ptrdiff_t>(drop));
+      v.timeline_dropped += static_cast<uint32_t>(drop);
+    }
+    TimelineEntry& e = v.timeline.emplace_back();
+    e.at_ms = v.updated_ms;
+    e.event = cause.event;
+    e.state = v.state;
+    e.step = before.step;
+    const StepView* step = before.step < v.steps.size() ? &v.steps[before.step] : nullptr;
+    if (step) e.step_status = step->status;
+    e.attempt = inst.attempt;
+    e.command_id = cause.command_id;
+    if (reports_error(cause.event)) {
+      const bool own = step && cause.event != TimelineEvent::kInternalError;
+      e.error = own ? step->last_error : v.last_error;
+    }
+    if (cause.note) {
+      e.actor = cause.note->actor;
+      e.reason = cause.note->reason;
+    }
   }
 
   // The definition's domain events for this change go into the same batch.
@@ -2004,6 +2189,20 @@ class OrchestratorImpl final : public Orchestrator {
     return definitions_.at(inst.view.type).at(inst.view.version);
   }
 
+  // SagaView::awaiting, by the definition the saga runs ("" when unknown).
+  std::string awaited_participant(const SagaView& v) const {
+    if (v.state != SagaState::kRunning && v.state != SagaState::kCompensating) return "";
+    const auto versions = definitions_.find(v.type);
+    if (versions == definitions_.end()) return "";
+    const auto def = versions->second.find(v.version);
+    if (def == versions->second.end() || v.current_step >= def->second->steps().size()) return "";
+    const StepSpec& s = def->second->steps()[v.current_step];
+    const Action* a = v.state == SagaState::kRunning ? &s.action
+                      : s.compensation                ? &*s.compensation
+                                                      : nullptr;
+    return a && !a->is_local() ? a->participant : "";
+  }
+
   std::string new_traceparent() {
     return "00-" + hex(random().next()) + hex(random().next()) + "-" + hex(random().next()) + "-01";
   }
@@ -2158,7 +2357,7 @@ void Transition::send_command(const Action& a, std::string id, std::string compe
     followup = m.compensates.empty() ? FsmEvent::kStepFailed : FsmEvent::kCompensationFailed;
     return;
   }
-  inst_.awaiting = m.id;
+  inst_.awaiting = sent = m.id;
   inst_.timer = TimerKind::kDeadline;
   inst_.timer_due_ms = now_ms() + spec().timeout.count();
   e_.stage_send(sh_, std::move(m));

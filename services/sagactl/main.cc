@@ -1,8 +1,12 @@
 // sagactl: the saga admin API (docs/admin.md) from a shell.
 //
-//   sagactl [--url URL] [--token TOKEN] [--json] list [--type T] [--state S] [--limit N] [--all]
-//   sagactl show ID
-//   sagactl retry|compensate|abort ID --reason "why"
+//   sagactl [--url URL] [--token TOKEN] [--json] list [--type T] [--state S] [--awaiting P]
+//                                                     [--limit N] [--all]
+//   sagactl show ID                      the saga, its steps and its timeline
+//   sagactl watch ID [--interval-ms MS] [--follow]
+//                                        its timeline as it grows, until it settles
+//   sagactl counts                       sagas in flight by state, step and participant
+//   sagactl retry|compensate|abort|skip ID --reason "why"
 //
 // URL (default $SAGA_URL, else http://127.0.0.1:8080) is the gateway; TOKEN
 // (default $SAGA_TOKEN) a bearer token with the admin role. Exit codes: 0 done;
@@ -10,10 +14,12 @@
 // server could not be reached.
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <iostream>
+#include <thread>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -109,6 +115,19 @@ std::string step_of(const Json& s) {
   return at < steps.size() ? steps[at].value("name", "") : "-";
 }
 
+std::vector<std::string> timeline_row(const Json& e) {
+  std::string by = e.value("actor", "");
+  if (!e.value("reason", "").empty()) by += (by.empty() ? "" : ": ") + e.value("reason", "");
+  std::string note = e.value("error", "");
+  if (!by.empty()) note += (note.empty() ? "by " : "; by ") + by;
+  return {utc(e.value("atMs", int64_t{0})), e.value("event", ""), e.value("stepName", ""),
+          e.value("stepStatus", ""), std::to_string(e.value("attempt", 0)), e.value("state", ""),
+          e.value("commandId", ""), note};
+}
+
+const std::vector<std::string> kTimelineHeader = {"TIME",    "EVENT", "STEP",    "STEP STATUS",
+                                                  "ATTEMPT", "STATE", "COMMAND", "ERROR / BY"};
+
 void print_saga(const Json& s) {
   std::cout << "id        " << s.value("id", "") << "\n"
             << "type      " << s.value("type", "") << " v" << s.value("version", 0) << "\n"
@@ -127,6 +146,69 @@ void print_saga(const Json& s) {
                     st.value("lastError", "")});
   std::cout << "\n";
   print_table(rows);
+  if (!s.contains("timeline")) return;
+  std::cout << "\n";
+  if (const int dropped = s.value("timelineDropped", 0); dropped > 0)
+    std::cout << "(" << dropped << " entries after the first are no longer kept)\n";
+  std::vector<std::vector<std::string>> timeline = {kTimelineHeader};
+  for (const Json& e : s["timeline"]) timeline.push_back(timeline_row(e));
+  print_table(timeline);
+}
+
+bool settled(const std::string& state, bool follow) {
+  return state == "COMPLETED" || state == "COMPENSATED" || state == "ABORTED" ||
+         (state == "FAILED" && !follow);
+}
+
+// Prints a saga's timeline entries as they appear, polling every
+// `interval`, until the saga settles; entries are numbered across the ones
+// the saga no longer keeps, so none prints twice.
+int watch(Api& api, const std::string& target, std::chrono::milliseconds interval, bool follow,
+          bool json) {
+  size_t next = 0;  // the next entry to print, numbered over every entry ever recorded
+  for (bool first = true;; first = false) {
+    if (!first) std::this_thread::sleep_for(interval);  // polling the API is the wait itself
+    const Json saga = api.call("GET", target);
+    const Json& timeline = saga["timeline"];
+    // Kept: entry 0, then entries dropped + 1 ... total - 1.
+    const size_t dropped = saga.value("timelineDropped", size_t{0});
+    const size_t total = dropped + timeline.size();
+    if (first && !json) std::cout << saga.value("id", "") << " (" << saga.value("type", "") << ")\n";
+    for (; next < total; ++next) {
+      if (next >= 1 && next <= dropped) {  // no longer kept when we looked
+        if (!json) std::cout << "(" << dropped + 1 - next << " entries no longer kept)\n";
+        next = dropped;
+        continue;
+      }
+      const Json& e = timeline[next == 0 ? 0 : next - dropped];
+      if (json) {
+        std::cout << e.dump() << std::endl;
+        continue;
+      }
+      std::string line;
+      for (const std::string& cell : timeline_row(e))
+        if (!cell.empty()) line += (line.empty() ? "" : "  ") + cell;
+      std::cout << line << std::endl;
+    }
+    if (settled(saga.value("state", ""), follow)) return 0;
+  }
+}
+
+void print_counts(const Json& c) {
+  std::vector<std::vector<std::string>> states = {{"STATE", "SAGAS"}};
+  for (const auto& [state, n] : c["byState"].items()) states.push_back({state, n.dump()});
+  print_table(states);
+  std::vector<std::vector<std::string>> steps = {{"TYPE", "STEP", "STATE", "SAGAS"}};
+  for (const Json& s : c["bySteps"])
+    steps.push_back({s.value("type", ""), s.value("step", ""), s.value("state", ""),
+                     std::to_string(s.value("count", 0))});
+  std::cout << "\n";
+  print_table(steps);
+  std::vector<std::vector<std::string>> parts = {{"AWAITING", "SAGAS"}};
+  for (const Json& p : c["byParticipant"])
+    parts.push_back({p.value("participant", ""), std::to_string(p.value("count", 0))});
+  std::cout << "\n";
+  print_table(parts);
 }
 
 }  // namespace
@@ -143,25 +225,35 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // --url, --token and --json also after the subcommand
 
-  std::string type, state;
+  std::string type, state, awaiting;
   int limit = 50;
   bool all = false;
   auto* list = app.add_subcommand("list", "sagas, oldest first");
   list->add_option("--type", type, "only this saga type");
   list->add_option("--state", state, "only this state (RUNNING, COMPENSATING, COMPLETED, ...)");
+  list->add_option("--awaiting", awaiting, "only sagas waiting for this participant");
   list->add_option("--limit", limit, "sagas per page (1..1000)")->check(CLI::Range(1, 1000));
   list->add_flag("--all", all, "every page, not only the first");
 
   std::string id, reason;
-  auto* show = app.add_subcommand("show", "one saga and its steps");
+  auto* show = app.add_subcommand("show", "one saga, its steps and its timeline");
   show->add_option("id", id, "the saga's id")->required();
+  int interval_ms = 500;
+  bool follow = false;
+  auto* watcher = app.add_subcommand("watch", "print a saga's timeline as it grows, until it settles");
+  watcher->add_option("id", id, "the saga's id")->required();
+  watcher->add_option("--interval-ms", interval_ms, "how often to look (default 500)")
+      ->check(CLI::Range(50, 60'000));
+  watcher->add_flag("--follow", follow, "go on watching a FAILED saga until it ends");
+  auto* counts = app.add_subcommand("counts", "sagas in flight by state, step and awaited participant");
+  const std::vector<std::pair<std::string, std::string>> kActions = {
+      {"retry", "a Failed saga compensates again, or its pivot is sent again"},
+      {"compensate", "compensate a Running or Failed saga now"},
+      {"abort", "stop a saga where it is; nothing more is sent"},
+      {"skip", "give up a failed compensation as done by hand; the earlier steps are compensated"}};
   std::vector<std::pair<CLI::App*, std::string>> actions;
-  for (const char* action : {"retry", "compensate", "abort"}) {
-    auto* sub = app.add_subcommand(action, std::string(action) == "retry"
-                                               ? "a Failed saga compensates again, or its pivot is sent again"
-                                           : std::string(action) == "compensate"
-                                               ? "compensate a Running or Failed saga now"
-                                               : "stop a saga where it is; nothing more is sent");
+  for (const auto& [action, what] : kActions) {
+    auto* sub = app.add_subcommand(action, what);
     sub->add_option("id", id, "the saga's id")->required();
     sub->add_option("--reason", reason, "why (recorded with your name)")->required();
     actions.emplace_back(sub, action);
@@ -180,6 +272,7 @@ int main(int argc, char** argv) {
       std::string query = "limit=" + std::to_string(limit);
       if (!type.empty()) query += "&type=" + encode(type);
       if (!state.empty()) query += "&state=" + encode(state);
+      if (!awaiting.empty()) query += "&awaiting=" + encode(awaiting);
       Json items = Json::array();
       std::string next;
       do {
@@ -198,6 +291,18 @@ int main(int argc, char** argv) {
                           utc(s.value("createdMs", int64_t{0})), s.value("lastError", "")});
         print_table(rows);
         if (!next.empty()) std::cout << "(more: --all for every page)\n";
+      }
+      return 0;
+    }
+    if (*watcher)
+      return watch(api, "/admin/sagas/" + encode(id), std::chrono::milliseconds(interval_ms), follow,
+                   json);
+    if (*counts) {
+      const Json c = api.call("GET", "/admin/saga-counts");
+      if (json) {
+        std::cout << c.dump(2) << "\n";
+      } else {
+        print_counts(c);
       }
       return 0;
     }

@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -85,14 +87,43 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
         return s["steps"][1]["status"] == "RUNNING";
       },
       60s));
+  // It shows in the counts and in the list of sagas awaiting payment.
+  r = run(ctl + " --json counts");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  const json counts = json::parse(r.out);
+  CHECK(counts["byState"]["RUNNING"] == 1);
+  CHECK(counts["byParticipant"] == json::array({{{"participant", "payment"}, {"count", 1}}}));
+  r = run(ctl + " counts");
+  CHECK(r.code == 0);
+  CHECK(r.out.find("booking  pay   RUNNING  1") != std::string::npos);
+  r = run(ctl + " --json list --awaiting payment");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  REQUIRE(json::parse(r.out).size() == 1);
+  CHECK(json::parse(r.out)[0]["id"] == waiting.id);
   r = run(ctl + " compensate " + waiting.id + " --reason 'payment provider down'");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK(r.out.find("COMPENSAT") != std::string::npos);
+  CHECK(r.out.find("OPERATOR_COMPENSATE") != std::string::npos);  // the timeline
   try {
     stack.start("payment");
   } catch (const std::exception& e) {
     FAIL(e.what());
   }
+  // watch: the timeline as it grows, one JSON entry a line, until it settles.
+  r = run(ctl + " --json watch " + waiting.id + " --interval-ms 100");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  std::vector<json> entries;
+  for (size_t at = 0, end; (end = r.out.find('\n', at)) != std::string::npos; at = end + 1)
+    entries.push_back(json::parse(r.out.substr(at, end - at)));
+  REQUIRE(entries.size() >= 4);
+  CHECK(entries.front()["event"] == "STARTED");
+  CHECK(entries.back()["state"] == "COMPENSATED");
+  const auto by_operator = std::find_if(entries.begin(), entries.end(), [](const json& e) {
+    return e["event"] == "OPERATOR_COMPENSATE";
+  });
+  REQUIRE(by_operator != entries.end());
+  CHECK((*by_operator)["actor"] == "ops");
+  CHECK((*by_operator)["reason"] == "payment provider down");
   CHECK(settle_all(*gw, {waiting}, 120s).at(waiting.id) == "REJECTED");
   r = run(ctl + " --json show " + waiting.id);
   REQUIRE_MESSAGE(r.code == 0, r.out);

@@ -741,6 +741,188 @@ TEST_CASE("abort moves a FAILED saga to ABORTED and nothing more is sent") {
 // restarted compensation re-used (command id, attempt) pairs; the participant's
 // reply ids ("<command>/retry<attempt>") repeat and the engine's reply marks
 // drop them as duplicates. The compensation then waits for its full timeout.
+// What a timeline shows of each entry: event, state after, step, step status.
+std::vector<std::string> timeline_of(const SagaView& v) {
+  std::vector<std::string> out;
+  for (const TimelineEntry& e : v.timeline) {
+    out.push_back(std::string(to_string(e.event)) + " " + std::string(to_string(e.state)) + " " +
+                  std::to_string(e.step) + " " + std::string(to_string(e.step_status)));
+  }
+  return out;
+}
+
+TEST_CASE("the timeline records every transition with its command, attempt and error; an operator's skip with who and why") {
+  Harness h;
+  h.open();
+  const std::string id = park_a_saga(h);
+  SagaView v = h.view(id);
+  CHECK(timeline_of(v) == std::vector<std::string>{
+                              "STARTED RUNNING 0 RUNNING",
+                              "STEP_SUCCEEDED RUNNING 0 SUCCEEDED",
+                              "STEP_SUCCEEDED RUNNING 1 SUCCEEDED",
+                              "STEP_REFUSED COMPENSATING 2 FAILED",
+                              "COMPENSATION_FAILED COMPENSATING 1 COMPENSATING",
+                              "RESENT COMPENSATING 1 COMPENSATING",
+                              "COMPENSATION_FAILED COMPENSATING 1 COMPENSATING",
+                              "RESENT COMPENSATING 1 COMPENSATING",
+                              "COMPENSATION_FAILED FAILED 1 COMPENSATION_FAILED",
+                          });
+  REQUIRE(v.timeline.size() == 9);
+  CHECK(v.timeline_dropped == 0);
+  CHECK(v.timeline[0].command_id == id + "/0/a");
+  CHECK(v.timeline[0].attempt == 1);
+  CHECK(v.timeline[0].at_ms == v.created_ms);
+  CHECK(v.timeline[2].command_id == id + "/2/a");
+  CHECK(v.timeline[3].error == "sold out");
+  CHECK(v.timeline[3].command_id == id + "/1/c");  // the refusal starts the refund
+  CHECK(v.timeline[4].error == "ledger locked");
+  CHECK(v.timeline[4].command_id.empty());  // a backoff first: nothing sent
+  CHECK(v.timeline[5].command_id == id + "/1/c");
+  CHECK(v.timeline[5].attempt == 2);
+  CHECK(v.timeline[7].attempt == 3);
+  for (size_t i = 1; i < v.timeline.size(); ++i) CHECK(v.timeline[i].at_ms >= v.timeline[i - 1].at_ms);
+  CHECK(v.timeline.back().at_ms == v.updated_ms);
+  CHECK(v.awaiting.empty());  // parked: waiting for an operator, not a participant
+
+  // Skip is for a failed compensation only.
+  Harness other;
+  other.open();
+  const std::string running = other.start();
+  CHECK(other.orch->skip_compensation(running).code() == StatusCode::kFailedPrecondition);
+  CHECK(h.orch->skip_compensation("nope").code() == StatusCode::kNotFound);
+
+  REQUIRE(h.orch->skip_compensation(id, {"ops@example", "refunded by hand"}).ok());
+  h.drive();
+  v = h.view(id);
+  CHECK(v.state == SagaState::kCompensated);
+  CHECK(v.steps[1].status == StepStatus::kCompensationSkipped);
+  CHECK(v.steps[1].compensated_ms > 0);
+  CHECK(v.steps[0].status == StepStatus::kCompensated);
+  CHECK(h.payment.received("refund").size() == 3);  // nothing more sent to payment
+  CHECK(h.inventory.applied(id + "/0/c") == 1);
+  REQUIRE(v.timeline.size() == 11);
+  const TimelineEntry& skip = v.timeline[9];
+  CHECK(skip.event == TimelineEvent::kOperatorSkip);
+  CHECK(skip.actor == "ops@example");
+  CHECK(skip.reason == "refunded by hand");
+  CHECK(skip.step == 1);
+  CHECK(skip.step_status == StepStatus::kCompensationSkipped);
+  CHECK(skip.command_id == id + "/0/c");  // the release of step 0 goes out at once
+  CHECK(timeline_of(v).back() == "COMPENSATION_SUCCEEDED COMPENSATED 0 COMPENSATED");
+  CHECK(v.timeline.back().actor.empty());
+  CHECK(h.orch->skip_compensation(id).code() == StatusCode::kFailedPrecondition);
+
+  // The timeline is in the record: a restart reads it back.
+  h.close();
+  h.open();
+  CHECK(timeline_of(h.view(id)) == timeline_of(v));
+}
+
+TEST_CASE("operator actions are in the timeline: retry, force_compensate and abort with their notes") {
+  Harness h;
+  h.open();
+  const std::string parked = park_a_saga(h);
+  h.payment.script("refund", {succeed()});
+  REQUIRE(h.orch->retry(parked, {"ann", "ledger unlocked"}).ok());
+  h.drive();
+  SagaView v = h.view(parked);
+  CHECK(v.state == SagaState::kCompensated);
+  REQUIRE(v.timeline.size() >= 10);
+  CHECK(v.timeline[9].event == TimelineEvent::kOperatorRetry);
+  CHECK(v.timeline[9].actor == "ann");
+  CHECK(v.timeline[9].reason == "ledger unlocked");
+  CHECK(v.timeline[9].command_id == parked + "/1/c");
+  CHECK(v.timeline[9].attempt == 4);
+
+  h.payment.script("charge", {swallow()});
+  const std::string forced = h.start();
+  h.drive();
+  REQUIRE(h.orch->force_compensate(forced, {"bob", "guest called"}).ok());
+  const std::string aborted = h.start();
+  h.drive();
+  REQUIRE(h.orch->abort(aborted, {"", ""}).ok());
+  h.drive();
+  const SagaView f = h.view(forced);
+  REQUIRE(f.timeline.size() >= 3);
+  const TimelineEntry& force = f.timeline[2];
+  CHECK(force.event == TimelineEvent::kOperatorCompensate);
+  CHECK(force.actor == "bob");
+  // The charge was in flight (outcome unknown): its refund goes out at once.
+  CHECK(force.step_status == StepStatus::kCompensating);
+  CHECK(force.command_id == forced + "/1/c");
+  CHECK(force.state == SagaState::kCompensating);
+  const SagaView a = h.view(aborted);
+  CHECK(a.timeline.back().event == TimelineEvent::kOperatorAbort);
+  CHECK(a.timeline.back().state == SagaState::kAborted);
+  CHECK(a.timeline.back().actor.empty());
+}
+
+TEST_CASE("a timeline keeps its first entry and the newest up to timeline_limit; 0 keeps none") {
+  Harness h;
+  h.options.timeline_limit = 4;
+  h.open();
+  const std::string id = park_a_saga(h);  // nine transitions
+  const SagaView v = h.view(id);
+  CHECK(timeline_of(v) == std::vector<std::string>{
+                              "STARTED RUNNING 0 RUNNING",
+                              "COMPENSATION_FAILED COMPENSATING 1 COMPENSATING",
+                              "RESENT COMPENSATING 1 COMPENSATING",
+                              "COMPENSATION_FAILED FAILED 1 COMPENSATION_FAILED",
+                          });
+  CHECK(v.timeline_dropped == 5);
+
+  Harness none;
+  none.options.timeline_limit = 0;
+  none.open();
+  const std::string plain = none.start();
+  none.drive();
+  CHECK(none.view(plain).state == SagaState::kCompleted);
+  CHECK(none.view(plain).timeline.empty());
+  CHECK(none.view(plain).timeline_dropped == 0);
+}
+
+TEST_CASE("counts() tallies sagas in flight by state, step and awaited participant; list filters by it") {
+  Harness h;
+  h.open();
+  auto empty = h.orch->counts();
+  REQUIRE(empty.ok());
+  CHECK(empty->running + empty->compensating + empty->failed == 0);
+  CHECK(empty->by_step.empty());
+
+  const std::string parked = park_a_saga(h);
+  h.payment.script("charge", {swallow()});
+  const std::string charging1 = h.start();
+  const std::string charging2 = h.start();
+  h.drive();
+  h.inventory.script("reserve", {swallow()});
+  const std::string reserving = h.start();
+  h.drive();
+
+  auto c = h.orch->counts();
+  REQUIRE(c.ok());
+  CHECK(c->running == 3);
+  CHECK(c->compensating == 0);
+  CHECK(c->failed == 1);
+  std::vector<std::string> at;
+  for (const SagaCounts::AtStep& s : c->by_step)
+    at.push_back(s.type + " " + s.step + " " + std::string(to_string(s.state)) + " " +
+                 std::to_string(s.count));
+  CHECK(at == std::vector<std::string>{"booking reserve RUNNING 1", "booking pay RUNNING 2",
+                                       "booking pay FAILED 1"});
+  REQUIRE(c->by_participant.size() == 2);
+  CHECK(c->by_participant[0] == std::pair<std::string, uint64_t>{"inventory", 1});
+  CHECK(c->by_participant[1] == std::pair<std::string, uint64_t>{"payment", 2});
+
+  CHECK(h.view(charging1).awaiting == "payment");
+  CHECK(h.view(reserving).awaiting == "inventory");
+  CHECK(h.view(parked).awaiting.empty());
+  ListQuery q;
+  q.awaiting = "payment";
+  CHECK(list_all(*h.orch, q) == std::vector<std::string>{charging1, charging2});
+  q.awaiting = "nobody";
+  CHECK(list_all(*h.orch, q).empty());
+}
+
 TEST_CASE("a retry reply to a compensation restarted by retry() is not dropped as stale") {
   Harness h;
   h.open();

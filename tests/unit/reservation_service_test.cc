@@ -432,6 +432,24 @@ TEST_CASE("the admin API lists, reads and acts on sagas: admins only, with a rea
   CHECK(one["steps"][0]["status"] == "RUNNING");
   CHECK(one["steps"][0]["attempts"].get<int>() >= 1);
   CHECK(one["createdMs"].get<int64_t>() > 0);
+  CHECK(one["awaiting"] == "inventory");
+  REQUIRE(one["timeline"].size() == 1);
+  CHECK(one["timeline"][0]["event"] == "STARTED");
+  CHECK(one["timeline"][0]["stepName"] == "reserve");
+  CHECK(one["timeline"][0]["commandId"] == waiting + "/0/a");
+  CHECK(one["timelineDropped"] == 0);
+  const Json listed = w.get_json("/admin/sagas?state=RUNNING");
+  REQUIRE(listed.size() == 2);
+  CHECK_FALSE(listed[0].contains("timeline"));  // a list is light; one saga has it all
+  CHECK(list("awaiting=inventory").size() == 2);
+  CHECK(list("awaiting=payment").empty());
+
+  // Counts of the sagas in flight, by state, step and awaited participant.
+  const Json counts = w.get_json("/admin/saga-counts");
+  CHECK(counts["byState"] == Json{{"RUNNING", 2}, {"COMPENSATING", 0}, {"FAILED", 0}});
+  CHECK(counts["bySteps"] ==
+        Json::array({{{"type", "booking"}, {"step", "reserve"}, {"state", "RUNNING"}, {"count", 2}}}));
+  CHECK(counts["byParticipant"] == Json::array({{{"participant", "inventory"}, {"count", 2}}}));
 
   // Acting needs a reason; the answer is the saga after the action.
   ClientResponse r = w.post("/admin/sagas/" + stopped + "/abort", Json::object());
@@ -440,6 +458,11 @@ TEST_CASE("the admin API lists, reads and acts on sagas: admins only, with a rea
   r = w.post("/admin/sagas/" + stopped + "/abort", {{"reason", "guest called: duplicate"}});
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(Json::parse(r.body)["state"] == "ABORTED");
+  // The action is in the saga's timeline with who and why.
+  const Json aborted = Json::parse(r.body)["timeline"].back();
+  CHECK(aborted["event"] == "OPERATOR_ABORT");
+  CHECK(aborted["actor"] == "test-admin");
+  CHECK(aborted["reason"] == "guest called: duplicate");
   r = w.post("/admin/sagas/" + waiting + "/compensate", {{"reason", "room closed for repairs"}});
   REQUIRE_MESSAGE(r.status == 200, r.body);
   CHECK(Json::parse(r.body)["state"] == "COMPENSATING");
@@ -449,6 +472,10 @@ TEST_CASE("the admin API lists, reads and acts on sagas: admins only, with a rea
   // Acting on a saga in the wrong state is 409, on an unknown one 404.
   r = w.post("/admin/sagas/" + done + "/retry", {{"reason", "try it"}});
   CHECK_MESSAGE(r.status == 409, r.body);
+  r = w.post("/admin/sagas/" + done + "/skip", {{"reason", "refunded by hand"}});
+  CHECK_MESSAGE(r.status == 409, r.body);  // only a failed compensation can be skipped
+  r = w.post("/admin/sagas/" + done + "/skip", {{"reason", 5}});
+  CHECK_MESSAGE(r.status == 400, r.body);
   r = w.post("/admin/sagas/" + stopped + "/abort", {{"reason", "again"}});
   CHECK_MESSAGE(r.status == 409, r.body);
   CHECK(w.get("/admin/sagas/no-such-saga").status == 404);
@@ -457,7 +484,8 @@ TEST_CASE("the admin API lists, reads and acts on sagas: admins only, with a rea
 
   // Bad queries say what is wrong.
   for (const char* query : {"state=SLEEPING", "limit=0", "limit=1001", "limit=x",
-                            "createdFrom=-1", "createdTo=yesterday", "type=", "pageToken=zz"}) {
+                            "createdFrom=-1", "createdTo=yesterday", "type=", "pageToken=zz",
+                            "awaiting="}) {
     ClientResponse bad = w.get(std::string("/admin/sagas?") + query);
     CHECK_MESSAGE(bad.status == 400, query << " -> " << bad.status << " " << bad.body);
   }
@@ -473,6 +501,8 @@ TEST_CASE("the admin API lists, reads and acts on sagas: admins only, with a rea
   CHECK(guest->get("/admin/sagas")->status == 403);
   CHECK(guest->get("/admin/sagas/" + done)->status == 403);
   CHECK(guest->post_json("/admin/sagas/" + done + "/abort", {{"reason", "mine"}})->status == 403);
+  CHECK(guest->post_json("/admin/sagas/" + done + "/skip", {{"reason", "mine"}})->status == 403);
+  CHECK(guest->get("/admin/saga-counts")->status == 403);
 }
 
 TEST_CASE("the seed's walkthrough: stock 1, two bookings, events in the seed's order") {
@@ -958,6 +988,11 @@ TEST_CASE("two reservation replicas: a request to either is answered as by one s
       REQUIRE_MESSAGE(r->status == 200, r->body);
       CHECK(Json::parse(r->body)["state"] == "COMPLETED");
     }
+    auto counts = admin->get("/admin/saga-counts");
+    REQUIRE(counts.ok());
+    REQUIRE_MESSAGE(counts->status == 200, counts->body);
+    CHECK(Json::parse(counts->body)["byState"] ==
+          Json{{"RUNNING", 0}, {"COMPENSATING", 0}, {"FAILED", 0}});
   }
   for (auto& r : replicas) {
     r.server->stop();

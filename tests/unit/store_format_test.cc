@@ -65,6 +65,39 @@ Instance sample() {
   return inst;
 }
 
+// sample() with a timeline (format 4): an entry of every kind of field,
+// command ids of its own saga (stored without the id) and of another.
+Instance sample_with_timeline() {
+  Instance inst = sample();
+  SagaView& v = inst.view;
+  v.timeline_dropped = 300;
+  TimelineEntry started;
+  started.at_ms = v.created_ms;
+  started.command_id = "saga-1/0/a";
+  started.step_status = StepStatus::kRunning;
+  started.attempt = 1;
+  v.timeline.push_back(started);
+  TimelineEntry refused;
+  refused.at_ms = -5;
+  refused.event = TimelineEvent::kStepRefused;
+  refused.state = SagaState::kCompensating;
+  refused.step = 70000;
+  refused.step_status = StepStatus::kFailed;
+  refused.attempt = 4;
+  refused.command_id = "saga-10/1/c.2";  // another saga's prefix: kept whole
+  refused.error = std::string("no\0room", 7);
+  v.timeline.push_back(refused);
+  TimelineEntry skip;
+  skip.event = TimelineEvent::kOperatorSkip;
+  skip.state = SagaState::kCompensated;
+  skip.step_status = StepStatus::kCompensationSkipped;
+  skip.command_id = "saga-1/";  // the id and a slash only
+  skip.actor = "ops";
+  skip.reason = "refunded by hand";
+  v.timeline.push_back(skip);
+  return inst;
+}
+
 void check_same(const Instance& a, const Instance& b) {
   const SagaView& x = a.view;
   const SagaView& y = b.view;
@@ -99,6 +132,22 @@ void check_same(const Instance& a, const Instance& b) {
   CHECK(a.timer_due_ms == b.timer_due_ms);
   CHECK(a.attempt_base == b.attempt_base);
   CHECK(a.uncertain == b.uncertain);
+  CHECK(x.timeline_dropped == y.timeline_dropped);
+  REQUIRE(x.timeline.size() == y.timeline.size());
+  for (size_t i = 0; i < x.timeline.size(); ++i) {
+    const TimelineEntry& p = x.timeline[i];
+    const TimelineEntry& q = y.timeline[i];
+    CHECK(p.at_ms == q.at_ms);
+    CHECK(p.event == q.event);
+    CHECK(p.state == q.state);
+    CHECK(p.step == q.step);
+    CHECK(p.step_status == q.step_status);
+    CHECK(p.attempt == q.attempt);
+    CHECK(p.command_id == q.command_id);
+    CHECK(p.error == q.error);
+    CHECK(p.actor == q.actor);
+    CHECK(p.reason == q.reason);
+  }
 }
 
 // What libsaga wrote before the binary record (format 1).
@@ -141,9 +190,11 @@ std::string encode_format1(const Instance& inst) {
 }
 
 TEST_CASE("instance record: round trip of every field") {
-  Instance inst = sample();
+  Instance inst = sample_with_timeline();
   const std::string bytes = encode_instance(inst);
-  CHECK(static_cast<uint8_t>(bytes[0]) == 0x03);
+  CHECK(static_cast<uint8_t>(bytes[0]) == 0x04);
+  // An own command id is stored without the saga's id.
+  CHECK(bytes.find("saga-1/0/a") == std::string::npos);
   StatusOr<Instance> back = decode_instance(bytes);
   REQUIRE(back.ok());
   check_same(inst, *back);
@@ -171,10 +222,32 @@ TEST_CASE("instance record: format 1 (MessagePack) records still decode") {
   CHECK(back->fingerprint == 0);
 }
 
+// Format 4 without a timeline: its last two bytes (none dropped, no entries)
+// are zero.
+std::string encode_format3(Instance& inst) {
+  REQUIRE(inst.view.timeline.empty());
+  std::string bytes = encode_instance(inst);
+  REQUIRE(bytes.substr(bytes.size() - 2) == std::string(2, '\0'));
+  bytes.resize(bytes.size() - 2);
+  bytes[0] = '\x03';
+  return bytes;
+}
+
+TEST_CASE("instance record: format 3 records (format 4 without the timeline) still decode") {
+  Instance inst = sample();
+  std::string bytes = encode_format3(inst);
+  StatusOr<Instance> back = decode_instance(bytes);
+  REQUIRE(back.ok());
+  check_same(inst, *back);
+  CHECK(back->fingerprint == inst.fingerprint);
+  bytes.push_back('\0');  // a format 3 record must end after the fingerprint
+  CHECK(decode_instance(bytes).status().code() == StatusCode::kDataLoss);
+}
+
 TEST_CASE("instance record: format 2 records (format 3 without the fingerprint) still decode") {
   Instance inst = sample();
   inst.fingerprint = 0;  // one byte, 0x00, at the end of format 3
-  std::string bytes = encode_instance(inst);
+  std::string bytes = encode_format3(inst);
   REQUIRE(bytes.back() == '\0');
   bytes.pop_back();
   bytes[0] = '\x02';
@@ -187,7 +260,7 @@ TEST_CASE("instance record: format 2 records (format 3 without the fingerprint) 
 }
 
 TEST_CASE("instance record: damaged records are DataLoss, never a crash") {
-  Instance inst = sample();
+  Instance inst = sample_with_timeline();
   const std::string bytes = encode_instance(inst);
   for (size_t n = 0; n < bytes.size(); ++n) {
     StatusOr<Instance> r = decode_instance(bytes.substr(0, n));
@@ -477,7 +550,7 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
     CHECK(v->state == SagaState::kCompleted);
     CHECK(v->data == Json{{"qty", 1}});
   }
-  // The legacy timer key is gone, and the record is in the current format (3) now.
+  // The legacy timer key is gone, and the record is in the current format (4) now.
   auto store = Store::open(data_dir, cfs, false);
   REQUIRE(store.ok());
   int timer_keys = 0;
@@ -492,7 +565,7 @@ TEST_CASE("open: a store of the previous layout resumes, its timer re-armed from
   auto rec = (*store)->get((*store)->cf(0), "legacy-1");
   REQUIRE(rec.ok());
   REQUIRE(rec->has_value());
-  CHECK(static_cast<uint8_t>((**rec)[0]) == 0x03);
+  CHECK(static_cast<uint8_t>((**rec)[0]) == 0x04);
 }
 
 // A record damaged in a way decoding cannot see (its current step beyond its

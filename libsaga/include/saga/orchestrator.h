@@ -45,8 +45,57 @@ enum class StepStatus : uint8_t {
   kCompensating = 5,
   kCompensated = 6,
   kCompensationFailed = 7,
+  kCompensationSkipped = 8,  ///< an operator skipped its failed compensation
 };
 std::string_view to_string(StepStatus s) noexcept;
+
+/// What a timeline entry records. Values are stored on disk: never renumber.
+enum class TimelineEvent : uint8_t {
+  kStarted = 1,
+  kStepSucceeded = 2,          ///< a step's action succeeded
+  kStepRefused = 3,            ///< a step's action was refused (nothing applied)
+  kStepRetryable = 4,          ///< answered "retry" (nothing applied)
+  kStepTimedOut = 5,           ///< no reply in time (outcome unknown)
+  kCancelRequested = 6,        ///< the user asked to cancel
+  kCompensationSucceeded = 7,
+  kCompensationFailed = 8,     ///< failed or timed out
+  kResent = 9,                 ///< a backoff or an open breaker ended: sent again
+  kExpired = 10,               ///< older than the de-duplication horizon: parked
+  kInternalError = 11,         ///< a transition threw: parked
+  kOperatorRetry = 12,         ///< operator: Orchestrator::retry
+  kOperatorCompensate = 13,    ///< operator: force_compensate
+  kOperatorAbort = 14,         ///< operator: abort
+  kOperatorSkip = 15,          ///< operator: skip_compensation
+};
+std::string_view to_string(TimelineEvent e) noexcept;
+
+/// One transition of a saga as its timeline shows it (SagaView::timeline):
+/// written in the same atomic write as the transition itself.
+struct TimelineEntry {
+  int64_t at_ms = 0;
+  TimelineEvent event = TimelineEvent::kStarted;
+  SagaState state = SagaState::kRunning;  ///< the saga's state after it
+  /// The step the event concerns (the current step before it) and that
+  /// step's status after it.
+  uint32_t step = 0;
+  StepStatus step_status = StepStatus::kPending;
+  /// Attempt number of the command this transition sent, else of the one
+  /// it answered (0 = none).
+  uint32_t attempt = 0;
+  /// Id of the command this transition sent ("" = none).
+  std::string command_id;
+  /// The participant's error or the timeout that caused it ("" = none).
+  std::string error;
+  /// Operator actions: who acted and why (OperatorNote).
+  std::string actor;
+  std::string reason;
+};
+
+/// Who asked for an admin action and why; kept in the saga's timeline.
+struct OperatorNote {
+  std::string actor;   ///< who acted (a user name); may be empty
+  std::string reason;  ///< why; may be empty
+};
 
 /// A step of an instance, as queries show it.
 struct StepView {
@@ -81,6 +130,16 @@ struct SagaView {
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   int64_t finished_ms = 0;  ///< when it became terminal (0 = not)
+  /// Every transition, oldest first: the first entry and the newest
+  /// Options::timeline_limit - 1 (timeline_dropped says how many between
+  /// them were dropped).
+  std::vector<TimelineEntry> timeline;
+  uint32_t timeline_dropped = 0;
+  /// The participant whose reply (or resend) the saga waits for: its
+  /// current step's action while Running, its compensation while
+  /// Compensating; "" when none (a local step, Failed, terminal). Derived
+  /// from the definition when read, not stored.
+  std::string awaiting;
 };
 
 /// Filters and paging for list(). Empty optionals match everything.
@@ -99,6 +158,26 @@ struct ListQuery {
   /// replicas, each replica's part of a list gathered from all of them, which
   /// skips the standby copies and moved-away shards its store may hold.
   bool owned_only = false;
+  /// Only sagas whose `awaiting` is this participant.
+  std::optional<std::string> awaiting;
+};
+
+/// How many sagas are not terminal, by state and by where they wait: for
+/// dashboards (Orchestrator::counts).
+struct SagaCounts {
+  uint64_t running = 0;
+  uint64_t compensating = 0;
+  uint64_t failed = 0;
+  /// Per saga type, step (its name) and state: the sagas whose current step it is.
+  struct AtStep {
+    std::string type;
+    std::string step;
+    SagaState state = SagaState::kRunning;
+    uint64_t count = 0;
+  };
+  std::vector<AtStep> by_step;  ///< sorted by type, step index, state
+  /// Per participant: the sagas awaiting it (SagaView::awaiting).
+  std::vector<std::pair<std::string, uint64_t>> by_participant;  ///< sorted by name
 };
 
 /// The page token that continues `query` after the saga created at
@@ -218,6 +297,9 @@ struct Options {
   /// (docs/storage.md, "Participant retention"). 0 = no limit (for
   /// participants that never forget). Default 30 days.
   Duration dedup_horizon{30LL * 24 * 3600 * 1000};
+  /// Most entries a saga's timeline keeps (SagaView::timeline): the first
+  /// and the newest. 0 = keep no timeline. Default 64.
+  uint32_t timeline_limit = 64;
   BreakerOptions breaker;
   BreakerPolicy breaker_policy = BreakerPolicy::kReject;
   /// Time source; default the system clock.
@@ -296,12 +378,21 @@ class Orchestrator {
 
   /// Admin: re-runs the compensation of a Failed saga, or for one parked at
   /// its pivot (out of retries) sends the pivot again; attempts start again.
-  virtual Status retry(std::string_view id) = 0;
+  /// Every admin action is recorded in the saga's timeline with `note`.
+  virtual Status retry(std::string_view id, OperatorNote note = {}) = 0;
   /// Admin: compensates a Running or Failed saga now (parked at its pivot:
   /// the steps before the pivot, the operator deciding it did not happen).
-  virtual Status force_compensate(std::string_view id) = 0;
+  virtual Status force_compensate(std::string_view id, OperatorNote note = {}) = 0;
   /// Admin: stops a non-terminal saga where it is; nothing more is sent.
-  virtual Status abort(std::string_view id) = 0;
+  virtual Status abort(std::string_view id, OperatorNote note = {}) = 0;
+  /// Admin: a saga Failed on a compensation gives that step up as undone by
+  /// hand (kCompensationSkipped) and compensates the steps before it, ending
+  /// Compensated. FailedPrecondition for any other saga.
+  virtual Status skip_compensation(std::string_view id, OperatorNote note = {}) = 0;
+  /// Sagas not terminal, counted by state, step and awaited participant
+  /// (with replicas: of the shards this process drives). Reads the store's
+  /// state index and every such saga: the cost grows with sagas in flight.
+  virtual StatusOr<SagaCounts> counts() const = 0;
 
   /// One engine iteration on the calling thread: takes replies, due timers and
   /// requests, persists their transitions in one write, then sends. Waits up to

@@ -40,6 +40,8 @@ std::string_view to_string(FsmEvent e) noexcept {
       return "force_compensate";
     case FsmEvent::kAbort:
       return "abort";
+    case FsmEvent::kSkipCompensation:
+      return "skip_compensation";
     case FsmEvent::kExpired:
       return "expired";
   }
@@ -66,6 +68,7 @@ struct CompensationFailed {};
 struct RetryCompensation {};
 struct ForceCompensate {};
 struct Abort {};
+struct SkipCompensation {};
 struct Expired {};
 
 // ---- states: each records what it stands for on entry ----
@@ -119,6 +122,7 @@ SAGA_FSM_GUARD(MayRetryCompensation, h.compensation_attempts_left())
 SAGA_FSM_GUARD(CompensationExhausted, !h.compensation_attempts_left())
 SAGA_FSM_GUARD(SomethingToUndo, h.has_compensable())
 SAGA_FSM_GUARD(NothingToUndo, !h.has_compensable())
+SAGA_FSM_GUARD(CompensationParked, h.compensation_parked())
 
 SAGA_FSM_ACTION(BeginFirstStep, begin_first_step)
 SAGA_FSM_ACTION(SucceedAndBeginNext, succeed_and_begin_next)
@@ -133,6 +137,7 @@ SAGA_FSM_ACTION(Park, park)
 SAGA_FSM_ACTION(ParkAtPivot, park_at_pivot)
 SAGA_FSM_ACTION(RetryParkedStep, retry_parked_step)
 SAGA_FSM_ACTION(RestartCompensation, restart_compensation)
+SAGA_FSM_ACTION(SkipCompensationAction, skip_compensation)
 SAGA_FSM_ACTION(FinishCompensated, finish_compensated)
 SAGA_FSM_ACTION(AbortSaga, abort_saga)
 SAGA_FSM_ACTION(ParkExpired, park_expired)
@@ -196,6 +201,7 @@ struct SagaMachine_ : msmf::state_machine_def<SagaMachine_> {
       // Parked for an operator: a compensation that kept failing ...
       Row< Failed,       RetryCompensation,     Compensating, RestartCompensation,     NotParkedAtPivot       >,
       Row< Failed,       ForceCompensate,       Compensating, RestartCompensation,     NotParkedAtPivot       >,
+      Row< Failed,       SkipCompensation,      Unwinding,    SkipCompensationAction,  CompensationParked     >,
       Row< Failed,       Abort,                 Aborted,      AbortSaga,               none                   >,
       // ... or a pivot out of retries, whose outcome is open: an operator
       // sends it again or undoes the steps before it; its late reply decides.
@@ -261,6 +267,8 @@ StatusOr<SagaState> fsm_process(SagaState current, FsmEvent event, FsmHooks& hoo
       return run(m, ForceCompensate{}, event, current);
     case FsmEvent::kAbort:
       return run(m, Abort{}, event, current);
+    case FsmEvent::kSkipCompensation:
+      return run(m, SkipCompensation{}, event, current);
     case FsmEvent::kExpired:
       return run(m, Expired{}, event, current);
   }

@@ -23,6 +23,7 @@ enum class FsmEvent : uint8_t {
   kRetryCompensation,      ///< operator: try a parked compensation again
   kForceCompensate,        ///< operator: compensate now
   kAbort,                  ///< operator: stop where it is
+  kSkipCompensation,       ///< operator: a parked compensation counts as done by hand
   kExpired,                ///< older than the de-duplication horizon: may send nothing more
 };
 std::string_view to_string(FsmEvent e) noexcept;
@@ -46,6 +47,8 @@ class FsmHooks {
   virtual bool attempts_left() = 0;
   virtual bool compensation_attempts_left() = 0;
   virtual bool has_compensable() = 0;
+  /// Failed because the current step's compensation kept failing.
+  virtual bool compensation_parked() = 0;
   // Actions.
   virtual void begin_first_step() = 0;
   virtual void succeed_and_begin_next() = 0;
@@ -60,6 +63,7 @@ class FsmHooks {
   virtual void park_at_pivot() = 0;
   virtual void retry_parked_step() = 0;
   virtual void restart_compensation() = 0;
+  virtual void skip_compensation() = 0;
   virtual void finish_compensated() = 0;
   virtual void abort_saga() = 0;
   virtual void park_expired() = 0;

@@ -755,7 +755,8 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
       forward_prefix(router, prefix, gateway, gateway->upstreams.back());
     }
   };
-  add("reservation", upstreams.reservation, {"/reservations", "/accommodations", "/admin/sagas"});
+  add("reservation", upstreams.reservation, {"/reservations", "/accommodations", "/admin/sagas",
+                                             "/admin/saga-counts"});
   add("payment", upstreams.payment, {"/payments"});
   add("inventory", upstreams.inventory, {"/places", "/owners", "/reservationManagements"});
   add("mypage", upstreams.mypage, {"/mypages"});

@@ -8,8 +8,9 @@
 //   sagactl counts                       sagas in flight by state, step and participant
 //   sagactl retry|compensate|abort|skip ID --reason "why"
 //
-// URL (default $SAGA_URL, else http://127.0.0.1:8080) is the gateway; TOKEN
-// (default $SAGA_TOKEN) a bearer token with the admin role. Exit codes: 0 done;
+// URL (default $SAGA_URL, else http://127.0.0.1:8080) is the gateway, http://
+// or https:// (verified against --cacert FILE, default $SAGA_CACERT, else the
+// system's CAs); TOKEN (default $SAGA_TOKEN) a bearer token with the admin role. Exit codes: 0 done;
 // 1 the server refused (its problem detail on stderr); 2 bad usage; 3 the
 // server could not be reached.
 #include <CLI/CLI.hpp>
@@ -61,15 +62,22 @@ std::string utc(int64_t ms) {
 // Calls the API; a response other than 200 or no response is a Failure.
 class Api {
  public:
-  Api(const std::string& url, std::string token) : token_(std::move(token)) {
+  Api(const std::string& url, std::string token, std::string cacert) : token_(std::move(token)) {
     std::string rest = url;
-    if (rest.rfind("https://", 0) == 0)
-      throw Failure{kUsage, "--url: https is not supported yet; give the gateway's http:// URL"};
-    if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
+    saga::service::ClientOptions options;
+    if (rest.rfind("https://", 0) == 0) {
+      options.tls = true;
+      options.tls_ca_file = std::move(cacert);
+      rest = rest.substr(8);
+    } else if (rest.rfind("http://", 0) == 0) {
+      rest = rest.substr(7);
+    } else if (rest.find("://") != std::string::npos) {
+      throw Failure{kUsage, "--url: only http:// and https:// URLs"};
+    }
     while (!rest.empty() && rest.back() == '/') rest.pop_back();
     auto hp = saga::service::parse_host_port("--url", rest);
     if (!hp.ok()) throw Failure{kUsage, hp.status().message()};
-    client_ = std::make_unique<saga::service::HttpClient>(hp->host, hp->port);
+    client_ = std::make_unique<saga::service::HttpClient>(hp->host, hp->port, options);
   }
 
   Json call(const std::string& method, const std::string& target, const Json& body = nullptr,
@@ -78,7 +86,10 @@ class Api {
     if (!token_.empty()) headers.emplace_back("Authorization", "Bearer " + token_);
     if (!body.is_null()) headers.emplace_back("Content-Type", "application/json");
     auto r = client_->request(method, target, headers, body.is_null() ? "" : body.dump());
-    if (!r.ok()) throw Failure{kUnreachable, r.status().to_string()};
+    if (!r.ok()) {
+      throw Failure{r.status().code() == saga::StatusCode::kInvalidArgument ? kUsage : kUnreachable,
+                    r.status().to_string()};
+    }
     auto json = r->json();
     if (r->status != 200) {
       std::string detail = json.ok() && json->is_object() ? json->value("detail", r->body) : r->body;
@@ -218,9 +229,13 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("sagactl ") + std::string(saga::version()));
   std::string url = env_or("SAGA_URL", "http://127.0.0.1:8080");
   std::string token = env_or("SAGA_TOKEN", "");
+  std::string cacert = env_or("SAGA_CACERT", "");
   bool json = false;
   app.add_option("--url", url, "the gateway (default $SAGA_URL, else http://127.0.0.1:8080)");
   app.add_option("--token", token, "a bearer token with the admin role (default $SAGA_TOKEN)");
+  app.add_option("--cacert", cacert,
+                 "https: the CA certificates (PEM) to trust (default $SAGA_CACERT, else the "
+                 "system's)");
   app.add_flag("--json", json, "print the API's JSON instead of tables");
   app.require_subcommand(1);
   app.fallthrough();  // --url, --token and --json also after the subcommand
@@ -266,7 +281,7 @@ int main(int argc, char** argv) {
   }
 
   try {
-    Api api(url, token);
+    Api api(url, token, cacert);
     const auto encode = [](const std::string& s) { return saga::service::percent_encode(s); };
     if (*list) {
       std::string query = "limit=" + std::to_string(limit);

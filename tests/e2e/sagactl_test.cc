@@ -12,6 +12,9 @@
 #include <vector>
 
 #include "e2e/e2e_support.h"
+#include "saga/service/http_server.h"
+#include "saga/service/router.h"
+#include "support/temp_dir.h"
 
 namespace saga::testing::e2e {
 namespace {
@@ -143,6 +146,47 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
   CHECK(run(ctl + " abort " + waiting.id).code == 2);  // no --reason
   CHECK(run(ctl + " list --limit 0").code == 2);
   CHECK(run(std::string(SAGA_SAGACTL_BIN) + " --url http://127.0.0.1:1 list").code == 3);
+}
+
+// An https:// URL: the server's certificate is verified against --cacert
+// (or $SAGA_CACERT); one it cannot verify is "unreachable" (3), a CA file it
+// cannot read bad usage (2). The server here stands in for the gateway.
+TEST_CASE("sagactl over https trusts the certificate it is given and no other") {
+  TempDir dir("sagactl-https");
+  const std::string cert = (dir.path() / "cert.pem").string();
+  const std::string key = (dir.path() / "key.pem").string();
+  REQUIRE(run("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+              "-addext subjectAltName=IP:127.0.0.1 -keyout '" + key + "' -out '" + cert + "'")
+              .code == 0);
+  service::Router router;
+  router.get("/admin/sagas/{id}", [](const service::Request& req) {
+    return service::Response::json(
+        200, json{{"id", std::string(req.param("id"))}, {"type", "booking"}, {"state", "COMPLETED"},
+                  {"steps", json::array()}, {"timeline", json::array()}});
+  });
+  service::ServerOptions o;
+  o.host = "127.0.0.1";
+  o.port = 0;
+  o.tls_cert_file = cert;
+  o.tls_key_file = key;
+  service::HttpServer server(o, std::move(router));
+  REQUIRE(server.start().ok());
+  const std::string ctl = std::string(SAGA_SAGACTL_BIN) + " --url https://127.0.0.1:" +
+                          std::to_string(server.port()) + " --token t";
+
+  Run r = run(ctl + " --cacert '" + cert + "' --json show b-1");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(json::parse(r.out)["id"] == "b-1");
+  r = run("SAGA_CACERT='" + cert + "' " + ctl + " show b-2");
+  REQUIRE_MESSAGE(r.code == 0, r.out);
+  CHECK(r.out.find("b-2") != std::string::npos);
+  r = run(ctl + " show b-1");  // the system's CAs: self-signed is not trusted
+  CHECK_MESSAGE(r.code == 3, r.out);
+  CHECK(r.out.find("TLS handshake") != std::string::npos);
+  r = run(ctl + " --cacert '" + (dir.path() / "none.pem").string() + "' show b-1");
+  CHECK_MESSAGE(r.code == 2, r.out);
+  CHECK(r.out.find("none.pem") != std::string::npos);
+  CHECK(run(std::string(SAGA_SAGACTL_BIN) + " --url ftp://127.0.0.1:1 list").code == 2);
 }
 
 }  // namespace

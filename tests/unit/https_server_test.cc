@@ -1,6 +1,7 @@
 // HttpServer with TLS: a self-signed certificate made at test time (the
 // openssl command line, into a temporary folder), an HTTPS round trip that
-// verifies it, and plain HTTP refused on the TLS port.
+// verifies it, and plain HTTP refused on the TLS port; HttpClient over TLS:
+// verified, keep-alive, and refusing an untrusted certificate or another host's.
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <netinet/in.h>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <string>
 
+#include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/router.h"
 #include "support/temp_dir.h"
@@ -31,12 +33,13 @@ using tcp = net::ip::tcp;
 
 namespace {
 
-// A self-signed certificate for 127.0.0.1 and its key, in `dir`.
+// A self-signed certificate for 127.0.0.1 (its CN and subjectAltName) and its key, in `dir`.
 struct SelfSigned {
   explicit SelfSigned(const std::filesystem::path& dir)
       : cert((dir / "cert.pem").string()), key((dir / "key.pem").string()) {
     const std::string cmd =
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout '" + key +
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+        "-addext subjectAltName=IP:127.0.0.1 -keyout '" + key +
         "' -out '" + cert + "' >/dev/null 2>&1";
     REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, "openssl could not make a certificate");
   }
@@ -153,4 +156,52 @@ TEST_CASE(
   REQUIRE(!w.ok());
   CHECK(w.message().find("BEGIN") == std::string::npos);
   CHECK(w.message().find(pem.substr(30, 40)) == std::string::npos);
+}
+
+TEST_CASE("HttpClient speaks HTTPS: verified against a CA file, kept alive; refuses what it cannot trust") {
+  saga::testing::TempDir dir("https-test");
+  SelfSigned files(dir.path());
+  HttpServer server(tls_options(files), ping_router());
+  REQUIRE(server.start().ok());
+
+  ClientOptions trusting;
+  trusting.tls = true;
+  trusting.tls_ca_file = files.cert;
+  HttpClient client("127.0.0.1", server.port(), trusting);
+  for (int i = 0; i < 3; ++i) {
+    auto r = client.get("/ping");
+    REQUIRE_MESSAGE(r.ok(), r.status().to_string());
+    CHECK(r->status == 200);
+    CHECK(r->body == "pong");
+  }
+  CHECK(client.connections_opened() == 1);
+
+  // The system's CAs do not know a self-signed certificate.
+  ClientOptions system_cas;
+  system_cas.tls = true;
+  auto untrusted = HttpClient("127.0.0.1", server.port(), system_cas).get("/ping");
+  REQUIRE_FALSE(untrusted.ok());
+  CHECK(untrusted.status().code() == saga::StatusCode::kUnavailable);
+  CHECK(untrusted.status().message().find("TLS handshake") != std::string::npos);
+  // A certificate for 127.0.0.1 is not one for "localhost".
+  auto other_host = HttpClient("localhost", server.port(), trusting).get("/ping");
+  REQUIRE_FALSE(other_host.ok());
+  CHECK(other_host.status().message().find("TLS handshake") != std::string::npos);
+  // A CA file that cannot be read is named.
+  ClientOptions missing = trusting;
+  missing.tls_ca_file = (dir.path() / "nope.pem").string();
+  auto no_file = HttpClient("127.0.0.1", server.port(), missing).get("/ping");
+  REQUIRE_FALSE(no_file.ok());
+  CHECK(no_file.status().code() == saga::StatusCode::kInvalidArgument);
+  CHECK(no_file.status().message().find("nope.pem") != std::string::npos);
+
+  // TLS to a plain HTTP server fails its handshake.
+  ServerOptions plain_options;
+  plain_options.host = "127.0.0.1";
+  plain_options.port = 0;
+  HttpServer plain(plain_options, ping_router());
+  REQUIRE(plain.start().ok());
+  auto mismatch = HttpClient("127.0.0.1", plain.port(), trusting).get("/ping");
+  REQUIRE_FALSE(mismatch.ok());
+  CHECK(mismatch.status().message().find("TLS handshake") != std::string::npos);
 }

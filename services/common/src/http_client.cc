@@ -3,11 +3,15 @@
 // timeouts only apply to asynchronous operations).
 #include "saga/service/http_client.h"
 
+#include <openssl/ssl.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <optional>
 
 #include "saga/json.h"
@@ -25,8 +29,22 @@ namespace internal {
 class ClientConnection {
  public:
   net::io_context ioc{1};
-  std::optional<beast::tcp_stream> stream;
+  std::optional<beast::tcp_stream> stream;  // plain HTTP
+  std::optional<net::ssl::context> tls;     // with ClientOptions::tls
+  std::optional<beast::ssl_stream<beast::tcp_stream>> secure;  // HTTPS: over its own TCP stream
   beast::flat_buffer buffer;
+
+  bool connected() const { return stream || secure; }
+  beast::tcp_stream& tcp() { return secure ? beast::get_lowest_layer(*secure) : *stream; }
+  // Calls `f` with the stream HTTP goes over.
+  template <class F>
+  void with_stream(F&& f) {
+    if (secure) {
+      f(*secure);
+    } else {
+      f(*stream);
+    }
+  }
 
   // Runs the queued operations to completion.
   void run() {
@@ -37,8 +55,8 @@ class ClientConnection {
   // Whether the connection can carry another request: still open, and the
   // server has neither closed it nor sent anything unasked.
   bool reusable() {
-    if (!stream || !stream->socket().is_open() || buffer.size() != 0) return false;
-    auto& socket = stream->socket();
+    if (!connected() || !tcp().socket().is_open() || buffer.size() != 0) return false;
+    auto& socket = tcp().socket();
     beast::error_code ec;
     socket.non_blocking(true, ec);
     if (ec) return false;
@@ -63,6 +81,31 @@ bool is_http_error(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_method).category();
 }
 
+// Moves the connected TCP stream into a TLS stream and shakes hands by
+// `deadline`, checking the certificate names the host (SNI for a name).
+Status handshake(internal::ClientConnection& c, const std::string& host, Clock::time_point deadline,
+                 const std::string& where) {
+  c.secure.emplace(std::move(*c.stream), *c.tls);
+  c.stream.reset();
+  beast::error_code ec;
+  (void)net::ip::make_address(host, ec);
+  const bool is_ip = !ec;
+  ec.clear();
+  SSL* ssl = c.secure->native_handle();
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  const bool named = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) == 1
+                           : SSL_set_tlsext_host_name(ssl, host.c_str()) == 1 &&
+                                 X509_VERIFY_PARAM_set1_host(param, host.c_str(), 0) == 1;
+  if (!named) return Status::internal("cannot set the TLS host name " + host);
+  c.tcp().expires_at(deadline);
+  c.secure->async_handshake(net::ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+  c.run();
+  if (ec == beast::error::timeout)
+    return Status::deadline_exceeded("TLS handshake with " + where + " timed out");
+  if (ec) return Status::unavailable("TLS handshake with " + where + " failed: " + ec.message());
+  return Status();
+}
+
 }  // namespace
 
 StatusOr<nlohmann::json> ClientResponse::json() const {
@@ -79,12 +122,13 @@ HttpClient::HttpClient(std::string host, uint16_t port, ClientOptions options)
 HttpClient::~HttpClient() = default;
 
 void HttpClient::close() {
-  if (conn_ && conn_->stream) {
+  if (conn_ && conn_->connected()) {
     beast::error_code ec;
-    conn_->stream->socket().shutdown(tcp::socket::shutdown_both, ec);
-    conn_->stream->close();
+    conn_->tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
+    conn_->tcp().close();
   }
   if (conn_) {
+    conn_->secure.reset();
     conn_->stream.reset();
     conn_->buffer.clear();
   }
@@ -106,7 +150,30 @@ StatusOr<ClientResponse> HttpClient::put_json(std::string_view target, const nlo
 
 StatusOr<ClientResponse> HttpClient::request(std::string_view method, std::string_view target,
                                              const Headers& headers, std::string body) {
-  if (!conn_) conn_ = std::make_unique<internal::ClientConnection>();
+  if (!conn_) {
+    auto fresh = std::make_unique<internal::ClientConnection>();
+    if (options_.tls) {
+      auto& ctx = fresh->tls.emplace(net::ssl::context::tls_client);
+      ctx.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                      net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                      net::ssl::context::no_tlsv1_1);
+      ctx.set_verify_mode(net::ssl::verify_peer);
+      beast::error_code ec;
+      if (options_.tls_ca_file.empty()) {
+        ctx.set_default_verify_paths(ec);
+      } else {
+        ctx.load_verify_file(options_.tls_ca_file, ec);
+      }
+      if (ec) {
+        return Status::invalid_argument("cannot load CA certificates" +
+                                        (options_.tls_ca_file.empty()
+                                             ? std::string(" from the system's paths")
+                                             : " from " + options_.tls_ca_file) +
+                                        ": " + ec.message());
+      }
+    }
+    conn_ = std::move(fresh);
+  }
   auto& c = *conn_;
   const std::string where = host_ + ":" + std::to_string(port_);
 
@@ -180,8 +247,14 @@ StatusOr<ClientResponse> HttpClient::request(std::string_view method, std::strin
         }
         return Status::unavailable("cannot connect to " + where + ": " + ec.message());
       }
-      ++connections_opened_;
       c.stream->socket().set_option(tcp::no_delay(true), ec);
+      if (c.tls) {
+        if (Status s = handshake(c, host_, deadline, where); !s.ok()) {
+          close();
+          return s;
+        }
+      }
+      ++connections_opened_;
     }
 
     auto deadline = Clock::now() + options_.request_timeout;
@@ -191,8 +264,10 @@ StatusOr<ClientResponse> HttpClient::request(std::string_view method, std::strin
                                        std::to_string(options_.request_timeout.count()) + " ms");
     };
     beast::error_code write_ec;
-    c.stream->expires_at(deadline);
-    http::async_write(*c.stream, req, [&](beast::error_code e, size_t) { write_ec = e; });
+    c.tcp().expires_at(deadline);
+    c.with_stream([&](auto& s) {
+      http::async_write(s, req, [&](beast::error_code e, size_t) { write_ec = e; });
+    });
     c.run();
     if (write_ec == beast::error::timeout) {
       close();
@@ -208,9 +283,10 @@ StatusOr<ClientResponse> HttpClient::request(std::string_view method, std::strin
     if (method == "HEAD") parser.skip(true);
     beast::error_code read_ec = write_ec;
     if (try_read) {
-      c.stream->expires_at(deadline);
-      http::async_read(*c.stream, c.buffer, parser,
-                       [&](beast::error_code e, size_t) { read_ec = e; });
+      c.tcp().expires_at(deadline);
+      c.with_stream([&](auto& s) {
+        http::async_read(s, c.buffer, parser, [&](beast::error_code e, size_t) { read_ec = e; });
+      });
       c.run();
     }
     if (read_ec) {

@@ -36,6 +36,12 @@ struct ClientOptions {
   /// Headers sent with every request unless the call passes one of the same
   /// name (e.g. Authorization for a test client acting as one user). Default none.
   Headers default_headers;
+  /// HTTPS: TLS 1.2 or later, the server's certificate verified against
+  /// `tls_ca_file` (PEM; empty = the system's CA certificates) and the host
+  /// (its DNS name, or its IP address in the certificate's subjectAltName).
+  /// Default false.
+  bool tls = false;
+  std::string tls_ca_file;
 };
 
 /// A response as received.
@@ -69,8 +75,10 @@ class HttpClient {
   /// whatever its status. Host, User-Agent and Content-Length are set for you;
   /// a non-empty body without a Content-Type header is sent as application/json.
   /// Errors: Unavailable when the host cannot be resolved or reached
-  /// (connection refused or reset), DeadlineExceeded when connect_timeout or
-  /// request_timeout passes, Internal for a malformed or oversized response.
+  /// (connection refused or reset) or, with TLS, the handshake fails (an
+  /// untrusted certificate, another host's); DeadlineExceeded when
+  /// connect_timeout or request_timeout passes; Internal for a malformed or
+  /// oversized response; InvalidArgument for an unreadable tls_ca_file.
   StatusOr<ClientResponse> request(std::string_view method, std::string_view target,
                                    const Headers& headers = {}, std::string body = {});
 

@@ -3,7 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <charconv>
+#include <limits>
 #include <functional>
 #include <set>
 #include <string>
@@ -34,15 +34,8 @@ Json step_json(const StepView& s) {
 }
 
 Status time_param(const Request& req, const char* name, std::optional<int64_t>& out) {
-  const auto text = req.query(name);
-  if (!text) return Status();
-  int64_t v = 0;
-  const char* end = text->data() + text->size();
-  auto [p, ec] = std::from_chars(text->data(), end, v);
-  if (text->empty() || ec != std::errc() || p != end || v < 0)
-    return Status::invalid_argument(std::string("query parameter '") + name +
-                                    "' must be a time in ms since the epoch (an integer >= 0)");
-  out = v;
+  SAGA_ASSIGN_OR_RETURN(out, req.query_int(name, 0, std::numeric_limits<int64_t>::max(),
+                                           "a time in ms since the epoch (an integer >= 0)"));
   return Status();
 }
 
@@ -66,15 +59,8 @@ StatusOr<ListQuery> list_query(const Request& req) {
   }
   SAGA_RETURN_IF_ERROR(time_param(req, "createdFrom", q.created_from_ms));
   SAGA_RETURN_IF_ERROR(time_param(req, "createdTo", q.created_to_ms));
-  if (auto text = req.query("limit")) {
-    uint32_t v = 0;
-    const char* end = text->data() + text->size();
-    auto [p, ec] = std::from_chars(text->data(), end, v);
-    if (text->empty() || ec != std::errc() || p != end || v < 1 || v > kMaxLimit)
-      return Status::invalid_argument("query parameter 'limit' must be an integer in 1.." +
-                                      std::to_string(kMaxLimit));
-    q.limit = v;
-  }
+  SAGA_ASSIGN_OR_RETURN(auto limit, req.query_int("limit", 1, kMaxLimit));
+  if (limit) q.limit = static_cast<uint32_t>(*limit);
   if (auto token = req.query("pageToken")) {
     if (token->empty()) return Status::invalid_argument("query parameter 'pageToken' is empty");
     q.page_token = *token;  // the orchestrator checks it

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 #include "message_access.h"
 #include "saga/json.h"
@@ -144,6 +145,22 @@ std::optional<std::string> Request::query(std::string_view name) const {
     if (key == name) return value;
   }
   return std::nullopt;
+}
+
+StatusOr<std::optional<int64_t>> Request::query_int(std::string_view name, int64_t min,
+                                                   int64_t max, std::string_view what) const {
+  const auto text = query(name);
+  if (!text) return std::optional<int64_t>();
+  int64_t v = 0;
+  const char* end = text->data() + text->size();
+  auto [p, ec] = std::from_chars(text->data(), end, v);
+  if (text->empty() || ec != std::errc() || p != end || v < min || v > max) {
+    return Status::invalid_argument(
+        "query parameter '" + std::string(name) + "' must be " +
+        (what.empty() ? "an integer in " + std::to_string(min) + ".." + std::to_string(max)
+                      : std::string(what)));
+  }
+  return std::optional<int64_t>(v);
 }
 
 bool Request::has_json_content_type() const {

@@ -70,6 +70,11 @@ class Request {
   /// The first value of query parameter `name`, percent-decoded ('+' is a
   /// space): "" for `?flag` or `?flag=`, nullopt when absent.
   std::optional<std::string> query(std::string_view name) const;
+  /// Query parameter `name` as a whole decimal integer in [min, max]:
+  /// nullopt when absent, InvalidArgument (400) naming the parameter and
+  /// `what` it must be (default "an integer in min..max") otherwise.
+  StatusOr<std::optional<int64_t>> query_int(std::string_view name, int64_t min, int64_t max,
+                                             std::string_view what = {}) const;
   /// Every query parameter in order, decoded.
   const std::vector<std::pair<std::string, std::string>>& query_params() const noexcept {
     return query_;

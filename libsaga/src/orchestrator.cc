@@ -1827,10 +1827,14 @@ class OrchestratorImpl final : public Orchestrator {
     const uint32_t limit = opts_.timeline_limit;
     if (limit == 0) return;
     SagaView& v = inst.view;
+    if (limit == 1 && !v.timeline.empty()) {  // the first only
+      ++v.timeline_dropped;
+      return;
+    }
     if (v.timeline.size() >= limit) {
       const size_t drop = v.timeline.size() - limit + 1;
-      const auto from = v.timeline.begin() + (limit > 1 ? 1 : 0);
-      v.timeline.erase(from, from + static_cast<std::ptrdiff_t>(drop));
+      v.timeline.erase(v.timeline.begin() + 1,
+                       v.timeline.begin() + 1 + static_cast<std::ptrdiff_t>(drop));
       v.timeline_dropped += static_cast<uint32_t>(drop);
     }
     TimelineEntry& e = v.timeline.emplace_back();

@@ -871,6 +871,13 @@ TEST_CASE("a timeline keeps its first entry and the newest up to timeline_limit;
                           });
   CHECK(v.timeline_dropped == 5);
 
+  Harness one;
+  one.options.timeline_limit = 1;
+  one.open();
+  const std::string first_only = park_a_saga(one);
+  CHECK(timeline_of(one.view(first_only)) == std::vector<std::string>{"STARTED RUNNING 0 RUNNING"});
+  CHECK(one.view(first_only).timeline_dropped == 8);
+
   Harness none;
   none.options.timeline_limit = 0;
   none.open();

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "saga/gateway/gateway.h"
+#include "saga/gateway/openapi.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
@@ -860,6 +861,21 @@ TEST_CASE("/metrics needs an admin's token") {
   REQUIRE(admin.ok());
   CHECK(admin->status == 200);
   CHECK(admin->body.find("gateway_upstream_requests_total") != std::string::npos);
+}
+
+TEST_CASE("GET /openapi.json answers the OpenAPI 3.1 description without a token, not forwarded") {
+  Fixture f;
+  auto res = f.gateway.anonymous().get("/openapi.json");
+  REQUIRE(res.ok());
+  REQUIRE_MESSAGE(res->status == 200, res->body);
+  CHECK(res->header("Content-Type") == "application/json");
+  auto doc = res->json();
+  REQUIRE_MESSAGE(doc.ok(), doc.status().to_string());
+  CHECK((*doc)["openapi"] == "3.1.0");
+  CHECK((*doc)["paths"].contains("/openapi.json"));
+  CHECK(res->body == gw::openapi_json());  // the file as built in
+  for (FakeUpstream* up : {&f.reservation, &f.payment, &f.inventory, &f.mypage})
+    CHECK(up->seen().empty());
 }
 
 TEST_CASE("POST /auth/dev-token exists only with development tokens on") {

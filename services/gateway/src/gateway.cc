@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "saga/gateway/openapi.h"
 #include "saga/service/config.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
@@ -767,6 +768,11 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
                   return dev_token(*gateway->verifier, body);
                 }));
   }
+
+  // The OpenAPI description of all of the above, public like the probes.
+  router.get("/openapi.json", [](const Request&) {
+    return Response::text(200, std::string(openapi_json()), "application/json");
+  });
 
   service::add_standard_routes(
       router,

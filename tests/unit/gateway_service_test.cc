@@ -380,6 +380,25 @@ TEST_CASE("each prefix goes to its upstream with method, path, query and body in
         std::string::npos);
 }
 
+TEST_CASE("a method the upstream lacks gets the upstream's 405 and Allow, OPTIONS included") {
+  // An upstream with one route: only it knows which methods a path has.
+  Router only_get;
+  only_get.get("/mypages/{id}", [](const Request&) { return Response::json(200, {}); });
+  HttpServer mypage(loopback(), std::move(only_get));
+  REQUIRE(mypage.start().ok());
+  FakeUpstream other("other");
+  TestGateway gateway(
+      one_each(other.address(), other.address(), other.address(), {"127.0.0.1", mypage.port()}));
+  HttpClient client = gateway.client();
+  for (const char* method : {"OPTIONS", "DELETE", "PUT"}) {
+    CAPTURE(method);
+    auto res = client.request(method, "/mypages/m-1", {}, "");
+    REQUIRE(res.ok());
+    CHECK(res->status == 405);
+    CHECK(res->header("Allow") == "GET, HEAD");
+  }
+}
+
 TEST_CASE("HEAD is answered from the upstream's GET") {
   Fixture f;
   HttpClient client = f.gateway.client();

@@ -48,8 +48,11 @@ using service::Identity;
 using service::Request;
 using service::Response;
 
-// The methods forwarded; GET routes also answer HEAD.
-constexpr std::array<const char*, 5> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+// The methods forwarded; GET routes also answer HEAD. OPTIONS too, so that the
+// upstream, which knows its routes, answers a method it lacks (405 with its
+// own Allow) rather than the gateway, which would allow every one of these.
+constexpr std::array<const char*, 6> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE",
+                                                 "OPTIONS"};
 
 // What became of one forwarded request (a metrics label).
 enum Outcome : size_t {

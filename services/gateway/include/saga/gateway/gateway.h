@@ -196,8 +196,8 @@ std::string client_address(std::string_view peer,
 /// InvalidArgument naming the bad variable.
 StatusOr<GatewayOptions> gateway_options_from_env();
 
-/// Registers the forwarding routes (GET/HEAD, POST, PUT, PATCH, DELETE on each
-/// prefix and everything below it), POST /auth/dev-token when the verifier's
+/// Registers the forwarding routes (GET/HEAD, POST, PUT, PATCH, DELETE, OPTIONS
+/// on each prefix and everything below it), POST /auth/dev-token when the verifier's
 /// config has dev_tokens ({"sub", "roles"} -> 200 {"token", "expiresIn"}),
 /// GET /openapi.json (openapi_json(), public), and the standard routes:
 /// /healthz, /readyz (200 when every upstream has a replica whose /readyz answers 200 within

@@ -34,12 +34,10 @@ using nlohmann::json;
 using service::Router;
 namespace gw = gateway;
 
-// Paths the description announces before the services serve them (the admin
-// API's additions, being built at the same time): tolerated when missing from
-// the service, checked like any other once served. Empty this list when they
-// land.
-const std::set<std::string> kAnnounced = {"POST /admin/sagas/{id}/skip",
-                                          "GET /admin/saga-counts"};
+// Paths the description may announce before a service serves them:
+// tolerated when missing from the service, checked like any other once
+// served. Keep it empty but while such a change is being made.
+const std::set<std::string> kAnnounced = {};
 
 // Routes every service has for itself (probes, metrics): not forwarded.
 bool is_standard(const std::string& pattern) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "saga/gateway/gateway.h"
+#include "saga/gateway/openapi.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_server.h"
 #include "saga/service/identity.h"
@@ -377,6 +378,25 @@ TEST_CASE("each prefix goes to its upstream with method, path, query and body in
   CHECK(f.reservation.metrics_text().find("http_server_connections_total " +
                                           std::to_string(f.reservation.seen().size()) + "\n") !=
         std::string::npos);
+}
+
+TEST_CASE("a method the upstream lacks gets the upstream's 405 and Allow, OPTIONS included") {
+  // An upstream with one route: only it knows which methods a path has.
+  Router only_get;
+  only_get.get("/mypages/{id}", [](const Request&) { return Response::json(200, {}); });
+  HttpServer mypage(loopback(), std::move(only_get));
+  REQUIRE(mypage.start().ok());
+  FakeUpstream other("other");
+  TestGateway gateway(
+      one_each(other.address(), other.address(), other.address(), {"127.0.0.1", mypage.port()}));
+  HttpClient client = gateway.client();
+  for (const char* method : {"OPTIONS", "DELETE", "PUT"}) {
+    CAPTURE(method);
+    auto res = client.request(method, "/mypages/m-1", {}, "");
+    REQUIRE(res.ok());
+    CHECK(res->status == 405);
+    CHECK(res->header("Allow") == "GET, HEAD");
+  }
 }
 
 TEST_CASE("HEAD is answered from the upstream's GET") {
@@ -860,6 +880,21 @@ TEST_CASE("/metrics needs an admin's token") {
   REQUIRE(admin.ok());
   CHECK(admin->status == 200);
   CHECK(admin->body.find("gateway_upstream_requests_total") != std::string::npos);
+}
+
+TEST_CASE("GET /openapi.json answers the OpenAPI 3.1 description without a token, not forwarded") {
+  Fixture f;
+  auto res = f.gateway.anonymous().get("/openapi.json");
+  REQUIRE(res.ok());
+  REQUIRE_MESSAGE(res->status == 200, res->body);
+  CHECK(res->header("Content-Type") == "application/json");
+  auto doc = res->json();
+  REQUIRE_MESSAGE(doc.ok(), doc.status().to_string());
+  CHECK((*doc)["openapi"] == "3.1.0");
+  CHECK((*doc)["paths"].contains("/openapi.json"));
+  CHECK(res->body == gw::openapi_json());  // the file as built in
+  for (FakeUpstream* up : {&f.reservation, &f.payment, &f.inventory, &f.mypage})
+    CHECK(up->seen().empty());
 }
 
 TEST_CASE("POST /auth/dev-token exists only with development tokens on") {

@@ -120,6 +120,13 @@ Router& Router::add(std::string method, std::string pattern, Handler handler,
   return *this;
 }
 
+std::vector<Router::RouteInfo> Router::routes() const {
+  std::vector<RouteInfo> out;
+  out.reserve(routes_.size());
+  for (const Route& r : routes_) out.push_back({r.method, r.pattern});
+  return out;
+}
+
 Response Router::handle(Request& req) const {
   std::promise<Response> answered;
   std::future<Response> answer = answered.get_future();

@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "saga/gateway/openapi.h"
 #include "saga/service/config.h"
 #include "saga/service/http_client.h"
 #include "saga/service/http_message.h"
@@ -47,8 +48,11 @@ using service::Identity;
 using service::Request;
 using service::Response;
 
-// The methods forwarded; GET routes also answer HEAD.
-constexpr std::array<const char*, 5> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+// The methods forwarded; GET routes also answer HEAD. OPTIONS too, so that the
+// upstream, which knows its routes, answers a method it lacks (405 with its
+// own Allow) rather than the gateway, which would allow every one of these.
+constexpr std::array<const char*, 6> kMethods = {"GET", "POST", "PUT", "PATCH", "DELETE",
+                                                 "OPTIONS"};
 
 // What became of one forwarded request (a metrics label).
 enum Outcome : size_t {
@@ -767,6 +771,11 @@ void add_routes(service::Router& router, const Upstreams& upstreams, GatewayOpti
                   return dev_token(*gateway->verifier, body);
                 }));
   }
+
+  // The OpenAPI description of all of the above, public like the probes.
+  router.get("/openapi.json", [](const Request&) {
+    return Response::text(200, std::string(openapi_json()), "application/json");
+  });
 
   service::add_standard_routes(
       router,

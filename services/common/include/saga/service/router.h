@@ -86,6 +86,14 @@ class Router {
   /// for a synchronous handler or a refusal, later for an asynchronous one.
   void dispatch(Request& req, Responder done) const;
 
+  /// A registered route: its method and pattern as given to route().
+  struct RouteInfo {
+    std::string method;
+    std::string pattern;
+  };
+  /// Every registered route, in registration order (to check an API description against it).
+  std::vector<RouteInfo> routes() const;
+
  private:
   enum class SegmentKind { kTail = 0, kParam = 1, kLiteral = 2 };
   struct Segment {

@@ -1,7 +1,8 @@
 // The gateway: the single entry point of the reference system. No state, no
 // Kafka: it forwards each request by path prefix to the service that owns it.
 //
-//   /reservations[/...], /accommodations[/...]                  -> reservation
+//   /reservations[/...], /accommodations[/...],
+//   /admin/sagas[/...], /admin/saga-counts[/...]                -> reservation
 //   /payments[/...]                                             -> payment
 //   /places[/...], /owners[/...], /reservationManagements[/...] -> inventory
 //   /mypages[/...]                                              -> mypage
@@ -20,8 +21,11 @@
 //   no answer within the timeout        -> 504 (a POST may or may not have been applied)
 //   malformed or oversized response     -> 502
 //
-// Identity (docs/security.md): every route but /healthz, /readyz and the
-// public catalogue (GET /places/{id} and /places/{id}/availability) needs
+// GET /openapi.json answers the OpenAPI 3.1 description of every route
+// (openapi.h), without a token.
+//
+// Identity (docs/security.md): every route but /healthz, /readyz, /openapi.json
+// and the public catalogue (GET /places/{id} and /places/{id}/availability) needs
 // `Authorization: Bearer <JWT>`, verified by a TokenVerifier (auth.h); a
 // missing, malformed, expired, wrongly signed or wrongly typed token is a 401
 // problem with WWW-Authenticate. The verified caller goes upstream in
@@ -192,11 +196,11 @@ std::string client_address(std::string_view peer,
 /// InvalidArgument naming the bad variable.
 StatusOr<GatewayOptions> gateway_options_from_env();
 
-/// Registers the forwarding routes (GET/HEAD, POST, PUT, PATCH, DELETE on each
-/// prefix and everything below it), POST /auth/dev-token when the verifier's
+/// Registers the forwarding routes (GET/HEAD, POST, PUT, PATCH, DELETE, OPTIONS
+/// on each prefix and everything below it), POST /auth/dev-token when the verifier's
 /// config has dev_tokens ({"sub", "roles"} -> 200 {"token", "expiresIn"}),
-/// and the standard routes: /healthz, /readyz
-/// (200 when every upstream has a replica whose /readyz answers 200 within
+/// GET /openapi.json (openapi_json(), public), and the standard routes:
+/// /healthz, /readyz (200 when every upstream has a replica whose /readyz answers 200 within
 /// readiness_timeout, else 503; one check per upstream, named after it) and
 /// /metrics (the server's own metrics plus
 /// gateway_upstream_requests_total{upstream,outcome} and

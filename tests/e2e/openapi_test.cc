@@ -7,7 +7,6 @@
 // operation and a fixed seed.
 // docs/openapi.md says how to run the same check by hand.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <chrono>
 #include <cstdio>
@@ -21,18 +20,6 @@
 namespace saga::testing::e2e {
 namespace {
 
-
-// Runs `command` (stderr to stdout); its exit code, and its output in `out`.
-int run(const std::string& command, std::string& out) {
-  std::fflush(nullptr);
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE_MESSAGE(p != nullptr, command);
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 // A schemathesis.toml (operations by name -> fixed parameters): the reads of
 // one object get the ids of objects that exist, so that their bodies are
@@ -93,9 +80,8 @@ TEST_CASE("schemathesis finds no server error and no answer the OpenAPI descript
                         "unsupported_method,allow_header_conformance" +
                         " --phases examples,coverage,fuzzing --max-examples 200 --seed 20261205"
                         " --workers 2 --request-timeout 15 --generation-database none --no-color";
-  std::string out;
   const auto started = Steady::now();
-  const int code = run(command, out);
+  const auto [code, out] = run_capturing(command);
   MESSAGE("schemathesis took "
           << std::chrono::duration_cast<std::chrono::seconds>(Steady::now() - started).count()
           << " s; the end of its report:\n"

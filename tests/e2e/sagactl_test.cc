@@ -3,7 +3,6 @@
 // operator's shell would. Its --json output is parsed here, its tables read,
 // and its exit codes checked.
 #include <doctest/doctest.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -18,25 +17,6 @@
 
 namespace saga::testing::e2e {
 namespace {
-
-struct Run {
-  int code = -1;
-  std::string out;
-};
-
-// Runs `command` (stderr to stdout) and returns its exit code and output.
-Run run(const std::string& command) {
-  std::fflush(nullptr);
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  REQUIRE_MESSAGE(p != nullptr, command);
-  Run r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
 
 TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit codes fit scripts") {
   ServiceStack stack;
@@ -56,7 +36,7 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
       std::string(SAGA_SAGACTL_BIN) + " --url " + url + " --token " + stack.token("ops", {"admin"});
 
   // --json list, every page of one: both bookings, COMPLETED.
-  Run r = run(ctl + " --json list --type booking --limit 1 --all");
+  CommandResult r = run_capturing(ctl + " --json list --type booking --limit 1 --all");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   const json listed = json::parse(r.out);
   REQUIRE(listed.is_array());
@@ -64,17 +44,17 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
   for (const json& s : listed) state[s["id"]] = s["state"];
   for (const Booking& b : bookings) CHECK_MESSAGE(state[b.id] == "COMPLETED", r.out);
   // The table: a header and a row per saga.
-  r = run(ctl + " list --type booking");
+  r = run_capturing(ctl + " list --type booking");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK(r.out.rfind("ID ", 0) == 0);
   for (const Booking& b : bookings) CHECK(r.out.find(b.id) != std::string::npos);
   // show: the saga and its steps.
-  r = run(ctl + " --json show " + bookings[0].id);
+  r = run_capturing(ctl + " --json show " + bookings[0].id);
   REQUIRE_MESSAGE(r.code == 0, r.out);
   const json shown = json::parse(r.out);
   CHECK(shown["state"] == "COMPLETED");
   CHECK(shown["steps"].size() == 3);
-  r = run(ctl + " show " + bookings[0].id);
+  r = run_capturing(ctl + " show " + bookings[0].id);
   CHECK(r.code == 0);
   CHECK(r.out.find("state     COMPLETED") != std::string::npos);
   CHECK(r.out.find("reserve") != std::string::npos);
@@ -91,19 +71,19 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
       },
       60s));
   // It shows in the counts and in the list of sagas awaiting payment.
-  r = run(ctl + " --json counts");
+  r = run_capturing(ctl + " --json counts");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   const json counts = json::parse(r.out);
   CHECK(counts["byState"]["RUNNING"] == 1);
   CHECK(counts["byParticipant"] == json::array({{{"participant", "payment"}, {"count", 1}}}));
-  r = run(ctl + " counts");
+  r = run_capturing(ctl + " counts");
   CHECK(r.code == 0);
   CHECK(r.out.find("booking  pay   RUNNING  1") != std::string::npos);
-  r = run(ctl + " --json list --awaiting payment");
+  r = run_capturing(ctl + " --json list --awaiting payment");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   REQUIRE(json::parse(r.out).size() == 1);
   CHECK(json::parse(r.out)[0]["id"] == waiting.id);
-  r = run(ctl + " compensate " + waiting.id + " --reason 'payment provider down'");
+  r = run_capturing(ctl + " compensate " + waiting.id + " --reason 'payment provider down'");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK(r.out.find("COMPENSAT") != std::string::npos);
   CHECK(r.out.find("OPERATOR_COMPENSATE") != std::string::npos);  // the timeline
@@ -113,7 +93,7 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
     FAIL(e.what());
   }
   // watch: the timeline as it grows, one JSON entry a line, until it settles.
-  r = run(ctl + " --json watch " + waiting.id + " --interval-ms 100");
+  r = run_capturing(ctl + " --json watch " + waiting.id + " --interval-ms 100");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   std::vector<json> entries;
   for (size_t at = 0, end; (end = r.out.find('\n', at)) != std::string::npos; at = end + 1)
@@ -128,24 +108,24 @@ TEST_CASE("sagactl lists, shows and compensates sagas through the gateway; exit 
   CHECK((*by_operator)["actor"] == "ops");
   CHECK((*by_operator)["reason"] == "payment provider down");
   CHECK(settle_all(*gw, {waiting}, 120s).at(waiting.id) == "REJECTED");
-  r = run(ctl + " --json show " + waiting.id);
+  r = run_capturing(ctl + " --json show " + waiting.id);
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK(json::parse(r.out)["state"] == "COMPENSATED");
 
   // Exit codes: 1 refused (no token: 401; unknown saga: 404; wrong state: 409),
   // 2 bad usage, 3 unreachable.
-  r = run(std::string(SAGA_SAGACTL_BIN) + " --url " + url + " list");
+  r = run_capturing(std::string(SAGA_SAGACTL_BIN) + " --url " + url + " list");
   CHECK_MESSAGE(r.code == 1, r.out);
   CHECK(r.out.find("401") != std::string::npos);
-  r = run(ctl + " show no-such-saga");
+  r = run_capturing(ctl + " show no-such-saga");
   CHECK_MESSAGE(r.code == 1, r.out);
   CHECK(r.out.find("404") != std::string::npos);
-  r = run(ctl + " abort " + waiting.id + " --reason again");
+  r = run_capturing(ctl + " abort " + waiting.id + " --reason again");
   CHECK_MESSAGE(r.code == 1, r.out);
   CHECK(r.out.find("409") != std::string::npos);
-  CHECK(run(ctl + " abort " + waiting.id).code == 2);  // no --reason
-  CHECK(run(ctl + " list --limit 0").code == 2);
-  CHECK(run(std::string(SAGA_SAGACTL_BIN) + " --url http://127.0.0.1:1 list").code == 3);
+  CHECK(run_capturing(ctl + " abort " + waiting.id).code == 2);  // no --reason
+  CHECK(run_capturing(ctl + " list --limit 0").code == 2);
+  CHECK(run_capturing(std::string(SAGA_SAGACTL_BIN) + " --url http://127.0.0.1:1 list").code == 3);
 }
 
 // An https:// URL: the server's certificate is verified against --cacert
@@ -155,7 +135,7 @@ TEST_CASE("sagactl over https trusts the certificate it is given and no other") 
   TempDir dir("sagactl-https");
   const std::string cert = (dir.path() / "cert.pem").string();
   const std::string key = (dir.path() / "key.pem").string();
-  REQUIRE(run("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+  REQUIRE(run_capturing("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
               "-addext subjectAltName=IP:127.0.0.1 -keyout '" + key + "' -out '" + cert + "'")
               .code == 0);
   service::Router router;
@@ -174,19 +154,19 @@ TEST_CASE("sagactl over https trusts the certificate it is given and no other") 
   const std::string ctl = std::string(SAGA_SAGACTL_BIN) + " --url https://127.0.0.1:" +
                           std::to_string(server.port()) + " --token t";
 
-  Run r = run(ctl + " --cacert '" + cert + "' --json show b-1");
+  CommandResult r = run_capturing(ctl + " --cacert '" + cert + "' --json show b-1");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK(json::parse(r.out)["id"] == "b-1");
-  r = run("SAGA_CACERT='" + cert + "' " + ctl + " show b-2");
+  r = run_capturing("SAGA_CACERT='" + cert + "' " + ctl + " show b-2");
   REQUIRE_MESSAGE(r.code == 0, r.out);
   CHECK(r.out.find("b-2") != std::string::npos);
-  r = run(ctl + " show b-1");  // the system's CAs: self-signed is not trusted
+  r = run_capturing(ctl + " show b-1");  // the system's CAs: self-signed is not trusted
   CHECK_MESSAGE(r.code == 3, r.out);
   CHECK(r.out.find("TLS handshake") != std::string::npos);
-  r = run(ctl + " --cacert '" + (dir.path() / "none.pem").string() + "' show b-1");
+  r = run_capturing(ctl + " --cacert '" + (dir.path() / "none.pem").string() + "' show b-1");
   CHECK_MESSAGE(r.code == 2, r.out);
   CHECK(r.out.find("none.pem") != std::string::npos);
-  CHECK(run(std::string(SAGA_SAGACTL_BIN) + " --url ftp://127.0.0.1:1 list").code == 2);
+  CHECK(run_capturing(std::string(SAGA_SAGACTL_BIN) + " --url ftp://127.0.0.1:1 list").code == 2);
 }
 
 }  // namespace

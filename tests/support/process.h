@@ -125,20 +125,34 @@ inline bool wait_for_text(const std::string& path, const std::string& needle,
   return true;
 }
 
-/// Runs a command to completion and returns its stdout; throws when it fails.
-inline std::string run_command(const std::string& command) {
-  std::fflush(nullptr);
-  FILE* p = popen(command.c_str(), "r");
-  if (!p) throw std::runtime_error("cannot run: " + command);
+/// What a command did: its exit code (-1 when it did not exit) and its output.
+struct CommandResult {
+  int code = -1;
   std::string out;
+};
+
+/// Runs `command` (a shell line) to completion, whatever it exits with; with
+/// `with_stderr`, its stderr is part of `out`.
+inline CommandResult run_capturing(const std::string& command, bool with_stderr = true) {
+  std::fflush(nullptr);
+  FILE* p = popen((with_stderr ? command + " 2>&1" : command).c_str(), "r");
+  if (!p) throw std::runtime_error("cannot run: " + command);
+  CommandResult r;
   char buf[4096];
   size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
   const int status = pclose(p);
-  if (status != 0)
-    throw std::runtime_error("command failed (" + std::to_string(status) + "): " + command);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+/// Runs a command to completion and returns its stdout; throws when it fails.
+inline std::string run_command(const std::string& command) {
+  CommandResult r = run_capturing(command, /*with_stderr=*/false);
+  if (r.code != 0)
+    throw std::runtime_error("command failed (" + std::to_string(r.code) + "): " + command);
+  while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == ' ')) r.out.pop_back();
+  return std::move(r.out);
 }
 
 }  // namespace saga::testing

@@ -236,6 +236,15 @@ async function phaseSettle(id) {
   await drawing.locator('[data-event="COMPENSATION_SUCCEEDED"]').first().waitFor();
   check(await ops.getByTestId('act-retry').isDisabled(), 'no action on a settled saga');
   await shot(ops, 'ops-saga.png', 1240);
+  // Filters: by state (the only COMPENSATED saga), by creation time (none after now).
+  await ops.goto(base + '/ui/#/ops');
+  await ops.getByTestId('f-state').selectOption('COMPENSATED');
+  await ops.getByTestId('f-apply').click();
+  await ops.waitForURL(/state=COMPENSATED/);
+  await ops.getByTestId('sagas').getByTestId('saga-link').filter({ hasText: id }).waitFor();
+  check((await ops.getByTestId('sagas').locator('tbody tr').count()) === 1, 'one saga COMPENSATED');
+  await ops.goto(base + `/ui/#/ops?createdFrom=${Date.now() + 3_600_000}`);
+  await ops.getByTestId('no-sagas').waitFor();
   // Cursor pages: one saga a page; Next shows another, Previous the first again.
   await ops.goto(base + '/ui/#/ops?limit=1');
   const firstLink = ops.getByTestId('saga-link');

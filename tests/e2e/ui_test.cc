@@ -78,6 +78,9 @@ TEST_CASE("in a browser, a guest books, the owner sees it and an operator compen
   CHECK(get_json(*gw, "/reservations/" + confirmed)["status"] == "CONFIRMED");
   CHECK(get_json(*gw, "/reservations/" + cancelled)["status"] == "CANCELLED");
 
+  // Answers of the wrong shape, served by the browser: every page still draws.
+  phase("junk", {});
+
   // Payment away: the next booking waits for it; the operator compensates.
   REQUIRE(stack.stop("payment") == 0);
   const Ran stuck = phase("stuck", {"--place", place});

@@ -10,6 +10,8 @@
 //                  finds the saga awaiting payment and compensates it, with a reason
 //          settle  (payment back) the operator sees the saga COMPENSATED with the
 //                  action in its timeline; the guest sees REJECTED
+//          junk    API answers of the wrong shape (served by the browser in place
+//                  of the API's): every page still draws, markup only as text
 //
 // Prints "RESULT key value" lines for the caller; exits 1 on the first failed
 // check (with a screenshot failure-PHASE.png). Screenshots go to
@@ -261,6 +263,44 @@ async function phaseSettle(id) {
   await status(guest, 'booking-status', 'REJECTED').waitFor({ timeout: SETTLE_MS });
 }
 
+// Answers of the wrong shape (fields missing, of other types, markup in
+// text), served in place of the API's: every page still draws, as text.
+async function phaseJunk() {
+  const page = await newPage('junk');
+  await signIn(page, 'ops', ['admin', 'owner']);
+  const evil = '<img src=x onerror="window.__pwned=1">';
+  const answers = {
+    '/admin/sagas/junk': { id: evil, state: { a: 1 }, steps: 'nope', currentStep: 'x', awaiting: 42,
+      createdMs: -1, data: evil, timelineDropped: 'many',
+      timeline: [null, 5, { event: evil, step: 99, attempt: 'x', atMs: 'soon', error: evil },
+        { event: 'OPERATOR_RETRY', actor: evil, reason: evil, step: -1 }] },
+    '/admin/saga-counts': { byState: evil, bySteps: [1, null, { type: evil, count: {} }], byParticipant: 'x' },
+    '/admin/sagas': [null, 1, 'x', { id: evil, steps: [null], currentStep: 0, createdMs: 'x', lastError: evil }],
+    '/reservations/junk': { id: evil, status: [], history: 'x', steps: [null, { name: evil, status: evil }],
+      amount: 'lots', currency: evil, placeId: evil, reason: evil },
+    '/places/junk': { name: evil, ownerId: { x: 1 }, rooms: evil, price: { amount: 'x', currency: 'NOPE' } },
+    '/places/junk/availability': 'not an array',
+    '/owners/ops/reservations': { not: 'an array' },
+  };
+  await page.route((url) => url.pathname in answers, (route) =>
+    route.fulfill({ json: answers[new URL(route.request().url()).pathname], headers: { 'Next-Page-Token': evil } }));
+  const pages = [
+    ['#/ops/sagas/junk', 'timeline'], ['#/ops', 'sagas'], ['#/bookings/junk', 'booking-status'],
+    ['#/places/junk', 'place-name'], ['#/owner/places/junk', 'calendar'], ['#/owner', 'owner-places'],
+  ];
+  for (const [hash, testid] of pages) {
+    await page.goto(base + '/ui/' + hash);
+    await page.getByTestId(testid).first().waitFor();
+    if (hash === '#/places/junk') {
+      await page.getByTestId('quote-submit').click();
+      await page.getByTestId('quote').locator('.warn').first().waitFor();  // no price: cannot book
+    }
+    check((await page.locator('main').textContent()).includes('onerror='), hash + ': markup shown as text');
+    check((await page.locator('main img').count()) === 0, hash + ': no element from data');
+    check((await page.evaluate(() => window.__pwned)) === undefined, hash + ': no script from data');
+  }
+}
+
 const started = Date.now();
 let failed = null;
 try {
@@ -268,6 +308,7 @@ try {
   if (phase === 'book') await phaseBook();
   else if (phase === 'stuck') await phaseStuck(opt('place'));
   else if (phase === 'settle') await phaseSettle(opt('saga'));
+  else if (phase === 'junk') await phaseJunk();
   else throw new Error('unknown phase ' + phase);
   check(problems.length === 0, 'no page errors or CSP violations: ' + problems.join('; '));
 } catch (e) {

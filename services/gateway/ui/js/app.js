@@ -83,6 +83,13 @@ function renderNav() {
   }
 }
 
+// A page that threw: its error on the page, and a bug (not an API error,
+// which has a status) reported to the console too.
+function failed(e, root, page) {
+  if (e === null || typeof e !== 'object' || !('status' in e)) reportError(e);
+  if (page.alive()) root.appendChild(errorBox(e));
+}
+
 export function render() {
   const page = { id: ++generation, alive: () => page.id === generation };
   document.documentElement.lang = lang();
@@ -111,10 +118,9 @@ export function render() {
   replace(root);
   try {
     const done = found.page(root, { ...found.params, query }, page);
-    if (done && typeof done.catch === 'function')
-      done.catch((e) => page.alive() && root.appendChild(errorBox(e)));
+    if (done && typeof done.catch === 'function') done.catch((e) => failed(e, root, page));
   } catch (e) {
-    root.appendChild(errorBox(e));
+    failed(e, root, page);
   }
 }
 

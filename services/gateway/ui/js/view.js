@@ -109,8 +109,8 @@ export function poll(page, tick, ms) {
     let again = true;
     try {
       again = (await tick()) !== false;
-    } catch {
-      again = true;  // tick shows its own errors; keep watching
+    } catch (e) {
+      reportError(e);  // a bug, not an API error (tick shows those): to the console, keep watching
     }
     if (again && page.alive()) setTimeout(run, ms);
   };

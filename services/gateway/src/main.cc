@@ -1,4 +1,5 @@
-// saga-gateway: the single entry point; forwards by path prefix to the services.
+// saga-gateway: the single entry point; forwards by path prefix to the services,
+// and serves the web UI under /ui/ (saga/gateway/ui.h).
 //   PORT (8080), RESERVATION_ADDR (127.0.0.1:8082), PAYMENT_ADDR (127.0.0.1:8083),
 //   INVENTORY_ADDR (127.0.0.1:8084), MYPAGE_ADDR (127.0.0.1:8086) (each host:port, or a
 //   comma-separated list of replicas balanced round robin), UPSTREAM_TIMEOUT_MS
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "saga/gateway/gateway.h"
+#include "saga/gateway/ui.h"
 #include "saga/service/command_line.h"
 #include "saga/service/http_server.h"
 #include "saga/service/logging.h"
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
 
   Router router;
   gw::add_routes(router, *upstreams, *options);
+  gw::add_ui_routes(router);  // the web UI under /ui/ (docs/ui.md)
   HttpServer server(*server_options, std::move(router));
   if (saga::Status s = server.start(); !s.ok()) {
     spdlog::critical("http: {}", s.to_string());

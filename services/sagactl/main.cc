@@ -105,6 +105,15 @@ class Api {
   std::unique_ptr<saga::service::HttpClient> client_;
 };
 
+// `j`'s member `name`, or null (which iterates as empty) when `j` is not an
+// object or lacks it: the server's answer is read, never trusted to be whole.
+const Json& member(const Json& j, const char* name) {
+  static const Json kNull;
+  if (!j.is_object()) return kNull;
+  const auto it = j.find(name);
+  return it == j.end() ? kNull : *it;
+}
+
 void print_table(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> width;
   for (const auto& row : rows)
@@ -121,7 +130,7 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
 }
 
 std::string step_of(const Json& s) {
-  const Json& steps = s["steps"];
+  const Json& steps = member(s, "steps");
   const size_t at = s.value("currentStep", size_t{0});
   return at < steps.size() ? steps[at].value("name", "") : "-";
 }
@@ -146,10 +155,10 @@ void print_saga(const Json& s) {
             << "created   " << utc(s.value("createdMs", int64_t{0})) << "\n"
             << "updated   " << utc(s.value("updatedMs", int64_t{0})) << "\n"
             << "finished  " << utc(s.value("finishedMs", int64_t{0})) << "\n";
-  if (!s.value("lastError", "").empty()) std::cout << "error     " << s["lastError"].get<std::string>() << "\n";
+  if (!s.value("lastError", "").empty()) std::cout << "error     " << s.value("lastError", "") << "\n";
   std::vector<std::vector<std::string>> rows = {
       {"STEP", "STATUS", "ATTEMPTS", "COMP.ATTEMPTS", "STARTED", "FINISHED", "ERROR"}};
-  for (const Json& st : s["steps"])
+  for (const Json& st : member(s, "steps"))
     rows.push_back({st.value("name", ""), st.value("status", ""),
                     std::to_string(st.value("attempts", 0)),
                     std::to_string(st.value("compensationAttempts", 0)),
@@ -162,7 +171,7 @@ void print_saga(const Json& s) {
   if (const int dropped = s.value("timelineDropped", 0); dropped > 0)
     std::cout << "(" << dropped << " entries after the first are no longer kept)\n";
   std::vector<std::vector<std::string>> timeline = {kTimelineHeader};
-  for (const Json& e : s["timeline"]) timeline.push_back(timeline_row(e));
+  for (const Json& e : member(s, "timeline")) timeline.push_back(timeline_row(e));
   print_table(timeline);
 }
 
@@ -180,7 +189,7 @@ int watch(Api& api, const std::string& target, std::chrono::milliseconds interva
   for (bool first = true;; first = false) {
     if (!first) std::this_thread::sleep_for(interval);  // polling the API is the wait itself
     const Json saga = api.call("GET", target);
-    const Json& timeline = saga["timeline"];
+    const Json& timeline = member(saga, "timeline");
     // Kept: entry 0, then entries dropped + 1 ... total - 1.
     const size_t dropped = saga.value("timelineDropped", size_t{0});
     const size_t total = dropped + timeline.size();
@@ -207,16 +216,16 @@ int watch(Api& api, const std::string& target, std::chrono::milliseconds interva
 
 void print_counts(const Json& c) {
   std::vector<std::vector<std::string>> states = {{"STATE", "SAGAS"}};
-  for (const auto& [state, n] : c["byState"].items()) states.push_back({state, n.dump()});
+  for (const auto& [state, n] : member(c, "byState").items()) states.push_back({state, n.dump()});
   print_table(states);
   std::vector<std::vector<std::string>> steps = {{"TYPE", "STEP", "STATE", "SAGAS"}};
-  for (const Json& s : c["bySteps"])
+  for (const Json& s : member(c, "bySteps"))
     steps.push_back({s.value("type", ""), s.value("step", ""), s.value("state", ""),
                      std::to_string(s.value("count", 0))});
   std::cout << "\n";
   print_table(steps);
   std::vector<std::vector<std::string>> parts = {{"AWAITING", "SAGAS"}};
-  for (const Json& p : c["byParticipant"])
+  for (const Json& p : member(c, "byParticipant"))
     parts.push_back({p.value("participant", ""), std::to_string(p.value("count", 0))});
   std::cout << "\n";
   print_table(parts);
@@ -337,5 +346,9 @@ int main(int argc, char** argv) {
   } catch (const Failure& f) {
     std::cerr << "sagactl: " << f.message << "\n";
     return f.code;
+  } catch (const Json::exception& e) {
+    std::cerr << "sagactl: the server's answer is not shaped as sagactl expects: " << e.what()
+              << "\n";
+    return kRefused;
   }
 }

@@ -135,14 +135,17 @@ Response list_sagas(const Orchestrator& orch, const Request& req) {
 // Adds a replica's counts (as counts_json() wrote them) to `total`; false
 // when `part` is not such a document.
 bool add_counts(SagaCounts& total, const Json& part) {
-  const Json* states = part.is_object() ? &part["byState"] : nullptr;
-  if (!states || !states->is_object() || !part.value("bySteps", Json()).is_array() ||
-      !part.value("byParticipant", Json()).is_array())
+  if (!part.is_object()) return false;
+  const auto states = part.find("byState"), steps = part.find("bySteps"),
+             participants = part.find("byParticipant");
+  if (states == part.end() || !states->is_object() || steps == part.end() ||
+      !steps->is_array() || participants == part.end() || !participants->is_array())
     return false;
   total.running += states->value("RUNNING", uint64_t{0});
   total.compensating += states->value("COMPENSATING", uint64_t{0});
   total.failed += states->value("FAILED", uint64_t{0});
-  for (const Json& s : part["bySteps"]) {
+  for (const Json& s : *steps) {
+    if (!s.is_object()) return false;
     auto state = parse_saga_state(s.value("state", ""));
     if (!state.ok()) return false;
     SagaCounts::AtStep at{s.value("type", ""), s.value("step", ""), *state, 0};
@@ -152,7 +155,8 @@ bool add_counts(SagaCounts& total, const Json& part) {
     if (same == total.by_step.end()) same = total.by_step.insert(total.by_step.end(), at);
     same->count += s.value("count", uint64_t{0});
   }
-  for (const Json& p : part["byParticipant"]) {
+  for (const Json& p : *participants) {
+    if (!p.is_object()) return false;
     const std::string name = p.value("participant", "");
     auto same = std::find_if(total.by_participant.begin(), total.by_participant.end(),
                              [&](const auto& x) { return x.first == name; });

@@ -35,5 +35,8 @@ uptime >&2
 "$bench" --workload kafka --changelog on --failover on --rate 300 --seconds 20 --baselines off \
   --dir "$dir" "${brokers[@]}" --json "$out/kafka-failover.json"
 uptime >&2
+# Each speed target: met or not (a table for README.md on stdout, targets.json).
+"$bench" --targets "$out"/engine-sync-on.json "$out"/kafka-alone.json "$out"/kafka-sync-on.json \
+  --json "$out/targets.json"
 "$here/plot.sh" -o "$out" "$out"/engine-sync-on.json "$out"/engine-sync-off.json \
   "$out"/kafka-alone.json "$out"/kafka-sync-on.json

@@ -56,6 +56,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -72,6 +73,7 @@
 #include "saga/orchestrator.h"
 #include "saga/shard.h"
 #include "saga/participant.h"
+#include "trace.h"
 #include "support/booking.h"
 #include "support/process.h"
 
@@ -118,6 +120,12 @@ struct Args {
   // backoff, and compensations retried while the engine lags behind.
   int dedup_horizon_ms = 120'000;
   double sample_seconds = 10;
+  bool trace = false;  // --trace on: each kafka point's latency breakdown
+  // --kafka-property K=V: librdkafka settings of every transport of the run
+  // (children too), over libsaga's own (KafkaOptions::properties).
+  std::map<std::string, std::string> kafka_properties;
+  // --targets FILE...: judge the issues' speed targets from these runs' JSON.
+  std::vector<std::string> targets;
 };
 
 [[noreturn]] void usage(const std::string& err) {
@@ -135,6 +143,10 @@ struct Args {
                "                  [--soak MINUTES] [--retention-ms MS] [--dedup-horizon-ms MS]\n"
                "                  [--sample-seconds S]\n"
                "                                        (engine: store sizes over time)\n"
+               "                  [--trace on|off]   (kafka: where each saga's time goes)\n"
+               "                  [--kafka-property K=V]...   (kafka: librdkafka settings)\n"
+               "       saga-bench --targets RUN.json... [--json FILE]\n"
+               "                  (each speed target of bench/README.md: met or not)\n"
                "                  [--fail-share F] [--json FILE] [--dir DIR] [--brokers B]\n"
                "                  [--broker-pid PID]   (with --brokers: report its CPU)\n";
   std::exit(2);
@@ -176,6 +188,17 @@ Args parse(int argc, char** argv) {
         a.brokers = value();
       } else if (k == "--broker-pid") {
         a.broker_pid = std::stol(value());
+      } else if (k == "--kafka-property") {
+        const std::string kv = value();
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) usage("--kafka-property takes KEY=VALUE");
+        a.kafka_properties[kv.substr(0, eq)] = kv.substr(eq + 1);
+      } else if (k == "--targets") {
+        while (i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0)
+          a.targets.push_back(argv[++i]);
+        if (a.targets.empty()) usage("--targets needs result files");
+      } else if (k == "--trace") {
+        a.trace = on_off(k, value());
       } else if (k == "--participant") {
         a.participant = value();
         if (a.participant != "inventory" && a.participant != "payment")
@@ -291,6 +314,110 @@ double percentile(std::vector<double>& v, double p) {
   const size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
   std::nth_element(v.begin(), v.begin() + static_cast<long>(i), v.end());
   return v[i];
+}
+
+// --trace on: where each saga's time went, from the trace points every
+// process of the point wrote to "<prefix>.<pid>" (libsaga/src/trace.h). A
+// saga's points, in time order and without the delivery reports (they are off
+// its path), cut its latency into gaps named "from -> to"; per gap name: how
+// often, its share of all sagas' time, p50 and p99 in microseconds. Apart:
+// the producer's round trip (send to delivery report) of each message.
+Json latency_breakdown(const fs::path& dir, const std::string& prefix) {
+  struct PointAt {
+    int64_t ns;
+    std::string point, detail;
+  };
+  std::map<std::string, std::vector<PointAt>> by_saga;
+  std::map<std::string, int64_t> sent_ns;  // message id -> its k.send
+  std::vector<double> produce_us;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    if (entry.path().filename().string().rfind(prefix + ".", 0) != 0) continue;
+    std::ifstream in(entry.path());
+    for (std::string line; std::getline(in, line);) {
+      std::vector<std::string> f;
+      for (size_t p = 0;;) {
+        const size_t t = line.find('\t', p);
+        f.push_back(line.substr(p, t - p));
+        if (t == std::string::npos) break;
+        p = t + 1;
+      }
+      if (f.size() != 4 || f[2].empty()) continue;
+      by_saga[f[2]].push_back(PointAt{std::stoll(f[0]), f[1], f[3]});
+    }
+  }
+  struct Gap {
+    std::vector<double> us;
+    double total_us = 0;
+  };
+  std::map<std::string, Gap> gaps;
+  double all_us = 0;
+  // The slowest 1% of the sagas: their gaps apart, to see what makes the tail.
+  std::vector<double> spans;
+  for (auto& [id, points] : by_saga) {
+    std::sort(points.begin(), points.end(),
+              [](const PointAt& a, const PointAt& b) { return a.ns < b.ns; });
+    spans.push_back(static_cast<double>(points.back().ns - points.front().ns));
+  }
+  std::vector<double> sorted_spans = spans;
+  const double tail_from = percentile(sorted_spans, 0.99);
+  std::map<std::string, double> tail_us;
+  double tail_all_us = 0;
+  size_t saga_index = 0;
+  int64_t first_ns = std::numeric_limits<int64_t>::max();
+  for (const auto& [id, points] : by_saga) first_ns = std::min(first_ns, points.front().ns);
+  std::vector<double> tail_starts_ms;  // when the slowest sagas started, from the first
+  for (auto& [id, points] : by_saga) {
+    const bool in_tail = spans[saga_index++] >= tail_from;
+    if (in_tail) tail_starts_ms.push_back(static_cast<double>(points.front().ns - first_ns) / 1e6);
+    const PointAt* prev = nullptr;
+    for (const PointAt& pt : points) {
+      if (pt.point == "k.send") sent_ns[pt.detail] = pt.ns;
+      if (pt.point == "k.acked") {
+        if (auto it = sent_ns.find(pt.detail); it != sent_ns.end())
+          produce_us.push_back(static_cast<double>(pt.ns - it->second) / 1e3);
+        continue;
+      }
+      if (prev) {
+        const double us = static_cast<double>(pt.ns - prev->ns) / 1e3;
+        Gap& g = gaps[prev->point + " -> " + pt.point];
+        g.us.push_back(us);
+        g.total_us += us;
+        all_us += us;
+        if (in_tail) {
+          tail_us[prev->point + " -> " + pt.point] += us;
+          tail_all_us += us;
+        }
+      }
+      prev = &pt;
+    }
+  }
+  Json rows = Json::array();
+  for (auto& [name, g] : gaps) {
+    rows.push_back({{"gap", name},
+                    {"count", g.us.size()},
+                    {"share", all_us > 0 ? g.total_us / all_us : 0.0},
+                    {"p50_us", percentile(g.us, 0.50)},
+                    {"p99_us", percentile(g.us, 0.99)}});
+  }
+  std::sort(rows.begin(), rows.end(), [](const Json& a, const Json& b) {
+    return a["share"].get<double>() > b["share"].get<double>();
+  });
+  Json tail = Json::object();
+  for (const auto& [name, us] : tail_us) tail[name] = tail_all_us > 0 ? us / tail_all_us : 0.0;
+  return {{"sagas", by_saga.size()},
+          {"gaps", rows},
+          {"slowest_1pct",
+           {{"from_ms", tail_from / 1e6},
+            {"share_by_gap", tail},
+            {"started_ms_after_first", tail_starts_ms}}},
+          {"produce_round_trip_us",
+           {{"count", produce_us.size()},
+            {"p50", percentile(produce_us, 0.50)},
+            {"p99", percentile(produce_us, 0.99)}}},
+          {"note",
+           "trace points (libsaga/src/trace.h): o.* orchestrator, p.* participant, k.* Kafka "
+           "transport (send = produce() called, recv = record handed to the engine); gaps "
+           "between a saga's consecutive points, delivery reports apart"}};
 }
 
 template <typename T>
@@ -892,8 +1019,10 @@ Json failover_json(const Args& args, Recorder& rec, SteadyClock::time_point kill
 // `session_ms` > 0: the consumer group's session timeout (heartbeats at a third).
 std::shared_ptr<Transport> kafka_transport(const std::string& endpoint, const std::string& brokers,
                                            const std::string& prefix,
-                                           const std::string& group = "", int session_ms = 0) {
+                                           const std::string& group = "", int session_ms = 0,
+                                           const std::map<std::string, std::string>& properties = {}) {
   KafkaOptions o;
+  o.properties = properties;
   o.brokers = brokers;
   o.topic_prefix = prefix;
   o.group_id = prefix + (group.empty() ? endpoint : group);
@@ -983,7 +1112,8 @@ Json measure_kafka_restore(const Args& args, const fs::path& dir, const std::str
   const uint64_t records = count_committed_records(args.brokers, topic);
   const auto t0 = SteadyClock::now();
   auto restored = must(Orchestrator::open(orchestrator_options(dir, args, rec),
-                                          kafka_transport("orchestrator", args.brokers, prefix),
+                                          kafka_transport("orchestrator", args.brokers, prefix, "", 0,
+                                                          args.kafka_properties),
                                           {testing::booking_definition(Duration{5000}, 5)}),
                        "restore orchestrator from Kafka");
   const double secs = std::chrono::duration<double>(SteadyClock::now() - t0).count();
@@ -1024,6 +1154,11 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   std::vector<std::pair<std::string, std::string>> instances = {{"inventory", ""},
                                                                 {"payment", ""}};
   if (args.failover) instances.emplace_back("payment", "-b");
+  if (args.trace) {  // the children inherit it; this process starts here
+    const std::string trace_prefix = (dir / "trace").string();
+    ::setenv("SAGA_LATENCY_TRACE", trace_prefix.c_str(), 1);
+    internal::trace::start(trace_prefix);
+  }
   for (const auto& [name, suffix] : instances) {
     const std::string log = (dir / (name + suffix + ".log")).string();
     std::vector<std::string> argv = {self,          "--participant",  name,
@@ -1039,6 +1174,8 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
         argv.push_back(a);
       if (!suffix.empty()) argv.insert(argv.end(), {"--replica", suffix});
     }
+    for (const auto& [key, value] : args.kafka_properties)
+      argv.insert(argv.end(), {"--kafka-property", key + "=" + value});
     children.push_back(std::make_unique<testing::Process>(argv, log));
     if (!testing::wait_for_text(log, "ready", std::chrono::seconds(60))) {
       std::cerr << "saga-bench: participant " << name << suffix << " did not start; see " << log
@@ -1059,7 +1196,8 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
         args.replicas > 0 ? "orchestrator-" + std::to_string(i) : "orchestrator";
     orchs.push_back(must(Orchestrator::open(orchestrator_options(dir, args, rec, i),
                                             kafka_transport(endpoint, args.brokers, prefix,
-                                                            "orchestrator"),
+                                                            "orchestrator", 0,
+                                                            args.kafka_properties),
                                             {testing::booking_definition(Duration{5000}, 5)}),
                          "open orchestrator"));
     orchs.back()->start_background();
@@ -1148,6 +1286,12 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   orchs.clear();
   for (auto& c : children)
     if (c->running()) c->terminate(std::chrono::seconds(30));
+  std::optional<Json> breakdown;
+  if (args.trace) {  // every process of the point has written its points now
+    internal::trace::stop();
+    ::unsetenv("SAGA_LATENCY_TRACE");
+    breakdown = latency_breakdown(dir, "trace");
+  }
 
   // Participants are stopped: read their stores offline to check the run
   // (with --failover, payment's holds every shard: it took payment-b's over).
@@ -1165,6 +1309,7 @@ Json run_kafka_point(const Args& args, const Point& pt, const std::string& self,
   if (args.changelog && args.replicas == 0)
     point["restore"] = measure_kafka_restore(args, dir, prefix, rec);
   point["replicas"] = args.replicas;
+  if (breakdown) point["breakdown"] = std::move(*breakdown);
   if (killed_at) point["failover"] = failover_json(args, rec, *killed_at, pt.total / 2);
   const double n = static_cast<double>(pt.total);
   point["orchestrator_cpu_seconds_per_saga"] = orch_cpu / n;
@@ -1190,7 +1335,8 @@ int run_participant(const Args& args) {
   const std::string instance = args.participant + args.replica;
   auto p = open_participant(
       args.participant, args.dir, args.sync,
-      kafka_transport(args.participant, args.brokers, args.prefix, "", args.session_ms),
+      kafka_transport(args.participant, args.brokers, args.prefix, "", args.session_ms,
+                      args.kafka_properties),
       args.changelog, 0, [&](ParticipantOptions& po) {
         if (!args.failover) return;
         po.data_dir = (fs::path(args.dir) / instance).string();
@@ -1651,10 +1797,102 @@ class OwnBroker {
   std::string bootstrap_;
 };
 
+// --targets: each speed target of the issues, judged from the points of the
+// given runs (bench/run_all.sh's files). Only points without the changelog
+// and replicas count. A target no point measures is "not measured".
+int run_targets(const Args& args) {
+  struct Found {
+    std::optional<double> value;
+    std::string file;
+    bool saturated = false;  // an open-loop point's verdict
+  };
+  Found alone_p50, alone_p99, k32, p99_2500, unsat_5000, engine_best, engine_ratio;
+  for (const std::string& path : args.targets) {
+    std::ifstream in(path);
+    Json run = Json::parse(in, nullptr, false);
+    if (run.is_discarded() || !run.contains("points")) {
+      std::cerr << "saga-bench: " << path << " is not a saga-bench result\n";
+      return 2;
+    }
+    const std::string name = fs::path(path).filename().string();
+    double baseline8 = 0;
+    if (run.contains("baselines") && run["baselines"].contains("rocksdb_synced_8_writers"))
+      baseline8 = run["baselines"]["rocksdb_synced_8_writers"].value("commits_per_s", 0.0);
+    for (const Json& p : run["points"]) {
+      if (p.value("changelog", false) || p.value("replicas", 0) > 0) continue;
+      const std::string workload = p.value("workload", "");
+      const bool closed = p.value("loop", "") == "closed";
+      const double per_s = p.value("sagas_per_s", 0.0);
+      const Json& lat = p["latency_ms"];
+      if (workload == "kafka" && closed && p.value("inflight", 0) == 1) {
+        alone_p50 = {lat.value("p50", 0.0), name};
+        alone_p99 = {lat.value("p99", 0.0), name};
+      } else if (workload == "kafka" && closed && p.value("inflight", 0) == 32) {
+        k32 = {per_s, name};
+      } else if (workload == "kafka" && !closed && p.value("offered_per_s", 0.0) == 2500) {
+        p99_2500 = {lat.value("p99", 0.0), name};
+      } else if (workload == "kafka" && !closed && p.value("offered_per_s", 0.0) == 5000) {
+        unsat_5000 = {p.value("achieved_per_s", 0.0), name, p.value("saturated", true)};
+      } else if (workload == "engine" && closed && p.value("sync", false)) {
+        if (!engine_best.value || per_s > *engine_best.value) {
+          engine_best = {per_s, name};
+          if (baseline8 > 0) engine_ratio = {per_s / baseline8, name};
+        }
+      }
+    }
+  }
+  struct Target {
+    const char* what;
+    const Found& found;
+    std::function<bool(const Found&)> met;
+    const char* unit;
+  };
+  const std::vector<Target> targets = {
+      {"kafka, a saga alone: p50 <= 8 ms", alone_p50,
+       [](const Found& f) { return *f.value <= 8; }, "ms"},
+      {"kafka, a saga alone: p99 <= 20 ms", alone_p99,
+       [](const Found& f) { return *f.value <= 20; }, "ms"},
+      {"kafka, 32 sagas in flight: >= 1,500 sagas/s", k32,
+       [](const Found& f) { return *f.value >= 1500; }, "sagas/s"},
+      {"kafka, 2,500 sagas/s offered: p99 < 50 ms", p99_2500,
+       [](const Found& f) { return *f.value < 50; }, "ms"},
+      {"kafka, 5,000 sagas/s offered: not saturated", unsat_5000,
+       [](const Found& f) { return !f.saturated; }, "sagas/s achieved"},
+      {"engine, synced: >= 30,000 sagas/s", engine_best,
+       [](const Found& f) { return *f.value >= 30000; }, "sagas/s"},
+      {"engine, synced: >= 1.3x the run's 8-writer synced baseline", engine_ratio,
+       [](const Found& f) { return *f.value >= 1.3; }, "x"},
+  };
+  Json out = Json::array();
+  std::cout << "| target | measured | met? | run |\n|---|---|---|---|\n";
+  for (const Target& t : targets) {
+    Json j = {{"target", t.what}, {"unit", t.unit}, {"file", t.found.file}};
+    if (t.found.value) {
+      j["measured"] = *t.found.value;
+      j["met"] = t.met(t.found);
+    } else {
+      j["measured"] = nullptr;
+      j["met"] = nullptr;
+    }
+    char measured[64] = "not measured";
+    if (t.found.value) {
+      const double v = *t.found.value;
+      std::snprintf(measured, sizeof measured, "%.*f %s", v >= 100 ? 0 : 2, v, t.unit);
+    }
+    std::cout << "| " << t.what << " | " << measured << " | "
+              << (!t.found.value ? "—" : t.met(t.found) ? "**met**" : "not met") << " | "
+              << t.found.file << " |\n";
+    out.push_back(std::move(j));
+  }
+  if (!args.json.empty()) std::ofstream(args.json) << Json{{"targets", out}}.dump(2) << "\n";
+  return 0;
+}
+
 int main(int argc, char** argv) {
   Args args = parse(argc, argv);
   spdlog::set_level(spdlog::level::warn);
   if (!args.participant.empty()) return run_participant(args);
+  if (!args.targets.empty()) return run_targets(args);
   std::unique_ptr<OwnBroker> broker;
   if (args.workload == "kafka" && args.brokers.empty()) {
     broker = std::make_unique<OwnBroker>(fs::path(args.dir) / "broker");
@@ -1685,6 +1923,8 @@ int main(int argc, char** argv) {
         {"session_ms", args.session_ms},
         {"fail_share", args.fail_share},
         {"open_loop_seconds", args.seconds},
+        {"trace", args.trace},
+        {"kafka_properties", args.kafka_properties},
         {"kafka_broker", args.workload != "kafka" ? "none"
                          : broker                 ? "started by saga-bench (scripts/kafka)"
                                                   : "given (--brokers)"}}},
@@ -1707,6 +1947,14 @@ int main(int argc, char** argv) {
                       : "")
               << (p.value("saturated", false) ? "  SATURATED" : "")
               << (p["consistent"].get<bool>() ? "" : "  INCONSISTENT") << "\n";
+    if (p.contains("breakdown")) {
+      for (const Json& g : p["breakdown"]["gaps"]) {
+        if (g["share"].get<double>() < 0.005) break;
+        std::fprintf(stderr, "  %5.1f%%  p50 %8.0f us  p99 %8.0f us  %s\n",
+                     100 * g["share"].get<double>(), g["p50_us"].get<double>(),
+                     g["p99_us"].get<double>(), g["gap"].get<std::string>().c_str());
+      }
+    }
     ok = ok && p["consistent"].get<bool>();
     out["points"].push_back(std::move(p));
   }

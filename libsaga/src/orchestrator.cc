@@ -33,6 +33,7 @@
 #include "outbox.h"
 #include "records.h"
 #include "sweep.h"
+#include "trace.h"
 #include "saga/json.h"
 #include "saga/shard.h"
 #include "store/families.h"
@@ -1022,6 +1023,7 @@ class OrchestratorImpl final : public Orchestrator {
   void enqueue(Request r) {
     if (r.kind == Request::Kind::kStart && r.options.id.empty())
       r.options.id = hex(random().next()) + hex(random().next());
+    if (r.kind == Request::Kind::kStart) trace::point("o.request", r.options.id, "start");
     Shard& sh = shard_for(r.kind == Request::Kind::kStart ? r.options.id : r.id);
     {
       std::lock_guard lock(sh.mu);
@@ -1152,6 +1154,7 @@ class OrchestratorImpl final : public Orchestrator {
       size_t taken = 0;
       for (; taken < requests.size() && !full(); ++taken) {
         Request& r = requests[taken];
+        if (r.kind == Request::Kind::kStart) trace::point("o.stage", r.options.id, "start");
         StatusOr<std::string> result = handle_request(sh, r);
         if (r.done) rel.answers.emplace_back(std::move(r.done), std::move(result));
       }
@@ -1168,6 +1171,7 @@ class OrchestratorImpl final : public Orchestrator {
       }
       size_t replies = 0;
       for (; replies < sh.inbound.size() && !full(); ++replies) {
+        trace::point("o.stage", sh.inbound[replies].first.saga_id, sh.inbound[replies].first.id);
         handle_reply(sh, sh.inbound[replies].first);
         rel.consumed.push_back(std::move(sh.inbound[replies]));
       }
@@ -1204,8 +1208,14 @@ class OrchestratorImpl final : public Orchestrator {
     for (Release& rel : releases) {
       Shard& sh = *rel.shard;
       if (sh.lost || sh.rolled_back) continue;  // its part was not committed: nothing leaves
-      for (auto& [reply, ack] : rel.consumed) ack();
-      for (auto& [done, result] : rel.answers) done(std::move(result));
+      for (auto& [reply, ack] : rel.consumed) {
+        trace::point("o.durable", reply.saga_id, reply.id);
+        ack();
+      }
+      for (auto& [done, result] : rel.answers) {
+        if (result.ok()) trace::point("o.durable", *result, "start");
+        done(std::move(result));
+      }
       sh.outbox->release();
       for (const std::string& id : sh.settled) {
         if (!opts_.on_settled) break;

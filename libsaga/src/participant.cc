@@ -25,6 +25,7 @@
 #include "saga/shard.h"
 #include "store/codec.h"
 #include "store/families.h"
+#include "trace.h"
 #include "store/store.h"
 #include "sweep.h"
 
@@ -649,6 +650,7 @@ class ParticipantImpl final : public Participant {
       if (!sh.owned) continue;  // assigned, not restored yet: its commands wait
       if (sh.inbound.empty() || sh.resume_ms > now || !caught_up(sh)) continue;
       for (auto& in : sh.inbound) {
+        trace::point("p.stage", in.first.saga_id, in.first.id);
         handle(sh, in.first);
         sh.consumed.push_back(std::move(in));
         ++handled;
@@ -688,7 +690,10 @@ class ParticipantImpl final : public Participant {
     for (Shard* sh : d.shards) {
       if (sh->lost) continue;
       commit_stats(sh->stats);
-      for (auto& [cmd, ack] : sh->consumed) ack();
+      for (auto& [cmd, ack] : sh->consumed) {
+        trace::point("p.durable", cmd.saga_id, cmd.id);
+        ack();
+      }
       sh->consumed.clear();
       sh->outbox->release();
       sh->depth = sh->outbox->depth();

@@ -36,6 +36,7 @@
 #include "kafka/offset_tracker.h"
 #include "kafka/rdkafka_util.h"
 #include "saga/json.h"
+#include "trace.h"
 
 namespace saga {
 namespace internal::kafka {
@@ -132,6 +133,7 @@ class KafkaTransport final : public Transport,
 
   // ---- librdkafka callbacks (run inside poll/consume/flush/close)
   void dr_cb(RdKafka::Message& message) override;
+  void trace_delivery(RdKafka::Message& message);
   void event_cb(RdKafka::Event& event) override;
   void rebalance_cb(RdKafka::KafkaConsumer* consumer, RdKafka::ErrorCode err,
                     std::vector<RdKafka::TopicPartition*>& partitions) override;
@@ -662,6 +664,7 @@ Status KafkaTransport::subscribe_topic(std::string_view destination, Handler han
 }
 
 void KafkaTransport::send(Message message, SendCallback on_sent) {
+  trace::point("k.send", message.saga_id, message.id);
   uint64_t id = 0;
   if (on_sent) {
     std::lock_guard lock(sends_mu_);
@@ -906,6 +909,7 @@ size_t KafkaTransport::run_completions() {
 void KafkaTransport::dr_cb(RdKafka::Message& message) {
   const auto id = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(message.msg_opaque()));
   if (message.err() == RdKafka::ERR_NO_ERROR) {
+    if (trace::enabled()) trace_delivery(message);
     mark_up();
     return complete(id, ok_status());
   }
@@ -922,6 +926,20 @@ void KafkaTransport::dr_cb(RdKafka::Message& message) {
     if (!fatal_.ok()) status = fatal_;
   }
   complete(id, std::move(status));
+}
+
+// Records the delivery of a traced message (src/trace.h), named by its headers.
+void KafkaTransport::trace_delivery(RdKafka::Message& message) {
+  std::string saga_id, id;
+  if (const RdKafka::Headers* h = message.headers()) {
+    for (const RdKafka::Headers::Header& header : h->get_all()) {
+      if (header.value() == nullptr) continue;
+      std::string value(static_cast<const char*>(header.value()), header.value_size());
+      if (header.key() == kHeaderSagaId) saga_id = std::move(value);
+      if (header.key() == kHeaderMessageId) id = std::move(value);
+    }
+  }
+  trace::point("k.acked", saga_id, id);
 }
 
 // ------------------------------------------------------------------ receive
@@ -979,6 +997,7 @@ bool KafkaTransport::handle_record(RdKafka::Message& record) {
     tracker_->ack(token);
     return false;
   }
+  trace::point("k.recv", message->saga_id, message->id);
   Ack ack = [tracker = std::weak_ptr<OffsetTracker>(tracker_), token = std::move(token)] {
     if (auto t = tracker.lock()) t->ack(token);
   };

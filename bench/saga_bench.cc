@@ -1460,7 +1460,8 @@ class RawKafka {
     auto pc = rd_conf({{"bootstrap.servers", brokers},
                        {"enable.idempotence", "true"},
                        {"acks", "all"},
-                       {"linger.ms", "2"},
+                       {"linger.ms", "0"},
+                       {"socket.nagle.disable", "true"},
                        {"message.timeout.ms", "30000"},
                        {"partitioner", "murmur2_random"}});
     producer_.reset(RdKafka::Producer::create(pc.get(), err));
@@ -1471,7 +1472,9 @@ class RawKafka {
                        {"enable.auto.commit", "true"},
                        {"enable.auto.offset.store", "false"},
                        {"auto.offset.reset", "earliest"},
-                       {"partition.assignment.strategy", "cooperative-sticky"}});
+                       {"partition.assignment.strategy", "cooperative-sticky"},
+                       {"socket.nagle.disable", "true"},
+                       {"fetch.wait.max.ms", "50"}});
     consumer_.reset(RdKafka::KafkaConsumer::create(cc.get(), err));
     if (!consumer_) kafka_die("consumer: " + err);
     if (consumer_->subscribe({topic_}) != RdKafka::ERR_NO_ERROR) kafka_die("subscribe");
@@ -1648,7 +1651,8 @@ Json run_baselines(const Args& args) {
     const std::string tag = std::to_string(rng() % 1'000'000'000);
     b["kafka_round_trip"] = kafka_round_trip_baseline(args.brokers, "baseline-rt-" + tag, s);
     b["kafka_pipelined"] = kafka_pipelined_baseline(args.brokers, "baseline-pl-" + tag, s);
-    b["kafka_settings"] = "acks=all, enable.idempotence=true, linger.ms=2, 6 partitions";
+    b["kafka_settings"] =
+        "acks=all, enable.idempotence=true, linger.ms=0, socket.nagle.disable=true, 6 partitions";
   }
   for (const auto& [name, v] : b.items()) {
     if (!v.is_object()) continue;

@@ -84,6 +84,7 @@ struct EndpointState {
   // Tables read (Transport::subscribe_table): the handler and the index of
   // the next message of the table's log to deliver.
   std::map<std::string, std::pair<HandlerPtr, size_t>, std::less<>> tables;
+  bool woken = false;  // Transport::wake() since the last poll() returned
 };
 
 // One unit of work poll() performs outside the lock.
@@ -349,6 +350,16 @@ class MemoryBusImpl final : public MemoryBus {
   }
 
   size_t poll(uint64_t endpoint_id, std::chrono::milliseconds max_wait);
+
+  void wake(uint64_t endpoint_id) {
+    {
+      std::lock_guard lock(mu_);
+      auto it = endpoints_.find(endpoint_id);
+      if (it == endpoints_.end()) return;
+      it->second.woken = true;
+    }
+    cv_.notify_all();
+  }
 
   // Fences every earlier claim of the shard; returns the new claim's epoch.
   StatusOr<uint64_t> claim(const std::string& log, uint32_t shard, uint32_t shards) {
@@ -799,6 +810,8 @@ class MemoryEndpoint final : public Transport {
 
   size_t poll(std::chrono::milliseconds max_wait) override { return bus_->poll(id_, max_wait); }
 
+  void wake() override { bus_->wake(id_); }
+
   Status health() const override { return bus_->health(); }
 
   StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
@@ -833,7 +846,7 @@ size_t MemoryBusImpl::poll(uint64_t endpoint_id, std::chrono::milliseconds max_w
     EndpointState& ep = endpoints_.at(endpoint_id);  // std::map: stable while we wait
     for (;;) {
       take_ready_locked(endpoint_id, ep, work);
-      if (!work.empty()) break;
+      if (!work.empty() || ep.woken) break;
       const auto now = SteadyClock::now();
       if (now >= deadline) break;
       auto wake = deadline;
@@ -846,6 +859,7 @@ size_t MemoryBusImpl::poll(uint64_t endpoint_id, std::chrono::milliseconds max_w
       }
       cv_.wait_until(lock, wake);
     }
+    ep.woken = false;
   }
 
   // User code runs unlocked: handlers and callbacks may send, ack or poll.

@@ -852,7 +852,7 @@ class OrchestratorImpl final : public Orchestrator {
   // pump thread polls the transport and routes what arrives to the shards.
   void start_background() override {
     threads_.start(drivers_.size(),
-                   {[this] { run_once(Duration{2}); },
+                   {[this] { run_once(kIdleWait); },
                     [this](size_t i) { iterate(*drivers_[i], kIdleWait, /*poll=*/false); },
                     [this] { transport_->poll(kIdleWait); },
                     [this] {
@@ -984,9 +984,14 @@ class OrchestratorImpl final : public Orchestrator {
     return *shards_[shards_.size() == 1 ? 0 : shard_of(id, static_cast<uint32_t>(shards_.size()))];
   }
 
-  // Wakes the thread driving `sh`, when it has one of its own.
+  // Wakes the thread driving `sh`: its bell when it has a thread of its
+  // own, else the transport's poll() that the one engine thread waits in.
   void ring(Shard& sh) {
-    if (threads_.threaded()) sh.driver->bell.ring();
+    if (threads_.threaded()) {
+      sh.driver->bell.ring();
+    } else {
+      transport_->wake();
+    }
   }
 
   // Runs `fn` on the shard's driving thread in its next iteration (transport

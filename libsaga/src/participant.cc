@@ -301,7 +301,7 @@ class ParticipantImpl final : public Participant {
         std::lock_guard lock(sh.mu);
         sh.arrived.emplace_back(std::move(m), std::move(ack));
       }
-      if (threads_.threaded()) sh.driver->bell.ring();
+      ring(sh);
     };
     if (opts_.standby && !opts_.replicas) {
       return Status::invalid_argument("participant '" + opts_.name +
@@ -323,7 +323,7 @@ class ParticipantImpl final : public Participant {
         auto lock = lock_for_callback(sh);
         sh.assigned = true;  // claimed and restored by its thread's next iteration
         sh.resume_ms = 0;
-        if (threads_.threaded()) sh.driver->bell.ring();
+        ring(sh);
       }
     };
     how.listener.revoked = [this](const std::vector<uint32_t>& ps) { release(ps, "revoked"); };
@@ -376,9 +376,9 @@ class ParticipantImpl final : public Participant {
     if (!store_status().ok()) return 0;
     std::vector<std::unique_lock<std::mutex>> locks;
     for (auto& d : drivers_) locks.emplace_back(d->mu);
-    bool busy = false;
-    for (auto& d : drivers_) busy = busy || has_work(*d);
-    transport_->poll(busy ? Duration{0} : max_wait);
+    Duration wait = max_wait;
+    for (auto& d : drivers_) wait = std::min(wait, idle_wait(*d, max_wait));
+    transport_->poll(wait);
     size_t handled = 0;
     for (auto& d : drivers_) handled += iterate(*d);
     return handled;
@@ -388,7 +388,7 @@ class ParticipantImpl final : public Participant {
   // a thread per driver, woken by its bell, and a pump thread that polls
   // the transport and routes what arrives to the shards' mailboxes.
   void start_background() override {
-    threads_.start(drivers_.size(), {[this] { run_once(Duration{2}); },
+    threads_.start(drivers_.size(), {[this] { run_once(kIdleWait); },
                                      [this](size_t i) { drive(*drivers_[i]); },
                                      [this] { transport_->poll(kIdleWait); },
                                      [this] {
@@ -606,20 +606,36 @@ class ParticipantImpl final : public Participant {
     return false;
   }
 
+  // How long the driver may wait for work, at most `limit`: 0 when it has
+  // some now, else until the end of a shard's rest. REQUIRES: d.mu.
+  Duration idle_wait(Driver& d, Duration limit) {
+    if (has_work(d)) return Duration{0};
+    Duration wait = limit;
+    const int64_t now = to_millis(opts_.clock->now());
+    for (Shard* sh : d.shards) {
+      if (!sh->lost && (!sh->inbound.empty() || (sh->assigned && !sh->owned)))
+        wait = std::min(wait, Duration{std::max<int64_t>(1, sh->resume_ms - now)});
+    }
+    return wait;
+  }
+
+  // Wakes the thread driving `sh`: its bell when it has a thread of its
+  // own, else the transport's poll() that the one engine thread waits in.
+  void ring(Shard& sh) {
+    if (threads_.threaded()) {
+      sh.driver->bell.ring();
+    } else {
+      transport_->wake();
+    }
+  }
+
   // One pass of a driver's own thread: waits for its bell while there is
   // nothing to do (bounded by the end of a shard's rest), then iterates.
   void drive(Driver& d) {
     Duration wait{0};
     {
       std::lock_guard lock(d.mu);
-      if (!has_work(d)) {
-        wait = kIdleWait;
-        const int64_t now = to_millis(opts_.clock->now());
-        for (Shard* sh : d.shards) {
-          if (!sh->lost && (!sh->inbound.empty() || (sh->assigned && !sh->owned)))
-            wait = std::min(wait, Duration{std::max<int64_t>(1, sh->resume_ms - now)});
-        }
-      }
+      wait = idle_wait(d, kIdleWait);
     }
     if (wait.count() > 0) d.bell.wait(wait);
     std::lock_guard lock(d.mu);

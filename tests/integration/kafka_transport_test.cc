@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -396,6 +397,49 @@ TEST_CASE("every envelope field round-trips through the broker and sends are con
   CHECK(got_min == expected_min);
   CHECK(a->health().ok());
   CHECK(b->health().ok());
+}
+
+// Runs t->poll(an hour) on another thread; true when it returned within a
+// minute, calling `nudge` (if any) every 50 ms meanwhile.
+bool poll_returns(Transport& t, const std::function<void()>& nudge = nullptr) {
+  auto polled = std::async(std::launch::async, [&] { return t.poll(std::chrono::hours(1)); });
+  const auto deadline = Steady::now() + 60s;
+  while (polled.wait_for(50ms) != std::future_status::ready) {
+    if (Steady::now() > deadline) {
+      t.wake();  // let the thread end; the test has failed already
+      return false;
+    }
+    if (nudge) nudge();
+  }
+  return true;
+}
+
+TEST_CASE("poll() ends when woken, when a record arrives and when a send is confirmed") {
+  const std::string prefix = unique_prefix();
+  auto a = connect(prefix, "a");
+  auto b = connect(prefix, "b");
+  Inbox inbox;
+  REQUIRE(b->subscribe("inbox", inbox.handler()).ok());
+
+  // wake() before a poll ends the next one; from another thread, the one
+  // waiting (an engine's start arriving from an HTTP thread).
+  b->wake();
+  CHECK(poll_returns(*b));
+  CHECK(poll_returns(*b, [&] { b->wake(); }));
+  CHECK(poll_returns(*a, [&] { a->wake(); }));  // not subscribed: waits on the producer alone
+
+  // A delivery report ends the sender's wait (it is not subscribed to anything).
+  SendLog sends;
+  a->send(command("w1", "inbox", "k"), sends.callback());
+  const auto deadline = Steady::now() + 60s;
+  while (sends.results.empty() && Steady::now() < deadline) REQUIRE(poll_returns(*a));
+  REQUIRE(sends.results.size() == 1);
+  CHECK(sends.all_ok());
+  // The record ends the receiver's wait.
+  while (inbox.messages.empty() && Steady::now() < deadline) REQUIRE(poll_returns(*b));
+  REQUIRE(inbox.messages.size() == 1);
+  CHECK(inbox.messages[0].id == "w1");
+  for (auto& ack : inbox.acks) ack();
 }
 
 TEST_CASE("messages with the same key arrive in send order") {

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -134,6 +135,27 @@ TEST_CASE("send confirms with OK on the sender's next poll, never inside send") 
   CHECK(log.results[0].ok());
   CHECK(log.results[1].ok());
   CHECK(producer->poll(kNoWait) == 0);  // each callback runs once
+}
+
+TEST_CASE("wake() ends the poll that waits, or else the next one") {
+  Fixture f;
+  auto endpoint = f.bus->connect("engine");
+  REQUIRE(endpoint->subscribe("orders", [](Message, Transport::Ack) {}).ok());
+  // Before the poll: the next poll returns at once, once.
+  endpoint->wake();
+  auto first = std::async(std::launch::async, [&] { return endpoint->poll(std::chrono::hours(1)); });
+  REQUIRE(first.wait_for(std::chrono::seconds(60)) == std::future_status::ready);
+  CHECK(first.get() == 0);
+  // From another thread while a poll waits (or just before it does: either
+  // way it must end, not after its hour).
+  auto second = std::async(std::launch::async, [&] { return endpoint->poll(std::chrono::hours(1)); });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (second.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready &&
+         std::chrono::steady_clock::now() < deadline)
+    endpoint->wake();
+  REQUIRE(second.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+  CHECK(second.get() == 0);
+  CHECK(endpoint->poll(kNoWait) == 0);  // nothing was left behind
 }
 
 TEST_CASE("messages wait for a subscriber like a topic") {

@@ -170,6 +170,12 @@ class Transport {
   /// `max_wait` for the first one. Returns how many it delivered.
   virtual size_t poll(std::chrono::milliseconds max_wait) = 0;
 
+  /// Makes the poll() that is waiting now, or else the next one, return
+  /// without waiting out its max_wait: work arrived elsewhere (a start from
+  /// another thread) for the thread that polls. Thread-safe, cheap when
+  /// repeated. Default: nothing (poll() then waits its max_wait out).
+  virtual void wake() {}
+
   /// OK while the fabric is reachable (readiness).
   virtual Status health() const = 0;
 

@@ -91,6 +91,8 @@ std::map<std::string, std::string> consumer_properties(const KafkaOptions& optio
       {"enable.auto.offset.store", "false"},
       {"auto.offset.reset", "earliest"},
       {"partition.assignment.strategy", "cooperative-sticky"},
+      // Fetches and commits are written whole (as the producer's requests).
+      {"socket.nagle.disable", "true"},
       // A member that stops heartbeating loses its partitions (its shards,
       // with replicas) after 6 s, the broker's smallest allowed session
       // (group.min.session.timeout.ms), instead of librdkafka's 45 s: the

@@ -48,10 +48,6 @@ using SteadyClock = std::chrono::steady_clock;
 // Bound on messages handed to handlers by one poll(), so a busy topic cannot
 // keep the caller (and its batch of acks) inside poll() indefinitely.
 constexpr size_t kMaxMessagesPerPoll = 500;
-// While sends await their delivery report, poll() waits on the consumer in
-// slices this long so that reports (served by the producer) are not held up
-// for the whole max_wait.
-constexpr milliseconds kDeliverySlice{5};
 // How long the destructor lets queued sends reach the broker. Anything still
 // queued afterwards was never confirmed, so its sender re-sends it.
 constexpr milliseconds kCloseFlush{5'000};
@@ -113,6 +109,7 @@ class KafkaTransport final : public Transport,
   Status subscribe_table(std::string_view destination, Handler handler) override;
   void send(Message message, SendCallback on_sent) override;
   size_t poll(milliseconds max_wait) override;
+  void wake() override { waker_.signal(); }
   Status health() const override;
   StatusOr<std::unique_ptr<ShardLog>> claim_shard(std::string_view log, uint32_t shard,
                                                   uint32_t shards) override;
@@ -176,6 +173,9 @@ class KafkaTransport final : public Transport,
   void serve_admin_results();
   // Hands one consumed record to its handler; true when a handler ran.
   bool handle_record(RdKafka::Message& record);
+  // Hands the records that have arrived to their handlers, up to a bound
+  // (then sets backlog_). Returns how many.
+  size_t serve_consumer();
   // The envelope of a consumed record, read as a message to `destination`.
   static StatusOr<Message> decode_record(RdKafka::Message& record, std::string destination);
   // Delivers what the tables' reader has ready; returns how many.
@@ -194,14 +194,22 @@ class KafkaTransport final : public Transport,
   const KafkaOptions opts_;
   std::shared_ptr<spdlog::logger> log_;
 
-  // Handles; the destructor resets them explicitly, in this order: queue,
-  // consumer, producer (the queue belongs to the producer's handle).
+  // Ends poll()'s wait: written to by the queues below and by wake(). It
+  // outlives the handles, whose threads write to it.
+  Waker waker_;
+  // Handles; the destructor resets them explicitly, in this order: queues,
+  // consumer, producer (admin_queue_ belongs to the producer's handle).
   std::unique_ptr<RdKafka::Producer> producer_;
   std::unique_ptr<RdKafka::KafkaConsumer> consumer_;
   // Reads the tables (subscribe_table): assigned their one partition each,
   // from the beginning, never in a group. Made by the first subscribe_table().
   std::unique_ptr<RdKafka::KafkaConsumer> table_reader_;
   QueuePtr admin_queue_;  // results of ensure_topic_async()
+  // The queues poll() serves, watched by waker_: delivery reports and
+  // producer events; records and consumer events; table records.
+  QueuePtr producer_queue_, consumer_queue_, table_queue_;
+  // poll() left records in a queue (its bound): the next one must not wait.
+  bool backlog_ = false;
   std::shared_ptr<OffsetTracker> tracker_;
 
   // Sends awaiting their delivery report, by the id passed as msg_opaque, and
@@ -290,7 +298,15 @@ Status KafkaTransport::init() {
           // reordering within a partition: what "confirmed" must mean.
           {"enable.idempotence", "true"},
           {"acks", "all"},
-          {"linger.ms", "2"},
+          // Send at once: a lone saga's every hop would wait the linger out
+          // (2 ms of a 2.7 ms hop). Under load, records batch by themselves
+          // while earlier requests are in flight (bench/README.md, "Where a
+          // saga's time goes"); a deployment that prefers fewer, larger
+          // requests sets linger.ms in KafkaOptions::properties.
+          {"linger.ms", "0"},
+          // Requests are written whole: Nagle's algorithm could only hold
+          // a small one back until the previous one is acknowledged.
+          {"socket.nagle.disable", "true"},
           // A send that cannot be delivered fails after this long; the outbox
           // keeps the record and tries again, so nothing is lost.
           {"message.timeout.ms", "30000"},
@@ -321,6 +337,10 @@ Status KafkaTransport::init() {
   if (!consumer_) return Status::invalid_argument("kafka: cannot create the consumer: " + err);
 
   admin_queue_.reset(rd_kafka_queue_new(producer_->c_ptr()));
+  producer_queue_.reset(rd_kafka_queue_get_main(producer_->c_ptr()));
+  consumer_queue_.reset(rd_kafka_queue_get_consumer(consumer_->c_ptr()));
+  waker_.watch(producer_queue_.get());
+  if (consumer_queue_) waker_.watch(consumer_queue_.get());
   tracker_ = std::make_shared<OffsetTracker>(
       [consumer = consumer_.get(), log = log_](const std::string& topic, int32_t partition,
                                                int64_t next) {
@@ -377,6 +397,10 @@ Status KafkaTransport::init() {
 
 KafkaTransport::~KafkaTransport() {
   closing_ = true;
+  for (QueuePtr* q : {&producer_queue_, &consumer_queue_, &table_queue_}) {
+    if (*q) Waker::unwatch(q->get());
+    q->reset();
+  }
   if (consumer_) {
     if (subscribed_ && !assigned_once_) {
       // Records consumed here are neither handled nor acked: redelivered later.
@@ -587,6 +611,8 @@ Status KafkaTransport::subscribe_table(std::string_view destination, Handler han
     std::string err;
     table_reader_.reset(RdKafka::KafkaConsumer::create(conf.get(), err));
     if (!table_reader_) return Status::internal(context + ": cannot create the reader: " + err);
+    table_queue_.reset(rd_kafka_queue_get_consumer(table_reader_->c_ptr()));
+    if (table_queue_) waker_.watch(table_queue_.get());
   }
   std::unique_ptr<RdKafka::TopicPartition> tp(
       RdKafka::TopicPartition::create(topic, 0, RdKafka::Topic::OFFSET_BEGINNING));
@@ -703,48 +729,37 @@ void KafkaTransport::send(Message message, SendCallback on_sent) {
 
 size_t KafkaTransport::poll(milliseconds max_wait) {
   const auto deadline = SteadyClock::now() + std::max(max_wait, milliseconds(0));
-  size_t n = serve_producer();
-  if (has_tables_) n += serve_tables();
-
   bool subscribed;
   {
     std::lock_guard lock(subs_mu_);
     subscribed = !subs_by_topic_.empty();
   }
-  if (!subscribed) {
-    // Only delivery reports can arrive: wait for them on the producer.
-    if (n == 0 && max_wait.count() > 0) n += serve_producer(remaining_until(deadline));
-    return n;
-  }
-
-  size_t delivered = 0;
+  size_t n = 0;
   for (;;) {
-    milliseconds wait = remaining_until(deadline);
-    if (n > 0) {
-      wait = milliseconds(0);  // something to report already: take only what is ready
-    } else {
-      std::lock_guard lock(sends_mu_);
-      if (!pending_.empty()) wait = std::min(wait, kDeliverySlice);
-    }
-    std::unique_ptr<RdKafka::Message> record(consumer_->consume(to_ms(wait)));
-    if (handle_record(*record)) {
-      ++delivered;
-      break;
-    }
+    // Whatever reaches a queue after drain() ends the wait below; wake() since
+    // the last drain() ends this poll().
+    const bool woken = waker_.drain();
+    backlog_ = false;
     n += serve_producer();
-    if (n > 0 || SteadyClock::now() >= deadline) break;
+    if (has_tables_) n += serve_tables();
+    if (subscribed) n += serve_consumer();
+    if (woken || n > 0 || backlog_ || SteadyClock::now() >= deadline) break;
+    waker_.wait(remaining_until(deadline));
   }
-  // Drain what is ready without waiting. Error events count toward the bound
-  // too, so this loop always ends.
-  for (size_t tries = 0; delivered < kMaxMessagesPerPoll && tries < 2 * kMaxMessagesPerPoll;
-       ++tries) {
+  restart_stalled();
+  return n;
+}
+
+size_t KafkaTransport::serve_consumer() {
+  // Error events count toward the bound too, so this loop always ends.
+  size_t delivered = 0, tries = 0;
+  for (; delivered < kMaxMessagesPerPoll && tries < 2 * kMaxMessagesPerPoll; ++tries) {
     std::unique_ptr<RdKafka::Message> record(consumer_->consume(0));
-    if (record->err() == RdKafka::ERR__TIMED_OUT) break;
+    if (record->err() == RdKafka::ERR__TIMED_OUT) return delivered;
     if (handle_record(*record)) ++delivered;
   }
-  n += serve_producer();
-  restart_stalled();
-  return n + delivered;
+  backlog_ = true;  // perhaps more: the next poll() serves them at once
+  return delivered;
 }
 
 Status KafkaTransport::health() const {
@@ -1028,7 +1043,7 @@ size_t KafkaTransport::serve_tables() {
   size_t delivered = 0;
   for (size_t tries = 0; tries < 2 * kMaxMessagesPerPoll; ++tries) {
     std::unique_ptr<RdKafka::Message> record(table_reader_->consume(0));
-    if (record->err() == RdKafka::ERR__TIMED_OUT) break;
+    if (record->err() == RdKafka::ERR__TIMED_OUT) return delivered;
     if (record->err() != RdKafka::ERR_NO_ERROR) {
       if (record->err() != RdKafka::ERR__PARTITION_EOF)
         log_->warn("kafka table reader \"{}\": {}", endpoint_, record->errstr());
@@ -1052,6 +1067,7 @@ size_t KafkaTransport::serve_tables() {
     (*handler)(std::move(*message), [] {});  // a table's position is never committed
     if (++delivered == kMaxMessagesPerPoll) break;
   }
+  backlog_ = true;  // perhaps more: the next poll() serves them at once
   return delivered;
 }
 

@@ -1,5 +1,9 @@
 #include "kafka/rdkafka_util.h"
 
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 namespace saga::internal::kafka {
@@ -133,6 +137,41 @@ Status create_topics(rd_kafka_t* rk, const std::vector<std::string>& topics, int
   for (auto& [topic, status] : create_topics_results(event.get(), topics))
     SAGA_RETURN_IF_ERROR(status);
   return ok_status();
+}
+
+Waker::Waker() {
+  if (::pipe2(fds_, O_NONBLOCK | O_CLOEXEC) != 0) fds_[0] = fds_[1] = -1;
+}
+
+Waker::~Waker() {
+  for (int fd : fds_)
+    if (fd >= 0) ::close(fd);
+}
+
+void Waker::watch(rd_kafka_queue_t* queue) {
+  if (ok()) rd_kafka_queue_io_event_enable(queue, fds_[1], "w", 1);
+}
+
+void Waker::unwatch(rd_kafka_queue_t* queue) { rd_kafka_queue_io_event_enable(queue, -1, nullptr, 0); }
+
+void Waker::signal() {
+  if (!ok() || signalled_.exchange(true)) return;
+  const char w = 's';
+  (void)!::write(fds_[1], &w, 1);  // a full pipe already wakes the waiter
+}
+
+bool Waker::drain() {
+  const bool signalled = signalled_.exchange(false);
+  char buf[64];
+  while (ok() && ::read(fds_[0], buf, sizeof buf) > 0) {
+  }
+  return signalled;
+}
+
+void Waker::wait(std::chrono::milliseconds timeout) {
+  pollfd p{fds_[0], POLLIN, 0};
+  (void)::poll(ok() ? &p : nullptr, ok() ? 1 : 0,
+               static_cast<int>(std::clamp<int64_t>(timeout.count(), 0, INT32_MAX)));
 }
 
 }  // namespace saga::internal::kafka

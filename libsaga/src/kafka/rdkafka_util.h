@@ -6,6 +6,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafkacpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -37,6 +38,38 @@ using EventPtr = std::unique_ptr<rd_kafka_event_t, EventDeleter>;
 using NewTopicPtr = std::unique_ptr<rd_kafka_NewTopic_t, NewTopicDeleter>;
 using AdminOptionsPtr = std::unique_ptr<rd_kafka_AdminOptions_t, AdminOptionsDeleter>;
 using TopicPtr = std::unique_ptr<rd_kafka_topic_t, TopicDeleter>;
+
+/// Wakes a thread that waits for any of several librdkafka queues or for
+/// another thread (Transport::wake): a non-blocking pipe that the queues
+/// given to watch() write to when they receive something, as does signal().
+/// The waiting thread calls drain(), then serves the queues without
+/// waiting, then wait(): whatever arrives after drain() ends that wait.
+class Waker {
+ public:
+  Waker();
+  ~Waker();
+  Waker(const Waker&) = delete;
+  Waker& operator=(const Waker&) = delete;
+
+  /// False when the pipe could not be made (then wait() only sleeps).
+  bool ok() const { return fds_[0] >= 0; }
+  /// Makes `queue` write to the pipe when it receives an event; unwatch()
+  /// it before the queue's client is destroyed.
+  void watch(rd_kafka_queue_t* queue);
+  /// Stops `queue` from writing to the pipe.
+  static void unwatch(rd_kafka_queue_t* queue);
+  /// Ends the current or next wait(). Thread-safe; one write until drain().
+  void signal();
+  /// Empties the pipe. By the waiting thread, before it serves the queues.
+  /// Returns whether signal() was called since the last drain().
+  bool drain();
+  /// Waits until something was written since drain(), or `timeout` passed.
+  void wait(std::chrono::milliseconds timeout);
+
+ private:
+  int fds_[2] = {-1, -1};
+  std::atomic<bool> signalled_{false};
+};
 
 /// Converts a librdkafka error code: OK for no error; Internal for errors no
 /// retry can fix (fatal, authorization, message too large, invalid request);

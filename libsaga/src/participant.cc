@@ -388,7 +388,7 @@ class ParticipantImpl final : public Participant {
   // a thread per driver, woken by its bell, and a pump thread that polls
   // the transport and routes what arrives to the shards' mailboxes.
   void start_background() override {
-    threads_.start(drivers_.size(), {[this] { run_once(kIdleWait); },
+    threads_.start(drivers_.size(), {[this] { run_once(kLockedPollSlice); },
                                      [this](size_t i) { drive(*drivers_[i]); },
                                      [this] { transport_->poll(kIdleWait); },
                                      [this] {
@@ -465,6 +465,11 @@ class ParticipantImpl final : public Participant {
 
   // A background thread with nothing to do sleeps this long at most.
   static constexpr Duration kIdleWait{50};
+  // The one background thread's wait in poll(). run_once holds every
+  // driver's lock while it polls, and write() from another thread needs one
+  // of them: a longer wait would hold such a caller that long (it is not
+  // woken by work; records, confirmations and wake() end the wait at once).
+  static constexpr Duration kLockedPollSlice{2};
 
   Status store_status() const {
     std::lock_guard lock(status_mu_);

@@ -258,6 +258,10 @@ class KafkaTransport final : public Transport,
   mutable std::mutex health_mu_;
   Status fatal_;                      // GUARDED_BY(health_mu_)
   Status down_;                       // GUARDED_BY(health_mu_)
+  // librdkafka's last connection failure (its FAIL log line): since 2.1 a
+  // broker that closes the connection is reported there only, not as an
+  // error event, so startup failures quote it.
+  std::string last_failure_;  // GUARDED_BY(health_mu_)
   std::atomic<bool> is_down_{false};  // mirrors !down_.ok(), read without the lock
 };
 
@@ -384,7 +388,18 @@ Status KafkaTransport::init() {
     std::string why = RdKafka::err2str(rc);
     {
       std::lock_guard lock(health_mu_);
-      if (!down_.ok()) why += "; " + down_.message();
+      if (!down_.ok()) {
+        why += "; " + down_.message();
+      } else if (!last_failure_.empty()) {
+        why += "; " + last_failure_;
+      }
+    }
+    // A TLS or SASL listener closes a plaintext client's connection at its
+    // first request (ApiVersion); librdkafka 2.0 says so, later ones do not.
+    if (why.find("APIVERSION_QUERY") != std::string::npos &&
+        why.find("security.protocol") == std::string::npos) {
+      why += "; the broker closed the connection at the first request: check "
+             "security.protocol (is it a TLS or SASL listener?)";
     }
     return Status::unavailable("kafka: no broker of \"" + opts_.brokers + "\" answered within " +
                                std::to_string(opts_.startup_timeout.count()) + " ms (" + why + ")");
@@ -1341,6 +1356,10 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
         // only applies to the other draws a harmless CONFWARN. Connection
         // failures (FAIL) also arrive as error events, logged below.
         if (event.fac() == "CONFWARN" || event.fac() == "FAIL") level = spdlog::level::debug;
+        if (event.fac() == "FAIL") {
+          std::lock_guard lock(health_mu_);
+          last_failure_ = event.str();
+        }
         log_->log(level, "librdkafka {} [{}]: {}", endpoint_, event.fac(), event.str());
         break;
       }

@@ -28,6 +28,22 @@ find_dependency(nlohmann_json 3 CONFIG)
 find_dependency(spdlog CONFIG)
 find_dependency(prometheus-cpp CONFIG)
 find_dependency(PkgConfig)
+# librdkafka, as PkgConfig::RDKAFKA: the system's (Debian 12: 2.0.2), or a
+# newer one built from source by scripts/rdkafka, whose install prefix
+# SAGA_RDKAFKA_ROOT names (bench/README.md, "librdkafka built from source");
+# binaries then find its shared library there at run time (their RUNPATH).
 if(NOT TARGET PkgConfig::RDKAFKA)
+  if(SAGA_RDKAFKA_ROOT)
+    if(NOT EXISTS "${SAGA_RDKAFKA_ROOT}/lib/pkgconfig/rdkafka++.pc")
+      message(FATAL_ERROR "SAGA_RDKAFKA_ROOT=${SAGA_RDKAFKA_ROOT} holds no lib/pkgconfig/rdkafka++.pc: "
+                          "run scripts/rdkafka build, which prints the prefix")
+    endif()
+    set(ENV{PKG_CONFIG_PATH} "${SAGA_RDKAFKA_ROOT}/lib/pkgconfig")
+    set(CMAKE_INSTALL_RPATH_USE_LINK_PATH ON)
+  endif()
   pkg_check_modules(RDKAFKA REQUIRED IMPORTED_TARGET GLOBAL rdkafka++ rdkafka)
+  if(SAGA_RDKAFKA_ROOT AND NOT "${RDKAFKA_rdkafka++_PREFIX}" STREQUAL "${SAGA_RDKAFKA_ROOT}")
+    message(FATAL_ERROR "SAGA_RDKAFKA_ROOT=${SAGA_RDKAFKA_ROOT}, but this build directory found "
+                        "librdkafka in ${RDKAFKA_rdkafka++_PREFIX}: configure a new build directory")
+  endif()
 endif()

@@ -79,6 +79,14 @@ if(SAGA_ROCKSDB_ROOT)
 else()
   set(_saga_rocksdb_dev "librocksdb-dev")
 endif()
+# With SAGA_RDKAFKA_ROOT (librdkafka built from source, shared) the binaries
+# load it from that prefix (their RUNPATH), which the packages do not carry:
+# such packages work only where the same prefix exists. Packages meant for
+# other machines are built with Debian's librdkafka, the default.
+if(SAGA_RDKAFKA_ROOT)
+  message(WARNING "SAGA_RDKAFKA_ROOT is set: packages built here load librdkafka from "
+                  "${SAGA_RDKAFKA_ROOT} and work only where that prefix exists (docs/deploy.md)")
+endif()
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
     "libboost1.81-dev, ${_saga_rocksdb_dev}, nlohmann-json3-dev, libspdlog-dev, prometheus-cpp-dev, librdkafka-dev, pkg-config")
 set(CPACK_COMPONENT_DEV_DESCRIPTION

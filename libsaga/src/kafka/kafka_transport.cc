@@ -168,7 +168,7 @@ class KafkaTransport final : public Transport,
   // Queues the outcome of send `id` for the next poll().
   void complete(uint64_t id, Status status);
   // Serves producer events and admin results, then runs send callbacks.
-  size_t serve_producer(milliseconds wait = milliseconds(0));
+  size_t serve_producer();
   size_t run_completions();
   void serve_admin_results();
   // Hands one consumed record to its handler; true when a handler ran.
@@ -909,8 +909,8 @@ void KafkaTransport::complete(uint64_t id, Status status) {
   completions_.push_back(Completion{std::move(node.mapped()), std::move(status)});
 }
 
-size_t KafkaTransport::serve_producer(milliseconds wait) {
-  producer_->poll(to_ms(wait));  // delivery reports -> completions_, errors and stats -> health
+size_t KafkaTransport::serve_producer() {
+  producer_->poll(0);  // delivery reports -> completions_, errors and stats -> health
   serve_admin_results();
   return run_completions();
 }

@@ -28,11 +28,13 @@ class BackgroundLoop {
     });
   }
 
-  /// Stops after the current iteration; does nothing if not running.
-  void stop() {
+  /// Stops after the current iteration, which `wake` (if given) is called to
+  /// end; does nothing if not running.
+  void stop(const std::function<void()>& wake = {}) {
     std::lock_guard lock(mu_);
     if (!thread_.joinable()) return;
     stopping_ = true;
+    if (wake) wake();
     thread_.join();
   }
 
@@ -89,12 +91,12 @@ class EngineThreads {
     if (running_) return;
     running_ = true;
     stopping_ = false;
+    wake_ = std::move(work.wake);
     if (drivers == 1) {
       loop_.start(std::move(work.single));
       return;
     }
     threaded_ = true;
-    wake_ = std::move(work.wake);
     for (size_t i = 0; i < drivers; ++i) {
       threads_.emplace_back([this, i, drive = work.drive] {
         while (!stopping_) drive(i);
@@ -109,7 +111,7 @@ class EngineThreads {
   void stop() {
     std::lock_guard lock(mu_);
     if (!running_) return;
-    loop_.stop();
+    loop_.stop(wake_);
     stopping_ = true;
     if (wake_) wake_();
     for (std::thread& t : threads_) t.join();

@@ -857,6 +857,7 @@ class OrchestratorImpl final : public Orchestrator {
                     [this] { transport_->poll(kIdleWait); },
                     [this] {
                       for (auto& d : drivers_) d->bell.ring();
+                      transport_->wake();
                     }});
   }
 

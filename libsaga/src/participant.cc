@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdio>
 #include <map>
+#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -374,6 +375,7 @@ class ParticipantImpl final : public Participant {
   size_t run_once(Duration max_wait) override {
     std::lock_guard run(run_mu_);
     if (!store_status().ok()) return 0;
+    let_writers_in();
     std::vector<std::unique_lock<std::mutex>> locks;
     for (auto& d : drivers_) locks.emplace_back(d->mu);
     Duration wait = max_wait;
@@ -388,11 +390,12 @@ class ParticipantImpl final : public Participant {
   // a thread per driver, woken by its bell, and a pump thread that polls
   // the transport and routes what arrives to the shards' mailboxes.
   void start_background() override {
-    threads_.start(drivers_.size(), {[this] { run_once(kLockedPollSlice); },
+    threads_.start(drivers_.size(), {[this] { run_once(kIdleWait); },
                                      [this](size_t i) { drive(*drivers_[i]); },
                                      [this] { transport_->poll(kIdleWait); },
                                      [this] {
                                        for (auto& d : drivers_) d->bell.ring();
+                                       transport_->wake();
                                      }});
   }
 
@@ -465,11 +468,32 @@ class ParticipantImpl final : public Participant {
 
   // A background thread with nothing to do sleeps this long at most.
   static constexpr Duration kIdleWait{50};
-  // The one background thread's wait in poll(). run_once holds every
-  // driver's lock while it polls, and write() from another thread needs one
-  // of them: a longer wait would hold such a caller that long (it is not
-  // woken by work; records, confirmations and wake() end the wait at once).
-  static constexpr Duration kLockedPollSlice{2};
+  // How long run_once lets writers go first at most (let_writers_in()), so
+  // that a stream of writes cannot stall the engine.
+  static constexpr Duration kWritersFirst{2};
+
+  // write() from another thread takes its shard's driver lock, which
+  // run_once holds while it waits in poll(): the writer wakes that wait, and
+  // the next run_once lets it in before locking again (std::mutex is not
+  // fair: the loop would otherwise take the lock back at once).
+  std::unique_lock<std::mutex> lock_for_write(Driver& d) {
+    {
+      std::lock_guard gate(gate_mu_);
+      ++writers_waiting_;
+    }
+    if (!threads_.threaded()) transport_->wake();
+    std::unique_lock<std::mutex> lock(d.mu);
+    {
+      std::lock_guard gate(gate_mu_);
+      --writers_waiting_;
+    }
+    writers_in_.notify_all();
+    return lock;
+  }
+  void let_writers_in() {
+    std::unique_lock gate(gate_mu_);
+    writers_in_.wait_for(gate, kWritersFirst, [this] { return writers_waiting_ == 0; });
+  }
 
   Status store_status() const {
     std::lock_guard lock(status_mu_);
@@ -723,7 +747,7 @@ class ParticipantImpl final : public Participant {
   }
 
   Status write_in(Shard& sh, const std::function<Status(StateTxn&)>& fn) {
-    std::lock_guard lock(sh.driver->mu);
+    std::unique_lock<std::mutex> lock = lock_for_write(*sh.driver);
     SAGA_RETURN_IF_ERROR(store_status());
     if (sh.lost) return lost_status(sh);
     if (!sh.owned) {
@@ -1108,6 +1132,9 @@ class ParticipantImpl final : public Participant {
   Status store_status_;  // GUARDED_BY(status_mu_)
 
   std::mutex run_mu_;         // run_once(): one caller at a time (poll() is not re-entrant)
+  std::mutex gate_mu_;        // lock_for_write() and let_writers_in()
+  std::condition_variable writers_in_;
+  size_t writers_waiting_ = 0;  // GUARDED_BY(gate_mu_)
   EngineThreads threads_;  // start_background() .. stop()
 
   std::atomic<uint64_t> applied_{0}, refused_{0}, retried_{0}, duplicates_{0}, voided_{0},

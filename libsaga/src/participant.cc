@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <map>
-#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <thread>

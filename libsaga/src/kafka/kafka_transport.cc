@@ -258,9 +258,9 @@ class KafkaTransport final : public Transport,
   mutable std::mutex health_mu_;
   Status fatal_;                      // GUARDED_BY(health_mu_)
   Status down_;                       // GUARDED_BY(health_mu_)
-  // librdkafka's last connection failure (its FAIL log line): since 2.1 a
-  // broker that closes the connection is reported there only, not as an
-  // error event, so startup failures quote it.
+  // librdkafka's last connection failure (its FAIL log line): 2.12 reports
+  // a broker that closes the connection there only, not as an error event
+  // as 2.0 does, so a failed init() quotes it.
   std::string last_failure_;  // GUARDED_BY(health_mu_)
   std::atomic<bool> is_down_{false};  // mirrors !down_.ok(), read without the lock
 };
@@ -1354,7 +1354,8 @@ void KafkaTransport::event_cb(RdKafka::Event& event) {
         }
         // The same properties go to producer and consumer, so each one that
         // only applies to the other draws a harmless CONFWARN. Connection
-        // failures (FAIL) also arrive as error events, logged below.
+        // failures (FAIL) are kept for init()'s message; librdkafka 2.0 also
+        // reports them as error events, logged below.
         if (event.fac() == "CONFWARN" || event.fac() == "FAIL") level = spdlog::level::debug;
         if (event.fac() == "FAIL") {
           std::lock_guard lock(health_mu_);
